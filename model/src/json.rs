@@ -1,0 +1,391 @@
+//! The JSON form of messages, used by files, HTTP and tests.
+//!
+//! ```json
+//! {"schema-version": "1.0.0", "kind": "forecast", "tenant": "acme",
+//!  "correlation-id": "...", "headers": {"k": "v"}, "body": {...}}
+//! ```
+//!
+//! Parsing checks the schema version first, then the body against the kind,
+//! and rejects unknown fields, so a typo is an error with a field path rather
+//! than silently lost data.
+
+use base64::Engine as _;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::message::{Body, Header, Kind, Message};
+use crate::records::{Priority, Raw};
+use crate::{pairs, SCHEMA_MAJOR, SCHEMA_MINOR, SCHEMA_VERSION};
+
+/// Why a JSON message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not JSON, or JSON of the wrong shape; carries the field path when known.
+    Malformed {
+        /// Dotted path of the offending field (`body.quantity`), empty for the root.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The `schema-version` is one this host cannot read.
+    UnsupportedSchemaVersion {
+        /// The version the message declared.
+        found: String,
+        /// The version this host speaks.
+        supported: &'static str,
+    },
+    /// The `kind` names no canonical record.
+    UnknownKind(String),
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Malformed { path, message } if path.is_empty() || path == "." => {
+                write!(f, "malformed message: {message}")
+            }
+            JsonError::Malformed { path, message } => {
+                write!(f, "malformed message at `{path}`: {message}")
+            }
+            JsonError::UnsupportedSchemaVersion { found, supported } => write!(
+                f,
+                "unsupported schema version `{found}`: this host reads {SCHEMA_MAJOR}.x up to {supported}"
+            ),
+            JsonError::UnknownKind(kind) => {
+                let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                write!(f, "unknown message kind `{kind}`; expected one of: {}", all.join(", "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+impl JsonError {
+    /// A short machine-readable code for API error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JsonError::Malformed { .. } => "malformed-message",
+            JsonError::UnsupportedSchemaVersion { .. } => "unsupported-schema-version",
+            JsonError::UnknownKind(_) => "unknown-kind",
+        }
+    }
+}
+
+/// Checks that `version` is a `MAJOR.MINOR.PATCH` this host can read: the same
+/// major version and a minor version no newer than its own.
+pub fn check_schema_version(version: &str) -> Result<(), JsonError> {
+    let unsupported = || JsonError::UnsupportedSchemaVersion {
+        found: version.to_string(),
+        supported: SCHEMA_VERSION,
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor)), Some(Ok(_)), None)
+            if major == SCHEMA_MAJOR && minor <= SCHEMA_MINOR =>
+        {
+            Ok(())
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+/// Parses one message from JSON text.
+///
+/// # Errors
+///
+/// [`JsonError`] naming the field path for malformed input, an unsupported
+/// schema version, or an unknown kind.
+pub fn from_str(text: &str) -> Result<Message, JsonError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let wire: Wire = serde_path_to_error::deserialize(de).map_err(malformed)?;
+    wire.into_message()
+}
+
+/// Parses one message from a JSON value.
+///
+/// # Errors
+///
+/// As [`from_str`].
+pub fn from_value(value: Value) -> Result<Message, JsonError> {
+    let wire: Wire = serde_path_to_error::deserialize(value).map_err(malformed)?;
+    wire.into_message()
+}
+
+/// The message as compact JSON text.
+pub fn to_string(msg: &Message) -> String {
+    serde_json::to_string(msg).expect("a message always serializes")
+}
+
+/// The message as pretty JSON text.
+pub fn to_string_pretty(msg: &Message) -> String {
+    serde_json::to_string_pretty(msg).expect("a message always serializes")
+}
+
+/// The message as a JSON value.
+pub fn to_value(msg: &Message) -> Value {
+    serde_json::to_value(msg).expect("a message always serializes")
+}
+
+fn malformed(e: serde_path_to_error::Error<serde_json::Error>) -> JsonError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    // serde_json appends "at line L column C"; keep it, it helps in files.
+    JsonError::Malformed { path, message: inner.to_string() }
+}
+
+/// The envelope as it appears in JSON; the body is parsed once the kind is known.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Wire {
+    schema_version: String,
+    kind: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    correlation_id: String,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    source_system: String,
+    #[serde(default)]
+    occurred_at: String,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default, with = "pairs::headers")]
+    headers: Vec<Header>,
+    body: Value,
+}
+
+impl Wire {
+    fn into_message(self) -> Result<Message, JsonError> {
+        check_schema_version(&self.schema_version)?;
+        let kind = Kind::parse(&self.kind).ok_or_else(|| JsonError::UnknownKind(self.kind.clone()))?;
+        let body = parse_body(kind, self.body)?;
+        Ok(Message {
+            id: self.id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            tenant: self.tenant,
+            source_system: self.source_system,
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at,
+            priority: self.priority,
+            idempotency_key: self.idempotency_key,
+            headers: self.headers,
+            body,
+        })
+    }
+}
+
+fn parse_body(kind: Kind, body: Value) -> Result<Body, JsonError> {
+    fn parse<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, JsonError> {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { "body".to_string() } else { format!("body.{path}") };
+            JsonError::Malformed { path, message: e.into_inner().to_string() }
+        })
+    }
+    Ok(match kind {
+        Kind::Item => Body::Item(parse(body)?),
+        Kind::Location => Body::Location(parse(body)?),
+        Kind::Supplier => Body::Supplier(parse(body)?),
+        Kind::UomConversion => Body::UomConversion(parse(body)?),
+        Kind::Forecast => Body::Forecast(parse(body)?),
+        Kind::ReplenishmentRecommendation => Body::ReplenishmentRecommendation(parse(body)?),
+        Kind::InventoryPosition => Body::InventoryPosition(parse(body)?),
+        Kind::PurchaseRequisition => Body::PurchaseRequisition(parse(body)?),
+        Kind::TransferProposal => Body::TransferProposal(parse(body)?),
+        Kind::ExecutionStatus => Body::ExecutionStatus(parse(body)?),
+        Kind::Exception => Body::Exception(parse(body)?),
+        Kind::Raw => Body::Raw(parse(body)?),
+    })
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Body::Item(r) => r.serialize(s),
+            Body::Location(r) => r.serialize(s),
+            Body::Supplier(r) => r.serialize(s),
+            Body::UomConversion(r) => r.serialize(s),
+            Body::Forecast(r) => r.serialize(s),
+            Body::ReplenishmentRecommendation(r) => r.serialize(s),
+            Body::InventoryPosition(r) => r.serialize(s),
+            Body::PurchaseRequisition(r) => r.serialize(s),
+            Body::TransferProposal(r) => r.serialize(s),
+            Body::ExecutionStatus(r) => r.serialize(s),
+            Body::Exception(r) => r.serialize(s),
+            Body::Raw(r) => r.serialize(s),
+        }
+    }
+}
+
+/// Borrowed view of the envelope for serialization, in a stable field order.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct WireOut<'a> {
+    schema_version: &'a str,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    correlation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causation_id: &'a Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    tenant: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    source_system: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    occurred_at: &'a str,
+    priority: Priority,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: &'a Option<String>,
+    #[serde(skip_serializing_if = "<[Header]>::is_empty", serialize_with = "pairs::headers::serialize")]
+    headers: &'a [Header],
+    body: &'a Body,
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireOut {
+            schema_version: &self.schema_version,
+            kind: self.kind().as_str(),
+            id: &self.id,
+            correlation_id: &self.correlation_id,
+            causation_id: &self.causation_id,
+            tenant: &self.tenant,
+            source_system: &self.source_system,
+            occurred_at: &self.occurred_at,
+            priority: self.priority,
+            idempotency_key: &self.idempotency_key,
+            headers: &self.headers,
+            body: &self.body,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        wire.into_message().map_err(D::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawWire {
+    content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+}
+
+impl Serialize for Raw {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (text, base64) = match std::str::from_utf8(&self.data) {
+            Ok(t) => (Some(t.to_string()), None),
+            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&self.data))),
+        };
+        RawWire { content_type: self.content_type.clone(), text, base64 }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = RawWire::deserialize(d)?;
+        let data = match (w.text, w.base64) {
+            (Some(t), None) => t.into_bytes(),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|e| D::Error::custom(format!("`base64` is not valid base64: {e}")))?,
+            _ => return Err(D::Error::custom("a raw body needs exactly one of `text` or `base64`")),
+        };
+        Ok(Raw { content_type: w.content_type, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORECAST: &str = r#"{"schema-version":"1.0.0","kind":"forecast","tenant":"acme",
+        "headers":{"b":"2","a":"1"},
+        "body":{"item":"SKU-1","location":"DC-1","bucket":{"start":"2026-12-01","granularity":"week"},
+        "quantity":12.5,"uom":"EA","forecast-version":"v1","scenario":"baseline","channel":"retail",
+        "source-engine":"stat","extensions":{"buyer":"X"}}}"#;
+
+    #[test]
+    fn round_trips_and_keeps_header_order() {
+        let m = from_str(FORECAST).unwrap();
+        assert_eq!(m.kind(), Kind::Forecast);
+        assert_eq!(m.headers[0].key, "b");
+        let again = from_str(&to_string(&m)).unwrap();
+        assert_eq!(m, again);
+    }
+
+    #[test]
+    fn unknown_body_field_names_its_path() {
+        let bad = FORECAST.replace("\"quantity\"", "\"quantty\"");
+        let err = from_str(&bad).unwrap_err();
+        match &err {
+            JsonError::Malformed { path, message } => {
+                assert_eq!(path, "body.quantty");
+                assert!(message.contains("unknown field `quantty`"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let bad = FORECAST.replace("12.5", "\"many\"");
+        let err = from_str(&bad).unwrap_err();
+        assert!(err.to_string().contains("body.quantity"), "{err}");
+    }
+
+    #[test]
+    fn schema_versions() {
+        assert!(check_schema_version("1.0.0").is_ok());
+        assert!(check_schema_version("1.0.7").is_ok());
+        for v in ["2.0.0", "1.9.0", "1.0", "one", ""] {
+            assert!(matches!(
+                check_schema_version(v),
+                Err(JsonError::UnsupportedSchemaVersion { .. })
+            ), "{v}");
+        }
+        let err = from_str(&FORECAST.replace("1.0.0", "2.0.0")).unwrap_err();
+        assert_eq!(err.code(), "unsupported-schema-version");
+    }
+
+    #[test]
+    fn unknown_kind_lists_the_kinds() {
+        let err = from_str(&FORECAST.replace("\"forecast\"", "\"forcast\"")).unwrap_err();
+        assert!(err.to_string().contains("replenishment-recommendation"), "{err}");
+    }
+
+    #[test]
+    fn raw_bodies_text_and_base64() {
+        let text = r#"{"schema-version":"1.0.0","kind":"raw","body":{"content-type":"text/csv","text":"a,b\n"}}"#;
+        let m = from_str(text).unwrap();
+        assert!(matches!(&m.body, Body::Raw(r) if r.data == b"a,b\n"));
+        let bin = Message::new(Body::Raw(Raw { content_type: "application/octet-stream".into(), data: vec![0xff, 0] }));
+        let json = to_string(&bin);
+        assert!(json.contains("\"base64\":\"/wA=\""), "{json}");
+        assert_eq!(from_str(&json).unwrap(), bin);
+    }
+
+    #[test]
+    fn not_json_is_malformed() {
+        let err = from_str("{not json").unwrap_err();
+        assert_eq!(err.code(), "malformed-message");
+    }
+}
