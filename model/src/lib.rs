@@ -14,6 +14,7 @@ mod message;
 mod outcome;
 mod pairs;
 mod records;
+pub mod table;
 #[cfg(feature = "schema")]
 pub mod schema;
 
