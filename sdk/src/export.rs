@@ -3,8 +3,23 @@
 
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __export_world {
+macro_rules! __wasi_http_with {
     ($world:literal, $($glue:tt)*) => {
+        $crate::__export_world!($world, {
+            "wasi:http/outgoing-handler@0.2.12": ::syncline_sdk::__private::bindings::wasi::http::outgoing_handler,
+            "wasi:http/types@0.2.12": ::syncline_sdk::__private::bindings::wasi::http::types,
+            "wasi:io/error@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::poll,
+            "wasi:io/streams@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": ::syncline_sdk::__private::bindings::wasi::clocks::monotonic_clock,
+        }, $($glue)*);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_world {
+    ($world:literal, { $($with:tt)* }, $($glue:tt)*) => {
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         #[allow(missing_docs, unused)]
@@ -20,14 +35,10 @@ macro_rules! __export_world {
                     "syncline:plugin/config@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::config,
                     "syncline:plugin/reference@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::reference,
                     "syncline:plugin/state@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::state,
-                    "wasi:http/outgoing-handler@0.2.12": ::syncline_sdk::__private::bindings::wasi::http::outgoing_handler,
-                    "wasi:http/types@0.2.12": ::syncline_sdk::__private::bindings::wasi::http::types,
-                    "wasi:io/error@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::error,
-                    "wasi:io/poll@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::poll,
-                    "wasi:io/streams@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::streams,
-                    "wasi:clocks/monotonic-clock@0.2.12": ::syncline_sdk::__private::bindings::wasi::clocks::monotonic_clock,
+                    $($with)*
                 },
             });
+            use super::*;
             use ::syncline_sdk::__private::Conv as _;
             struct __Plugin;
             $($glue)*
@@ -47,7 +58,7 @@ macro_rules! __export_world {
 #[macro_export]
 macro_rules! export_transformer {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/transformer",
+        $crate::__export_world!("syncline:plugin/transformer", {},
             impl exports::syncline::plugin::transform::Guest for __Plugin {
                 fn transform(
                     msg: ::syncline_sdk::__private::wit::Message,
@@ -63,7 +74,7 @@ macro_rules! export_transformer {
 #[macro_export]
 macro_rules! export_validator {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/validator",
+        $crate::__export_world!("syncline:plugin/validator", {},
             impl exports::syncline::plugin::validate::Guest for __Plugin {
                 fn validate(
                     msg: ::syncline_sdk::__private::wit::Message,
@@ -79,7 +90,7 @@ macro_rules! export_validator {
 #[macro_export]
 macro_rules! export_allocator {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/allocator",
+        $crate::__export_world!("syncline:plugin/allocator", {},
             impl exports::syncline::plugin::allocate::Guest for __Plugin {
                 fn allocate(
                     batch: Vec<::syncline_sdk::__private::wit::Message>,
@@ -95,7 +106,7 @@ macro_rules! export_allocator {
 #[macro_export]
 macro_rules! export_source {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/source",
+        $crate::__wasi_http_with!("syncline:plugin/source",
             impl exports::syncline::plugin::poll::Guest for __Plugin {
                 fn poll(
                     cursor: Option<String>,
@@ -116,7 +127,7 @@ macro_rules! export_source {
 #[macro_export]
 macro_rules! export_sink {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/sink",
+        $crate::__wasi_http_with!("syncline:plugin/sink",
             impl exports::syncline::plugin::deliver::Guest for __Plugin {
                 fn deliver(
                     messages: Vec<::syncline_sdk::__private::wit::Message>,

@@ -37,6 +37,7 @@ pub mod http;
 pub mod log;
 pub mod reference;
 pub mod state;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
 mod bindings;

@@ -1,0 +1,157 @@
+//! Errors of loading and calling plugins. Each names the plugin (and its
+//! digest once known) and what went wrong.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use syncline_model::PluginError;
+
+use super::plugin::World;
+
+/// Loading a plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid component for this engine.
+    #[error("plugin `{name}` ({digest}) is not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// Plugin name.
+        name: String,
+        /// Digest.
+        digest: String,
+        /// Compiler's reason.
+        reason: String,
+    },
+    /// The component exports none of the Syncline worlds.
+    #[error(
+        "plugin `{name}` ({digest}) implements no Syncline plugin world: it exports [{exports}], \
+         expected one of syncline:plugin/{{transform,validate,allocate,poll,deliver}}@1.x"
+    )]
+    NoWorld {
+        /// Plugin name.
+        name: String,
+        /// Digest.
+        digest: String,
+        /// What it exports.
+        exports: String,
+    },
+    /// Built against a `syncline:plugin` major version this host does not run.
+    #[error("plugin `{name}` ({digest}) was built for syncline:plugin@{version}; this host runs 1.x")]
+    Version {
+        /// Plugin name.
+        name: String,
+        /// Digest.
+        digest: String,
+        /// Version found.
+        version: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error("plugin `{name}` ({digest}) cannot be linked: {reason}")]
+    Link {
+        /// Plugin name.
+        name: String,
+        /// Digest.
+        digest: String,
+        /// Linker's reason.
+        reason: String,
+    },
+    /// The plugin implements a different world than its user needs.
+    #[error(
+        "plugin `{name}` ({digest}) implements the `{found}` world, but {needed_by} needs a `{expected}` plugin"
+    )]
+    WrongWorld {
+        /// Plugin name.
+        name: String,
+        /// Digest.
+        digest: String,
+        /// World it implements.
+        found: World,
+        /// World required.
+        expected: World,
+        /// Who needs it (e.g. `stage 1 of pipeline forecast-release`).
+        needed_by: String,
+    },
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// The plugin returned an error of its own.
+    Plugin(PluginError),
+    /// The call ran past its wall-time limit and was interrupted.
+    Timeout(Duration),
+    /// The instance tried to grow its memory past the limit.
+    MemoryLimit {
+        /// The limit.
+        limit: usize,
+        /// What it asked for.
+        requested: usize,
+    },
+    /// The plugin trapped (panic, unreachable, out-of-bounds access, ...).
+    Trap(String),
+    /// The plugin broke the contract (e.g. wrong number of outcomes).
+    Contract(String),
+    /// No instance could be created (e.g. the instance pool is exhausted).
+    Instantiate(String),
+}
+
+impl Failure {
+    /// Whether the same input may succeed on a later attempt.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Failure::Plugin(e) => e.retryable,
+            Failure::Instantiate(_) => true,
+            // A deterministic plugin will trap, loop or bloat again on the same input.
+            Failure::Timeout(_) | Failure::MemoryLimit { .. } | Failure::Trap(_) | Failure::Contract(_) => false,
+        }
+    }
+
+    /// A short machine-readable code.
+    pub fn code(&self) -> &str {
+        match self {
+            Failure::Plugin(e) => &e.code,
+            Failure::Timeout(_) => "timeout",
+            Failure::MemoryLimit { .. } => "memory-limit",
+            Failure::Trap(_) => "trap",
+            Failure::Contract(_) => "contract",
+            Failure::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Plugin(e) => write!(f, "returned error {e}"),
+            Failure::Timeout(t) => write!(f, "ran past its wall-time limit of {t:?} and was stopped"),
+            Failure::MemoryLimit { limit, requested } => write!(
+                f,
+                "exceeded its memory limit of {} (asked for {})",
+                super::host::bytes(*limit),
+                super::host::bytes(*requested)
+            ),
+            Failure::Trap(t) => write!(f, "trapped: {t}"),
+            Failure::Contract(t) => write!(f, "broke the plugin contract: {t}"),
+            Failure::Instantiate(t) => write!(f, "could not be instantiated: {t}"),
+        }
+    }
+}
+
+/// A failed call, naming the plugin and digest.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("plugin `{plugin}` ({digest}) {failure}")]
+pub struct CallError {
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin digest.
+    pub digest: String,
+    /// What went wrong.
+    pub failure: Failure,
+}

@@ -1,0 +1,364 @@
+//! What a plugin's store holds and the host services it imports: logging,
+//! its configuration, reference tables, per-tenant state, WASI (nothing
+//! granted) and outbound HTTP limited to the allowed hosts.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use syncline_model::table::RefTable;
+
+use super::bindings::host_api::{config, log, reference, state};
+
+/// A plugin's per-tenant key-value state, kept across calls.
+pub trait StateStore: Send + Sync {
+    /// The value under (`tenant`, `plugin`, `key`).
+    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Option<Vec<u8>>;
+    /// Stores a value.
+    ///
+    /// # Errors
+    ///
+    /// Text for the plugin when the tenant's quota would be exceeded.
+    fn set(&self, tenant: &str, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), String>;
+    /// Removes a value.
+    fn delete(&self, tenant: &str, plugin: &str, key: &str);
+}
+
+/// State held in memory, with a byte quota per tenant and plugin.
+#[derive(Default)]
+pub struct MemoryState {
+    map: Mutex<BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>>,
+    quota: Option<usize>,
+}
+
+impl MemoryState {
+    /// An empty state store whose tenants may each hold `quota` bytes per plugin.
+    pub fn with_quota(quota: usize) -> MemoryState {
+        MemoryState { map: Mutex::default(), quota: Some(quota) }
+    }
+}
+
+impl StateStore for MemoryState {
+    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Option<Vec<u8>> {
+        let map = self.map.lock().unwrap();
+        map.get(&(tenant.to_string(), plugin.to_string()))?.get(key).cloned()
+    }
+
+    fn set(&self, tenant: &str, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), String> {
+        let mut map = self.map.lock().unwrap();
+        let entries = map.entry((tenant.to_string(), plugin.to_string())).or_default();
+        if let Some(quota) = self.quota {
+            let used: usize = entries.iter().filter(|(k, _)| *k != key).map(|(k, v)| k.len() + v.len()).sum();
+            if used + key.len() + value.len() > quota {
+                return Err(format!("state quota of {quota} bytes for tenant `{tenant}` would be exceeded"));
+            }
+        }
+        entries.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn delete(&self, tenant: &str, plugin: &str, key: &str) {
+        let mut map = self.map.lock().unwrap();
+        if let Some(entries) = map.get_mut(&(tenant.to_string(), plugin.to_string())) {
+            entries.remove(key);
+        }
+    }
+}
+
+/// Per-plugin limits, enforced on every call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Wall time allowed per call (epoch interruption).
+    pub timeout: Duration,
+    /// Linear memory allowed per instance, in bytes.
+    pub memory: usize,
+    /// Instances of this plugin alive at once (concurrent calls).
+    pub instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(5), memory: 64 << 20, instances: 4 }
+    }
+}
+
+/// Everything the host knows about one configured use of a plugin: its
+/// config, tables, state, allowed hosts and limits. Shared by its instances.
+pub struct PluginContext {
+    /// Plugin name (state is scoped by it).
+    pub plugin: String,
+    /// Flattened config entries (see [`flatten_config`]).
+    pub config: BTreeMap<String, String>,
+    /// Keys whose values are secrets: never logged.
+    pub secret_keys: Vec<String>,
+    /// Reference tables by name.
+    pub tables: BTreeMap<String, Arc<RefTable>>,
+    /// Key-value state.
+    pub state: Arc<dyn StateStore>,
+    /// `host:port` authorities outbound HTTP may reach.
+    pub allowed_hosts: Vec<String>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl PluginContext {
+    /// A context with no config, tables or allowed hosts, default limits and
+    /// in-memory state.
+    pub fn new(plugin: impl Into<String>) -> PluginContext {
+        PluginContext {
+            plugin: plugin.into(),
+            config: BTreeMap::new(),
+            secret_keys: Vec::new(),
+            tables: BTreeMap::new(),
+            state: Arc::new(MemoryState::with_quota(1 << 20)),
+            allowed_hosts: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PluginContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginContext")
+            .field("plugin", &self.plugin)
+            .field("config_keys", &self.config.keys().collect::<Vec<_>>())
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Flattens a JSON config object into `a.b.c` keys: strings as they are,
+/// numbers and booleans as text, arrays as JSON text; each nested object is
+/// also kept whole as JSON text under its own key.
+pub fn flatten_config(value: &serde_json::Value) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        use serde_json::Value;
+        match v {
+            Value::Object(map) => {
+                if !prefix.is_empty() {
+                    out.insert(prefix.to_string(), v.to_string());
+                }
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, v, out);
+                }
+            }
+            Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            Value::Null => {}
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// Who the current call is for: set before each call.
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    /// Tenant of the message(s).
+    pub tenant: String,
+    /// Correlation id of the (first) message.
+    pub correlation_id: String,
+}
+
+/// Caps linear memory growth and remembers that the cap was hit, so the
+/// resulting trap is reported as a memory limit, not a mystery.
+pub struct MemoryCap {
+    pub(crate) limit: usize,
+    pub(crate) exceeded: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} exceeded (asked for {})",
+                bytes(self.limit),
+                bytes(desired)
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+pub(crate) fn bytes(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{} KiB", n >> 10)
+    }
+}
+
+/// Outbound HTTP policy: only allowed authorities, and no waiting past the
+/// plugin's own call timeout.
+pub struct HttpPolicy {
+    allowed: Vec<String>,
+    timeout: Duration,
+}
+
+impl HttpPolicy {
+    fn allows(&self, authority: &str) -> bool {
+        self.allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(authority))
+    }
+}
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let authority = match uri.authority() {
+            Some(a) if a.port().is_some() => a.to_string(),
+            Some(a) => format!("{}:{}", a.host(), if https { 443 } else { 80 }),
+            None => String::new(),
+        };
+        if !self.allows(&authority) {
+            tracing::warn!(%authority, allowed = ?self.allowed, "plugin HTTP request denied");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let cap = |t: Option<Duration>| Some(t.map_or(self.timeout, |t| t.min(self.timeout)));
+        let options = options.unwrap_or_default();
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: cap(options.connect_timeout),
+            first_byte_timeout: cap(options.first_byte_timeout),
+            between_bytes_timeout: cap(options.between_bytes_timeout),
+        };
+        struct Default;
+        impl WasiHttpHooks for Default {}
+        Default.send_request(request, Some(options), fut)
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    policy: HttpPolicy,
+    pub(crate) memory: MemoryCap,
+    pub(crate) ctx: Arc<PluginContext>,
+    pub(crate) call: CallInfo,
+}
+
+impl HostState {
+    /// Fresh state for an instance of the plugin `ctx` describes. WASI grants
+    /// nothing: no files, environment, sockets or arguments.
+    pub fn new(ctx: Arc<PluginContext>) -> HostState {
+        HostState {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            policy: HttpPolicy { allowed: ctx.allowed_hosts.clone(), timeout: ctx.limits.timeout },
+            memory: MemoryCap { limit: ctx.limits.memory, exceeded: None },
+            ctx,
+            call: CallInfo::default(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.policy }
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let (plugin, tenant, correlation_id) = (&self.ctx.plugin, &self.call.tenant, &self.call.correlation_id);
+        match level {
+            log::Level::Trace => tracing::trace!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),
+        }
+    }
+}
+
+impl config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.ctx.config.get(&key).cloned()
+    }
+
+    fn entries(&mut self) -> Vec<(String, String)> {
+        self.ctx.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl HostState {
+    fn table_named(&self, name: &str) -> Result<&RefTable, String> {
+        self.ctx.tables.get(name).map(|t| t.as_ref()).ok_or_else(|| {
+            let names: Vec<_> = self.ctx.tables.keys().map(String::as_str).collect();
+            format!("no reference table `{name}` is attached (attached: {})", names.join(", "))
+        })
+    }
+}
+
+impl reference::Host for HostState {
+    fn get(&mut self, table: String, key: String) -> Result<Option<Vec<(String, String)>>, String> {
+        Ok(self.table_named(&table)?.get(&key))
+    }
+
+    fn find(&mut self, table: String, column: String, value: String) -> Result<Vec<Vec<(String, String)>>, String> {
+        self.table_named(&table)?.find(&column, &value)
+    }
+
+    fn tables(&mut self) -> Vec<String> {
+        self.ctx.tables.keys().cloned().collect()
+    }
+}
+
+impl state::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.ctx.state.get(&self.call.tenant, &self.ctx.plugin, &key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.ctx.state.set(&self.call.tenant, &self.ctx.plugin, &key, value)
+    }
+
+    fn delete(&mut self, key: String) {
+        self.ctx.state.delete(&self.call.tenant, &self.ctx.plugin, &key)
+    }
+}
+
+impl super::bindings::transformer::syncline::canonical::types::Host for HostState {}
+impl super::bindings::host_api::plugin_types::Host for HostState {}
