@@ -166,7 +166,7 @@ impl Wire {
     fn into_message(self) -> Result<Message, JsonError> {
         check_schema_version(&self.schema_version)?;
         let kind = Kind::parse(&self.kind).ok_or_else(|| JsonError::UnknownKind(self.kind.clone()))?;
-        let body = parse_body(kind, self.body)?;
+        let body = body_from_value(kind, self.body)?;
         Ok(Message {
             id: self.id,
             correlation_id: self.correlation_id,
@@ -183,7 +183,12 @@ impl Wire {
     }
 }
 
-fn parse_body(kind: Kind, body: Value) -> Result<Body, JsonError> {
+/// Parses a body of `kind` from JSON (what a mapping plugin builds).
+///
+/// # Errors
+///
+/// [`JsonError::Malformed`] with the field path under `body`.
+pub fn body_from_value(kind: Kind, body: Value) -> Result<Body, JsonError> {
     fn parse<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, JsonError> {
         serde_path_to_error::deserialize(v).map_err(|e| {
             let path = e.path().to_string();

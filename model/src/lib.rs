@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod convert;
+pub mod date;
 pub mod json;
 mod message;
 mod outcome;

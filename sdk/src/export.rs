@@ -4,8 +4,9 @@
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __wasi_http_with {
-    ($world:literal, $($glue:tt)*) => {
+    ($world:literal, { $($extra:tt)* }, $($glue:tt)*) => {
         $crate::__export_world!($world, {
+            $($extra)*
             "wasi:http/outgoing-handler@0.2.12": ::syncline_sdk::__private::bindings::wasi::http::outgoing_handler,
             "wasi:http/types@0.2.12": ::syncline_sdk::__private::bindings::wasi::http::types,
             "wasi:io/error@0.2.12": ::syncline_sdk::__private::bindings::wasi::io::error,
@@ -30,7 +31,6 @@ macro_rules! __export_world {
                 generate_all,
                 with: {
                     "syncline:canonical/types@1.0.0": ::syncline_sdk::__private::bindings::syncline::canonical::types,
-                    "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types,
                     "syncline:plugin/log@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::log,
                     "syncline:plugin/config@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::config,
                     "syncline:plugin/reference@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::reference,
@@ -58,7 +58,7 @@ macro_rules! __export_world {
 #[macro_export]
 macro_rules! export_transformer {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/transformer", {},
+        $crate::__export_world!("syncline:plugin/transformer", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::transform::Guest for __Plugin {
                 fn transform(
                     msg: ::syncline_sdk::__private::wit::Message,
@@ -74,7 +74,7 @@ macro_rules! export_transformer {
 #[macro_export]
 macro_rules! export_validator {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/validator", {},
+        $crate::__export_world!("syncline:plugin/validator", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::validate::Guest for __Plugin {
                 fn validate(
                     msg: ::syncline_sdk::__private::wit::Message,
@@ -90,7 +90,7 @@ macro_rules! export_validator {
 #[macro_export]
 macro_rules! export_allocator {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/allocator", {},
+        $crate::__export_world!("syncline:plugin/allocator", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::allocate::Guest for __Plugin {
                 fn allocate(
                     batch: Vec<::syncline_sdk::__private::wit::Message>,
@@ -106,7 +106,7 @@ macro_rules! export_allocator {
 #[macro_export]
 macro_rules! export_source {
     ($t:ty) => {
-        $crate::__wasi_http_with!("syncline:plugin/source",
+        $crate::__wasi_http_with!("syncline:plugin/source", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::poll::Guest for __Plugin {
                 fn poll(
                     cursor: Option<String>,
@@ -127,7 +127,7 @@ macro_rules! export_source {
 #[macro_export]
 macro_rules! export_sink {
     ($t:ty) => {
-        $crate::__wasi_http_with!("syncline:plugin/sink",
+        $crate::__wasi_http_with!("syncline:plugin/sink", {},
             impl exports::syncline::plugin::deliver::Guest for __Plugin {
                 fn deliver(
                     messages: Vec<::syncline_sdk::__private::wit::Message>,
