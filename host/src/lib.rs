@@ -2,6 +2,10 @@
 //!
 //! Data flows one way through its modules: plugins are loaded and run by
 //! [`runtime`]; [`plugin_test`] runs a plugin against golden cases with no
-//! server.
+//! server (over the loopback [`stub_http`] for connectors); [`scaffold`]
+//! writes new plugin crates.
 
+pub mod plugin_test;
 pub mod runtime;
+pub mod scaffold;
+pub mod stub_http;

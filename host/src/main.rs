@@ -1,1 +1,185 @@
-fn main(){}
+//! The `syncline` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use syncline::plugin_test;
+use syncline::runtime::{CompileCache, EngineOptions, Plugin, Runtime, World};
+use syncline::scaffold;
+
+/// Syncline: the integration host between ERP and demand planning.
+#[derive(Parser)]
+#[command(name = "syncline", version, about)]
+struct Cli {
+    /// Where compiled plugins are cached (default: $SYNCLINE_CACHE_DIR or ~/.cache/syncline/compiled).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not use the on-disk compile cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a plugin against golden cases, with no server; exits non-zero on a mismatch.
+    Test {
+        /// The plugin's .wasm file.
+        plugin: PathBuf,
+        /// Folder of case files (*.json).
+        #[arg(long, value_name = "DIR")]
+        cases: PathBuf,
+        /// Also write the results as JUnit XML.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Show a plugin's world, versions, imports, exports, digest and size.
+    Inspect {
+        /// The plugin's .wasm file.
+        plugin: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create things.
+    New {
+        #[command(subcommand)]
+        what: New,
+    },
+    /// Print the JSON Schema of canonical messages.
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum New {
+    /// Scaffold a plugin crate that builds and passes its sample case.
+    Plugin {
+        /// Plugin name: lower-case words separated by '-'.
+        name: String,
+        /// transformer, validator, allocator, source or sink.
+        #[arg(long, value_parser = parse_world)]
+        kind: World,
+        /// Parent folder (default: the current one).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the syncline-sdk crate (default: $SYNCLINE_SDK or the SDK in this source tree).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+fn parse_world(s: &str) -> Result<World, String> {
+    World::parse(s).ok_or_else(|| format!("`{s}` is not a plugin kind; expected transformer, validator, allocator, source or sink"))
+}
+
+fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
+    let dir = cli.cache_dir.clone().unwrap_or_else(CompileCache::default_dir);
+    Runtime::new(&EngineOptions::default(), if cli.no_cache { None } else { Some(dir.as_path()) })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Test { plugin, cases, junit } => test(cli, plugin, cases, junit.as_deref()),
+        Command::Inspect { plugin, json } => {
+            let plugin = runtime(cli)?.load_file(plugin)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&inspect_json(&plugin))?);
+            } else {
+                print!("{}", inspect_text(&plugin));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { what: New::Plugin { name, kind, dir, sdk } } => {
+            let sdk = sdk.clone().unwrap_or_else(scaffold::default_sdk_path);
+            let created = scaffold::new_plugin(dir, name, *kind, &sdk)?;
+            println!("created {kind} plugin `{name}` in {}", created.display());
+            println!("next:\n  cd {}\n  cargo build --release --target wasm32-wasip2", created.display());
+            println!("  syncline test target/wasm32-wasip2/release/{}.wasm --cases cases", name.replace('-', "_"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&syncline_model::schema::message_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn test(cli: &Cli, path: &Path, cases: &Path, junit: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let runtime = runtime(cli)?;
+    let plugin = runtime.load_file(path)?;
+    println!("testing {} ({} {}, {}) against {}", plugin.name, plugin.world, plugin.short_digest(), human(plugin.size), cases.display());
+    let results = plugin_test::run_cases(&runtime, &plugin, cases)?;
+    let mut failed = 0;
+    for r in &results {
+        match &r.failure {
+            None => println!("  ok    {}  {}", r.name, r.description),
+            Some(f) => {
+                failed += 1;
+                println!("  FAIL  {}  {}", r.name, r.description);
+                for line in f.lines() {
+                    println!("        {line}");
+                }
+            }
+        }
+    }
+    if let Some(junit) = junit {
+        plugin_test::write_junit(&plugin, &results, junit).context("writing JUnit XML")?;
+    }
+    println!("{} passed, {} failed", results.len() - failed, failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn human(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+fn inspect_json(p: &Plugin) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name, "digest": p.digest, "size": p.size, "world": p.world.as_str(),
+        "package": format!("syncline:plugin@{}", p.api_version),
+        "imports": p.imports, "exports": p.exports,
+    })
+}
+
+fn inspect_text(p: &Plugin) -> String {
+    let mut s = format!(
+        "name     {}\ndigest   {}\nsize     {} ({} bytes)\nworld    syncline:plugin/{}@{}\nexports\n",
+        p.name,
+        p.digest,
+        human(p.size),
+        p.size,
+        p.world,
+        p.api_version
+    );
+    for e in &p.exports {
+        s += &format!("  {e}\n");
+    }
+    s += "imports\n";
+    for i in &p.imports {
+        s += &format!("  {i}\n");
+    }
+    s
+}
