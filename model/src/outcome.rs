@@ -81,7 +81,7 @@ impl Violation {
 /// What happened to one delivered message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
-#[serde(rename_all = "kebab-case", tag = "outcome", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", rename_all_fields = "kebab-case", tag = "outcome", deny_unknown_fields)]
 pub enum DeliveryOutcome {
     /// Accepted downstream.
     Delivered {

@@ -189,19 +189,29 @@ mod wasi_impl {
         }
         let body = outgoing.body().map_err(|_| HttpError::Transport("request body already taken".into()))?;
         let future = outgoing_handler::handle(outgoing, Some(options)).map_err(error)?;
-        {
-            let stream = body.write().map_err(|_| HttpError::Transport("request body stream unavailable".into()))?;
+        // A refused or failed request closes the body stream; the response
+        // future then holds the real reason, so a write error is only
+        // reported when the future has none.
+        let mut write_error = None;
+        if let Ok(stream) = body.write() {
             for chunk in request.body.chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(|e| HttpError::Transport(format!("{e:?}")))?;
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    write_error = Some(HttpError::Transport(format!("writing the request body: {e:?}")));
+                    break;
+                }
             }
         }
-        OutgoingBody::finish(body, None).map_err(error)?;
+        let finished = OutgoingBody::finish(body, None);
         future.subscribe().block();
         let response = match future.get() {
             Some(Ok(Ok(r))) => r,
             Some(Ok(Err(code))) => return Err(error(code)),
             Some(Err(())) | None => return Err(HttpError::Transport("response already taken".into())),
         };
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        finished.map_err(error)?;
         let status = response.status();
         let headers = response
             .headers()
