@@ -1,0 +1,9 @@
+//! End-to-end tests: the real host, real compiled plugins (built by the
+//! test setup for wasm32-wasip2), real HTTP on loopback. One binary, one
+//! module per topic.
+
+mod cli;
+mod runtime;
+mod scaffold;
+mod schema;
+mod support;
