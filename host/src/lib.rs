@@ -5,6 +5,7 @@
 //! server (over the loopback [`stub_http`] for connectors); [`scaffold`]
 //! writes new plugin crates.
 
+pub mod config;
 pub mod plugin_test;
 pub mod runtime;
 pub mod scaffold;

@@ -1,0 +1,371 @@
+//! The TOML configuration: what it may say (strict types, unknown keys are
+//! errors), and loading it into a checked [`Config`] with every problem
+//! reported at once, each with file, line, column and a fix. The same path
+//! serves `syncline check`, start-up and reload.
+//!
+//! This module reads files and the environment (for secrets); it does not
+//! load plugins or start anything.
+
+mod error;
+mod model;
+mod values;
+
+pub use error::{nearest, suggestion, ConfigError, ConfigErrors};
+pub use model::*;
+pub use values::{Name, Size, Span};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::runtime::World;
+
+/// The config file format version this host reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Loads and checks the config in `path`.
+///
+/// # Errors
+///
+/// [`ConfigErrors`] with every problem found.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(path, "", None, format!("cannot read config file: {e}"))])
+    })?;
+    load_str(path, &source)
+}
+
+/// Checks config text as if read from `path` (relative paths in it are
+/// relative to `path`'s folder).
+///
+/// # Errors
+///
+/// [`ConfigErrors`] with every problem found.
+pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
+    let file: ConfigFile = toml::from_str(source).map_err(|e| {
+        let message = e.message().trim_end().to_string();
+        let mut err = ConfigError::new(path, source, e.span(), message.clone());
+        if message.contains("unknown field") {
+            err = err.help("remove it or check its spelling");
+        }
+        ConfigErrors(vec![err])
+    })?;
+    Checker { path, source, errors: Vec::new() }.check(file)
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> &mut ConfigError {
+        self.errors.push(ConfigError::new(self.path, self.source, span, message));
+        self.errors.last_mut().unwrap()
+    }
+
+    fn base(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    fn check(mut self, file: ConfigFile) -> Result<Config, ConfigErrors> {
+        if *file.version.get_ref() != CONFIG_VERSION {
+            let v = *file.version.get_ref();
+            self.err(Some(file.version.span()), format!("unsupported config version {v}"))
+                .help = Some(format!("this host reads `version = {CONFIG_VERSION}`"));
+        }
+        let base = self.base();
+        let plugins_dir = base.join(&file.plugins.dir);
+
+        // Tenants.
+        let mut tenants = BTreeSet::new();
+        for t in &file.tenants {
+            if !tenants.insert(t.id.get_ref().clone()) {
+                self.err(Some(t.id.span()), format!("tenant `{}` is declared twice", t.id.get_ref()));
+            }
+        }
+        let tenant_names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+
+        // Sinks.
+        let mut sinks = BTreeMap::new();
+        for (name, sink) in &file.sinks {
+            let name = match Name::try_from(name.clone()) {
+                Ok(n) => n,
+                Err(e) => {
+                    let span = self.source.find(&format!("[sink.{name}]")).map(|i| i + 6..i + 6 + name.len());
+                    self.err(span, e);
+                    continue;
+                }
+            };
+            if let Some(t) = &sink.tenant {
+                if !tenants.contains(t.get_ref()) {
+                    let help = suggestion("tenant", t.get_ref().as_str(), tenant_names.iter().map(String::as_str));
+                    self.err(Some(t.span()), format!("unknown tenant `{}`", t.get_ref())).help = Some(help);
+                }
+            }
+            let scope = sink.tenant.as_ref().map(|t| t.get_ref().clone());
+            let plugin = self.plugin_ref(&plugins_dir, scope.as_ref(), &sink.plugin, World::Sink, format!("sink `{name}`"));
+            let settings = self.settings(&sink.config, &sink.tables, &sink.allowed_hosts, &sink.limits);
+            if sink.retry.attempts == 0 {
+                self.err(None, format!("sink `{name}`: retry.attempts must be at least 1"));
+            }
+            sinks.insert(
+                name.clone(),
+                Sink {
+                    name,
+                    tenant: scope,
+                    plugin,
+                    settings,
+                    retry: sink.retry.clone(),
+                    batch: sink.batch.max(1),
+                },
+            );
+        }
+        let sink_names: Vec<String> = sinks.keys().map(|s| s.to_string()).collect();
+
+        // Pipelines.
+        let mut pipelines = Vec::new();
+        let mut ids = BTreeSet::new();
+        for p in &file.pipelines {
+            let id = p.id.get_ref().clone();
+            if !ids.insert(id.clone()) {
+                self.err(Some(p.id.span()), format!("pipeline `{id}` is declared twice"));
+            }
+            let tenant = p.tenant.get_ref().clone();
+            if !tenants.contains(&tenant) {
+                let help = suggestion("tenant", tenant.as_str(), tenant_names.iter().map(String::as_str));
+                self.err(Some(p.tenant.span()), format!("unknown tenant `{tenant}`")).help = Some(help);
+            }
+            let source = self.source_of(&plugins_dir, &tenant, &id, p.source.as_ref());
+            let mut stages = Vec::new();
+            for (i, s) in p.stages.iter().enumerate() {
+                if let Some(stage) = self.stage(&plugins_dir, &tenant, &id, i, s) {
+                    stages.push(stage);
+                }
+            }
+            let mut routes = Vec::new();
+            for r in &p.routes {
+                let mut to = Vec::new();
+                for target in r.to.iter() {
+                    let n = target.get_ref();
+                    match sinks.get(n.as_str()) {
+                        None => {
+                            let help = suggestion("sink", n, sink_names.iter().map(String::as_str));
+                            self.err(Some(target.span()), format!("unknown sink `{n}` in a route of pipeline `{id}`")).help = Some(help);
+                        }
+                        Some(s) if s.tenant.as_ref().is_some_and(|t| *t != tenant) => {
+                            self.err(Some(target.span()), format!(
+                                "sink `{n}` belongs to tenant `{}` and cannot be used by pipeline `{id}` of tenant `{tenant}`",
+                                s.tenant.as_ref().unwrap()
+                            ));
+                        }
+                        Some(_) => to.push(Name::try_from(n.clone()).unwrap()),
+                    }
+                }
+                let when = match &r.when {
+                    None => None,
+                    Some(w) => match Condition::parse(w.get_ref()) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            self.err(Some(w.span()), format!("bad route condition: {e}"))
+                                .help = Some("write e.g. `when = { kind = \"purchase-requisition\", \"body.location\" = [\"DC-1\", \"DC-2\"] }`".into());
+                            None
+                        }
+                    },
+                };
+                routes.push(Route { when, to });
+            }
+            if routes.is_empty() {
+                self.err(Some(p.id.span()), format!("pipeline `{id}` has no routes")).help =
+                    Some("add `routes = [{ to = \"SINK\" }]`".into());
+            } else if routes.iter().filter(|r| r.when.is_none()).count() > 1 {
+                self.err(Some(p.id.span()), format!("pipeline `{id}` has more than one default route (a route without `when`)"));
+            }
+            let ordering_key = p.ordering_key.clone().unwrap_or_else(|| vec!["body.item".into(), "body.location".into()]);
+            pipelines.push(Pipeline {
+                id,
+                tenant,
+                source,
+                tier: p.tier.clone(),
+                ordering_key,
+                stages,
+                routes,
+                max_attempts: p.max_attempts,
+            });
+        }
+
+        if self.errors.is_empty() {
+            Ok(Config {
+                path: self.path.to_path_buf(),
+                server: file.server,
+                store: Store { path: base.join(&file.store.path), ..file.store },
+                plugins_dir,
+                cache_dir: file.plugins.cache_dir.map(|d| base.join(d)),
+                tenants: tenants.into_iter().collect(),
+                pipelines,
+                sinks,
+            })
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    fn source_of(&mut self, dir: &Path, tenant: &Name, pipeline: &Name, source: Option<&SourceFile>) -> Source {
+        let Some(s) = source else { return Source::Http };
+        match (&s.http, &s.plugin) {
+            (Some(true), None) | (None, None) => Source::Http,
+            (Some(_), Some(p)) => {
+                self.err(Some(p.span()), format!("pipeline `{pipeline}`: a source is either `http = true` or `plugin = \"...\"`, not both"));
+                Source::Http
+            }
+            (Some(false), None) => Source::None,
+            (None, Some(p)) => {
+                let plugin = self.plugin_ref(dir, Some(tenant), p, World::Source, format!("the source of pipeline `{pipeline}`"));
+                let every = s.every.map(|e| e.0).unwrap_or(std::time::Duration::from_secs(60));
+                let settings = self.settings(&s.config, &s.tables, &s.allowed_hosts, &s.limits);
+                Source::Poll { plugin, every, settings }
+            }
+        }
+    }
+
+    fn stage(&mut self, dir: &Path, tenant: &Name, pipeline: &Name, index: usize, s: &StageFile) -> Option<Stage> {
+        let who = format!("stage {} of pipeline `{pipeline}`", index + 1);
+        let (kind, name) = match (&s.transform, &s.validate, &s.allocate) {
+            (Some(n), None, None) => (StageKind::Transform, n),
+            (None, Some(n), None) => (StageKind::Validate, n),
+            (None, None, Some(n)) => (StageKind::Allocate, n),
+            _ => {
+                self.err(None, format!("{who} must name exactly one of `transform`, `validate` or `allocate`"));
+                return None;
+            }
+        };
+        let world = match kind {
+            StageKind::Transform => World::Transformer,
+            StageKind::Validate => World::Validator,
+            StageKind::Allocate => World::Allocator,
+        };
+        let plugin = self.plugin_ref(dir, Some(tenant), name, world, who.clone());
+        let on_violation = match (&s.on_violation, kind) {
+            (Some(v), StageKind::Validate) => match OnViolation::parse(v.get_ref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.err(Some(v.span()), e).help = Some("one of `dead-letter`, `exception:QUEUE`, `warn`, `drop`".into());
+                    OnViolation::DeadLetter
+                }
+            },
+            (Some(v), _) => {
+                self.err(Some(v.span()), format!("{who}: `on-violation` applies to validate stages only"));
+                OnViolation::DeadLetter
+            }
+            (None, _) => OnViolation::DeadLetter,
+        };
+        if s.batch.is_some() && kind != StageKind::Allocate {
+            self.err(None, format!("{who}: `batch` applies to allocate stages only"));
+        }
+        let batch = s.batch.clone().unwrap_or_default();
+        let settings = self.settings(&s.config, &s.tables, &s.allowed_hosts, &s.limits);
+        Some(Stage { kind, plugin, on_violation, batch, settings })
+    }
+
+    /// Resolves a plugin name: `<dir>/<tenant>/<name>.wasm`, then `<dir>/shared/<name>.wasm`.
+    fn plugin_ref(&mut self, dir: &Path, tenant: Option<&Name>, name: &Spanned<String>, world: World, needed_by: String) -> PluginRef {
+        let n = name.get_ref();
+        let mut candidates = Vec::new();
+        if let Some(t) = tenant {
+            candidates.push(dir.join(t.as_str()).join(format!("{n}.wasm")));
+        }
+        candidates.push(dir.join("shared").join(format!("{n}.wasm")));
+        let path = candidates.iter().find(|p| p.exists()).cloned();
+        if path.is_none() {
+            let mut known: Vec<String> = Vec::new();
+            let mut dirs = vec![dir.join("shared")];
+            if let Some(t) = tenant {
+                dirs.insert(0, dir.join(t.as_str()));
+            }
+            for d in &dirs {
+                if let Ok(entries) = std::fs::read_dir(d) {
+                    for e in entries.flatten() {
+                        let p = e.path();
+                        if p.extension().is_some_and(|x| x == "wasm") {
+                            known.push(p.file_stem().unwrap().to_string_lossy().into_owned());
+                        }
+                    }
+                }
+            }
+            known.sort();
+            let help = suggestion("plugin", n, known.iter().map(String::as_str));
+            let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+            self.err(Some(name.span()), format!("unknown plugin `{n}` for {needed_by} (looked for {})", looked.join(", "))).help = Some(help);
+        }
+        PluginRef { name: n.clone(), path: path.unwrap_or_else(|| candidates.pop().unwrap()), world, needed_by }
+    }
+
+    fn settings(
+        &mut self,
+        config: &Option<Spanned<toml::Table>>,
+        tables: &BTreeMap<String, String>,
+        allowed_hosts: &[String],
+        limits: &Option<LimitsFile>,
+    ) -> PluginSettings {
+        let mut secret_keys = Vec::new();
+        let json = match config {
+            None => serde_json::Value::Object(Default::default()),
+            Some(c) => {
+                let mut missing = Vec::new();
+                let v = resolve_secrets(c.get_ref(), "", &mut secret_keys, &mut missing);
+                for var in missing {
+                    self.err(Some(c.span()), format!("environment variable `{var}` is not set (a secret in this config)"))
+                        .help = Some(format!("export {var}=... before starting syncline"));
+                }
+                v
+            }
+        };
+        let base = self.base();
+        let mut limits_out = crate::runtime::Limits::default();
+        if let Some(l) = limits {
+            if let Some(t) = l.timeout {
+                limits_out.timeout = t.0;
+            }
+            if let Some(m) = l.memory {
+                limits_out.memory = m.0;
+            }
+            if let Some(i) = l.instances {
+                limits_out.instances = i.max(1);
+            }
+        }
+        PluginSettings {
+            config: json,
+            secret_keys,
+            tables: tables.iter().map(|(k, v)| (k.clone(), base.join(v))).collect(),
+            allowed_hosts: allowed_hosts.to_vec(),
+            limits: limits_out,
+        }
+    }
+}
+
+/// TOML config table to JSON, replacing `{ env = "VAR" }` by the variable's value.
+fn resolve_secrets(table: &toml::Table, prefix: &str, secrets: &mut Vec<String>, missing: &mut Vec<String>) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let value = match v {
+            toml::Value::Table(t) if t.len() == 1 && t.get("env").is_some_and(|e| e.is_str()) => {
+                let var = t["env"].as_str().unwrap();
+                secrets.push(key.clone());
+                match std::env::var(var) {
+                    Ok(val) => serde_json::Value::String(val),
+                    Err(_) => {
+                        missing.push(var.to_string());
+                        serde_json::Value::Null
+                    }
+                }
+            }
+            toml::Value::Table(t) => resolve_secrets(t, &key, secrets, missing),
+            other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
+        };
+        out.insert(k.clone(), value);
+    }
+    serde_json::Value::Object(out)
+}

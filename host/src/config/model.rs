@@ -1,0 +1,616 @@
+//! The config file's shape (what TOML may say) and the checked config the
+//! rest of the host runs from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{Name, Size, Span};
+use crate::runtime::{Limits, World};
+
+// ---------------------------------------------------------------- file shape
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Config format version. Example: `version = 1`
+    pub version: Spanned<u32>,
+    /// HTTP server. Example: `[server] listen = "127.0.0.1:8080"`
+    #[serde(default)]
+    pub server: Server,
+    /// Durable store. Example: `[store] path = "data/syncline.db"`
+    #[serde(default)]
+    pub store: Store,
+    /// Plugin folder. Example: `[plugins] dir = "plugins"`
+    #[serde(default)]
+    pub plugins: PluginsFile,
+    /// Tenants. Example: `[[tenant]] id = "acme"`
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantFile>,
+    /// Pipelines. Example: `[[pipeline]] id = "forecast-release"`
+    #[serde(default, rename = "pipeline")]
+    pub pipelines: Vec<PipelineFile>,
+    /// Sinks by name. Example: `[sink.erp] plugin = "http-sink"`
+    #[serde(default, rename = "sink")]
+    pub sinks: BTreeMap<String, SinkFile>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Server {
+    /// Address to listen on. Example: `listen = "127.0.0.1:8080"`
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest accepted request body. Example: `max-body = "1MiB"`
+    #[serde(default = "default_max_body")]
+    pub max_body: Size,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_max_body() -> Size {
+    Size(1 << 20)
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server { listen: default_listen(), max_body: default_max_body() }
+    }
+}
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sync {
+    /// fsync on every commit: survives power loss.
+    #[default]
+    Full,
+    /// WAL without fsync per commit: survives a killed process, not power loss.
+    Normal,
+}
+
+/// Which store engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// Embedded SQLite (WAL, group commit).
+    #[default]
+    Sqlite,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Store {
+    /// Engine. Example: `kind = "sqlite"`
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// Database file (relative to the config file). Example: `path = "data/syncline.db"`
+    #[serde(default = "default_db")]
+    pub path: PathBuf,
+    /// Durability of commits. Example: `sync = "full"`
+    #[serde(default)]
+    pub sync: Sync,
+    /// How long an idempotency key is remembered. Example: `dedupe-window = "7d"`
+    #[serde(default = "default_window")]
+    pub dedupe_window: Span,
+}
+
+fn default_db() -> PathBuf {
+    "data/syncline.db".into()
+}
+
+fn default_window() -> Span {
+    Span(Duration::from_secs(7 * 86400))
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store { kind: StoreKind::Sqlite, path: default_db(), sync: Sync::Full, dedupe_window: default_window() }
+    }
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PluginsFile {
+    /// Folder with `shared/` and one folder per tenant. Example: `dir = "plugins"`
+    #[serde(default = "default_plugins")]
+    pub dir: PathBuf,
+    /// Compiled-plugin cache. Example: `cache-dir = ".cache"`
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_plugins() -> PathBuf {
+    "plugins".into()
+}
+
+impl Default for PluginsFile {
+    fn default() -> Self {
+        PluginsFile { dir: default_plugins(), cache_dir: None }
+    }
+}
+
+/// `[[tenant]]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TenantFile {
+    /// Tenant id. Example: `id = "acme"`
+    pub id: Spanned<Name>,
+}
+
+/// Per-plugin limits. Example: `limits = { timeout = "2s", memory = "64MiB", instances = 4 }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Wall time per call.
+    pub timeout: Option<Span>,
+    /// Linear memory per instance.
+    pub memory: Option<Size>,
+    /// Instances at once.
+    pub instances: Option<usize>,
+}
+
+/// A pipeline's source. Example: `source = { http = true }` or
+/// `source = { plugin = "erp-poll", every = "15m" }`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SourceFile {
+    /// Accept messages over HTTP ingest.
+    pub http: Option<bool>,
+    /// Poll this source plugin.
+    pub plugin: Option<Spanned<String>>,
+    /// Poll interval.
+    pub every: Option<Span>,
+    /// Plugin config.
+    pub config: Option<Spanned<toml::Table>>,
+    /// Reference tables: name -> CSV path.
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    /// Hosts outbound HTTP may reach (`host:port`).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Limits.
+    pub limits: Option<LimitsFile>,
+}
+
+/// A stage. Example: `{ validate = "canonical-validator", on-violation = "exception:master-data" }`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StageFile {
+    /// Transformer plugin.
+    pub transform: Option<Spanned<String>>,
+    /// Validator plugin.
+    pub validate: Option<Spanned<String>>,
+    /// Allocator plugin.
+    pub allocate: Option<Spanned<String>>,
+    /// What a validation failure does.
+    pub on_violation: Option<Spanned<String>>,
+    /// Allocate batching. Example: `batch = { max = 500, window = "2s" }`
+    pub batch: Option<BatchPolicy>,
+    /// Plugin config.
+    pub config: Option<Spanned<toml::Table>>,
+    /// Reference tables: name -> CSV path.
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    /// Hosts outbound HTTP may reach.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Limits.
+    pub limits: Option<LimitsFile>,
+}
+
+/// One or several sink names.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Targets {
+    /// `to = "erp"`
+    One(Spanned<String>),
+    /// `to = ["erp", "archive"]`
+    Many(Vec<Spanned<String>>),
+}
+
+impl Targets {
+    /// Every target.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = &Spanned<String>> + '_> {
+        match self {
+            Targets::One(t) => Box::new(std::iter::once(t)),
+            Targets::Many(ts) => Box::new(ts.iter()),
+        }
+    }
+}
+
+/// A route. Example: `{ when = { "body.location" = ["DC-1", "DC-2"] }, to = "erp-cloud" }`
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RouteFile {
+    /// Condition; none makes the default route.
+    pub when: Option<Spanned<toml::Table>>,
+    /// Sink(s).
+    pub to: Targets,
+}
+
+/// `[[pipeline]]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Pipeline id. Example: `id = "forecast-release"`
+    pub id: Spanned<Name>,
+    /// Owning tenant. Example: `tenant = "acme"`
+    pub tenant: Spanned<Name>,
+    /// Where messages come from (default: HTTP ingest).
+    pub source: Option<SourceFile>,
+    /// Service tier. Example: `tier = "critical"`
+    pub tier: Option<String>,
+    /// Fields whose values order messages. Example: `ordering-key = ["body.item", "body.location"]`
+    pub ordering_key: Option<Vec<String>>,
+    /// Stages in order.
+    #[serde(default)]
+    pub stages: Vec<StageFile>,
+    /// Routes in order; the first that matches wins.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    /// Attempts for a retryable stage failure before dead-lettering. Example: `max-attempts = 5`
+    #[serde(default = "default_stage_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_stage_attempts() -> u32 {
+    5
+}
+
+/// Retry policy of a sink. Example: `retry = { attempts = 8, initial = "200ms", max = "30s" }`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// First backoff.
+    #[serde(default = "default_initial")]
+    pub initial: Span,
+    /// Longest backoff.
+    #[serde(default = "default_max")]
+    pub max: Span,
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+fn default_initial() -> Span {
+    Span(Duration::from_millis(200))
+}
+fn default_max() -> Span {
+    Span(Duration::from_secs(30))
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: default_attempts(), initial: default_initial(), max: default_max() }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before attempt `n + 1` after `n` failed attempts: exponential
+    /// with full jitter, never below half the exponential value.
+    pub fn backoff(&self, failed: u32) -> Duration {
+        let exp = self.initial.0.saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+        let capped = exp.min(self.max.0);
+        capped / 2 + capped.mul_f64(fastrand::f64() / 2.0)
+    }
+}
+
+/// Allocate batching. Example: `batch = { max = 500, window = "2s" }`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BatchPolicy {
+    /// Most messages per batch.
+    #[serde(default = "default_batch_max")]
+    pub max: usize,
+    /// Longest wait to fill a batch.
+    #[serde(default = "default_batch_window")]
+    pub window: Span,
+}
+
+fn default_batch_max() -> usize {
+    500
+}
+fn default_batch_window() -> Span {
+    Span(Duration::from_millis(200))
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy { max: default_batch_max(), window: default_batch_window() }
+    }
+}
+
+/// `[sink.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SinkFile {
+    /// Sink plugin. Example: `plugin = "http-sink"`
+    pub plugin: Spanned<String>,
+    /// Restrict to one tenant's pipelines (and its plugins). Example: `tenant = "acme"`
+    pub tenant: Option<Spanned<Name>>,
+    /// Plugin config; `{ env = "VAR" }` values are secrets from the environment.
+    pub config: Option<Spanned<toml::Table>>,
+    /// Reference tables.
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    /// Hosts outbound HTTP may reach. Example: `allowed-hosts = ["127.0.0.1:9001"]`
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Messages per deliver call. Example: `batch = 50`
+    #[serde(default = "default_sink_batch")]
+    pub batch: usize,
+    /// Limits.
+    pub limits: Option<LimitsFile>,
+}
+
+fn default_sink_batch() -> usize {
+    50
+}
+
+// ------------------------------------------------------------- checked model
+
+/// A checked config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Server settings.
+    pub server: Server,
+    /// Store settings (path resolved).
+    pub store: Store,
+    /// Plugin folder (resolved).
+    pub plugins_dir: PathBuf,
+    /// Compile cache folder, if set.
+    pub cache_dir: Option<PathBuf>,
+    /// Tenant ids.
+    pub tenants: Vec<Name>,
+    /// Pipelines.
+    pub pipelines: Vec<Pipeline>,
+    /// Sinks by name.
+    pub sinks: BTreeMap<Name, Sink>,
+}
+
+impl Config {
+    /// Every plugin the config names, with who needs it.
+    pub fn plugin_refs(&self) -> Vec<&PluginRef> {
+        let mut out = Vec::new();
+        for p in &self.pipelines {
+            if let Source::Poll { plugin, .. } = &p.source {
+                out.push(plugin);
+            }
+            out.extend(p.stages.iter().map(|s| &s.plugin));
+        }
+        out.extend(self.sinks.values().map(|s| &s.plugin));
+        out
+    }
+
+    /// The pipeline `id` of `tenant`.
+    pub fn pipeline(&self, tenant: &str, id: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.tenant.as_str() == tenant && p.id.as_str() == id)
+    }
+}
+
+/// A plugin named by the config, resolved to a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRef {
+    /// Name as written.
+    pub name: String,
+    /// Resolved file.
+    pub path: PathBuf,
+    /// World the user needs.
+    pub world: World,
+    /// Who needs it (for error messages).
+    pub needed_by: String,
+}
+
+/// What a plugin is given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSettings {
+    /// Config as JSON (secrets resolved).
+    pub config: serde_json::Value,
+    /// Config keys holding secrets.
+    pub secret_keys: Vec<String>,
+    /// Tables: name -> CSV file.
+    pub tables: BTreeMap<String, PathBuf>,
+    /// Allowed `host:port`s.
+    pub allowed_hosts: Vec<String>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Where a pipeline's messages come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// HTTP ingest.
+    Http,
+    /// No source: messages come only from replay (`http = false`).
+    None,
+    /// A polled source plugin.
+    Poll {
+        /// The plugin.
+        plugin: PluginRef,
+        /// Interval.
+        every: Duration,
+        /// Its settings.
+        settings: PluginSettings,
+    },
+}
+
+/// Kind of stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// Transformer.
+    Transform,
+    /// Validator.
+    Validate,
+    /// Allocator.
+    Allocate,
+}
+
+/// What a failed validation does with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnViolation {
+    /// Dead-letter it with the violations.
+    DeadLetter,
+    /// Park it in an exception queue for the business.
+    Exception(String),
+    /// Log and continue.
+    Warn,
+    /// Drop it (recorded in its trace).
+    Drop,
+}
+
+impl OnViolation {
+    pub(crate) fn parse(s: &str) -> Result<OnViolation, String> {
+        match s {
+            "dead-letter" => Ok(OnViolation::DeadLetter),
+            "warn" => Ok(OnViolation::Warn),
+            "drop" => Ok(OnViolation::Drop),
+            _ => match s.strip_prefix("exception:") {
+                Some(q) if Name::try_from(q.to_string()).is_ok() => Ok(OnViolation::Exception(q.to_string())),
+                _ => Err(format!("`{s}` is not an on-violation policy")),
+            },
+        }
+    }
+}
+
+/// A checked stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// Kind.
+    pub kind: StageKind,
+    /// Plugin.
+    pub plugin: PluginRef,
+    /// Validation policy (validate stages).
+    pub on_violation: OnViolation,
+    /// Batching (allocate stages).
+    pub batch: BatchPolicy,
+    /// Plugin settings.
+    pub settings: PluginSettings,
+}
+
+/// A condition over message fields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// All must hold.
+    All(Vec<Condition>),
+    /// One must hold.
+    Any(Vec<Condition>),
+    /// The field's value is one of these.
+    Field {
+        /// `kind`, `tenant`, `source-system`, `priority`, `headers.NAME` or `body.PATH`.
+        path: String,
+        /// Accepted values.
+        values: Vec<String>,
+    },
+}
+
+impl Condition {
+    /// Parses a `when` table: keys are field paths (values: a string or a
+    /// list of strings), `any = [...]` / `all = [...]` nest; all keys must hold.
+    pub(crate) fn parse(table: &toml::Table) -> Result<Condition, String> {
+        let mut all = Vec::new();
+        for (key, value) in table {
+            match key.as_str() {
+                "any" | "all" => {
+                    let items = value.as_array().ok_or_else(|| format!("`{key}` must be a list of tables"))?;
+                    let mut subs = Vec::new();
+                    for item in items {
+                        let t = item.as_table().ok_or_else(|| format!("`{key}` must be a list of tables"))?;
+                        subs.push(Condition::parse(t)?);
+                    }
+                    all.push(if key == "any" { Condition::Any(subs) } else { Condition::All(subs) });
+                }
+                path => {
+                    let known = ["kind", "tenant", "source-system", "priority", "schema-version", "correlation-id"];
+                    if !(known.contains(&path) || path.starts_with("headers.") || path.starts_with("body.")) {
+                        return Err(format!(
+                            "`{path}` is not a message field; use one of {}, `headers.NAME` or `body.PATH`",
+                            known.join(", ")
+                        ));
+                    }
+                    let scalar = |v: &toml::Value| match v {
+                        toml::Value::String(s) => Some(s.clone()),
+                        toml::Value::Integer(i) => Some(i.to_string()),
+                        toml::Value::Float(f) => Some(f.to_string()),
+                        toml::Value::Boolean(b) => Some(b.to_string()),
+                        _ => None,
+                    };
+                    let values = match value {
+                        toml::Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
+                        v => scalar(v).map(|s| vec![s]),
+                    }
+                    .ok_or_else(|| format!("`{path}` must be a value or a list of values"))?;
+                    all.push(Condition::Field { path: path.to_string(), values });
+                }
+            }
+        }
+        if all.is_empty() {
+            return Err("an empty condition; leave out `when` for the default route".into());
+        }
+        Ok(if all.len() == 1 { all.pop().unwrap() } else { Condition::All(all) })
+    }
+}
+
+/// A checked route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Condition; `None` is the default route.
+    pub when: Option<Condition>,
+    /// Sinks.
+    pub to: Vec<Name>,
+}
+
+/// A checked pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// Id.
+    pub id: Name,
+    /// Tenant.
+    pub tenant: Name,
+    /// Source.
+    pub source: Source,
+    /// Tier.
+    pub tier: Option<String>,
+    /// Ordering key field paths.
+    pub ordering_key: Vec<String>,
+    /// Stages.
+    pub stages: Vec<Stage>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Attempts for retryable stage failures.
+    pub max_attempts: u32,
+}
+
+/// A checked sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sink {
+    /// Name.
+    pub name: Name,
+    /// Owning tenant, if restricted.
+    pub tenant: Option<Name>,
+    /// Plugin.
+    pub plugin: PluginRef,
+    /// Plugin settings.
+    pub settings: PluginSettings,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Messages per deliver call.
+    pub batch: usize,
+}
