@@ -9,4 +9,5 @@ pub mod config;
 pub mod plugin_test;
 pub mod runtime;
 pub mod scaffold;
+pub mod store;
 pub mod stub_http;

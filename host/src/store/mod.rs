@@ -1,0 +1,288 @@
+//! The durable store: accepted messages, per-sink delivery queues, delivery
+//! attempts, dead letters, exception queues, audit events, idempotency keys
+//! and source cursors. [`Store`] is what the engine sees; [`SqliteStore`] is
+//! the embedded engine (a NATS JetStream engine can implement the same).
+//!
+//! Writes are group-committed: many callers' writes share one transaction,
+//! and a call returns only once the transaction holding its write is
+//! committed — so "accepted" always means "on disk".
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use serde::Serialize;
+
+/// A store failure (disk full, I/O error, corrupt file): nothing of the
+/// failed call was kept.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store error: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A message to accept.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Message id (ULID).
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Processing shard (from the ordering key).
+    pub shard: u32,
+    /// Idempotency key to deduplicate on, if any.
+    pub idempotency_key: Option<String>,
+    /// The message as JSON.
+    pub json: String,
+}
+
+/// What became of a message offered for ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum IngestOutcome {
+    /// Stored as new.
+    Accepted {
+        /// Its id.
+        id: String,
+    },
+    /// Its idempotency key was seen before: not stored again.
+    Duplicate {
+        /// The original message's id.
+        id: String,
+    },
+}
+
+/// An accepted message waiting to be processed.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Processing order.
+    pub seq: i64,
+    /// Id.
+    pub id: String,
+    /// The message as JSON.
+    pub json: String,
+}
+
+/// Where one processed message ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Final {
+    /// Processed; its outputs (if any) are queued for delivery.
+    Done,
+    /// Dead-lettered.
+    Dead,
+    /// Parked in an exception queue.
+    Exception,
+    /// Dropped by policy.
+    Dropped,
+}
+
+impl Final {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Final::Done => "done",
+            Final::Dead => "dead",
+            Final::Exception => "exception",
+            Final::Dropped => "dropped",
+        }
+    }
+}
+
+/// An output queued for a sink.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Output message id.
+    pub id: String,
+    /// Sink name.
+    pub sink: String,
+    /// Ordering key (deliveries with the same key go in order).
+    pub ordering_key: String,
+    /// The output message as JSON.
+    pub json: String,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDeadLetter {
+    /// Message id.
+    pub message_id: String,
+    /// Where it died (`stage 2` or `sink erp`).
+    pub place: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin digest.
+    pub digest: String,
+    /// Why.
+    pub reason: String,
+    /// Every attempt's error.
+    pub attempts: Vec<String>,
+    /// The message as JSON.
+    pub json: String,
+}
+
+/// A message parked for the business.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewException {
+    /// Queue.
+    pub queue: String,
+    /// Message id.
+    pub message_id: String,
+    /// What is wrong (violations or the exception record's text), as JSON.
+    pub detail: serde_json::Value,
+    /// The message as JSON.
+    pub json: String,
+}
+
+/// The result of processing one accepted message, committed atomically
+/// with every other in the same [`Commit`].
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// Input message id.
+    pub id: String,
+    /// Where it ended.
+    pub state: Final,
+    /// Its processing record (stages, digests, timings) as JSON.
+    pub trace: serde_json::Value,
+    /// Outputs to queue.
+    pub deliveries: Vec<NewDelivery>,
+    /// Dead letters.
+    pub dead_letters: Vec<NewDeadLetter>,
+    /// Exceptions.
+    pub exceptions: Vec<NewException>,
+}
+
+/// Tenant and pipeline of a commit (every message in it shares them).
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Processed messages.
+    pub processed: Vec<Processed>,
+}
+
+/// A queued delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Queue order.
+    pub seq: i64,
+    /// Output message id.
+    pub id: String,
+    /// Ordering key.
+    pub ordering_key: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before (ms since epoch).
+    pub next_at: i64,
+    /// The output message as JSON.
+    pub json: String,
+    /// Errors of earlier attempts.
+    pub errors: Vec<String>,
+}
+
+/// What an attempt did.
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    /// Delivered, with the downstream reference.
+    Delivered(String),
+    /// Failed; try again at this time (ms since epoch).
+    Retry {
+        /// Error.
+        error: String,
+        /// Next attempt.
+        next_at: i64,
+    },
+    /// Failed for good: dead-letter it.
+    Dead(NewDeadLetter),
+}
+
+/// One delivery attempt's outcome.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// Delivery queue order.
+    pub seq: i64,
+    /// Sink plugin digest.
+    pub digest: String,
+    /// Result.
+    pub result: AttemptResult,
+}
+
+/// The embedded or clustered store.
+pub trait Store: Send + Sync {
+    /// Accepts messages (deduplicating on tenant + idempotency key), durably,
+    /// and optionally moves a source's cursor in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: nothing was accepted.
+    fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError>;
+
+    /// Accepted, unprocessed messages of a pipeline shard after `after_seq`, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError>;
+
+    /// Records processing results: marks inputs, queues outputs, writes dead
+    /// letters and exceptions, all in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: nothing was recorded; the inputs stay pending.
+    fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+
+    /// Pending deliveries of `sink` in queue order (due or not).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn deliveries(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records delivery attempts.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: nothing was recorded; the deliveries stay pending.
+    fn record(&self, sink: &str, attempts: Vec<Attempt>) -> Result<(), StoreError>;
+
+    /// A source's cursor.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn cursor(&self, source: &str) -> Result<Option<String>, StoreError>;
+
+    /// Appends an audit event.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn audit(&self, kind: &str, detail: serde_json::Value) -> Result<(), StoreError>;
+
+    /// Everything known about message `id` (as input or as output), as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn trace(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Counts of messages and deliveries by state, for readiness and reports.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn counts(&self) -> Result<serde_json::Value, StoreError>;
+}

@@ -1,0 +1,587 @@
+//! The embedded store: SQLite in WAL mode. One writer thread owns the write
+//! connection and commits every write waiting in its queue in one
+//! transaction (group commit: one fsync for many messages); each write runs
+//! in its own savepoint so one bad write cannot spoil its neighbours. Reads
+//! use a second connection and see committed data only.
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::Sync;
+
+type Op = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
+type Reply = mpsc::SyncSender<Result<Box<dyn Any + Send>, StoreError>>;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    jobs: Mutex<mpsc::Sender<(Op, Reply)>>,
+    read: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    processed_at INTEGER,
+    body TEXT NOT NULL,
+    trace TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_pending ON messages(tenant, pipeline, shard, state, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    ordering_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL,
+    reference TEXT,
+    last_error TEXT,
+    queued_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    UNIQUE (id, sink)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(sink, state, seq);
+CREATE INDEX IF NOT EXISTS deliveries_source ON deliveries(source_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    place TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_message ON dead_letters(message_id);
+CREATE TABLE IF NOT EXISTS exceptions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open'
+);
+CREATE INDEX IF NOT EXISTS exceptions_message ON exceptions(message_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+"#;
+
+fn open(path: &Path, sync: Sync) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", match sync {
+        Sync::Full => "FULL",
+        Sync::Normal => "NORMAL",
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened or its schema created.
+    pub fn open(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let write = open(path, sync)?;
+        write.execute_batch(SCHEMA)?;
+        let read = open(path, sync)?;
+        let (tx, rx) = mpsc::channel::<(Op, Reply)>();
+        std::thread::Builder::new()
+            .name("syncline-store-writer".into())
+            .spawn(move || writer(write, rx))
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read) })
+    }
+
+    /// Runs `f` in the next group commit and waits until it is committed.
+    fn write<R: Send + 'static>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static) -> Result<R, StoreError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let op: Op = Box::new(move |tx| f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>));
+        self.jobs.lock().unwrap().send((op, reply)).map_err(|_| StoreError("the store writer has stopped".into()))?;
+        let out = rx.recv().map_err(|_| StoreError("the store writer has stopped".into()))??;
+        Ok(*out.downcast::<R>().expect("store op returns its own type"))
+    }
+}
+
+/// The writer thread: take every queued job, run each in a savepoint of one
+/// transaction, commit once, then answer every caller.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut results: Vec<Result<Box<dyn Any + Send>, StoreError>> = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for (op, reply) in jobs {
+                tx.execute_batch("SAVEPOINT job")?;
+                match op(&tx) {
+                    Ok(v) => {
+                        tx.execute_batch("RELEASE job")?;
+                        results.push(Ok(v));
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                        results.push(Err(e.into()));
+                    }
+                }
+                replies.push(reply);
+            }
+            tx.commit()
+        })();
+        match outcome {
+            Ok(()) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; the writes of this group were not kept");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+fn parse(text: Option<String>) -> Value {
+    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError> {
+        self.write(move |tx| {
+            let now = now_ms();
+            let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
+            let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (id, tenant, pipeline, shard, state, received_at, body) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
+            )?;
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                if let Some(key) = &m.idempotency_key {
+                    if let Some(id) = find.query_row(params![m.tenant, key], |r| r.get::<_, String>(0)).optional()? {
+                        out.push(IngestOutcome::Duplicate { id });
+                        continue;
+                    }
+                    remember.execute(params![m.tenant, key, m.id, now])?;
+                }
+                insert.execute(params![m.id, m.tenant, m.pipeline, m.shard, now, m.json])?;
+                out.push(IngestOutcome::Accepted { id: m.id });
+            }
+            if let Some((source, c)) = cursor {
+                tx.execute(
+                    "INSERT INTO cursors (source, cursor, at) VALUES (?1, ?2, ?3) ON CONFLICT(source) DO UPDATE SET cursor = ?2, at = ?3",
+                    params![source, c, now],
+                )?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, id, body FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND shard = ?3 AND state = 'accepted' AND seq > ?4 ORDER BY seq LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(params![tenant, pipeline, shard, after_seq, limit as i64], |r| {
+            Ok(Pending { seq: r.get(0)?, id: r.get(1)?, json: r.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let now = now_ms();
+            let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, trace = ?3, processed_at = ?4 WHERE id = ?1 AND state = 'accepted'")?;
+            let mut queue = tx.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, state, body, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
+            )?;
+            let mut dead = tx.prepare_cached(
+                "INSERT INTO dead_letters (at, tenant, pipeline, message_id, place, plugin, digest, reason, attempts, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let mut exception = tx.prepare_cached(
+                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for p in commit.processed {
+                let changed = mark.execute(params![p.id, p.state.as_str(), p.trace.to_string(), now])?;
+                if changed == 0 {
+                    // Already processed (e.g. by a worker that raced a restart): keep the first result.
+                    continue;
+                }
+                for d in p.deliveries {
+                    queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now])?;
+                }
+                for d in p.dead_letters {
+                    dead.execute(params![
+                        now,
+                        commit.tenant,
+                        commit.pipeline,
+                        d.message_id,
+                        d.place,
+                        d.plugin,
+                        d.digest,
+                        d.reason,
+                        serde_json::to_string(&d.attempts).unwrap(),
+                        d.json
+                    ])?;
+                }
+                for e in p.exceptions {
+                    exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, e.detail.to_string(), e.json])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn deliveries(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, id, ordering_key, attempts, next_at, body FROM deliveries WHERE sink = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2",
+        )?;
+        let mut errors = conn.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
+        let rows: Vec<Delivery> = stmt
+            .query_map(params![sink, limit as i64], |r| {
+                Ok(Delivery {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    ordering_key: r.get(2)?,
+                    attempts: r.get(3)?,
+                    next_at: r.get(4)?,
+                    json: r.get(5)?,
+                    errors: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|mut d| {
+                if d.attempts > 0 {
+                    d.errors = errors.query_map(params![d.seq], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                }
+                Ok(d)
+            })
+            .collect::<Result<_, rusqlite::Error>>()
+            .map_err(Into::into)
+    }
+
+    fn record(&self, sink: &str, attempts: Vec<Attempt>) -> Result<(), StoreError> {
+        let sink = sink.to_string();
+        self.write(move |tx| {
+            let now = now_ms();
+            let mut log = tx.prepare_cached(
+                "INSERT INTO attempts (delivery_seq, attempt, at, outcome, detail, digest)
+                 SELECT ?1, attempts + 1, ?2, ?3, ?4, ?5 FROM deliveries WHERE seq = ?1",
+            )?;
+            for a in attempts {
+                match a.result {
+                    AttemptResult::Delivered(reference) => {
+                        log.execute(params![a.seq, now, "delivered", reference, a.digest])?;
+                        tx.execute(
+                            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1",
+                            params![a.seq, reference, now],
+                        )?;
+                    }
+                    AttemptResult::Retry { error, next_at } => {
+                        log.execute(params![a.seq, now, "retry", error, a.digest])?;
+                        tx.execute(
+                            "UPDATE deliveries SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE seq = ?1",
+                            params![a.seq, next_at, error],
+                        )?;
+                    }
+                    AttemptResult::Dead(d) => {
+                        log.execute(params![a.seq, now, "dead", d.reason, a.digest])?;
+                        tx.execute(
+                            "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
+                            params![a.seq, d.reason],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO dead_letters (at, tenant, pipeline, message_id, place, plugin, digest, reason, attempts, body)
+                             SELECT ?1, tenant, pipeline, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM deliveries WHERE seq = ?9",
+                            params![
+                                now,
+                                d.message_id,
+                                format!("sink {sink}"),
+                                d.plugin,
+                                d.digest,
+                                d.reason,
+                                serde_json::to_string(&d.attempts).unwrap(),
+                                d.json,
+                                a.seq
+                            ],
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        Ok(conn.query_row("SELECT cursor FROM cursors WHERE source = ?1", params![source], |r| r.get(0)).optional()?)
+    }
+
+    fn audit(&self, kind: &str, detail: Value) -> Result<(), StoreError> {
+        let kind = kind.to_string();
+        self.write(move |tx| {
+            tx.execute("INSERT INTO audit (at, kind, detail) VALUES (?1, ?2, ?3)", params![now_ms(), kind, detail.to_string()])?;
+            Ok(())
+        })
+    }
+
+    fn trace(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let message = conn
+            .query_row(
+                "SELECT tenant, pipeline, state, received_at, processed_at, body, trace FROM messages WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(json!({
+                        "tenant": r.get::<_, String>(0)?,
+                        "pipeline": r.get::<_, String>(1)?,
+                        "state": r.get::<_, String>(2)?,
+                        "received-at": r.get::<_, i64>(3)?,
+                        "processed-at": r.get::<_, Option<i64>>(4)?,
+                        "message": parse(Some(r.get(5)?)),
+                        "processing": parse(r.get(6)?),
+                    }))
+                },
+            )
+            .optional()?;
+        let delivery_rows = |sql: &str| -> rusqlite::Result<Vec<Value>> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows: Vec<(i64, Value)> = stmt
+                .query_map(params![id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        json!({
+                            "id": r.get::<_, String>(1)?,
+                            "source-id": r.get::<_, String>(2)?,
+                            "sink": r.get::<_, String>(3)?,
+                            "state": r.get::<_, String>(4)?,
+                            "reference": r.get::<_, Option<String>>(5)?,
+                            "queued-at": r.get::<_, i64>(6)?,
+                            "delivered-at": r.get::<_, Option<i64>>(7)?,
+                            "message": parse(Some(r.get(8)?)),
+                        }),
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut attempts = conn.prepare("SELECT attempt, at, outcome, detail, digest FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
+            rows.into_iter()
+                .map(|(seq, mut v)| {
+                    let a: Vec<Value> = attempts
+                        .query_map(params![seq], |r| {
+                            Ok(json!({"attempt": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "outcome": r.get::<_, String>(2)?,
+                                      "detail": r.get::<_, String>(3)?, "digest": r.get::<_, String>(4)?}))
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    v["attempts"] = Value::Array(a);
+                    Ok(v)
+                })
+                .collect()
+        };
+        const COLUMNS: &str = "seq, id, source_id, sink, state, reference, queued_at, delivered_at, body";
+        let outputs = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE source_id = ?1 ORDER BY seq"))?;
+        let as_output = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
+        let mut dead = conn.prepare("SELECT at, place, plugin, digest, reason, attempts FROM dead_letters WHERE message_id = ?1 ORDER BY id")?;
+        let dead: Vec<Value> = dead
+            .query_map(params![id], |r| {
+                Ok(json!({"at": r.get::<_, i64>(0)?, "place": r.get::<_, String>(1)?, "plugin": r.get::<_, String>(2)?,
+                          "digest": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?, "attempts": parse(Some(r.get(5)?))}))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut exc = conn.prepare("SELECT at, queue, detail, state FROM exceptions WHERE message_id = ?1 ORDER BY id")?;
+        let exceptions: Vec<Value> = exc
+            .query_map(params![id], |r| {
+                Ok(json!({"at": r.get::<_, i64>(0)?, "queue": r.get::<_, String>(1)?, "detail": parse(Some(r.get(2)?)), "state": r.get::<_, String>(3)?}))
+            })?
+            .collect::<Result<_, _>>()?;
+        if message.is_none() && as_output.is_empty() && dead.is_empty() && exceptions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(json!({
+            "id": id,
+            "input": message,
+            "outputs": outputs,
+            "deliveries": as_output,
+            "dead-letters": dead,
+            "exceptions": exceptions,
+        })))
+    }
+
+    fn counts(&self) -> Result<Value, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let group = |sql: &str| -> rusqlite::Result<Value> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut map = serde_json::Map::new();
+            for row in rows {
+                let (k, v) = row?;
+                map.insert(k, json!(v));
+            }
+            Ok(Value::Object(map))
+        };
+        Ok(json!({
+            "messages": group("SELECT state, COUNT(*) FROM messages GROUP BY state")?,
+            "deliveries": group("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?,
+            "dead-letters": conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get::<_, i64>(0))?,
+            "exceptions": conn.query_row("SELECT COUNT(*) FROM exceptions", [], |r| r.get::<_, i64>(0))?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db/s.db"), Sync::Normal).unwrap();
+        (dir, s)
+    }
+
+    fn msg(id: &str, key: Option<&str>) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            tenant: "acme".into(),
+            pipeline: "p".into(),
+            shard: 0,
+            idempotency_key: key.map(Into::into),
+            json: format!("{{\"id\":\"{id}\"}}"),
+        }
+    }
+
+    #[test]
+    fn ingest_dedupes_by_tenant_and_key_even_within_one_batch() {
+        let (_d, s) = store();
+        let out = s.ingest(vec![msg("a", Some("k1")), msg("b", Some("k1")), msg("c", None)], None).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                IngestOutcome::Accepted { id: "a".into() },
+                IngestOutcome::Duplicate { id: "a".into() },
+                IngestOutcome::Accepted { id: "c".into() }
+            ]
+        );
+        let again = s.ingest(vec![msg("d", Some("k1"))], None).unwrap();
+        assert_eq!(again, vec![IngestOutcome::Duplicate { id: "a".into() }]);
+        let mut other = msg("e", Some("k1"));
+        other.tenant = "globex".into();
+        assert_eq!(s.ingest(vec![other], None).unwrap(), vec![IngestOutcome::Accepted { id: "e".into() }]);
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_all_land() {
+        let (_d, s) = store();
+        let s = Arc::new(s);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        s.ingest(vec![msg(&format!("{t}-{i}"), Some(&format!("k{t}-{i}")))], None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(s.pending("acme", "p", 0, 0, 10_000).unwrap().len(), 1600);
+    }
+
+    #[test]
+    fn commit_queues_outputs_and_records_attempts() {
+        let (_d, s) = store();
+        s.ingest(vec![msg("a", None)], Some(("src".into(), "c1".into()))).unwrap();
+        assert_eq!(s.cursor("src").unwrap().as_deref(), Some("c1"));
+        let p = s.pending("acme", "p", 0, 0, 10).unwrap();
+        s.commit(Commit {
+            tenant: "acme".into(),
+            pipeline: "p".into(),
+            processed: vec![Processed {
+                id: p[0].id.clone(),
+                state: Final::Done,
+                trace: json!({"stages": []}),
+                deliveries: vec![NewDelivery { id: "o1".into(), sink: "erp".into(), ordering_key: "k".into(), json: "{}".into() }],
+                dead_letters: vec![],
+                exceptions: vec![],
+            }],
+        })
+        .unwrap();
+        assert!(s.pending("acme", "p", 0, 0, 10).unwrap().is_empty());
+        let d = s.deliveries("erp", 10).unwrap();
+        assert_eq!(d.len(), 1);
+        s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5 } }]).unwrap();
+        let d = s.deliveries("erp", 10).unwrap();
+        assert_eq!((d[0].attempts, d[0].next_at, d[0].errors.clone()), (1, 5, vec!["HTTP 503".to_string()]));
+        s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
+        assert!(s.deliveries("erp", 10).unwrap().is_empty());
+        let t = s.trace("a").unwrap().unwrap();
+        assert_eq!(t["input"]["state"], "done");
+        assert_eq!(t["outputs"][0]["reference"], "ERP-1");
+        assert_eq!(t["outputs"][0]["attempts"].as_array().unwrap().len(), 2);
+        assert_eq!(s.trace("o1").unwrap().unwrap()["deliveries"][0]["state"], "delivered");
+        assert!(s.trace("nope").unwrap().is_none());
+    }
+}
