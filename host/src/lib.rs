@@ -5,9 +5,15 @@
 //! server (over the loopback [`stub_http`] for connectors); [`scaffold`]
 //! writes new plugin crates.
 
+pub mod api;
 pub mod config;
+pub mod delivery;
+pub mod pipeline;
 pub mod plugin_test;
 pub mod runtime;
+pub mod report;
 pub mod scaffold;
+pub mod server;
+pub mod source;
 pub mod store;
 pub mod stub_http;

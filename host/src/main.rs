@@ -26,6 +26,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the host: HTTP ingest, pipelines, delivery, sources (until SIGTERM or Ctrl-C).
+    Run {
+        /// The config file.
+        config: PathBuf,
+    },
+    /// Check a config and every plugin and table it names, without starting anything.
+    Check {
+        /// The config file.
+        config: PathBuf,
+    },
     /// Run a plugin against golden cases, with no server; exits non-zero on a mismatch.
     Test {
         /// The plugin's .wasm file.
@@ -52,6 +62,17 @@ enum Command {
     },
     /// Print the JSON Schema of canonical messages.
     Schema,
+    /// Show where a message went: stages, plugin digests, timings, outputs, deliveries.
+    Trace {
+        /// Message id (an accepted message or one of its outputs).
+        id: String,
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Print the JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +104,7 @@ fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -98,6 +119,24 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Run { config } => {
+            syncline::server::run(config, cli.cache_dir.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => match syncline::server::check(config, cli.cache_dir.as_deref()) {
+            Ok((cfg, plugins)) => {
+                println!("{}: ok", config.display());
+                println!("  {} tenants, {} pipelines, {} sinks", cfg.tenants.len(), cfg.pipelines.len(), cfg.sinks.len());
+                for line in plugins {
+                    println!("  plugin {line}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Test { plugin, cases, junit } => test(cli, plugin, cases, junit.as_deref()),
         Command::Inspect { plugin, json } => {
             let plugin = runtime(cli)?.load_file(plugin)?;
@@ -114,6 +153,23 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             println!("created {kind} plugin `{name}` in {}", created.display());
             println!("next:\n  cd {}\n  cargo build --release --target wasm32-wasip2", created.display());
             println!("  syncline test target/wasm32-wasip2/release/{}.wasm --cases cases", name.replace('-', "_"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { id, server, json } => {
+            let url = format!("{}/v1/messages/{id}", server.trim_end_matches('/'));
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let mut resp = agent.get(&url).call().with_context(|| format!("cannot reach {server}"))?;
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.body_mut().read_json().context("reading the answer")?;
+            if status != 200 {
+                eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+                return Ok(ExitCode::FAILURE);
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", syncline::report::trace_summary(&body));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {

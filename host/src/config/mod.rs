@@ -148,20 +148,20 @@ impl Checker<'_> {
             let mut routes = Vec::new();
             for r in &p.routes {
                 let mut to = Vec::new();
-                for target in r.to.iter() {
-                    let n = target.get_ref();
-                    match sinks.get(n.as_str()) {
+                let span = r.to.span();
+                for n in r.to.get_ref().names() {
+                    match sinks.get(n) {
                         None => {
                             let help = suggestion("sink", n, sink_names.iter().map(String::as_str));
-                            self.err(Some(target.span()), format!("unknown sink `{n}` in a route of pipeline `{id}`")).help = Some(help);
+                            self.err(Some(span.clone()), format!("unknown sink `{n}` in a route of pipeline `{id}`")).help = Some(help);
                         }
                         Some(s) if s.tenant.as_ref().is_some_and(|t| *t != tenant) => {
-                            self.err(Some(target.span()), format!(
+                            self.err(Some(span.clone()), format!(
                                 "sink `{n}` belongs to tenant `{}` and cannot be used by pipeline `{id}` of tenant `{tenant}`",
                                 s.tenant.as_ref().unwrap()
                             ));
                         }
-                        Some(_) => to.push(Name::try_from(n.clone()).unwrap()),
+                        Some(s) => to.push(s.name.clone()),
                     }
                 }
                 let when = match &r.when {

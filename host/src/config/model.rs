@@ -213,17 +213,17 @@ pub struct StageFile {
 #[serde(untagged)]
 pub enum Targets {
     /// `to = "erp"`
-    One(Spanned<String>),
+    One(String),
     /// `to = ["erp", "archive"]`
-    Many(Vec<Spanned<String>>),
+    Many(Vec<String>),
 }
 
 impl Targets {
     /// Every target.
-    pub fn iter(&self) -> Box<dyn Iterator<Item = &Spanned<String>> + '_> {
+    pub fn names(&self) -> Vec<&str> {
         match self {
-            Targets::One(t) => Box::new(std::iter::once(t)),
-            Targets::Many(ts) => Box::new(ts.iter()),
+            Targets::One(t) => vec![t.as_str()],
+            Targets::Many(ts) => ts.iter().map(String::as_str).collect(),
         }
     }
 }
@@ -235,7 +235,7 @@ pub struct RouteFile {
     /// Condition; none makes the default route.
     pub when: Option<Spanned<toml::Table>>,
     /// Sink(s).
-    pub to: Targets,
+    pub to: Spanned<Targets>,
 }
 
 /// `[[pipeline]]`.

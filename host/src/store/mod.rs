@@ -39,8 +39,9 @@ pub struct NewMessage {
     pub tenant: String,
     /// Pipeline.
     pub pipeline: String,
-    /// Processing shard (from the ordering key).
-    pub shard: u32,
+    /// Hash of the ordering key; a worker takes the messages whose hash
+    /// modulo the shard count is its own.
+    pub key_hash: u32,
     /// Idempotency key to deduplicate on, if any.
     pub idempotency_key: Option<String>,
     /// The message as JSON.
@@ -229,12 +230,13 @@ pub trait Store: Send + Sync {
     /// [`StoreError`]: nothing was accepted.
     fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError>;
 
-    /// Accepted, unprocessed messages of a pipeline shard after `after_seq`, in order.
+    /// Accepted, unprocessed messages of shard `shard` of `shards` of a
+    /// pipeline, after `after_seq`, in order.
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError>;
+    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError>;
 
     /// Records processing results: marks inputs, queues outputs, writes dead
     /// letters and exceptions, all in one transaction.

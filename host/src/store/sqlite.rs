@@ -30,14 +30,14 @@ CREATE TABLE IF NOT EXISTS messages (
     id TEXT NOT NULL UNIQUE,
     tenant TEXT NOT NULL,
     pipeline TEXT NOT NULL,
-    shard INTEGER NOT NULL,
+    key_hash INTEGER NOT NULL,
     state TEXT NOT NULL,
     received_at INTEGER NOT NULL,
     processed_at INTEGER,
     body TEXT NOT NULL,
     trace TEXT
 );
-CREATE INDEX IF NOT EXISTS messages_pending ON messages(tenant, pipeline, shard, state, seq);
+CREATE INDEX IF NOT EXISTS messages_pending ON messages(tenant, pipeline, state, seq);
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     tenant TEXT NOT NULL,
     pipeline TEXT NOT NULL,
     message_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
     place TEXT NOT NULL,
     plugin TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -88,6 +89,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_message ON dead_letters(message_id);
+CREATE INDEX IF NOT EXISTS dead_letters_source ON dead_letters(source_id);
 CREATE TABLE IF NOT EXISTS exceptions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at INTEGER NOT NULL,
@@ -95,11 +97,13 @@ CREATE TABLE IF NOT EXISTS exceptions (
     pipeline TEXT NOT NULL,
     queue TEXT NOT NULL,
     message_id TEXT NOT NULL,
+    source_id TEXT NOT NULL,
     detail TEXT NOT NULL,
     body TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'open'
 );
 CREATE INDEX IF NOT EXISTS exceptions_message ON exceptions(message_id);
+CREATE INDEX IF NOT EXISTS exceptions_source ON exceptions(source_id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at INTEGER NOT NULL,
@@ -213,7 +217,7 @@ impl Store for SqliteStore {
             let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
             let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (id, tenant, pipeline, shard, state, received_at, body) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
+                "INSERT INTO messages (id, tenant, pipeline, key_hash, state, received_at, body) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
             )?;
             let mut out = Vec::with_capacity(messages.len());
             for m in messages {
@@ -224,7 +228,7 @@ impl Store for SqliteStore {
                     }
                     remember.execute(params![m.tenant, key, m.id, now])?;
                 }
-                insert.execute(params![m.id, m.tenant, m.pipeline, m.shard, now, m.json])?;
+                insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json])?;
                 out.push(IngestOutcome::Accepted { id: m.id });
             }
             if let Some((source, c)) = cursor {
@@ -237,12 +241,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
+    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, body FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND shard = ?3 AND state = 'accepted' AND seq > ?4 ORDER BY seq LIMIT ?5",
+            "SELECT seq, id, body FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted' AND seq > ?3
+             AND key_hash % ?4 = ?5 ORDER BY seq LIMIT ?6",
         )?;
-        let rows = stmt.query_map(params![tenant, pipeline, shard, after_seq, limit as i64], |r| {
+        let rows = stmt.query_map(params![tenant, pipeline, after_seq, shards.max(1), shard, limit as i64], |r| {
             Ok(Pending { seq: r.get(0)?, id: r.get(1)?, json: r.get(2)? })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -257,11 +262,11 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
             )?;
             let mut dead = tx.prepare_cached(
-                "INSERT INTO dead_letters (at, tenant, pipeline, message_id, place, plugin, digest, reason, attempts, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
+                 VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut exception = tx.prepare_cached(
-                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7)",
             )?;
             for p in commit.processed {
                 let changed = mark.execute(params![p.id, p.state.as_str(), p.trace.to_string(), now])?;
@@ -283,11 +288,12 @@ impl Store for SqliteStore {
                         d.digest,
                         d.reason,
                         serde_json::to_string(&d.attempts).unwrap(),
-                        d.json
+                        d.json,
+                        p.id
                     ])?;
                 }
                 for e in p.exceptions {
-                    exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, e.detail.to_string(), e.json])?;
+                    exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, e.detail.to_string(), e.json, p.id])?;
                 }
             }
             Ok(())
@@ -355,8 +361,8 @@ impl Store for SqliteStore {
                             params![a.seq, d.reason],
                         )?;
                         tx.execute(
-                            "INSERT INTO dead_letters (at, tenant, pipeline, message_id, place, plugin, digest, reason, attempts, body)
-                             SELECT ?1, tenant, pipeline, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM deliveries WHERE seq = ?9",
+                            "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
+                             SELECT ?1, tenant, pipeline, ?2, source_id, ?3, ?4, ?5, ?6, ?7, ?8 FROM deliveries WHERE seq = ?9",
                             params![
                                 now,
                                 d.message_id,
@@ -444,17 +450,23 @@ impl Store for SqliteStore {
         const COLUMNS: &str = "seq, id, source_id, sink, state, reference, queued_at, delivered_at, body";
         let outputs = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE source_id = ?1 ORDER BY seq"))?;
         let as_output = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
-        let mut dead = conn.prepare("SELECT at, place, plugin, digest, reason, attempts FROM dead_letters WHERE message_id = ?1 ORDER BY id")?;
+        let mut dead = conn.prepare(
+            "SELECT at, place, plugin, digest, reason, attempts, message_id FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
+        )?;
         let dead: Vec<Value> = dead
             .query_map(params![id], |r| {
                 Ok(json!({"at": r.get::<_, i64>(0)?, "place": r.get::<_, String>(1)?, "plugin": r.get::<_, String>(2)?,
-                          "digest": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?, "attempts": parse(Some(r.get(5)?))}))
+                          "digest": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?, "attempts": parse(Some(r.get(5)?)),
+                          "message-id": r.get::<_, String>(6)?}))
             })?
             .collect::<Result<_, _>>()?;
-        let mut exc = conn.prepare("SELECT at, queue, detail, state FROM exceptions WHERE message_id = ?1 ORDER BY id")?;
+        let mut exc = conn.prepare(
+            "SELECT at, queue, detail, state, message_id FROM exceptions WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
+        )?;
         let exceptions: Vec<Value> = exc
             .query_map(params![id], |r| {
-                Ok(json!({"at": r.get::<_, i64>(0)?, "queue": r.get::<_, String>(1)?, "detail": parse(Some(r.get(2)?)), "state": r.get::<_, String>(3)?}))
+                Ok(json!({"at": r.get::<_, i64>(0)?, "queue": r.get::<_, String>(1)?, "detail": parse(Some(r.get(2)?)), "state": r.get::<_, String>(3)?,
+                          "message-id": r.get::<_, String>(4)?}))
             })?
             .collect::<Result<_, _>>()?;
         if message.is_none() && as_output.is_empty() && dead.is_empty() && exceptions.is_empty() {
@@ -507,7 +519,7 @@ mod tests {
             id: id.into(),
             tenant: "acme".into(),
             pipeline: "p".into(),
-            shard: 0,
+            key_hash: 0,
             idempotency_key: key.map(Into::into),
             json: format!("{{\"id\":\"{id}\"}}"),
         }
@@ -547,7 +559,7 @@ mod tests {
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(s.pending("acme", "p", 0, 0, 10_000).unwrap().len(), 1600);
+        assert_eq!(s.pending("acme", "p", 0, 1, 0, 10_000).unwrap().len(), 1600);
     }
 
     #[test]
@@ -555,7 +567,7 @@ mod tests {
         let (_d, s) = store();
         s.ingest(vec![msg("a", None)], Some(("src".into(), "c1".into()))).unwrap();
         assert_eq!(s.cursor("src").unwrap().as_deref(), Some("c1"));
-        let p = s.pending("acme", "p", 0, 0, 10).unwrap();
+        let p = s.pending("acme", "p", 0, 1, 0, 10).unwrap();
         s.commit(Commit {
             tenant: "acme".into(),
             pipeline: "p".into(),
@@ -569,7 +581,7 @@ mod tests {
             }],
         })
         .unwrap();
-        assert!(s.pending("acme", "p", 0, 0, 10).unwrap().is_empty());
+        assert!(s.pending("acme", "p", 0, 1, 0, 10).unwrap().is_empty());
         let d = s.deliveries("erp", 10).unwrap();
         assert_eq!(d.len(), 1);
         s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5 } }]).unwrap();

@@ -1,0 +1,188 @@
+//! `erp-sim`: a simulated ERP for demos and tests. It accepts requisitions,
+//! transfer proposals (any JSON POSTed to any path), dedupes them by
+//! `Idempotency-Key`, records what it received, and can be told to answer
+//! slowly, with 429/503/422, or to hang, so every failure path of delivery
+//! can be shown for real.
+//!
+//! ```sh
+//! erp-sim --listen 127.0.0.1:9001
+//! curl -X POST localhost:9001/_admin/mode -d '{"mode": "503", "times": 3}'
+//! curl localhost:9001/_admin/received
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Command line.
+#[derive(Parser)]
+#[command(name = "erp-sim", about = "A simulated ERP that dedupes by Idempotency-Key and can be told to fail")]
+struct Cli {
+    /// Address to listen on (port 0 picks one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: String,
+    /// Starting mode: ok, slow, 429, 503, 422, hang.
+    #[arg(long, default_value = "ok")]
+    mode: String,
+    /// Delay for `slow` mode, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Mode {
+    mode: String,
+    #[serde(default)]
+    delay_ms: u64,
+    /// Apply to the next N requests only, then back to `ok`.
+    #[serde(default)]
+    times: Option<u64>,
+}
+
+#[derive(Default)]
+struct Sim {
+    mode: Option<Mode>,
+    by_key: HashMap<String, (String, Value)>,
+    order: Vec<String>,
+    requests: u64,
+    duplicates: u64,
+    refused: u64,
+    no_key: u64,
+}
+
+type Shared = Arc<Mutex<Sim>>;
+
+fn current_mode(sim: &mut Sim) -> Mode {
+    let ok = Mode { mode: "ok".into(), delay_ms: 0, times: None };
+    let Some(m) = sim.mode.clone() else { return ok };
+    match m.times {
+        Some(0) => {
+            sim.mode = None;
+            ok
+        }
+        Some(n) => {
+            sim.mode.as_mut().unwrap().times = Some(n - 1);
+            m
+        }
+        None => m,
+    }
+}
+
+async fn receive(State(sim): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mode = {
+        let mut s = sim.lock().unwrap();
+        s.requests += 1;
+        current_mode(&mut s)
+    };
+    match mode.mode.as_str() {
+        "slow" => tokio::time::sleep(Duration::from_millis(mode.delay_ms)).await,
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        "429" => {
+            sim.lock().unwrap().refused += 1;
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response();
+        }
+        "503" => {
+            sim.lock().unwrap().refused += 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response();
+        }
+        "422" => {
+            sim.lock().unwrap().refused += 1;
+            return (StatusCode::UNPROCESSABLE_ENTITY, "unknown supplier").into_response();
+        }
+        _ => {}
+    }
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}")).into_response(),
+    };
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut s = sim.lock().unwrap();
+    let Some(key) = key else {
+        s.no_key += 1;
+        return (StatusCode::BAD_REQUEST, "an Idempotency-Key header is required").into_response();
+    };
+    if let Some((reference, _)) = s.by_key.get(&key) {
+        let reference = reference.clone();
+        s.duplicates += 1;
+        return (StatusCode::OK, Json(json!({"id": reference, "duplicate": true}))).into_response();
+    }
+    let reference = format!("ERP-{}", s.by_key.len() + 1);
+    let record = json!({"path": uri.path(), "correlation-id": headers.get("x-correlation-id").and_then(|v| v.to_str().ok()), "body": value});
+    s.by_key.insert(key.clone(), (reference.clone(), record));
+    s.order.push(key);
+    (StatusCode::CREATED, Json(json!({"id": reference}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct ReceivedQuery {
+    #[serde(default)]
+    keys: bool,
+}
+
+async fn received(State(sim): State<Shared>, Query(q): Query<ReceivedQuery>) -> Json<Value> {
+    let s = sim.lock().unwrap();
+    let mut by_path: HashMap<String, u64> = HashMap::new();
+    for (_, rec) in s.by_key.values() {
+        *by_path.entry(rec["path"].as_str().unwrap_or("").to_string()).or_default() += 1;
+    }
+    let mut out = json!({
+        "unique": s.by_key.len(),
+        "requests": s.requests,
+        "duplicates": s.duplicates,
+        "refused": s.refused,
+        "without-key": s.no_key,
+        "by-path": by_path,
+    });
+    if q.keys {
+        out["keys"] = json!(s.order);
+    }
+    Json(out)
+}
+
+async fn record(State(sim): State<Shared>, Path(key): Path<String>) -> Response {
+    match sim.lock().unwrap().by_key.get(&key) {
+        Some((reference, rec)) => Json(json!({"id": reference, "record": rec})).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such key").into_response(),
+    }
+}
+
+async fn set_mode(State(sim): State<Shared>, Json(mode): Json<Mode>) -> Response {
+    if !["ok", "slow", "429", "503", "422", "hang"].contains(&mode.mode.as_str()) {
+        return (StatusCode::BAD_REQUEST, "mode is one of ok, slow, 429, 503, 422, hang").into_response();
+    }
+    sim.lock().unwrap().mode = if mode.mode == "ok" { None } else { Some(mode) };
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut sim = Sim::default();
+    if cli.mode != "ok" {
+        sim.mode = Some(Mode { mode: cli.mode.clone(), delay_ms: cli.delay_ms, times: None });
+    }
+    let shared: Shared = Arc::new(Mutex::new(sim));
+    let app = Router::new()
+        .route("/_admin/received", get(received))
+        .route("/_admin/record/{key}", get(record))
+        .route("/_admin/mode", post(set_mode))
+        .fallback(post(receive))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
+    println!("erp-sim listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The HTTP API under `/v1` plus `/healthz` and `/readyz`. It turns
+//! requests into engine calls and engine errors into JSON error bodies; this
+//! is the one place that maps errors to HTTP statuses.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use syncline_model::{json as mjson, Body as MsgBody, Message, Raw};
+
+use crate::config::Source;
+use crate::pipeline::{Engine, IngestError, LivePipeline};
+use crate::store::{IngestOutcome, NewMessage};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct App {
+    /// The running engine.
+    pub engine: Arc<Engine>,
+}
+
+/// An error answer: status, machine code, message and extra fields.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), extra: Value::Null }
+    }
+
+    fn at_line(mut self, line: usize) -> ApiError {
+        self.extra = json!({"line": line});
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Value::Object(extra) = self.extra {
+            error.as_object_mut().unwrap().extend(extra);
+        }
+        (self.status, Json(json!({"error": error}))).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let message = e.to_string();
+        match e {
+            IngestError::UnknownTenant(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown-tenant", message),
+            IngestError::UnknownPipeline { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown-pipeline", message),
+            IngestError::NotHttp(_) => ApiError::new(StatusCode::CONFLICT, "not-http-ingest", message),
+            IngestError::Json(j) => {
+                let status = match j {
+                    syncline_model::json::JsonError::UnsupportedSchemaVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                ApiError::new(status, j.code(), message)
+            }
+            IngestError::TenantMismatch { .. } => ApiError::new(StatusCode::BAD_REQUEST, "tenant-mismatch", message),
+            IngestError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", format!("{message}; nothing was accepted, retry later")),
+        }
+    }
+}
+
+/// The router.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/tenants/{tenant}/pipelines/{pipeline}/messages", post(ingest_one))
+        .route("/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", post(ingest_batch))
+        .route("/v1/messages/{id}", get(trace))
+        .route("/v1/pipelines", get(pipelines))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see /v1/pipelines") })
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let engine = app.engine.clone();
+    match tokio::task::spawn_blocking(move || engine.store.counts()).await {
+        Ok(Ok(counts)) => Json(json!({"status": "ready", "store": counts})).into_response(),
+        Ok(Err(e)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()).into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", e.to_string()).into_response(),
+    }
+}
+
+async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
+    let limit = app.engine.config.server.max_body.0;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the request body is larger than the limit of {limit} bytes (server.max-body)"))
+    })
+}
+
+fn http_pipeline<'a>(app: &'a App, tenant: &str, pipeline: &str) -> Result<&'a Arc<LivePipeline>, ApiError> {
+    let p = app.engine.pipeline(tenant, pipeline)?;
+    if !matches!(p.cfg.source, Source::Http) {
+        return Err(IngestError::NotHttp(pipeline.to_string()).into());
+    }
+    Ok(p)
+}
+
+#[derive(Deserialize, Default)]
+struct IngestQuery {
+    /// Force the body to be taken as a raw payload.
+    #[serde(default)]
+    raw: bool,
+}
+
+fn is_canonical(headers: &HeaderMap, q: &IngestQuery) -> bool {
+    if q.raw {
+        return false;
+    }
+    match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(ct) => {
+            let ct = ct.split(';').next().unwrap_or("").trim();
+            ct == "application/json" || ct == "application/vnd.syncline.message+json"
+        }
+    }
+}
+
+async fn accept(app: &App, p: &Arc<LivePipeline>, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, ApiError> {
+    let (engine, p) = (app.engine.clone(), p.clone());
+    tokio::task::spawn_blocking(move || engine.accept(&p, messages))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(Into::into)
+}
+
+async fn ingest_one(
+    State(app): State<App>,
+    Path((tenant, pipeline)): Path<(String, String)>,
+    Query(q): Query<IngestQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = http_pipeline(&app, &tenant, &pipeline)?;
+    let bytes = read_body(&app, body).await?;
+    let msg = if is_canonical(&headers, &q) {
+        let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
+        mjson::from_str(text).map_err(IngestError::from)?
+    } else {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
+        Message::new(MsgBody::Raw(Raw { content_type: content_type.to_string(), data: bytes.to_vec() }))
+    };
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let prepared = app.engine.prepare(p, msg, "http", key)?;
+    let outcome = accept(&app, p, vec![prepared]).await?.pop().expect("one outcome per message");
+    Ok(match outcome {
+        IngestOutcome::Accepted { id } => (StatusCode::ACCEPTED, Json(json!({"id": id, "status": "accepted"}))).into_response(),
+        IngestOutcome::Duplicate { id } => (StatusCode::OK, Json(json!({"id": id, "status": "duplicate"}))).into_response(),
+    })
+}
+
+async fn ingest_batch(
+    State(app): State<App>,
+    Path((tenant, pipeline)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = http_pipeline(&app, &tenant, &pipeline)?;
+    let bytes = read_body(&app, body).await?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
+    let mut prepared = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let msg = mjson::from_str(line).map_err(|e| ApiError::from(IngestError::from(e)).at_line(i + 1))?;
+        prepared.push(app.engine.prepare(p, msg, "http", None).map_err(|e| ApiError::from(e).at_line(i + 1))?);
+    }
+    if prepared.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty-batch", "the batch has no messages (one JSON message per line)"));
+    }
+    let outcomes = accept(&app, p, prepared).await?;
+    let accepted = outcomes.iter().filter(|o| matches!(o, IngestOutcome::Accepted { .. })).count();
+    let duplicates = outcomes.len() - accepted;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "duplicates": duplicates, "results": outcomes}))).into_response())
+}
+
+async fn trace(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let engine = app.engine.clone();
+    let lookup = id.clone();
+    let found = tokio::task::spawn_blocking(move || engine.store.trace(&lookup))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()))?;
+    match found {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown-message", format!("no message `{id}`"))),
+    }
+}
+
+async fn pipelines(State(app): State<App>) -> Json<Value> {
+    let e = &app.engine;
+    let plugin = |i: &crate::runtime::PluginInstance| json!({"name": i.plugin().name, "digest": i.plugin().digest, "world": i.plugin().world.as_str()});
+    let pipelines: Vec<Value> = e
+        .pipelines
+        .values()
+        .map(|p| {
+            json!({
+                "tenant": p.cfg.tenant.as_str(),
+                "id": p.cfg.id.as_str(),
+                "source": p.source.as_ref().map(|s| plugin(s)).unwrap_or(json!("http")),
+                "stages": p.stages.iter().map(|s| plugin(&s.instance)).collect::<Vec<_>>(),
+                "routes": p.cfg.routes.iter().map(|r| json!({"when": r.when.as_ref().map(|c| format!("{c:?}")), "to": r.to.iter().map(|s| s.as_str()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let sinks: Vec<Value> = e.sinks.values().map(|s| json!({"name": s.cfg.name.as_str(), "plugin": plugin(&s.instance)})).collect();
+    Json(json!({"pipelines": pipelines, "sinks": sinks}))
+}

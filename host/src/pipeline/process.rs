@@ -1,0 +1,296 @@
+//! Running a batch of accepted messages through a pipeline's stages and
+//! routes, producing the [`Commit`] that records every result at once.
+//!
+//! Outputs get deterministic ids and idempotency keys (derived from their
+//! input and position), so re-processing after a crash yields the same
+//! deliveries and a sink never sees a new key for the same business effect.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use syncline_model::{json as mjson, Body, Message};
+
+use super::fields::View;
+use super::{LivePipeline, LiveStage};
+use crate::config::{OnViolation, StageKind};
+use crate::runtime::CallError;
+use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed};
+
+/// A message in flight: which input row it descends from.
+struct Item {
+    row: usize,
+    msg: Message,
+}
+
+/// What happened to one input row.
+#[derive(Default)]
+struct RowResult {
+    steps: Vec<Value>,
+    deliveries: Vec<NewDelivery>,
+    dead: Vec<NewDeadLetter>,
+    exceptions: Vec<NewException>,
+    dropped: usize,
+}
+
+/// A deterministic ULID for output `n` of `parent`: the parent's timestamp,
+/// randomness from a hash of (parent id, n).
+pub fn derive_id(parent: &str, n: usize) -> String {
+    let ms = ulid::Ulid::from_string(parent).map(|u| u.timestamp_ms()).unwrap_or_else(|_| crate::store::now_ms() as u64);
+    let h = Sha256::digest(format!("{parent}/{n}").as_bytes());
+    let mut r = [0u8; 16];
+    r.copy_from_slice(&h[..16]);
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(r)).to_string()
+}
+
+/// Makes a plugin's output a proper child of `parent`.
+fn adopt(parent: &Message, mut out: Message, n: usize, tenant: &str) -> Message {
+    if out.tenant != tenant {
+        if !out.tenant.is_empty() {
+            tracing::warn!(tenant, plugin_tenant = %out.tenant, "a plugin output named another tenant; kept in the input's tenant");
+        }
+        out.tenant = tenant.to_string();
+    }
+    if out.correlation_id.is_empty() {
+        out.correlation_id = parent.correlation_id.clone();
+    }
+    out.causation_id = Some(parent.id.clone());
+    out.id = derive_id(&parent.id, n);
+    if out.idempotency_key.as_deref().is_none_or(str::is_empty) {
+        let root = parent.idempotency_key.clone().unwrap_or_else(|| parent.id.clone());
+        out.idempotency_key = Some(format!("{root}/{n}"));
+    }
+    if out.occurred_at.is_empty() {
+        out.occurred_at = parent.occurred_at.clone();
+    }
+    if out.source_system.is_empty() {
+        out.source_system = parent.source_system.clone();
+    }
+    out
+}
+
+/// Calls `f`, retrying a retryable failure with backoff up to `attempts`.
+fn with_retries<R>(attempts: u32, mut f: impl FnMut() -> Result<R, CallError>) -> Result<R, (CallError, Vec<String>)> {
+    let mut errors = Vec::new();
+    for n in 0..attempts.max(1) {
+        match f() {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                errors.push(e.to_string());
+                if !e.failure.is_retryable() || n + 1 == attempts.max(1) {
+                    return Err((e, errors));
+                }
+                std::thread::sleep(Duration::from_millis(100 << n.min(4)));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn dead_letter(stage_no: usize, stage: &LiveStage, msg: &Message, reason: String, attempts: Vec<String>) -> NewDeadLetter {
+    let plugin = stage.instance.plugin();
+    NewDeadLetter {
+        message_id: msg.id.clone(),
+        place: format!("stage {stage_no} ({})", plugin.name),
+        plugin: plugin.name.clone(),
+        digest: plugin.digest.clone(),
+        reason,
+        attempts,
+        json: mjson::to_string(msg),
+    }
+}
+
+fn step(stage_no: usize, stage: &LiveStage, input: &str, started: Instant, outcome: Value) -> Value {
+    let plugin = stage.instance.plugin();
+    json!({
+        "stage": stage_no,
+        "plugin": plugin.name,
+        "digest": plugin.digest,
+        "input": input,
+        "micros": started.elapsed().as_micros() as u64,
+        "outcome": outcome,
+    })
+}
+
+/// Processes `rows` (in order) through `pipeline`.
+pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
+    let cfg = &pipeline.cfg;
+    let tenant = cfg.tenant.as_str();
+    let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
+    let mut items: Vec<Item> = Vec::with_capacity(rows.len());
+    for (row, p) in rows.iter().enumerate() {
+        match mjson::from_str(&p.json) {
+            Ok(msg) => items.push(Item { row, msg }),
+            Err(e) => results[row].dead.push(NewDeadLetter {
+                message_id: p.id.clone(),
+                place: "decode".into(),
+                plugin: String::new(),
+                digest: String::new(),
+                reason: format!("stored message no longer parses: {e}"),
+                attempts: vec![],
+                json: p.json.clone(),
+            }),
+        }
+    }
+
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        let no = i + 1;
+        let mut next = Vec::with_capacity(items.len());
+        match stage.cfg.kind {
+            StageKind::Transform => {
+                for Item { row, msg } in items {
+                    let started = Instant::now();
+                    match with_retries(cfg.max_attempts, || stage.instance.transform(msg.clone())) {
+                        Ok(outs) => {
+                            let outs: Vec<Message> = outs.into_iter().enumerate().map(|(n, o)| adopt(&msg, o, n, tenant)).collect();
+                            let ids: Vec<&str> = outs.iter().map(|o| o.id.as_str()).collect();
+                            results[row].steps.push(step(no, stage, &msg.id, started, json!({"outputs": ids})));
+                            next.extend(outs.into_iter().map(|msg| Item { row, msg }));
+                        }
+                        Err((e, attempts)) => {
+                            results[row].steps.push(step(no, stage, &msg.id, started, json!({"error": e.to_string()})));
+                            results[row].dead.push(dead_letter(no, stage, &msg, e.to_string(), attempts));
+                        }
+                    }
+                }
+            }
+            StageKind::Validate => {
+                for Item { row, msg } in items {
+                    let started = Instant::now();
+                    match with_retries(cfg.max_attempts, || stage.instance.validate(msg.clone())) {
+                        Ok(violations) => {
+                            let blocking = violations.iter().any(|v| v.is_blocking());
+                            let vjson = serde_json::to_value(&violations).unwrap();
+                            let r = &mut results[row];
+                            if !blocking {
+                                r.steps.push(step(no, stage, &msg.id, started, json!({"valid": true, "violations": vjson})));
+                                next.push(Item { row, msg });
+                                continue;
+                            }
+                            let text: Vec<String> = violations.iter().map(|v| format!("{}: {} ({})", v.field, v.text, v.code)).collect();
+                            let policy = &stage.cfg.on_violation;
+                            r.steps.push(step(no, stage, &msg.id, started, json!({"valid": false, "violations": vjson, "policy": format!("{policy:?}")})));
+                            match policy {
+                                OnViolation::Warn => {
+                                    tracing::warn!(message = %msg.id, violations = %text.join("; "), "validation failed; continuing (on-violation = warn)");
+                                    next.push(Item { row, msg });
+                                }
+                                OnViolation::Drop => r.dropped += 1,
+                                OnViolation::DeadLetter => r.dead.push(dead_letter(no, stage, &msg, format!("validation failed: {}", text.join("; ")), vec![])),
+                                OnViolation::Exception(queue) => r.exceptions.push(NewException {
+                                    queue: queue.clone(),
+                                    message_id: msg.id.clone(),
+                                    detail: json!({"violations": vjson, "stage": no, "plugin": stage.instance.plugin().name}),
+                                    json: mjson::to_string(&msg),
+                                }),
+                            }
+                        }
+                        Err((e, attempts)) => {
+                            results[row].steps.push(step(no, stage, &msg.id, started, json!({"error": e.to_string()})));
+                            results[row].dead.push(dead_letter(no, stage, &msg, e.to_string(), attempts));
+                        }
+                    }
+                }
+            }
+            StageKind::Allocate => {
+                let max = stage.cfg.batch.max.max(1);
+                let mut rest = items.into_iter().peekable();
+                while rest.peek().is_some() {
+                    let batch: Vec<Item> = rest.by_ref().take(max).collect();
+                    let started = Instant::now();
+                    let msgs: Vec<Message> = batch.iter().map(|it| it.msg.clone()).collect();
+                    match with_retries(cfg.max_attempts, || stage.instance.allocate(msgs.clone())) {
+                        Ok(outs) => {
+                            let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
+                            let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
+                            let mut produced = Vec::with_capacity(outs.len());
+                            for o in outs {
+                                let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
+                                let n = per_parent[k].len();
+                                let o = adopt(&batch[k].msg, o, n, tenant);
+                                per_parent[k].push(o.id.clone());
+                                produced.push(Item { row: batch[k].row, msg: o });
+                            }
+                            for (k, it) in batch.iter().enumerate() {
+                                let outcome = json!({"batch": batch.len(), "outputs": per_parent[k]});
+                                results[it.row].steps.push(step(no, stage, &it.msg.id, started, outcome));
+                            }
+                            next.extend(produced);
+                        }
+                        Err((e, attempts)) => {
+                            for it in &batch {
+                                results[it.row].steps.push(step(no, stage, &it.msg.id, started, json!({"error": e.to_string()})));
+                                results[it.row].dead.push(dead_letter(no, stage, &it.msg, e.to_string(), attempts.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        items = next;
+    }
+
+    // Route what is left; canonical exceptions go to their queue instead.
+    for Item { row, msg } in items {
+        let r = &mut results[row];
+        if let Body::Exception(e) = &msg.body {
+            r.exceptions.push(NewException {
+                queue: e.queue.clone(),
+                message_id: msg.id.clone(),
+                detail: json!({"code": e.code, "text": e.text, "severity": e.severity.as_str()}),
+                json: mjson::to_string(&msg),
+            });
+            continue;
+        }
+        let view = View::new(&msg);
+        let route = cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c)));
+        match route {
+            Some(route) => {
+                let key = view.ordering_key(&cfg.ordering_key);
+                let json = mjson::to_string(&msg);
+                let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
+                r.steps.push(json!({"route": msg.id, "to": sinks}));
+                for sink in &route.to {
+                    r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: key.clone(), json: json.clone() });
+                }
+            }
+            None => r.dead.push(NewDeadLetter {
+                message_id: msg.id.clone(),
+                place: "routing".into(),
+                plugin: String::new(),
+                digest: String::new(),
+                reason: "no route matched and the pipeline has no default route".into(),
+                attempts: vec![],
+                json: mjson::to_string(&msg),
+            }),
+        }
+    }
+
+    let processed = rows
+        .iter()
+        .zip(results)
+        .map(|(p, r)| {
+            let state = if !r.deliveries.is_empty() {
+                Final::Done
+            } else if !r.exceptions.is_empty() {
+                Final::Exception
+            } else if !r.dead.is_empty() {
+                Final::Dead
+            } else if r.dropped > 0 {
+                Final::Dropped
+            } else {
+                Final::Done
+            };
+            Processed {
+                id: p.id.clone(),
+                state,
+                trace: json!({"steps": r.steps}),
+                deliveries: r.deliveries,
+                dead_letters: r.dead,
+                exceptions: r.exceptions,
+            }
+        })
+        .collect();
+    Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed }
+}

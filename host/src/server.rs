@@ -1,0 +1,123 @@
+//! `syncline run`: wires config, runtime, store, engine and HTTP together,
+//! and shuts down cleanly — on SIGTERM or Ctrl-C it stops accepting, lets
+//! every worker finish and commit its current batch, then exits.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::pipeline::Engine;
+use crate::runtime::{CompileCache, EngineOptions, Runtime};
+use crate::store::{SqliteStore, Store};
+
+/// Loads a config and every plugin and table it names, without starting
+/// anything: what `syncline check` reports.
+///
+/// # Errors
+///
+/// Config errors (all of them), or the first plugin that cannot be loaded.
+pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, Vec<String>)> {
+    let config = config::load(path).map_err(|e: ConfigErrors| anyhow::anyhow!("{e}"))?;
+    let runtime = runtime_for(&config, cache_dir)?;
+    let mut lines = Vec::new();
+    let mut tables = std::collections::BTreeMap::new();
+    let state: Arc<dyn crate::runtime::StateStore> = Arc::new(crate::runtime::MemoryState::default());
+    for r in config.plugin_refs() {
+        let settings = settings_of(&config, r);
+        let instance = crate::pipeline::bind_plugin(&runtime, r, settings, state.clone(), &mut tables)?;
+        let p = instance.plugin();
+        lines.push(format!("{} ({}) {} {} for {}", p.name, p.world, p.digest, r.path.display(), r.needed_by));
+    }
+    Ok((config, lines))
+}
+
+fn settings_of<'a>(config: &'a Config, r: &crate::config::PluginRef) -> &'a crate::config::PluginSettings {
+    for p in &config.pipelines {
+        if let crate::config::Source::Poll { plugin, settings, .. } = &p.source {
+            if plugin == r {
+                return settings;
+            }
+        }
+        for s in &p.stages {
+            if &s.plugin == r {
+                return &s.settings;
+            }
+        }
+    }
+    &config.sinks.values().find(|s| &s.plugin == r).expect("every plugin ref comes from the config").settings
+}
+
+fn runtime_for(config: &Config, cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
+    let dir = cache_dir.map(Path::to_path_buf).or_else(|| config.cache_dir.clone()).unwrap_or_else(CompileCache::default_dir);
+    Runtime::new(&EngineOptions::default(), Some(&dir))
+}
+
+/// Runs the host until SIGTERM or Ctrl-C.
+///
+/// # Errors
+///
+/// Config errors, plugins that cannot be loaded, a store that cannot be
+/// opened, or an address that cannot be bound — before anything starts.
+pub fn run(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<()> {
+    let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = Arc::new(runtime_for(&config, cache_dir)?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.store.path, config.store.sync).with_context(|| format!("opening the store {}", config.store.path.display()))?,
+    );
+    let engine = Arc::new(Engine::build(config, runtime, store.clone())?);
+    let listen = engine.config.server.listen.clone();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let addr = listener.local_addr()?;
+
+    let mut live = Vec::new();
+    for p in engine.pipelines.values() {
+        let stages: Vec<String> = p.stages.iter().map(|s| format!("{}@{}", s.instance.plugin().name, s.instance.plugin().short_digest())).collect();
+        tracing::info!(tenant = %p.cfg.tenant, pipeline = %p.cfg.id, stages = %stages.join(" -> "), shards = p.shards, "pipeline live");
+        live.push(json!({"tenant": p.cfg.tenant.as_str(), "pipeline": p.cfg.id.as_str(), "stages": stages}));
+    }
+    for s in engine.sinks.values() {
+        tracing::info!(sink = %s.cfg.name, plugin = %s.instance.plugin().name, digest = %s.instance.plugin().short_digest(), "sink live");
+    }
+    store.audit("start", json!({"config": path.display().to_string(), "pipelines": live}))?;
+    let workers = engine.start();
+    tracing::info!(%addr, "listening on http://{addr}");
+    eprintln!("syncline listening on http://{addr}");
+
+    let app = crate::api::router(crate::api::App { engine: engine.clone() });
+    let served = rt.block_on(async {
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+    });
+    tracing::info!("stopping: finishing in-flight work");
+    engine.stop();
+    for w in workers {
+        let _ = w.join();
+    }
+    store.audit("stop", json!({}))?;
+    tracing::info!("stopped");
+    served.context("HTTP server failed")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

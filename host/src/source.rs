@@ -1,0 +1,51 @@
+//! Sources: a polled pipeline's source plugin is called every `every`, with
+//! the cursor the store holds. The messages it returns and its new cursor
+//! are committed in one transaction, so a restart continues where it
+//! stopped and a crash re-polls rather than loses.
+
+use std::time::{Duration, Instant};
+
+use crate::pipeline::{Engine, LivePipeline};
+
+/// The poller loop of `p`.
+pub fn run(engine: &Engine, p: &LivePipeline) {
+    let Some(source) = &p.source else { return };
+    let crate::config::Source::Poll { every, .. } = &p.cfg.source else { return };
+    let name = format!("{}/{}", p.cfg.tenant, p.cfg.id);
+    let plugin = source.plugin().name.clone();
+    while !engine.stopping() {
+        let mut again = false;
+        match engine.store.cursor(&name) {
+            Err(e) => tracing::error!(source = %name, error = %e, "cannot read the source cursor"),
+            Ok(cursor) => match source.poll(p.cfg.tenant.as_str(), cursor.as_deref()) {
+                Err(e) => tracing::warn!(source = %name, error = %e, "poll failed; will poll again"),
+                Ok(batch) => {
+                    let count = batch.messages.len();
+                    let mut prepared = Vec::with_capacity(count);
+                    for m in batch.messages {
+                        match engine.prepare(p, m, &plugin, None) {
+                            Ok(n) => prepared.push(n),
+                            Err(e) => tracing::warn!(source = %name, error = %e, "polled message refused"),
+                        }
+                    }
+                    let cursor = batch.cursor.map(|c| (name.clone(), c));
+                    match engine.store.ingest(prepared, cursor) {
+                        Ok(_) => {
+                            p.signal.notify();
+                            tracing::debug!(source = %name, count, "polled");
+                            again = batch.more;
+                        }
+                        Err(e) => tracing::error!(source = %name, error = %e, "cannot store polled messages; the cursor is unchanged"),
+                    }
+                }
+            },
+        }
+        if again {
+            continue;
+        }
+        let until = Instant::now() + *every;
+        while !engine.stopping() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+    }
+}
