@@ -37,6 +37,9 @@ struct Cli {
     /// Delay for `slow` mode, in milliseconds.
     #[arg(long, default_value_t = 500)]
     delay_ms: u64,
+    /// Serve this many execution statuses at `GET /feed?cursor=N&limit=M`.
+    #[arg(long, default_value_t = 0)]
+    feed: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +62,8 @@ struct Sim {
     duplicates: u64,
     refused: u64,
     no_key: u64,
+    feed: u64,
+    feed_cursors: Vec<Option<u64>>,
 }
 
 type Shared = Arc<Mutex<Sim>>;
@@ -145,6 +150,7 @@ async fn received(State(sim): State<Shared>, Query(q): Query<ReceivedQuery>) -> 
         "refused": s.refused,
         "without-key": s.no_key,
         "by-path": by_path,
+        "feed-cursors": s.feed_cursors,
     });
     if q.keys {
         out["keys"] = json!(s.order);
@@ -159,6 +165,32 @@ async fn record(State(sim): State<Shared>, Path(key): Path<String>) -> Response 
     }
 }
 
+#[derive(Deserialize)]
+struct FeedQuery {
+    cursor: Option<u64>,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
+fn default_limit() -> u64 {
+    100
+}
+
+/// A page of the execution-status feed: statuses `cursor..cursor+limit`.
+async fn feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) -> Json<Value> {
+    let mut s = sim.lock().unwrap();
+    s.feed_cursors.push(q.cursor);
+    let start = q.cursor.unwrap_or(0).min(s.feed);
+    let end = (start + q.limit).min(s.feed);
+    let messages: Vec<Value> = (start..end)
+        .map(|i| {
+            json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": format!("status-PO-{i}"),
+                   "body": {"order-ref": format!("PO-{i}"), "kind": "purchase", "status": "confirmed", "quantity": 10 + i, "uom": "EA"}})
+        })
+        .collect();
+    Json(json!({"messages": messages, "cursor": end.to_string(), "more": end < s.feed}))
+}
+
 async fn set_mode(State(sim): State<Shared>, Json(mode): Json<Mode>) -> Response {
     if !["ok", "slow", "429", "503", "422", "hang"].contains(&mode.mode.as_str()) {
         return (StatusCode::BAD_REQUEST, "mode is one of ok, slow, 429, 503, 422, hang").into_response();
@@ -170,7 +202,7 @@ async fn set_mode(State(sim): State<Shared>, Json(mode): Json<Mode>) -> Response
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut sim = Sim::default();
+    let mut sim = Sim { feed: cli.feed, ..Sim::default() };
     if cli.mode != "ok" {
         sim.mode = Some(Mode { mode: cli.mode.clone(), delay_ms: cli.delay_ms, times: None });
     }
@@ -179,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/_admin/received", get(received))
         .route("/_admin/record/{key}", get(record))
         .route("/_admin/mode", post(set_mode))
+        .route("/feed", get(feed))
         .fallback(post(receive))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;

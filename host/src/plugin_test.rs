@@ -324,12 +324,15 @@ fn run_case(runtime: &Runtime, plugin: &Arc<Plugin>, file: &Path, name: &str) ->
                 }
             }
             if let Some(expected) = &expect.batch {
-                let mut actual = actual.clone();
-                if let (Some(e), Some(a)) = (expected.get("messages").and_then(Value::as_array), actual.get_mut("messages")) {
-                    let e: Vec<Value> = e.iter().map(normalize_expected).collect();
-                    *a = Value::Array(project_all(&list(a), &e));
+                let (mut expected, mut actual) = (expected.clone(), actual.clone());
+                if let Some(e) = expected.get_mut("messages") {
+                    let normalized: Vec<Value> = list(e).iter().map(normalize_expected).collect();
+                    if let Some(a) = actual.get_mut("messages") {
+                        *a = Value::Array(project_all(&list(a), &normalized));
+                    }
+                    *e = Value::Array(normalized);
                 }
-                check(&mut problems, "batch", expected.clone(), actual);
+                check(&mut problems, "batch", expected, actual);
             }
             if expect.outputs.is_none() && expect.violations.is_none() && expect.outcomes.is_none() && expect.batch.is_none() && expect.requests.is_none() {
                 problems.push("the case's `expect` states nothing to check".into());
