@@ -3,6 +3,9 @@
 //! module per topic.
 
 mod cli;
+mod config_errors;
+mod harness;
+mod pipeline;
 mod runtime;
 mod scaffold;
 mod schema;

@@ -46,8 +46,13 @@ pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let file: ConfigFile = toml::from_str(source).map_err(|e| {
         let message = e.message().trim_end().to_string();
         let mut err = ConfigError::new(path, source, e.span(), message.clone());
-        if message.contains("unknown field") {
-            err = err.help("remove it or check its spelling");
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            err = err.help(match nearest(field, known.iter().copied()) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None => "remove it or check its spelling".to_string(),
+            });
         }
         ConfigErrors(vec![err])
     })?;
@@ -171,7 +176,7 @@ impl Checker<'_> {
                         Err(e) => {
                             self.err(Some(w.span()), format!("bad route condition: {e}"))
                                 .help = Some("write e.g. `when = { kind = \"purchase-requisition\", \"body.location\" = [\"DC-1\", \"DC-2\"] }`".into());
-                            None
+                            continue;
                         }
                     },
                 };
@@ -196,6 +201,8 @@ impl Checker<'_> {
             });
         }
 
+        // Report in file order.
+        self.errors.sort_by_key(|e| e.span.as_ref().map_or(usize::MAX, |s| s.start));
         if self.errors.is_empty() {
             Ok(Config {
                 path: self.path.to_path_buf(),
@@ -262,7 +269,8 @@ impl Checker<'_> {
             (None, _) => OnViolation::DeadLetter,
         };
         if s.batch.is_some() && kind != StageKind::Allocate {
-            self.err(None, format!("{who}: `batch` applies to allocate stages only"));
+            self.err(Some(name.span()), format!("{who}: `batch` applies to allocate stages only"))
+                .help = Some("remove `batch`, or make this an `allocate` stage".into());
         }
         let batch = s.batch.clone().unwrap_or_default();
         let settings = self.settings(&s.config, &s.tables, &s.allowed_hosts, &s.limits);

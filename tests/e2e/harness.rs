@@ -1,0 +1,265 @@
+//! Real processes for end-to-end tests: `syncline run` on a config in a
+//! temporary folder, and `erp-sim`, both on loopback ports they pick
+//! themselves, with helpers to talk to them over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// An HTTP answer: status and JSON body (`Null` when not JSON).
+pub fn send(method: &str, url: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let agent = agent();
+    let result = match method {
+        "GET" => {
+            let mut req = agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = agent.post(url).header("content-type", content_type);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(body)
+        }
+    };
+    match result {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(e) => (0, Value::String(e.to_string())),
+    }
+}
+
+/// GET `url` as JSON.
+pub fn get(url: &str) -> (u16, Value) {
+    send("GET", url, "", &[], b"")
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a child, reads its output until a line contains `marker`, and
+/// keeps collecting the rest. Returns the marker line.
+fn spawn_until(mut cmd: Command, marker: &str, from_stderr: bool, log: Arc<Mutex<String>>) -> (Child, String) {
+    if from_stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let out: Box<dyn std::io::Read + Send> =
+        if from_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = marker.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            log.lock().unwrap().push_str(&line);
+            log.lock().unwrap().push('\n');
+            if !sent && line.contains(&wanted) {
+                let _ = tx.send(line);
+                sent = true;
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => (child, line),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the process did not print `{marker}`");
+        }
+    }
+}
+
+fn address(line: &str) -> String {
+    let i = line.find("http://").expect("an address");
+    line[i..].split_whitespace().next().unwrap().to_string()
+}
+
+/// A running simulated ERP.
+pub struct Erp {
+    child: Child,
+    /// Base URL.
+    pub url: String,
+    /// `host:port`.
+    pub authority: String,
+}
+
+impl Erp {
+    /// Starts `erp-sim` on a free port, with extra arguments.
+    pub fn start(args: &[&str]) -> Erp {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_erp-sim"));
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        let (child, line) = spawn_until(cmd, "listening", false, Arc::default());
+        let url = address(&line);
+        let authority = url.trim_start_matches("http://").to_string();
+        Erp { child, url, authority }
+    }
+
+    /// What it received (`/_admin/received?keys=true`).
+    pub fn received(&self) -> Value {
+        get(&format!("{}/_admin/received?keys=true", self.url)).1
+    }
+
+    /// Number of distinct documents it holds.
+    pub fn unique(&self) -> u64 {
+        self.received()["unique"].as_u64().unwrap_or(0)
+    }
+
+    /// Sets its failure mode.
+    pub fn mode(&self, mode: &str, times: Option<u64>) {
+        let body = match times {
+            Some(t) => format!(r#"{{"mode": "{mode}", "times": {t}}}"#),
+            None => format!(r#"{{"mode": "{mode}"}}"#),
+        };
+        let (status, _) = send("POST", &format!("{}/_admin/mode", self.url), "application/json", &[], body.as_bytes());
+        assert_eq!(status, 204);
+    }
+}
+
+impl Drop for Erp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A folder with a config, plugins and data for `syncline run`.
+pub struct Site {
+    /// The folder (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// A site whose config is `config` (`{ERP}` replaced by the ERP's
+    /// authority), with the standard plugins in `plugins/shared/` and the
+    /// example's reference tables in `ref/`.
+    pub fn new(config: &str, erp: &Erp) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("plugins/shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        for p in ["json-mapper", "canonical-validator", "moq-leadtime", "http-sink", "http-source"] {
+            std::fs::copy(plugin(p), shared.join(format!("{p}.wasm"))).unwrap();
+        }
+        let refs = dir.path().join("ref");
+        std::fs::create_dir_all(&refs).unwrap();
+        for t in ["moq.csv", "lead-times.csv"] {
+            std::fs::copy(root().join("examples/forecast-release/ref").join(t), refs.join(t)).unwrap();
+        }
+        let text = config.replace("{ERP}", &erp.authority).replace("{CACHE}", &root().join("target/test-cache").display().to_string());
+        std::fs::write(dir.path().join("syncline.toml"), text).unwrap();
+        Site { dir }
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("syncline.toml")
+    }
+}
+
+/// A running `syncline run`.
+pub struct Host {
+    child: Option<Child>,
+    /// Base URL.
+    pub url: String,
+    /// Everything it logged.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Host {
+    /// Starts `syncline run` on the site's config and waits until it listens.
+    pub fn start(site: &Site) -> Host {
+        Host::start_config(&site.config())
+    }
+
+    /// Starts `syncline run` on a config file.
+    pub fn start_config(config: &Path) -> Host {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncline"));
+        cmd.arg("run").arg(config).env("SYNCLINE_LOG", "info,syncline::delivery=debug").env("ERP_TOKEN", "test-token");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, line) = spawn_until(cmd, "syncline listening on", true, log.clone());
+        Host { child: Some(child), url: address(&line), log }
+    }
+
+    /// POSTs to a pipeline's ingest endpoint (`suffix` is `messages` or `messages:batch`).
+    pub fn ingest(&self, tenant: &str, pipeline: &str, suffix: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        send("POST", &format!("{}/v1/tenants/{tenant}/pipelines/{pipeline}/{suffix}", self.url), content_type, headers, body)
+    }
+
+    /// The trace of a message.
+    pub fn trace(&self, id: &str) -> (u16, Value) {
+        get(&format!("{}/v1/messages/{id}", self.url))
+    }
+
+    /// Waits until message `id`'s outputs are all delivered (or it ended
+    /// without outputs), and returns its trace.
+    pub fn settled(&self, id: &str) -> Value {
+        eventually(Duration::from_secs(30), &format!("message {id} to settle"), || {
+            let (status, t) = self.trace(id);
+            if status != 200 || t["input"]["state"] == "accepted" {
+                return None;
+            }
+            let pending = t["outputs"].as_array().into_iter().flatten().any(|o| o["state"] == "pending");
+            (!pending).then_some(t)
+        })
+    }
+
+    /// Kills it with SIGKILL (no chance to finish anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
