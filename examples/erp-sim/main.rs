@@ -1,6 +1,7 @@
 //! `erp-sim`: a simulated ERP for demos and tests. It accepts requisitions,
 //! transfer proposals (any JSON POSTed to any path), dedupes them by
-//! `Idempotency-Key`, records what it received, and can be told to answer
+//! `Idempotency-Key` per path (each path stands for one receiving system),
+//! records what it received, and can be told to answer
 //! slowly, with 429/503/422, or to hang, so every failure path of delivery
 //! can be shown for real.
 //!
@@ -56,7 +57,8 @@ struct Mode {
 #[derive(Default)]
 struct Sim {
     mode: Option<Mode>,
-    by_key: HashMap<String, (String, Value)>,
+    /// (path, idempotency key) -> (reference, record).
+    by_key: HashMap<(String, String), (String, Value)>,
     order: Vec<String>,
     requests: u64,
     duplicates: u64,
@@ -119,14 +121,15 @@ async fn receive(State(sim): State<Shared>, uri: Uri, headers: HeaderMap, body: 
         s.no_key += 1;
         return (StatusCode::BAD_REQUEST, "an Idempotency-Key header is required").into_response();
     };
-    if let Some((reference, _)) = s.by_key.get(&key) {
+    let slot = (uri.path().to_string(), key.clone());
+    if let Some((reference, _)) = s.by_key.get(&slot) {
         let reference = reference.clone();
         s.duplicates += 1;
         return (StatusCode::OK, Json(json!({"id": reference, "duplicate": true}))).into_response();
     }
     let reference = format!("ERP-{}", s.by_key.len() + 1);
     let record = json!({"path": uri.path(), "correlation-id": headers.get("x-correlation-id").and_then(|v| v.to_str().ok()), "body": value});
-    s.by_key.insert(key.clone(), (reference.clone(), record));
+    s.by_key.insert(slot, (reference.clone(), record));
     s.order.push(key);
     (StatusCode::CREATED, Json(json!({"id": reference}))).into_response()
 }
@@ -159,8 +162,9 @@ async fn received(State(sim): State<Shared>, Query(q): Query<ReceivedQuery>) -> 
 }
 
 async fn record(State(sim): State<Shared>, Path(key): Path<String>) -> Response {
-    match sim.lock().unwrap().by_key.get(&key) {
-        Some((reference, rec)) => Json(json!({"id": reference, "record": rec})).into_response(),
+    let s = sim.lock().unwrap();
+    match s.by_key.iter().find(|((_, k), _)| *k == key) {
+        Some((_, (reference, rec))) => Json(json!({"id": reference, "record": rec})).into_response(),
         None => (StatusCode::NOT_FOUND, "no such key").into_response(),
     }
 }
