@@ -60,6 +60,8 @@ struct Sim {
     /// (path, idempotency key) -> (reference, record).
     by_key: HashMap<(String, String), (String, Value)>,
     order: Vec<String>,
+    /// Receive time (ms since the epoch) of each document, in `order`.
+    times: Vec<u64>,
     requests: u64,
     duplicates: u64,
     refused: u64,
@@ -131,6 +133,7 @@ async fn receive(State(sim): State<Shared>, uri: Uri, headers: HeaderMap, body: 
     let record = json!({"path": uri.path(), "correlation-id": headers.get("x-correlation-id").and_then(|v| v.to_str().ok()), "body": value});
     s.by_key.insert(slot, (reference.clone(), record));
     s.order.push(key);
+    s.times.push(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
     (StatusCode::CREATED, Json(json!({"id": reference}))).into_response()
 }
 
@@ -138,6 +141,8 @@ async fn receive(State(sim): State<Shared>, uri: Uri, headers: HeaderMap, body: 
 struct ReceivedQuery {
     #[serde(default)]
     keys: bool,
+    #[serde(default)]
+    times: bool,
 }
 
 async fn received(State(sim): State<Shared>, Query(q): Query<ReceivedQuery>) -> Json<Value> {
@@ -157,6 +162,9 @@ async fn received(State(sim): State<Shared>, Query(q): Query<ReceivedQuery>) -> 
     });
     if q.keys {
         out["keys"] = json!(s.order);
+    }
+    if q.times {
+        out["times"] = json!(s.times);
     }
     Json(out)
 }

@@ -264,7 +264,7 @@ fn messages_with_the_same_key_are_delivered_in_order_while_keys_run_in_parallel(
     let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     let mut last: HashMap<String, String> = HashMap::new();
     for key in &keys {
-        // Keys look like `K2-07/0`: the group before '-' is the ordering key.
+        // Keys look like `K2-07/0/0`: the group before '-' is the ordering key.
         let (group, seq) = key.split_once('-').unwrap();
         if let Some(prev) = last.get(group) {
             assert!(seq > prev.as_str(), "key {group}: {seq} arrived after {prev}; order {keys:?}");
@@ -350,7 +350,7 @@ fn kill_9_under_load_loses_nothing_and_delivers_each_message_once() {
     assert!(before < 4000, "the kill happened before everything was delivered");
 
     let host = Host::start(&site);
-    let expected: HashSet<String> = acked.iter().map(|k| format!("{k}/0")).collect();
+    let expected: HashSet<String> = acked.iter().map(|k| format!("{k}/0/0")).collect();
     eventually(Duration::from_secs(120), "every acknowledged message at the ERP", || {
         let keys: HashSet<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
         expected.is_subset(&keys).then_some(())

@@ -2,8 +2,9 @@
 //! routes, producing the [`Commit`] that records every result at once.
 //!
 //! Outputs get deterministic ids and idempotency keys (derived from their
-//! input and position), so re-processing after a crash yields the same
-//! deliveries and a sink never sees a new key for the same business effect.
+//! input's and their position: `KEY/0`, `KEY/0/2`, ...), so re-processing
+//! after a crash yields the same deliveries and a sink never sees a new key
+//! for the same business effect.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -57,10 +58,11 @@ fn adopt(parent: &Message, mut out: Message, n: usize, tenant: &str) -> Message 
     }
     out.causation_id = Some(parent.id.clone());
     out.id = derive_id(&parent.id, n);
-    if out.idempotency_key.as_deref().is_none_or(str::is_empty) {
-        let root = parent.idempotency_key.clone().unwrap_or_else(|| parent.id.clone());
-        out.idempotency_key = Some(format!("{root}/{n}"));
-    }
+    // Always derived, never taken from the plugin: a plugin that clones its
+    // input for several outputs would otherwise give them one key, and the
+    // sink would drop all but the first as duplicates.
+    let root = parent.idempotency_key.as_deref().unwrap_or(&parent.id);
+    out.idempotency_key = Some(format!("{root}/{n}"));
     if out.occurred_at.is_empty() {
         out.occurred_at = parent.occurred_at.clone();
     }

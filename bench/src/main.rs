@@ -1,0 +1,304 @@
+//! `syncline-bench`: measures the quick-start pipeline.
+//!
+//! - `e2e`: starts `erp-sim` and `syncline run` (release binaries next to this
+//!   one) on loopback with the durable embedded store, sends replenishment
+//!   recommendations as NDJSON batches (or one per request) from a separate
+//!   process, and reports accepted and delivered messages per second and
+//!   ingest-to-delivery latency. It fails if the ERP did not receive every
+//!   message exactly once.
+//! - `stages`: the same three stages (json-mapper, canonical-validator,
+//!   moq-leadtime) in process, as Wasm components through the runtime and as
+//!   native Rust (the same plugin crates compiled natively), for the ratio.
+//!
+//! Run with `./scripts/bench`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use syncline::runtime::{EngineOptions, Limits, PluginContext, Runtime};
+use syncline_model::table::RefTable;
+use syncline_model::{json as mjson, Message};
+use syncline_sdk::{Allocator, Transformer, Validator};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// End to end over loopback HTTP with the durable store.
+    E2e {
+        /// Messages to send.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Messages per request (1 = single-message ingest).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Store sync mode: full or normal.
+        #[arg(long, default_value = "full")]
+        sync: String,
+    },
+    /// The three stages in process: Wasm against native.
+    Stages {
+        /// Messages per run.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+const ITEMS: [&str; 3] = ["SKU-100", "SKU-200", "SKU-300"];
+
+fn rec(i: usize) -> String {
+    json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": format!("B-{i}"),
+           "body": {"id": format!("R-{i}"), "item": ITEMS[i % 3], "location": format!("DC-{}", i % 50),
+                    "quantity": (i % 97) as f64 + 1.0, "uom": "EA", "need-by": "2026-12-21", "source": {"supplier": "SUP-7"},
+                    "reason": "below-safety-stock", "priority": 2}})
+    .to_string()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Child, String)> {
+    use std::io::{BufRead, BufReader};
+    if stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn()?;
+    let out: Box<dyn std::io::Read + Send> =
+        if stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains(&marker) {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).context("the process did not start")?;
+    let addr = line[line.find("http://").unwrap()..].split_whitespace().next().unwrap().to_string();
+    Ok((child, addr))
+}
+
+fn e2e(messages: usize, batch: usize, concurrency: usize, sync: &str) -> anyhow::Result<()> {
+    let bin = std::env::current_exe()?.parent().unwrap().to_path_buf();
+    let (mut erp, erp_url) = spawn(
+        {
+            let mut c = Command::new(bin.join("erp-sim"));
+            c.args(["--listen", "127.0.0.1:0"]);
+            c
+        },
+        "listening",
+        false,
+    )?;
+    let authority = erp_url.trim_start_matches("http://").to_string();
+    let site = tempfile::tempdir()?;
+    let ex = root().join("examples/forecast-release");
+    let config = std::fs::read_to_string(ex.join("syncline.toml"))?
+        .replace("127.0.0.1:18080", "127.0.0.1:0")
+        .replace("127.0.0.1:19001", &authority)
+        .replace("path = \"data/syncline.db\"", &format!("path = \"data/syncline.db\"\nsync = \"{sync}\""))
+        .replace("dir = \"plugins\"", &format!("dir = \"{}\"\ncache-dir = \"{}\"", ex.join("plugins").display(), root().join("target/bench-cache").display()))
+        .replace("ref/", &format!("{}/ref/", ex.display()));
+    std::fs::write(site.path().join("syncline.toml"), config)?;
+    let mut host_cmd = Command::new(bin.join("syncline"));
+    host_cmd.arg("run").arg(site.path().join("syncline.toml")).env("ERP_TOKEN", "bench").env("SYNCLINE_LOG", "warn");
+    let (mut host, url) = spawn(host_cmd, "syncline listening on", true)?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+
+    let lines: Arc<Vec<String>> = Arc::new((0..messages).map(rec).collect());
+    let started = Instant::now();
+    let per = messages.div_ceil(concurrency);
+    let senders: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let (lines, url, agent) = (lines.clone(), url.clone(), agent.clone());
+            std::thread::spawn(move || -> anyhow::Result<Vec<(usize, u64)>> {
+                let mut sent = Vec::new();
+                let (lo, hi) = (t * per, ((t + 1) * per).min(lines.len()));
+                let mut i = lo;
+                while i < hi {
+                    let j = (i + batch).min(hi);
+                    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+                    let (path, body, ct) = if batch == 1 {
+                        ("messages", lines[i].clone(), "application/json")
+                    } else {
+                        ("messages:batch", lines[i..j].join("\n"), "application/x-ndjson")
+                    };
+                    let resp = agent
+                        .post(&format!("{url}/v1/tenants/acme/pipelines/replenishment-release/{path}"))
+                        .header("content-type", ct)
+                        .send(body.as_bytes())?;
+                    if resp.status().as_u16() != 202 {
+                        bail!("ingest answered {}", resp.status());
+                    }
+                    sent.extend((i..j).map(|k| (k, at)));
+                    i = j;
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+    let mut sent_at = HashMap::new();
+    for s in senders {
+        for (k, at) in s.join().unwrap()? {
+            sent_at.insert(format!("B-{k}/0/0"), at);
+        }
+    }
+    let accepted_secs = started.elapsed().as_secs_f64();
+    let received = loop {
+        let v: Value = agent.get(&format!("{erp_url}/_admin/received?keys=true&times=true")).call()?.body_mut().read_json()?;
+        if v["unique"].as_u64() == Some(messages as u64) {
+            break v;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {} of {messages} delivered after 10 minutes", v["unique"]);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let delivered_secs = started.elapsed().as_secs_f64();
+    let keys = received["keys"].as_array().unwrap();
+    let times = received["times"].as_array().unwrap();
+    let mut latencies: Vec<u64> = Vec::with_capacity(messages);
+    for (k, t) in keys.iter().zip(times) {
+        let sent = sent_at.get(k.as_str().unwrap()).with_context(|| format!("the ERP received an unexpected key {k}"))?;
+        latencies.push(t.as_u64().unwrap().saturating_sub(*sent));
+    }
+    latencies.sort_unstable();
+    let _ = host.kill();
+    let _ = erp.kill();
+    let duplicates = received["duplicates"].as_u64().unwrap_or(0);
+    println!(
+        "| e2e | {} | {messages} | {concurrency} | {sync} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        if batch == 1 { "single".to_string() } else { format!("batch {batch}") },
+        messages as f64 / accepted_secs,
+        messages as f64 / delivered_secs,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+        if duplicates == 0 && keys.len() == messages { "yes".to_string() } else { format!("NO ({duplicates} duplicate requests)") }
+    );
+    Ok(())
+}
+
+fn tables() -> anyhow::Result<BTreeMap<String, Arc<RefTable>>> {
+    let ex = root().join("examples/forecast-release/ref");
+    let mut out = BTreeMap::new();
+    for (name, file) in [("moq", "moq.csv"), ("lead-times", "lead-times.csv")] {
+        let t = RefTable::from_csv(&std::fs::read_to_string(ex.join(file))?).map_err(anyhow::Error::msg)?;
+        out.insert(name.to_string(), Arc::new(t));
+    }
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn stages(messages: usize, runs: usize) -> anyhow::Result<()> {
+    let inputs: Vec<Message> = (0..messages).map(|i| mjson::from_str(&rec(i)).unwrap()).collect();
+    let plugins = root().join("target/plugins");
+    let rt = Runtime::new(&EngineOptions::default(), Some(&root().join("target/bench-cache")))?;
+    let bind = |name: &str, tables: BTreeMap<String, Arc<RefTable>>| -> anyhow::Result<_> {
+        let p = rt.load_file(&plugins.join(format!("{name}.wasm")))?;
+        let mut ctx = PluginContext::new(name);
+        ctx.tables = tables;
+        ctx.limits = Limits { instances: 1, ..Limits::default() };
+        ctx.config = syncline::runtime::flatten_config(&json!({"kind": "replenishment-recommendation"}));
+        rt.bind(p, ctx)
+    };
+    let mapper = bind("json-mapper", BTreeMap::new())?;
+    let validator = bind("canonical-validator", BTreeMap::new())?;
+    let allocator = bind("moq-leadtime", tables()?)?;
+
+    let wasm_run = || -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut valid = Vec::with_capacity(messages);
+        for m in &inputs {
+            for o in mapper.transform(m.clone())? {
+                if validator.validate(o.clone())?.is_empty() {
+                    valid.push(o);
+                }
+            }
+        }
+        let mut out = 0usize;
+        for chunk in valid.chunks(500) {
+            for o in allocator.allocate(chunk.to_vec())? {
+                out += mjson::to_string(&o).len();
+            }
+        }
+        std::hint::black_box(out);
+        Ok(messages as f64 / started.elapsed().as_secs_f64())
+    };
+
+    let host = syncline_sdk::testing::TestHost::new()
+        .config("kind", "replenishment-recommendation")
+        .table_csv("moq", &std::fs::read_to_string(root().join("examples/forecast-release/ref/moq.csv"))?)
+        .table_csv("lead-times", &std::fs::read_to_string(root().join("examples/forecast-release/ref/lead-times.csv"))?)
+        .install();
+    let native_run = || -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut valid = Vec::with_capacity(messages);
+        for m in &inputs {
+            for o in json_mapper::JsonMapper::transform(m.clone()).map_err(anyhow::Error::msg)? {
+                if canonical_validator::CanonicalValidator::validate(o.clone()).is_empty() {
+                    valid.push(o);
+                }
+            }
+        }
+        let mut out = 0usize;
+        for chunk in valid.chunks(500) {
+            for o in moq_leadtime::MoqLeadtime::allocate(chunk.to_vec()).map_err(anyhow::Error::msg)? {
+                out += mjson::to_string(&o).len();
+            }
+        }
+        std::hint::black_box(out);
+        Ok(messages as f64 / started.elapsed().as_secs_f64())
+    };
+    wasm_run()?;
+    native_run()?;
+    let mut wasm = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..runs {
+        wasm.push(wasm_run()?);
+        native.push(native_run()?);
+    }
+    drop(host);
+    let (w, n) = (median(wasm.clone()), median(native.clone()));
+    let range = |v: &[f64]| format!("{:.0}–{:.0}", v.iter().copied().fold(f64::MAX, f64::min), v.iter().copied().fold(0.0, f64::max));
+    println!("| stages (map, validate, allocate) | {messages} msgs x {runs} runs | Wasm {w:.0} msg/s ({}) | native {n:.0} msg/s ({}) | ratio {:.2} |", range(&wasm), range(&native), w / n);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::E2e { messages, batch, concurrency, sync } => e2e(messages, batch, concurrency, &sync),
+        Cmd::Stages { messages, runs } => stages(messages, runs),
+    }
+}
