@@ -49,6 +49,9 @@ enum Cmd {
         /// Store sync mode: full or normal.
         #[arg(long, default_value = "full")]
         sync: String,
+        /// Deliver with bulk requests (one HTTP request per sink batch).
+        #[arg(long)]
+        bulk: bool,
     },
     /// The three stages in process: Wasm against native.
     Stages {
@@ -106,7 +109,7 @@ fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Child,
     Ok((child, addr))
 }
 
-fn e2e(messages: usize, batch: usize, concurrency: usize, sync: &str) -> anyhow::Result<()> {
+fn e2e(messages: usize, batch: usize, concurrency: usize, sync: &str, bulk: bool) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?.parent().unwrap().to_path_buf();
     let (mut erp, erp_url) = spawn(
         {
@@ -125,7 +128,8 @@ fn e2e(messages: usize, batch: usize, concurrency: usize, sync: &str) -> anyhow:
         .replace("127.0.0.1:19001", &authority)
         .replace("path = \"data/syncline.db\"", &format!("path = \"data/syncline.db\"\nsync = \"{sync}\""))
         .replace("dir = \"plugins\"", &format!("dir = \"{}\"\ncache-dir = \"{}\"", ex.join("plugins").display(), root().join("target/bench-cache").display()))
-        .replace("ref/", &format!("{}/ref/", ex.display()));
+        .replace("ref/", &format!("{}/ref/", ex.display()))
+        .replace("config = { url = ", if bulk { "config = { bulk = \"true\", url = " } else { "config = { url = " });
     std::fs::write(site.path().join("syncline.toml"), config)?;
     let mut host_cmd = Command::new(bin.join("syncline"));
     host_cmd.arg("run").arg(site.path().join("syncline.toml")).env("ERP_TOKEN", "bench").env("SYNCLINE_LOG", "warn");
@@ -194,7 +198,8 @@ fn e2e(messages: usize, batch: usize, concurrency: usize, sync: &str) -> anyhow:
     let _ = erp.kill();
     let duplicates = received["duplicates"].as_u64().unwrap_or(0);
     println!(
-        "| e2e | {} | {messages} | {concurrency} | {sync} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        "| e2e{} | {} | {messages} | {concurrency} | {sync} | {:.0} | {:.0} | {} | {} | {} | {} |",
+        if bulk { ", bulk sink" } else { "" },
         if batch == 1 { "single".to_string() } else { format!("batch {batch}") },
         messages as f64 / accepted_secs,
         messages as f64 / delivered_secs,
@@ -298,7 +303,7 @@ fn stages(messages: usize, runs: usize) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::E2e { messages, batch, concurrency, sync } => e2e(messages, batch, concurrency, &sync),
+        Cmd::E2e { messages, batch, concurrency, sync, bulk } => e2e(messages, batch, concurrency, &sync, bulk),
         Cmd::Stages { messages, runs } => stages(messages, runs),
     }
 }

@@ -1,5 +1,6 @@
 //! `erp-sim`: a simulated ERP for demos and tests. It accepts requisitions,
-//! transfer proposals (any JSON POSTed to any path), dedupes them by
+//! transfer proposals (any JSON POSTed to any path; a JSON array is a bulk
+//! request whose documents carry their own `idempotency-key`), dedupes them by
 //! `Idempotency-Key` per path (each path stands for one receiving system),
 //! records what it received, and can be told to answer
 //! slowly, with 429/503/422, or to hang, so every failure path of delivery
@@ -117,24 +118,52 @@ async fn receive(State(sim): State<Shared>, uri: Uri, headers: HeaderMap, body: 
         Ok(v) => v,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}")).into_response(),
     };
+    let correlation = headers.get("x-correlation-id").and_then(|v| v.to_str().ok());
+    if let Value::Array(items) = value {
+        // Bulk: each document carries its own idempotency key.
+        let mut s = sim.lock().unwrap();
+        let results: Vec<Value> = items
+            .into_iter()
+            .map(|doc| match doc.get("idempotency-key").and_then(|k| k.as_str()).map(str::to_string) {
+                None => {
+                    s.no_key += 1;
+                    json!({"error": "a document without `idempotency-key`", "retryable": false})
+                }
+                Some(key) => {
+                    let (reference, _) = store(&mut s, uri.path(), key, correlation, doc);
+                    json!({"id": reference})
+                }
+            })
+            .collect();
+        return (StatusCode::OK, Json(Value::Array(results))).into_response();
+    }
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut s = sim.lock().unwrap();
     let Some(key) = key else {
         s.no_key += 1;
         return (StatusCode::BAD_REQUEST, "an Idempotency-Key header is required").into_response();
     };
-    let slot = (uri.path().to_string(), key.clone());
+    match store(&mut s, uri.path(), key, correlation, value) {
+        (reference, true) => (StatusCode::OK, Json(json!({"id": reference, "duplicate": true}))).into_response(),
+        (reference, false) => (StatusCode::CREATED, Json(json!({"id": reference}))).into_response(),
+    }
+}
+
+/// Records a document once per (path, key); returns its reference and
+/// whether it was a duplicate.
+fn store(s: &mut Sim, path: &str, key: String, correlation: Option<&str>, doc: Value) -> (String, bool) {
+    let slot = (path.to_string(), key.clone());
     if let Some((reference, _)) = s.by_key.get(&slot) {
         let reference = reference.clone();
         s.duplicates += 1;
-        return (StatusCode::OK, Json(json!({"id": reference, "duplicate": true}))).into_response();
+        return (reference, true);
     }
     let reference = format!("ERP-{}", s.by_key.len() + 1);
-    let record = json!({"path": uri.path(), "correlation-id": headers.get("x-correlation-id").and_then(|v| v.to_str().ok()), "body": value});
+    let record = json!({"path": path, "correlation-id": correlation, "body": doc});
     s.by_key.insert(slot, (reference.clone(), record));
     s.order.push(key);
     s.times.push(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
-    (StatusCode::CREATED, Json(json!({"id": reference}))).into_response()
+    (reference, false)
 }
 
 #[derive(Deserialize)]

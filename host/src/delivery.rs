@@ -66,13 +66,13 @@ fn judge(sink: &LiveSink, d: &Delivery, outcome: DeliveryOutcome, now: i64) -> A
     }
 }
 
-/// The sink's worker loop.
-pub fn run(engine: &Engine, sink: &LiveSink) {
+/// The loop of worker `part` of the sink's `workers`.
+pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
     let name = sink.cfg.name.as_str();
     let batch = sink.cfg.batch.max(1);
     while !engine.stopping() {
         let seen = sink.signal.generation();
-        let rows = match engine.store.deliveries(name, batch * 8) {
+        let rows = match engine.store.deliveries(name, part, sink.cfg.workers, batch * 2) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(sink = name, error = %e, "cannot read the delivery queue; retrying");

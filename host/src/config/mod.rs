@@ -125,6 +125,7 @@ impl Checker<'_> {
                     settings,
                     retry: sink.retry.clone(),
                     batch: sink.batch.max(1),
+                    workers: sink.workers.clamp(1, 64),
                 },
             );
         }

@@ -355,12 +355,20 @@ pub struct SinkFile {
     /// Messages per deliver call. Example: `batch = 50`
     #[serde(default = "default_sink_batch")]
     pub batch: usize,
+    /// Concurrent delivery workers (each owns a share of the ordering keys,
+    /// so a key's order is kept). Example: `workers = 4`
+    #[serde(default = "default_sink_workers")]
+    pub workers: u32,
     /// Limits.
     pub limits: Option<LimitsFile>,
 }
 
 fn default_sink_batch() -> usize {
     50
+}
+
+fn default_sink_workers() -> u32 {
+    4
 }
 
 // ------------------------------------------------------------- checked model
@@ -613,4 +621,6 @@ pub struct Sink {
     pub retry: RetryPolicy,
     /// Messages per deliver call.
     pub batch: usize,
+    /// Concurrent delivery workers.
+    pub workers: u32,
 }

@@ -299,13 +299,15 @@ impl Engine {
             }
         }
         for s in self.sinks.values() {
-            let (engine, s) = (self.clone(), s.clone());
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("sink-{}", s.cfg.name))
-                    .spawn(move || crate::delivery::run(&engine, &s))
-                    .expect("spawn sink worker"),
-            );
+            for part in 0..s.cfg.workers {
+                let (engine, s) = (self.clone(), s.clone());
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("sink-{}-{part}", s.cfg.name))
+                        .spawn(move || crate::delivery::run(&engine, &s, part))
+                        .expect("spawn sink worker"),
+                );
+            }
         }
         handles
     }

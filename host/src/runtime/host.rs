@@ -255,10 +255,53 @@ impl WasiHttpHooks for HttpPolicy {
             first_byte_timeout: cap(options.first_byte_timeout),
             between_bytes_timeout: cap(options.between_bytes_timeout),
         };
-        struct Default;
-        impl WasiHttpHooks for Default {}
-        Default.send_request(request, Some(options), fut)
+        if https {
+            struct Default;
+            impl WasiHttpHooks for Default {}
+            return Default.send_request(request, Some(options), fut);
+        }
+        Box::new(pooled_send(request, options))
     }
+}
+
+type WasiResponse = http::Response<wasmtime_wasi_http::WasiBody>;
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+/// One HTTP/1.1 client for every plugin, keeping connections alive between
+/// requests (the stock sender opens a connection per request).
+fn pooled_client() -> &'static hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, wasmtime_wasi_http::WasiBody> {
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    static CLIENT: std::sync::OnceLock<Client<HttpConnector, wasmtime_wasi_http::WasiBody>> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector)
+    })
+}
+
+/// Sends a plain-HTTP request over the pooled client, within the timeouts.
+async fn pooled_send(
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
+    options: wasmtime_wasi_http::RequestOptions,
+) -> Result<(WasiResponse, IoFuture), wasmtime_wasi_http::Error> {
+    use http_body_util::BodyExt;
+    use wasmtime_wasi_http::Error;
+    let limit = options.first_byte_timeout.unwrap_or(Duration::from_secs(600));
+    let response = match tokio::time::timeout(limit, pooled_client().request(request)).await {
+        Err(_) => return Err(Error::ConnectionReadTimeout),
+        Ok(Err(e)) if e.is_connect() => return Err(Error::ConnectionRefused),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "outbound HTTP request failed");
+            return Err(Error::ConnectionTerminated);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let response = response.map(|body| body.map_err(Error::Hyper).boxed_unsync());
+    Ok((response, Box::new(async { Ok(()) }) as IoFuture))
 }
 
 /// The data of one plugin instance's store.

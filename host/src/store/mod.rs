@@ -246,12 +246,13 @@ pub trait Store: Send + Sync {
     /// [`StoreError`]: nothing was recorded; the inputs stay pending.
     fn commit(&self, commit: Commit) -> Result<(), StoreError>;
 
-    /// Pending deliveries of `sink` in queue order (due or not).
+    /// Pending deliveries of `sink` whose ordering-key hash modulo `parts`
+    /// is `part`, in queue order (due or not).
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn deliveries(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    fn deliveries(&self, sink: &str, part: u32, parts: u32, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
     /// Records delivery attempts.
     ///

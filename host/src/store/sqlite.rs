@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     pipeline TEXT NOT NULL,
     sink TEXT NOT NULL,
     ordering_key TEXT NOT NULL,
+    key_hash INTEGER NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at INTEGER NOT NULL DEFAULT 0,
@@ -258,8 +259,8 @@ impl Store for SqliteStore {
             let now = now_ms();
             let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, trace = ?3, processed_at = ?4 WHERE id = ?1 AND state = 'accepted'")?;
             let mut queue = tx.prepare_cached(
-                "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, state, body, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
+                "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8)",
             )?;
             let mut dead = tx.prepare_cached(
                 "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
@@ -275,7 +276,8 @@ impl Store for SqliteStore {
                     continue;
                 }
                 for d in p.deliveries {
-                    queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now])?;
+                    let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
+                    queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash])?;
                 }
                 for d in p.dead_letters {
                     dead.execute(params![
@@ -300,14 +302,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn deliveries(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+    fn deliveries(&self, sink: &str, part: u32, parts: u32, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, ordering_key, attempts, next_at, body FROM deliveries WHERE sink = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2",
+            "SELECT seq, id, ordering_key, attempts, next_at, body FROM deliveries
+             WHERE sink = ?1 AND state = 'pending' AND key_hash % ?3 = ?4 ORDER BY seq LIMIT ?2",
         )?;
         let mut errors = conn.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
         let rows: Vec<Delivery> = stmt
-            .query_map(params![sink, limit as i64], |r| {
+            .query_map(params![sink, limit as i64, parts.max(1), part], |r| {
                 Ok(Delivery {
                     seq: r.get(0)?,
                     id: r.get(1)?,
@@ -341,7 +344,8 @@ impl Store for SqliteStore {
             for a in attempts {
                 match a.result {
                     AttemptResult::Delivered(reference) => {
-                        log.execute(params![a.seq, now, "delivered", reference, a.digest])?;
+                        // The success itself lives on the delivery row (reference,
+                        // delivered-at, attempts); only failures get attempt rows.
                         tx.execute(
                             "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1",
                             params![a.seq, reference, now],
@@ -442,6 +446,10 @@ impl Store for SqliteStore {
                                       "detail": r.get::<_, String>(3)?, "digest": r.get::<_, String>(4)?}))
                         })?
                         .collect::<Result<_, _>>()?;
+                    let mut a = a;
+                    if v["state"] == "delivered" {
+                        a.push(json!({"attempt": a.len() + 1, "at": v["delivered-at"], "outcome": "delivered", "detail": v["reference"]}));
+                    }
                     v["attempts"] = Value::Array(a);
                     Ok(v)
                 })
@@ -582,17 +590,18 @@ mod tests {
         })
         .unwrap();
         assert!(s.pending("acme", "p", 0, 1, 0, 10).unwrap().is_empty());
-        let d = s.deliveries("erp", 10).unwrap();
+        let d = s.deliveries("erp", 0, 1, 10).unwrap();
         assert_eq!(d.len(), 1);
         s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5 } }]).unwrap();
-        let d = s.deliveries("erp", 10).unwrap();
+        let d = s.deliveries("erp", 0, 1, 10).unwrap();
         assert_eq!((d[0].attempts, d[0].next_at, d[0].errors.clone()), (1, 5, vec!["HTTP 503".to_string()]));
         s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
-        assert!(s.deliveries("erp", 10).unwrap().is_empty());
+        assert!(s.deliveries("erp", 0, 1, 10).unwrap().is_empty());
         let t = s.trace("a").unwrap().unwrap();
         assert_eq!(t["input"]["state"], "done");
         assert_eq!(t["outputs"][0]["reference"], "ERP-1");
         assert_eq!(t["outputs"][0]["attempts"].as_array().unwrap().len(), 2);
+        assert_eq!(t["outputs"][0]["attempts"][1]["outcome"], "delivered");
         assert_eq!(s.trace("o1").unwrap().unwrap()["deliveries"][0]["state"], "delivered");
         assert!(s.trace("nope").unwrap().is_none());
     }

@@ -7,7 +7,14 @@
 //! 408, 429, 5xx and transport failures retryable (honouring `Retry-After`
 //! seconds); other 4xx and a denied destination permanent.
 //!
-//! Config: `url` (required), `token` (secret), `timeout-ms` (default 10000).
+//! With `bulk = "true"` the whole batch goes in one request: a JSON array of
+//! messages (each carries its own `idempotency-key`), answered by a JSON
+//! array with one result per message: `{"id": REF}` (delivered) or
+//! `{"error": TEXT, "retryable": BOOL}`. A non-2xx answer applies to every
+//! message of the batch.
+//!
+//! Config: `url` (required), `token` (secret), `timeout-ms` (default 10000),
+//! `bulk` (default `false`).
 use std::time::Duration;
 
 use syncline_sdk::http::{self, HttpError, Request, Response};
@@ -64,6 +71,67 @@ fn deliver_one(url: &str, token: Option<&str>, timeout: Duration, msg: &Message)
     }
 }
 
+/// Per-message outcomes of a bulk answer.
+pub fn classify_bulk(resp: &Response, count: usize) -> Vec<DeliveryOutcome> {
+    if !(200..=299).contains(&resp.status) {
+        let one = classify(resp);
+        return (0..count).map(|_| one.clone()).collect();
+    }
+    let items = serde_json::from_slice::<serde_json::Value>(&resp.body).ok().and_then(|v| v.as_array().cloned());
+    match items {
+        Some(items) if items.len() == count => items
+            .iter()
+            .map(|item| match (item.get("id").and_then(|v| v.as_str()), item.get("error")) {
+                (Some(id), None) => DeliveryOutcome::Delivered { reference: id.to_string() },
+                (_, Some(e)) => {
+                    let reason = e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string());
+                    if item.get("retryable").and_then(|r| r.as_bool()).unwrap_or(false) {
+                        DeliveryOutcome::Retryable { reason, after_ms: None }
+                    } else {
+                        DeliveryOutcome::Permanent { reason }
+                    }
+                }
+                _ => DeliveryOutcome::Retryable { reason: format!("bulk result without `id` or `error`: {item}"), after_ms: None },
+            })
+            .collect(),
+        _ => (0..count)
+            .map(|_| DeliveryOutcome::Retryable {
+                reason: format!("HTTP {}: the bulk answer is not a list of {count} results", resp.status),
+                after_ms: None,
+            })
+            .collect(),
+    }
+}
+
+fn deliver_bulk(url: &str, token: Option<&str>, timeout: Duration, messages: &[Message]) -> Vec<DeliveryOutcome> {
+    let mut body = Vec::with_capacity(messages.len() * 512);
+    body.push(b'[');
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(json::to_string(m).as_bytes());
+    }
+    body.push(b']');
+    let mut req = Request::new("POST", url).header("content-type", "application/json").body(body).timeout(timeout);
+    if let Some(first) = messages.first() {
+        req = req.header("x-correlation-id", &first.correlation_id);
+    }
+    if let Some(t) = token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    match http::send(&req) {
+        Ok(resp) => classify_bulk(&resp, messages.len()),
+        Err(e) => {
+            let o = match e {
+                HttpError::Denied(_) | HttpError::BadUrl(_) => DeliveryOutcome::Permanent { reason: e.to_string() },
+                _ => DeliveryOutcome::Retryable { reason: e.to_string(), after_ms: None },
+            };
+            messages.iter().map(|_| o.clone()).collect()
+        }
+    }
+}
+
 impl Sink for HttpSink {
     fn deliver(messages: Vec<Message>) -> Vec<DeliveryOutcome> {
         let url = match config::require("url") {
@@ -72,6 +140,9 @@ impl Sink for HttpSink {
         };
         let token = config::get("token");
         let timeout = Duration::from_millis(config::get("timeout-ms").and_then(|t| t.parse().ok()).unwrap_or(10_000));
+        if config::get("bulk").as_deref() == Some("true") {
+            return deliver_bulk(&url, token.as_deref(), timeout, &messages);
+        }
         messages.iter().map(|m| deliver_one(&url, token.as_deref(), timeout, m)).collect()
     }
 }
@@ -100,6 +171,17 @@ mod tests {
         );
         assert!(matches!(classify(&resp(503, &[], "down")), DeliveryOutcome::Retryable { .. }));
         assert!(matches!(classify(&resp(422, &[], "bad")), DeliveryOutcome::Permanent { .. }));
+    }
+
+    #[test]
+    fn bulk_answers_map_to_each_message() {
+        let ok = resp(200, &[], r#"[{"id": "E1"}, {"error": "busy", "retryable": true}, {"error": "no such item"}]"#);
+        let out = classify_bulk(&ok, 3);
+        assert_eq!(out[0], DeliveryOutcome::Delivered { reference: "E1".into() });
+        assert!(matches!(out[1], DeliveryOutcome::Retryable { .. }));
+        assert!(matches!(out[2], DeliveryOutcome::Permanent { .. }));
+        assert!(classify_bulk(&resp(503, &[], ""), 2).iter().all(|o| matches!(o, DeliveryOutcome::Retryable { .. })));
+        assert!(classify_bulk(&resp(200, &[], "[]"), 2).iter().all(|o| matches!(o, DeliveryOutcome::Retryable { .. })));
     }
 
     #[test]
