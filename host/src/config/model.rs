@@ -159,6 +159,11 @@ pub struct LimitsFile {
     pub instances: Option<usize>,
 }
 
+// The plugin settings (`config`, `tables`, `allowed-hosts`, `limits`) are
+// spelled out in each of SourceFile, StageFile and SinkFile rather than
+// flattened from one struct: serde cannot combine `flatten` with
+// `deny_unknown_fields`, and unknown keys must stay errors.
+
 /// A pipeline's source. Example: `source = { http = true }` or
 /// `source = { plugin = "erp-poll", every = "15m" }`
 #[derive(Debug, Deserialize)]
