@@ -371,3 +371,88 @@ fn kill_9_under_load_loses_nothing_and_delivers_each_message_once() {
     );
     drop(host);
 }
+
+/// A pipeline whose stage traps on demand and whose sink the ERP refuses.
+const HOSTILE: &str = r#"
+version = 1
+
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+path = "data/syncline.db"
+
+[plugins]
+dir = "plugins"
+cache-dir = "{CACHE}"
+
+[[tenant]]
+id = "acme"
+
+[[pipeline]]
+id = "hostile"
+tenant = "acme"
+max-attempts = 2
+stages = [{ transform = "trap" }]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions", timeout-ms = "300" }
+allowed-hosts = ["{ERP}"]
+retry = { attempts = 3, initial = "50ms", max = "100ms" }
+"#;
+
+fn hostile_site(erp: &Erp) -> Site {
+    let site = Site::new(HOSTILE, erp);
+    std::fs::copy(crate::support::plugin("trap"), site.dir.path().join("plugins/shared/trap.wasm")).unwrap();
+    site
+}
+
+#[test]
+fn a_trapping_stage_dead_letters_the_message_with_plugin_and_digest_and_the_next_one_flows() {
+    let erp = Erp::start(&[]);
+    let site = hostile_site(&erp);
+    let host = Host::start(&site);
+    let bad = supplier("T-1", "SKU-100", "DC-1", 5.0).replace("\"idempotency-key\"", "\"headers\": {\"trap\": \"yes\"}, \"idempotency-key\"");
+    let bad_id = accepted_id(&host.ingest("acme", "hostile", "messages", "application/json", &[], bad.as_bytes()));
+    let good_id = accepted_id(&host.ingest("acme", "hostile", "messages", "application/json", &[], supplier("T-2", "SKU-100", "DC-1", 5.0).as_bytes()));
+    let t = host.settled(&bad_id);
+    assert_eq!(t["input"]["state"], "dead");
+    let dl = &t["dead-letters"][0];
+    assert_eq!(dl["plugin"], "trap");
+    assert_eq!(dl["place"], "stage 1 (trap)");
+    let digest = syncline::runtime::digest(&std::fs::read(crate::support::plugin("trap")).unwrap());
+    assert_eq!(dl["digest"], digest.as_str());
+    assert!(dl["reason"].as_str().unwrap().contains("trapped"), "{dl}");
+    // A trap is not retried (the same input traps again).
+    assert_eq!(dl["attempts"].as_array().unwrap().len(), 1, "{dl}");
+    let t = host.settled(&good_id);
+    assert_eq!(t["outputs"][0]["state"], "delivered");
+}
+
+#[test]
+fn downstream_refusals_and_hangs_end_in_dead_letters_with_every_attempt() {
+    let erp = Erp::start(&[]);
+    let site = hostile_site(&erp);
+    let host = Host::start(&site);
+    // 422: permanent at once.
+    erp.mode("422", None);
+    let id = accepted_id(&host.ingest("acme", "hostile", "messages", "application/json", &[], supplier("D-1", "SKU-100", "DC-1", 5.0).as_bytes()));
+    let t = host.settled(&id);
+    let out = &t["outputs"][0];
+    assert_eq!(out["state"], "dead", "{t}");
+    assert_eq!(t["dead-letters"][0]["place"], "sink erp");
+    assert!(t["dead-letters"][0]["reason"].as_str().unwrap().contains("HTTP 422: unknown supplier"), "{t}");
+    // A hanging ERP: every attempt times out, then the message is dead-lettered with all three errors.
+    erp.mode("hang", None);
+    let id = accepted_id(&host.ingest("acme", "hostile", "messages", "application/json", &[], supplier("D-2", "SKU-100", "DC-2", 5.0).as_bytes()));
+    let t = host.settled(&id);
+    let attempts = t["dead-letters"][0]["attempts"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 3, "{t}");
+    assert!(attempts.iter().all(|a| a.as_str().unwrap().contains("timed out") || a.as_str().unwrap().contains("gave up")), "{attempts:?}");
+    // Once the ERP recovers, new messages flow again.
+    erp.mode("ok", None);
+    let id = accepted_id(&host.ingest("acme", "hostile", "messages", "application/json", &[], supplier("D-3", "SKU-100", "DC-3", 5.0).as_bytes()));
+    assert_eq!(host.settled(&id)["outputs"][0]["state"], "delivered");
+}
