@@ -298,6 +298,8 @@ impl Engine {
                 handles.push(std::thread::Builder::new().name(format!("source-{}", p.cfg.id)).spawn(move || crate::source::run(&engine, &p)).expect("spawn source"));
             }
         }
+        let engine = self.clone();
+        handles.push(std::thread::Builder::new().name("maintenance".into()).spawn(move || engine.maintain()).expect("spawn maintenance"));
         for s in self.sinks.values() {
             for part in 0..s.cfg.workers {
                 let (engine, s) = (self.clone(), s.clone());
@@ -310,6 +312,24 @@ impl Engine {
             }
         }
         handles
+    }
+
+    /// Housekeeping every minute: forget idempotency keys older than the
+    /// dedupe window.
+    fn maintain(&self) {
+        let window = self.config.store.dedupe_window.0.as_millis() as i64;
+        let mut next = Instant::now();
+        while !self.stopping() {
+            if Instant::now() >= next {
+                match self.store.prune_idempotency(crate::store::now_ms() - window) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(keys = n, "forgot idempotency keys past the dedupe window"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune idempotency keys"),
+                }
+                next = Instant::now() + Duration::from_secs(60);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// One shard's loop: take pending messages in order, process, commit.

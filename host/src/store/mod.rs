@@ -282,6 +282,14 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn trace(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError>;
 
+    /// Forgets idempotency keys first seen before `before_ms` (the dedupe
+    /// window has passed); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError>;
+
     /// Counts of messages and deliveries by state, for readiness and reports.
     ///
     /// # Errors

@@ -490,6 +490,10 @@ impl Store for SqliteStore {
         })))
     }
 
+    fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.write(move |tx| tx.execute("DELETE FROM idempotency WHERE at < ?1", params![before_ms]))
+    }
+
     fn counts(&self) -> Result<Value, StoreError> {
         let conn = self.read.lock().unwrap();
         let group = |sql: &str| -> rusqlite::Result<Value> {
@@ -547,6 +551,10 @@ mod tests {
         );
         let again = s.ingest(vec![msg("d", Some("k1"))], None).unwrap();
         assert_eq!(again, vec![IngestOutcome::Duplicate { id: "a".into() }]);
+        // Past the dedupe window the key is forgotten and accepted anew.
+        assert_eq!(s.prune_idempotency(now_ms() + 1).unwrap(), 1);
+        let later = s.ingest(vec![msg("f", Some("k1"))], None).unwrap();
+        assert_eq!(later, vec![IngestOutcome::Accepted { id: "f".into() }]);
         let mut other = msg("e", Some("k1"));
         other.tenant = "globex".into();
         assert_eq!(s.ingest(vec![other], None).unwrap(), vec![IngestOutcome::Accepted { id: "e".into() }]);
