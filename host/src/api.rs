@@ -24,6 +24,8 @@ use crate::store::{IngestOutcome, NewMessage};
 pub struct App {
     /// The running engine.
     pub engine: Arc<Engine>,
+    /// Reloads and their history.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// An error answer: status, machine code, message and extra fields.
@@ -85,6 +87,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", post(ingest_batch))
         .route("/v1/messages/{id}", get(trace))
         .route("/v1/pipelines", get(pipelines))
+        .route("/v1/reloads", get(reloads))
+        .route("/v1/reload", post(reload))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see /v1/pipelines") })
         .with_state(app)
 }
@@ -99,13 +104,13 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
-    let limit = app.engine.config.server.max_body.0;
+    let limit = app.engine.topology().config.server.max_body.0;
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the request body is larger than the limit of {limit} bytes (server.max-body)"))
     })
 }
 
-fn http_pipeline<'a>(app: &'a App, tenant: &str, pipeline: &str) -> Result<&'a Arc<LivePipeline>, ApiError> {
+fn http_pipeline(app: &App, tenant: &str, pipeline: &str) -> Result<Arc<LivePipeline>, ApiError> {
     let p = app.engine.pipeline(tenant, pipeline)?;
     if !matches!(p.cfg.source, Source::Http) {
         return Err(IngestError::NotHttp(pipeline.to_string()).into());
@@ -148,7 +153,7 @@ async fn ingest_one(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let p = http_pipeline(&app, &tenant, &pipeline)?;
+    let p = &http_pipeline(&app, &tenant, &pipeline)?;
     let bytes = read_body(&app, body).await?;
     let msg = if is_canonical(&headers, &q) {
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
@@ -171,7 +176,7 @@ async fn ingest_batch(
     Path((tenant, pipeline)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let p = http_pipeline(&app, &tenant, &pipeline)?;
+    let p = &http_pipeline(&app, &tenant, &pipeline)?;
     let bytes = read_body(&app, body).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
     let mut prepared = Vec::new();
@@ -204,8 +209,33 @@ async fn trace(State(app): State<App>, Path(id): Path<String>) -> Result<Respons
     }
 }
 
+async fn reloads(State(app): State<App>) -> Json<Value> {
+    Json(json!({"reloads": app.reloader.history()}))
+}
+
+async fn reload(State(app): State<App>) -> Response {
+    let r = app.reloader.clone();
+    match tokio::task::spawn_blocking(move || r.reload("api")).await {
+        Ok(record) => {
+            let status = if record.outcome == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            (status, Json(json!(record))).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+    }
+}
+
+/// Prometheus text. (The full metric set comes with observability; reload
+/// outcomes are here because a rejected reload must be visible.)
+async fn metrics(State(app): State<App>) -> Response {
+    let (applied, rejected) = app.reloader.counts();
+    let body = format!(
+        "# HELP syncline_reloads_total Reloads by outcome.\n# TYPE syncline_reloads_total counter\nsyncline_reloads_total{{outcome=\"applied\"}} {applied}\nsyncline_reloads_total{{outcome=\"rejected\"}} {rejected}\n"
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
 async fn pipelines(State(app): State<App>) -> Json<Value> {
-    let e = &app.engine;
+    let e = app.engine.topology();
     let plugin = |i: &crate::runtime::PluginInstance| json!({"name": i.plugin().name, "digest": i.plugin().digest, "world": i.plugin().world.as_str()});
     let pipelines: Vec<Value> = e
         .pipelines
@@ -214,12 +244,12 @@ async fn pipelines(State(app): State<App>) -> Json<Value> {
             json!({
                 "tenant": p.cfg.tenant.as_str(),
                 "id": p.cfg.id.as_str(),
-                "source": p.source.as_ref().map(|s| plugin(s)).unwrap_or(json!("http")),
-                "stages": p.stages.iter().map(|s| plugin(&s.instance)).collect::<Vec<_>>(),
+                "source": p.source.as_ref().map(|s| plugin(&s.load())).unwrap_or(json!("http")),
+                "stages": p.stages.iter().map(|s| plugin(&s.instance.load())).collect::<Vec<_>>(),
                 "routes": p.cfg.routes.iter().map(|r| json!({"when": r.when.as_ref().map(|c| format!("{c:?}")), "to": r.to.iter().map(|s| s.as_str()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             })
         })
         .collect();
-    let sinks: Vec<Value> = e.sinks.values().map(|s| json!({"name": s.cfg.name.as_str(), "plugin": plugin(&s.instance)})).collect();
+    let sinks: Vec<Value> = e.sinks.values().map(|s| json!({"name": s.cfg.name.as_str(), "plugin": plugin(&s.instance.load())})).collect();
     Json(json!({"pipelines": pipelines, "sinks": sinks}))
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
 use crate::pipeline::{Engine, LiveSink};
+use crate::runtime::PluginInstance;
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter};
 
 /// Picks the deliveries to attempt now: due, in queue order, one per key.
@@ -36,8 +37,8 @@ fn choose(rows: Vec<Delivery>, now: i64, max: usize) -> (Vec<Delivery>, Option<i
 }
 
 /// What to record for one delivery after an attempt.
-fn judge(sink: &LiveSink, d: &Delivery, outcome: DeliveryOutcome, now: i64) -> AttemptResult {
-    let plugin = sink.instance.plugin();
+fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, outcome: DeliveryOutcome, now: i64) -> AttemptResult {
+    let plugin = instance.plugin();
     let attempt = d.attempts + 1;
     let dead = |reason: String, d: &Delivery| {
         let mut attempts = d.errors.clone();
@@ -70,7 +71,7 @@ fn judge(sink: &LiveSink, d: &Delivery, outcome: DeliveryOutcome, now: i64) -> A
 pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
     let name = sink.cfg.name.as_str();
     let batch = sink.cfg.batch.max(1);
-    while !engine.stopping() {
+    while !engine.stopping() && !sink.retired() {
         let seen = sink.signal.generation();
         let rows = match engine.store.deliveries(name, part, sink.cfg.workers, batch * 2) {
             Ok(r) => r,
@@ -87,6 +88,9 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
             sink.signal.wait(seen, Duration::from_millis(wait));
             continue;
         }
+        // This call's version: a swap affects the next call.
+        let instance = sink.instance.load_full();
+        let digest = instance.plugin().digest.clone();
         let mut messages = Vec::with_capacity(chosen.len());
         let mut attempts = Vec::with_capacity(chosen.len());
         let mut sendable = Vec::with_capacity(chosen.len());
@@ -97,12 +101,12 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
                     sendable.push(d);
                 }
                 Err(e) => {
-                    let r = judge(sink, &d, DeliveryOutcome::Permanent { reason: format!("stored message no longer parses: {e}") }, now);
-                    attempts.push(Attempt { seq: d.seq, digest: sink.instance.plugin().digest.clone(), result: r });
+                    let r = judge(sink, &instance, &d, DeliveryOutcome::Permanent { reason: format!("stored message no longer parses: {e}") }, now);
+                    attempts.push(Attempt { seq: d.seq, digest: digest.clone(), result: r });
                 }
             }
         }
-        let outcomes: Vec<DeliveryOutcome> = match sink.instance.deliver(messages.clone()) {
+        let outcomes: Vec<DeliveryOutcome> = match instance.deliver(messages.clone()) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(sink = name, error = %e, "sink plugin failed; the batch will be retried");
@@ -114,7 +118,7 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
             if let DeliveryOutcome::Retryable { reason, .. } | DeliveryOutcome::Permanent { reason } = &o {
                 tracing::debug!(sink = name, delivery = %d.id, attempt = d.attempts + 1, %reason, "delivery failed");
             }
-            attempts.push(Attempt { seq: d.seq, digest: sink.instance.plugin().digest.clone(), result: judge(sink, d, o, now) });
+            attempts.push(Attempt { seq: d.seq, digest: digest.clone(), result: judge(sink, &instance, d, o, now) });
         }
         if let Err(e) = engine.store.record(name, attempts) {
             // Not recorded: these deliveries stay pending and are sent again

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod pipeline;
 pub mod plugin_test;
 pub mod runtime;
+pub mod reload;
 pub mod report;
 pub mod scaffold;
 pub mod server;

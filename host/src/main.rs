@@ -30,6 +30,9 @@ enum Command {
     Run {
         /// The config file.
         config: PathBuf,
+        /// Do not watch the config and plugin folder (reload with SIGHUP or POST /v1/reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Check a config and every plugin and table it names, without starting anything.
     Check {
@@ -119,8 +122,8 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { config } => {
-            syncline::server::run(config, cli.cache_dir.as_deref())?;
+        Command::Run { config, no_watch } => {
+            syncline::server::run(config, cli.cache_dir.as_deref(), !no_watch)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => match syncline::server::check(config, cli.cache_dir.as_deref()) {

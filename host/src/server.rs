@@ -61,14 +61,15 @@ fn runtime_for(config: &Config, cache_dir: Option<&Path>) -> anyhow::Result<Runt
 ///
 /// Config errors, plugins that cannot be loaded, a store that cannot be
 /// opened, or an address that cannot be bound — before anything starts.
-pub fn run(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(path: &Path, cache_dir: Option<&Path>, watch: bool) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = Arc::new(runtime_for(&config, cache_dir)?);
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.store.path, config.store.sync).with_context(|| format!("opening the store {}", config.store.path.display()))?,
     );
     let engine = Arc::new(Engine::build(config, runtime, store.clone())?);
-    let listen = engine.config.server.listen.clone();
+    let topology = engine.topology();
+    let listen = topology.config.server.listen.clone();
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let listener = rt
@@ -77,28 +78,54 @@ pub fn run(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     let mut live = Vec::new();
-    for p in engine.pipelines.values() {
-        let stages: Vec<String> = p.stages.iter().map(|s| format!("{}@{}", s.instance.plugin().name, s.instance.plugin().short_digest())).collect();
+    for p in topology.pipelines.values() {
+        let stages: Vec<String> = p
+            .stages
+            .iter()
+            .map(|s| {
+                let i = s.instance.load();
+                format!("{}@{}", i.plugin().name, i.plugin().short_digest())
+            })
+            .collect();
         tracing::info!(tenant = %p.cfg.tenant, pipeline = %p.cfg.id, stages = %stages.join(" -> "), shards = p.shards, "pipeline live");
         live.push(json!({"tenant": p.cfg.tenant.as_str(), "pipeline": p.cfg.id.as_str(), "stages": stages}));
     }
-    for s in engine.sinks.values() {
-        tracing::info!(sink = %s.cfg.name, plugin = %s.instance.plugin().name, digest = %s.instance.plugin().short_digest(), "sink live");
+    for s in topology.sinks.values() {
+        let i = s.instance.load();
+        tracing::info!(sink = %s.cfg.name, plugin = %i.plugin().name, digest = %i.plugin().short_digest(), "sink live");
     }
     store.audit("start", json!({"config": path.display().to_string(), "pipelines": live}))?;
-    let workers = engine.start();
-    tracing::info!(%addr, "listening on http://{addr}");
+    engine.start();
+    let reloader = crate::reload::Reloader::new(engine.clone(), path.to_path_buf());
+    let _watcher = if watch {
+        match crate::reload::watch(reloader.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config and plugin folder; reload with SIGHUP or POST /v1/reload");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(%addr, watch, "listening on http://{addr}");
     eprintln!("syncline listening on http://{addr}");
 
-    let app = crate::api::router(crate::api::App { engine: engine.clone() });
+    let app = crate::api::router(crate::api::App { engine: engine.clone(), reloader: reloader.clone() });
     let served = rt.block_on(async {
+        let hup = reloader.clone();
+        tokio::spawn(async move {
+            let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while s.recv().await.is_some() {
+                let r = hup.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload("signal")).await;
+            }
+        });
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
     });
     tracing::info!("stopping: finishing in-flight work");
+    drop(_watcher);
     engine.stop();
-    for w in workers {
-        let _ = w.join();
-    }
     store.audit("stop", json!({}))?;
     tracing::info!("stopped");
     served.context("HTTP server failed")

@@ -12,8 +12,9 @@ pub fn run(engine: &Engine, p: &LivePipeline) {
     let Some(source) = &p.source else { return };
     let crate::config::Source::Poll { every, .. } = &p.cfg.source else { return };
     let name = format!("{}/{}", p.cfg.tenant, p.cfg.id);
-    let plugin = source.plugin().name.clone();
-    while !engine.stopping() {
+    while !engine.stopping() && !p.retired() {
+        let source = source.load_full();
+        let plugin = source.plugin().name.clone();
         let mut again = false;
         match engine.store.cursor(&name) {
             Err(e) => tracing::error!(source = %name, error = %e, "cannot read the source cursor"),
@@ -44,7 +45,7 @@ pub fn run(engine: &Engine, p: &LivePipeline) {
             continue;
         }
         let until = Instant::now() + *every;
-        while !engine.stopping() && Instant::now() < until {
+        while !engine.stopping() && !p.retired() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
         }
     }

@@ -1,41 +1,47 @@
-//! The pipeline engine: builds live pipelines and sinks from a checked
-//! config (plugins loaded, world-checked and bound), accepts messages into
-//! the store, and runs one worker per pipeline shard that takes accepted
-//! messages in order, processes them ([`process`]) and commits the results.
+//! The pipeline engine: live pipelines and sinks built from a checked config
+//! (plugins loaded, world-checked and bound), the ingest path into the
+//! store, and one worker per pipeline shard that takes accepted messages in
+//! order, processes them ([`process`]) and commits the results.
 //!
-//! Messages with the same ordering key always fall in the same shard and are
-//! processed in store order; different keys run in parallel across shards.
-//! Delivery to sinks is [`crate::delivery`]'s; polling sources is
-//! [`crate::source`]'s.
+//! What runs is a [`Topology`] behind an atomic pointer: a reload
+//! ([`crate::reload`]) builds a new one, reusing every pipeline and sink
+//! whose config did not change, swaps plugin instances in place, and only
+//! then replaces the pointer. Messages with the same ordering key always
+//! fall in the same shard and are processed in store order; different keys
+//! run in parallel across shards. Delivery is [`crate::delivery`]'s,
+//! polling sources [`crate::source`]'s.
 
 pub mod fields;
 pub mod process;
 mod signal;
+mod topology;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use syncline_model::json::JsonError;
 use syncline_model::table::RefTable;
 use syncline_model::Message;
 
 pub use signal::Signal;
+pub use topology::{Changes, Swap};
 
 use crate::config::{Config, Pipeline, PluginRef, PluginSettings, Sink, Stage, StageKind};
 use crate::runtime::{flatten_config, MemoryState, PluginContext, PluginInstance, Runtime, StateStore};
 use crate::store::{IngestOutcome, NewMessage, Store, StoreError};
 
-/// A stage with its bound plugin.
+/// A stage with its bound plugin (swappable).
 pub struct LiveStage {
     /// Its config.
     pub cfg: Stage,
-    /// The plugin instance it calls.
-    pub instance: Arc<PluginInstance>,
+    /// The plugin instance it calls; a swap affects the next call only.
+    pub instance: ArcSwap<PluginInstance>,
 }
 
 /// A pipeline ready to run.
@@ -45,11 +51,12 @@ pub struct LivePipeline {
     /// Stages in order.
     pub stages: Vec<LiveStage>,
     /// Source plugin, for polled pipelines.
-    pub source: Option<Arc<PluginInstance>>,
+    pub source: Option<ArcSwap<PluginInstance>>,
     /// Rung when messages are accepted.
     pub signal: Signal,
     /// Worker shards.
     pub shards: u32,
+    retired: AtomicBool,
 }
 
 impl LivePipeline {
@@ -62,16 +69,39 @@ impl LivePipeline {
             .max_by_key(|(_, w)| *w)
             .unwrap_or((500, Duration::ZERO))
     }
+
+    /// Whether a reload replaced or removed it (its workers stop).
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
 }
 
 /// A sink ready to deliver.
 pub struct LiveSink {
     /// Its config.
     pub cfg: Sink,
-    /// The sink plugin instance.
-    pub instance: Arc<PluginInstance>,
+    /// The sink plugin instance (swappable).
+    pub instance: ArcSwap<PluginInstance>,
     /// Rung when deliveries are queued.
     pub signal: Signal,
+    retired: AtomicBool,
+}
+
+impl LiveSink {
+    /// Whether a reload replaced or removed it (its workers stop).
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything that runs for one config.
+pub struct Topology {
+    /// The config.
+    pub config: Config,
+    /// Pipelines by (tenant, id).
+    pub pipelines: BTreeMap<(String, String), Arc<LivePipeline>>,
+    /// Sinks by name.
+    pub sinks: BTreeMap<String, Arc<LiveSink>>,
 }
 
 /// Why a message was refused at ingest (before anything was stored).
@@ -109,19 +139,25 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
-/// Everything running: pipelines, sinks, the store and the runtime.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Pipeline(String, String),
+    Sink(String),
+    Maintenance,
+}
+
+/// The running host: the current topology, the store, the runtime, workers.
 pub struct Engine {
-    /// The config it was built from.
-    pub config: Config,
     /// The component runtime.
     pub runtime: Arc<Runtime>,
     /// The store.
     pub store: Arc<dyn Store>,
-    /// Pipelines by (tenant, id).
-    pub pipelines: BTreeMap<(String, String), Arc<LivePipeline>>,
-    /// Sinks by name.
-    pub sinks: BTreeMap<String, Arc<LiveSink>>,
-    stop: Arc<AtomicBool>,
+    topology: ArcSwap<Topology>,
+    state: Arc<dyn StateStore>,
+    stop: AtomicBool,
+    workers: Mutex<BTreeMap<Owner, Vec<JoinHandle<()>>>>,
+    /// Serializes reloads.
+    pub(crate) reload_lock: Mutex<()>,
 }
 
 /// Loads a reference table once per file.
@@ -165,32 +201,21 @@ impl Engine {
     /// The first plugin or table that cannot be loaded, named with who needs it.
     pub fn build(config: Config, runtime: Arc<Runtime>, store: Arc<dyn Store>) -> anyhow::Result<Engine> {
         let state: Arc<dyn StateStore> = Arc::new(MemoryState::with_quota(1 << 20));
-        let mut tables = BTreeMap::new();
-        let shards = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2).max(1);
-        let mut sinks = BTreeMap::new();
-        for (name, s) in &config.sinks {
-            let instance = bind_plugin(&runtime, &s.plugin, &s.settings, state.clone(), &mut tables)?;
-            sinks.insert(name.to_string(), Arc::new(LiveSink { cfg: s.clone(), instance, signal: Signal::default() }));
-        }
-        let mut pipelines = BTreeMap::new();
-        for p in &config.pipelines {
-            let mut stages = Vec::new();
-            for s in &p.stages {
-                let instance = bind_plugin(&runtime, &s.plugin, &s.settings, state.clone(), &mut tables)?;
-                stages.push(LiveStage { cfg: s.clone(), instance });
-            }
-            let source = match &p.source {
-                crate::config::Source::Poll { plugin, settings, .. } => {
-                    Some(bind_plugin(&runtime, plugin, settings, state.clone(), &mut tables)?)
-                }
-                _ => None,
-            };
-            pipelines.insert(
-                (p.tenant.to_string(), p.id.to_string()),
-                Arc::new(LivePipeline { cfg: p.clone(), stages, source, signal: Signal::default(), shards }),
-            );
-        }
-        Ok(Engine { config, runtime, store, pipelines, sinks, stop: Arc::new(AtomicBool::new(false)) })
+        let (topology, _) = topology::build(&runtime, &state, config, None)?;
+        Ok(Engine {
+            runtime,
+            store,
+            topology: ArcSwap::from_pointee(topology),
+            state,
+            stop: AtomicBool::new(false),
+            workers: Mutex::default(),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// What runs now.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
     }
 
     /// The pipeline for an ingest request.
@@ -198,12 +223,13 @@ impl Engine {
     /// # Errors
     ///
     /// [`IngestError::UnknownTenant`] or [`IngestError::UnknownPipeline`] (with the nearest name).
-    pub fn pipeline(&self, tenant: &str, pipeline: &str) -> Result<&Arc<LivePipeline>, IngestError> {
-        if !self.config.tenants.iter().any(|t| t.as_str() == tenant) {
+    pub fn pipeline(&self, tenant: &str, pipeline: &str) -> Result<Arc<LivePipeline>, IngestError> {
+        let t = self.topology.load();
+        if !t.config.tenants.iter().any(|x| x.as_str() == tenant) {
             return Err(IngestError::UnknownTenant(tenant.to_string()));
         }
-        self.pipelines.get(&(tenant.to_string(), pipeline.to_string())).ok_or_else(|| {
-            let known: Vec<&str> = self.pipelines.keys().filter(|(t, _)| t == tenant).map(|(_, p)| p.as_str()).collect();
+        t.pipelines.get(&(tenant.to_string(), pipeline.to_string())).cloned().ok_or_else(|| {
+            let known: Vec<&str> = t.pipelines.keys().filter(|(x, _)| x == tenant).map(|(_, p)| p.as_str()).collect();
             let hint = match crate::config::nearest(pipeline, known.iter().copied()) {
                 Some(n) => format!("; did you mean `{n}`?"),
                 None => String::new(),
@@ -268,59 +294,113 @@ impl Engine {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Asks every worker to finish its current batch and stop.
+    /// Asks every worker to finish its current batch and stop, and waits.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        for p in self.pipelines.values() {
-            p.signal.notify();
-        }
-        for s in self.sinks.values() {
-            s.signal.notify();
+        let t = self.topology.load();
+        t.pipelines.values().for_each(|p| p.signal.notify());
+        t.sinks.values().for_each(|s| s.signal.notify());
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap());
+        for handle in workers.into_values().flatten() {
+            let _ = handle.join();
         }
     }
 
-    /// Starts one worker thread per pipeline shard, one per sink and one per
-    /// polled source.
-    pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        let mut handles = Vec::new();
-        for p in self.pipelines.values() {
-            for shard in 0..p.shards {
-                let (engine, p) = (self.clone(), p.clone());
-                handles.push(
-                    std::thread::Builder::new()
-                        .name(format!("pipeline-{}-{shard}", p.cfg.id))
-                        .spawn(move || engine.run_shard(&p, shard))
-                        .expect("spawn pipeline worker"),
-                );
-            }
-            if p.source.is_some() {
-                let (engine, p) = (self.clone(), p.clone());
-                handles.push(std::thread::Builder::new().name(format!("source-{}", p.cfg.id)).spawn(move || crate::source::run(&engine, &p)).expect("spawn source"));
-            }
-        }
+    fn spawn(self: &Arc<Self>, owner: Owner, name: String, f: impl FnOnce(Arc<Engine>) + Send + 'static) {
         let engine = self.clone();
-        handles.push(std::thread::Builder::new().name("maintenance".into()).spawn(move || engine.maintain()).expect("spawn maintenance"));
-        for s in self.sinks.values() {
-            for part in 0..s.cfg.workers {
-                let (engine, s) = (self.clone(), s.clone());
-                handles.push(
-                    std::thread::Builder::new()
-                        .name(format!("sink-{}-{part}", s.cfg.name))
-                        .spawn(move || crate::delivery::run(&engine, &s, part))
-                        .expect("spawn sink worker"),
-                );
+        let handle = std::thread::Builder::new().name(name).spawn(move || f(engine)).expect("spawn worker");
+        self.workers.lock().unwrap().entry(owner).or_default().push(handle);
+    }
+
+    fn start_pipeline(self: &Arc<Self>, p: &Arc<LivePipeline>) {
+        let owner = Owner::Pipeline(p.cfg.tenant.to_string(), p.cfg.id.to_string());
+        for shard in 0..p.shards {
+            let p = p.clone();
+            self.spawn(owner.clone(), format!("pipeline-{}-{shard}", p.cfg.id), move |e| e.run_shard(&p, shard));
+        }
+        if p.source.is_some() {
+            let p = p.clone();
+            self.spawn(owner, format!("source-{}", p.cfg.id), move |e| crate::source::run(&e, &p));
+        }
+    }
+
+    fn start_sink(self: &Arc<Self>, s: &Arc<LiveSink>) {
+        for part in 0..s.cfg.workers {
+            let s = s.clone();
+            self.spawn(Owner::Sink(s.cfg.name.to_string()), format!("sink-{}-{part}", s.cfg.name), move |e| crate::delivery::run(&e, &s, part));
+        }
+    }
+
+    /// Starts every worker: one per pipeline shard, one per polled source,
+    /// `workers` per sink, and the maintenance thread.
+    pub fn start(self: &Arc<Self>) {
+        let t = self.topology();
+        t.pipelines.values().for_each(|p| self.start_pipeline(p));
+        t.sinks.values().for_each(|s| self.start_sink(s));
+        self.spawn(Owner::Maintenance, "maintenance".into(), |e| e.maintain());
+    }
+
+    /// Stops a retired pipeline's workers after their current batch.
+    fn retire_pipeline(&self, p: &LivePipeline) {
+        p.retired.store(true, Ordering::Relaxed);
+        p.signal.notify();
+        let handles = self.workers.lock().unwrap().remove(&Owner::Pipeline(p.cfg.tenant.to_string(), p.cfg.id.to_string()));
+        handles.into_iter().flatten().for_each(|h| drop(h.join()));
+    }
+
+    /// Stops a retired sink's workers after their current call.
+    fn retire_sink(&self, s: &LiveSink) {
+        s.retired.store(true, Ordering::Relaxed);
+        s.signal.notify();
+        let handles = self.workers.lock().unwrap().remove(&Owner::Sink(s.cfg.name.to_string()));
+        handles.into_iter().flatten().for_each(|h| drop(h.join()));
+    }
+
+    /// Builds the topology for `config` against the current one and, when
+    /// that succeeds, makes it current: plugin swaps first, then retired
+    /// parts stopped (after their in-flight batch), then new parts started.
+    ///
+    /// # Errors
+    ///
+    /// A plugin or table that cannot be loaded: nothing changed.
+    pub(crate) fn apply(self: &Arc<Self>, config: Config) -> anyhow::Result<Changes> {
+        let current = self.topology();
+        let (next, changes) = topology::build(&self.runtime, &self.state, config, Some(&current))?;
+        for swap in &changes.swaps {
+            swap.apply();
+        }
+        let next = Arc::new(next);
+        self.topology.store(next.clone());
+        for (key, p) in &current.pipelines {
+            if !next.pipelines.get(key).is_some_and(|n| Arc::ptr_eq(n, p)) {
+                self.retire_pipeline(p);
             }
         }
-        handles
+        for (name, s) in &current.sinks {
+            if !next.sinks.get(name).is_some_and(|n| Arc::ptr_eq(n, s)) {
+                self.retire_sink(s);
+            }
+        }
+        for (key, p) in &next.pipelines {
+            if !current.pipelines.get(key).is_some_and(|c| Arc::ptr_eq(c, p)) {
+                self.start_pipeline(p);
+            }
+        }
+        for (name, s) in &next.sinks {
+            if !current.sinks.get(name).is_some_and(|c| Arc::ptr_eq(c, s)) {
+                self.start_sink(s);
+            }
+        }
+        Ok(changes)
     }
 
     /// Housekeeping every minute: forget idempotency keys older than the
     /// dedupe window.
     fn maintain(&self) {
-        let window = self.config.store.dedupe_window.0.as_millis() as i64;
         let mut next = Instant::now();
         while !self.stopping() {
             if Instant::now() >= next {
+                let window = self.topology.load().config.store.dedupe_window.0.as_millis() as i64;
                 match self.store.prune_idempotency(crate::store::now_ms() - window) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(keys = n, "forgot idempotency keys past the dedupe window"),
@@ -332,12 +412,19 @@ impl Engine {
         }
     }
 
+    /// Wakes the workers of a sink, by name, in the current topology.
+    fn notify_sink(&self, name: &str) {
+        if let Some(s) = self.topology.load().sinks.get(name) {
+            s.signal.notify();
+        }
+    }
+
     /// One shard's loop: take pending messages in order, process, commit.
     fn run_shard(&self, p: &LivePipeline, shard: u32) {
         let (tenant, id) = (p.cfg.tenant.as_str(), p.cfg.id.as_str());
         let (batch_max, window) = p.batch_window();
         let mut after = 0i64;
-        while !self.stopping() {
+        while !self.stopping() && !p.retired() {
             let seen = p.signal.generation();
             let mut rows = match self.store.pending(tenant, id, shard, p.shards, after, batch_max) {
                 Ok(r) => r,
@@ -353,7 +440,7 @@ impl Engine {
             }
             // An allocate stage wants full batches: wait up to its window for more.
             let deadline = Instant::now() + window;
-            while rows.len() < batch_max && Instant::now() < deadline && !self.stopping() {
+            while rows.len() < batch_max && Instant::now() < deadline && !self.stopping() && !p.retired() {
                 let seen = p.signal.generation();
                 p.signal.wait(seen, deadline.saturating_duration_since(Instant::now()));
                 let last = rows.last().map(|r| r.seq).unwrap_or(after);
@@ -363,15 +450,12 @@ impl Engine {
                 }
             }
             let commit = process::process(p, &rows);
-            let sinks: Vec<String> = commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
+            let sinks: std::collections::BTreeSet<String> =
+                commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
             match self.store.commit(commit) {
                 Ok(()) => {
                     after = rows.last().map(|r| r.seq).unwrap_or(after);
-                    for s in sinks {
-                        if let Some(s) = self.sinks.get(&s) {
-                            s.signal.notify();
-                        }
-                    }
+                    sinks.iter().for_each(|s| self.notify_sink(s));
                 }
                 Err(e) => {
                     // Nothing was recorded: the same rows are processed again (same ids, same keys).
@@ -385,7 +469,11 @@ impl Engine {
 
 /// Now as an RFC 3339 timestamp (UTC, milliseconds).
 pub fn now_rfc3339() -> String {
-    let ms = crate::store::now_ms();
+    rfc3339(crate::store::now_ms())
+}
+
+/// `ms` since the epoch as an RFC 3339 timestamp (UTC, milliseconds).
+pub fn rfc3339(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
     let date = syncline_model::date::Date::parse("1970-01-01").expect("epoch").add_days(days);

@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use syncline_model::{json as mjson, Body, Message};
 
 use super::fields::View;
-use super::{LivePipeline, LiveStage};
+use super::LivePipeline;
 use crate::config::{OnViolation, StageKind};
-use crate::runtime::CallError;
+use crate::runtime::{CallError, PluginInstance};
 use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed};
 
 /// A message in flight: which input row it descends from.
@@ -90,8 +90,8 @@ fn with_retries<R>(attempts: u32, mut f: impl FnMut() -> Result<R, CallError>) -
     unreachable!("the loop returns")
 }
 
-fn dead_letter(stage_no: usize, stage: &LiveStage, msg: &Message, reason: String, attempts: Vec<String>) -> NewDeadLetter {
-    let plugin = stage.instance.plugin();
+fn dead_letter(stage_no: usize, instance: &PluginInstance, msg: &Message, reason: String, attempts: Vec<String>) -> NewDeadLetter {
+    let plugin = instance.plugin();
     NewDeadLetter {
         message_id: msg.id.clone(),
         place: format!("stage {stage_no} ({})", plugin.name),
@@ -103,8 +103,8 @@ fn dead_letter(stage_no: usize, stage: &LiveStage, msg: &Message, reason: String
     }
 }
 
-fn step(stage_no: usize, stage: &LiveStage, input: &str, started: Instant, outcome: Value) -> Value {
-    let plugin = stage.instance.plugin();
+fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instant, outcome: Value) -> Value {
+    let plugin = instance.plugin();
     json!({
         "stage": stage_no,
         "plugin": plugin.name,
@@ -142,55 +142,60 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
         match stage.cfg.kind {
             StageKind::Transform => {
                 for Item { row, msg } in items {
+                    // Each call takes the version live now: a swap affects the next message.
+                    let instance = stage.instance.load_full();
+                    let instance = instance.as_ref();
                     let started = Instant::now();
-                    match with_retries(cfg.max_attempts, || stage.instance.transform(msg.clone())) {
+                    match with_retries(cfg.max_attempts, || instance.transform(msg.clone())) {
                         Ok(outs) => {
                             let outs: Vec<Message> = outs.into_iter().enumerate().map(|(n, o)| adopt(&msg, o, n, tenant)).collect();
                             let ids: Vec<&str> = outs.iter().map(|o| o.id.as_str()).collect();
-                            results[row].steps.push(step(no, stage, &msg.id, started, json!({"outputs": ids})));
+                            results[row].steps.push(step(no, instance, &msg.id, started, json!({"outputs": ids})));
                             next.extend(outs.into_iter().map(|msg| Item { row, msg }));
                         }
                         Err((e, attempts)) => {
-                            results[row].steps.push(step(no, stage, &msg.id, started, json!({"error": e.to_string()})));
-                            results[row].dead.push(dead_letter(no, stage, &msg, e.to_string(), attempts));
+                            results[row].steps.push(step(no, instance, &msg.id, started, json!({"error": e.to_string()})));
+                            results[row].dead.push(dead_letter(no, instance, &msg, e.to_string(), attempts));
                         }
                     }
                 }
             }
             StageKind::Validate => {
                 for Item { row, msg } in items {
+                    let instance = stage.instance.load_full();
+                    let instance = instance.as_ref();
                     let started = Instant::now();
-                    match with_retries(cfg.max_attempts, || stage.instance.validate(msg.clone())) {
+                    match with_retries(cfg.max_attempts, || instance.validate(msg.clone())) {
                         Ok(violations) => {
                             let blocking = violations.iter().any(|v| v.is_blocking());
                             let vjson = serde_json::to_value(&violations).unwrap();
                             let r = &mut results[row];
                             if !blocking {
-                                r.steps.push(step(no, stage, &msg.id, started, json!({"valid": true, "violations": vjson})));
+                                r.steps.push(step(no, instance, &msg.id, started, json!({"valid": true, "violations": vjson})));
                                 next.push(Item { row, msg });
                                 continue;
                             }
                             let text: Vec<String> = violations.iter().map(|v| format!("{}: {} ({})", v.field, v.text, v.code)).collect();
                             let policy = &stage.cfg.on_violation;
-                            r.steps.push(step(no, stage, &msg.id, started, json!({"valid": false, "violations": vjson, "policy": format!("{policy:?}")})));
+                            r.steps.push(step(no, instance, &msg.id, started, json!({"valid": false, "violations": vjson, "policy": format!("{policy:?}")})));
                             match policy {
                                 OnViolation::Warn => {
                                     tracing::warn!(message = %msg.id, violations = %text.join("; "), "validation failed; continuing (on-violation = warn)");
                                     next.push(Item { row, msg });
                                 }
                                 OnViolation::Drop => r.dropped += 1,
-                                OnViolation::DeadLetter => r.dead.push(dead_letter(no, stage, &msg, format!("validation failed: {}", text.join("; ")), vec![])),
+                                OnViolation::DeadLetter => r.dead.push(dead_letter(no, instance, &msg, format!("validation failed: {}", text.join("; ")), vec![])),
                                 OnViolation::Exception(queue) => r.exceptions.push(NewException {
                                     queue: queue.clone(),
                                     message_id: msg.id.clone(),
-                                    detail: json!({"violations": vjson, "stage": no, "plugin": stage.instance.plugin().name}),
+                                    detail: json!({"violations": vjson, "stage": no, "plugin": instance.plugin().name}),
                                     json: mjson::to_string(&msg),
                                 }),
                             }
                         }
                         Err((e, attempts)) => {
-                            results[row].steps.push(step(no, stage, &msg.id, started, json!({"error": e.to_string()})));
-                            results[row].dead.push(dead_letter(no, stage, &msg, e.to_string(), attempts));
+                            results[row].steps.push(step(no, instance, &msg.id, started, json!({"error": e.to_string()})));
+                            results[row].dead.push(dead_letter(no, instance, &msg, e.to_string(), attempts));
                         }
                     }
                 }
@@ -200,9 +205,11 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
                 let mut rest = items.into_iter().peekable();
                 while rest.peek().is_some() {
                     let batch: Vec<Item> = rest.by_ref().take(max).collect();
+                    let instance = stage.instance.load_full();
+                    let instance = instance.as_ref();
                     let started = Instant::now();
                     let msgs: Vec<Message> = batch.iter().map(|it| it.msg.clone()).collect();
-                    match with_retries(cfg.max_attempts, || stage.instance.allocate(msgs.clone())) {
+                    match with_retries(cfg.max_attempts, || instance.allocate(msgs.clone())) {
                         Ok(outs) => {
                             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
                             let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
@@ -216,14 +223,14 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
                             }
                             for (k, it) in batch.iter().enumerate() {
                                 let outcome = json!({"batch": batch.len(), "outputs": per_parent[k]});
-                                results[it.row].steps.push(step(no, stage, &it.msg.id, started, outcome));
+                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, outcome));
                             }
                             next.extend(produced);
                         }
                         Err((e, attempts)) => {
                             for it in &batch {
-                                results[it.row].steps.push(step(no, stage, &it.msg.id, started, json!({"error": e.to_string()})));
-                                results[it.row].dead.push(dead_letter(no, stage, &it.msg, e.to_string(), attempts.clone()));
+                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, json!({"error": e.to_string()})));
+                                results[it.row].dead.push(dead_letter(no, instance, &it.msg, e.to_string(), attempts.clone()));
                             }
                         }
                     }

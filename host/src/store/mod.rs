@@ -290,6 +290,14 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError>;
 
+    /// Messages waiting per (tenant, pipeline) and deliveries waiting per sink.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    #[allow(clippy::type_complexity)]
+    fn backlog(&self) -> Result<(Vec<((String, String), i64)>, Vec<(String, i64)>), StoreError>;
+
     /// Counts of messages and deliveries by state, for readiness and reports.
     ///
     /// # Errors

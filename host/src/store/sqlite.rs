@@ -494,6 +494,15 @@ impl Store for SqliteStore {
         self.write(move |tx| tx.execute("DELETE FROM idempotency WHERE at < ?1", params![before_ms]))
     }
 
+    fn backlog(&self) -> Result<(Vec<((String, String), i64)>, Vec<(String, i64)>), StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut m = conn.prepare("SELECT tenant, pipeline, COUNT(*) FROM messages WHERE state = 'accepted' GROUP BY tenant, pipeline")?;
+        let messages = m.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
+        let mut d = conn.prepare("SELECT sink, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY sink")?;
+        let deliveries = d.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok((messages, deliveries))
+    }
+
     fn counts(&self) -> Result<Value, StoreError> {
         let conn = self.read.lock().unwrap();
         let group = |sql: &str| -> rusqlite::Result<Value> {

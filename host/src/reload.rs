@@ -1,0 +1,198 @@
+//! Hot reload: a debounced watcher on the config file and the plugin
+//! folder, SIGHUP and `POST /v1/reload` all run the same reload: read and
+//! check the config exactly as `syncline check` does, build the new topology
+//! against the running one (only changed parts rebuilt; changed plugin files
+//! compiled, world-checked and bound off the hot path), then swap. A reload
+//! that fails changes nothing: it is logged with the same text `check`
+//! prints, recorded as an audit event, counted, and kept in the history
+//! served at `GET /v1/reloads`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify_debouncer_mini::notify::RecursiveMode;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::pipeline::Engine;
+
+/// One plugin swapped by a reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginChange {
+    /// Plugin name.
+    pub plugin: String,
+    /// Who uses it.
+    pub who: String,
+    /// Digest before.
+    pub old: String,
+    /// Digest after.
+    pub new: String,
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReloadRecord {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `watch`, `signal`, `api`.
+    pub trigger: String,
+    /// `applied`, `unchanged` or `rejected`.
+    pub outcome: &'static str,
+    /// Pipelines and sinks added, removed, rebuilt.
+    pub changes: Vec<String>,
+    /// Plugins swapped in place.
+    pub plugins: Vec<PluginChange>,
+    /// Work kept in the store for removed pipelines and sinks.
+    pub kept: Vec<String>,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// How long it took.
+    pub millis: u64,
+}
+
+/// Runs reloads one at a time and remembers them.
+pub struct Reloader {
+    engine: Arc<Engine>,
+    config: PathBuf,
+    history: Mutex<VecDeque<ReloadRecord>>,
+    applied: AtomicU64,
+    rejected: AtomicU64,
+}
+
+const HISTORY: usize = 200;
+
+impl Reloader {
+    /// A reloader for `engine`, reading `config`.
+    pub fn new(engine: Arc<Engine>, config: PathBuf) -> Arc<Reloader> {
+        Arc::new(Reloader { engine, config, history: Mutex::default(), applied: AtomicU64::new(0), rejected: AtomicU64::new(0) })
+    }
+
+    /// The history, newest last.
+    pub fn history(&self) -> Vec<ReloadRecord> {
+        self.history.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// (applied, rejected) reloads so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.applied.load(Ordering::Relaxed), self.rejected.load(Ordering::Relaxed))
+    }
+
+    /// Reloads now.
+    pub fn reload(&self, trigger: &str) -> ReloadRecord {
+        let _one_at_a_time = self.engine.reload_lock.lock().unwrap();
+        let started = Instant::now();
+        let mut record = ReloadRecord {
+            at: crate::pipeline::now_rfc3339(),
+            trigger: trigger.to_string(),
+            outcome: "unchanged",
+            changes: Vec::new(),
+            plugins: Vec::new(),
+            kept: Vec::new(),
+            error: None,
+            millis: 0,
+        };
+        let result = crate::config::load(&self.config)
+            .map_err(|e| e.to_string())
+            .and_then(|config| self.engine.apply(config).map_err(|e| format!("{e:#}")));
+        match result {
+            Err(error) => {
+                record.outcome = "rejected";
+                tracing::error!(trigger, "reload rejected; the running configuration and plugins stay:\n{error}");
+                record.error = Some(error);
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(changes) => {
+                if !changes.is_empty() {
+                    record.outcome = "applied";
+                    self.applied.fetch_add(1, Ordering::Relaxed);
+                }
+                record.changes.extend(changes.added.iter().map(|c| format!("added {c}")));
+                record.changes.extend(changes.changed.iter().map(|c| format!("changed {c}")));
+                record.changes.extend(changes.removed.iter().map(|c| format!("removed {c}")));
+                record.plugins = changes
+                    .swaps
+                    .iter()
+                    .map(|s| PluginChange { plugin: s.plugin.clone(), who: s.who.clone(), old: s.old_digest.clone(), new: s.new_digest.clone() })
+                    .collect();
+                if !changes.removed.is_empty() {
+                    record.kept = self.kept(&changes.removed);
+                }
+                for p in &record.plugins {
+                    tracing::info!(plugin = %p.plugin, who = %p.who, old = %p.old, new = %p.new, "plugin swapped");
+                }
+                for c in &record.changes {
+                    tracing::info!(change = %c, "configuration reloaded");
+                }
+                for k in &record.kept {
+                    tracing::warn!(kept = %k, "work kept in the store for a removed part");
+                }
+            }
+        }
+        record.millis = started.elapsed().as_millis() as u64;
+        if let Err(e) = self.engine.store.audit("reload", json!(record)) {
+            tracing::warn!(error = %e, "cannot record the reload audit event");
+        }
+        let mut history = self.history.lock().unwrap();
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(record.clone());
+        record
+    }
+
+    /// What the store still holds for removed pipelines and sinks.
+    fn kept(&self, removed: &[String]) -> Vec<String> {
+        let Ok((messages, deliveries)) = self.engine.store.backlog() else { return Vec::new() };
+        let mut out = Vec::new();
+        for ((tenant, pipeline), n) in messages {
+            if removed.contains(&format!("pipeline {tenant}/{pipeline}")) {
+                out.push(format!("{n} accepted message(s) of removed pipeline {tenant}/{pipeline} kept; they resume if it comes back"));
+            }
+        }
+        for (sink, n) in deliveries {
+            if removed.contains(&format!("sink {sink}")) {
+                out.push(format!("{n} pending delivery(ies) of removed sink {sink} kept; they resume if it comes back"));
+            }
+        }
+        out
+    }
+}
+
+/// Whether a changed path should trigger a reload: the config file, or a
+/// `.wasm` file in the plugin folder (temporary files of a
+/// write-then-rename are ignored until the rename).
+fn relevant(path: &Path, config: &Path, plugins: &Path) -> bool {
+    let same = |a: &Path, b: &Path| a == b || (a.file_name() == b.file_name() && a.parent().and_then(|p| p.canonicalize().ok()) == b.parent().and_then(|p| p.canonicalize().ok()));
+    same(path, config) || (path.extension().is_some_and(|e| e == "wasm") && path.starts_with(plugins))
+}
+
+/// Watches the config file and the plugin folder; reloads after changes
+/// settle (debounced). Returns the watcher: dropping it stops watching.
+///
+/// # Errors
+///
+/// When the folders cannot be watched.
+pub fn watch(reloader: Arc<Reloader>) -> anyhow::Result<notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
+    let config = reloader.config.canonicalize().unwrap_or_else(|_| reloader.config.clone());
+    let plugins = reloader.engine.topology().config.plugins_dir.clone();
+    std::fs::create_dir_all(&plugins).ok();
+    let plugins = plugins.canonicalize().unwrap_or(plugins);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(50), tx)?;
+    let config_dir = config.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    debouncer.watcher().watch(&config_dir, RecursiveMode::NonRecursive)?;
+    debouncer.watcher().watch(&plugins, RecursiveMode::Recursive)?;
+    std::thread::Builder::new().name("reload-watcher".into()).spawn(move || {
+        for events in rx {
+            let Ok(events) = events else { continue };
+            if events.iter().any(|e| relevant(&e.path, &config, &plugins)) {
+                reloader.reload("watch");
+            }
+        }
+    })?;
+    Ok(debouncer)
+}
