@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use notify_debouncer_mini::notify::RecursiveMode;
 use serde::Serialize;
 use serde_json::json;
 
@@ -162,37 +161,52 @@ impl Reloader {
     }
 }
 
-/// Whether a changed path should trigger a reload: the config file, or a
-/// `.wasm` file in the plugin folder (temporary files of a
-/// write-then-rename are ignored until the rename).
-fn relevant(path: &Path, config: &Path, plugins: &Path) -> bool {
-    let same = |a: &Path, b: &Path| a == b || (a.file_name() == b.file_name() && a.parent().and_then(|p| p.canonicalize().ok()) == b.parent().and_then(|p| p.canonicalize().ok()));
-    same(path, config) || (path.extension().is_some_and(|e| e == "wasm") && path.starts_with(plugins))
+/// Whether an event should trigger a reload: a change (not a mere read)
+/// of the config file, or of a `.wasm` file in the plugin folder. The
+/// temporary file of a write-then-rename does not count; its rename does.
+fn relevant(event: &notify::Event, config: &Path, plugins: &Path) -> bool {
+    use notify::EventKind;
+    if !matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)) {
+        return false;
+    }
+    let is_config = |p: &Path| p == config || (p.file_name() == config.file_name() && p.parent().and_then(|d| d.canonicalize().ok()).as_deref() == config.parent());
+    event.paths.iter().any(|p| is_config(p) || (p.extension().is_some_and(|e| e == "wasm") && p.starts_with(plugins)))
 }
 
-/// Watches the config file and the plugin folder; reloads after changes
-/// settle (debounced). Returns the watcher: dropping it stops watching.
+/// How long changes must settle before a reload: a file written in several
+/// steps is taken once, when the writes stop.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Watches the config file and the plugin folder; reloads once changes
+/// settle. Returns the watcher: dropping it stops watching.
 ///
 /// # Errors
 ///
 /// When the folders cannot be watched.
-pub fn watch(reloader: Arc<Reloader>) -> anyhow::Result<notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
+pub fn watch(reloader: Arc<Reloader>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
     let config = reloader.config.canonicalize().unwrap_or_else(|_| reloader.config.clone());
     let plugins = reloader.engine.topology().config.plugins_dir.clone();
     std::fs::create_dir_all(&plugins).ok();
     let plugins = plugins.canonicalize().unwrap_or(plugins);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(50), tx)?;
-    let config_dir = config.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    debouncer.watcher().watch(&config_dir, RecursiveMode::NonRecursive)?;
-    debouncer.watcher().watch(&plugins, RecursiveMode::Recursive)?;
-    std::thread::Builder::new().name("reload-watcher".into()).spawn(move || {
-        for events in rx {
-            let Ok(events) = events else { continue };
-            if events.iter().any(|e| relevant(&e.path, &config, &plugins)) {
-                reloader.reload("watch");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (c, p) = (config.clone(), plugins.clone());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if relevant(&event, &c, &p) {
+                let _ = tx.send(());
             }
         }
     })?;
-    Ok(debouncer)
+    let config_dir = config.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+    watcher.watch(&plugins, RecursiveMode::Recursive)?;
+    std::thread::Builder::new().name("reload-watcher".into()).spawn(move || {
+        while rx.recv().is_ok() {
+            // Debounce: wait until no change has come for SETTLE.
+            while rx.recv_timeout(SETTLE).is_ok() {}
+            reloader.reload("watch");
+        }
+    })?;
+    Ok(watcher)
 }

@@ -152,6 +152,14 @@ impl Drop for Erp {
     }
 }
 
+/// Replaces `path` the way deploy tools do: write a temporary file next to
+/// it, then rename it over the old one.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A folder with a config, plugins and data for `syncline run`.
 pub struct Site {
     /// The folder (removed on drop).
@@ -179,6 +187,12 @@ impl Site {
         Site { dir }
     }
 
+    /// Rewrites the config (atomically), with `{ERP}`/`{CACHE}` filled in for `erp`.
+    pub fn rewrite(&self, config: &str, erp: &Erp) {
+        let text = config.replace("{ERP}", &erp.authority).replace("{CACHE}", &root().join("target/test-cache").display().to_string());
+        replace_file(&self.config(), text.as_bytes());
+    }
+
     /// The config file.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("syncline.toml")
@@ -202,8 +216,13 @@ impl Host {
 
     /// Starts `syncline run` on a config file.
     pub fn start_config(config: &Path) -> Host {
+        Host::start_args(config, &[])
+    }
+
+    /// Starts `syncline run CONFIG ARGS...`.
+    pub fn start_args(config: &Path, args: &[&str]) -> Host {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncline"));
-        cmd.arg("run").arg(config).env("SYNCLINE_LOG", "info,syncline::delivery=debug").env("ERP_TOKEN", "test-token");
+        cmd.arg("run").arg(config).args(args).env("SYNCLINE_LOG", "info,syncline::delivery=debug").env("ERP_TOKEN", "test-token");
         let log = Arc::new(Mutex::new(String::new()));
         let (child, line) = spawn_until(cmd, "syncline listening on", true, log.clone());
         Host { child: Some(child), url: address(&line), log }
@@ -230,6 +249,22 @@ impl Host {
             let pending = t["outputs"].as_array().into_iter().flatten().any(|o| o["state"] == "pending");
             (!pending).then_some(t)
         })
+    }
+
+    /// The reload history (`GET /v1/reloads`).
+    pub fn reloads(&self) -> Vec<Value> {
+        get(&format!("{}/v1/reloads", self.url)).1["reloads"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits for reload number `n` (1-based) and returns it.
+    pub fn reload_number(&self, n: usize) -> Value {
+        eventually(Duration::from_secs(30), &format!("reload #{n}"), || self.reloads().get(n - 1).cloned())
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        assert!(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success());
     }
 
     /// Kills it with SIGKILL (no chance to finish anything).
@@ -261,5 +296,13 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of the syncline log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod config_errors;
 mod harness;
 mod pipeline;
+mod reload;
 mod runtime;
 mod scaffold;
 mod schema;
