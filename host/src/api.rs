@@ -89,6 +89,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/pipelines", get(pipelines))
         .route("/v1/reloads", get(reloads))
         .route("/v1/reload", post(reload))
+        .route("/v1/plugins/{name}/rollback", post(rollback))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see /v1/pipelines") })
         .with_state(app)
@@ -220,6 +221,18 @@ async fn reload(State(app): State<App>) -> Response {
             let status = if record.outcome == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
             (status, Json(json!(record))).into_response()
         }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+    }
+}
+
+async fn rollback(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let r = app.reloader.clone();
+    match tokio::task::spawn_blocking(move || r.rollback(&name)).await {
+        Ok(Ok(record)) => {
+            let status = if record.outcome == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            (status, Json(json!(record))).into_response()
+        }
+        Ok(Err(why)) => ApiError::new(StatusCode::CONFLICT, "no-rollback", why).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
 }

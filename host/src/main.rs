@@ -65,6 +65,11 @@ enum Command {
     },
     /// Print the JSON Schema of canonical messages.
     Schema,
+    /// Manage plugins of a running host.
+    Plugin {
+        #[command(subcommand)]
+        what: PluginCmd,
+    },
     /// Show where a message went: stages, plugin digests, timings, outputs, deliveries.
     Trace {
         /// Message id (an accepted message or one of its outputs).
@@ -75,6 +80,18 @@ enum Command {
         /// Print the JSON answer instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Return a plugin to the version that ran before the current one, everywhere, in one step.
+    Rollback {
+        /// Plugin name.
+        name: String,
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
     },
 }
 
@@ -172,6 +189,22 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&body)?);
             } else {
                 print!("{}", syncline::report::trace_summary(&body));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { what: PluginCmd::Rollback { name, server } } => {
+            let url = format!("{}/v1/plugins/{name}/rollback", server.trim_end_matches('/'));
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let mut resp = agent.post(&url).send_empty().with_context(|| format!("cannot reach {server}"))?;
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.body_mut().read_json().context("reading the answer")?;
+            if status != 200 {
+                let why = body["error"]["message"].as_str().or(body["error"].as_str()).unwrap_or("the rollback failed");
+                eprintln!("error: {why}");
+                return Ok(ExitCode::FAILURE);
+            }
+            for p in body["plugins"].as_array().into_iter().flatten() {
+                println!("{} for {}: {} -> {}", p["plugin"].as_str().unwrap_or("?"), p["who"].as_str().unwrap_or("?"), p["old"].as_str().unwrap_or("?"), p["new"].as_str().unwrap_or("?"));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -143,6 +143,37 @@ impl Reloader {
         record
     }
 
+    /// Returns plugin `name` to the version that ran before the current one,
+    /// everywhere it runs, in one reload. The rollback holds until a new
+    /// file for the plugin is deployed.
+    ///
+    /// # Errors
+    ///
+    /// When no plugin of that name runs, or it has no earlier version.
+    pub fn rollback(&self, name: &str) -> Result<ReloadRecord, String> {
+        let topology = self.engine.topology();
+        let current = crate::pipeline::running_plugins(&topology)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .ok_or_else(|| format!("no plugin named `{name}` is running"))?;
+        let previous = self
+            .engine
+            .versions
+            .previous(name, &current)
+            .ok_or_else(|| format!("plugin `{name}` has no earlier version than {current} in this host's history"))?;
+        let path = topology
+            .config
+            .plugin_refs()
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.path.clone())
+            .ok_or_else(|| format!("no plugin named `{name}` in the configuration"))?;
+        let file_digest = std::fs::read(&path).map(|b| crate::runtime::digest(&b)).unwrap_or_default();
+        self.engine.versions.roll_back(name, &previous, &file_digest);
+        Ok(self.reload("rollback"))
+    }
+
     /// What the store still holds for removed pipelines and sinks.
     fn kept(&self, removed: &[String]) -> Vec<String> {
         let Ok((messages, deliveries)) = self.engine.store.backlog() else { return Vec::new() };

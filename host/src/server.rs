@@ -25,29 +25,32 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
     let mut lines = Vec::new();
     let mut tables = std::collections::BTreeMap::new();
     let state: Arc<dyn crate::runtime::StateStore> = Arc::new(crate::runtime::MemoryState::default());
+    let versions = crate::pipeline::Versions::new(crate::pipeline::archive_dir(&config));
     for r in config.plugin_refs() {
-        let settings = settings_of(&config, r);
-        let instance = crate::pipeline::bind_plugin(&runtime, r, settings, state.clone(), &mut tables)?;
+        let (settings, pin) = settings_of(&config, r);
+        let (bytes, _) = versions.desired(r, pin)?;
+        let instance = crate::pipeline::bind_plugin(&runtime, r, &bytes, settings, state.clone(), &mut tables)?;
         let p = instance.plugin();
         lines.push(format!("{} ({}) {} {} for {}", p.name, p.world, p.digest, r.path.display(), r.needed_by));
     }
     Ok((config, lines))
 }
 
-fn settings_of<'a>(config: &'a Config, r: &crate::config::PluginRef) -> &'a crate::config::PluginSettings {
+/// The settings (and pin) that go with a plugin reference of the config.
+fn settings_of<'a>(config: &'a Config, r: &crate::config::PluginRef) -> (&'a crate::config::PluginSettings, Option<&'a str>) {
     for p in &config.pipelines {
         if let crate::config::Source::Poll { plugin, settings, .. } = &p.source {
             if plugin == r {
-                return settings;
+                return (settings, None);
             }
         }
         for s in &p.stages {
             if &s.plugin == r {
-                return &s.settings;
+                return (&s.settings, s.pin.as_deref());
             }
         }
     }
-    &config.sinks.values().find(|s| &s.plugin == r).expect("every plugin ref comes from the config").settings
+    (&config.sinks.values().find(|s| &s.plugin == r).expect("every plugin ref comes from the config").settings, None)
 }
 
 fn runtime_for(config: &Config, cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {

@@ -276,3 +276,49 @@ fn no_watch_ignores_files_until_sighup_or_the_api_reloads() {
     let (s, r) = send("POST", &format!("{}/v1/reload", host.url), "application/json", &[], b"");
     assert_eq!((s, r["outcome"].as_str()), (200, Some("unchanged")), "{r}");
 }
+
+#[test]
+fn rollback_returns_to_the_previous_version_in_one_step_and_a_pin_holds_a_version() {
+    let erp = Erp::start(&[]);
+    let site = tagged_site(&erp);
+    let host = Host::start(&site);
+    let target = site.dir.path().join("plugins/shared/tagger.wasm");
+    let (v1, v2) = (std::fs::read(plugin("tagger-v1")).unwrap(), std::fs::read(plugin("tagger-v2")).unwrap());
+
+    // Nothing to roll back to yet.
+    let out = syncline().args(["plugin", "rollback", "tagger", "--server", &host.url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no earlier version"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    replace_file(&target, &v2);
+    assert_eq!(host.reload_number(1)["outcome"], "applied");
+    assert_eq!(probe(&host, 1).0, "v2");
+    let out = syncline().args(["plugin", "rollback", "tagger", "--server", &host.url]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{} -> {}", digest(&v2), digest(&v1))), "{stdout}");
+    let r = host.reload_number(2);
+    assert_eq!((r["trigger"].as_str(), r["outcome"].as_str()), (Some("rollback"), Some("applied")), "{r}");
+    assert_eq!(probe(&host, 2).0, "v1", "rolled back although the file still holds v2");
+    // The rollback holds across other reloads while the file is unchanged.
+    let (_, r) = send("POST", &format!("{}/v1/reload", host.url), "application/json", &[], b"");
+    assert_eq!(r["outcome"], "unchanged", "{r}");
+    assert_eq!(probe(&host, 3).0, "v1");
+
+    // Deploying another file ends the rollback (here: v1 again, which already runs).
+    replace_file(&target, &v1);
+    assert_eq!(host.reload_number(4)["outcome"], "unchanged");
+    // A stage pinned to v1 keeps v1 while the file moves on to v2.
+    let pinned = TAGGED.replace("stages = [{ transform = \"tagger\" }]", &format!("stages = [{{ transform = \"tagger\", pin = \"{}\" }}]", digest(&v1)));
+    site.rewrite(&pinned, &erp);
+    assert_eq!(host.reload_number(5)["changes"], json!(["changed pipeline acme/tagged"]));
+    replace_file(&target, &v2);
+    assert_eq!(host.reload_number(6)["outcome"], "unchanged", "the pinned stage does not follow the file");
+    assert_eq!(probe(&host, 4).0, "v1");
+    // A pin that is not a digest is a config error; the running config stays.
+    site.rewrite(&TAGGED.replace("stages = [{ transform = \"tagger\" }]", "stages = [{ transform = \"tagger\", pin = \"latest\" }]"), &erp);
+    let r = host.reload_number(7);
+    assert_eq!(r["outcome"], "rejected");
+    assert!(r["error"].as_str().unwrap().contains("`latest` is not a plugin digest"), "{r}");
+    assert_eq!(probe(&host, 5).0, "v1");
+}

@@ -275,7 +275,17 @@ impl Checker<'_> {
         }
         let batch = s.batch.clone().unwrap_or_default();
         let settings = self.settings(&s.config, &s.tables, &s.allowed_hosts, &s.limits);
-        Some(Stage { kind, plugin, on_violation, batch, settings })
+        let pin = s.pin.as_ref().and_then(|p| {
+            let hex = p.get_ref().strip_prefix("sha256:").unwrap_or("");
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+                Some(p.get_ref().clone())
+            } else {
+                self.err(Some(p.span()), format!("`{}` is not a plugin digest", p.get_ref())).help =
+                    Some("write `sha256:` and 64 lower-case hex digits, as `syncline inspect` prints".into());
+                None
+            }
+        });
+        Some(Stage { kind, plugin, on_violation, batch, settings, pin })
     }
 
     /// Resolves a plugin name: `<dir>/<tenant>/<name>.wasm`, then `<dir>/shared/<name>.wasm`.

@@ -201,6 +201,8 @@ pub struct StageFile {
     pub on_violation: Option<Spanned<String>>,
     /// Allocate batching. Example: `batch = { max = 500, window = "2s" }`
     pub batch: Option<BatchPolicy>,
+    /// Run exactly this plugin version. Example: `pin = "sha256:5e42..."`
+    pub pin: Option<Spanned<String>>,
     /// Plugin config.
     pub config: Option<Spanned<toml::Table>>,
     /// Reference tables: name -> CSV path.
@@ -516,6 +518,8 @@ pub struct Stage {
     pub batch: BatchPolicy,
     /// Plugin settings.
     pub settings: PluginSettings,
+    /// The digest this stage must run, whatever the file holds.
+    pub pin: Option<String>,
 }
 
 /// A condition over message fields.

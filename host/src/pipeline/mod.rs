@@ -15,6 +15,7 @@ pub mod fields;
 pub mod process;
 mod signal;
 mod topology;
+pub mod versions;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use syncline_model::Message;
 
 pub use signal::Signal;
 pub use topology::{Changes, Swap};
+pub use versions::Versions;
 
 use crate::config::{Config, Pipeline, PluginRef, PluginSettings, Sink, Stage, StageKind};
 use crate::runtime::{flatten_config, MemoryState, PluginContext, PluginInstance, Runtime, StateStore};
@@ -154,6 +156,8 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     topology: ArcSwap<Topology>,
     state: Arc<dyn StateStore>,
+    /// Archived plugin versions, their history, rollbacks.
+    pub versions: Arc<Versions>,
     stop: AtomicBool,
     workers: Mutex<BTreeMap<Owner, Vec<JoinHandle<()>>>>,
     /// Serializes reloads.
@@ -171,15 +175,17 @@ fn table(cache: &mut BTreeMap<PathBuf, Arc<RefTable>>, path: &PathBuf) -> anyhow
     Ok(t)
 }
 
-/// Loads, checks and binds one plugin the config names.
+/// Loads (from `bytes`), checks and binds one plugin the config names.
 pub fn bind_plugin(
     runtime: &Runtime,
     plugin: &PluginRef,
+    bytes: &[u8],
     settings: &PluginSettings,
     state: Arc<dyn StateStore>,
     tables: &mut BTreeMap<PathBuf, Arc<RefTable>>,
 ) -> anyhow::Result<Arc<PluginInstance>> {
-    let loaded = runtime.load_for(&plugin.path, plugin.world, &plugin.needed_by)?;
+    let loaded = runtime.load_bytes(&plugin.name, bytes)?;
+    crate::runtime::check_world(&loaded, plugin.world, &plugin.needed_by)?;
     let mut ctx = PluginContext::new(plugin.name.clone());
     ctx.config = flatten_config(&settings.config);
     ctx.secret_keys = settings.secret_keys.clone();
@@ -201,12 +207,15 @@ impl Engine {
     /// The first plugin or table that cannot be loaded, named with who needs it.
     pub fn build(config: Config, runtime: Arc<Runtime>, store: Arc<dyn Store>) -> anyhow::Result<Engine> {
         let state: Arc<dyn StateStore> = Arc::new(MemoryState::with_quota(1 << 20));
-        let (topology, _) = topology::build(&runtime, &state, config, None)?;
+        let versions = Arc::new(Versions::new(archive_dir(&config)));
+        let (topology, _) = topology::build(&runtime, &state, &versions, config, None)?;
+        went_live(&versions, &topology);
         Ok(Engine {
             runtime,
             store,
             topology: ArcSwap::from_pointee(topology),
             state,
+            versions,
             stop: AtomicBool::new(false),
             workers: Mutex::default(),
             reload_lock: Mutex::new(()),
@@ -365,10 +374,11 @@ impl Engine {
     /// A plugin or table that cannot be loaded: nothing changed.
     pub(crate) fn apply(self: &Arc<Self>, config: Config) -> anyhow::Result<Changes> {
         let current = self.topology();
-        let (next, changes) = topology::build(&self.runtime, &self.state, config, Some(&current))?;
+        let (next, changes) = topology::build(&self.runtime, &self.state, &self.versions, config, Some(&current))?;
         for swap in &changes.swaps {
             swap.apply();
         }
+        went_live(&self.versions, &next);
         let next = Arc::new(next);
         self.topology.store(next.clone());
         for (key, p) in &current.pipelines {
@@ -464,6 +474,31 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Where plugin versions are archived: `plugin-archive/` beside the store.
+pub fn archive_dir(config: &Config) -> PathBuf {
+    config.store.path.parent().map(|p| p.join("plugin-archive")).unwrap_or_else(|| PathBuf::from("plugin-archive"))
+}
+
+/// Every plugin instance of a topology: (plugin name, digest).
+pub fn running_plugins(t: &Topology) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut push = |i: &PluginInstance| out.push((i.plugin().name.clone(), i.plugin().digest.clone()));
+    for p in t.pipelines.values() {
+        p.stages.iter().for_each(|s| push(&s.instance.load()));
+        if let Some(s) = &p.source {
+            push(&s.load());
+        }
+    }
+    t.sinks.values().for_each(|s| push(&s.instance.load()));
+    out
+}
+
+fn went_live(versions: &Versions, t: &Topology) {
+    for (name, digest) in running_plugins(t) {
+        versions.went_live(&name, &digest);
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use syncline_model::table::RefTable;
 
-use super::{bind_plugin, LivePipeline, LiveSink, LiveStage, Signal, Topology};
+use super::{bind_plugin, LivePipeline, LiveSink, LiveStage, Signal, Topology, Versions};
 use crate::config::{Config, PluginRef, PluginSettings, Source};
 use crate::runtime::{PluginInstance, Runtime, StateStore};
 
@@ -76,22 +76,36 @@ impl Changes {
 struct Builder<'a> {
     runtime: &'a Runtime,
     state: &'a Arc<dyn StateStore>,
+    versions: &'a Versions,
     tables: BTreeMap<PathBuf, Arc<RefTable>>,
 }
 
 impl Builder<'_> {
-    fn bind(&mut self, plugin: &PluginRef, settings: &PluginSettings) -> anyhow::Result<Arc<PluginInstance>> {
-        bind_plugin(self.runtime, plugin, settings, self.state.clone(), &mut self.tables)
+    fn bind_bytes(&mut self, plugin: &PluginRef, bytes: &[u8], digest: &str, settings: &PluginSettings) -> anyhow::Result<Arc<PluginInstance>> {
+        let instance = bind_plugin(self.runtime, plugin, bytes, settings, self.state.clone(), &mut self.tables)?;
+        self.versions.archive(digest, bytes);
+        Ok(instance)
     }
 
-    /// A new version for a reused part whose plugin file changed, if it did.
-    fn refresh(&mut self, running: &ArcSwap<PluginInstance>, plugin: &PluginRef, settings: &PluginSettings) -> anyhow::Result<Option<(Arc<PluginInstance>, String)>> {
-        let bytes = std::fs::read(&plugin.path).map_err(|e| anyhow::anyhow!("cannot read plugin file {}: {e}", plugin.path.display()))?;
+    fn bind(&mut self, plugin: &PluginRef, settings: &PluginSettings, pin: Option<&str>) -> anyhow::Result<Arc<PluginInstance>> {
+        let (bytes, digest) = self.versions.desired(plugin, pin)?;
+        self.bind_bytes(plugin, &bytes, &digest, settings)
+    }
+
+    /// A new version for a reused part whose plugin (file, pin or rollback) changed, if it did.
+    fn refresh(
+        &mut self,
+        running: &ArcSwap<PluginInstance>,
+        plugin: &PluginRef,
+        settings: &PluginSettings,
+        pin: Option<&str>,
+    ) -> anyhow::Result<Option<(Arc<PluginInstance>, String)>> {
+        let (bytes, digest) = self.versions.desired(plugin, pin)?;
         let old = running.load().plugin().digest.clone();
-        if crate::runtime::digest(&bytes) == old {
+        if digest == old {
             return Ok(None);
         }
-        Ok(Some((self.bind(plugin, settings)?, old)))
+        Ok(Some((self.bind_bytes(plugin, &bytes, &digest, settings)?, old)))
     }
 }
 
@@ -111,9 +125,15 @@ fn swap(target: Target, instance: Arc<PluginInstance>, plugin: &PluginRef, old_d
 /// # Errors
 ///
 /// The first plugin or table that cannot be loaded, named with who needs it.
-pub fn build(runtime: &Runtime, state: &Arc<dyn StateStore>, config: Config, previous: Option<&Topology>) -> anyhow::Result<(Topology, Changes)> {
+pub fn build(
+    runtime: &Runtime,
+    state: &Arc<dyn StateStore>,
+    versions: &Versions,
+    config: Config,
+    previous: Option<&Topology>,
+) -> anyhow::Result<(Topology, Changes)> {
     let shards = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2).max(1);
-    let mut b = Builder { runtime, state, tables: BTreeMap::new() };
+    let mut b = Builder { runtime, state, versions, tables: BTreeMap::new() };
     let mut changes = Changes::default();
 
     let mut sinks = BTreeMap::new();
@@ -122,13 +142,13 @@ pub fn build(runtime: &Runtime, state: &Arc<dyn StateStore>, config: Config, pre
         let prev = previous.and_then(|p| p.sinks.get(name.as_str()));
         match prev {
             Some(prev) if prev.cfg == *cfg => {
-                if let Some((instance, old)) = b.refresh(&prev.instance, &cfg.plugin, &cfg.settings)? {
+                if let Some((instance, old)) = b.refresh(&prev.instance, &cfg.plugin, &cfg.settings, None)? {
                     changes.swaps.push(swap(Target::Sink(prev.clone()), instance, &cfg.plugin, old));
                 }
                 sinks.insert(name.to_string(), prev.clone());
             }
             _ => {
-                let instance = b.bind(&cfg.plugin, &cfg.settings)?;
+                let instance = b.bind(&cfg.plugin, &cfg.settings, None)?;
                 if prev.is_some() { changes.changed.push(label) } else if previous.is_some() { changes.added.push(label) }
                 sinks.insert(
                     name.to_string(),
@@ -146,12 +166,12 @@ pub fn build(runtime: &Runtime, state: &Arc<dyn StateStore>, config: Config, pre
         match prev {
             Some(prev) if prev.cfg == *cfg => {
                 for (i, (stage, live)) in cfg.stages.iter().zip(&prev.stages).enumerate() {
-                    if let Some((instance, old)) = b.refresh(&live.instance, &stage.plugin, &stage.settings)? {
+                    if let Some((instance, old)) = b.refresh(&live.instance, &stage.plugin, &stage.settings, stage.pin.as_deref())? {
                         changes.swaps.push(swap(Target::Stage(prev.clone(), i), instance, &stage.plugin, old));
                     }
                 }
                 if let (Source::Poll { plugin, settings, .. }, Some(live)) = (&cfg.source, &prev.source) {
-                    if let Some((instance, old)) = b.refresh(live, plugin, settings)? {
+                    if let Some((instance, old)) = b.refresh(live, plugin, settings, None)? {
                         changes.swaps.push(swap(Target::Source(prev.clone()), instance, plugin, old));
                     }
                 }
@@ -160,10 +180,10 @@ pub fn build(runtime: &Runtime, state: &Arc<dyn StateStore>, config: Config, pre
             _ => {
                 let mut stages = Vec::with_capacity(cfg.stages.len());
                 for s in &cfg.stages {
-                    stages.push(LiveStage { cfg: s.clone(), instance: ArcSwap::new(b.bind(&s.plugin, &s.settings)?) });
+                    stages.push(LiveStage { cfg: s.clone(), instance: ArcSwap::new(b.bind(&s.plugin, &s.settings, s.pin.as_deref())?) });
                 }
                 let source = match &cfg.source {
-                    Source::Poll { plugin, settings, .. } => Some(ArcSwap::new(b.bind(plugin, settings)?)),
+                    Source::Poll { plugin, settings, .. } => Some(ArcSwap::new(b.bind(plugin, settings, None)?)),
                     _ => None,
                 };
                 if prev.is_some() { changes.changed.push(label) } else if previous.is_some() { changes.added.push(label) }
