@@ -192,23 +192,48 @@ impl Reloader {
     }
 }
 
-/// Whether an event should trigger a reload: a change (not a mere read)
-/// of the config file, or of a `.wasm` file in the plugin folder. The
-/// temporary file of a write-then-rename does not count; its rename does.
-fn relevant(event: &notify::Event, config: &Path, plugins: &Path) -> bool {
-    use notify::EventKind;
-    if !matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)) {
-        return false;
-    }
-    let is_config = |p: &Path| p == config || (p.file_name() == config.file_name() && p.parent().and_then(|d| d.canonicalize().ok()).as_deref() == config.parent());
-    event.paths.iter().any(|p| is_config(p) || (p.extension().is_some_and(|e| e == "wasm") && p.starts_with(plugins)))
+/// How a change asks for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The file is complete (renamed into place, or closed after writing): reload now.
+    Now,
+    /// The file is being written: reload once writes settle.
+    Settle,
 }
 
-/// How long changes must settle before a reload: a file written in several
-/// steps is taken once, when the writes stop.
+/// Whether an event should trigger a reload, and how: a change (not a mere
+/// read) of the config file or of a `.wasm` file in the plugin folder. The
+/// temporary file of a write-then-rename does not count; its rename does.
+fn trigger(event: &notify::Event, config: &Path, plugins: &Path) -> Option<Trigger> {
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+    use notify::EventKind;
+    let how = match event.kind {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => Trigger::Now,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Trigger::Now,
+        EventKind::Remove(_) => Trigger::Now,
+        EventKind::Create(_) | EventKind::Modify(_) => Trigger::Settle,
+        _ => return None,
+    };
+    // A folder created in the plugin folder (a new tenant's) may already
+    // hold plugins moved in before it was watched: look once writes settle.
+    let folder = matches!(event.kind, EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder));
+    let is_config = |p: &Path| p == config || (p.file_name() == config.file_name() && p.parent().and_then(|d| d.canonicalize().ok()).as_deref() == config.parent());
+    let hit = event.paths.iter().any(|p| {
+        is_config(p) || (p.starts_with(plugins) && (folder || p.extension().is_some_and(|e| e == "wasm")))
+    });
+    hit.then_some(if folder { Trigger::Settle } else { how })
+}
+
+/// How long in-place writes must pause before a reload: a file written in
+/// several steps is taken once, when the writes stop (and only if valid).
 const SETTLE: Duration = Duration::from_millis(50);
 
-/// Watches the config file and the plugin folder; reloads once changes
+/// How long to gather the events of one complete change (a rename is
+/// reported as several events).
+const COALESCE: Duration = Duration::from_millis(2);
+
+/// Watches the config file and the plugin folder and reloads: at once when
+/// a file is renamed into place or closed after writing, else once writes
 /// settle. Returns the watcher: dropping it stops watching.
 ///
 /// # Errors
@@ -220,22 +245,27 @@ pub fn watch(reloader: Arc<Reloader>) -> anyhow::Result<notify::RecommendedWatch
     let plugins = reloader.engine.topology().config.plugins_dir.clone();
     std::fs::create_dir_all(&plugins).ok();
     let plugins = plugins.canonicalize().unwrap_or(plugins);
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel::<Trigger>();
     let (c, p) = (config.clone(), plugins.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if relevant(&event, &c, &p) {
-                let _ = tx.send(());
-            }
+        if let Some(t) = event.ok().and_then(|e| trigger(&e, &c, &p)) {
+            let _ = tx.send(t);
         }
     })?;
     let config_dir = config.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
     watcher.watch(&plugins, RecursiveMode::Recursive)?;
     std::thread::Builder::new().name("reload-watcher".into()).spawn(move || {
-        while rx.recv().is_ok() {
-            // Debounce: wait until no change has come for SETTLE.
-            while rx.recv_timeout(SETTLE).is_ok() {}
+        while let Ok(mut t) = rx.recv() {
+            // Coalesce: a rename arrives as several events within microseconds
+            // (COALESCE); an in-place write waits until writes pause (SETTLE).
+            loop {
+                let quiet = if t == Trigger::Now { COALESCE } else { SETTLE };
+                match rx.recv_timeout(quiet) {
+                    Ok(next) => t = if t == Trigger::Now { Trigger::Now } else { next },
+                    Err(_) => break,
+                }
+            }
             reloader.reload("watch");
         }
     })?;

@@ -261,6 +261,14 @@ impl Host {
         eventually(Duration::from_secs(30), &format!("reload #{n}"), || self.reloads().get(n - 1).cloned())
     }
 
+    /// Waits until `n` reloads have been applied (ignoring reloads that
+    /// found nothing to change) and returns the `n`th applied or rejected one.
+    pub fn effective_reload(&self, n: usize) -> Value {
+        eventually(Duration::from_secs(30), &format!("effective reload #{n}"), || {
+            self.reloads().into_iter().filter(|r| r["outcome"] != "unchanged").nth(n - 1)
+        })
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();

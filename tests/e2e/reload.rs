@@ -98,7 +98,7 @@ fn plugin_swaps_under_load_process_every_message_once_by_one_version() {
     for n in 1..=20 {
         let (bytes, version) = if n % 2 == 1 { (&v2, "v2") } else { (&v1, "v1") };
         replace_file(&target, bytes);
-        let record = host.reload_number(n);
+        let record = host.effective_reload(n);
         assert_eq!(record["outcome"], "applied", "{record}");
         assert_eq!(record["trigger"], "watch");
         assert_eq!(record["plugins"][0]["new"], digest(bytes).as_str(), "{record}");
@@ -112,11 +112,11 @@ fn plugin_swaps_under_load_process_every_message_once_by_one_version() {
 
     // A corrupt file and a wrong-world file are rejected; v1 (the last good) keeps serving.
     replace_file(&target, b"\0asm garbage");
-    let record = host.reload_number(21);
+    let record = host.effective_reload(21);
     assert_eq!(record["outcome"], "rejected", "{record}");
     assert!(record["error"].as_str().unwrap().contains("is not a valid WebAssembly component"), "{record}");
     replace_file(&target, &std::fs::read(plugin("wrong-world")).unwrap());
-    let record = host.reload_number(22);
+    let record = host.effective_reload(22);
     assert_eq!(record["outcome"], "rejected", "{record}");
     assert!(record["error"].as_str().unwrap().contains("implements the `validator` world, but stage 1 of pipeline `tagged` needs a `transformer` plugin"), "{record}");
     assert_eq!(probe(&host, 99).0, "v1");
@@ -204,7 +204,7 @@ fn config_edits_add_change_remove_and_an_invalid_edit_is_rejected() {
 
     // Add a pipeline.
     site.rewrite(&format!("{EDIT_BASE}{EDIT_B}"), &erp);
-    let r = host.reload_number(1);
+    let r = host.effective_reload(1);
     assert_eq!(r["outcome"], "applied", "{r}");
     assert_eq!(r["changes"], json!(["added pipeline acme/b"]));
     let (s, b) = host.ingest("acme", "b", "messages", "application/json", &[], status(1).as_bytes());
@@ -214,7 +214,7 @@ fn config_edits_add_change_remove_and_an_invalid_edit_is_rejected() {
     // Change a route: pipeline a now goes to a new sink erp2.
     let changed = format!("{EDIT_BASE}{EDIT_B}{EDIT_SINK2}").replacen("routes = [{ to = \"erp\" }]", "routes = [{ to = \"erp2\" }]", 1);
     site.rewrite(&changed, &erp);
-    let r = host.reload_number(2);
+    let r = host.effective_reload(2);
     assert_eq!(r["outcome"], "applied", "{r}");
     assert_eq!(r["changes"], json!(["added sink erp2", "changed pipeline acme/a"]), "{r}");
     let (_, b) = host.ingest("acme", "a", "messages", "application/json", &[], status(2).as_bytes());
@@ -228,7 +228,7 @@ fn config_edits_add_change_remove_and_an_invalid_edit_is_rejected() {
     let pending_id = b["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(10), "a failed attempt", || (erp.received()["refused"].as_u64().unwrap_or(0) >= 1).then_some(()));
     site.rewrite(&format!("{EDIT_BASE}{EDIT_B}"), &erp);
-    let r = host.reload_number(3);
+    let r = host.effective_reload(3);
     assert_eq!(r["outcome"], "applied", "{r}");
     assert!(r["changes"].as_array().unwrap().contains(&json!("removed sink erp2")), "{r}");
     assert_eq!(r["kept"], json!(["1 pending delivery(ies) of removed sink erp2 kept; they resume if it comes back"]), "{r}");
@@ -238,7 +238,7 @@ fn config_edits_add_change_remove_and_an_invalid_edit_is_rejected() {
 
     // An invalid edit is rejected whole, with the text `syncline check` gives; the running config stays.
     site.rewrite(&format!("{EDIT_BASE}{EDIT_B}").replace("routes = [{ to = \"erp\" }]\n\n[sink", "routes = [{ to = \"erp-clod\" }]\n\n[sink"), &erp);
-    let r = host.reload_number(4);
+    let r = host.effective_reload(4);
     assert_eq!(r["outcome"], "rejected", "{r}");
     let error = r["error"].as_str().unwrap();
     assert!(error.contains("unknown sink `erp-clod`") && error.contains("did you mean `erp`?"), "{error}");
@@ -249,7 +249,7 @@ fn config_edits_add_change_remove_and_an_invalid_edit_is_rejected() {
 
     // Bringing erp2 back resumes its kept delivery.
     site.rewrite(&format!("{EDIT_BASE}{EDIT_B}{EDIT_SINK2}"), &erp);
-    assert_eq!(host.reload_number(5)["outcome"], "applied");
+    assert_eq!(host.effective_reload(5)["outcome"], "applied");
     assert_eq!(host.settled(&pending_id)["outputs"][0]["state"], "delivered");
 }
 
@@ -265,7 +265,7 @@ fn no_watch_ignores_files_until_sighup_or_the_api_reloads() {
     assert_eq!(probe(&host, 1).0, "v1");
 
     host.signal("HUP");
-    let r = host.reload_number(1);
+    let r = host.effective_reload(1);
     assert_eq!((r["trigger"].as_str(), r["outcome"].as_str()), (Some("signal"), Some("applied")), "{r}");
     assert_eq!(probe(&host, 2).0, "v2");
 
@@ -291,13 +291,13 @@ fn rollback_returns_to_the_previous_version_in_one_step_and_a_pin_holds_a_versio
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no earlier version"), "{}", String::from_utf8_lossy(&out.stderr));
 
     replace_file(&target, &v2);
-    assert_eq!(host.reload_number(1)["outcome"], "applied");
+    assert_eq!(host.effective_reload(1)["outcome"], "applied");
     assert_eq!(probe(&host, 1).0, "v2");
     let out = syncline().args(["plugin", "rollback", "tagger", "--server", &host.url]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("{} -> {}", digest(&v2), digest(&v1))), "{stdout}");
-    let r = host.reload_number(2);
+    let r = host.effective_reload(2);
     assert_eq!((r["trigger"].as_str(), r["outcome"].as_str()), (Some("rollback"), Some("applied")), "{r}");
     assert_eq!(probe(&host, 2).0, "v1", "rolled back although the file still holds v2");
     // The rollback holds across other reloads while the file is unchanged.
@@ -306,19 +306,60 @@ fn rollback_returns_to_the_previous_version_in_one_step_and_a_pin_holds_a_versio
     assert_eq!(probe(&host, 3).0, "v1");
 
     // Deploying another file ends the rollback (here: v1 again, which already runs).
+    let before = host.reloads().len();
     replace_file(&target, &v1);
-    assert_eq!(host.reload_number(4)["outcome"], "unchanged");
+    host.reload_number(before + 1);
     // A stage pinned to v1 keeps v1 while the file moves on to v2.
     let pinned = TAGGED.replace("stages = [{ transform = \"tagger\" }]", &format!("stages = [{{ transform = \"tagger\", pin = \"{}\" }}]", digest(&v1)));
     site.rewrite(&pinned, &erp);
-    assert_eq!(host.reload_number(5)["changes"], json!(["changed pipeline acme/tagged"]));
+    assert_eq!(host.effective_reload(3)["changes"], json!(["changed pipeline acme/tagged"]));
+    let before = host.reloads().len();
     replace_file(&target, &v2);
-    assert_eq!(host.reload_number(6)["outcome"], "unchanged", "the pinned stage does not follow the file");
+    host.reload_number(before + 1);
+    let applied = host.reloads().iter().filter(|r| r["outcome"] == "applied").count();
+    assert_eq!(applied, 3, "the pinned stage does not follow the file");
     assert_eq!(probe(&host, 4).0, "v1");
     // A pin that is not a digest is a config error; the running config stays.
     site.rewrite(&TAGGED.replace("stages = [{ transform = \"tagger\" }]", "stages = [{ transform = \"tagger\", pin = \"latest\" }]"), &erp);
-    let r = host.reload_number(7);
+    let r = host.effective_reload(4);
     assert_eq!(r["outcome"], "rejected");
     assert!(r["error"].as_str().unwrap().contains("`latest` is not a plugin digest"), "{r}");
     assert_eq!(probe(&host, 5).0, "v1");
+}
+
+#[test]
+fn a_file_written_in_place_in_pieces_is_taken_only_when_complete_and_a_tenant_file_shadows_shared() {
+    let erp = Erp::start(&[]);
+    let site = tagged_site(&erp);
+    let host = Host::start(&site);
+    let target = site.dir.path().join("plugins/shared/tagger.wasm");
+    let v2 = std::fs::read(plugin("tagger-v2")).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&target).unwrap();
+        f.write_all(&v2[..v2.len() / 2]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        f.write_all(&v2[v2.len() / 2..]).unwrap();
+    }
+    // A half-written file may be seen and refused; the complete one is taken, and nothing half-written ever runs.
+    let applied = eventually(Duration::from_secs(20), "the complete file applied", || {
+        host.reloads().into_iter().find(|r| r["outcome"] == "applied")
+    });
+    assert_eq!(applied["plugins"][0]["new"], digest(&v2).as_str(), "{applied}");
+    for r in host.reloads() {
+        assert!(r["outcome"] == "applied" || r["outcome"] == "rejected", "{r}");
+    }
+    assert_eq!(probe(&host, 1).0, "v2");
+
+    // A tenant's own copy, added later, takes precedence over the shared one.
+    let n = host.reloads().len();
+    let tenant_dir = site.dir.path().join("plugins/acme");
+    std::fs::create_dir_all(&tenant_dir).unwrap();
+    replace_file(&tenant_dir.join("tagger.wasm"), &std::fs::read(plugin("tagger-v1")).unwrap());
+    let r = eventually(Duration::from_secs(20), "the tenant plugin picked up", || {
+        host.reloads().into_iter().skip(n).find(|r| r["outcome"] == "applied")
+    });
+    assert_eq!(r["changes"], json!(["changed pipeline acme/tagged"]), "{r}");
+    assert_eq!(probe(&host, 2).0, "v1");
 }
