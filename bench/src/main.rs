@@ -53,6 +53,12 @@ enum Cmd {
         #[arg(long)]
         bulk: bool,
     },
+    /// Hot-reload latency: file rename to the new version live.
+    Reload {
+        /// Swaps per case.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// The three stages in process: Wasm against native.
     Stages {
         /// Messages per run.
@@ -301,9 +307,120 @@ fn stages(messages: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bytes` with a custom section of `len` bytes appended (a new digest, the
+/// same code): component sections may follow in any order.
+fn with_custom_section(bytes: &[u8], len: usize, seed: u64) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { b } else { b | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let name = b"syncline-bench-padding";
+    let mut payload = Vec::with_capacity(len + 8);
+    payload.extend_from_slice(&seed.to_le_bytes());
+    payload.resize(len.max(8), 0x5a);
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(&payload);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn reload(runs: usize) -> anyhow::Result<()> {
+    use syncline::pipeline::Engine;
+    use syncline::store::{SqliteStore, Store};
+    let bin = std::env::current_exe()?.parent().unwrap().to_path_buf();
+    let mut erp_cmd = Command::new(bin.join("erp-sim"));
+    erp_cmd.args(["--listen", "127.0.0.1:0"]);
+    let (mut erp, erp_url) = spawn(erp_cmd, "listening", false)?;
+    let authority = erp_url.trim_start_matches("http://");
+    let plugins = root().join("target/plugins");
+    let (v1, v2) = (std::fs::read(plugins.join("tagger-v1.wasm"))?, std::fs::read(plugins.join("tagger-v2.wasm"))?);
+    println!("| plugin | compile cache | swaps | median ms | min ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    for (label, pad) in [("tagger (small)", 0usize), ("tagger + 5 MB", 5 << 20)] {
+        for warm in [false, true] {
+            let site = tempfile::tempdir()?;
+            let shared = site.path().join("plugins/shared");
+            std::fs::create_dir_all(&shared)?;
+            let cache = site.path().join("cache");
+            let variant = |n: u64| -> Vec<u8> {
+                // Warm: two fixed variants, compiled once. Cold: a digest never seen.
+                let base = if n % 2 == 0 { &v1 } else { &v2 };
+                let seed = if warm { n % 2 } else { 1000 + n };
+                with_custom_section(base, pad, seed)
+            };
+            std::fs::write(shared.join("tagger.wasm"), variant(0))?;
+            let config = format!(
+                "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/db\"\nsync = \"normal\"\n[plugins]\ndir = \"plugins\"\n\
+                 [[tenant]]\nid = \"acme\"\n[[pipeline]]\nid = \"tagged\"\ntenant = \"acme\"\nstages = [{{ transform = \"tagger\" }}]\nroutes = [{{ to = \"erp\" }}]\n\
+                 [sink.erp]\nplugin = \"http-sink\"\nconfig = {{ url = \"http://{authority}/r\" }}\nallowed-hosts = [\"{authority}\"]\n"
+            );
+            std::fs::copy(plugins.join("http-sink.wasm"), shared.join("http-sink.wasm"))?;
+            let path = site.path().join("syncline.toml");
+            std::fs::write(&path, config)?;
+            let cfg = syncline::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let runtime = Arc::new(Runtime::new(&EngineOptions::default(), Some(&cache))?);
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path, cfg.store.sync)?);
+            let engine = Arc::new(Engine::build(cfg, runtime, store)?);
+            engine.start();
+            let reloader = syncline::reload::Reloader::new(engine.clone(), path.clone());
+            let _watcher = syncline::reload::watch(reloader)?;
+            let live = |e: &Engine| e.topology().pipelines.values().next().unwrap().stages[0].instance.load().plugin().digest.clone();
+            if warm {
+                // Compile both variants once.
+                for n in 1..=2u64 {
+                    let bytes = variant(n);
+                    let tmp = shared.join("tagger.tmp");
+                    std::fs::write(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, shared.join("tagger.wasm"))?;
+                    let want = syncline::runtime::digest(&bytes);
+                    let until = Instant::now() + Duration::from_secs(60);
+                    while live(&engine) != want && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            let mut times = Vec::new();
+            for n in 3..3 + runs as u64 {
+                let bytes = variant(n);
+                let want = syncline::runtime::digest(&bytes);
+                let tmp = shared.join("tagger.tmp");
+                std::fs::write(&tmp, &bytes)?;
+                let started = Instant::now();
+                std::fs::rename(&tmp, shared.join("tagger.wasm"))?;
+                while live(&engine) != want {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        bail!("{label}: the new version did not go live");
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            engine.stop();
+            let med = median(times.clone());
+            let (lo, hi) = (times.iter().copied().fold(f64::MAX, f64::min), times.iter().copied().fold(0.0, f64::max));
+            println!("| {label} ({:.1} MB) | {} | {runs} | {med:.1} | {lo:.1} | {hi:.1} |", variant(1).len() as f64 / 1e6, if warm { "warm" } else { "cold" });
+        }
+    }
+    let _ = erp.kill();
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::E2e { messages, batch, concurrency, sync, bulk } => e2e(messages, batch, concurrency, &sync, bulk),
         Cmd::Stages { messages, runs } => stages(messages, runs),
+        Cmd::Reload { runs } => reload(runs),
     }
 }
