@@ -345,8 +345,8 @@ fn reload(runs: usize) -> anyhow::Result<()> {
     let authority = erp_url.trim_start_matches("http://");
     let plugins = root().join("target/plugins");
     let (v1, v2) = (std::fs::read(plugins.join("tagger-v1.wasm"))?, std::fs::read(plugins.join("tagger-v2.wasm"))?);
-    println!("| plugin | compile cache | swaps | median ms | min ms | max ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| plugin | compile cache | swaps | median ms | min ms | max ms | message delay during swaps p50 / max ms |");
+    println!("|---|---|---|---|---|---|---|");
     for (label, pad) in [("tagger (small)", 0usize), ("tagger + 5 MB", 5 << 20)] {
         for warm in [false, true] {
             let site = tempfile::tempdir()?;
@@ -390,6 +390,26 @@ fn reload(runs: usize) -> anyhow::Result<()> {
                     }
                 }
             }
+            // A message every 2 ms while swapping: how long each waits to be processed.
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sent = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+            let trickle = {
+                let (engine, stop, sent) = (engine.clone(), stop.clone(), sent.clone());
+                std::thread::spawn(move || -> anyhow::Result<()> {
+                    let p = engine.pipeline("acme", "tagged")?;
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let m = mjson::from_str(&rec(i))?;
+                        let prepared = engine.prepare(&p, m, "bench", None)?;
+                        let id = prepared.id.clone();
+                        engine.accept(&p, vec![prepared])?;
+                        sent.lock().unwrap().push(id);
+                        i += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Ok(())
+                })
+            };
             let mut times = Vec::new();
             for n in 3..3 + runs as u64 {
                 let bytes = variant(n);
@@ -407,10 +427,33 @@ fn reload(runs: usize) -> anyhow::Result<()> {
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
                 std::thread::sleep(Duration::from_millis(100));
             }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            trickle.join().unwrap()?;
+            let mut delays = Vec::new();
+            for id in sent.lock().unwrap().iter() {
+                let until = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let t = engine.store.trace(id)?.unwrap_or_default();
+                    if let (Some(r), Some(p)) = (t["input"]["received-at"].as_i64(), t["input"]["processed-at"].as_i64()) {
+                        delays.push((p - r).max(0) as u64);
+                        break;
+                    }
+                    anyhow::ensure!(Instant::now() < until, "message {id} was not processed");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            delays.sort_unstable();
             engine.stop();
             let med = median(times.clone());
             let (lo, hi) = (times.iter().copied().fold(f64::MAX, f64::min), times.iter().copied().fold(0.0, f64::max));
-            println!("| {label} ({:.1} MB) | {} | {runs} | {med:.1} | {lo:.1} | {hi:.1} |", variant(1).len() as f64 / 1e6, if warm { "warm" } else { "cold" });
+            println!(
+                "| {label} ({:.1} MB) | {} | {runs} | {med:.1} | {lo:.1} | {hi:.1} | {} / {} ({} msgs) |",
+                variant(1).len() as f64 / 1e6,
+                if warm { "warm" } else { "cold" },
+                percentile(&delays, 0.5),
+                delays.last().copied().unwrap_or(0),
+                delays.len()
+            );
         }
     }
     let _ = erp.kill();
