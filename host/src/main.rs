@@ -176,11 +176,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace { id, server, json } => {
-            let url = format!("{}/v1/messages/{id}", server.trim_end_matches('/'));
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-            let mut resp = agent.get(&url).call().with_context(|| format!("cannot reach {server}"))?;
-            let status = resp.status().as_u16();
-            let body: serde_json::Value = resp.body_mut().read_json().context("reading the answer")?;
+            let (status, body) = api_call("GET", server, &format!("/v1/messages/{id}"))?;
             if status != 200 {
                 eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
                 return Ok(ExitCode::FAILURE);
@@ -193,11 +189,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { what: PluginCmd::Rollback { name, server } } => {
-            let url = format!("{}/v1/plugins/{name}/rollback", server.trim_end_matches('/'));
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-            let mut resp = agent.post(&url).send_empty().with_context(|| format!("cannot reach {server}"))?;
-            let status = resp.status().as_u16();
-            let body: serde_json::Value = resp.body_mut().read_json().context("reading the answer")?;
+            let (status, body) = api_call("POST", server, &format!("/v1/plugins/{name}/rollback"))?;
             if status != 200 {
                 let why = body["error"]["message"].as_str().or(body["error"].as_str()).unwrap_or("the rollback failed");
                 eprintln!("error: {why}");
@@ -238,6 +230,17 @@ fn test(cli: &Cli, path: &Path, cases: &Path, junit: Option<&Path>) -> anyhow::R
     }
     println!("{} passed, {} failed", results.len() - failed, failed);
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Calls the API of a running host: (status, JSON body).
+fn api_call(method: &str, server: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = if method == "POST" { agent.post(&url).send_empty() } else { agent.get(&url).call() };
+    let mut resp = resp.with_context(|| format!("cannot reach {server}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_json().context("reading the answer")?;
+    Ok((status, body))
 }
 
 fn human(bytes: usize) -> String {

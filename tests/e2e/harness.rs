@@ -12,6 +12,20 @@ use serde_json::Value;
 
 use crate::support::*;
 
+/// A test config: the common head (loopback on a free port, the store in
+/// `data/`, plugins in `plugins/`, the shared compile cache, tenant `acme`)
+/// followed by `$rest`. `{ERP}` and `{CACHE}` are filled in by [`Site`].
+#[macro_export]
+macro_rules! site_config {
+    ($rest:literal) => {
+        concat!(
+            "version = 1\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\npath = \"data/syncline.db\"\nsync = \"normal\"\n\n",
+            "[plugins]\ndir = \"plugins\"\ncache-dir = \"{CACHE}\"\n\n[[tenant]]\nid = \"acme\"\n",
+            $rest
+        )
+    };
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -10,22 +10,7 @@ use crate::harness::*;
 
 /// Two tenants; `release` validates, allocates and routes by location and
 /// kind with a fan-out; `statuses` polls the ERP's feed.
-const CONFIG: &str = r#"
-version = 1
-
-[server]
-listen = "127.0.0.1:0"
-max-body = "64KiB"
-
-[store]
-path = "data/syncline.db"
-
-[plugins]
-dir = "plugins"
-cache-dir = "{CACHE}"
-
-[[tenant]]
-id = "acme"
+const CONFIG: &str = crate::site_config!(r#"
 
 [[tenant]]
 id = "globex"
@@ -75,7 +60,7 @@ allowed-hosts = ["{ERP}"]
 plugin = "http-sink"
 config = { url = "http://{ERP}/statuses" }
 allowed-hosts = ["{ERP}"]
-"#;
+"#);
 
 /// A canonical replenishment recommendation as one JSON line.
 fn rec(id: &str, item: &str, location: &str, qty: f64, source: Value) -> String {
@@ -159,7 +144,7 @@ fn ingest_refuses_bad_input_with_clear_json_errors() {
     let (s, b) = host.ingest("acme", "release", "messages", json_ct, &[], good.replace("\"schema-version\"", "\"tenant\": \"globex\", \"schema-version\"").as_bytes());
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("tenant-mismatch")), "{b}");
 
-    let big = vec![b'x'; 65 * 1024];
+    let big = vec![b'x'; (1 << 20) + 1024]; // over the default server.max-body of 1 MiB
     let (s, b) = host.ingest("acme", "release", "messages", "text/csv", &[], &big);
     assert_eq!((s, b["error"]["code"].as_str()), (413, Some("payload-too-large")), "{b}");
 
@@ -373,21 +358,7 @@ fn kill_9_under_load_loses_nothing_and_delivers_each_message_once() {
 }
 
 /// A pipeline whose stage traps on demand and whose sink the ERP refuses.
-const HOSTILE: &str = r#"
-version = 1
-
-[server]
-listen = "127.0.0.1:0"
-
-[store]
-path = "data/syncline.db"
-
-[plugins]
-dir = "plugins"
-cache-dir = "{CACHE}"
-
-[[tenant]]
-id = "acme"
+const HOSTILE: &str = crate::site_config!(r#"
 
 [[pipeline]]
 id = "hostile"
@@ -401,7 +372,7 @@ plugin = "http-sink"
 config = { url = "http://{ERP}/requisitions", timeout-ms = "300" }
 allowed-hosts = ["{ERP}"]
 retry = { attempts = 3, initial = "50ms", max = "100ms" }
-"#;
+"#);
 
 fn hostile_site(erp: &Erp) -> Site {
     let site = Site::new(HOSTILE, erp);

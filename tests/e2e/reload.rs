@@ -14,22 +14,7 @@ use crate::harness::*;
 use crate::support::*;
 use syncline::runtime::digest;
 
-const TAGGED: &str = r#"
-version = 1
-
-[server]
-listen = "127.0.0.1:0"
-
-[store]
-path = "data/syncline.db"
-sync = "normal"
-
-[plugins]
-dir = "plugins"
-cache-dir = "{CACHE}"
-
-[[tenant]]
-id = "acme"
+const TAGGED: &str = crate::site_config!(r#"
 
 [[pipeline]]
 id = "tagged"
@@ -41,7 +26,7 @@ routes = [{ to = "erp" }]
 plugin = "http-sink"
 config = { url = "http://{ERP}/requisitions" }
 allowed-hosts = ["{ERP}"]
-"#;
+"#);
 
 fn status(i: usize) -> String {
     json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": format!("S-{i}"),
@@ -152,22 +137,7 @@ fn ureq_text(url: &str) -> String {
     agent.get(url).call().unwrap().body_mut().read_to_string().unwrap()
 }
 
-const EDIT_BASE: &str = r#"
-version = 1
-
-[server]
-listen = "127.0.0.1:0"
-
-[store]
-path = "data/syncline.db"
-sync = "normal"
-
-[plugins]
-dir = "plugins"
-cache-dir = "{CACHE}"
-
-[[tenant]]
-id = "acme"
+const EDIT_BASE: &str = crate::site_config!(r#"
 
 [[pipeline]]
 id = "a"
@@ -179,7 +149,7 @@ routes = [{ to = "erp" }]
 plugin = "http-sink"
 config = { url = "http://{ERP}/one" }
 allowed-hosts = ["{ERP}"]
-"#;
+"#);
 
 const EDIT_B: &str = r#"
 [[pipeline]]
