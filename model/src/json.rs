@@ -109,8 +109,8 @@ pub fn from_str(text: &str) -> Result<Message, JsonError> {
 ///
 /// As [`from_str`].
 pub fn from_value(value: Value) -> Result<Message, JsonError> {
-    let wire: Wire = serde_path_to_error::deserialize(value).map_err(malformed)?;
-    wire.into_message()
+    // The envelope keeps the body as raw JSON text until the kind is known.
+    from_str(&value.to_string())
 }
 
 /// The message as compact JSON text.
@@ -159,14 +159,16 @@ struct Wire {
     idempotency_key: Option<String>,
     #[serde(default, with = "pairs::headers")]
     headers: Vec<Header>,
-    body: Value,
+    /// Parsed once the kind is known: raw text, not a `Value` tree, so the
+    /// body is read once.
+    body: Box<serde_json::value::RawValue>,
 }
 
 impl Wire {
     fn into_message(self) -> Result<Message, JsonError> {
         check_schema_version(&self.schema_version)?;
         let kind = Kind::parse(&self.kind).ok_or_else(|| JsonError::UnknownKind(self.kind.clone()))?;
-        let body = body_from_value(kind, self.body)?;
+        let body = body_from_str(kind, self.body.get())?;
         Ok(Message {
             id: self.id,
             correlation_id: self.correlation_id,
@@ -189,26 +191,51 @@ impl Wire {
 ///
 /// [`JsonError::Malformed`] with the field path under `body`.
 pub fn body_from_value(kind: Kind, body: Value) -> Result<Body, JsonError> {
-    fn parse<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, JsonError> {
-        serde_path_to_error::deserialize(v).map_err(|e| {
+    body_with(kind, Parse(Some(Source::Value(body))))
+}
+
+/// Parses a body of `kind` from JSON text.
+fn body_from_str(kind: Kind, text: &str) -> Result<Body, JsonError> {
+    body_with(kind, Parse(Some(Source::Text(text))))
+}
+
+/// Where a body is parsed from.
+enum Source<'a> {
+    Value(Value),
+    Text(&'a str),
+}
+
+struct Parse<'a>(Option<Source<'a>>);
+
+impl Parse<'_> {
+    fn get<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, JsonError> {
+        fn located(e: serde_path_to_error::Error<serde_json::Error>) -> JsonError {
             let path = e.path().to_string();
             let path = if path == "." { "body".to_string() } else { format!("body.{path}") };
             JsonError::Malformed { path, message: e.into_inner().to_string() }
-        })
+        }
+        match self.0.take().expect("a source is set") {
+            Source::Value(v) => serde_path_to_error::deserialize(v).map_err(located),
+            Source::Text(t) => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(t)).map_err(located),
+        }
     }
+}
+
+fn body_with(kind: Kind, mut source: Parse<'_>) -> Result<Body, JsonError> {
+    let parse = &mut source;
     Ok(match kind {
-        Kind::Item => Body::Item(parse(body)?),
-        Kind::Location => Body::Location(parse(body)?),
-        Kind::Supplier => Body::Supplier(parse(body)?),
-        Kind::UomConversion => Body::UomConversion(parse(body)?),
-        Kind::Forecast => Body::Forecast(parse(body)?),
-        Kind::ReplenishmentRecommendation => Body::ReplenishmentRecommendation(parse(body)?),
-        Kind::InventoryPosition => Body::InventoryPosition(parse(body)?),
-        Kind::PurchaseRequisition => Body::PurchaseRequisition(parse(body)?),
-        Kind::TransferProposal => Body::TransferProposal(parse(body)?),
-        Kind::ExecutionStatus => Body::ExecutionStatus(parse(body)?),
-        Kind::Exception => Body::Exception(parse(body)?),
-        Kind::Raw => Body::Raw(parse(body)?),
+        Kind::Item => Body::Item(parse.get()?),
+        Kind::Location => Body::Location(parse.get()?),
+        Kind::Supplier => Body::Supplier(parse.get()?),
+        Kind::UomConversion => Body::UomConversion(parse.get()?),
+        Kind::Forecast => Body::Forecast(parse.get()?),
+        Kind::ReplenishmentRecommendation => Body::ReplenishmentRecommendation(parse.get()?),
+        Kind::InventoryPosition => Body::InventoryPosition(parse.get()?),
+        Kind::PurchaseRequisition => Body::PurchaseRequisition(parse.get()?),
+        Kind::TransferProposal => Body::TransferProposal(parse.get()?),
+        Kind::ExecutionStatus => Body::ExecutionStatus(parse.get()?),
+        Kind::Exception => Body::Exception(parse.get()?),
+        Kind::Raw => Body::Raw(parse.get()?),
     })
 }
 
