@@ -370,7 +370,7 @@ fn reload(runs: usize) -> anyhow::Result<()> {
             std::fs::write(&path, config)?;
             let cfg = syncline::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
             let runtime = Arc::new(Runtime::new(&EngineOptions::default(), Some(&cache))?);
-            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path, cfg.store.sync)?);
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path, cfg.store.sync, None)?);
             let engine = Arc::new(Engine::build(cfg, runtime, store)?);
             engine.start();
             let reloader = syncline::reload::Reloader::new(engine.clone(), path.clone());

@@ -68,7 +68,7 @@ pub fn run(path: &Path, cache_dir: Option<&Path>, watch: bool) -> anyhow::Result
     let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = Arc::new(runtime_for(&config, cache_dir)?);
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.store.path, config.store.sync).with_context(|| format!("opening the store {}", config.store.path.display()))?,
+        SqliteStore::open(&config.store.path, config.store.sync, config.store.max_size.map(|s| s.0)).with_context(|| format!("opening the store {}", config.store.path.display()))?,
     );
     let engine = Arc::new(Engine::build(config, runtime, store.clone())?);
     let topology = engine.topology();

@@ -427,3 +427,67 @@ fn downstream_refusals_and_hangs_end_in_dead_letters_with_every_attempt() {
     let id = accepted_id(&host.ingest("acme", "hostile", "messages", "application/json", &[], supplier("D-3", "SKU-100", "DC-3", 5.0).as_bytes()));
     assert_eq!(host.settled(&id)["outputs"][0]["state"], "delivered");
 }
+
+const SMALL_STORE: &str = r#"
+version = 1
+
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+path = "data/syncline.db"
+sync = "normal"
+max-size = "MAXSIZE"
+
+[plugins]
+dir = "plugins"
+cache-dir = "{CACHE}"
+
+[[tenant]]
+id = "acme"
+
+[[pipeline]]
+id = "release"
+tenant = "acme"
+stages = [{ allocate = "moq-leadtime", tables = { moq = "ref/moq.csv", lead-times = "ref/lead-times.csv" } }]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+"#;
+
+#[test]
+fn a_full_store_answers_503_keeps_every_accepted_message_and_recovers() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(&SMALL_STORE.replace("MAXSIZE", "512KiB"), &erp);
+    let mut host = Host::start(&site);
+    let mut accepted = Vec::new();
+    let mut refusal = None;
+    for b in 0..400 {
+        let lines: Vec<String> = (0..20).map(|i| supplier(&format!("F-{b:03}-{i:02}"), "SKU-100", &format!("DC-{i}"), 5.0)).collect();
+        let (s, body) = host.ingest("acme", "release", "messages:batch", "application/x-ndjson", &[], lines.join("\n").as_bytes());
+        if s != 202 {
+            refusal = Some((s, body));
+            break;
+        }
+        accepted.extend((0..20).map(|i| format!("F-{b:03}-{i:02}")));
+    }
+    let (s, body) = refusal.expect("the store filled up");
+    assert_eq!((s, body["error"]["code"].as_str()), (503, Some("store-unavailable")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("full"), "{body}");
+    assert!(accepted.len() >= 20, "some messages fit before the store was full");
+    // Reads still work while writes are refused.
+    assert_eq!(get(&format!("{}/healthz", host.url)).0, 200);
+
+    // Room again (here: a larger cap): every acknowledged message is processed and delivered.
+    host.kill9();
+    std::fs::write(site.config(), SMALL_STORE.replace("MAXSIZE", "64MiB").replace("{ERP}", &erp.authority).replace("{CACHE}", &crate::support::root().join("target/test-cache").display().to_string())).unwrap();
+    let _host = Host::start(&site);
+    let expected: HashSet<String> = accepted.iter().map(|k| format!("{k}/0")).collect();
+    eventually(Duration::from_secs(60), "every acknowledged message at the ERP", || {
+        let keys: HashSet<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+        expected.is_subset(&keys).then_some(())
+    });
+}

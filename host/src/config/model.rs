@@ -101,6 +101,10 @@ pub struct Store {
     /// How long an idempotency key is remembered. Example: `dedupe-window = "7d"`
     #[serde(default = "default_window")]
     pub dedupe_window: Span,
+    /// Largest size of the database; past it ingest answers 503 and nothing
+    /// is lost, as on a full disk. Example: `max-size = "20GiB"`
+    #[serde(default)]
+    pub max_size: Option<Size>,
 }
 
 fn default_db() -> PathBuf {
@@ -113,7 +117,7 @@ fn default_window() -> Span {
 
 impl Default for Store {
     fn default() -> Self {
-        Store { kind: StoreKind::Sqlite, path: default_db(), sync: Sync::Full, dedupe_window: default_window() }
+        Store { kind: StoreKind::Sqlite, path: default_db(), sync: Sync::Full, dedupe_window: default_window(), max_size: None }
     }
 }
 

@@ -118,8 +118,13 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 "#;
 
-fn open(path: &Path, sync: Sync) -> rusqlite::Result<Connection> {
+fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    if let Some(bytes) = max_size {
+        // A size cap: past it every write fails with SQLITE_FULL, exactly as on a full disk.
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        conn.pragma_update(None, "max_page_count", (bytes as i64 / page).max(16))?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", match sync {
         Sync::Full => "FULL",
@@ -130,18 +135,19 @@ fn open(path: &Path, sync: Sync) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, capped at
+    /// `max_size` bytes when given.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened or its schema created.
-    pub fn open(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let write = open(path, sync)?;
+        let write = open(path, sync, max_size)?;
         write.execute_batch(SCHEMA)?;
-        let read = open(path, sync)?;
+        let read = open(path, sync, max_size)?;
         let (tx, rx) = mpsc::channel::<(Op, Reply)>();
         std::thread::Builder::new()
             .name("syncline-store-writer".into())
@@ -161,7 +167,9 @@ impl SqliteStore {
 }
 
 /// The writer thread: take every queued job, run each in a savepoint of one
-/// transaction, commit once, then answer every caller.
+/// transaction, commit once, then answer every caller. If the transaction
+/// itself fails (e.g. the disk is full), every caller of the group gets the
+/// error: none of their writes was kept.
 fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -171,11 +179,11 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
                 Err(_) => break,
             }
         }
-        let mut results: Vec<Result<Box<dyn Any + Send>, StoreError>> = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
+        let (ops, replies): (Vec<Op>, Vec<Reply>) = jobs.into_iter().unzip();
+        let mut results: Vec<Result<Box<dyn Any + Send>, StoreError>> = Vec::with_capacity(ops.len());
         let outcome = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
-            for (op, reply) in jobs {
+            for op in ops {
                 tx.execute_batch("SAVEPOINT job")?;
                 match op(&tx) {
                     Ok(v) => {
@@ -183,11 +191,14 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
                         results.push(Ok(v));
                     }
                     Err(e) => {
-                        tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                        if tx.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
+                            // The error ended the whole transaction (SQLite does
+                            // that for a full disk): the group fails with it.
+                            return Err(e);
+                        }
                         results.push(Err(e.into()));
                     }
                 }
-                replies.push(reply);
             }
             tx.commit()
         })();
@@ -531,7 +542,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db/s.db"), Sync::Normal).unwrap();
+        let s = SqliteStore::open(&dir.path().join("db/s.db"), Sync::Normal, None).unwrap();
         (dir, s)
     }
 
