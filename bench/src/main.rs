@@ -53,6 +53,16 @@ enum Cmd {
         #[arg(long)]
         bulk: bool,
     },
+    /// Cost of one plugin call per kind (1, 10, 100 lines), limits armed,
+    /// against the same logic compiled natively; and compile cold vs cached.
+    Micro {
+        /// Timed repetitions per figure (the median of `runs` batches is reported).
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// Batches (median, min and max are over these).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Hot-reload latency: file rename to the new version live.
     Reload {
         /// Swaps per case.
@@ -307,6 +317,128 @@ fn stages(messages: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// µs per call of `f`: median, min and max over `runs` batches of `iterations`.
+fn time_calls(iterations: usize, runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64, f64)> {
+    for _ in 0..iterations.min(200) {
+        f()?;
+    }
+    let mut per = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        for _ in 0..iterations {
+            f()?;
+        }
+        per.push(started.elapsed().as_secs_f64() * 1e6 / iterations as f64);
+    }
+    let (lo, hi) = (per.iter().copied().fold(f64::MAX, f64::min), per.iter().copied().fold(0.0, f64::max));
+    Ok((median(per), lo, hi))
+}
+
+/// A planning export of `n` lines (raw JSON) for json-mapper.
+fn raw_export(n: usize) -> Message {
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"rec_id": "R-{i}", "sku": "SKU-100", "site": "DC-{i}", "qty": "{}", "need_by": "2026-12-21", "supplier": "SUP-7", "reason": "low", "prio": 2}}"#, i + 1))
+        .collect();
+    let text = format!(r#"{{"recommendations": [{}]}}"#, lines.join(","));
+    let mut m = Message::new(syncline_model::Body::Raw(syncline_model::Raw { content_type: "application/json".into(), data: text.into_bytes() }));
+    m.id = "01JBENCH000000000000000000".into();
+    m.tenant = "acme".into();
+    m
+}
+
+fn mapper_config() -> Value {
+    json!({"kind": "replenishment-recommendation", "records": "/recommendations",
+           "fields": {"id": "/rec_id", "item": "/sku", "location": "/site", "quantity": {"path": "/qty", "type": "number"},
+                      "uom": {"path": "/unit", "default": "EA"}, "need-by": "/need_by", "source.supplier": "/supplier",
+                      "reason": "/reason", "priority": {"path": "/prio", "type": "integer"}}})
+}
+
+fn micro(iterations: usize, runs: usize) -> anyhow::Result<()> {
+    use syncline_sdk::testing::TestHost;
+    let plugins = root().join("target/plugins");
+    let cache = tempfile::tempdir()?;
+    let rt = Runtime::new(&EngineOptions::default(), Some(cache.path()))?;
+    let bind = |name: &str, config: Value, tables: BTreeMap<String, Arc<RefTable>>| -> anyhow::Result<_> {
+        let p = rt.load_file(&plugins.join(format!("{name}.wasm")))?;
+        let mut ctx = PluginContext::new(name);
+        ctx.tables = tables;
+        ctx.limits = Limits { instances: 1, ..Limits::default() };
+        ctx.config = syncline::runtime::flatten_config(&config);
+        rt.bind(p, ctx)
+    };
+    let mapper = bind("json-mapper", mapper_config(), BTreeMap::new())?;
+    let validator = bind("canonical-validator", json!({}), BTreeMap::new())?;
+    let allocator = bind("moq-leadtime", json!({}), tables()?)?;
+    let tagger = bind("tagger-v1", json!({}), BTreeMap::new())?;
+    let ex = root().join("examples/forecast-release/ref");
+    let mut host = TestHost::new()
+        .table_csv("moq", &std::fs::read_to_string(ex.join("moq.csv"))?)
+        .table_csv("lead-times", &std::fs::read_to_string(ex.join("lead-times.csv"))?);
+    for (k, v) in syncline::runtime::flatten_config(&mapper_config()) {
+        host = host.config(&k, &v);
+    }
+    let _host = host.install();
+
+    println!("| call | lines | Wasm µs/call median (min–max) | native µs/call median (min–max) | Wasm ÷ native time |");
+    println!("|---|---|---|---|---|");
+    let row = |what: &str, lines: usize, w: (f64, f64, f64), n: Option<(f64, f64, f64)>| {
+        let native = n.map_or("—".to_string(), |n| format!("{:.2} ({:.2}–{:.2})", n.0, n.1, n.2));
+        let ratio = n.map_or("—".to_string(), |n| format!("{:.1}", w.0 / n.0));
+        println!("| {what} | {lines} | {:.2} ({:.2}–{:.2}) | {native} | {ratio} |", w.0, w.1, w.2);
+    };
+    let one = mjson::from_str(&rec(1))?;
+    let w = time_calls(iterations, runs, || Ok(drop(tagger.transform(one.clone())?)))?;
+    row("no-op transform (tagger: one header)", 1, w, None);
+    for lines in [1, 10, 100] {
+        let its = (iterations / lines).max(20);
+        let raw = raw_export(lines);
+        let w = time_calls(its, runs, || Ok(drop(mapper.transform(raw.clone())?)))?;
+        let n = time_calls(its, runs, || Ok(drop(json_mapper::JsonMapper::transform(raw.clone()).map_err(anyhow::Error::msg)?)))?;
+        row("transform: json-mapper (raw export of N lines)", lines, w, Some(n));
+        let batch: Vec<Message> = (0..lines).map(|i| mjson::from_str(&rec(i)).unwrap()).collect();
+        let w = time_calls(its, runs, || Ok(drop(allocator.allocate(batch.clone())?)))?;
+        let n = time_calls(its, runs, || Ok(drop(moq_leadtime::MoqLeadtime::allocate(batch.clone()).map_err(anyhow::Error::msg)?)))?;
+        row("allocate: moq-leadtime (batch of N)", lines, w, Some(n));
+        let w = time_calls(its, runs, || {
+            for m in &batch {
+                drop(validator.validate(m.clone())?);
+            }
+            Ok(())
+        })?;
+        let n = time_calls(its, runs, || {
+            for m in &batch {
+                drop(canonical_validator::CanonicalValidator::validate(m.clone()));
+            }
+            Ok(())
+        })?;
+        row("validate: canonical-validator (N calls)", lines, w, Some(n));
+    }
+
+    // Compile: cold (no cache) against a load from the on-disk cache.
+    let bytes = std::fs::read(plugins.join("json-mapper.wasm"))?;
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for i in 0..runs.max(3) {
+        let dir = tempfile::tempdir()?;
+        let rt = Runtime::new(&EngineOptions { total_instances: 8 }, Some(dir.path()))?;
+        let started = Instant::now();
+        rt.load_bytes("json-mapper", &bytes)?;
+        cold.push(started.elapsed().as_secs_f64() * 1e3);
+        let rt2 = Runtime::new(&EngineOptions { total_instances: 8 }, Some(dir.path()))?;
+        let started = Instant::now();
+        let p = rt2.load_bytes("json-mapper", &bytes)?;
+        warm.push(started.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(p.cache == syncline::runtime::CacheOutcome::Hit, "run {i}: the second load missed the cache");
+    }
+    let span = |v: &[f64]| format!("{:.2} ({:.2}–{:.2})", median(v.to_vec()), v.iter().copied().fold(f64::MAX, f64::min), v.iter().copied().fold(0.0, f64::max));
+    println!();
+    println!("| load json-mapper ({:.0} KiB) | ms median (min–max) |", bytes.len() as f64 / 1024.0);
+    println!("|---|---|");
+    println!("| compile, cache cold | {} |", span(&cold));
+    println!("| load from the on-disk cache (incl. digest, world check, link) | {} |", span(&warm));
+    Ok(())
+}
+
 /// `bytes` with a custom section of `len` bytes appended (a new digest, the
 /// same code): component sections may follow in any order.
 fn with_custom_section(bytes: &[u8], len: usize, seed: u64) -> Vec<u8> {
@@ -465,5 +597,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::E2e { messages, batch, concurrency, sync, bulk } => e2e(messages, batch, concurrency, &sync, bulk),
         Cmd::Stages { messages, runs } => stages(messages, runs),
         Cmd::Reload { runs } => reload(runs),
+        Cmd::Micro { iterations, runs } => micro(iterations, runs),
     }
 }
