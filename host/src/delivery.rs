@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use syncline_model::{json as mjson, DeliveryOutcome, Message};
+use syncline_model::{json as mjson, DeliveryOutcome};
 
 use crate::pipeline::{Engine, LiveSink};
 use crate::runtime::PluginInstance;
@@ -106,11 +106,12 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
                 }
             }
         }
-        let outcomes: Vec<DeliveryOutcome> = match instance.deliver(messages.clone()) {
+        let count = messages.len();
+        let outcomes: Vec<DeliveryOutcome> = match instance.deliver(messages) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(sink = name, error = %e, "sink plugin failed; the batch will be retried");
-                messages.iter().map(|_: &Message| DeliveryOutcome::Retryable { reason: e.to_string(), after_ms: None }).collect()
+                (0..count).map(|_| DeliveryOutcome::Retryable { reason: e.to_string(), after_ms: None }).collect()
             }
         };
         let now = now_ms();

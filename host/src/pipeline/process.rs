@@ -208,8 +208,8 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
                     let instance = stage.instance.load_full();
                     let instance = instance.as_ref();
                     let started = Instant::now();
-                    let msgs: Vec<Message> = batch.iter().map(|it| it.msg.clone()).collect();
-                    match with_retries(cfg.max_attempts, || instance.allocate(msgs.clone())) {
+                    // One copy per attempt: the batch's own messages stay the outputs' parents.
+                    match with_retries(cfg.max_attempts, || instance.allocate(batch.iter().map(|it| it.msg.clone()).collect())) {
                         Ok(outs) => {
                             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
                             let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
