@@ -65,12 +65,23 @@ fn runtime_for(config: &Config, cache_dir: Option<&Path>) -> anyhow::Result<Runt
 /// Config errors, plugins that cannot be loaded, a store that cannot be
 /// opened, or an address that cannot be bound — before anything starts.
 pub fn run(path: &Path, cache_dir: Option<&Path>, watch: bool) -> anyhow::Result<()> {
+    run_with(path, cache_dir, watch, |_| Ok(()))
+}
+
+/// [`run`], with `prepare` called on the built engine before anything
+/// starts (the benchmarks install native stages there).
+///
+/// # Errors
+///
+/// As [`run`], or `prepare`'s error.
+pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: impl FnOnce(&Engine) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = Arc::new(runtime_for(&config, cache_dir)?);
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.store.path, config.store.sync, config.store.max_size.map(|s| s.0)).with_context(|| format!("opening the store {}", config.store.path.display()))?,
     );
     let engine = Arc::new(Engine::build(config, runtime, store.clone())?);
+    prepare(&engine)?;
     let topology = engine.topology();
     let listen = topology.config.server.listen.clone();
 

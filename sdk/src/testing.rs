@@ -68,6 +68,23 @@ impl TestHost {
         self
     }
 
+    /// Attaches a reference table already read.
+    pub fn table(mut self, name: &str, table: RefTable) -> TestHost {
+        self.tables.insert(name.to_string(), table);
+        self
+    }
+
+    /// Runs `f` with `host` as the current thread's host, then puts it (with
+    /// whatever `f` changed) back in `host` and restores the previous one.
+    /// Cheap: hosts are moved, not copied; several hosts can take turns on
+    /// one thread (the benchmarks run native stages this way).
+    pub fn enter<R>(host: &mut TestHost, f: impl FnOnce() -> R) -> R {
+        let previous = CURRENT.with(|c| c.replace(Some(std::mem::take(host))));
+        let out = f();
+        *host = CURRENT.with(|c| c.replace(previous)).unwrap_or_default();
+        out
+    }
+
     /// Answers outbound HTTP requests with `responder`.
     pub fn http(mut self, responder: impl FnMut(&Request) -> Result<Response, HttpError> + 'static) -> TestHost {
         self.http = Some(Box::new(responder));

@@ -195,3 +195,19 @@ fn every_fixture_plugin_has_a_test() {
         assert!(tests.contains(&format!("\"{name}\"")), "fixture `{name}` is not used by any test in tests/e2e/");
     }
 }
+
+#[test]
+fn fresh_instance_limit_gives_every_call_a_new_instance() {
+    // The tagger counts the calls its instance has served.
+    let warm = bind("tagger-v1", Limits { instances: 1, ..Limits::default() });
+    let calls: Vec<String> = (0..3).map(|i| warm.transform(forecast(&format!("w{i}"))).unwrap()[0].header("instance-calls").unwrap().to_string()).collect();
+    assert_eq!(calls, ["1", "2", "3"], "a warm instance is reused");
+
+    let fresh = bind("tagger-v1", Limits { instances: 1, fresh: true, ..Limits::default() });
+    for i in 0..3 {
+        let out = fresh.transform(forecast(&format!("f{i}"))).unwrap();
+        assert_eq!(out[0].header("instance-calls"), Some("1"), "call {i} ran on a used instance");
+        assert_eq!(out[0].header("version"), Some("v1"));
+    }
+    assert_eq!(fresh.live_instances(), 0, "a fresh instance is dropped after its call");
+}

@@ -353,6 +353,9 @@ impl Checker<'_> {
             if let Some(i) = l.instances {
                 limits_out.instances = i.max(1);
             }
+            if let Some(f) = l.fresh_instance {
+                limits_out.fresh = f;
+            }
         }
         PluginSettings {
             config: json,

@@ -161,6 +161,9 @@ pub struct LimitsFile {
     pub memory: Option<Size>,
     /// Instances at once.
     pub instances: Option<usize>,
+    /// A fresh instance for every call (nothing one call leaves in the
+    /// plugin's memory reaches the next). Example: `fresh-instance = true`
+    pub fresh_instance: Option<bool>,
 }
 
 // The plugin settings (`config`, `tables`, `allowed-hosts`, `limits`) are

@@ -80,11 +80,14 @@ pub struct Limits {
     pub memory: usize,
     /// Instances of this plugin alive at once (concurrent calls).
     pub instances: usize,
+    /// A fresh instance per call instead of reusing warm ones: nothing a
+    /// call leaves in linear memory or globals reaches the next call.
+    pub fresh: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout: Duration::from_secs(5), memory: 64 << 20, instances: 4 }
+        Limits { timeout: Duration::from_secs(5), memory: 64 << 20, instances: 4, fresh: false }
     }
 }
 

@@ -2,7 +2,8 @@
 //! pipeline stage holds. It keeps warm instances for reuse, caps how many
 //! exist at once, enforces the per-call limits, and turns traps, timeouts
 //! and memory blow-ups into [`CallError`]s. An instance that failed is
-//! thrown away; the next call gets a fresh one.
+//! thrown away; the next call gets a fresh one. With `fresh` limits every
+//! call gets a fresh instance (the pooling allocator makes that cheap).
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -15,8 +16,10 @@ use super::bindings::{allocator, sink, source, transformer, validator};
 use super::engine::deadline_ticks;
 use super::error::{CallError, Failure};
 use super::host::{CallInfo, HostState, PluginContext};
+use super::native::NativeStage;
 use super::plugin::{Plugin, World};
 
+#[derive(Clone)]
 enum Pre {
     Transformer(transformer::TransformerPre<HostState>),
     Validator(validator::ValidatorPre<HostState>),
@@ -46,6 +49,7 @@ pub struct PluginInstance {
     idle: Mutex<Vec<Warm>>,
     live: Mutex<usize>,
     freed: Condvar,
+    native: Option<Arc<dyn NativeStage>>,
 }
 
 impl PluginInstance {
@@ -64,7 +68,22 @@ impl PluginInstance {
             World::Source => Pre::Source(source::SourcePre::new(pre)?),
             World::Sink => Pre::Sink(sink::SinkPre::new(pre)?),
         };
-        Ok(PluginInstance { plugin, ctx: Arc::new(ctx), pre, idle: Mutex::default(), live: Mutex::new(0), freed: Condvar::new() })
+        Ok(PluginInstance { plugin, ctx: Arc::new(ctx), pre, idle: Mutex::default(), live: Mutex::new(0), freed: Condvar::new(), native: None })
+    }
+
+    /// The same plugin and context with its stage calls (transform,
+    /// validate, allocate) answered by `native` instead of the component:
+    /// for measuring the sandbox's cost (see [`super::native`]).
+    pub fn with_native(&self, native: Arc<dyn NativeStage>) -> PluginInstance {
+        PluginInstance {
+            plugin: self.plugin.clone(),
+            ctx: self.ctx.clone(),
+            pre: self.pre.clone(),
+            idle: Mutex::default(),
+            live: Mutex::new(0),
+            freed: Condvar::new(),
+            native: Some(native),
+        }
     }
 
     /// The plugin this instance runs.
@@ -169,11 +188,11 @@ impl PluginInstance {
         warm.store.set_epoch_deadline(deadline_ticks(self.ctx.limits.timeout));
         let result = f(&mut warm.store, &warm.exports);
         match &result {
-            Err(CallError { failure: Failure::Plugin(_) | Failure::Contract(_), .. }) | Ok(_) => {
+            Err(CallError { failure: Failure::Plugin(_) | Failure::Contract(_), .. }) | Ok(_) if !self.ctx.limits.fresh => {
                 self.idle.lock().unwrap().push(warm);
                 self.freed.notify_one();
             }
-            Err(_) => {
+            _ => {
                 drop(warm);
                 self.release_slot();
             }
@@ -193,6 +212,9 @@ impl PluginInstance {
     ///
     /// [`CallError`] naming plugin, digest and cause.
     pub fn transform(&self, msg: Message) -> Result<Vec<Message>, CallError> {
+        if let Some(n) = &self.native {
+            return n.transform(msg).map_err(|e| self.error(Failure::Plugin(e)));
+        }
         self.call(call_info(Some(&msg)), |store, exports| {
             let Exports::Transformer(t) = exports else { return Err(self.wrong_world(World::Transformer)) };
             let input = msg.conv();
@@ -210,6 +232,9 @@ impl PluginInstance {
     ///
     /// [`CallError`] naming plugin, digest and cause.
     pub fn validate(&self, msg: Message) -> Result<Vec<Violation>, CallError> {
+        if let Some(n) = &self.native {
+            return Ok(n.validate(msg));
+        }
         self.call(call_info(Some(&msg)), |store, exports| {
             let Exports::Validator(v) = exports else { return Err(self.wrong_world(World::Validator)) };
             let input = msg.conv();
@@ -229,6 +254,9 @@ impl PluginInstance {
     ///
     /// [`CallError`] naming plugin, digest and cause.
     pub fn allocate(&self, batch: Vec<Message>) -> Result<Vec<Message>, CallError> {
+        if let Some(n) = &self.native {
+            return n.allocate(batch).map_err(|e| self.error(Failure::Plugin(e)));
+        }
         self.call(call_info(batch.first()), |store, exports| {
             let Exports::Allocator(a) = exports else { return Err(self.wrong_world(World::Allocator)) };
             let input: Vec<_> = batch.conv();

@@ -11,6 +11,7 @@ pub mod engine;
 mod error;
 pub mod host;
 mod instance;
+pub mod native;
 pub mod plugin;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use engine::EngineOptions;
 pub use error::{CallError, Failure, LoadError};
 pub use host::{flatten_config, Limits, MemoryState, PluginContext, StateStore};
 pub use instance::PluginInstance;
+pub use native::NativeStage;
 pub use plugin::{digest, Plugin, World};
 
 use bindings::host_api;
