@@ -69,7 +69,7 @@ impl TestHost {
     }
 
     /// Attaches a reference table already read.
-    pub fn table(mut self, name: &str, table: RefTable) -> TestHost {
+    pub fn with_table(mut self, name: &str, table: RefTable) -> TestHost {
         self.tables.insert(name.to_string(), table);
         self
     }
