@@ -73,14 +73,22 @@ fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Proc, 
     let child = Proc(child);
     let (tx, rx) = std::sync::mpsc::channel();
     let marker = marker.to_string();
+    let said = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = said.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if line.contains(&marker) {
                 let _ = tx.send(line.clone());
             }
+            let mut l = log.lock().unwrap();
+            if l.len() < 50 {
+                l.push(line);
+            }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(120)).context("the process did not start")?;
+    let line = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| anyhow::anyhow!("the process did not start; it said:\n{}", said.lock().unwrap().join("\n")))?;
     let addr = line[line.find("http://").context("no URL on the start line")?..].split_whitespace().next().unwrap().to_string();
     Ok((child, addr))
 }

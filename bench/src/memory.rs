@@ -44,6 +44,11 @@ pub fn per_plugin(name: &str, count: usize, f: &mut Figures) -> anyhow::Result<(
     Ok(())
 }
 
+/// Pipeline ids are unique across tenants.
+fn pipeline_id(t: usize) -> String {
+    if t == 0 { "replenishment-release".into() } else { format!("replenishment-release-{t}") }
+}
+
 /// The example config with its tenant and pipeline repeated `tenants` times.
 fn tenants_config(erp: &str, tenants: usize) -> String {
     let text = e2e::example_config(erp, "normal", true);
@@ -53,7 +58,8 @@ fn tenants_config(erp: &str, tenants: usize) -> String {
     let mut out = head.to_string();
     for t in 0..tenants {
         let id = if t == 0 { "acme".to_string() } else { format!("tenant-{t}") };
-        out += &format!("[[tenant]]\nid = \"{id}\"\n\n[[pipeline]]{}", pipeline.replace("tenant = \"acme\"", &format!("tenant = \"{id}\"")));
+        let p = pipeline.replace("tenant = \"acme\"", &format!("tenant = \"{id}\"")).replace("id = \"replenishment-release\"", &format!("id = \"{}\"", pipeline_id(t)));
+        out += &format!("[[tenant]]\nid = \"{id}\"\n\n[[pipeline]]{p}");
     }
     out + "[sink." + sinks
 }
@@ -73,7 +79,7 @@ pub fn per_tenant(extra: usize, f: &mut Figures) -> anyhow::Result<()> {
         for t in 0..tenants {
             let id = if t == 0 { "acme".to_string() } else { format!("tenant-{t}") };
             let body = e2e::rec(t);
-            let resp = agent.post(&format!("{url}/v1/tenants/{id}/pipelines/replenishment-release/messages")).header("content-type", "application/json").send(body.as_bytes())?;
+            let resp = agent.post(&format!("{url}/v1/tenants/{id}/pipelines/{}/messages", pipeline_id(t))).header("content-type", "application/json").send(body.as_bytes())?;
             anyhow::ensure!(resp.status().as_u16() == 202, "ingest for {id} answered {}", resp.status());
         }
         e2e::await_delivery(&erp_url, tenants, |k| k.starts_with("B-"), Duration::from_secs(60))?;

@@ -136,6 +136,20 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
     });
 }
 
+/// Sends every request with all of them in flight at once, and waits for
+/// every response; results are in request order. A sink delivering a batch
+/// uses this to pay one round trip for the batch instead of one per message
+/// (the host caps how long each may take, as for [`send`]).
+pub fn send_all(requests: &[Request]) -> Vec<Result<Response, HttpError>> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let started: Vec<_> = requests.iter().map(|r| split_url(&r.url).and_then(|_| wasi_impl::start(r))).collect();
+        started.into_iter().map(|s| s.and_then(wasi_impl::finish)).collect()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    requests.iter().map(send).collect()
+}
+
 #[cfg(target_arch = "wasm32")]
 mod wasi_impl {
     use super::*;
@@ -171,7 +185,19 @@ mod wasi_impl {
         }
     }
 
+    /// A request on its way: the body is written, the response not read.
+    pub(super) struct Started {
+        future: crate::bindings::generated::wasi::http::types::FutureIncomingResponse,
+        finished: Result<(), ErrorCode>,
+        write_error: Option<HttpError>,
+    }
+
     pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
+        finish(start(request)?)
+    }
+
+    /// Sends the request line, headers and body; does not wait for the answer.
+    pub(super) fn start(request: &Request) -> Result<Started, HttpError> {
         let (https, authority, path) = split_url(&request.url)?;
         let entries: Vec<(String, Vec<u8>)> =
             request.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
@@ -202,6 +228,12 @@ mod wasi_impl {
             }
         }
         let finished = OutgoingBody::finish(body, None);
+        Ok(Started { future, finished, write_error })
+    }
+
+    /// Waits for a started request's response and reads its body.
+    pub(super) fn finish(started: Started) -> Result<Response, HttpError> {
+        let Started { future, finished, write_error } = started;
         future.subscribe().block();
         let response = match future.get() {
             Some(Ok(Ok(r))) => r,

@@ -294,7 +294,7 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
             Processed {
                 id: p.id.clone(),
                 state,
-                trace: json!({"steps": r.steps}),
+                trace: json!({"steps": r.steps}).to_string(),
                 deliveries: r.deliveries,
                 dead_letters: r.dead,
                 exceptions: r.exceptions,

@@ -153,8 +153,9 @@ pub struct Processed {
     pub id: String,
     /// Where it ended.
     pub state: Final,
-    /// Its processing record (stages, digests, timings) as JSON.
-    pub trace: serde_json::Value,
+    /// Its processing record (stages, digests, timings) as JSON text
+    /// (serialized by the caller, off the store's writer thread).
+    pub trace: String,
     /// Outputs to queue.
     pub deliveries: Vec<NewDelivery>,
     /// Dead letters.

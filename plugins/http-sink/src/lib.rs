@@ -13,8 +13,12 @@
 //! `{"error": TEXT, "retryable": BOOL}`. A non-2xx answer applies to every
 //! message of the batch.
 //!
+//! Without `bulk`, up to `concurrency` requests (default 8) are in flight at
+//! once; a call never holds two messages with the same ordering key, so
+//! this never reorders a key.
+//!
 //! Config: `url` (required), `token` (secret), `timeout-ms` (default 10000),
-//! `bulk` (default `false`).
+//! `bulk` (default `false`), `concurrency` (default 8).
 use std::time::Duration;
 
 use syncline_sdk::http::{self, HttpError, Request, Response};
@@ -49,7 +53,8 @@ pub fn classify(resp: &Response) -> DeliveryOutcome {
     }
 }
 
-fn deliver_one(url: &str, token: Option<&str>, timeout: Duration, msg: &Message) -> DeliveryOutcome {
+/// The request that delivers `msg`.
+fn request_for(url: &str, token: Option<&str>, timeout: Duration, msg: &Message) -> Request {
     let key = msg.idempotency_key.clone().unwrap_or_else(|| msg.id.clone());
     let mut req = Request::new("POST", url)
         .header("content-type", "application/json")
@@ -64,11 +69,28 @@ fn deliver_one(url: &str, token: Option<&str>, timeout: Duration, msg: &Message)
     if let Some(t) = token {
         req = req.header("authorization", &format!("Bearer {t}"));
     }
-    match http::send(&req) {
+    req
+}
+
+/// What a request's result means for its message.
+fn outcome(result: Result<Response, HttpError>) -> DeliveryOutcome {
+    match result {
         Ok(resp) => classify(&resp),
         Err(e @ (HttpError::Denied(_) | HttpError::BadUrl(_))) => DeliveryOutcome::Permanent { reason: e.to_string() },
         Err(e) => DeliveryOutcome::Retryable { reason: e.to_string(), after_ms: None },
     }
+}
+
+/// One request per message, up to `concurrency` in flight at once. (The
+/// host hands a sink at most one message per ordering key per call, so
+/// concurrent requests never reorder a key.)
+fn deliver_each(url: &str, token: Option<&str>, timeout: Duration, concurrency: usize, messages: &[Message]) -> Vec<DeliveryOutcome> {
+    let mut out = Vec::with_capacity(messages.len());
+    for window in messages.chunks(concurrency.max(1)) {
+        let requests: Vec<Request> = window.iter().map(|m| request_for(url, token, timeout, m)).collect();
+        out.extend(http::send_all(&requests).into_iter().map(outcome));
+    }
+    out
 }
 
 /// Per-message outcomes of a bulk answer.
@@ -143,7 +165,8 @@ impl Sink for HttpSink {
         if config::get("bulk").as_deref() == Some("true") {
             return deliver_bulk(&url, token.as_deref(), timeout, &messages);
         }
-        messages.iter().map(|m| deliver_one(&url, token.as_deref(), timeout, m)).collect()
+        let concurrency = config::get("concurrency").and_then(|c| c.parse().ok()).unwrap_or(8);
+        deliver_each(&url, token.as_deref(), timeout, concurrency, &messages)
     }
 }
 
