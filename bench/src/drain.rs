@@ -30,7 +30,7 @@ pub fn run(messages: usize, f: &mut Figures) -> anyhow::Result<()> {
     std::fs::write(&path, config)?;
     let (_host, url) = e2e::host(&path, false)?;
     // Accept and process everything while the ERP is down.
-    let setup = Setup { messages, batch: 100, concurrency: 4, sync: "full".into(), bulk: true, native: false, rate: None };
+    let setup = Setup { messages, batch: 100, concurrency: 4, sync: "full".into(), bulk: true, native: false, rate: None, window: None };
     e2e::send_all(&url, &setup)?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let until = std::time::Instant::now() + Duration::from_secs(900);

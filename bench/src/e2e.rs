@@ -33,6 +33,8 @@ pub struct Setup {
     pub native: bool,
     /// Open loop at this many messages per second (`None`: as fast as accepted).
     pub rate: Option<f64>,
+    /// The allocate stage's batch window instead of the example's 100 ms.
+    pub window: Option<String>,
 }
 
 /// A killed-on-drop child process.
@@ -248,7 +250,11 @@ pub fn run(setup: &Setup, f: &mut Figures) -> anyhow::Result<BTreeMap<String, f6
     let (_erp, erp_url) = erp("127.0.0.1:0")?;
     let site = tempfile::tempdir()?;
     let path = site.path().join("syncline.toml");
-    std::fs::write(&path, example_config(erp_url.trim_start_matches("http://"), &setup.sync, setup.bulk))?;
+    let mut config = example_config(erp_url.trim_start_matches("http://"), &setup.sync, setup.bulk);
+    if let Some(w) = &setup.window {
+        config = config.replace("window = \"100ms\"", &format!("window = \"{w}\""));
+    }
+    std::fs::write(&path, config)?;
     let (host, url) = host(&path, setup.native)?;
     let pid = host.0.id();
     let (cpu0, threads0) = (procstat::cpu_seconds(pid), procstat::threads(pid));

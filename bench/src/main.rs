@@ -66,6 +66,9 @@ enum Cmd {
         /// Open loop at this many messages per second.
         #[arg(long)]
         rate: Option<f64>,
+        /// The allocate stage's batch window (the example's is 100ms).
+        #[arg(long)]
+        window: Option<String>,
     },
     /// The host (`syncline run`) with every stage replaced by its native
     /// twin; used by the end-to-end benchmarks.
@@ -78,8 +81,8 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::All { quick, out, only } => doc::all(quick, &out, &only),
-        Cmd::E2e { messages, batch, concurrency, sync, bulk, native, rate } => {
-            let setup = e2e::Setup { messages, batch, concurrency, sync, bulk, native, rate };
+        Cmd::E2e { messages, batch, concurrency, sync, bulk, native, rate, window } => {
+            let setup = e2e::Setup { messages, batch, concurrency, sync, bulk, native, rate, window };
             let mut f = stats::Figures::default();
             let threads = e2e::run(&setup, &mut f)?;
             println!("{setup:?}");
