@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Table paths are relative to the case file. `{{stub}}` in config values is
-//! replaced by the URL of a loopback HTTP stub answering `responses` in turn,
+//! replaced by the URL of a loopback HTTP stub answering `responses` in turn
+//! (in arrival order: a case about which answer goes to which message sends
+//! one request at a time, e.g. http-sink with `"concurrency": "1"`),
 //! and the stub's address is then an allowed host. Input messages get
 //! deterministic envelope defaults (tenant `test`, id `<case>-<n>`, ...).
 //! Expected messages are compared on the envelope fields they state and on
