@@ -140,11 +140,7 @@ fn is_canonical(headers: &HeaderMap, q: &IngestQuery) -> bool {
 }
 
 async fn accept(app: &App, p: &Arc<LivePipeline>, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, ApiError> {
-    let (engine, p) = (app.engine.clone(), p.clone());
-    tokio::task::spawn_blocking(move || engine.accept(&p, messages))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(Into::into)
+    app.engine.accept_async(p, messages).await.map_err(Into::into)
 }
 
 async fn ingest_one(

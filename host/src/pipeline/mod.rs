@@ -298,6 +298,18 @@ impl Engine {
         Ok(out)
     }
 
+    /// [`Engine::accept`] for async callers: awaits the commit without
+    /// holding a thread.
+    ///
+    /// # Errors
+    ///
+    /// [`IngestError::Store`]: nothing was accepted.
+    pub async fn accept_async(&self, pipeline: &LivePipeline, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, IngestError> {
+        let out = self.store.submit_ingest(messages).committed().await?;
+        pipeline.signal.notify();
+        Ok(out)
+    }
+
     /// Whether a stop was asked for.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)

@@ -25,6 +25,45 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// A write handed to the store and committed later; async code awaits
+/// [`Submitted::committed`] instead of blocking a thread on the commit.
+pub struct Submitted<T>(Inner<T>);
+
+/// What a store sends back for a submitted write.
+pub type Committed = Result<Box<dyn std::any::Any + Send>, StoreError>;
+
+enum Inner<T> {
+    Ready(Result<T, StoreError>),
+    Waiting(tokio::sync::oneshot::Receiver<Committed>),
+}
+
+impl<T: 'static> Submitted<T> {
+    /// A write that is already done (a store without asynchronous commits).
+    pub fn ready(result: Result<T, StoreError>) -> Submitted<T> {
+        Submitted(Inner::Ready(result))
+    }
+
+    /// A write whose commit arrives on `rx` (as a boxed `T`).
+    pub fn waiting(rx: tokio::sync::oneshot::Receiver<Committed>) -> Submitted<T> {
+        Submitted(Inner::Waiting(rx))
+    }
+
+    /// Waits until the write is committed (or failed).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: nothing of the write was kept.
+    pub async fn committed(self) -> Result<T, StoreError> {
+        match self.0 {
+            Inner::Ready(r) => r,
+            Inner::Waiting(rx) => {
+                let out = rx.await.map_err(|_| StoreError("the store writer has stopped".into()))??;
+                Ok(*out.downcast::<T>().expect("store op returns its own type"))
+            }
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -230,6 +269,12 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`]: nothing was accepted.
     fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError>;
+
+    /// [`Store::ingest`] without a cursor, for async callers: returns at
+    /// once; await the result's [`Submitted::committed`].
+    fn submit_ingest(&self, messages: Vec<NewMessage>) -> Submitted<Vec<IngestOutcome>> {
+        Submitted::ready(self.ingest(messages, None))
+    }
 
     /// Accepted, unprocessed messages of shard `shard` of `shards` of a
     /// pipeline, after `after_seq`, in order.

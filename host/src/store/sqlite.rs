@@ -18,7 +18,7 @@ use super::*;
 use crate::config::Sync;
 
 type Op = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
-type Reply = mpsc::SyncSender<Result<Box<dyn Any + Send>, StoreError>>;
+type Reply = tokio::sync::oneshot::Sender<Committed>;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -190,12 +190,22 @@ impl SqliteStore {
         Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed })
     }
 
-    /// Runs `f` in the next group commit and waits until it is committed.
-    fn write<R: Send + 'static>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static) -> Result<R, StoreError> {
-        let (reply, rx) = mpsc::sync_channel(1);
+    /// Queues `f` for the next group commit; the commit's outcome arrives
+    /// on the returned receiver.
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<Committed>, StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |tx| f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>));
         self.jobs.lock().unwrap().send((op, reply)).map_err(|_| StoreError("the store writer has stopped".into()))?;
-        let out = rx.recv().map_err(|_| StoreError("the store writer has stopped".into()))??;
+        Ok(rx)
+    }
+
+    /// Runs `f` in the next group commit and waits (blocking the thread)
+    /// until it is committed. Not for async tasks: they use [`Self::submit`].
+    fn write<R: Send + 'static>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static) -> Result<R, StoreError> {
+        let out = self.submit(f)?.blocking_recv().map_err(|_| StoreError("the store writer has stopped".into()))??;
         Ok(*out.downcast::<R>().expect("store op returns its own type"))
     }
 }
@@ -252,39 +262,50 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
     }
 }
 
+/// Accepts messages in `tx`: deduplicates on tenant + idempotency key,
+/// inserts the new ones, and moves a source's cursor when given.
+fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> rusqlite::Result<Vec<IngestOutcome>> {
+    let now = now_ms();
+    let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
+    let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (id, tenant, pipeline, key_hash, state, received_at, body) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
+    )?;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        if let Some(key) = &m.idempotency_key {
+            if let Some(id) = find.query_row(params![m.tenant, key], |r| r.get::<_, String>(0)).optional()? {
+                out.push(IngestOutcome::Duplicate { id });
+                continue;
+            }
+            remember.execute(params![m.tenant, key, m.id, now])?;
+        }
+        insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json])?;
+        out.push(IngestOutcome::Accepted { id: m.id });
+    }
+    if let Some((source, c)) = cursor {
+        tx.execute(
+            "INSERT INTO cursors (source, cursor, at) VALUES (?1, ?2, ?3) ON CONFLICT(source) DO UPDATE SET cursor = ?2, at = ?3",
+            params![source, c, now],
+        )?;
+    }
+    Ok(out)
+}
+
 fn parse(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
 }
 
 impl Store for SqliteStore {
     fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError> {
-        self.write(move |tx| {
-            let now = now_ms();
-            let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
-            let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (id, tenant, pipeline, key_hash, state, received_at, body) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
-            )?;
-            let mut out = Vec::with_capacity(messages.len());
-            for m in messages {
-                if let Some(key) = &m.idempotency_key {
-                    if let Some(id) = find.query_row(params![m.tenant, key], |r| r.get::<_, String>(0)).optional()? {
-                        out.push(IngestOutcome::Duplicate { id });
-                        continue;
-                    }
-                    remember.execute(params![m.tenant, key, m.id, now])?;
-                }
-                insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json])?;
-                out.push(IngestOutcome::Accepted { id: m.id });
-            }
-            if let Some((source, c)) = cursor {
-                tx.execute(
-                    "INSERT INTO cursors (source, cursor, at) VALUES (?1, ?2, ?3) ON CONFLICT(source) DO UPDATE SET cursor = ?2, at = ?3",
-                    params![source, c, now],
-                )?;
-            }
-            Ok(out)
-        })
+        self.write(move |tx| ingest(tx, messages, cursor))
+    }
+
+    fn submit_ingest(&self, messages: Vec<NewMessage>) -> Submitted<Vec<IngestOutcome>> {
+        match self.submit(move |tx| ingest(tx, messages, None)) {
+            Ok(rx) => Submitted::waiting(rx),
+            Err(e) => Submitted::ready(Err(e)),
+        }
     }
 
     fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
