@@ -236,7 +236,9 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             body,
             "One call through a bound plugin instance (deadline and memory cap armed, model ↔ WIT conversion on both \
              sides) against the same plugin crate called natively; N is lines of a raw export (json-mapper), messages \
-             in the batch (moq-leadtime) or calls (canonical-validator). Median (min–max) of batches of {} calls.\n",
+             in the batch (moq-leadtime), calls (canonical-validator) or messages delivered (http-sink, one request \
+             at a time to `erp-sim` on loopback through wasi:http; its native twin sends the same requests with a \
+             native keep-alive client). Median (min–max) of batches of {} calls (fewer for larger N).\n",
             sz.micro_iterations
         );
         let _ = writeln!(body, "| call | N | Wasm µs/call | native µs/call | Wasm ÷ native time |\n|---|---|---|---|---|");

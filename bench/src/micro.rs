@@ -1,7 +1,8 @@
 //! Single plugin calls per kind against the native twins (1, 10 and 100
 //! messages or lines), a no-op transform and a fresh instance per call (the
 //! pure boundary and instantiation costs), and compile cold against a load
-//! from the on-disk cache.
+//! from the on-disk cache. The sink call delivers to `erp-sim` on loopback;
+//! its native twin sends the same requests with a native HTTP client.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,7 +11,8 @@ use serde_json::{json, Value};
 use syncline::runtime::{EngineOptions, Limits, Runtime};
 use syncline_model::{json as mjson, Message};
 use syncline_sdk::testing::TestHost;
-use syncline_sdk::{Allocator, Transformer, Validator};
+use syncline_sdk::http::{HttpError, Request, Response};
+use syncline_sdk::{Allocator, Sink, Transformer, Validator};
 
 use crate::e2e::{rec, root};
 use crate::stages::{bind, tables};
@@ -109,6 +111,45 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
         rows.push(Row { what: "validate: canonical-validator (N calls)".into(), lines, wasm: w, native: Some(n) });
     }
 
+    // Sink: http-sink delivering N messages to erp-sim, one request at a time.
+    let (_erp, erp_url) = crate::e2e::erp("127.0.0.1:0")?;
+    let authority = erp_url.trim_start_matches("http://").to_string();
+    let sink_config = json!({"url": format!("{erp_url}/requisitions"), "concurrency": "1"});
+    let sink = {
+        let p = rt.load_file(&root().join("target/plugins/http-sink.wasm"))?;
+        let mut ctx = syncline::runtime::PluginContext::new("http-sink");
+        ctx.limits = Limits { instances: 1, ..Limits::default() };
+        ctx.config = syncline::runtime::flatten_config(&sink_config);
+        ctx.allowed_hosts = vec![authority];
+        rt.bind(p, ctx)?
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut sink_host = TestHost::new().http(move |r: &Request| native_http(&agent, r));
+    for (k, v) in syncline::runtime::flatten_config(&sink_config) {
+        sink_host = sink_host.config(&k, &v);
+    }
+    for lines in [1, 10, 100] {
+        let its = (iterations / lines / 4).max(10);
+        let batch: Vec<Message> = (0..lines)
+            .map(|i| {
+                let mut m = mjson::from_str(&rec(i)).unwrap();
+                m.id = format!("01JBENCHSINK{i:014}");
+                m
+            })
+            .collect();
+        let w = time_calls(its, runs, || {
+            let out = sink.deliver(batch.clone())?;
+            anyhow::ensure!(out.iter().all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })), "not delivered: {out:?}");
+            Ok(())
+        })?;
+        let n = time_calls(its, runs, || {
+            let out = TestHost::enter(&mut sink_host, || http_sink::HttpSink::deliver(batch.clone()));
+            anyhow::ensure!(out.iter().all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })), "not delivered: {out:?}");
+            Ok(())
+        })?;
+        rows.push(Row { what: "deliver: http-sink to erp-sim (N messages, one request each)".into(), lines, wasm: w, native: Some(n) });
+    }
+
     // Compile: cold (no cache) against a load from the on-disk cache.
     let bytes = std::fs::read(root().join("target/plugins/json-mapper.wasm"))?;
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
@@ -125,4 +166,16 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
         anyhow::ensure!(p.cache == syncline::runtime::CacheOutcome::Hit, "run {i}: the second load missed the cache");
     }
     Ok((rows, (Stat::of(cold), Stat::of(warm), bytes.len() as f64 / 1024.0)))
+}
+
+/// The SDK's HTTP request sent with a native client (the sink's native twin).
+fn native_http(agent: &ureq::Agent, r: &Request) -> Result<Response, HttpError> {
+    let mut req = agent.post(&r.url);
+    for (k, v) in &r.headers {
+        req = req.header(k, v);
+    }
+    let mut resp = req.send(&r.body[..]).map_err(|e| HttpError::Transport(e.to_string()))?;
+    let headers = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string())).collect();
+    let body = resp.body_mut().read_to_vec().map_err(|e| HttpError::Transport(e.to_string()))?;
+    Ok(Response { status: resp.status().as_u16(), headers, body })
 }
