@@ -97,18 +97,56 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
 
     if section("e2e", only) {
         eprintln!("e2e ...");
-        let base = |messages, batch, concurrency, bulk| Setup { messages, batch, concurrency, sync: "full".into(), bulk, native: false, rate: None, window: None };
+        let base = |messages, batch, concurrency, bulk| Setup {
+            messages,
+            batch,
+            concurrency,
+            sync: "full".into(),
+            bulk,
+            native: false,
+            rate: None,
+            window: None,
+        };
         let mut pairs = vec![
-            Pair { label: "batch 100, 4 senders, per-message sink", setup: base(sz.batch_msgs, 100, 4, false), wasm: Figures::default(), native: Figures::default(), ratio: vec![], threads: BTreeMap::new() },
-            Pair { label: "batch 100, 4 senders, bulk sink", setup: base(sz.batch_msgs, 100, 4, true), wasm: Figures::default(), native: Figures::default(), ratio: vec![], threads: BTreeMap::new() },
-            Pair { label: "single, 32 senders, per-message sink", setup: base(sz.single_msgs, 1, 32, false), wasm: Figures::default(), native: Figures::default(), ratio: vec![], threads: BTreeMap::new() },
+            Pair {
+                label: "batch 100, 4 senders, per-message sink",
+                setup: base(sz.batch_msgs, 100, 4, false),
+                wasm: Figures::default(),
+                native: Figures::default(),
+                ratio: vec![],
+                threads: BTreeMap::new(),
+            },
+            Pair {
+                label: "batch 100, 4 senders, bulk sink",
+                setup: base(sz.batch_msgs, 100, 4, true),
+                wasm: Figures::default(),
+                native: Figures::default(),
+                ratio: vec![],
+                threads: BTreeMap::new(),
+            },
+            Pair {
+                label: "single, 32 senders, per-message sink",
+                setup: base(sz.single_msgs, 1, 32, false),
+                wasm: Figures::default(),
+                native: Figures::default(),
+                ratio: vec![],
+                threads: BTreeMap::new(),
+            },
         ];
         for p in &mut pairs {
             for _ in 0..sz.runs {
                 p.threads = e2e::run(&p.setup, &mut p.wasm)?;
-                e2e::run(&Setup { native: true, ..p.setup.clone() }, &mut p.native)?;
+                e2e::run(
+                    &Setup {
+                        native: true,
+                        ..p.setup.clone()
+                    },
+                    &mut p.native,
+                )?;
                 let n = p.native.get("delivered").values.len();
-                p.ratio.push(p.wasm.get("delivered").values[n - 1] / p.native.get("delivered").values[n - 1]);
+                p.ratio.push(
+                    p.wasm.get("delivered").values[n - 1] / p.native.get("delivered").values[n - 1],
+                );
             }
         }
         // The host's own latency: the same single-message load without the
@@ -116,7 +154,10 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         // out at low load by design).
         let mut no_window = Pair {
             label: "single, 32 senders, per-message sink, allocate window 0",
-            setup: Setup { window: Some("0ms".into()), ..base(sz.single_msgs, 1, 32, false) },
+            setup: Setup {
+                window: Some("0ms".into()),
+                ..base(sz.single_msgs, 1, 32, false)
+            },
             wasm: Figures::default(),
             native: Figures::default(),
             ratio: vec![],
@@ -129,7 +170,11 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         for p in pairs.iter().chain([&no_window]) {
             let rate = p.wasm.get("delivered").median() / 2.0;
             let mut f = Figures::default();
-            let setup = Setup { rate: Some(rate), messages: p.setup.messages / 2, ..p.setup.clone() };
+            let setup = Setup {
+                rate: Some(rate),
+                messages: p.setup.messages / 2,
+                ..p.setup.clone()
+            };
             for _ in 0..sz.runs {
                 e2e::run(&setup, &mut f)?;
             }
@@ -158,24 +203,54 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         }
         e2e_row(&mut body, no_window.label, "Wasm", "full", &no_window.wasm);
         for (label, rate, f) in &half {
-            e2e_row(&mut body, label, "Wasm", &format!("half ({rate:.0} msg/s)"), f);
+            e2e_row(
+                &mut body,
+                label,
+                "Wasm",
+                &format!("half ({rate:.0} msg/s)"),
+                f,
+            );
         }
-        let _ = writeln!(body, "\n| load | delivered: Wasm ÷ native (sandbox cost) |\n|---|---|");
+        let _ = writeln!(
+            body,
+            "\n| load | delivered: Wasm ÷ native (sandbox cost) |\n|---|---|"
+        );
         for p in &pairs {
-            let _ = writeln!(body, "| {} | {} |", p.label, Stat::of(p.ratio.clone()).show(2));
+            let _ = writeln!(
+                body,
+                "| {} | {} |",
+                p.label,
+                Stat::of(p.ratio.clone()).show(2)
+            );
         }
         let p = &pairs[1];
         let total: f64 = p.threads.values().sum();
-        let mut threads: Vec<_> = p.threads.iter().filter(|(_, s)| **s / total >= 0.005).collect();
+        let mut threads: Vec<_> = p
+            .threads
+            .iter()
+            .filter(|(_, s)| **s / total >= 0.005)
+            .collect();
         threads.sort_by(|a, b| b.1.total_cmp(a.1));
-        let _ = writeln!(body, "\nWhere `syncline`'s CPU went in the last Wasm run of *{}* (by thread):\n", p.label);
+        let _ = writeln!(
+            body,
+            "\nWhere `syncline`'s CPU went in the last Wasm run of *{}* (by thread):\n",
+            p.label
+        );
         let _ = writeln!(body, "| thread | share of host CPU |\n|---|---|");
         for (name, secs) in threads {
             let _ = writeln!(body, "| {name} | {:.0} % |", secs * 100.0 / total);
         }
         let _ = writeln!(body);
-        let best_batch = pairs[..2].iter().map(|p| p.wasm.get("delivered").median()).fold(0.0, f64::max);
-        targets.push(("durable batch ingest, three Wasm stages, HTTP sink: delivered".into(), "≥ 50,000 msg/s".into(), format!("{best_batch:.0} msg/s"), best_batch >= 50_000.0));
+        let best_batch = pairs[..2]
+            .iter()
+            .map(|p| p.wasm.get("delivered").median())
+            .fold(0.0, f64::max);
+        targets.push((
+            "durable batch ingest, three Wasm stages, HTTP sink: delivered".into(),
+            "≥ 50,000 msg/s".into(),
+            format!("{best_batch:.0} msg/s"),
+            best_batch >= 50_000.0,
+        ));
         let s = &pairs[2].wasm;
         let nw = &half[3].2;
         targets.push((
@@ -190,8 +265,16 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             ),
             s.get("accepted").median() >= 20_000.0 && s.get("p99").median() <= 10.0,
         ));
-        let worst = pairs.iter().map(|p| Stat::of(p.ratio.clone()).median()).fold(f64::MAX, f64::min);
-        targets.push(("sandbox cost: Wasm ÷ native end-to-end throughput".into(), "≥ 0.67".into(), format!("{worst:.2} (lowest of the three loads)"), worst >= 0.67));
+        let worst = pairs
+            .iter()
+            .map(|p| Stat::of(p.ratio.clone()).median())
+            .fold(f64::MAX, f64::min);
+        targets.push((
+            "sandbox cost: Wasm ÷ native end-to-end throughput".into(),
+            "≥ 0.67".into(),
+            format!("{worst:.2} (lowest of the three loads)"),
+            worst >= 0.67,
+        ));
     }
 
     if section("drain", only) {
@@ -209,7 +292,14 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             sz.drain, sz.drain_runs
         );
         let _ = writeln!(body, "| queued | drain s | drain msg/s | first delivery after the ERP is up, ms |\n|---|---|---|---|");
-        let _ = writeln!(body, "| {} | {} | {} | {} |\n", sz.drain, f.get("drain-s").show(1), f.get("drain-rate").show(0), f.get("first").show(0));
+        let _ = writeln!(
+            body,
+            "| {} | {} | {} | {} |\n",
+            sz.drain,
+            f.get("drain-s").show(1),
+            f.get("drain-rate").show(0),
+            f.get("first").show(0)
+        );
     }
 
     if section("stages", only) {
@@ -224,8 +314,17 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
              same plugin crates compiled natively.\n",
             sz.stage_msgs
         );
-        let _ = writeln!(body, "| Wasm msg/s | native msg/s | Wasm ÷ native |\n|---|---|---|");
-        let _ = writeln!(body, "| {} | {} | {} |\n", f.get("wasm").show(0), f.get("native").show(0), f.get("ratio").show(2));
+        let _ = writeln!(
+            body,
+            "| Wasm msg/s | native msg/s | Wasm ÷ native |\n|---|---|---|"
+        );
+        let _ = writeln!(
+            body,
+            "| {} | {} | {} |\n",
+            f.get("wasm").show(0),
+            f.get("native").show(0),
+            f.get("ratio").show(2)
+        );
     }
 
     if section("micro", only) {
@@ -244,16 +343,41 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         let _ = writeln!(body, "| call | N | Wasm µs/call | native µs/call | Wasm ÷ native time |\n|---|---|---|---|---|");
         for r in &rows {
             let native = r.native.as_ref().map_or("—".into(), |n| n.show(2));
-            let ratio = r.native.as_ref().map_or("—".into(), |n| format!("{:.1}", r.wasm.median() / n.median()));
-            let _ = writeln!(body, "| {} | {} | {} | {native} | {ratio} |", r.what, r.lines, r.wasm.show(2));
+            let ratio = r.native.as_ref().map_or("—".into(), |n| {
+                format!("{:.1}", r.wasm.median() / n.median())
+            });
+            let _ = writeln!(
+                body,
+                "| {} | {} | {} | {native} | {ratio} |",
+                r.what,
+                r.lines,
+                r.wasm.show(2)
+            );
         }
-        let _ = writeln!(body, "\n| load json-mapper ({kib:.0} KiB) | ms |\n|---|---|");
+        let _ = writeln!(
+            body,
+            "\n| load json-mapper ({kib:.0} KiB) | ms |\n|---|---|"
+        );
         let _ = writeln!(body, "| compile, cache cold | {} |", cold.show(1));
-        let _ = writeln!(body, "| load from the on-disk cache (digest, world check, link) | {} |\n", warm.show(2));
+        let _ = writeln!(
+            body,
+            "| load from the on-disk cache (digest, world check, link) | {} |\n",
+            warm.show(2)
+        );
         let noop = rows[0].wasm.median();
         let fresh = rows[1].wasm.median();
-        targets.push(("typed transform call, limits on (no-op transform of one canonical message)".into(), "≤ 5 µs".into(), format!("{noop:.1} µs"), noop <= 5.0));
-        targets.push(("fresh instance per message (instantiate, call, drop)".into(), "≤ 10 µs".into(), format!("{fresh:.1} µs"), fresh <= 10.0));
+        targets.push((
+            "typed transform call, limits on (no-op transform of one canonical message)".into(),
+            "≤ 5 µs".into(),
+            format!("{noop:.1} µs"),
+            noop <= 5.0,
+        ));
+        targets.push((
+            "fresh instance per message (instantiate, call, drop)".into(),
+            "≤ 10 µs".into(),
+            format!("{fresh:.1} µs"),
+            fresh <= 10.0,
+        ));
     }
 
     if section("reload", only) {
@@ -271,11 +395,25 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         );
         let _ = writeln!(body, "| plugin | compile cache | rename → live ms | message delay p50 / max ms (messages) |\n|---|---|---|---|");
         for c in &cases {
-            let _ = writeln!(body, "| {} | {} | {} | {:.0} / {:.0} ({}) |", c.label, if c.warm { "warm" } else { "cold" }, c.times.show(1), c.delays.0, c.delays.1, c.delays.2);
+            let _ = writeln!(
+                body,
+                "| {} | {} | {} | {:.0} / {:.0} ({}) |",
+                c.label,
+                if c.warm { "warm" } else { "cold" },
+                c.times.show(1),
+                c.delays.0,
+                c.delays.1,
+                c.delays.2
+            );
         }
         let _ = writeln!(body);
         let (warm, cold) = (cases[1].times.median(), cases[0].times.median());
-        targets.push(("hot reload, small plugin".into(), "≤ 5 ms warm, ≤ 100 ms cold".into(), format!("{warm:.1} ms warm, {cold:.1} ms cold"), warm <= 5.0 && cold <= 100.0));
+        targets.push((
+            "hot reload, small plugin".into(),
+            "≤ 5 ms warm, ≤ 100 ms cold".into(),
+            format!("{warm:.1} ms warm, {cold:.1} ms cold"),
+            warm <= 5.0 && cold <= 100.0,
+        ));
     }
 
     if section("memory", only) {
@@ -299,16 +437,39 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             1 + sz.extra_tenants
         );
         let _ = writeln!(body, "| what | MiB |\n|---|---|");
-        let _ = writeln!(body, "| per loaded plugin: tagger (small transform) | {} |", f.get("plugin-MiB:tagger-v1").show(2));
-        let _ = writeln!(body, "| per loaded plugin: json-mapper (501 KiB) | {} |", f.get("plugin-MiB:json-mapper").show(2));
-        let _ = writeln!(body, "| per tenant (3 stages) | {} |", f.get("tenant-MiB").show(2));
-        let _ = writeln!(body, "| whole host, 1 tenant, idle after one message | {} |\n", f.get("host-MiB").show(1));
+        let _ = writeln!(
+            body,
+            "| per loaded plugin: tagger (small transform) | {} |",
+            f.get("plugin-MiB:tagger-v1").show(2)
+        );
+        let _ = writeln!(
+            body,
+            "| per loaded plugin: json-mapper (501 KiB) | {} |",
+            f.get("plugin-MiB:json-mapper").show(2)
+        );
+        let _ = writeln!(
+            body,
+            "| per tenant (3 stages) | {} |",
+            f.get("tenant-MiB").show(2)
+        );
+        let _ = writeln!(
+            body,
+            "| whole host, 1 tenant, idle after one message | {} |\n",
+            f.get("host-MiB").show(1)
+        );
     }
 
     if !targets.is_empty() {
-        let _ = writeln!(doc, "## Targets\n\n| figure | target | measured (median) | met |\n|---|---|---|---|");
+        let _ = writeln!(
+            doc,
+            "## Targets\n\n| figure | target | measured (median) | met |\n|---|---|---|---|"
+        );
         for (what, target, measured, met) in &targets {
-            let _ = writeln!(doc, "| {what} | {target} | {measured} | {} |", if *met { "yes" } else { "**no**" });
+            let _ = writeln!(
+                doc,
+                "| {what} | {target} | {measured} | {} |",
+                if *met { "yes" } else { "**no**" }
+            );
         }
         let _ = writeln!(doc);
     }

@@ -49,16 +49,27 @@ impl Drop for Proc {
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn bin_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Milliseconds since the epoch, fractional.
 pub fn epoch_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
 }
 
 /// Starts `cmd` and waits for the line holding `marker`; returns the URL on it.
@@ -70,8 +81,11 @@ fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Proc, 
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     }
     let mut child = cmd.spawn()?;
-    let out: Box<dyn std::io::Read + Send> =
-        if stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
+    let out: Box<dyn std::io::Read + Send> = if stderr {
+        Box::new(child.stderr.take().unwrap())
+    } else {
+        Box::new(child.stdout.take().unwrap())
+    };
     let child = Proc(child);
     let (tx, rx) = std::sync::mpsc::channel();
     let marker = marker.to_string();
@@ -88,10 +102,17 @@ fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Proc, 
             }
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| anyhow::anyhow!("the process did not start; it said:\n{}", said.lock().unwrap().join("\n")))?;
-    let addr = line[line.find("http://").context("no URL on the start line")?..].split_whitespace().next().unwrap().to_string();
+    let line = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| {
+        anyhow::anyhow!(
+            "the process did not start; it said:\n{}",
+            said.lock().unwrap().join("\n")
+        )
+    })?;
+    let addr = line[line.find("http://").context("no URL on the start line")?..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     Ok((child, addr))
 }
 
@@ -126,13 +147,27 @@ pub fn example_config(erp_authority: &str, sync: &str, bulk: bool) -> String {
         .expect("the bundled example")
         .replace("127.0.0.1:18080", "127.0.0.1:0")
         .replace("127.0.0.1:19001", erp_authority)
-        .replace("path = \"data/syncline.db\"", &format!("path = \"data/syncline.db\"\nsync = \"{sync}\""))
+        .replace(
+            "path = \"data/syncline.db\"",
+            &format!("path = \"data/syncline.db\"\nsync = \"{sync}\""),
+        )
         .replace(
             "dir = \"plugins\"",
-            &format!("dir = \"{}\"\ncache-dir = \"{}\"", ex.join("plugins").display(), root().join("target/bench-cache").display()),
+            &format!(
+                "dir = \"{}\"\ncache-dir = \"{}\"",
+                ex.join("plugins").display(),
+                root().join("target/bench-cache").display()
+            ),
         )
         .replace("ref/", &format!("{}/ref/", ex.display()))
-        .replace("config = { url = ", if bulk { "config = { bulk = \"true\", url = " } else { "config = { url = " })
+        .replace(
+            "config = { url = ",
+            if bulk {
+                "config = { bulk = \"true\", url = "
+            } else {
+                "config = { url = "
+            },
+        )
 }
 
 const ITEMS: [&str; 3] = ["SKU-100", "SKU-200", "SKU-300"];
@@ -147,7 +182,10 @@ pub fn rec(i: usize) -> String {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 /// Sends messages `0..n` to the example pipeline at `url`: request `r`
@@ -159,7 +197,8 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
     let requests = setup.messages.div_ceil(setup.batch);
     let senders: Vec<_> = (0..setup.concurrency)
         .map(|t| {
-            let (lines, url, agent, setup) = (lines.clone(), url.to_string(), agent(), setup.clone());
+            let (lines, url, agent, setup) =
+                (lines.clone(), url.to_string(), agent(), setup.clone());
             std::thread::spawn(move || -> anyhow::Result<Vec<(usize, f64)>> {
                 let mut sent = Vec::new();
                 for r in (t..requests).step_by(setup.concurrency) {
@@ -178,10 +217,16 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
                     let (path, body, ct) = if setup.batch == 1 {
                         ("messages", lines[lo].clone(), "application/json")
                     } else {
-                        ("messages:batch", lines[lo..hi].join("\n"), "application/x-ndjson")
+                        (
+                            "messages:batch",
+                            lines[lo..hi].join("\n"),
+                            "application/x-ndjson",
+                        )
                     };
                     let resp = agent
-                        .post(&format!("{url}/v1/tenants/acme/pipelines/replenishment-release/{path}"))
+                        .post(&format!(
+                            "{url}/v1/tenants/acme/pipelines/replenishment-release/{path}"
+                        ))
                         .header("content-type", ct)
                         .send(body.as_bytes())?;
                     if resp.status().as_u16() != 202 {
@@ -195,7 +240,10 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
         .collect();
     let mut sent_at = HashMap::with_capacity(setup.messages);
     for s in senders {
-        for (k, at) in s.join().map_err(|_| anyhow::anyhow!("a sender panicked"))?? {
+        for (k, at) in s
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))??
+        {
             sent_at.insert(format!("B-{k}/0/0"), at);
         }
     }
@@ -208,27 +256,54 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
 ///
 /// A refused request.
 pub fn send_all(url: &str, setup: &Setup) -> anyhow::Result<()> {
-    send(url, &Setup { rate: None, ..setup.clone() }, epoch_ms()).map(drop)
+    send(
+        url,
+        &Setup {
+            rate: None,
+            ..setup.clone()
+        },
+        epoch_ms(),
+    )
+    .map(drop)
 }
 
 /// Waits until the ERP holds `n` distinct documents, then checks that they
 /// are exactly the expected keys, each received once; returns each
 /// document's receipt time by key.
-pub fn await_delivery(erp_url: &str, n: usize, expected: impl Fn(&str) -> bool, limit: Duration) -> anyhow::Result<Vec<(String, f64)>> {
+pub fn await_delivery(
+    erp_url: &str,
+    n: usize,
+    expected: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> anyhow::Result<Vec<(String, f64)>> {
     let agent = agent();
     let started = Instant::now();
     loop {
-        let v: Value = agent.get(&format!("{erp_url}/_admin/received")).call()?.body_mut().read_json()?;
+        let v: Value = agent
+            .get(&format!("{erp_url}/_admin/received"))
+            .call()?
+            .body_mut()
+            .read_json()?;
         if v["unique"].as_u64().unwrap_or(0) >= n as u64 {
             break;
         }
         if started.elapsed() > limit {
-            bail!("only {} of {n} messages delivered after {limit:?}", v["unique"]);
+            bail!(
+                "only {} of {n} messages delivered after {limit:?}",
+                v["unique"]
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let v: Value = agent.get(&format!("{erp_url}/_admin/received?keys=true&times=true")).call()?.body_mut().read_json()?;
-    let (keys, times) = (v["keys"].as_array().context("keys")?, v["times"].as_array().context("times")?);
+    let v: Value = agent
+        .get(&format!("{erp_url}/_admin/received?keys=true&times=true"))
+        .call()?
+        .body_mut()
+        .read_json()?;
+    let (keys, times) = (
+        v["keys"].as_array().context("keys")?,
+        v["times"].as_array().context("times")?,
+    );
     let duplicates = v["duplicates"].as_u64().unwrap_or(0);
     if keys.len() != n || duplicates != 0 {
         bail!("the ERP holds {} documents for {n} messages, {duplicates} duplicate requests: not exactly once", keys.len());
@@ -250,7 +325,11 @@ pub fn run(setup: &Setup, f: &mut Figures) -> anyhow::Result<BTreeMap<String, f6
     let (_erp, erp_url) = erp("127.0.0.1:0")?;
     let site = tempfile::tempdir()?;
     let path = site.path().join("syncline.toml");
-    let mut config = example_config(erp_url.trim_start_matches("http://"), &setup.sync, setup.bulk);
+    let mut config = example_config(
+        erp_url.trim_start_matches("http://"),
+        &setup.sync,
+        setup.bulk,
+    );
     if let Some(w) = &setup.window {
         config = config.replace("window = \"100ms\"", &format!("window = \"{w}\""));
     }
@@ -261,12 +340,22 @@ pub fn run(setup: &Setup, f: &mut Figures) -> anyhow::Result<BTreeMap<String, f6
     let start = epoch_ms();
     let sent_at = send(&url, setup, start)?;
     let accepted_ms = epoch_ms() - start;
-    let received = await_delivery(&erp_url, setup.messages, |k| sent_at.contains_key(k), Duration::from_secs(900))?;
+    let received = await_delivery(
+        &erp_url,
+        setup.messages,
+        |k| sent_at.contains_key(k),
+        Duration::from_secs(900),
+    )?;
     let cpu = procstat::cpu_seconds(pid) - cpu0;
-    let threads: BTreeMap<String, f64> =
-        procstat::threads(pid).into_iter().map(|(k, v)| (k.clone(), v - threads0.get(&k).copied().unwrap_or(0.0))).collect();
+    let threads: BTreeMap<String, f64> = procstat::threads(pid)
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v - threads0.get(&k).copied().unwrap_or(0.0)))
+        .collect();
     let last = received.iter().map(|(_, t)| *t).fold(0.0, f64::max);
-    let mut latencies: Vec<f64> = received.iter().map(|(k, t)| (t - sent_at[k]).max(0.0)).collect();
+    let mut latencies: Vec<f64> = received
+        .iter()
+        .map(|(k, t)| (t - sent_at[k]).max(0.0))
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let n = setup.messages as f64;
     f.add("accepted", n / (accepted_ms / 1000.0));

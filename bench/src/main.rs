@@ -23,7 +23,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "syncline-bench", about = "Syncline's benchmarks against native Rust")]
+#[command(
+    name = "syncline-bench",
+    about = "Syncline's benchmarks against native Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -81,8 +84,26 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::All { quick, out, only } => doc::all(quick, &out, &only),
-        Cmd::E2e { messages, batch, concurrency, sync, bulk, native, rate, window } => {
-            let setup = e2e::Setup { messages, batch, concurrency, sync, bulk, native, rate, window };
+        Cmd::E2e {
+            messages,
+            batch,
+            concurrency,
+            sync,
+            bulk,
+            native,
+            rate,
+            window,
+        } => {
+            let setup = e2e::Setup {
+                messages,
+                batch,
+                concurrency,
+                sync,
+                bulk,
+                native,
+                rate,
+                window,
+            };
             let mut f = stats::Figures::default();
             let threads = e2e::run(&setup, &mut f)?;
             println!("{setup:?}");

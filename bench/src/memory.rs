@@ -16,7 +16,9 @@ use crate::stats::Figures;
 pub fn per_plugin(name: &str, count: usize, f: &mut Figures) -> anyhow::Result<()> {
     let base = std::fs::read(root().join(format!("target/plugins/{name}.wasm")))?;
     let cache = root().join("target/bench-cache");
-    let variants: Vec<Vec<u8>> = (0..count).map(|i| crate::reload::with_custom_section(&base, 16, 7000 + i as u64)).collect();
+    let variants: Vec<Vec<u8>> = (0..count)
+        .map(|i| crate::reload::with_custom_section(&base, 16, 7000 + i as u64))
+        .collect();
     {
         // Compile once so the measured loads come from the cache.
         let rt = Runtime::new(&EngineOptions::default(), Some(&cache))?;
@@ -32,7 +34,10 @@ pub fn per_plugin(name: &str, count: usize, f: &mut Figures) -> anyhow::Result<(
     for v in &variants {
         let p = rt.load_bytes(name, v)?;
         let mut ctx = PluginContext::new(name);
-        ctx.limits = Limits { instances: 1, ..Limits::default() };
+        ctx.limits = Limits {
+            instances: 1,
+            ..Limits::default()
+        };
         let i = rt.bind(p, ctx)?;
         match i.plugin().world {
             syncline::runtime::World::Validator => drop(i.validate(msg.clone())?),
@@ -40,13 +45,20 @@ pub fn per_plugin(name: &str, count: usize, f: &mut Figures) -> anyhow::Result<(
         }
         kept.push(i);
     }
-    f.add(&format!("plugin-MiB:{name}"), (procstat::rss_mib(me) - before) / count as f64);
+    f.add(
+        &format!("plugin-MiB:{name}"),
+        (procstat::rss_mib(me) - before) / count as f64,
+    );
     Ok(())
 }
 
 /// Pipeline ids are unique across tenants.
 fn pipeline_id(t: usize) -> String {
-    if t == 0 { "replenishment-release".into() } else { format!("replenishment-release-{t}") }
+    if t == 0 {
+        "replenishment-release".into()
+    } else {
+        format!("replenishment-release-{t}")
+    }
 }
 
 /// The example config with its tenant and pipeline repeated `tenants` times.
@@ -57,8 +69,17 @@ fn tenants_config(erp: &str, tenants: usize) -> String {
     let pipeline = pipeline.split_once("[[pipeline]]").expect("a pipeline").1;
     let mut out = head.to_string();
     for t in 0..tenants {
-        let id = if t == 0 { "acme".to_string() } else { format!("tenant-{t}") };
-        let p = pipeline.replace("tenant = \"acme\"", &format!("tenant = \"{id}\"")).replace("id = \"replenishment-release\"", &format!("id = \"{}\"", pipeline_id(t)));
+        let id = if t == 0 {
+            "acme".to_string()
+        } else {
+            format!("tenant-{t}")
+        };
+        let p = pipeline
+            .replace("tenant = \"acme\"", &format!("tenant = \"{id}\""))
+            .replace(
+                "id = \"replenishment-release\"",
+                &format!("id = \"{}\"", pipeline_id(t)),
+            );
         out += &format!("[[tenant]]\nid = \"{id}\"\n\n[[pipeline]]{p}");
     }
     out + "[sink." + sinks
@@ -73,16 +94,41 @@ pub fn per_tenant(extra: usize, f: &mut Figures) -> anyhow::Result<()> {
         let (_erp, erp_url) = e2e::erp("127.0.0.1:0")?;
         let site = tempfile::tempdir()?;
         let path = site.path().join("syncline.toml");
-        std::fs::write(&path, tenants_config(erp_url.trim_start_matches("http://"), tenants))?;
+        std::fs::write(
+            &path,
+            tenants_config(erp_url.trim_start_matches("http://"), tenants),
+        )?;
         let (host, url) = e2e::host(&path, false)?;
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
         for t in 0..tenants {
-            let id = if t == 0 { "acme".to_string() } else { format!("tenant-{t}") };
+            let id = if t == 0 {
+                "acme".to_string()
+            } else {
+                format!("tenant-{t}")
+            };
             let body = e2e::rec(t);
-            let resp = agent.post(&format!("{url}/v1/tenants/{id}/pipelines/{}/messages", pipeline_id(t))).header("content-type", "application/json").send(body.as_bytes())?;
-            anyhow::ensure!(resp.status().as_u16() == 202, "ingest for {id} answered {}", resp.status());
+            let resp = agent
+                .post(&format!(
+                    "{url}/v1/tenants/{id}/pipelines/{}/messages",
+                    pipeline_id(t)
+                ))
+                .header("content-type", "application/json")
+                .send(body.as_bytes())?;
+            anyhow::ensure!(
+                resp.status().as_u16() == 202,
+                "ingest for {id} answered {}",
+                resp.status()
+            );
         }
-        e2e::await_delivery(&erp_url, tenants, |k| k.starts_with("B-"), Duration::from_secs(60))?;
+        e2e::await_delivery(
+            &erp_url,
+            tenants,
+            |k| k.starts_with("B-"),
+            Duration::from_secs(60),
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         rss.push(procstat::rss_mib(host.0.id()));
     }

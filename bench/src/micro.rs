@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use syncline::runtime::{EngineOptions, Limits, Runtime};
 use syncline_model::{json as mjson, Message};
-use syncline_sdk::testing::TestHost;
 use syncline_sdk::http::{HttpError, Request, Response};
+use syncline_sdk::testing::TestHost;
 use syncline_sdk::{Allocator, Sink, Transformer, Validator};
 
 use crate::e2e::{rec, root};
@@ -19,7 +19,11 @@ use crate::stages::{bind, tables};
 use crate::stats::Stat;
 
 /// µs per call of `f` over `runs` batches of `iterations`, after a warm-up.
-fn time_calls(iterations: usize, runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Stat> {
+fn time_calls(
+    iterations: usize,
+    runs: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Stat> {
     for _ in 0..iterations.min(200) {
         f()?;
     }
@@ -40,7 +44,10 @@ fn raw_export(n: usize) -> Message {
         .map(|i| format!(r#"{{"rec_id": "R-{i}", "sku": "SKU-100", "site": "DC-{i}", "qty": "{}", "need_by": "2026-12-21", "supplier": "SUP-7", "reason": "low", "prio": 2}}"#, i + 1))
         .collect();
     let text = format!(r#"{{"recommendations": [{}]}}"#, lines.join(","));
-    let mut m = Message::new(syncline_model::Body::Raw(syncline_model::Raw { content_type: "application/json".into(), data: text.into_bytes() }));
+    let mut m = Message::new(syncline_model::Body::Raw(syncline_model::Raw {
+        content_type: "application/json".into(),
+        data: text.into_bytes(),
+    }));
     m.id = "01JBENCH000000000000000000".into();
     m.tenant = "acme".into();
     m
@@ -69,16 +76,40 @@ pub struct Row {
 pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, Stat, f64))> {
     let cache = tempfile::tempdir()?;
     let rt = Runtime::new(&EngineOptions::default(), Some(cache.path()))?;
-    let one = Limits { instances: 1, ..Limits::default() };
-    let mapper = bind(&rt, "json-mapper", mapper_config(), BTreeMap::new(), one.clone())?;
-    let validator = bind(&rt, "canonical-validator", json!({}), BTreeMap::new(), one.clone())?;
+    let one = Limits {
+        instances: 1,
+        ..Limits::default()
+    };
+    let mapper = bind(
+        &rt,
+        "json-mapper",
+        mapper_config(),
+        BTreeMap::new(),
+        one.clone(),
+    )?;
+    let validator = bind(
+        &rt,
+        "canonical-validator",
+        json!({}),
+        BTreeMap::new(),
+        one.clone(),
+    )?;
     let allocator = bind(&rt, "moq-leadtime", json!({}), tables()?, one.clone())?;
     let tagger = bind(&rt, "tagger-v1", json!({}), BTreeMap::new(), one.clone())?;
-    let fresh = bind(&rt, "tagger-v1", json!({}), BTreeMap::new(), Limits { fresh: true, ..one })?;
+    let fresh = bind(
+        &rt,
+        "tagger-v1",
+        json!({}),
+        BTreeMap::new(),
+        Limits { fresh: true, ..one },
+    )?;
     let ex = root().join("examples/forecast-release/ref");
     let mut host = TestHost::new()
         .table_csv("moq", &std::fs::read_to_string(ex.join("moq.csv"))?)
-        .table_csv("lead-times", &std::fs::read_to_string(ex.join("lead-times.csv"))?);
+        .table_csv(
+            "lead-times",
+            &std::fs::read_to_string(ex.join("lead-times.csv"))?,
+        );
     for (k, v) in syncline::runtime::flatten_config(&mapper_config()) {
         host = host.config(&k, &v);
     }
@@ -86,29 +117,78 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
 
     let mut rows = Vec::new();
     let one_msg = mjson::from_str(&rec(1))?;
-    let w = time_calls(iterations, runs, || Ok(drop(tagger.transform(one_msg.clone())?)))?;
-    rows.push(Row { what: "no-op transform (tagger: one header), warm instance".into(), lines: 1, wasm: w, native: None });
-    let w = time_calls(iterations, runs, || Ok(drop(fresh.transform(one_msg.clone())?)))?;
-    rows.push(Row { what: "no-op transform, fresh instance per call".into(), lines: 1, wasm: w, native: None });
+    let w = time_calls(iterations, runs, || {
+        drop(tagger.transform(one_msg.clone())?);
+        Ok(())
+    })?;
+    rows.push(Row {
+        what: "no-op transform (tagger: one header), warm instance".into(),
+        lines: 1,
+        wasm: w,
+        native: None,
+    });
+    let w = time_calls(iterations, runs, || {
+        drop(fresh.transform(one_msg.clone())?);
+        Ok(())
+    })?;
+    rows.push(Row {
+        what: "no-op transform, fresh instance per call".into(),
+        lines: 1,
+        wasm: w,
+        native: None,
+    });
     for lines in [1, 10, 100] {
         let its = (iterations / lines).max(20);
         let raw = raw_export(lines);
-        let w = time_calls(its, runs, || Ok(drop(mapper.transform(raw.clone())?)))?;
-        let n = time_calls(its, runs, || Ok(drop(json_mapper::JsonMapper::transform(raw.clone()).map_err(anyhow::Error::msg)?)))?;
-        rows.push(Row { what: "transform: json-mapper (raw export of N lines)".into(), lines, wasm: w, native: Some(n) });
-        let batch: Vec<Message> = (0..lines).map(|i| mjson::from_str(&rec(i)).unwrap()).collect();
-        let w = time_calls(its, runs, || Ok(drop(allocator.allocate(batch.clone())?)))?;
-        let n = time_calls(its, runs, || Ok(drop(moq_leadtime::MoqLeadtime::allocate(batch.clone()).map_err(anyhow::Error::msg)?)))?;
-        rows.push(Row { what: "allocate: moq-leadtime (batch of N)".into(), lines, wasm: w, native: Some(n) });
         let w = time_calls(its, runs, || {
-            batch.iter().try_for_each(|m| validator.validate(m.clone()).map(drop))?;
+            drop(mapper.transform(raw.clone())?);
             Ok(())
         })?;
         let n = time_calls(its, runs, || {
-            batch.iter().for_each(|m| drop(canonical_validator::CanonicalValidator::validate(m.clone())));
+            drop(json_mapper::JsonMapper::transform(raw.clone()).map_err(anyhow::Error::msg)?);
             Ok(())
         })?;
-        rows.push(Row { what: "validate: canonical-validator (N calls)".into(), lines, wasm: w, native: Some(n) });
+        rows.push(Row {
+            what: "transform: json-mapper (raw export of N lines)".into(),
+            lines,
+            wasm: w,
+            native: Some(n),
+        });
+        let batch: Vec<Message> = (0..lines)
+            .map(|i| mjson::from_str(&rec(i)).unwrap())
+            .collect();
+        let w = time_calls(its, runs, || {
+            drop(allocator.allocate(batch.clone())?);
+            Ok(())
+        })?;
+        let n = time_calls(its, runs, || {
+            drop(moq_leadtime::MoqLeadtime::allocate(batch.clone()).map_err(anyhow::Error::msg)?);
+            Ok(())
+        })?;
+        rows.push(Row {
+            what: "allocate: moq-leadtime (batch of N)".into(),
+            lines,
+            wasm: w,
+            native: Some(n),
+        });
+        let w = time_calls(its, runs, || {
+            batch
+                .iter()
+                .try_for_each(|m| validator.validate(m.clone()).map(drop))?;
+            Ok(())
+        })?;
+        let n = time_calls(its, runs, || {
+            batch
+                .iter()
+                .for_each(|m| drop(canonical_validator::CanonicalValidator::validate(m.clone())));
+            Ok(())
+        })?;
+        rows.push(Row {
+            what: "validate: canonical-validator (N calls)".into(),
+            lines,
+            wasm: w,
+            native: Some(n),
+        });
     }
 
     // Sink: http-sink delivering N messages to erp-sim, one request at a time.
@@ -118,12 +198,18 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
     let sink = {
         let p = rt.load_file(&root().join("target/plugins/http-sink.wasm"))?;
         let mut ctx = syncline::runtime::PluginContext::new("http-sink");
-        ctx.limits = Limits { instances: 1, ..Limits::default() };
+        ctx.limits = Limits {
+            instances: 1,
+            ..Limits::default()
+        };
         ctx.config = syncline::runtime::flatten_config(&sink_config);
         ctx.allowed_hosts = vec![authority];
         rt.bind(p, ctx)?
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut sink_host = TestHost::new().http(move |r: &Request| native_http(&agent, r));
     for (k, v) in syncline::runtime::flatten_config(&sink_config) {
         sink_host = sink_host.config(&k, &v);
@@ -139,15 +225,30 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
             .collect();
         let w = time_calls(its, runs, || {
             let out = sink.deliver(batch.clone())?;
-            anyhow::ensure!(out.iter().all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })), "not delivered: {out:?}");
+            anyhow::ensure!(
+                out.iter()
+                    .all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })),
+                "not delivered: {out:?}"
+            );
             Ok(())
         })?;
         let n = time_calls(its, runs, || {
-            let out = TestHost::enter(&mut sink_host, || http_sink::HttpSink::deliver(batch.clone()));
-            anyhow::ensure!(out.iter().all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })), "not delivered: {out:?}");
+            let out = TestHost::enter(&mut sink_host, || {
+                http_sink::HttpSink::deliver(batch.clone())
+            });
+            anyhow::ensure!(
+                out.iter()
+                    .all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })),
+                "not delivered: {out:?}"
+            );
             Ok(())
         })?;
-        rows.push(Row { what: "deliver: http-sink to erp-sim (N messages, one request each)".into(), lines, wasm: w, native: Some(n) });
+        rows.push(Row {
+            what: "deliver: http-sink to erp-sim (N messages, one request each)".into(),
+            lines,
+            wasm: w,
+            native: Some(n),
+        });
     }
 
     // Compile: cold (no cache) against a load from the on-disk cache.
@@ -163,9 +264,15 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
         let started = Instant::now();
         let p = rt2.load_bytes("json-mapper", &bytes)?;
         warm.push(started.elapsed().as_secs_f64() * 1e3);
-        anyhow::ensure!(p.cache == syncline::runtime::CacheOutcome::Hit, "run {i}: the second load missed the cache");
+        anyhow::ensure!(
+            p.cache == syncline::runtime::CacheOutcome::Hit,
+            "run {i}: the second load missed the cache"
+        );
     }
-    Ok((rows, (Stat::of(cold), Stat::of(warm), bytes.len() as f64 / 1024.0)))
+    Ok((
+        rows,
+        (Stat::of(cold), Stat::of(warm), bytes.len() as f64 / 1024.0),
+    ))
 }
 
 /// The SDK's HTTP request sent with a native client (the sink's native twin).
@@ -174,8 +281,26 @@ fn native_http(agent: &ureq::Agent, r: &Request) -> Result<Response, HttpError> 
     for (k, v) in &r.headers {
         req = req.header(k, v);
     }
-    let mut resp = req.send(&r.body[..]).map_err(|e| HttpError::Transport(e.to_string()))?;
-    let headers = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string())).collect();
-    let body = resp.body_mut().read_to_vec().map_err(|e| HttpError::Transport(e.to_string()))?;
-    Ok(Response { status: resp.status().as_u16(), headers, body })
+    let mut resp = req
+        .send(&r.body[..])
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let body = resp
+        .body_mut()
+        .read_to_vec()
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
+    Ok(Response {
+        status: resp.status().as_u16(),
+        headers,
+        body,
+    })
 }

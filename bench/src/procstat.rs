@@ -49,10 +49,15 @@ pub fn rss_mib(pid: u32) -> f64 {
 /// trailing numbers dropped (`sink-erp-requis` for all sink workers).
 pub fn threads(pid: u32) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_string();
+        let name = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_string();
         let ns: f64 = std::fs::read_to_string(t.path().join("schedstat"))
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))

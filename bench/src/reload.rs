@@ -63,7 +63,10 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
     let (_erp, erp_url) = crate::e2e::erp("127.0.0.1:0")?;
     let authority = erp_url.trim_start_matches("http://");
     let plugins = root().join("target/plugins");
-    let (v1, v2) = (std::fs::read(plugins.join("tagger-v1.wasm"))?, std::fs::read(plugins.join("tagger-v2.wasm"))?);
+    let (v1, v2) = (
+        std::fs::read(plugins.join("tagger-v1.wasm"))?,
+        std::fs::read(plugins.join("tagger-v2.wasm"))?,
+    );
     for (label, pad) in [("tagger (small)", 0usize), ("tagger + 5 MB", 5 << 20)] {
         for warm in [false, true] {
             let site = tempfile::tempdir()?;
@@ -82,17 +85,28 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
                  [[tenant]]\nid = \"acme\"\n[[pipeline]]\nid = \"tagged\"\ntenant = \"acme\"\nstages = [{{ transform = \"tagger\" }}]\nroutes = [{{ to = \"erp\" }}]\n\
                  [sink.erp]\nplugin = \"http-sink\"\nconfig = {{ url = \"http://{authority}/r\" }}\nallowed-hosts = [\"{authority}\"]\n"
             );
-            std::fs::copy(plugins.join("http-sink.wasm"), shared.join("http-sink.wasm"))?;
+            std::fs::copy(
+                plugins.join("http-sink.wasm"),
+                shared.join("http-sink.wasm"),
+            )?;
             let path = site.path().join("syncline.toml");
             std::fs::write(&path, config)?;
             let cfg = syncline::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
             let runtime = Arc::new(Runtime::new(&EngineOptions::default(), Some(&cache))?);
-            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path, cfg.store.sync, None)?);
+            let store: Arc<dyn Store> =
+                Arc::new(SqliteStore::open(&cfg.store.path, cfg.store.sync, None)?);
             let engine = Arc::new(Engine::build(cfg, runtime, store)?);
             engine.start();
             let reloader = syncline::reload::Reloader::new(engine.clone(), path.clone());
             let _watcher = syncline::reload::watch(reloader)?;
-            let live = |e: &Engine| e.topology().pipelines.values().next().unwrap().stages[0].instance.load().plugin().digest.clone();
+            let live = |e: &Engine| {
+                e.topology().pipelines.values().next().unwrap().stages[0]
+                    .instance
+                    .load()
+                    .plugin()
+                    .digest
+                    .clone()
+            };
             if warm {
                 // Compile both variants once.
                 for n in 1..=2u64 {
@@ -151,7 +165,10 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
                 let until = Instant::now() + Duration::from_secs(30);
                 loop {
                     let t = engine.store.trace(id)?.unwrap_or_default();
-                    if let (Some(r), Some(p)) = (t["input"]["received-at"].as_i64(), t["input"]["processed-at"].as_i64()) {
+                    if let (Some(r), Some(p)) = (
+                        t["input"]["received-at"].as_i64(),
+                        t["input"]["processed-at"].as_i64(),
+                    ) {
                         delays.push((p - r).max(0) as u64);
                         break;
                     }
@@ -166,10 +183,13 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
                 label: format!("{label} ({:.1} MB)", variant(1).len() as f64 / 1e6),
                 warm,
                 times: Stat::of(times),
-                delays: (percentile(&delays, 0.5), delays.last().copied().unwrap_or(0.0), delays.len()),
+                delays: (
+                    percentile(&delays, 0.5),
+                    delays.last().copied().unwrap_or(0.0),
+                    delays.len(),
+                ),
             });
         }
     }
     Ok(cases)
 }
-

@@ -20,14 +20,21 @@ pub fn tables() -> anyhow::Result<BTreeMap<String, Arc<RefTable>>> {
     let ex = root().join("examples/forecast-release/ref");
     let mut out = BTreeMap::new();
     for (name, file) in [("moq", "moq.csv"), ("lead-times", "lead-times.csv")] {
-        let t = RefTable::from_csv(&std::fs::read_to_string(ex.join(file))?).map_err(anyhow::Error::msg)?;
+        let t = RefTable::from_csv(&std::fs::read_to_string(ex.join(file))?)
+            .map_err(anyhow::Error::msg)?;
         out.insert(name.to_string(), Arc::new(t));
     }
     Ok(out)
 }
 
 /// Binds standard plugin `name` with `config` and `tables`, one instance.
-pub fn bind(rt: &Runtime, name: &str, config: Value, tables: BTreeMap<String, Arc<RefTable>>, limits: Limits) -> anyhow::Result<Arc<PluginInstance>> {
+pub fn bind(
+    rt: &Runtime,
+    name: &str,
+    config: Value,
+    tables: BTreeMap<String, Arc<RefTable>>,
+    limits: Limits,
+) -> anyhow::Result<Arc<PluginInstance>> {
     let p = rt.load_file(&root().join(format!("target/plugins/{name}.wasm")))?;
     let mut ctx = PluginContext::new(name);
     ctx.tables = tables;
@@ -39,12 +46,32 @@ pub fn bind(rt: &Runtime, name: &str, config: Value, tables: BTreeMap<String, Ar
 /// `runs` runs over `messages` each way; records `wasm` and `native` msg/s
 /// and their `ratio` per run.
 pub fn run(messages: usize, runs: usize, f: &mut Figures) -> anyhow::Result<()> {
-    let inputs: Vec<Message> = (0..messages).map(|i| mjson::from_str(&rec(i)).unwrap()).collect();
-    let rt = Runtime::new(&EngineOptions::default(), Some(&root().join("target/bench-cache")))?;
-    let one = Limits { instances: 1, ..Limits::default() };
+    let inputs: Vec<Message> = (0..messages)
+        .map(|i| mjson::from_str(&rec(i)).unwrap())
+        .collect();
+    let rt = Runtime::new(
+        &EngineOptions::default(),
+        Some(&root().join("target/bench-cache")),
+    )?;
+    let one = Limits {
+        instances: 1,
+        ..Limits::default()
+    };
     let kind = json!({"kind": "replenishment-recommendation"});
-    let mapper = bind(&rt, "json-mapper", kind.clone(), BTreeMap::new(), one.clone())?;
-    let validator = bind(&rt, "canonical-validator", kind.clone(), BTreeMap::new(), one.clone())?;
+    let mapper = bind(
+        &rt,
+        "json-mapper",
+        kind.clone(),
+        BTreeMap::new(),
+        one.clone(),
+    )?;
+    let validator = bind(
+        &rt,
+        "canonical-validator",
+        kind.clone(),
+        BTreeMap::new(),
+        one.clone(),
+    )?;
     let allocator = bind(&rt, "moq-leadtime", kind, tables()?, one)?;
 
     let wasm_run = || -> anyhow::Result<f64> {
@@ -70,7 +97,10 @@ pub fn run(messages: usize, runs: usize, f: &mut Figures) -> anyhow::Result<()> 
     let host = syncline_sdk::testing::TestHost::new()
         .config("kind", "replenishment-recommendation")
         .table_csv("moq", &std::fs::read_to_string(ex.join("moq.csv"))?)
-        .table_csv("lead-times", &std::fs::read_to_string(ex.join("lead-times.csv"))?)
+        .table_csv(
+            "lead-times",
+            &std::fs::read_to_string(ex.join("lead-times.csv"))?,
+        )
         .install();
     let native_run = || -> anyhow::Result<f64> {
         let started = Instant::now();
@@ -84,7 +114,9 @@ pub fn run(messages: usize, runs: usize, f: &mut Figures) -> anyhow::Result<()> 
         }
         let mut out = 0usize;
         for chunk in valid.chunks(500) {
-            for o in moq_leadtime::MoqLeadtime::allocate(chunk.to_vec()).map_err(anyhow::Error::msg)? {
+            for o in
+                moq_leadtime::MoqLeadtime::allocate(chunk.to_vec()).map_err(anyhow::Error::msg)?
+            {
                 out += mjson::to_string(&o).len();
             }
         }

@@ -28,7 +28,10 @@ impl Stat {
 
     /// The largest value.
     pub fn max(&self) -> f64 {
-        self.values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        self.values
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// `median (min–max)` with `decimals` digits; just the value for one run.
@@ -36,7 +39,15 @@ impl Stat {
         if self.values.len() == 1 {
             return format!("{:.*}", decimals, self.values[0]);
         }
-        format!("{:.*} ({:.*}–{:.*})", decimals, self.median(), decimals, self.min(), decimals, self.max())
+        format!(
+            "{:.*} ({:.*}–{:.*})",
+            decimals,
+            self.median(),
+            decimals,
+            self.min(),
+            decimals,
+            self.max()
+        )
     }
 }
 
@@ -69,7 +80,11 @@ impl Figures {
 
     /// The figure `name` over all runs.
     pub fn get(&self, name: &str) -> Stat {
-        let i = self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no figure `{name}`"));
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no figure `{name}`"));
         Stat::of(self.values[i].clone())
     }
 }

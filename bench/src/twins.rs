@@ -34,23 +34,33 @@ impl Twin {
         Twin {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             plugin: ctx.plugin.clone(),
-            config: ctx.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            tables: ctx.tables.iter().map(|(k, t)| (k.clone(), (**t).clone())).collect(),
+            config: ctx
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tables: ctx
+                .tables
+                .iter()
+                .map(|(k, t)| (k.clone(), (**t).clone()))
+                .collect(),
         }
     }
 
     /// Runs `f` with this stage's host current on this thread.
     fn with_host<R>(&self, f: impl FnOnce() -> R) -> R {
-        let mut host = HOSTS.with(|h| h.borrow_mut().remove(&self.id)).unwrap_or_else(|| {
-            let mut h = TestHost::new();
-            for (k, v) in &self.config {
-                h = h.config(k, v);
-            }
-            for (k, t) in &self.tables {
-                h = h.with_table(k, t.clone());
-            }
-            h
-        });
+        let mut host = HOSTS
+            .with(|h| h.borrow_mut().remove(&self.id))
+            .unwrap_or_else(|| {
+                let mut h = TestHost::new();
+                for (k, v) in &self.config {
+                    h = h.config(k, v);
+                }
+                for (k, t) in &self.tables {
+                    h = h.with_table(k, t.clone());
+                }
+                h
+            });
         let out = TestHost::enter(&mut host, f);
         HOSTS.with(|h| h.borrow_mut().insert(self.id, host));
         out
@@ -61,7 +71,11 @@ impl NativeStage for Twin {
     fn transform(&self, msg: Message) -> Result<Vec<Message>, PluginError> {
         match self.plugin.as_str() {
             "json-mapper" => self.with_host(|| json_mapper::JsonMapper::transform(msg)),
-            other => Err(PluginError { code: "no-twin".into(), message: format!("no native twin of `{other}`"), retryable: false }),
+            other => Err(PluginError {
+                code: "no-twin".into(),
+                message: format!("no native twin of `{other}`"),
+                retryable: false,
+            }),
         }
     }
 

@@ -81,6 +81,9 @@ pub fn check_schema_version(version: &str) -> Result<(), JsonError> {
         supported: SCHEMA_VERSION,
     };
     let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    // `minor <= SCHEMA_MINOR` is the rule (older minors are accepted); it
+    // only looks absurd while SCHEMA_MINOR is 0.
+    #[allow(clippy::absurd_extreme_comparisons)]
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(Ok(major)), Some(Ok(minor)), Some(Ok(_)), None)
             if major == SCHEMA_MAJOR && minor <= SCHEMA_MINOR =>
