@@ -16,24 +16,32 @@ use serde_json::{json, Value};
 use crate::procstat;
 use crate::stats::{percentile, Figures};
 
-/// What one end-to-end run does.
-#[derive(Debug, Clone)]
+/// What one end-to-end run does (also `syncline-bench e2e`'s arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Setup {
     /// Messages to send.
+    #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
     /// Messages per request (1: single-message ingest).
+    #[arg(long, default_value_t = 100)]
     pub batch: usize,
     /// Concurrent senders.
+    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Store sync mode: `full` or `normal`.
+    #[arg(long, default_value = "full")]
     pub sync: String,
-    /// Deliver with bulk requests.
+    /// Deliver with bulk requests (one HTTP request per sink batch).
+    #[arg(long)]
     pub bulk: bool,
     /// Native stages instead of Wasm components.
+    #[arg(long)]
     pub native: bool,
-    /// Open loop at this many messages per second (`None`: as fast as accepted).
+    /// Open loop at this many messages per second (default: as fast as accepted).
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// The allocate stage's batch window instead of the example's 100 ms.
+    /// The allocate stage's batch window instead of the example's 100ms.
+    #[arg(long)]
     pub window: Option<String>,
 }
 

@@ -47,32 +47,7 @@ enum Cmd {
         only: Vec<String>,
     },
     /// One end-to-end run, figures on stdout.
-    E2e {
-        /// Messages to send.
-        #[arg(long, default_value_t = 20_000)]
-        messages: usize,
-        /// Messages per request (1 = single-message ingest).
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        /// Concurrent senders.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Store sync mode: full or normal.
-        #[arg(long, default_value = "full")]
-        sync: String,
-        /// Deliver with bulk requests (one HTTP request per sink batch).
-        #[arg(long)]
-        bulk: bool,
-        /// Native stages instead of Wasm.
-        #[arg(long)]
-        native: bool,
-        /// Open loop at this many messages per second.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// The allocate stage's batch window (the example's is 100ms).
-        #[arg(long)]
-        window: Option<String>,
-    },
+    E2e(e2e::Setup),
     /// The host (`syncline run`) with every stage replaced by its native
     /// twin; used by the end-to-end benchmarks.
     Serve {
@@ -84,26 +59,7 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::All { quick, out, only } => doc::all(quick, &out, &only),
-        Cmd::E2e {
-            messages,
-            batch,
-            concurrency,
-            sync,
-            bulk,
-            native,
-            rate,
-            window,
-        } => {
-            let setup = e2e::Setup {
-                messages,
-                batch,
-                concurrency,
-                sync,
-                bulk,
-                native,
-                rate,
-                window,
-            };
+        Cmd::E2e(setup) => {
             let mut f = stats::Figures::default();
             let threads = e2e::run(&setup, &mut f)?;
             println!("{setup:?}");
