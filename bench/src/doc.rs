@@ -437,26 +437,27 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             1 + sz.extra_tenants
         );
         let _ = writeln!(body, "| what | MiB |\n|---|---|");
-        let _ = writeln!(
-            body,
-            "| per loaded plugin: tagger (small transform) | {} |",
-            f.get("plugin-MiB:tagger-v1").show(2)
-        );
-        let _ = writeln!(
-            body,
-            "| per loaded plugin: json-mapper (501 KiB) | {} |",
-            f.get("plugin-MiB:json-mapper").show(2)
-        );
-        let _ = writeln!(
-            body,
-            "| per tenant (3 stages) | {} |",
-            f.get("tenant-MiB").show(2)
-        );
-        let _ = writeln!(
-            body,
-            "| whole host, 1 tenant, idle after one message | {} |\n",
-            f.get("host-MiB").show(1)
-        );
+        for (label, figure, decimals) in [
+            (
+                "per loaded plugin: tagger (small transform)",
+                "plugin-MiB:tagger-v1",
+                2,
+            ),
+            (
+                "per loaded plugin: json-mapper (501 KiB)",
+                "plugin-MiB:json-mapper",
+                2,
+            ),
+            ("per tenant (3 stages)", "tenant-MiB", 2),
+            (
+                "whole host, 1 tenant, idle after one message",
+                "host-MiB",
+                1,
+            ),
+        ] {
+            let _ = writeln!(body, "| {label} | {} |", f.get(figure).show(decimals));
+        }
+        let _ = writeln!(body);
     }
 
     if !targets.is_empty() {

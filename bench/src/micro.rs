@@ -137,58 +137,72 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
         wasm: w,
         native: None,
     });
+    // Wasm against native for one call shape: a row of the table.
+    let mut pair = |what: &str,
+                    lines: usize,
+                    its: usize,
+                    mut wasm: Box<dyn FnMut() -> anyhow::Result<()> + '_>,
+                    mut native: Box<dyn FnMut() -> anyhow::Result<()> + '_>|
+     -> anyhow::Result<()> {
+        let w = time_calls(its, runs, &mut wasm)?;
+        let n = time_calls(its, runs, &mut native)?;
+        rows.push(Row {
+            what: what.into(),
+            lines,
+            wasm: w,
+            native: Some(n),
+        });
+        Ok(())
+    };
     for lines in [1, 10, 100] {
         let its = (iterations / lines).max(20);
         let raw = raw_export(lines);
-        let w = time_calls(its, runs, || {
-            drop(mapper.transform(raw.clone())?);
-            Ok(())
-        })?;
-        let n = time_calls(its, runs, || {
-            drop(json_mapper::JsonMapper::transform(raw.clone()).map_err(anyhow::Error::msg)?);
-            Ok(())
-        })?;
-        rows.push(Row {
-            what: "transform: json-mapper (raw export of N lines)".into(),
+        pair(
+            "transform: json-mapper (raw export of N lines)",
             lines,
-            wasm: w,
-            native: Some(n),
-        });
+            its,
+            Box::new(|| mapper.transform(raw.clone()).map(drop).map_err(Into::into)),
+            Box::new(|| {
+                json_mapper::JsonMapper::transform(raw.clone())
+                    .map(drop)
+                    .map_err(anyhow::Error::msg)
+            }),
+        )?;
         let batch: Vec<Message> = (0..lines)
             .map(|i| mjson::from_str(&rec(i)).unwrap())
             .collect();
-        let w = time_calls(its, runs, || {
-            drop(allocator.allocate(batch.clone())?);
-            Ok(())
-        })?;
-        let n = time_calls(its, runs, || {
-            drop(moq_leadtime::MoqLeadtime::allocate(batch.clone()).map_err(anyhow::Error::msg)?);
-            Ok(())
-        })?;
-        rows.push(Row {
-            what: "allocate: moq-leadtime (batch of N)".into(),
+        pair(
+            "allocate: moq-leadtime (batch of N)",
             lines,
-            wasm: w,
-            native: Some(n),
-        });
-        let w = time_calls(its, runs, || {
-            batch
-                .iter()
-                .try_for_each(|m| validator.validate(m.clone()).map(drop))?;
-            Ok(())
-        })?;
-        let n = time_calls(its, runs, || {
-            batch
-                .iter()
-                .for_each(|m| drop(canonical_validator::CanonicalValidator::validate(m.clone())));
-            Ok(())
-        })?;
-        rows.push(Row {
-            what: "validate: canonical-validator (N calls)".into(),
+            its,
+            Box::new(|| {
+                allocator
+                    .allocate(batch.clone())
+                    .map(drop)
+                    .map_err(Into::into)
+            }),
+            Box::new(|| {
+                moq_leadtime::MoqLeadtime::allocate(batch.clone())
+                    .map(drop)
+                    .map_err(anyhow::Error::msg)
+            }),
+        )?;
+        pair(
+            "validate: canonical-validator (N calls)",
             lines,
-            wasm: w,
-            native: Some(n),
-        });
+            its,
+            Box::new(|| {
+                Ok(batch
+                    .iter()
+                    .try_for_each(|m| validator.validate(m.clone()).map(drop))?)
+            }),
+            Box::new(|| {
+                batch.iter().for_each(|m| {
+                    drop(canonical_validator::CanonicalValidator::validate(m.clone()))
+                });
+                Ok(())
+            }),
+        )?;
     }
 
     // Sink: http-sink delivering N messages to erp-sim, one request at a time.
@@ -223,32 +237,25 @@ pub fn run(iterations: usize, runs: usize) -> anyhow::Result<(Vec<Row>, (Stat, S
                 m
             })
             .collect();
-        let w = time_calls(its, runs, || {
-            let out = sink.deliver(batch.clone())?;
+        let delivered = |out: &[syncline_model::DeliveryOutcome]| {
             anyhow::ensure!(
                 out.iter()
                     .all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })),
                 "not delivered: {out:?}"
             );
             Ok(())
-        })?;
-        let n = time_calls(its, runs, || {
-            let out = TestHost::enter(&mut sink_host, || {
-                http_sink::HttpSink::deliver(batch.clone())
-            });
-            anyhow::ensure!(
-                out.iter()
-                    .all(|o| matches!(o, syncline_model::DeliveryOutcome::Delivered { .. })),
-                "not delivered: {out:?}"
-            );
-            Ok(())
-        })?;
-        rows.push(Row {
-            what: "deliver: http-sink to erp-sim (N messages, one request each)".into(),
+        };
+        pair(
+            "deliver: http-sink to erp-sim (N messages, one request each)",
             lines,
-            wasm: w,
-            native: Some(n),
-        });
+            its,
+            Box::new(|| delivered(&sink.deliver(batch.clone())?)),
+            Box::new(|| {
+                delivered(&TestHost::enter(&mut sink_host, || {
+                    http_sink::HttpSink::deliver(batch.clone())
+                }))
+            }),
+        )?;
     }
 
     // Compile: cold (no cache) against a load from the on-disk cache.
