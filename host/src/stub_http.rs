@@ -27,6 +27,36 @@ pub struct StubResponse {
     /// Wait this long before answering (to provoke timeouts).
     #[serde(default)]
     pub delay_ms: u64,
+    /// Send the headers (with the whole body's length) and only this many
+    /// bytes of the body, then stall forever (a downstream that hangs
+    /// mid-response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_after: Option<usize>,
+}
+
+impl StubResponse {
+    /// A plain answer with `status` and `body`.
+    pub fn new(status: u16, body: &str) -> StubResponse {
+        StubResponse { status, headers: Default::default(), body: body.to_string(), delay_ms: 0, stall_after: None }
+    }
+}
+
+/// A response body that sends its first bytes and then never ends.
+struct Stalling(Option<Bytes>);
+
+impl hyper::body::Body for Stalling {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// A request the stub received.
@@ -85,11 +115,7 @@ impl StubServer {
                                 log.push(Received { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() });
                                 log.len() - 1
                             };
-                            let canned = responses
-                                .get(index)
-                                .or(responses.last())
-                                .cloned()
-                                .unwrap_or(StubResponse { status: 200, headers: Default::default(), body: String::new(), delay_ms: 0 });
+                            let canned = responses.get(index).or(responses.last()).cloned().unwrap_or_else(|| StubResponse::new(200, ""));
                             if canned.delay_ms > 0 {
                                 tokio::time::sleep(Duration::from_millis(canned.delay_ms)).await;
                             }
@@ -97,7 +123,16 @@ impl StubServer {
                             for (k, v) in &canned.headers {
                                 resp = resp.header(k, v);
                             }
-                            Ok::<_, std::convert::Infallible>(resp.body(Full::new(Bytes::from(canned.body))).unwrap())
+                            let body = match canned.stall_after {
+                                None => Full::new(Bytes::from(canned.body)).boxed_unsync(),
+                                Some(n) => {
+                                    resp = resp.header("content-length", canned.body.len().to_string());
+                                    let all = Bytes::from(canned.body.into_bytes());
+                                    let first = all.slice(..n.min(all.len()));
+                                    Stalling(Some(first)).boxed_unsync()
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(resp.body(body).unwrap())
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

@@ -16,7 +16,9 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
-    /// Time allowed until the first response byte.
+    /// Time allowed for the whole exchange: connecting, sending, the
+    /// response's headers and its whole body. The host also caps it at
+    /// what is left of the plugin call's wall-time limit.
     pub timeout: Option<Duration>,
 }
 
@@ -38,7 +40,7 @@ impl Request {
         self
     }
 
-    /// Sets the first-byte timeout.
+    /// Sets the time allowed for the whole exchange.
     pub fn timeout(mut self, timeout: Duration) -> Request {
         self.timeout = Some(timeout);
         self
@@ -155,7 +157,7 @@ mod wasi_impl {
     use super::*;
     use crate::bindings::generated::wasi::http::outgoing_handler;
     use crate::bindings::generated::wasi::http::types::{
-        ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+        http_error_code, ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
     };
     use crate::bindings::generated::wasi::io::streams::StreamError;
 
@@ -260,7 +262,15 @@ mod wasi_impl {
                     Ok(chunk) => body.extend_from_slice(&chunk),
                     Err(StreamError::Closed) => break,
                     Err(StreamError::LastOperationFailed(e)) => {
-                        return Err(HttpError::Transport(e.to_debug_string()))
+                        // The host says why when it knows. Wasmtime's
+                        // body errors (e.g. the exchange's deadline passing
+                        // mid-body) carry no error code, only their text.
+                        let text = e.to_debug_string();
+                        return Err(match http_error_code(&e) {
+                            Some(code) => error(code),
+                            None if text.contains("timeout") => HttpError::Timeout(text),
+                            None => HttpError::Transport(text),
+                        });
                     }
                 }
             }

@@ -81,7 +81,7 @@ fn wrong_world_is_refused_with_both_worlds_named() {
 
 #[test]
 fn http_to_a_host_not_allowed_is_refused_and_an_allowed_one_works() {
-    let stub = StubServer::start(vec![StubResponse { status: 200, headers: Default::default(), body: String::new(), delay_ms: 0 }]).unwrap();
+    let stub = StubServer::start(vec![StubResponse::new(200, "")]).unwrap();
     let rt = runtime();
     let p = rt.load_file(&plugin("http-to-forbidden-host")).unwrap();
 
@@ -170,9 +170,17 @@ fn instance_cap_bounds_concurrent_instances() {
             std::thread::spawn(move || p.transform(forecast(&format!("m{i}")).with_header("loop", "yes")).unwrap_err())
         })
         .collect();
+    // Waiting for a free instance counts against the call's limit: a call
+    // either ran and timed out, or found both instances busy until then.
+    let mut timeouts = 0;
     for w in workers {
-        assert!(matches!(w.join().unwrap().failure, Failure::Timeout(_)));
+        match w.join().unwrap().failure {
+            Failure::Timeout(_) => timeouts += 1,
+            Failure::Instantiate(why) => assert!(why.contains("all 2 allowed instances stayed busy past the call's limit"), "{why}"),
+            other => panic!("unexpected failure {other:?}"),
+        }
     }
+    assert!(timeouts >= 2, "at least the first two calls ran");
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
@@ -210,4 +218,134 @@ fn fresh_instance_limit_gives_every_call_a_new_instance() {
         assert_eq!(out[0].header("version"), Some("v1"));
     }
     assert_eq!(fresh.live_instances(), 0, "a fresh instance is dropped after its call");
+}
+
+// ---------------------------------------------------------------- hostile guests
+
+fn hostile(limits: Limits) -> Arc<syncline::runtime::PluginInstance> {
+    bind("hostile", limits)
+}
+
+fn asked(what: &str) -> syncline_model::Message {
+    forecast("h1").with_header("do", what).with_header("item", "SKU-9")
+}
+
+#[test]
+fn a_plugin_sleeping_in_a_host_call_is_stopped_at_its_limit() {
+    let p = hostile(Limits { timeout: Duration::from_millis(300), instances: 1, ..Limits::default() });
+    let q = p.clone();
+    let (err, elapsed) = within(Duration::from_secs(60), "a call sleeping in a host call", move || {
+        let started = std::time::Instant::now();
+        (q.transform(asked("sleep")).unwrap_err(), started.elapsed())
+    });
+    eprintln!("a 300 ms limit stopped a guest sleeping in a host call after {elapsed:?}");
+    assert_eq!(err.failure, Failure::Timeout(Duration::from_millis(300)), "{err}");
+    assert!(err.to_string().contains("ran past its wall-time limit of 300ms"), "{err}");
+    // The instance went with the dropped call; the next call gets a new one.
+    assert_eq!(p.live_instances(), 0);
+    assert_eq!(p.transform(forecast("h2")).unwrap()[0].header("seen-by"), Some("hostile"));
+}
+
+#[test]
+fn traps_keep_their_cause_and_the_plugins_last_words() {
+    let p = hostile(Limits::default());
+    let err = p.transform(asked("panic")).unwrap_err();
+    let text = err.to_string();
+    match &err.failure {
+        Failure::Trap(cause) => {
+            assert!(cause.starts_with("unreachable code reached (a panic or an abort): panicked at "), "{cause}");
+            assert!(cause.contains("hostile/src/lib.rs:"), "{cause}");
+            assert!(cause.ends_with("the order book for SKU-9 is corrupt"), "{cause}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert!(!text.contains("wasm backtrace"), "{text}");
+
+    let err = p.transform(asked("recurse")).unwrap_err();
+    assert_eq!(err.failure, Failure::Trap("stack overflow (the call stack is exhausted; deep recursion?)".into()), "{err}");
+
+    let err = p.transform(asked("huge-alloc")).unwrap_err();
+    match &err.failure {
+        Failure::Trap(cause) => assert!(cause.contains("capacity overflow"), "{cause}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+
+    // A plugin's own error keeps what it printed during the call.
+    let err = p.transform(asked("print")).unwrap_err();
+    assert!(matches!(&err.failure, Failure::Plugin(e) if e.code == "empty-order"), "{err}");
+    assert_eq!(err.output.as_deref(), Some("reading the order book\norder 17 has no lines\n"));
+    assert!(err.to_string().ends_with("; plugin output: reading the order book\norder 17 has no lines"), "{err}");
+    // None of it leaks into the next call.
+    assert!(p.transform(forecast("h3")).is_ok());
+    let err = p.transform(asked("recurse")).unwrap_err();
+    assert_eq!(err.output, None, "{err}");
+}
+
+#[test]
+fn a_log_flood_is_cut_and_counted_and_the_call_still_works() {
+    let rt = runtime();
+    let plugin = rt.load_file(&plugin("hostile")).unwrap();
+    let p = rt.bind(plugin, PluginContext::new("hostile")).unwrap();
+    let flood = asked("log-flood").with_header("lines", "5000").with_header("line-bytes", "65536");
+    let (out, report) = p.transform_reported(flood);
+    assert_eq!(out.unwrap()[0].header("seen-by"), Some("hostile"));
+    assert!(report.logs_dropped >= 4000, "{report:?}");
+    assert_eq!(rt.logs().dropped(), vec![("hostile".to_string(), report.logs_dropped)]);
+}
+
+#[test]
+fn an_output_past_the_limit_fails_the_call() {
+    let p = hostile(Limits { output: 4 << 20, ..Limits::default() });
+    let err = p.transform(asked("big-output").with_header("copies", "20").with_header("bytes", "1048576")).unwrap_err();
+    match &err.failure {
+        Failure::OutputLimit { limit, size } => {
+            assert_eq!(*limit, 4 << 20);
+            assert!(*size > *limit);
+        }
+        other => panic!("expected the output limit, got {other:?}"),
+    }
+    assert!(err.to_string().contains("more than its output limit of 4 MiB"), "{err}");
+    assert!(!err.failure.is_retryable());
+    // Under the limit the same plugin answers.
+    let out = p.transform(asked("big-output").with_header("copies", "2").with_header("bytes", "1000")).unwrap();
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn a_downstream_stalling_mid_body_is_bounded_by_the_request_timeout_and_the_call_limit() {
+    let stalled = || {
+        let mut r = StubResponse::new(200, &"z".repeat(1000));
+        r.stall_after = Some(10);
+        StubServer::start(vec![r]).unwrap()
+    };
+    let sink = |url: String, timeout_ms: &str, limit: Duration| {
+        let rt = runtime();
+        let p = rt.load_file(&plugin("http-sink")).unwrap();
+        let mut ctx = PluginContext::new("http-sink");
+        ctx.config.insert("url".into(), url.clone());
+        ctx.config.insert("timeout-ms".into(), timeout_ms.into());
+        ctx.allowed_hosts = vec![url.trim_start_matches("http://").split('/').next().unwrap().to_string()];
+        ctx.limits = Limits { timeout: limit, ..Limits::default() };
+        rt.bind(p, ctx).unwrap()
+    };
+    // The request's own timeout (1 s) is the smaller: the plugin gets a
+    // timeout for that request and says it is retryable.
+    let stub = stalled();
+    let p = sink(format!("{}/po", stub.url()), "1000", Duration::from_secs(2));
+    let (outcomes, elapsed) = within(Duration::from_secs(60), "a delivery to a stalled server", move || {
+        let started = std::time::Instant::now();
+        (p.deliver(vec![forecast("s1")]).unwrap(), started.elapsed())
+    });
+    eprintln!("a stalled body ended a 1 s request after {elapsed:?}");
+    match &outcomes[0] {
+        DeliveryOutcome::Retryable { reason, .. } => assert!(reason.contains("timed out"), "{reason}"),
+        other => panic!("expected a retryable timeout, got {other:?}"),
+    }
+    assert_eq!(stub.received().len(), 1);
+    // The call's limit (1 s) is the smaller: the call is stopped whole.
+    let stub = stalled();
+    let p = sink(format!("{}/po", stub.url()), "60000", Duration::from_secs(1));
+    let (result, report) = within(Duration::from_secs(60), "a delivery to a stalled server", move || p.deliver_reported(vec![forecast("s2")]));
+    assert_eq!(result.unwrap_err().failure, Failure::Timeout(Duration::from_secs(1)));
+    assert_eq!(report.http_requests, 1, "the call says it had sent a request");
 }

@@ -70,3 +70,18 @@ pub fn forecast(id: &str) -> Message {
     m.correlation_id = format!("corr-{id}");
     m
 }
+
+/// Runs `f` on its own thread and returns its result, failing the test if
+/// it has not returned after `bound` — a liveness check for calls that
+/// must not hang (the bound is far above any limit under test; it is not
+/// a timing assertion).
+pub fn within<T: Send + 'static>(bound: std::time::Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not return within {bound:?}"),
+    }
+}

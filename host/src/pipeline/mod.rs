@@ -12,6 +12,7 @@
 //! polling sources [`crate::source`]'s.
 
 pub mod fields;
+pub mod keys;
 pub mod process;
 mod signal;
 mod topology;
@@ -20,7 +21,7 @@ pub mod versions;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,49 @@ enum Owner {
     Maintenance,
 }
 
+/// How many of one owner's worker threads still run. A part rebuilt by a
+/// reload starts its new workers only once the old ones have ended, so a
+/// shard or a sink's key range never has two workers at once; the reload
+/// itself never waits for them.
+#[derive(Default)]
+struct Running {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Running {
+    fn wait_idle(&self) {
+        let mut n = self.count.lock().unwrap();
+        while *n > 0 {
+            n = self.ended.wait(n).unwrap();
+        }
+    }
+}
+
+/// Counts one worker thread as running until dropped.
+struct Shift(Arc<Running>);
+
+impl Shift {
+    fn start(running: &Arc<Running>) -> Shift {
+        *running.count.lock().unwrap() += 1;
+        Shift(running.clone())
+    }
+}
+
+impl Drop for Shift {
+    fn drop(&mut self) {
+        *self.0.count.lock().unwrap() -= 1;
+        self.0.ended.notify_all();
+    }
+}
+
+/// The worker threads of one owner.
+#[derive(Default)]
+struct Crew {
+    handles: Vec<JoinHandle<()>>,
+    running: Arc<Running>,
+}
+
 /// The running host: the current topology, the store, the runtime, workers.
 pub struct Engine {
     /// The component runtime.
@@ -159,7 +203,12 @@ pub struct Engine {
     /// Archived plugin versions, their history, rollbacks.
     pub versions: Arc<Versions>,
     stop: AtomicBool,
-    workers: Mutex<BTreeMap<Owner, Vec<JoinHandle<()>>>>,
+    workers: Mutex<BTreeMap<Owner, Crew>>,
+    /// Workers of retired parts, still finishing (or abandoning) their
+    /// current call; joined at stop.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
+    /// The crews of retired parts, so their successors can wait for them.
+    previous: Mutex<BTreeMap<Owner, Arc<Running>>>,
     /// Serializes reloads.
     pub(crate) reload_lock: Mutex<()>,
 }
@@ -218,6 +267,8 @@ impl Engine {
             versions,
             stop: AtomicBool::new(false),
             workers: Mutex::default(),
+            retiring: Mutex::default(),
+            previous: Mutex::default(),
             reload_lock: Mutex::new(()),
         })
     }
@@ -315,22 +366,53 @@ impl Engine {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Asks every worker to finish its current batch and stop, and waits.
+    /// Asks every worker to stop after its current plugin call (a batch in
+    /// progress is abandoned uncommitted and redone after a restart), and
+    /// waits for them: no longer than one call's wall-time limit.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         let t = self.topology.load();
         t.pipelines.values().for_each(|p| p.signal.notify());
         t.sinks.values().for_each(|s| s.signal.notify());
         let workers = std::mem::take(&mut *self.workers.lock().unwrap());
-        for handle in workers.into_values().flatten() {
+        let retiring = std::mem::take(&mut *self.retiring.lock().unwrap());
+        for handle in workers.into_values().flat_map(|c| c.handles).chain(retiring) {
             let _ = handle.join();
         }
     }
 
+    /// Starts a worker thread for `owner`. If a retired crew of the same
+    /// owner is still finishing, the new worker waits for it first.
     fn spawn(self: &Arc<Self>, owner: Owner, name: String, f: impl FnOnce(Arc<Engine>) + Send + 'static) {
         let engine = self.clone();
-        let handle = std::thread::Builder::new().name(name).spawn(move || f(engine)).expect("spawn worker");
-        self.workers.lock().unwrap().entry(owner).or_default().push(handle);
+        let before = self.previous.lock().unwrap().get(&owner).cloned();
+        let mut workers = self.workers.lock().unwrap();
+        let crew = workers.entry(owner).or_default();
+        let shift = Shift::start(&crew.running);
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let _shift = shift;
+                if let Some(before) = before {
+                    before.wait_idle();
+                }
+                f(engine)
+            })
+            .expect("spawn worker");
+        crew.handles.push(handle);
+    }
+
+    /// Stops `owner`'s workers without waiting for them: they end after
+    /// their current plugin call; a successor's workers wait for that.
+    fn retire(&self, owner: Owner) {
+        let Some(crew) = self.workers.lock().unwrap().remove(&owner) else { return };
+        self.retiring.lock().unwrap().extend(crew.handles);
+        self.previous.lock().unwrap().insert(owner, crew.running);
+        // Forget the handles of workers that have ended.
+        let mut retiring = self.retiring.lock().unwrap();
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *retiring).into_iter().partition(|h| h.is_finished());
+        done.into_iter().for_each(|h| drop(h.join()));
+        *retiring = running;
     }
 
     fn start_pipeline(self: &Arc<Self>, p: &Arc<LivePipeline>) {
@@ -361,20 +443,19 @@ impl Engine {
         self.spawn(Owner::Maintenance, "maintenance".into(), |e| e.maintain());
     }
 
-    /// Stops a retired pipeline's workers after their current batch.
+    /// Stops a retired pipeline's workers after their current plugin call
+    /// (an unfinished batch is left pending for the successor).
     fn retire_pipeline(&self, p: &LivePipeline) {
         p.retired.store(true, Ordering::Relaxed);
         p.signal.notify();
-        let handles = self.workers.lock().unwrap().remove(&Owner::Pipeline(p.cfg.tenant.to_string(), p.cfg.id.to_string()));
-        handles.into_iter().flatten().for_each(|h| drop(h.join()));
+        self.retire(Owner::Pipeline(p.cfg.tenant.to_string(), p.cfg.id.to_string()));
     }
 
     /// Stops a retired sink's workers after their current call.
     fn retire_sink(&self, s: &LiveSink) {
         s.retired.store(true, Ordering::Relaxed);
         s.signal.notify();
-        let handles = self.workers.lock().unwrap().remove(&Owner::Sink(s.cfg.name.to_string()));
-        handles.into_iter().flatten().for_each(|h| drop(h.join()));
+        self.retire(Owner::Sink(s.cfg.name.to_string()));
     }
 
     /// Builds the topology for `config` against the current one and, when
@@ -471,7 +552,12 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            let commit = process::process(p, &rows);
+            let cancel = || self.stopping() || p.retired();
+            let Some(commit) = process::process(p, &rows, &cancel) else {
+                // Stopping or retired mid-batch: nothing is committed; the
+                // rows stay pending for whoever runs the pipeline next.
+                break;
+            };
             let sinks: std::collections::BTreeSet<String> =
                 commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
             match self.store.commit(commit) {

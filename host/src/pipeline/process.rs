@@ -2,9 +2,14 @@
 //! routes, producing the [`Commit`] that records every result at once.
 //!
 //! Outputs get deterministic ids and idempotency keys (derived from their
-//! input's and their position: `KEY/0`, `KEY/0/2`, ...), so re-processing
-//! after a crash yields the same deliveries and a sink never sees a new key
-//! for the same business effect.
+//! input's and their position, see [`super::keys`]), so re-processing after
+//! a crash yields the same deliveries and a sink never sees a new key for
+//! the same business effect.
+//!
+//! Processing can be cancelled between plugin calls (a stop or a reload
+//! retiring the pipeline): then nothing is committed and the rows stay
+//! pending, to be processed again — with the same ids and keys — by
+//! whoever runs the pipeline next.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,15 +19,17 @@ use sha2::{Digest, Sha256};
 use syncline_model::{json as mjson, Body, Message};
 
 use super::fields::View;
-use super::LivePipeline;
+use super::{keys, LivePipeline};
 use crate::config::{OnViolation, StageKind};
-use crate::runtime::{CallError, PluginInstance};
+use crate::runtime::{CallError, CallReport, PluginInstance};
 use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed};
 
-/// A message in flight: which input row it descends from.
+/// A message in flight: which input row it descends from, and the key a
+/// sink gets for it.
 struct Item {
     row: usize,
     msg: Message,
+    key: String,
 }
 
 /// What happened to one input row.
@@ -45,8 +52,8 @@ pub fn derive_id(parent: &str, n: usize) -> String {
     ulid::Ulid::from_parts(ms, u128::from_be_bytes(r)).to_string()
 }
 
-/// Makes a plugin's output a proper child of `parent`.
-fn adopt(parent: &Message, mut out: Message, n: usize, tenant: &str) -> Message {
+/// Makes a plugin's output a proper child of `parent` (keyed `parent_key`).
+fn adopt(parent: &Message, parent_key: &str, mut out: Message, n: usize, tenant: &str) -> Item {
     if out.tenant != tenant {
         if !out.tenant.is_empty() {
             tracing::warn!(tenant, plugin_tenant = %out.tenant, "a plugin output named another tenant; kept in the input's tenant");
@@ -61,29 +68,51 @@ fn adopt(parent: &Message, mut out: Message, n: usize, tenant: &str) -> Message 
     // Always derived, never taken from the plugin: a plugin that clones its
     // input for several outputs would otherwise give them one key, and the
     // sink would drop all but the first as duplicates.
-    let root = parent.idempotency_key.as_deref().unwrap_or(&parent.id);
-    out.idempotency_key = Some(format!("{root}/{n}"));
+    let key = keys::child(parent_key, n);
+    out.idempotency_key = Some(key.clone());
     if out.occurred_at.is_empty() {
         out.occurred_at = parent.occurred_at.clone();
     }
     if out.source_system.is_empty() {
         out.source_system = parent.source_system.clone();
     }
-    out
+    Item { row: 0, msg: out, key }
 }
 
-/// Calls `f`, retrying a retryable failure with backoff up to `attempts`.
-fn with_retries<R>(attempts: u32, mut f: impl FnMut() -> Result<R, CallError>) -> Result<R, (CallError, Vec<String>)> {
+/// Why processing stopped before its end.
+struct Cancelled;
+
+/// A call's result after retries, with every failed attempt's error and
+/// the sum of the attempts' reports.
+type Tried<R> = Result<(Result<R, (CallError, Vec<String>)>, CallReport), Cancelled>;
+
+/// Calls `f`, retrying a retryable failure with backoff up to `attempts`;
+/// gives up early when `cancel` says so.
+fn with_retries<R>(attempts: u32, cancel: &dyn Fn() -> bool, mut f: impl FnMut() -> (Result<R, CallError>, CallReport)) -> Tried<R> {
     let mut errors = Vec::new();
+    let mut total = CallReport::default();
     for n in 0..attempts.max(1) {
-        match f() {
-            Ok(r) => return Ok(r),
+        if cancel() {
+            return Err(Cancelled);
+        }
+        let (result, report) = f();
+        total.logs_dropped += report.logs_dropped;
+        total.http_requests += report.http_requests;
+        total.output_bytes += report.output_bytes;
+        match result {
+            Ok(r) => return Ok((Ok(r), total)),
             Err(e) => {
                 errors.push(e.to_string());
                 if !e.failure.is_retryable() || n + 1 == attempts.max(1) {
-                    return Err((e, errors));
+                    return Ok((Err((e, errors)), total));
                 }
-                std::thread::sleep(Duration::from_millis(100 << n.min(4)));
+                let until = Instant::now() + Duration::from_millis(100 << n.min(4));
+                while Instant::now() < until {
+                    if cancel() {
+                        return Err(Cancelled);
+                    }
+                    std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
+                }
             }
         }
     }
@@ -103,27 +132,39 @@ fn dead_letter(stage_no: usize, instance: &PluginInstance, msg: &Message, reason
     }
 }
 
-fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instant, outcome: Value) -> Value {
+fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instant, report: &CallReport, outcome: Value) -> Value {
     let plugin = instance.plugin();
-    json!({
+    let mut step = json!({
         "stage": stage_no,
         "plugin": plugin.name,
         "digest": plugin.digest,
         "input": input,
         "micros": started.elapsed().as_micros() as u64,
         "outcome": outcome,
-    })
+    });
+    if report.logs_dropped > 0 {
+        step["logs-dropped"] = json!(report.logs_dropped);
+    }
+    step
 }
 
-/// Processes `rows` (in order) through `pipeline`.
-pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
+/// Processes `rows` (in order) through `pipeline`; `None` when `cancel`
+/// said to stop before the end (nothing of the batch is to be committed).
+pub fn process(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<Commit> {
+    process_all(pipeline, rows, cancel).ok()
+}
+
+fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<Commit, Cancelled> {
     let cfg = &pipeline.cfg;
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
     let mut items: Vec<Item> = Vec::with_capacity(rows.len());
     for (row, p) in rows.iter().enumerate() {
         match mjson::from_str(&p.json) {
-            Ok(msg) => items.push(Item { row, msg }),
+            Ok(msg) => {
+                let key = keys::root(tenant, cfg.id.as_str(), msg.idempotency_key.as_deref(), &msg.id);
+                items.push(Item { row, msg, key })
+            }
             Err(e) => results[row].dead.push(NewDeadLetter {
                 message_id: p.id.clone(),
                 place: "decode".into(),
@@ -141,47 +182,51 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
         let mut next = Vec::with_capacity(items.len());
         match stage.cfg.kind {
             StageKind::Transform => {
-                for Item { row, msg } in items {
+                for Item { row, msg, key } in items {
                     // Each call takes the version live now: a swap affects the next message.
                     let instance = stage.instance.load_full();
                     let instance = instance.as_ref();
                     let started = Instant::now();
-                    match with_retries(cfg.max_attempts, || instance.transform(msg.clone())) {
+                    let (result, report) = with_retries(cfg.max_attempts, cancel, || instance.transform_reported(msg.clone()))?;
+                    match result {
                         Ok(outs) => {
-                            let outs: Vec<Message> = outs.into_iter().enumerate().map(|(n, o)| adopt(&msg, o, n, tenant)).collect();
-                            let ids: Vec<&str> = outs.iter().map(|o| o.id.as_str()).collect();
-                            results[row].steps.push(step(no, instance, &msg.id, started, json!({"outputs": ids})));
-                            next.extend(outs.into_iter().map(|msg| Item { row, msg }));
+                            let outs: Vec<Item> =
+                                outs.into_iter().enumerate().map(|(n, o)| Item { row, ..adopt(&msg, &key, o, n, tenant) }).collect();
+                            let ids: Vec<&str> = outs.iter().map(|o| o.msg.id.as_str()).collect();
+                            results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"outputs": ids})));
+                            next.extend(outs);
                         }
                         Err((e, attempts)) => {
-                            results[row].steps.push(step(no, instance, &msg.id, started, json!({"error": e.to_string()})));
+                            results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"error": e.to_string()})));
                             results[row].dead.push(dead_letter(no, instance, &msg, e.to_string(), attempts));
                         }
                     }
                 }
             }
             StageKind::Validate => {
-                for Item { row, msg } in items {
+                for Item { row, msg, key } in items {
                     let instance = stage.instance.load_full();
                     let instance = instance.as_ref();
                     let started = Instant::now();
-                    match with_retries(cfg.max_attempts, || instance.validate(msg.clone())) {
+                    let (result, report) = with_retries(cfg.max_attempts, cancel, || instance.validate_reported(msg.clone()))?;
+                    match result {
                         Ok(violations) => {
                             let blocking = violations.iter().any(|v| v.is_blocking());
                             let vjson = serde_json::to_value(&violations).unwrap();
                             let r = &mut results[row];
                             if !blocking {
-                                r.steps.push(step(no, instance, &msg.id, started, json!({"valid": true, "violations": vjson})));
-                                next.push(Item { row, msg });
+                                r.steps.push(step(no, instance, &msg.id, started, &report, json!({"valid": true, "violations": vjson})));
+                                next.push(Item { row, msg, key });
                                 continue;
                             }
                             let text: Vec<String> = violations.iter().map(|v| format!("{}: {} ({})", v.field, v.text, v.code)).collect();
                             let policy = &stage.cfg.on_violation;
-                            r.steps.push(step(no, instance, &msg.id, started, json!({"valid": false, "violations": vjson, "policy": format!("{policy:?}")})));
+                            let outcome = json!({"valid": false, "violations": vjson, "policy": format!("{policy:?}")});
+                            r.steps.push(step(no, instance, &msg.id, started, &report, outcome));
                             match policy {
                                 OnViolation::Warn => {
                                     tracing::warn!(message = %msg.id, violations = %text.join("; "), "validation failed; continuing (on-violation = warn)");
-                                    next.push(Item { row, msg });
+                                    next.push(Item { row, msg, key });
                                 }
                                 OnViolation::Drop => r.dropped += 1,
                                 OnViolation::DeadLetter => r.dead.push(dead_letter(no, instance, &msg, format!("validation failed: {}", text.join("; ")), vec![])),
@@ -194,7 +239,7 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
                             }
                         }
                         Err((e, attempts)) => {
-                            results[row].steps.push(step(no, instance, &msg.id, started, json!({"error": e.to_string()})));
+                            results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"error": e.to_string()})));
                             results[row].dead.push(dead_letter(no, instance, &msg, e.to_string(), attempts));
                         }
                     }
@@ -209,7 +254,9 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
                     let instance = instance.as_ref();
                     let started = Instant::now();
                     // One copy per attempt: the batch's own messages stay the outputs' parents.
-                    match with_retries(cfg.max_attempts, || instance.allocate(batch.iter().map(|it| it.msg.clone()).collect())) {
+                    let (result, report) =
+                        with_retries(cfg.max_attempts, cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+                    match result {
                         Ok(outs) => {
                             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
                             let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
@@ -217,19 +264,19 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
                             for o in outs {
                                 let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
                                 let n = per_parent[k].len();
-                                let o = adopt(&batch[k].msg, o, n, tenant);
-                                per_parent[k].push(o.id.clone());
-                                produced.push(Item { row: batch[k].row, msg: o });
+                                let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, tenant) };
+                                per_parent[k].push(o.msg.id.clone());
+                                produced.push(o);
                             }
                             for (k, it) in batch.iter().enumerate() {
                                 let outcome = json!({"batch": batch.len(), "outputs": per_parent[k]});
-                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, outcome));
+                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, &report, outcome));
                             }
                             next.extend(produced);
                         }
                         Err((e, attempts)) => {
                             for it in &batch {
-                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, json!({"error": e.to_string()})));
+                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, &report, json!({"error": e.to_string()})));
                                 results[it.row].dead.push(dead_letter(no, instance, &it.msg, e.to_string(), attempts.clone()));
                             }
                         }
@@ -241,7 +288,7 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
     }
 
     // Route what is left; canonical exceptions go to their queue instead.
-    for Item { row, msg } in items {
+    for Item { row, mut msg, key } in items {
         let r = &mut results[row];
         if let Body::Exception(e) = &msg.body {
             r.exceptions.push(NewException {
@@ -252,16 +299,20 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
             });
             continue;
         }
-        let view = View::new(&msg);
-        let route = cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c)));
+        let (route, ordering_key) = {
+            let view = View::new(&msg);
+            (cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c))), view.ordering_key(&cfg.ordering_key))
+        };
         match route {
             Some(route) => {
-                let key = view.ordering_key(&cfg.ordering_key);
+                // What the sink gets carries its scoped key (a message that
+                // passed the stages unchanged still has the client's).
+                msg.idempotency_key = Some(key);
                 let json = mjson::to_string(&msg);
                 let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
                 r.steps.push(json!({"route": msg.id, "to": sinks}));
                 for sink in &route.to {
-                    r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: key.clone(), json: json.clone() });
+                    r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), json: json.clone() });
                 }
             }
             None => r.dead.push(NewDeadLetter {
@@ -301,5 +352,5 @@ pub fn process(pipeline: &LivePipeline, rows: &[Pending]) -> Commit {
             }
         })
         .collect();
-    Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed }
+    Ok(Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed })
 }

@@ -1,5 +1,8 @@
 //! Host-side bindings for the five plugin worlds. The transformer world
 //! generates the shared types and host-import traits; the others reuse them.
+//! Exports are called asynchronously (so a call can be dropped at its
+//! deadline while the guest waits in a host call); the host's own imports
+//! are synchronous and quick.
 
 #![allow(missing_docs, clippy::all)]
 
@@ -7,6 +10,7 @@ pub mod transformer {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "syncline:plugin/transformer",
+        exports: { default: async },
     });
 }
 
@@ -16,6 +20,7 @@ macro_rules! world {
             wasmtime::component::bindgen!({
                 path: "../wit",
                 world: $world,
+                exports: { default: async },
                 $($opt)*
                 with: {
                     "syncline:canonical/types": super::transformer::syncline::canonical::types,

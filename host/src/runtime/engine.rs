@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; the granularity of per-call wall-time limits.
+/// How often the epoch advances: how often a running guest checks its
+/// call's deadline, so the granularity of per-call wall-time limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Largest linear memory any plugin may be given (per-plugin limits are
@@ -70,11 +71,6 @@ pub fn build(options: &EngineOptions) -> anyhow::Result<Engine> {
         }
     })?;
     Ok(engine)
-}
-
-/// Epoch ticks allowed for a call of `timeout` wall time (at least one).
-pub fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
 }
 
 /// An engine shared by everything in the process.

@@ -85,7 +85,8 @@ pub enum LoadError {
 pub enum Failure {
     /// The plugin returned an error of its own.
     Plugin(PluginError),
-    /// The call ran past its wall-time limit and was interrupted.
+    /// The call ran past its wall-time limit and was stopped (in the guest's
+    /// own code or while it waited in a host call).
     Timeout(Duration),
     /// The instance tried to grow its memory past the limit.
     MemoryLimit {
@@ -94,11 +95,20 @@ pub enum Failure {
         /// What it asked for.
         requested: usize,
     },
-    /// The plugin trapped (panic, unreachable, out-of-bounds access, ...).
+    /// The plugin returned more than its output limit allows.
+    OutputLimit {
+        /// The limit in bytes.
+        limit: usize,
+        /// What it returned, in bytes (at least).
+        size: usize,
+    },
+    /// The plugin trapped: the cause (stack overflow, unreachable, out of
+    /// bounds...) and, for a panic, the guest's panic message.
     Trap(String),
     /// The plugin broke the contract (e.g. wrong number of outcomes).
     Contract(String),
-    /// No instance could be created (e.g. the instance pool is exhausted).
+    /// No instance could be created (e.g. the instance pool is exhausted,
+    /// or every allowed instance stayed busy past the call's limit).
     Instantiate(String),
 }
 
@@ -109,8 +119,15 @@ impl Failure {
             Failure::Plugin(e) => e.retryable,
             Failure::Instantiate(_) => true,
             // A deterministic plugin will trap, loop or bloat again on the same input.
-            Failure::Timeout(_) | Failure::MemoryLimit { .. } | Failure::Trap(_) | Failure::Contract(_) => false,
+            Failure::Timeout(_) | Failure::MemoryLimit { .. } | Failure::OutputLimit { .. } | Failure::Trap(_) | Failure::Contract(_) => false,
         }
+    }
+
+    /// Whether the call failed as a whole, whatever its input held: a limit
+    /// or a trap rather than an answer of the plugin's. A sink call that
+    /// fails this way says nothing about any one message of its batch.
+    pub fn is_whole_call(&self) -> bool {
+        !matches!(self, Failure::Plugin(_) | Failure::Contract(_))
     }
 
     /// A short machine-readable code.
@@ -119,6 +136,7 @@ impl Failure {
             Failure::Plugin(e) => &e.code,
             Failure::Timeout(_) => "timeout",
             Failure::MemoryLimit { .. } => "memory-limit",
+            Failure::OutputLimit { .. } => "output-limit",
             Failure::Trap(_) => "trap",
             Failure::Contract(_) => "contract",
             Failure::Instantiate(_) => "instantiate",
@@ -128,15 +146,16 @@ impl Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::limits::bytes;
         match self {
             Failure::Plugin(e) => write!(f, "returned error {e}"),
             Failure::Timeout(t) => write!(f, "ran past its wall-time limit of {t:?} and was stopped"),
-            Failure::MemoryLimit { limit, requested } => write!(
-                f,
-                "exceeded its memory limit of {} (asked for {})",
-                super::host::bytes(*limit),
-                super::host::bytes(*requested)
-            ),
+            Failure::MemoryLimit { limit, requested } => {
+                write!(f, "exceeded its memory limit of {} (asked for {})", bytes(*limit), bytes(*requested))
+            }
+            Failure::OutputLimit { limit, size } => {
+                write!(f, "returned {} of output, more than its output limit of {}", bytes(*size), bytes(*limit))
+            }
             Failure::Trap(t) => write!(f, "trapped: {t}"),
             Failure::Contract(t) => write!(f, "broke the plugin contract: {t}"),
             Failure::Instantiate(t) => write!(f, "could not be instantiated: {t}"),
@@ -144,9 +163,10 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// A failed call, naming the plugin and digest.
+/// A failed call, naming the plugin and digest, with the tail of what the
+/// plugin wrote to stdout/stderr during the call (tracebacks, `print`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("plugin `{plugin}` ({digest}) {failure}")]
+#[error("plugin `{plugin}` ({digest}) {failure}{}", output_suffix(.output))]
 pub struct CallError {
     /// Plugin name.
     pub plugin: String,
@@ -154,4 +174,13 @@ pub struct CallError {
     pub digest: String,
     /// What went wrong.
     pub failure: Failure,
+    /// The end of the plugin's stdout/stderr during the call (bounded).
+    pub output: Option<String>,
+}
+
+fn output_suffix(output: &Option<String>) -> String {
+    match output {
+        Some(o) if !o.trim().is_empty() => format!("; plugin output: {}", o.trim_end()),
+        _ => String::new(),
+    }
 }

@@ -1,20 +1,24 @@
-//! What a plugin's store holds and the host services it imports: logging,
-//! its configuration, reference tables, per-tenant state, WASI (nothing
-//! granted) and outbound HTTP limited to the allowed hosts.
+//! What a plugin's store holds and the host services it imports: logging
+//! (through the plugin's log gate), its configuration, reference tables,
+//! per-tenant state, WASI (nothing granted; stdout and stderr captured per
+//! call) and outbound HTTP ([`super::http`]).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use syncline_model::table::RefTable;
 
 use super::bindings::host_api::{config, log, reference, state};
+use super::http::HttpPolicy;
+use super::limits::{bytes, Limits};
+use super::logs::LogGate;
+use super::output::Output;
 
 /// A plugin's per-tenant key-value state, kept across calls.
 pub trait StateStore: Send + Sync {
@@ -68,26 +72,6 @@ impl StateStore for MemoryState {
         if let Some(entries) = map.get_mut(&(tenant.to_string(), plugin.to_string())) {
             entries.remove(key);
         }
-    }
-}
-
-/// Per-plugin limits, enforced on every call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Wall time allowed per call (epoch interruption).
-    pub timeout: Duration,
-    /// Linear memory allowed per instance, in bytes.
-    pub memory: usize,
-    /// Instances of this plugin alive at once (concurrent calls).
-    pub instances: usize,
-    /// A fresh instance per call instead of reusing warm ones: nothing a
-    /// call leaves in linear memory or globals reaches the next call.
-    pub fresh: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { timeout: Duration::from_secs(5), memory: 64 << 20, instances: 4, fresh: false }
     }
 }
 
@@ -202,135 +186,54 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-pub(crate) fn bytes(n: usize) -> String {
-    if n >= 1 << 20 {
-        format!("{} MiB", n >> 20)
-    } else {
-        format!("{} KiB", n >> 10)
-    }
-}
-
-/// Outbound HTTP policy: only allowed authorities, and no waiting past the
-/// plugin's own call timeout.
-pub struct HttpPolicy {
-    allowed: Vec<String>,
-    timeout: Duration,
-}
-
-impl HttpPolicy {
-    fn allows(&self, authority: &str) -> bool {
-        self.allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(authority))
-    }
-}
-
-impl WasiHttpHooks for HttpPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        let uri = request.uri();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let authority = match uri.authority() {
-            Some(a) if a.port().is_some() => a.to_string(),
-            Some(a) => format!("{}:{}", a.host(), if https { 443 } else { 80 }),
-            None => String::new(),
-        };
-        if !self.allows(&authority) {
-            tracing::warn!(%authority, allowed = ?self.allowed, "plugin HTTP request denied");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        let cap = |t: Option<Duration>| Some(t.map_or(self.timeout, |t| t.min(self.timeout)));
-        let options = options.unwrap_or_default();
-        let options = wasmtime_wasi_http::RequestOptions {
-            connect_timeout: cap(options.connect_timeout),
-            first_byte_timeout: cap(options.first_byte_timeout),
-            between_bytes_timeout: cap(options.between_bytes_timeout),
-        };
-        if https {
-            struct Default;
-            impl WasiHttpHooks for Default {}
-            return Default.send_request(request, Some(options), fut);
-        }
-        Box::new(pooled_send(request, options))
-    }
-}
-
-type WasiResponse = http::Response<wasmtime_wasi_http::WasiBody>;
-type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
-
-/// One HTTP/1.1 client for every plugin, keeping connections alive between
-/// requests (the stock sender opens a connection per request).
-fn pooled_client() -> &'static hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, wasmtime_wasi_http::WasiBody> {
-    use hyper_util::client::legacy::{connect::HttpConnector, Client};
-    static CLIENT: std::sync::OnceLock<Client<HttpConnector, wasmtime_wasi_http::WasiBody>> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(connector)
-    })
-}
-
-/// Sends a plain-HTTP request over the pooled client, within the timeouts.
-async fn pooled_send(
-    request: http::Request<wasmtime_wasi_http::WasiBody>,
-    options: wasmtime_wasi_http::RequestOptions,
-) -> Result<(WasiResponse, IoFuture), wasmtime_wasi_http::Error> {
-    use http_body_util::BodyExt;
-    use wasmtime_wasi_http::Error;
-    let limit = options.first_byte_timeout.unwrap_or(Duration::from_secs(600));
-    let response = match tokio::time::timeout(limit, pooled_client().request(request)).await {
-        Err(_) => return Err(Error::ConnectionReadTimeout),
-        Ok(Err(e)) if e.is_connect() => return Err(Error::ConnectionRefused),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "outbound HTTP request failed");
-            return Err(Error::ConnectionTerminated);
-        }
-        Ok(Ok(r)) => r,
-    };
-    let response = response.map(|body| body.map_err(Error::Hyper).boxed_unsync());
-    Ok((response, Box::new(async { Ok(()) }) as IoFuture))
-}
-
 /// The data of one plugin instance's store.
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    policy: HttpPolicy,
+    pub(crate) policy: HttpPolicy,
     pub(crate) memory: MemoryCap,
     pub(crate) ctx: Arc<PluginContext>,
     pub(crate) call: CallInfo,
+    pub(crate) gate: Arc<LogGate>,
+    pub(crate) output: Output,
+    /// When the current call must end (checked at every epoch tick).
+    pub(crate) deadline: Instant,
+    /// Log lines the gate dropped during the current call.
+    pub(crate) logs_dropped: u64,
 }
 
 impl HostState {
     /// Fresh state for an instance of the plugin `ctx` describes. WASI grants
-    /// nothing: no files, environment, sockets or arguments.
-    pub fn new(ctx: Arc<PluginContext>) -> HostState {
+    /// nothing: no files, environment, sockets or arguments; stdout and
+    /// stderr go to a bounded per-call capture.
+    pub fn new(ctx: Arc<PluginContext>, gate: Arc<LogGate>) -> HostState {
+        let output = Output::default();
+        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
         HostState {
-            wasi: WasiCtx::builder().build(),
+            wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            policy: HttpPolicy { allowed: ctx.allowed_hosts.clone(), timeout: ctx.limits.timeout },
+            policy: HttpPolicy::new(ctx.allowed_hosts.clone()),
             memory: MemoryCap { limit: ctx.limits.memory, exceeded: None },
             ctx,
             call: CallInfo::default(),
+            gate,
+            output,
+            deadline: Instant::now(),
+            logs_dropped: 0,
         }
+    }
+
+    /// Arms the state for a new call ending at `deadline`.
+    pub(crate) fn begin(&mut self, call: CallInfo, deadline: Instant) {
+        self.call = call;
+        self.deadline = deadline;
+        self.policy.call_deadline = deadline;
+        self.policy.sent = 0;
+        self.memory.exceeded = None;
+        self.logs_dropped = 0;
+        self.output.take();
     }
 }
 
@@ -348,6 +251,10 @@ impl WasiHttpView for HostState {
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
+        let Some(message) = self.gate.admit(&message) else {
+            self.logs_dropped += 1;
+            return;
+        };
         let (plugin, tenant, correlation_id) = (&self.ctx.plugin, &self.call.tenant, &self.call.correlation_id);
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),

@@ -1,22 +1,33 @@
 //! A plugin bound to its context (config, tables, limits): the handle a
 //! pipeline stage holds. It keeps warm instances for reuse, caps how many
-//! exist at once, enforces the per-call limits, and turns traps, timeouts
-//! and memory blow-ups into [`CallError`]s. An instance that failed is
-//! thrown away; the next call gets a fresh one. With `fresh` limits every
-//! call gets a fresh instance (the pooling allocator makes that cheap).
+//! exist at once, enforces the per-call limits, and turns traps, timeouts,
+//! memory blow-ups and oversized outputs into [`CallError`]s. An instance
+//! that failed is thrown away; the next call gets a fresh one. With `fresh`
+//! limits every call gets a fresh instance (the pooling allocator makes
+//! that cheap).
+//!
+//! Every call runs as a wasmtime async call under one deadline: epoch
+//! interruption stops a guest spinning in its own code, and the call's
+//! future is dropped at the deadline when the guest waits in a host call
+//! (a sleep, a stalled HTTP body). Waiting for a free instance counts
+//! against the same deadline. No caller ever waits on a plugin call longer
+//! than its wall-time limit (plus the epoch tick).
 
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
-use wasmtime::{Store, Trap};
+use serde::Serialize;
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use syncline_model::{DeliveryOutcome, Message, PluginError, PollBatch, Violation};
 
 use super::bindings::convert::Conv;
 use super::bindings::{allocator, sink, source, transformer, validator};
-use super::engine::deadline_ticks;
 use super::error::{CallError, Failure};
 use super::host::{CallInfo, HostState, PluginContext};
+use super::logs::LogGate;
 use super::native::NativeStage;
+use super::output::{panic_message, Written};
 use super::plugin::{Plugin, World};
 
 #[derive(Clone)]
@@ -36,9 +47,43 @@ enum Exports {
     Sink(sink::Sink),
 }
 
+/// How many instances of one bound plugin are alive.
+#[derive(Default)]
+struct Slots {
+    live: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One live instance's claim on its plugin's instance cap: released when
+/// the instance is dropped (after a failure, or with a fresh-instance
+/// limit), kept while it waits warm in the pool.
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.live.lock().unwrap() -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 struct Warm {
     store: Store<HostState>,
     exports: Exports,
+    _slot: Slot,
+}
+
+/// What a call did besides its result: log lines its gate dropped, HTTP
+/// requests it let through (a failed sink call that sent any may have
+/// delivered), and how much it wrote to stdout/stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CallReport {
+    /// Log lines dropped by the plugin's log limits during the call.
+    pub logs_dropped: u64,
+    /// Outbound HTTP requests let through during the call.
+    pub http_requests: u32,
+    /// Bytes written to stdout/stderr during the call.
+    pub output_bytes: u64,
 }
 
 /// A plugin bound to a context; cheap to share (`Arc`) between workers.
@@ -47,19 +92,20 @@ pub struct PluginInstance {
     ctx: Arc<PluginContext>,
     pre: Pre,
     idle: Mutex<Vec<Warm>>,
-    live: Mutex<usize>,
-    freed: Condvar,
+    slots: Arc<Slots>,
+    gate: Arc<LogGate>,
     native: Option<Arc<dyn NativeStage>>,
 }
 
 impl PluginInstance {
-    /// Binds `plugin` to `ctx`. Instances are created on first use.
+    /// Binds `plugin` to `ctx`, logging through `gate`. Instances are
+    /// created on first use.
     ///
     /// # Errors
     ///
     /// When the plugin's exports do not have the shape of its world (a
     /// plugin that passed loading always does).
-    pub fn new(plugin: Arc<Plugin>, ctx: PluginContext) -> anyhow::Result<PluginInstance> {
+    pub(crate) fn new(plugin: Arc<Plugin>, ctx: PluginContext, gate: Arc<LogGate>) -> anyhow::Result<PluginInstance> {
         let pre = plugin.pre.clone();
         let pre = match plugin.world {
             World::Transformer => Pre::Transformer(transformer::TransformerPre::new(pre)?),
@@ -68,7 +114,7 @@ impl PluginInstance {
             World::Source => Pre::Source(source::SourcePre::new(pre)?),
             World::Sink => Pre::Sink(sink::SinkPre::new(pre)?),
         };
-        Ok(PluginInstance { plugin, ctx: Arc::new(ctx), pre, idle: Mutex::default(), live: Mutex::new(0), freed: Condvar::new(), native: None })
+        Ok(PluginInstance { plugin, ctx: Arc::new(ctx), pre, idle: Mutex::default(), slots: Arc::default(), gate, native: None })
     }
 
     /// The same plugin and context with its stage calls (transform,
@@ -80,8 +126,8 @@ impl PluginInstance {
             ctx: self.ctx.clone(),
             pre: self.pre.clone(),
             idle: Mutex::default(),
-            live: Mutex::new(0),
-            freed: Condvar::new(),
+            slots: Arc::default(),
+            gate: self.gate.clone(),
             native: Some(native),
         }
     }
@@ -98,63 +144,66 @@ impl PluginInstance {
 
     /// Instances currently alive (idle or busy).
     pub fn live_instances(&self) -> usize {
-        *self.live.lock().unwrap()
+        *self.slots.live.lock().unwrap()
     }
 
     fn error(&self, failure: Failure) -> CallError {
-        CallError { plugin: self.plugin.name.clone(), digest: self.plugin.digest.clone(), failure }
+        CallError { plugin: self.plugin.name.clone(), digest: self.plugin.digest.clone(), failure, output: None }
     }
 
     fn wrong_world(&self, wanted: World) -> CallError {
-        self.error(Failure::Contract(format!(
-            "called as a {wanted} but it implements the {} world",
-            self.plugin.world
-        )))
+        self.error(Failure::Contract(format!("called as a {wanted} but it implements the {} world", self.plugin.world)))
     }
 
-    /// Takes an idle instance, or makes one if under the cap, or waits.
-    fn checkout(&self) -> Result<Warm, CallError> {
+    /// Takes an idle instance, or claims a slot for a new one if under the
+    /// cap, or waits for one until `deadline`.
+    fn checkout(&self, deadline: Instant) -> Result<Result<Warm, Slot>, CallError> {
         if let Some(warm) = self.idle.lock().unwrap().pop() {
-            return Ok(warm);
+            return Ok(Ok(warm));
         }
-        {
-            let mut live = self.live.lock().unwrap();
-            loop {
-                if let Some(warm) = self.idle.lock().unwrap().pop() {
-                    return Ok(warm);
-                }
-                if *live < self.ctx.limits.instances.max(1) {
-                    *live += 1;
-                    break;
-                }
-                live = self.freed.wait(live).unwrap();
+        let cap = self.ctx.limits.instances.max(1);
+        let mut live = self.slots.live.lock().unwrap();
+        loop {
+            if let Some(warm) = self.idle.lock().unwrap().pop() {
+                return Ok(Ok(warm));
             }
+            if *live < cap {
+                *live += 1;
+                return Ok(Err(Slot(self.slots.clone())));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.error(Failure::Instantiate(format!(
+                    "all {cap} allowed instances stayed busy past the call's limit of {:?}",
+                    self.ctx.limits.timeout
+                ))));
+            }
+            live = self.slots.freed.wait_timeout(live, left).unwrap().0;
         }
-        self.instantiate().inspect_err(|_| self.release_slot())
     }
 
-    fn release_slot(&self) {
-        *self.live.lock().unwrap() -= 1;
-        self.freed.notify_one();
-    }
-
-    fn instantiate(&self) -> Result<Warm, CallError> {
+    async fn instantiate(&self, slot: Slot, deadline: Instant) -> Result<Warm, CallError> {
         let engine = self.plugin.pre.engine();
-        let mut store = Store::new(engine, HostState::new(self.ctx.clone()));
+        let mut store = Store::new(engine, HostState::new(self.ctx.clone(), self.gate.clone()));
+        // Start functions run guest code too: under the call's deadline.
+        store.data_mut().deadline = deadline;
         store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(self.ctx.limits.timeout));
+        // Checked at every epoch tick while the guest runs its own code.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        });
+        store.set_epoch_deadline(1);
         let exports = match &self.pre {
-            Pre::Transformer(p) => p.instantiate(&mut store).map(Exports::Transformer),
-            Pre::Validator(p) => p.instantiate(&mut store).map(Exports::Validator),
-            Pre::Allocator(p) => p.instantiate(&mut store).map(Exports::Allocator),
-            Pre::Source(p) => p.instantiate(&mut store).map(Exports::Source),
-            Pre::Sink(p) => p.instantiate(&mut store).map(Exports::Sink),
+            Pre::Transformer(p) => p.instantiate_async(&mut store).await.map(Exports::Transformer),
+            Pre::Validator(p) => p.instantiate_async(&mut store).await.map(Exports::Validator),
+            Pre::Allocator(p) => p.instantiate_async(&mut store).await.map(Exports::Allocator),
+            Pre::Source(p) => p.instantiate_async(&mut store).await.map(Exports::Source),
+            Pre::Sink(p) => p.instantiate_async(&mut store).await.map(Exports::Sink),
         };
         match exports {
-            Ok(exports) => Ok(Warm { store, exports }),
+            Ok(exports) => Ok(Warm { store, exports, _slot: slot }),
             Err(e) => {
-                let failure = match self.classify(e, &store.data().memory.exceeded) {
+                let failure = match self.classify(e, &store) {
                     Failure::Trap(t) => Failure::Instantiate(t),
                     other => other,
                 };
@@ -163,47 +212,139 @@ impl PluginInstance {
         }
     }
 
-    fn classify(&self, e: wasmtime::Error, memory_exceeded: &Option<usize>) -> Failure {
-        if let Some(requested) = *memory_exceeded {
+    /// What a wasmtime error means: the memory cap, the deadline, or a
+    /// trap with its cause and the guest's panic message.
+    fn classify(&self, e: wasmtime::Error, store: &Store<HostState>) -> Failure {
+        if let Some(requested) = store.data().memory.exceeded {
             return Failure::MemoryLimit { limit: self.ctx.limits.memory, requested };
         }
-        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        let trap = e.downcast_ref::<Trap>().copied();
+        if trap == Some(Trap::Interrupt) {
             return Failure::Timeout(self.ctx.limits.timeout);
         }
-        // The trap code and the guest backtrace, one line each.
-        Failure::Trap(format!("{e:#}").lines().next().unwrap_or_default().to_string())
+        let cause = match trap {
+            Some(Trap::StackOverflow) => "stack overflow (the call stack is exhausted; deep recursion?)".to_string(),
+            Some(Trap::UnreachableCodeReached) => "unreachable code reached (a panic or an abort)".to_string(),
+            Some(Trap::MemoryOutOfBounds) => "out-of-bounds memory access (also how a Rust plugin's own stack overflow shows)".to_string(),
+            Some(Trap::IntegerDivisionByZero) => "integer division by zero".to_string(),
+            Some(Trap::IntegerOverflow) => "integer overflow".to_string(),
+            Some(Trap::IndirectCallToNull | Trap::BadSignature) => "bad indirect call".to_string(),
+            Some(other) => other.to_string(),
+            // A host-side error (e.g. an invalid value lifted from the guest).
+            None => format!("{e:#}").lines().next().unwrap_or_default().to_string(),
+        };
+        Failure::Trap(cause)
     }
 
-    /// Runs `f` on an instance with the call limits armed; a failed instance
-    /// is dropped, a good one goes back to the pool.
-    fn call<R>(
-        &self,
-        info: CallInfo,
-        f: impl FnOnce(&mut Store<HostState>, &Exports) -> Result<R, CallError>,
-    ) -> Result<R, CallError> {
-        let mut warm = self.checkout()?;
+    /// Runs `request` on an instance with the call limits armed. A failed
+    /// instance is dropped, a good one goes back to the pool.
+    fn call(&self, info: CallInfo, request: Request) -> (Result<Response, CallError>, CallReport) {
+        let limits = &self.ctx.limits;
+        let deadline = Instant::now() + limits.timeout;
+        let claim = match self.checkout(deadline) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), CallReport::default()),
+        };
+        // Instantiation (when no warm instance was free) and the call itself
+        // both run under the call's deadline.
+        let mut warm = match claim {
+            Ok(warm) => warm,
+            Err(slot) => match super::io::block_on(async { tokio::time::timeout_at(deadline.into(), self.instantiate(slot, deadline)).await }) {
+                Ok(Ok(w)) => w,
+                Ok(Err(e)) => return (Err(e), CallReport::default()),
+                Err(_) => return (Err(self.error(Failure::Timeout(limits.timeout))), CallReport::default()),
+            },
+        };
+        warm.store.data_mut().begin(info, deadline);
+        warm.store.set_epoch_deadline(1);
+        let Warm { store, exports, .. } = &mut warm;
+        let ran = super::io::block_on(async { tokio::time::timeout_at(deadline.into(), self.dispatch(store, exports, request)).await });
+        // Dropped at the deadline while the guest waited in a host call.
+        let result = ran.unwrap_or_else(|_| Err(self.error(Failure::Timeout(limits.timeout))));
         let data = warm.store.data_mut();
-        data.call = info;
-        data.memory.exceeded = None;
-        warm.store.set_epoch_deadline(deadline_ticks(self.ctx.limits.timeout));
-        let result = f(&mut warm.store, &warm.exports);
-        match &result {
-            Err(CallError { failure: Failure::Plugin(_) | Failure::Contract(_), .. }) | Ok(_) if !self.ctx.limits.fresh => {
-                self.idle.lock().unwrap().push(warm);
-                self.freed.notify_one();
-            }
-            _ => {
-                drop(warm);
-                self.release_slot();
+        let written = data.output.take();
+        let report = CallReport { logs_dropped: data.logs_dropped, http_requests: data.policy.sent, output_bytes: written.bytes };
+        let keep = !limits.fresh && matches!(&result, Ok(_) | Err(CallError { failure: Failure::Plugin(_) | Failure::Contract(_), .. }));
+        if keep {
+            self.idle.lock().unwrap().push(warm);
+            self.slots.freed.notify_one();
+        }
+        let result = result.map_err(|e| explain(e, written));
+        if let Err(e) = &result {
+            if e.failure.is_whole_call() {
+                tracing::warn!(plugin = %self.plugin.name, digest = %self.plugin.short_digest(), failure = %e.failure, "plugin call failed");
             }
         }
-        result
+        (result, report)
     }
 
-    fn trap(&self, store: &Store<HostState>, e: wasmtime::Error) -> CallError {
-        let failure = self.classify(e, &store.data().memory.exceeded);
-        tracing::warn!(plugin = %self.plugin.name, digest = %self.plugin.short_digest(), %failure, "plugin call failed");
-        self.error(failure)
+    /// Calls the export `request` names.
+    async fn dispatch(&self, store: &mut Store<HostState>, exports: &Exports, request: Request) -> Result<Response, CallError> {
+        use sink::exports::syncline::plugin::deliver::DeliveryOutcome as W;
+        match (request, exports) {
+            (Request::Transform(msg), Exports::Transformer(t)) => {
+                match t.syncline_plugin_transform().call_transform(&mut *store, &msg.conv()).await {
+                    Ok(Ok(out)) => self.bounded(out.conv()).map(Response::Messages),
+                    Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
+                    Err(e) => Err(self.failed(store, e)),
+                }
+            }
+            (Request::Validate(msg), Exports::Validator(v)) => match v.syncline_plugin_validate().call_validate(&mut *store, &msg.conv()).await {
+                Ok(out) => self
+                    .bounded(out.into_iter().map(|v| Violation { field: v.field, code: v.code, severity: v.severity.conv(), text: v.text }).collect())
+                    .map(Response::Violations),
+                Err(e) => Err(self.failed(store, e)),
+            },
+            (Request::Allocate(batch), Exports::Allocator(a)) => {
+                let input: Vec<_> = batch.conv();
+                match a.syncline_plugin_allocate().call_allocate(&mut *store, &input).await {
+                    Ok(Ok(out)) => self.bounded(out.conv()).map(Response::Messages),
+                    Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
+                    Err(e) => Err(self.failed(store, e)),
+                }
+            }
+            (Request::Poll(cursor), Exports::Source(s)) => match s.syncline_plugin_poll().call_poll(&mut *store, cursor.as_deref()).await {
+                Ok(Ok(b)) => {
+                    let messages: Vec<Message> = self.bounded(b.messages.conv())?;
+                    Ok(Response::Batch(PollBatch { messages, cursor: b.cursor, more: b.more }))
+                }
+                Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
+                Err(e) => Err(self.failed(store, e)),
+            },
+            (Request::Deliver(messages), Exports::Sink(s)) => {
+                let count = messages.len();
+                let input: Vec<_> = messages.conv();
+                let out = s.syncline_plugin_deliver().call_deliver(&mut *store, &input).await.map_err(|e| self.failed(store, e))?;
+                if out.len() != count {
+                    return Err(self.error(Failure::Contract(format!("returned {} outcomes for {count} messages", out.len()))));
+                }
+                let outcomes = out
+                    .into_iter()
+                    .map(|o| match o {
+                        W::Delivered(reference) => DeliveryOutcome::Delivered { reference },
+                        W::Retryable(r) => DeliveryOutcome::Retryable { reason: r.reason, after_ms: r.after_ms },
+                        W::Permanent(reason) => DeliveryOutcome::Permanent { reason },
+                    })
+                    .collect();
+                self.bounded(outcomes).map(Response::Outcomes)
+            }
+            (request, _) => Err(self.wrong_world(request.world())),
+        }
+    }
+
+    /// A trap or limit hit during a call.
+    fn failed(&self, store: &Store<HostState>, e: wasmtime::Error) -> CallError {
+        self.error(self.classify(e, store))
+    }
+
+    /// Fails the call when what it returned is larger than the output limit.
+    fn bounded<T: Serialize>(&self, value: T) -> Result<T, CallError> {
+        let limit = self.ctx.limits.output;
+        let size = json_size(&value, limit);
+        if size > limit {
+            return Err(self.error(Failure::OutputLimit { limit, size }));
+        }
+        Ok(value)
     }
 
     /// Calls a transformer.
@@ -212,18 +353,16 @@ impl PluginInstance {
     ///
     /// [`CallError`] naming plugin, digest and cause.
     pub fn transform(&self, msg: Message) -> Result<Vec<Message>, CallError> {
+        self.transform_reported(msg).0
+    }
+
+    /// [`PluginInstance::transform`] with what the call did besides.
+    pub fn transform_reported(&self, msg: Message) -> (Result<Vec<Message>, CallError>, CallReport) {
         if let Some(n) = &self.native {
-            return n.transform(msg).map_err(|e| self.error(Failure::Plugin(e)));
+            return (n.transform(msg).map_err(|e| self.error(Failure::Plugin(e))), CallReport::default());
         }
-        self.call(call_info(Some(&msg)), |store, exports| {
-            let Exports::Transformer(t) = exports else { return Err(self.wrong_world(World::Transformer)) };
-            let input = msg.conv();
-            match t.syncline_plugin_transform().call_transform(&mut *store, &input) {
-                Ok(Ok(out)) => Ok(out.conv()),
-                Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
-                Err(e) => Err(self.trap(store, e)),
-            }
-        })
+        let (r, report) = self.call(call_info(Some(&msg)), Request::Transform(msg));
+        (r.map(Response::into_messages), report)
     }
 
     /// Calls a validator.
@@ -232,20 +371,20 @@ impl PluginInstance {
     ///
     /// [`CallError`] naming plugin, digest and cause.
     pub fn validate(&self, msg: Message) -> Result<Vec<Violation>, CallError> {
+        self.validate_reported(msg).0
+    }
+
+    /// [`PluginInstance::validate`] with what the call did besides.
+    pub fn validate_reported(&self, msg: Message) -> (Result<Vec<Violation>, CallError>, CallReport) {
         if let Some(n) = &self.native {
-            return Ok(n.validate(msg));
+            return (Ok(n.validate(msg)), CallReport::default());
         }
-        self.call(call_info(Some(&msg)), |store, exports| {
-            let Exports::Validator(v) = exports else { return Err(self.wrong_world(World::Validator)) };
-            let input = msg.conv();
-            match v.syncline_plugin_validate().call_validate(&mut *store, &input) {
-                Ok(out) => Ok(out
-                    .into_iter()
-                    .map(|v| Violation { field: v.field, code: v.code, severity: v.severity.conv(), text: v.text })
-                    .collect()),
-                Err(e) => Err(self.trap(store, e)),
-            }
-        })
+        let (r, report) = self.call(call_info(Some(&msg)), Request::Validate(msg));
+        let r = r.map(|resp| match resp {
+            Response::Violations(v) => v,
+            _ => unreachable!("a validate call answers violations"),
+        });
+        (r, report)
     }
 
     /// Calls an allocator with a batch.
@@ -254,18 +393,16 @@ impl PluginInstance {
     ///
     /// [`CallError`] naming plugin, digest and cause.
     pub fn allocate(&self, batch: Vec<Message>) -> Result<Vec<Message>, CallError> {
+        self.allocate_reported(batch).0
+    }
+
+    /// [`PluginInstance::allocate`] with what the call did besides.
+    pub fn allocate_reported(&self, batch: Vec<Message>) -> (Result<Vec<Message>, CallError>, CallReport) {
         if let Some(n) = &self.native {
-            return n.allocate(batch).map_err(|e| self.error(Failure::Plugin(e)));
+            return (n.allocate(batch).map_err(|e| self.error(Failure::Plugin(e))), CallReport::default());
         }
-        self.call(call_info(batch.first()), |store, exports| {
-            let Exports::Allocator(a) = exports else { return Err(self.wrong_world(World::Allocator)) };
-            let input: Vec<_> = batch.conv();
-            match a.syncline_plugin_allocate().call_allocate(&mut *store, &input) {
-                Ok(Ok(out)) => Ok(out.conv()),
-                Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
-                Err(e) => Err(self.trap(store, e)),
-            }
-        })
+        let (r, report) = self.call(call_info(batch.first()), Request::Allocate(batch));
+        (r.map(Response::into_messages), report)
     }
 
     /// Polls a source for `tenant`.
@@ -275,13 +412,9 @@ impl PluginInstance {
     /// [`CallError`] naming plugin, digest and cause.
     pub fn poll(&self, tenant: &str, cursor: Option<&str>) -> Result<PollBatch, CallError> {
         let info = CallInfo { tenant: tenant.to_string(), correlation_id: String::new() };
-        self.call(info, |store, exports| {
-            let Exports::Source(s) = exports else { return Err(self.wrong_world(World::Source)) };
-            match s.syncline_plugin_poll().call_poll(&mut *store, cursor) {
-                Ok(Ok(b)) => Ok(PollBatch { messages: b.messages.conv(), cursor: b.cursor, more: b.more }),
-                Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
-                Err(e) => Err(self.trap(store, e)),
-            }
+        self.call(info, Request::Poll(cursor.map(str::to_string))).0.map(|resp| match resp {
+            Response::Batch(b) => b,
+            _ => unreachable!("a poll answers a batch"),
         })
     }
 
@@ -292,28 +425,101 @@ impl PluginInstance {
     /// [`CallError`] naming plugin, digest and cause, including a sink that
     /// returns the wrong number of outcomes.
     pub fn deliver(&self, messages: Vec<Message>) -> Result<Vec<DeliveryOutcome>, CallError> {
-        let count = messages.len();
-        self.call(call_info(messages.first()), |store, exports| {
-            use sink::exports::syncline::plugin::deliver::DeliveryOutcome as W;
-            let Exports::Sink(s) = exports else { return Err(self.wrong_world(World::Sink)) };
-            let input: Vec<_> = messages.conv();
-            let out = s.syncline_plugin_deliver().call_deliver(&mut *store, &input).map_err(|e| self.trap(store, e))?;
-            if out.len() != count {
-                return Err(self.error(Failure::Contract(format!(
-                    "returned {} outcomes for {count} messages",
-                    out.len()
-                ))));
-            }
-            Ok(out
-                .into_iter()
-                .map(|o| match o {
-                    W::Delivered(reference) => DeliveryOutcome::Delivered { reference },
-                    W::Retryable(r) => DeliveryOutcome::Retryable { reason: r.reason, after_ms: r.after_ms },
-                    W::Permanent(reason) => DeliveryOutcome::Permanent { reason },
-                })
-                .collect())
-        })
+        self.deliver_reported(messages).0
     }
+
+    /// [`PluginInstance::deliver`] with what the call did besides (its HTTP
+    /// requests tell whether a failed call may have delivered anything).
+    pub fn deliver_reported(&self, messages: Vec<Message>) -> (Result<Vec<DeliveryOutcome>, CallError>, CallReport) {
+        let (r, report) = self.call(call_info(messages.first()), Request::Deliver(messages));
+        let r = r.map(|resp| match resp {
+            Response::Outcomes(o) => o,
+            _ => unreachable!("a deliver call answers outcomes"),
+        });
+        (r, report)
+    }
+}
+
+/// One call into a plugin's export.
+enum Request {
+    Transform(Message),
+    Validate(Message),
+    Allocate(Vec<Message>),
+    Poll(Option<String>),
+    Deliver(Vec<Message>),
+}
+
+impl Request {
+    fn world(&self) -> World {
+        match self {
+            Request::Transform(_) => World::Transformer,
+            Request::Validate(_) => World::Validator,
+            Request::Allocate(_) => World::Allocator,
+            Request::Poll(_) => World::Source,
+            Request::Deliver(_) => World::Sink,
+        }
+    }
+}
+
+/// What the export answered.
+enum Response {
+    Messages(Vec<Message>),
+    Violations(Vec<Violation>),
+    Batch(PollBatch),
+    Outcomes(Vec<DeliveryOutcome>),
+}
+
+impl Response {
+    fn into_messages(self) -> Vec<Message> {
+        match self {
+            Response::Messages(m) => m,
+            _ => unreachable!("a transform or allocate call answers messages"),
+        }
+    }
+}
+
+/// Adds what the plugin wrote during a failed call: a panic message goes
+/// into the trap's cause, the rest of the output tail is kept beside it.
+fn explain(mut e: CallError, written: Written) -> CallError {
+    if written.tail.trim().is_empty() {
+        return e;
+    }
+    if let Failure::Trap(cause) = &mut e.failure {
+        if let Some(panic) = panic_message(&written.tail) {
+            cause.push_str(": ");
+            cause.push_str(&panic);
+            let at = written.tail.rfind("panicked at ").unwrap_or(0);
+            let line_start = written.tail[..at].rfind('\n').map_or(0, |i| i + 1);
+            let before = written.tail[..line_start].trim_end();
+            e.output = (!before.is_empty()).then(|| before.to_string());
+            return e;
+        }
+    }
+    e.output = Some(written.tail);
+    e
+}
+
+/// Bytes of `value` as JSON, counting no further than just past `limit`.
+fn json_size<T: Serialize>(value: &T, limit: usize) -> usize {
+    struct Count {
+        n: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count { n: 0, limit };
+    let _ = serde_json::to_writer(&mut c, value);
+    c.n
 }
 
 fn plugin_error(e: super::bindings::host_api::plugin_types::PluginError) -> PluginError {

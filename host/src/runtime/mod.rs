@@ -10,8 +10,13 @@ pub mod cache;
 pub mod engine;
 mod error;
 pub mod host;
+mod http;
 mod instance;
+mod io;
+pub mod limits;
+pub mod logs;
 pub mod native;
+mod output;
 pub mod plugin;
 
 use std::path::Path;
@@ -23,8 +28,10 @@ use wasmtime::Engine;
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::EngineOptions;
 pub use error::{CallError, Failure, LoadError};
-pub use host::{flatten_config, Limits, MemoryState, PluginContext, StateStore};
-pub use instance::PluginInstance;
+pub use host::{flatten_config, MemoryState, PluginContext, StateStore};
+pub use instance::{CallReport, PluginInstance};
+pub use limits::Limits;
+pub use logs::LogCounters;
 pub use native::NativeStage;
 pub use plugin::{digest, Plugin, World};
 
@@ -36,6 +43,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
+    logs: LogCounters,
 }
 
 impl Runtime {
@@ -49,20 +57,27 @@ impl Runtime {
         let engine = engine::build(options)?;
         let mut linker = Linker::<HostState>::new(&engine);
         // Every WASI p2 interface is linked (guests in Python or JS import
-        // many of them), but the WASI context grants nothing.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+        // many of them), but the WASI context grants nothing. The async
+        // versions: a guest waiting in one (a sleep, an HTTP body) waits as
+        // a future that the call's deadline can drop.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         host_api::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         host_api::config::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         host_api::reference::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         host_api::state::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         let cache = cache_dir.map(|dir| CompileCache::new(dir, &engine));
-        Ok(Runtime { engine, linker, cache })
+        Ok(Runtime { engine, linker, cache, logs: LogCounters::default() })
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Log lines dropped per plugin name by the plugins' log limits.
+    pub fn logs(&self) -> &LogCounters {
+        &self.logs
     }
 
     /// The compile cache, when on.
@@ -143,7 +158,8 @@ impl Runtime {
     ///
     /// When the plugin's exports do not match its world's shape.
     pub fn bind(&self, plugin: Arc<Plugin>, ctx: PluginContext) -> anyhow::Result<Arc<PluginInstance>> {
-        Ok(Arc::new(PluginInstance::new(plugin, ctx)?))
+        let gate = Arc::new(logs::LogGate::new(&plugin.name, &self.logs));
+        Ok(Arc::new(PluginInstance::new(plugin, ctx, gate)?))
     }
 }
 
