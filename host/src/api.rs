@@ -126,6 +126,8 @@ struct IngestQuery {
     raw: bool,
 }
 
+/// Whether the body is a canonical message: JSON by its media type (which
+/// is case-insensitive, parameters aside), unless `?raw=true` says otherwise.
 fn is_canonical(headers: &HeaderMap, q: &IngestQuery) -> bool {
     if q.raw {
         return false;
@@ -134,7 +136,7 @@ fn is_canonical(headers: &HeaderMap, q: &IngestQuery) -> bool {
         None => true,
         Some(ct) => {
             let ct = ct.split(';').next().unwrap_or("").trim();
-            ct == "application/json" || ct == "application/vnd.syncline.message+json"
+            ct.eq_ignore_ascii_case("application/json") || ct.eq_ignore_ascii_case("application/vnd.syncline.message+json")
         }
     }
 }
@@ -234,12 +236,18 @@ async fn rollback(State(app): State<App>, Path(name): Path<String>) -> Response 
 }
 
 /// Prometheus text. (The full metric set comes with observability; reload
-/// outcomes are here because a rejected reload must be visible.)
+/// outcomes and dropped plugin log lines are here because a rejected
+/// reload and a plugin flooding the log must be visible.)
 async fn metrics(State(app): State<App>) -> Response {
+    use std::fmt::Write;
     let (applied, rejected) = app.reloader.counts();
-    let body = format!(
+    let mut body = format!(
         "# HELP syncline_reloads_total Reloads by outcome.\n# TYPE syncline_reloads_total counter\nsyncline_reloads_total{{outcome=\"applied\"}} {applied}\nsyncline_reloads_total{{outcome=\"rejected\"}} {rejected}\n"
     );
+    body.push_str("# HELP syncline_plugin_log_lines_dropped_total Plugin log lines dropped by the log limits.\n# TYPE syncline_plugin_log_lines_dropped_total counter\n");
+    for (plugin, n) in app.engine.runtime.logs().dropped() {
+        let _ = writeln!(body, "syncline_plugin_log_lines_dropped_total{{plugin=\"{plugin}\"}} {n}");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -1,25 +1,36 @@
-//! Delivery: one worker per sink takes due deliveries from its queue, in
+//! Delivery: each sink's workers take due deliveries from its queue, in
 //! order, at most one per ordering key per call (so a retried message is
-//! never overtaken by a later one with the same key), calls the sink plugin,
-//! and records every outcome: delivered, retry later (exponential backoff
-//! with jitter, honouring the downstream's Retry-After), or dead-lettered
-//! with every attempt's error once the attempts are spent.
+//! never overtaken by a later one with the same key) and no more than the
+//! sink's `batch` messages and `batch-bytes` bytes per call, call the sink
+//! plugin, and record every outcome: delivered, retry later (exponential
+//! backoff with jitter, honouring the downstream's Retry-After), or
+//! dead-lettered with every attempt's error once the attempts are spent.
+//!
+//! A call that fails as a whole (a trap, the memory, time or output limit)
+//! says nothing about any one message of its batch: the batch is split in
+//! halves and each half tried again at once, down to single messages, so
+//! only a message that fails alone has an attempt counted against it. A
+//! failed call that had sent requests may have delivered some of its
+//! messages: their attempts and dead letters say the outcome is unknown
+//! (a replay is safe: the downstream dedupes on the idempotency key).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use syncline_model::{json as mjson, DeliveryOutcome};
+use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
 use crate::pipeline::{Engine, LiveSink};
-use crate::runtime::PluginInstance;
+use crate::runtime::{CallError, Failure, PluginInstance};
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter};
 
-/// Picks the deliveries to attempt now: due, in queue order, one per key.
+/// Picks the deliveries to attempt now: due, in queue order, one per key,
+/// at most `max` of them and `max_bytes` of message (the first always).
 /// Returns them and the earliest time a skipped one becomes due.
-fn choose(rows: Vec<Delivery>, now: i64, max: usize) -> (Vec<Delivery>, Option<i64>) {
+fn choose(rows: Vec<Delivery>, now: i64, max: usize, max_bytes: usize) -> (Vec<Delivery>, Option<i64>) {
     let mut seen_keys = HashSet::new();
     let mut earliest: Option<i64> = None;
     let mut chosen = Vec::new();
+    let mut bytes = 0;
     for d in rows {
         if !seen_keys.insert(d.ordering_key.clone()) {
             continue;
@@ -28,6 +39,10 @@ fn choose(rows: Vec<Delivery>, now: i64, max: usize) -> (Vec<Delivery>, Option<i
             earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
             continue;
         }
+        if !chosen.is_empty() && bytes + d.json.len() > max_bytes {
+            break;
+        }
+        bytes += d.json.len();
         chosen.push(d);
         if chosen.len() == max {
             break;
@@ -36,10 +51,18 @@ fn choose(rows: Vec<Delivery>, now: i64, max: usize) -> (Vec<Delivery>, Option<i
     (chosen, earliest)
 }
 
+/// An outcome and whether the message may have reached the downstream
+/// although the outcome says it did not.
+struct Judged {
+    outcome: DeliveryOutcome,
+    unknown: bool,
+}
+
 /// What to record for one delivery after an attempt.
-fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, outcome: DeliveryOutcome, now: i64) -> AttemptResult {
+fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, judged: Judged, now: i64) -> AttemptResult {
     let plugin = instance.plugin();
     let attempt = d.attempts + 1;
+    let unknown = judged.unknown || d.outcome_unknown;
     let dead = |reason: String, d: &Delivery| {
         let mut attempts = d.errors.clone();
         attempts.push(reason.clone());
@@ -51,9 +74,10 @@ fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, outcome: Deli
             reason,
             attempts,
             json: d.json.clone(),
+            outcome_unknown: unknown,
         })
     };
-    match outcome {
+    match judged.outcome {
         DeliveryOutcome::Delivered { reference } => AttemptResult::Delivered(reference),
         DeliveryOutcome::Permanent { reason } => dead(format!("permanent failure: {reason}"), d),
         DeliveryOutcome::Retryable { reason, .. } if attempt >= sink.cfg.retry.attempts => {
@@ -62,7 +86,81 @@ fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, outcome: Deli
         DeliveryOutcome::Retryable { reason, after_ms } => {
             let backoff = sink.cfg.retry.backoff(attempt).as_millis() as i64;
             let wait = backoff.max(after_ms.unwrap_or(0) as i64);
-            AttemptResult::Retry { error: reason, next_at: now + wait }
+            AttemptResult::Retry { error: reason, next_at: now + wait, outcome_unknown: judged.unknown }
+        }
+    }
+}
+
+/// What a call that failed alone means for its one message: a sink that
+/// ran out of time or instances may do better later; a trap or a limit on
+/// one message will come again.
+fn alone(e: &CallError, requests: u32) -> Judged {
+    let mut reason = e.to_string();
+    let unknown = requests > 0;
+    if unknown {
+        reason.push_str(&format!(" (outcome unknown: the call had sent {requests} request(s) before it failed)"));
+    }
+    let outcome = match e.failure {
+        Failure::Timeout(_) | Failure::Instantiate(_) => DeliveryOutcome::Retryable { reason, after_ms: None },
+        Failure::Plugin(ref p) if p.retryable => DeliveryOutcome::Retryable { reason, after_ms: None },
+        _ => DeliveryOutcome::Permanent { reason },
+    };
+    Judged { outcome, unknown }
+}
+
+/// Delivers `batch` with `instance` and appends an attempt per delivery
+/// to `out`. A failed call of several messages is split in halves, each
+/// delivered at once. Gives up (leaving the rest pending, unrecorded)
+/// when `cancelled` says the worker must stop.
+fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, cancelled: &dyn Fn() -> bool, out: &mut Vec<Attempt>) {
+    if batch.is_empty() || cancelled() {
+        return;
+    }
+    let name = sink.cfg.name.as_str();
+    let digest = instance.plugin().digest.clone();
+    let now = now_ms();
+    let mut messages: Vec<Message> = Vec::with_capacity(batch.len());
+    let mut sendable = Vec::with_capacity(batch.len());
+    for d in batch {
+        match mjson::from_str(&d.json) {
+            Ok(m) => {
+                messages.push(m);
+                sendable.push(d);
+            }
+            Err(e) => {
+                let outcome = DeliveryOutcome::Permanent { reason: format!("stored message no longer parses: {e}") };
+                let result = judge(sink, instance, &d, Judged { outcome, unknown: false }, now);
+                out.push(Attempt { seq: d.seq, digest: digest.clone(), result });
+            }
+        }
+    }
+    if sendable.is_empty() {
+        return;
+    }
+    let (result, report) = instance.deliver_reported(messages);
+    let now = now_ms();
+    match result {
+        Ok(outcomes) => {
+            for (d, o) in sendable.iter().zip(outcomes) {
+                if let DeliveryOutcome::Retryable { reason, .. } | DeliveryOutcome::Permanent { reason } = &o {
+                    tracing::debug!(sink = name, delivery = %d.id, attempt = d.attempts + 1, %reason, "delivery failed");
+                }
+                let result = judge(sink, instance, d, Judged { outcome: o, unknown: false }, now);
+                out.push(Attempt { seq: d.seq, digest: digest.clone(), result });
+            }
+        }
+        Err(e) if sendable.len() > 1 => {
+            // Says nothing about any one message: try the halves.
+            tracing::warn!(sink = name, messages = sendable.len(), error = %e, "sink call failed as a whole; splitting its batch");
+            let second = sendable.split_off(sendable.len() / 2);
+            deliver(sink, instance, sendable, cancelled, out);
+            deliver(sink, instance, second, cancelled, out);
+        }
+        Err(e) => {
+            let d = &sendable[0];
+            tracing::warn!(sink = name, delivery = %d.id, attempt = d.attempts + 1, error = %e, "sink call failed for one message");
+            let result = judge(sink, instance, d, alone(&e, report.http_requests), now);
+            out.push(Attempt { seq: d.seq, digest, result });
         }
     }
 }
@@ -71,7 +169,8 @@ fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, outcome: Deli
 pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
     let name = sink.cfg.name.as_str();
     let batch = sink.cfg.batch.max(1);
-    while !engine.stopping() && !sink.retired() {
+    let cancelled = || engine.stopping() || sink.retired();
+    while !cancelled() {
         let seen = sink.signal.generation();
         let rows = match engine.store.deliveries(name, part, sink.cfg.workers, batch * 2) {
             Ok(r) => r,
@@ -82,7 +181,7 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
             }
         };
         let now = now_ms();
-        let (chosen, earliest) = choose(rows, now, batch);
+        let (chosen, earliest) = choose(rows, now, batch, sink.cfg.batch_bytes);
         if chosen.is_empty() {
             let wait = earliest.map_or(1000, |e| (e - now).clamp(1, 1000)) as u64;
             sink.signal.wait(seen, Duration::from_millis(wait));
@@ -90,37 +189,8 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
         }
         // This call's version: a swap affects the next call.
         let instance = sink.instance.load_full();
-        let digest = instance.plugin().digest.clone();
-        let mut messages = Vec::with_capacity(chosen.len());
         let mut attempts = Vec::with_capacity(chosen.len());
-        let mut sendable = Vec::with_capacity(chosen.len());
-        for d in chosen {
-            match mjson::from_str(&d.json) {
-                Ok(m) => {
-                    messages.push(m);
-                    sendable.push(d);
-                }
-                Err(e) => {
-                    let r = judge(sink, &instance, &d, DeliveryOutcome::Permanent { reason: format!("stored message no longer parses: {e}") }, now);
-                    attempts.push(Attempt { seq: d.seq, digest: digest.clone(), result: r });
-                }
-            }
-        }
-        let count = messages.len();
-        let outcomes: Vec<DeliveryOutcome> = match instance.deliver(messages) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(sink = name, error = %e, "sink plugin failed; the batch will be retried");
-                (0..count).map(|_| DeliveryOutcome::Retryable { reason: e.to_string(), after_ms: None }).collect()
-            }
-        };
-        let now = now_ms();
-        for (d, o) in sendable.iter().zip(outcomes) {
-            if let DeliveryOutcome::Retryable { reason, .. } | DeliveryOutcome::Permanent { reason } = &o {
-                tracing::debug!(sink = name, delivery = %d.id, attempt = d.attempts + 1, %reason, "delivery failed");
-            }
-            attempts.push(Attempt { seq: d.seq, digest: digest.clone(), result: judge(sink, &instance, d, o, now) });
-        }
+        deliver(sink, &instance, chosen, &cancelled, &mut attempts);
         if let Err(e) = engine.store.record(name, attempts) {
             // Not recorded: these deliveries stay pending and are sent again
             // with the same idempotency keys.
@@ -134,15 +204,36 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
 mod tests {
     use super::*;
 
-    fn d(seq: i64, key: &str, next_at: i64) -> Delivery {
-        Delivery { seq, id: seq.to_string(), ordering_key: key.into(), attempts: 0, next_at, json: String::new(), errors: vec![] }
+    fn d(seq: i64, key: &str, next_at: i64, bytes: usize) -> Delivery {
+        Delivery {
+            seq,
+            id: seq.to_string(),
+            ordering_key: key.into(),
+            attempts: 0,
+            next_at,
+            json: "x".repeat(bytes),
+            errors: vec![],
+            outcome_unknown: false,
+        }
+    }
+
+    fn seqs(v: &[Delivery]) -> Vec<i64> {
+        v.iter().map(|d| d.seq).collect()
     }
 
     #[test]
     fn a_waiting_delivery_blocks_its_key_but_not_others() {
-        let (chosen, earliest) = choose(vec![d(1, "a", 50), d(2, "a", 0), d(3, "b", 0), d(4, "b", 0), d(5, "c", 0)], 10, 10);
-        let seqs: Vec<i64> = chosen.iter().map(|d| d.seq).collect();
-        assert_eq!(seqs, vec![3, 5]);
+        let (chosen, earliest) = choose(vec![d(1, "a", 50, 1), d(2, "a", 0, 1), d(3, "b", 0, 1), d(4, "b", 0, 1), d(5, "c", 0, 1)], 10, 10, 1000);
+        assert_eq!(seqs(&chosen), vec![3, 5]);
         assert_eq!(earliest, Some(50));
+    }
+
+    #[test]
+    fn a_call_holds_no_more_bytes_than_allowed_but_always_one_message() {
+        let rows = || vec![d(1, "a", 0, 600), d(2, "b", 0, 300), d(3, "c", 0, 300), d(4, "d", 0, 10)];
+        assert_eq!(seqs(&choose(rows(), 0, 10, 1000).0), vec![1, 2]);
+        // A message larger than the byte limit goes alone.
+        assert_eq!(seqs(&choose(vec![d(1, "a", 0, 5000), d(2, "b", 0, 1)], 0, 10, 1000).0), vec![1]);
+        assert_eq!(seqs(&choose(rows(), 0, 2, 100_000).0), vec![1, 2]);
     }
 }

@@ -123,11 +123,18 @@ pub fn run_cases(runtime: &Runtime, plugin: &Arc<Plugin>, dir: &Path) -> anyhow:
         let started = Instant::now();
         let (description, failure) = match run_case(runtime, plugin, &file, &name) {
             Ok((description, failure)) => (description, failure),
-            Err(e) => (String::new(), Some(format!("the case could not run: {e:#}"))),
+            Err(e) => (description_of(&file), Some(format!("the case could not run: {e:#}"))),
         };
         results.push(CaseResult { name, description, failure, elapsed: started.elapsed() });
     }
     Ok(results)
+}
+
+/// The `description` of a case file that could not be run, if it has one.
+fn description_of(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    value.get("description").and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn substitute(value: &mut Value, stub: &str) {
@@ -283,10 +290,17 @@ fn run_case(runtime: &Runtime, plugin: &Arc<Plugin>, file: &Path, name: &str) ->
         }
         World::Validator => {
             let mut all = Vec::new();
+            let mut err = None;
             for m in inputs {
-                all.extend(instance.validate(m)?.into_iter().map(|v| serde_json::to_value(v).unwrap()));
+                match instance.validate(m) {
+                    Ok(violations) => all.extend(violations.into_iter().map(|v| serde_json::to_value(v).unwrap())),
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
             }
-            Ok(Value::Array(all))
+            err.map_or(Ok(Value::Array(all)), Err)
         }
         World::Allocator => instance.allocate(inputs).map(|out| Value::Array(out.iter().map(mjson::to_value).collect())),
         World::Sink => instance.deliver(inputs).map(|out| serde_json::to_value(out).unwrap()),

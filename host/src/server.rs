@@ -84,6 +84,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     prepare(&engine)?;
     let topology = engine.topology();
     let listen = topology.config.server.listen.clone();
+    let header_read_timeout = topology.config.server.header_read_timeout.0;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let listener = rt
@@ -135,7 +136,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
                 let _ = tokio::task::spawn_blocking(move || r.reload("signal")).await;
             }
         });
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+        serve(listener, app, header_read_timeout, shutdown_signal()).await
     });
     tracing::info!("stopping: finishing in-flight work");
     drop(_watcher);
@@ -143,6 +144,55 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     store.audit("stop", json!({}))?;
     tracing::info!("stopped");
     served.context("HTTP server failed")
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets open
+/// connections finish their requests. A client that does not send a whole
+/// request head within `header_read_timeout` (at connect or between
+/// keep-alive requests) is disconnected, so idle or trickling connections
+/// cannot pile up.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().map_request(|r: http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new)));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -73,23 +73,24 @@ impl JsonError {
     }
 }
 
-/// Checks that `version` is a `MAJOR.MINOR.PATCH` this host can read: the same
-/// major version and a minor version no newer than its own.
+/// Checks that `version` is a `MAJOR.MINOR.PATCH` this host can read: three
+/// numbers written plainly (digits only, no leading zeros, no sign), the
+/// same major version and a minor version no newer than its own.
 pub fn check_schema_version(version: &str) -> Result<(), JsonError> {
     let unsupported = || JsonError::UnsupportedSchemaVersion {
         found: version.to_string(),
         supported: SCHEMA_VERSION,
     };
-    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    let number = |p: &str| -> Option<u32> {
+        let plain = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'));
+        plain.then(|| p.parse().ok()).flatten()
+    };
+    let mut parts = version.split('.').map(number);
     // `minor <= SCHEMA_MINOR` is the rule (older minors are accepted); it
     // only looks absurd while SCHEMA_MINOR is 0.
     #[allow(clippy::absurd_extreme_comparisons)]
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(Ok(major)), Some(Ok(minor)), Some(Ok(_)), None)
-            if major == SCHEMA_MAJOR && minor <= SCHEMA_MINOR =>
-        {
-            Ok(())
-        }
+        (Some(Some(major)), Some(Some(minor)), Some(Some(_)), None) if major == SCHEMA_MAJOR && minor <= SCHEMA_MINOR => Ok(()),
         _ => Err(unsupported()),
     }
 }
@@ -391,7 +392,7 @@ mod tests {
     fn schema_versions() {
         assert!(check_schema_version("1.0.0").is_ok());
         assert!(check_schema_version("1.0.7").is_ok());
-        for v in ["2.0.0", "1.9.0", "1.0", "one", ""] {
+        for v in ["2.0.0", "1.9.0", "1.0", "one", "", "01.0.0", "1.00.0", "1.0.00", "+1.0.0", "1.0.0.", " 1.0.0", "1.0.-0"] {
             assert!(matches!(
                 check_schema_version(v),
                 Err(JsonError::UnsupportedSchemaVersion { .. })

@@ -86,3 +86,23 @@ fn a_file_that_is_not_a_plugin_is_a_clear_error() {
     let t = text(&out);
     assert!(t.contains("error: plugin `bad` (sha256:") && t.contains("not a valid WebAssembly component"), "{t}");
 }
+
+#[test]
+fn a_failing_validator_can_be_matched_with_expect_error_and_broken_cases_keep_their_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = r#"{"kind": "forecast", "body": {"item": "SKU-1", "location": "DC-1", "bucket": {"start": "2026-12-07", "granularity": "week"},
+        "quantity": 1, "uom": "EA", "forecast-version": "v1", "scenario": "base", "channel": "retail", "source-engine": "stat"}}"#;
+    // 1 MiB is less than the plugin's own starting memory: every call fails.
+    std::fs::write(
+        dir.path().join("starved.json"),
+        format!(r#"{{"description": "a validator without memory fails with a clear code", "limits": {{"memory-mb": 1}}, "input": {input}, "expect": {{"error": {{"code": "memory-limit", "retryable": false}}}}}}"#),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.json"), r#"{"description": "a case with no input", "expect": {"violations": []}}"#).unwrap();
+    let out = syncline().arg("test").arg(plugin("canonical-validator")).arg("--cases").arg(dir.path()).arg("--no-cache").output().unwrap();
+    let t = text(&out);
+    assert!(t.contains("ok    starved  a validator without memory fails with a clear code"), "{t}");
+    assert!(t.contains("FAIL  broken  a case with no input"), "{t}");
+    assert!(t.contains("the case has no `input` or `inputs`"), "{t}");
+    assert!(t.contains("1 passed, 1 failed"), "{t}");
+}

@@ -84,3 +84,43 @@ fn check_accepts_the_bundled_example_and_names_every_plugin_digest() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("environment variable `ERP_TOKEN` is not set"));
 }
+
+#[test]
+fn a_tenant_cannot_name_another_tenants_plugin_by_path() {
+    // tenantb's private plugin exists; acme's pipeline and an unscoped sink
+    // try to reach it by a relative and an absolute path.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("plugins/tenantb");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins/shared")).unwrap();
+    std::fs::copy(plugin("tagger-v1"), secret.join("b-secret.wasm")).unwrap();
+    std::fs::copy(plugin("http-sink"), secret.join("b-sink.wasm")).unwrap();
+    let config = dir.path().join("syncline.toml");
+    let absolute = secret.join("b-secret").display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            r#"version = 1
+[[tenant]]
+id = "acme"
+[[tenant]]
+id = "tenantb"
+[[pipeline]]
+id = "orders"
+tenant = "acme"
+stages = [{{ transform = "../tenantb/b-secret" }}, {{ transform = "{absolute}" }}]
+routes = [{{ to = "erp" }}]
+[sink.erp]
+plugin = "../tenantb/b-sink"
+"#
+        ),
+    )
+    .unwrap();
+    let out = syncline().arg("check").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`../tenantb/b-secret` is not a plugin name (for stage 1 of pipeline `orders`)"), "{stderr}");
+    assert!(stderr.contains(&format!("`{absolute}` is not a plugin name (for stage 2 of pipeline `orders`)")), "{stderr}");
+    assert!(stderr.contains("`../tenantb/b-sink` is not a plugin name (for sink `erp`)"), "{stderr}");
+    assert!(stderr.contains("3 errors in the configuration"), "{stderr}");
+}

@@ -125,6 +125,7 @@ impl Checker<'_> {
                     settings,
                     retry: sink.retry.clone(),
                     batch: sink.batch.max(1),
+                    batch_bytes: sink.batch_bytes.0.max(1),
                     workers: sink.workers.clamp(1, 64),
                 },
             );
@@ -288,9 +289,21 @@ impl Checker<'_> {
         Some(Stage { kind, plugin, on_violation, batch, settings, pin })
     }
 
-    /// Resolves a plugin name: `<dir>/<tenant>/<name>.wasm`, then `<dir>/shared/<name>.wasm`.
+    /// Resolves a plugin name: `<dir>/<tenant>/<name>.wasm`, then
+    /// `<dir>/shared/<name>.wasm`. A plugin is named, never given as a path:
+    /// a name follows the name rule, so it cannot reach outside those two
+    /// folders (another tenant's plugins stay its own).
     fn plugin_ref(&mut self, dir: &Path, tenant: Option<&Name>, name: &Spanned<String>, world: World, needed_by: String) -> PluginRef {
         let n = name.get_ref();
+        if let Err(e) = Name::try_from(n.clone()) {
+            let folders = match tenant {
+                Some(t) => format!("`plugins/{t}/` or `plugins/shared/`"),
+                None => "`plugins/shared/`".to_string(),
+            };
+            self.err(Some(name.span()), format!("`{n}` is not a plugin name (for {needed_by})")).help =
+                Some(format!("{e}; a plugin is named after its file in {folders}, without `.wasm` and without a path"));
+            return PluginRef { name: n.clone(), path: dir.join("shared").join("invalid-name.wasm"), world, needed_by };
+        }
         let mut candidates = Vec::new();
         if let Some(t) = tenant {
             candidates.push(dir.join(t.as_str()).join(format!("{n}.wasm")));
@@ -326,7 +339,7 @@ impl Checker<'_> {
         config: &Option<Spanned<toml::Table>>,
         tables: &BTreeMap<String, String>,
         allowed_hosts: &[String],
-        limits: &Option<LimitsFile>,
+        limits: &Option<Spanned<LimitsFile>>,
     ) -> PluginSettings {
         let mut secret_keys = Vec::new();
         let json = match config {
@@ -343,7 +356,8 @@ impl Checker<'_> {
         };
         let base = self.base();
         let mut limits_out = crate::runtime::Limits::default();
-        if let Some(l) = limits {
+        if let Some(spanned) = limits {
+            let l = spanned.get_ref();
             if let Some(t) = l.timeout {
                 limits_out.timeout = t.0;
             }
@@ -355,6 +369,12 @@ impl Checker<'_> {
             }
             if let Some(f) = l.fresh_instance {
                 limits_out.fresh = f;
+            }
+            if let Some(o) = l.output {
+                limits_out.output = o.0;
+            }
+            for (problem, fix) in limits_out.problems() {
+                self.err(Some(spanned.span()), problem).help = Some(fix);
             }
         }
         PluginSettings {

@@ -49,6 +49,15 @@ pub struct Server {
     /// Largest accepted request body. Example: `max-body = "1MiB"`
     #[serde(default = "default_max_body")]
     pub max_body: Size,
+    /// Time a client has to send a whole request head (at connect and
+    /// between keep-alive requests) before it is disconnected.
+    /// Example: `header-read-timeout = "10s"`
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Span,
+}
+
+fn default_header_read_timeout() -> Span {
+    Span(Duration::from_secs(10))
 }
 
 fn default_listen() -> String {
@@ -61,7 +70,7 @@ fn default_max_body() -> Size {
 
 impl Default for Server {
     fn default() -> Self {
-        Server { listen: default_listen(), max_body: default_max_body() }
+        Server { listen: default_listen(), max_body: default_max_body(), header_read_timeout: default_header_read_timeout() }
     }
 }
 
@@ -155,10 +164,13 @@ pub struct TenantFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LimitsFile {
-    /// Wall time per call.
+    /// Wall time per call, whatever the plugin does (its own code or a
+    /// wait in a host call).
     pub timeout: Option<Span>,
-    /// Linear memory per instance.
+    /// Linear memory per instance (at most 1 GiB).
     pub memory: Option<Size>,
+    /// Bytes a call may return. Example: `output = "16MiB"`
+    pub output: Option<Size>,
     /// Instances at once.
     pub instances: Option<usize>,
     /// A fresh instance for every call (nothing one call leaves in the
@@ -191,7 +203,7 @@ pub struct SourceFile {
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     /// Limits.
-    pub limits: Option<LimitsFile>,
+    pub limits: Option<Spanned<LimitsFile>>,
 }
 
 /// A stage. Example: `{ validate = "canonical-validator", on-violation = "exception:master-data" }`
@@ -219,7 +231,7 @@ pub struct StageFile {
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     /// Limits.
-    pub limits: Option<LimitsFile>,
+    pub limits: Option<Spanned<LimitsFile>>,
 }
 
 /// One or several sink names.
@@ -369,16 +381,24 @@ pub struct SinkFile {
     /// Messages per deliver call. Example: `batch = 50`
     #[serde(default = "default_sink_batch")]
     pub batch: usize,
+    /// Bytes of messages per deliver call (a larger message goes alone).
+    /// Example: `batch-bytes = "4MiB"`
+    #[serde(default = "default_sink_batch_bytes")]
+    pub batch_bytes: Size,
     /// Concurrent delivery workers (each owns a share of the ordering keys,
     /// so a key's order is kept). Example: `workers = 4`
     #[serde(default = "default_sink_workers")]
     pub workers: u32,
     /// Limits.
-    pub limits: Option<LimitsFile>,
+    pub limits: Option<Spanned<LimitsFile>>,
 }
 
 fn default_sink_batch() -> usize {
     50
+}
+
+fn default_sink_batch_bytes() -> Size {
+    Size(4 << 20)
 }
 
 fn default_sink_workers() -> u32 {
@@ -637,6 +657,8 @@ pub struct Sink {
     pub retry: RetryPolicy,
     /// Messages per deliver call.
     pub batch: usize,
+    /// Bytes of messages per deliver call.
+    pub batch_bytes: usize,
     /// Concurrent delivery workers.
     pub workers: u32,
 }

@@ -129,6 +129,7 @@ fn dead_letter(stage_no: usize, instance: &PluginInstance, msg: &Message, reason
         reason,
         attempts,
         json: mjson::to_string(msg),
+        outcome_unknown: false,
     }
 }
 
@@ -173,6 +174,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                 reason: format!("stored message no longer parses: {e}"),
                 attempts: vec![],
                 json: p.json.clone(),
+                outcome_unknown: false,
             }),
         }
     }
@@ -323,6 +325,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                 reason: "no route matched and the pipeline has no default route".into(),
                 attempts: vec![],
                 json: mjson::to_string(&msg),
+                outcome_unknown: false,
             }),
         }
     }

@@ -33,21 +33,24 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// What is wrong with these limits, if anything (the engine cannot give
-    /// more memory than [`MAX_PLUGIN_MEMORY`]).
-    pub fn problems(&self) -> Vec<String> {
+    /// What is wrong with these limits, if anything, each with its fix
+    /// (the engine cannot give more memory than [`MAX_PLUGIN_MEMORY`]).
+    pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if self.memory > MAX_PLUGIN_MEMORY {
-            out.push(format!("memory limit {} is more than the engine allows a plugin ({})", bytes(self.memory), bytes(MAX_PLUGIN_MEMORY)));
+            out.push((
+                format!("memory limit {} is more than the engine allows a plugin ({})", bytes(self.memory), bytes(MAX_PLUGIN_MEMORY)),
+                format!("write `memory = \"{}\"` or less", bytes(MAX_PLUGIN_MEMORY).replace(' ', "")),
+            ));
         }
         if self.memory < 1 << 20 {
-            out.push(format!("memory limit {} is too small for any plugin (at least 1 MiB)", bytes(self.memory)));
+            out.push((format!("memory limit {} is too small for any plugin", bytes(self.memory)), "give it at least `memory = \"1MiB\"`".into()));
         }
         if self.timeout.is_zero() {
-            out.push("timeout must be more than zero".into());
+            out.push(("a timeout of zero stops every call at once".into(), "write e.g. `timeout = \"5s\"`".into()));
         }
         if self.output == 0 {
-            out.push("output limit must be more than zero".into());
+            out.push(("an output limit of zero fails every call".into(), "write e.g. `output = \"16MiB\"`".into()));
         }
         out
     }
@@ -107,7 +110,10 @@ mod tests {
     #[test]
     fn limits_past_the_engine_are_problems() {
         let l = Limits { memory: 2 << 30, ..Limits::default() };
-        assert_eq!(l.problems(), vec!["memory limit 2 GiB is more than the engine allows a plugin (1 GiB)".to_string()]);
+        let problems = l.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "memory limit 2 GiB is more than the engine allows a plugin (1 GiB)");
+        assert_eq!(problems[0].1, "write `memory = \"1GiB\"` or less");
         assert!(Limits::default().problems().is_empty());
     }
 }

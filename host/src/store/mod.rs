@@ -169,6 +169,10 @@ pub struct NewDeadLetter {
     pub attempts: Vec<String>,
     /// The message as JSON.
     pub json: String,
+    /// Whether the message may have reached the downstream after all (an
+    /// attempt failed as a whole after sending requests): a replay is
+    /// idempotent, but the downstream may already hold it.
+    pub outcome_unknown: bool,
 }
 
 /// A message parked for the business.
@@ -231,6 +235,8 @@ pub struct Delivery {
     pub json: String,
     /// Errors of earlier attempts.
     pub errors: Vec<String>,
+    /// Whether an earlier attempt may have delivered it although it failed.
+    pub outcome_unknown: bool,
 }
 
 /// What an attempt did.
@@ -244,6 +250,8 @@ pub enum AttemptResult {
         error: String,
         /// Next attempt.
         next_at: i64,
+        /// Whether this attempt may have delivered it although it failed.
+        outcome_unknown: bool,
     },
     /// Failed for good: dead-letter it.
     Dead(NewDeadLetter),

@@ -139,6 +139,22 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 "#;
 
+/// Columns added after the first schema, added to older databases.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("deliveries", "outcome_unknown", "INTEGER NOT NULL DEFAULT 0"),
+    ("dead_letters", "outcome_unknown", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let present = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     if let Some(bytes) = max_size {
@@ -172,6 +188,7 @@ impl SqliteStore {
         }
         let write = open(path, sync, max_size)?;
         write.execute_batch(SCHEMA)?;
+        migrate(&write)?;
         // Checkpoints are the checkpointer thread's, not the writer's.
         write.pragma_update(None, "wal_autocheckpoint", 0)?;
         let read = open(path, sync, max_size)?;
@@ -371,7 +388,7 @@ impl Store for SqliteStore {
     fn deliveries(&self, sink: &str, part: u32, parts: u32, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, ordering_key, attempts, next_at, body FROM deliveries
+            "SELECT seq, id, ordering_key, attempts, next_at, body, outcome_unknown FROM deliveries
              WHERE sink = ?1 AND state = 'pending' AND key_hash % ?3 = ?4 ORDER BY seq LIMIT ?2",
         )?;
         let mut errors = conn.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
@@ -385,6 +402,7 @@ impl Store for SqliteStore {
                     next_at: r.get(4)?,
                     json: r.get(5)?,
                     errors: Vec::new(),
+                    outcome_unknown: r.get(6)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -417,11 +435,12 @@ impl Store for SqliteStore {
                             params![a.seq, reference, now],
                         )?;
                     }
-                    AttemptResult::Retry { error, next_at } => {
+                    AttemptResult::Retry { error, next_at, outcome_unknown } => {
                         log.execute(params![a.seq, now, "retry", error, a.digest])?;
                         tx.execute(
-                            "UPDATE deliveries SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE seq = ?1",
-                            params![a.seq, next_at, error],
+                            "UPDATE deliveries SET attempts = attempts + 1, next_at = ?2, last_error = ?3,
+                                    outcome_unknown = outcome_unknown OR ?4 WHERE seq = ?1",
+                            params![a.seq, next_at, error, outcome_unknown],
                         )?;
                     }
                     AttemptResult::Dead(d) => {
@@ -431,8 +450,8 @@ impl Store for SqliteStore {
                             params![a.seq, d.reason],
                         )?;
                         tx.execute(
-                            "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
-                             SELECT ?1, tenant, pipeline, ?2, source_id, ?3, ?4, ?5, ?6, ?7, ?8 FROM deliveries WHERE seq = ?9",
+                            "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body, outcome_unknown)
+                             SELECT ?1, tenant, pipeline, ?2, source_id, ?3, ?4, ?5, ?6, ?7, ?8, ?10 FROM deliveries WHERE seq = ?9",
                             params![
                                 now,
                                 d.message_id,
@@ -442,7 +461,8 @@ impl Store for SqliteStore {
                                 d.reason,
                                 serde_json::to_string(&d.attempts).unwrap(),
                                 d.json,
-                                a.seq
+                                a.seq,
+                                d.outcome_unknown
                             ],
                         )?;
                     }
@@ -525,13 +545,14 @@ impl Store for SqliteStore {
         let outputs = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE source_id = ?1 ORDER BY seq"))?;
         let as_output = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
         let mut dead = conn.prepare(
-            "SELECT at, place, plugin, digest, reason, attempts, message_id FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
+            "SELECT at, place, plugin, digest, reason, attempts, message_id, outcome_unknown FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
         )?;
         let dead: Vec<Value> = dead
             .query_map(params![id], |r| {
+                let unknown: bool = r.get(7)?;
                 Ok(json!({"at": r.get::<_, i64>(0)?, "place": r.get::<_, String>(1)?, "plugin": r.get::<_, String>(2)?,
                           "digest": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?, "attempts": parse(Some(r.get(5)?)),
-                          "message-id": r.get::<_, String>(6)?}))
+                          "message-id": r.get::<_, String>(6)?, "outcome": if unknown { "unknown" } else { "not-delivered" }}))
             })?
             .collect::<Result<_, _>>()?;
         let mut exc = conn.prepare(
@@ -675,7 +696,7 @@ mod tests {
         assert!(s.pending("acme", "p", 0, 1, 0, 10).unwrap().is_empty());
         let d = s.deliveries("erp", 0, 1, 10).unwrap();
         assert_eq!(d.len(), 1);
-        s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5 } }]).unwrap();
+        s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5, outcome_unknown: false } }]).unwrap();
         let d = s.deliveries("erp", 0, 1, 10).unwrap();
         assert_eq!((d[0].attempts, d[0].next_at, d[0].errors.clone()), (1, 5, vec!["HTTP 503".to_string()]));
         s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
