@@ -252,7 +252,7 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
             .join()
             .map_err(|_| anyhow::anyhow!("a sender panicked"))??
         {
-            sent_at.insert(format!("B-{k}/0/0"), at);
+            sent_at.insert(format!("acme/replenishment-release/k:B-{k}/0/0"), at);
         }
     }
     Ok(sent_at)

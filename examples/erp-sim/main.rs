@@ -254,6 +254,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/_admin/mode", post(set_mode))
         .route("/feed", get(feed))
         .fallback(post(receive))
+        // Large documents (and bulk posts of them) are legal.
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
     println!("erp-sim listening on http://{}", listener.local_addr()?);

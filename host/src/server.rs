@@ -157,8 +157,7 @@ async fn serve(
     header_read_timeout: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
@@ -180,12 +179,14 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().map_request(|r: http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new)));
         let watcher = graceful.watcher();
+        // HTTP/1.1 only: the header-read timeout then covers a connection
+        // from its first byte (a protocol sniffer would wait forever).
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

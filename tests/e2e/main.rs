@@ -4,6 +4,7 @@
 
 mod cli;
 mod config_errors;
+mod hardening;
 mod harness;
 mod pipeline;
 mod reload;

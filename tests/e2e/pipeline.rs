@@ -102,7 +102,8 @@ fn happy_path_maps_validates_allocates_and_delivers_with_trace() {
     assert_eq!(out["message"]["correlation-id"], id.as_str());
     // The ERP got it once, under the output's idempotency key, with the token.
     let key = out["message"]["idempotency-key"].as_str().unwrap();
-    assert_eq!(key, "file-1/0/0");
+    // Scoped by tenant and pipeline; `/0/0`: output 0 of the mapper's output 0.
+    assert_eq!(key, "acme/release/k:file-1/0/0");
     let (_, record) = get(&format!("{}/_admin/record/{}", erp.url, key.replace('/', "%2F")));
     assert_eq!(record["record"]["path"], "/requisitions");
     assert_eq!(record["record"]["correlation-id"], id.as_str());
@@ -249,8 +250,8 @@ fn messages_with_the_same_key_are_delivered_in_order_while_keys_run_in_parallel(
     let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     let mut last: HashMap<String, String> = HashMap::new();
     for key in &keys {
-        // Keys look like `K2-07/0/0`: the group before '-' is the ordering key.
-        let (group, seq) = key.split_once('-').unwrap();
+        // Keys look like `acme/release/k:K2-07/0/0`: the group before '-' is the ordering key.
+        let (group, seq) = key.trim_start_matches("acme/release/k:").split_once('-').unwrap();
         if let Some(prev) = last.get(group) {
             assert!(seq > prev.as_str(), "key {group}: {seq} arrived after {prev}; order {keys:?}");
         }
@@ -335,7 +336,7 @@ fn kill_9_under_load_loses_nothing_and_delivers_each_message_once() {
     assert!(before < 4000, "the kill happened before everything was delivered");
 
     let host = Host::start(&site);
-    let expected: HashSet<String> = acked.iter().map(|k| format!("{k}/0/0")).collect();
+    let expected: HashSet<String> = acked.iter().map(|k| format!("acme/release/k:{k}/0/0")).collect();
     eventually(Duration::from_secs(120), "every acknowledged message at the ERP", || {
         let keys: HashSet<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
         expected.is_subset(&keys).then_some(())
@@ -485,7 +486,7 @@ fn a_full_store_answers_503_keeps_every_accepted_message_and_recovers() {
     host.kill9();
     std::fs::write(site.config(), SMALL_STORE.replace("MAXSIZE", "64MiB").replace("{ERP}", &erp.authority).replace("{CACHE}", &crate::support::root().join("target/test-cache").display().to_string())).unwrap();
     let _host = Host::start(&site);
-    let expected: HashSet<String> = accepted.iter().map(|k| format!("{k}/0")).collect();
+    let expected: HashSet<String> = accepted.iter().map(|k| format!("acme/release/k:{k}/0")).collect();
     eventually(Duration::from_secs(60), "every acknowledged message at the ERP", || {
         let keys: HashSet<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
         expected.is_subset(&keys).then_some(())

@@ -1,0 +1,315 @@
+//! The host against hostile plugins, stalled and shared downstreams and
+//! colliding keys, end to end: a plugin blocked in a host call fails its
+//! message at the limit and never holds a reload, another tenant or a
+//! shutdown; traps and log floods are explained in the trace; a sink call
+//! that fails as a whole is split instead of condemning its batch; keys
+//! from two tenants never merge at the ERP; ingest reads media types and
+//! schema versions strictly and drops clients that never send a request.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::support::within;
+
+const HOSTILE: &str = crate::site_config!(r#"
+[[tenant]]
+id = "globex"
+
+[[pipeline]]
+id = "sleepy"
+tenant = "acme"
+stages = [{ transform = "hostile", limits = { timeout = "1s" } }]
+routes = [{ to = "erp" }]
+
+[[pipeline]]
+id = "other"
+tenant = "globex"
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+"#);
+
+/// An execution status for `tenant` with the given idempotency key and headers.
+fn status(key: &str, headers: Value) -> String {
+    json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": key, "headers": headers,
+           "body": {"order-ref": key, "kind": "purchase", "status": "confirmed", "quantity": 1, "uom": "EA"}})
+    .to_string()
+}
+
+fn accepted(answer: (u16, Value)) -> String {
+    assert_eq!(answer.0, 202, "{answer:?}");
+    answer.1["id"].as_str().unwrap().to_string()
+}
+
+fn hostile_site(erp: &Erp, config: &str) -> Site {
+    let site = Site::new(config, erp);
+    std::fs::copy(crate::support::plugin("hostile"), site.dir.path().join("plugins/shared/hostile.wasm")).unwrap();
+    site
+}
+
+#[test]
+fn a_plugin_blocked_in_a_host_call_fails_at_its_limit_and_never_holds_reloads_other_tenants_or_shutdown() {
+    let erp = Erp::start(&[]);
+    let site = hostile_site(&erp, HOSTILE);
+    let mut host = Host::start(&site);
+
+    // The message is dead-lettered at the limit, with the reason.
+    let id = accepted(host.ingest("acme", "sleepy", "messages", "application/json", &[], status("S-1", json!({"do": "sleep"})).as_bytes()));
+    let t = host.settled(&id);
+    assert_eq!(t["input"]["state"], "dead", "{t}");
+    let reason = t["dead-letters"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("ran past its wall-time limit of 1s and was stopped"), "{reason}");
+
+    // More sleepers keep the pipeline's worker busy; meanwhile a config edit
+    // rebuilds that very pipeline, the API reloads, another tenant's
+    // messages flow, and none of it waits for the sleepers.
+    for i in 0..4 {
+        accepted(host.ingest("acme", "sleepy", "messages", "application/json", &[], status(&format!("S-{}", 10 + i), json!({"do": "sleep"})).as_bytes()));
+    }
+    site.rewrite(&HOSTILE.replace(r#"limits = { timeout = "1s" }"#, r#"limits = { timeout = "1500ms" }"#), &erp);
+    let record = host.effective_reload(1);
+    assert_eq!(record["outcome"], "applied", "{record}");
+    assert_eq!(record["changes"], json!(["changed pipeline acme/sleepy"]), "{record}");
+    let (s, answer) = within(Duration::from_secs(60), "POST /v1/reload", {
+        let url = host.url.clone();
+        move || send("POST", &format!("{url}/v1/reload"), "application/json", &[], b"")
+    });
+    assert_eq!(s, 200, "{answer}");
+    let other = accepted(host.ingest("globex", "other", "messages", "application/json", &[], status("G-1", json!({})).as_bytes()));
+    assert_eq!(host.settled(&other)["outputs"][0]["state"], "delivered");
+    // A well-behaved message on the rebuilt pipeline runs after the sleepers.
+    let fine = accepted(host.ingest("acme", "sleepy", "messages", "application/json", &[], status("S-20", json!({})).as_bytes()));
+    let t = host.settled(&fine);
+    assert_eq!(t["outputs"][0]["message"]["headers"]["seen-by"], "hostile", "{t}");
+
+    // Shutdown ends the process while a plugin sleeps in a host call.
+    accepted(host.ingest("acme", "sleepy", "messages", "application/json", &[], status("S-30", json!({"do": "sleep"})).as_bytes()));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(host.terminate(), "SIGTERM ends the host with exit 0");
+}
+
+#[test]
+fn traps_and_log_floods_are_explained_in_the_trace_and_metrics() {
+    let erp = Erp::start(&[]);
+    let site = hostile_site(&erp, HOSTILE);
+    let host = Host::start(&site);
+    let panic = accepted(host.ingest("acme", "sleepy", "messages", "application/json", &[], status("P-1", json!({"do": "panic", "item": "SKU-9"})).as_bytes()));
+    let t = host.settled(&panic);
+    let reason = t["dead-letters"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("trapped: unreachable code reached (a panic or an abort): panicked at "), "{reason}");
+    assert!(reason.ends_with("the order book for SKU-9 is corrupt"), "{reason}");
+    assert_eq!(t["input"]["processing"]["steps"][0]["outcome"]["error"].as_str(), Some(reason));
+
+    let flood = status("L-1", json!({"do": "log-flood", "lines": "3000", "line-bytes": "2000"}));
+    let t = host.settled(&accepted(host.ingest("acme", "sleepy", "messages", "application/json", &[], flood.as_bytes())));
+    assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+    let dropped = t["input"]["processing"]["steps"][0]["logs-dropped"].as_u64().unwrap();
+    assert!(dropped >= 2000, "{t}");
+    let metrics = ureq_text(&format!("{}/metrics", host.url));
+    assert!(metrics.contains(&format!("syncline_plugin_log_lines_dropped_total{{plugin=\"hostile\"}} {dropped}")), "{metrics}");
+    // The host log holds the admitted lines only, each cut to 4 KiB at most.
+    let log = host.log.lock().unwrap().clone();
+    let lines = log.lines().filter(|l| l.contains("xxxxxxxx")).count();
+    assert!(lines as u64 <= 3000 - dropped, "{lines} plugin lines logged");
+}
+
+fn ureq_text(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    agent.get(url).call().unwrap().body_mut().read_to_string().unwrap()
+}
+
+const SHARED_SINK: &str = crate::site_config!(r#"
+[[tenant]]
+id = "globex"
+
+[[pipeline]]
+id = "release"
+tenant = "acme"
+routes = [{ to = "erp" }]
+
+[[pipeline]]
+id = "release-b"
+tenant = "globex"
+routes = [{ to = "erp" }]
+
+[[pipeline]]
+id = "hung"
+tenant = "acme"
+routes = [{ to = "erp-hung" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+batch = 50
+batch-bytes = "256MiB"
+workers = 1
+retry = { attempts = 4, initial = "50ms", max = "200ms" }
+limits = { memory = "16MiB" }
+
+[sink.erp-hung]
+plugin = "http-sink"
+config = { url = "http://{ERP}/hung", timeout-ms = "60000" }
+allowed-hosts = ["{ERP}"]
+retry = { attempts = 2, initial = "50ms", max = "100ms" }
+limits = { timeout = "1s" }
+"#);
+
+/// The shared-sink site, taking requests of up to 16 MiB.
+fn shared_sink() -> String {
+    SHARED_SINK.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax-body = \"16MiB\"")
+}
+
+/// A forecast for item `item` carrying `pad` bytes in an extension.
+fn forecast(key: &str, item: &str, pad: usize) -> String {
+    json!({"schema-version": "1.0.0", "kind": "forecast", "idempotency-key": key,
+           "body": {"item": item, "location": "DC-1", "bucket": {"start": "2026-12-07", "granularity": "week"}, "quantity": 5, "uom": "EA",
+                    "forecast-version": "v1", "scenario": "base", "channel": "retail", "source-engine": "stat",
+                    "extensions": {"notes": "n".repeat(pad)}}})
+    .to_string()
+}
+
+#[test]
+fn a_sink_call_failing_as_a_whole_is_split_so_no_innocent_message_is_dead_lettered() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(&shared_sink(), &erp);
+    let host = Host::start(&site);
+    // Hold the sink in one slow call so both tenants' messages queue up
+    // behind it and go out together in its next call.
+    let (s, _) = send("POST", &format!("{}/_admin/mode", erp.url), "application/json", &[], br#"{"mode": "slow", "delay-ms": 2000, "times": 1}"#);
+    assert_eq!(s, 204);
+    let blocker = accepted(host.ingest("globex", "release-b", "messages", "application/json", &[], forecast("G-0", "SKU-0", 0).as_bytes()));
+    std::thread::sleep(Duration::from_millis(300));
+    // Tenant acme: six legal 1.5 MB messages; tenant globex: twenty small ones.
+    let big: Vec<String> = (0..6).map(|i| forecast(&format!("A-{i}"), &format!("SKU-A{i}"), 1_500_000)).collect();
+    let (s, b) = host.ingest("acme", "release", "messages:batch", "application/x-ndjson", &[], big.join("\n").as_bytes());
+    assert_eq!(s, 202, "{b}");
+    let mut ids: Vec<String> = b["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let small: Vec<String> = (0..20).map(|i| forecast(&format!("G-{}", i + 1), &format!("SKU-G{i}"), 10)).collect();
+    let (s, b) = host.ingest("globex", "release-b", "messages:batch", "application/x-ndjson", &[], small.join("\n").as_bytes());
+    assert_eq!(s, 202, "{b}");
+    ids.extend(b["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+    ids.push(blocker);
+
+    for id in &ids {
+        let t = host.settled(id);
+        assert!(t["dead-letters"].as_array().unwrap().is_empty(), "{t}");
+        let out = &t["outputs"][0];
+        assert_eq!(out["state"], "delivered", "{t}");
+        // A failed whole call is not counted against any one message.
+        assert_eq!(out["attempts"].as_array().unwrap().len(), 1, "{t}");
+    }
+    assert_eq!(erp.unique(), 27);
+    let log = host.log.lock().unwrap().clone();
+    assert!(log.contains("sink call failed as a whole; splitting its batch"), "the mixed batch failed whole and was split");
+    assert!(log.contains("exceeded its memory limit of 16 MiB"), "because of the memory limit");
+}
+
+#[test]
+fn a_message_failing_alone_after_sending_is_dead_lettered_with_its_outcome_unknown() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(&shared_sink(), &erp);
+    let host = Host::start(&site);
+    erp.mode("hang", None);
+    let id = accepted(host.ingest("acme", "hung", "messages", "application/json", &[], forecast("H-1", "SKU-H", 0).as_bytes()));
+    let t = host.settled(&id);
+    let dl = &t["dead-letters"][0];
+    assert_eq!(dl["outcome"], "unknown", "{t}");
+    let reason = dl["reason"].as_str().unwrap();
+    assert!(reason.contains("ran past its wall-time limit of 1s"), "{reason}");
+    assert!(reason.contains("outcome unknown: the call had sent 1 request(s) before it failed"), "{reason}");
+    assert_eq!(dl["attempts"].as_array().unwrap().len(), 2, "{dl}");
+}
+
+const KEYS: &str = crate::site_config!(r#"
+[[tenant]]
+id = "globex"
+
+[[pipeline]]
+id = "orders"
+tenant = "acme"
+stages = [{ transform = "tagger" }]
+routes = [{ to = "erp" }]
+
+[[pipeline]]
+id = "direct"
+tenant = "acme"
+routes = [{ to = "erp" }]
+
+[[pipeline]]
+id = "inbound"
+tenant = "globex"
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+"#);
+
+#[test]
+fn keys_from_two_tenants_and_host_derived_keys_never_merge_at_the_erp() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(KEYS, &erp);
+    std::fs::copy(crate::support::plugin("tagger-v1"), site.dir.path().join("plugins/shared/tagger.wasm")).unwrap();
+    let host = Host::start(&site);
+    let a1 = accepted(host.ingest("acme", "orders", "messages", "application/json", &[], status("PO-30419", json!({})).as_bytes()));
+    let a2 = accepted(host.ingest("acme", "direct", "messages", "application/json", &[], status("PO-30419/0", json!({})).as_bytes()));
+    let b1 = accepted(host.ingest("globex", "inbound", "messages", "application/json", &[], status("PO-30419/0", json!({})).as_bytes()));
+    let mut references = HashSet::new();
+    for id in [&a1, &a2, &b1] {
+        let t = host.settled(id);
+        assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+        references.insert(t["outputs"][0]["reference"].as_str().unwrap().to_string());
+    }
+    assert_eq!(references.len(), 3, "three documents, three references");
+    assert_eq!(erp.unique(), 3, "the ERP holds three documents");
+    let keys: HashSet<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let expected: HashSet<String> =
+        ["acme/orders/k:PO-30419/0", "acme/direct/k:PO-30419%2F0", "globex/inbound/k:PO-30419%2F0"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(keys, expected);
+}
+
+#[test]
+fn ingest_reads_media_types_and_schema_versions_strictly_and_drops_silent_clients() {
+    let erp = Erp::start(&[]);
+    let config = HOSTILE.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nheader-read-timeout = \"1s\"");
+    let site = hostile_site(&erp, &config);
+    let host = Host::start(&site);
+    // Media types are case-insensitive: this is a canonical message, not a raw payload.
+    let id = accepted(host.ingest("globex", "other", "messages", "Application/JSON; Charset=UTF-8", &[], status("M-1", json!({})).as_bytes()));
+    let t = host.settled(&id);
+    assert_eq!(t["input"]["message"]["kind"], "execution-status", "{t}");
+    // Schema versions are plain MAJOR.MINOR.PATCH.
+    for v in ["01.0.0", "1.00.0", "+1.0.0", "1.0"] {
+        let msg = status("M-2", json!({})).replace("\"1.0.0\"", &format!("\"{v}\""));
+        let (s, b) = host.ingest("globex", "other", "messages", "application/json", &[], msg.as_bytes());
+        assert_eq!((s, b["error"]["code"].as_str()), (422, Some("unsupported-schema-version")), "{v}: {b}");
+    }
+    // A connection that never finishes its request head is closed.
+    let addr = host.url.trim_start_matches("http://").to_string();
+    let closed = |partial: &'static [u8]| {
+        let addr = addr.clone();
+        within(Duration::from_secs(30), "the server closing a silent connection", move || {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(partial).unwrap();
+            let mut buf = [0u8; 1024];
+            // The server closes the connection (end of stream or reset), maybe after a 408.
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+    };
+    closed(b"");
+    closed(b"POST /v1/tenants/globex/pipelines/other/messages HTTP/1.1\r\nHost: x\r\n");
+}
