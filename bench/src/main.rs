@@ -9,6 +9,7 @@
 mod doc;
 mod drain;
 mod e2e;
+mod limits;
 mod machine;
 mod memory;
 mod micro;
@@ -42,7 +43,7 @@ enum Cmd {
         /// Where to write the report.
         #[arg(long, default_value = "docs/BENCHMARKS.md")]
         out: PathBuf,
-        /// Only these sections (e2e, drain, stages, micro, reload, memory).
+        /// Only these sections (e2e, drain, stages, micro, limits, reload, memory).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

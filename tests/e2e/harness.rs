@@ -253,16 +253,23 @@ impl Host {
     }
 
     /// Waits until message `id`'s outputs are all delivered (or it ended
-    /// without outputs), and returns its trace.
+    /// without outputs), and returns its trace. On a timeout the panic
+    /// shows the last trace seen (where the message was waiting).
     pub fn settled(&self, id: &str) -> Value {
-        eventually(Duration::from_secs(30), &format!("message {id} to settle"), || {
+        let mut last = Value::Null;
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
             let (status, t) = self.trace(id);
-            if status != 200 || t["input"]["state"] == "accepted" {
-                return None;
+            if status == 200 && t["input"]["state"] != "accepted" {
+                let pending = t["outputs"].as_array().into_iter().flatten().any(|o| o["state"] == "pending");
+                if !pending {
+                    return t;
+                }
             }
-            let pending = t["outputs"].as_array().into_iter().flatten().any(|o| o["state"] == "pending");
-            (!pending).then_some(t)
-        })
+            last = if status == 200 { t } else { last };
+            assert!(Instant::now() < until, "timed out after 30s waiting for message {id} to settle; last trace: {last}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The reload history (`GET /v1/reloads`).

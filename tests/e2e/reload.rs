@@ -27,6 +27,7 @@ routes = [{ to = "erp" }]
 plugin = "http-sink"
 config = { url = "http://{ERP}/requisitions" }
 allowed-hosts = ["{ERP}"]
+retry = { attempts = 8, initial = "50ms", max = "500ms" }
 "#);
 
 fn status(i: usize) -> String {
