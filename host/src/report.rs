@@ -35,8 +35,9 @@ pub fn trace_summary(t: &Value) -> String {
             } else {
                 "valid".to_string()
             };
+            let dropped = step["logs-dropped"].as_u64().map(|n| format!(" ({n} log lines dropped)")).unwrap_or_default();
             out += &format!(
-                "  stage {} {}@{} {:.2} ms: {what}\n",
+                "  stage {} {}@{} {:.2} ms: {what}{dropped}\n",
                 step["stage"],
                 step["plugin"].as_str().unwrap_or("?"),
                 short(step["digest"].as_str().unwrap_or("")),
@@ -68,8 +69,9 @@ pub fn trace_summary(t: &Value) -> String {
         out += &format!("  exception {} -> queue {}: {text}\n", e["message-id"].as_str().unwrap_or("?"), e["queue"].as_str().unwrap_or("?"));
     }
     for d in t["dead-letters"].as_array().into_iter().flatten() {
+        let unknown = if d["outcome"] == "unknown" { " [outcome unknown: it may have been delivered]" } else { "" };
         out += &format!(
-            "  dead letter {} at {}: {}\n",
+            "  dead letter {} at {}{unknown}: {}\n",
             d["message-id"].as_str().unwrap_or("?"),
             d["place"].as_str().unwrap_or("?"),
             d["reason"].as_str().unwrap_or("?")

@@ -50,7 +50,7 @@ fn accepted(answer: (u16, Value)) -> String {
 
 fn hostile_site(erp: &Erp, config: &str) -> Site {
     let site = Site::new(config, erp);
-    std::fs::copy(crate::support::plugin("hostile"), site.dir.path().join("plugins/shared/hostile.wasm")).unwrap();
+    site.share_plugin("hostile", "hostile");
     site
 }
 
@@ -112,17 +112,12 @@ fn traps_and_log_floods_are_explained_in_the_trace_and_metrics() {
     assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
     let dropped = t["input"]["processing"]["steps"][0]["logs-dropped"].as_u64().unwrap();
     assert!(dropped >= 2000, "{t}");
-    let metrics = ureq_text(&format!("{}/metrics", host.url));
+    let metrics = get_text(&format!("{}/metrics", host.url));
     assert!(metrics.contains(&format!("syncline_plugin_log_lines_dropped_total{{plugin=\"hostile\"}} {dropped}")), "{metrics}");
     // The host log holds the admitted lines only, each cut to 4 KiB at most.
     let log = host.log.lock().unwrap().clone();
     let lines = log.lines().filter(|l| l.contains("xxxxxxxx")).count();
     assert!(lines as u64 <= 3000 - dropped, "{lines} plugin lines logged");
-}
-
-fn ureq_text(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    agent.get(url).call().unwrap().body_mut().read_to_string().unwrap()
 }
 
 const SHARED_SINK: &str = crate::site_config!(r#"
@@ -258,7 +253,7 @@ allowed-hosts = ["{ERP}"]
 fn keys_from_two_tenants_and_host_derived_keys_never_merge_at_the_erp() {
     let erp = Erp::start(&[]);
     let site = Site::new(KEYS, &erp);
-    std::fs::copy(crate::support::plugin("tagger-v1"), site.dir.path().join("plugins/shared/tagger.wasm")).unwrap();
+    site.share_plugin("tagger-v1", "tagger");
     let host = Host::start(&site);
     let a1 = accepted(host.ingest("acme", "orders", "messages", "application/json", &[], status("PO-30419", json!({})).as_bytes()));
     let a2 = accepted(host.ingest("acme", "direct", "messages", "application/json", &[], status("PO-30419/0", json!({})).as_bytes()));
@@ -312,4 +307,44 @@ fn ingest_reads_media_types_and_schema_versions_strictly_and_drops_silent_client
     };
     closed(b"");
     closed(b"POST /v1/tenants/globex/pipelines/other/messages HTTP/1.1\r\nHost: x\r\n");
+}
+
+const POISON: &str = crate::site_config!(r#"
+[[pipeline]]
+id = "allocate"
+tenant = "acme"
+ordering-key = ["body.order-ref"]
+stages = [{ allocate = "poison-allocator", batch = { max = 50, window = "300ms" } }]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+"#);
+
+#[test]
+fn an_allocate_batch_failing_as_a_whole_is_split_so_only_the_poison_message_is_dead_lettered() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(POISON, &erp);
+    site.share_plugin("poison-allocator", "poison-allocator");
+    let host = Host::start(&site);
+    let lines: Vec<String> =
+        (0..12).map(|i| status(&format!("A-{i}"), if i == 7 { json!({"poison": "yes"}) } else { json!({}) })).collect();
+    let (s, b) = host.ingest("acme", "allocate", "messages:batch", "application/x-ndjson", &[], lines.join("\n").as_bytes());
+    assert_eq!(s, 202, "{b}");
+    let ids: Vec<String> = b["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let t = host.settled(id);
+        if i == 7 {
+            assert_eq!(t["input"]["state"], "dead", "{t}");
+            let reason = t["dead-letters"][0]["reason"].as_str().unwrap();
+            assert!(reason.contains(&format!("message {id} poisons the batch")), "{reason}");
+        } else {
+            assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+            assert!(t["dead-letters"].as_array().unwrap().is_empty(), "{t}");
+        }
+    }
+    assert_eq!(erp.unique(), 11);
+    assert!(host.log.lock().unwrap().contains("allocate call failed as a whole; splitting its batch"));
 }

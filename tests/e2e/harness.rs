@@ -63,6 +63,11 @@ pub fn send(method: &str, url: &str, content_type: &str, headers: &[(&str, &str)
     }
 }
 
+/// GET `url` as text (e.g. `/metrics`).
+pub fn get_text(url: &str) -> String {
+    agent().get(url).call().map(|mut r| r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default()
+}
+
 /// GET `url` as JSON.
 pub fn get(url: &str) -> (u16, Value) {
     send("GET", url, "", &[], b"")
@@ -205,6 +210,11 @@ impl Site {
     pub fn rewrite(&self, config: &str, erp: &Erp) {
         let text = config.replace("{ERP}", &erp.authority).replace("{CACHE}", &root().join("target/test-cache").display().to_string());
         replace_file(&self.config(), text.as_bytes());
+    }
+
+    /// Puts the built plugin `built` into `plugins/shared/` as `name`.
+    pub fn share_plugin(&self, built: &str, name: &str) {
+        std::fs::copy(plugin(built), self.dir.path().join(format!("plugins/shared/{name}.wasm"))).unwrap();
     }
 
     /// The config file.

@@ -377,7 +377,7 @@ retry = { attempts = 3, initial = "50ms", max = "100ms" }
 
 fn hostile_site(erp: &Erp) -> Site {
     let site = Site::new(HOSTILE, erp);
-    std::fs::copy(crate::support::plugin("trap"), site.dir.path().join("plugins/shared/trap.wasm")).unwrap();
+    site.share_plugin("trap", "trap");
     site
 }
 

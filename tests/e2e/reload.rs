@@ -38,7 +38,7 @@ fn status(i: usize) -> String {
 
 fn tagged_site(erp: &Erp) -> Site {
     let site = Site::new(TAGGED, erp);
-    std::fs::copy(plugin("tagger-v1"), site.dir.path().join("plugins/shared/tagger.wasm")).unwrap();
+    site.share_plugin("tagger-v1", "tagger");
     site
 }
 
@@ -134,7 +134,7 @@ fn plugin_swaps_under_load_process_every_message_once_by_one_version() {
     assert_eq!(record["outcome"], "rejected", "{record}");
     assert!(record["error"].as_str().unwrap().contains("implements the `validator` world, but stage 1 of pipeline `tagged` needs a `transformer` plugin"), "{record}");
     assert_eq!(probe(&host, 99).0, "v1");
-    let metrics = ureq_text(&format!("{}/metrics", host.url));
+    let metrics = get_text(&format!("{}/metrics", host.url));
     assert!(metrics.contains("syncline_reloads_total{outcome=\"applied\"} 20"), "{metrics}");
     assert!(metrics.contains("syncline_reloads_total{outcome=\"rejected\"} 2"), "{metrics}");
 
@@ -159,11 +159,6 @@ fn plugin_swaps_under_load_process_every_message_once_by_one_version() {
     let unique: HashSet<&str> = keys.iter().copied().collect();
     assert_eq!(unique.len(), keys.len());
     assert_eq!(keys.len(), accepted.len() + 21, "every message (load + probes) delivered exactly once");
-}
-
-fn ureq_text(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    agent.get(url).call().unwrap().body_mut().read_to_string().unwrap()
 }
 
 const EDIT_BASE: &str = crate::site_config!(r#"
@@ -198,7 +193,7 @@ allowed-hosts = ["{ERP}"]
 fn config_edits_add_change_remove_and_an_invalid_edit_is_rejected() {
     let erp = Erp::start(&[]);
     let site = Site::new(EDIT_BASE, &erp);
-    std::fs::copy(plugin("tagger-v1"), site.dir.path().join("plugins/shared/tagger.wasm")).unwrap();
+    site.share_plugin("tagger-v1", "tagger");
     let host = Host::start(&site);
 
     // Add a pipeline.

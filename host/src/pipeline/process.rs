@@ -149,6 +149,60 @@ fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instan
     step
 }
 
+/// An allocate stage as a call site.
+struct Stage<'a> {
+    no: usize,
+    live: &'a super::LiveStage,
+    attempts: u32,
+    tenant: &'a str,
+    cancel: &'a dyn Fn() -> bool,
+}
+
+/// Runs `batch` through an allocate stage, adding outputs to `next`. A call
+/// that fails as a whole (trap or limit) says nothing about any one message:
+/// the batch is split in halves, each allocated on its own, down to single
+/// messages, so only a message that fails alone is dead-lettered. (The
+/// plugin's own error is its answer for the batch it was given.)
+fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &mut Vec<Item>) -> Result<(), Cancelled> {
+    let instance = at.live.instance.load_full();
+    let instance = instance.as_ref();
+    let started = Instant::now();
+    // One copy per attempt: the batch's own messages stay the outputs' parents.
+    let (result, report) = with_retries(at.attempts, at.cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+    match result {
+        Ok(outs) => {
+            let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
+            let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
+            let mut produced = Vec::with_capacity(outs.len());
+            for o in outs {
+                let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
+                let n = per_parent[k].len();
+                let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, at.tenant) };
+                per_parent[k].push(o.msg.id.clone());
+                produced.push(o);
+            }
+            for (k, it) in batch.iter().enumerate() {
+                let outcome = json!({"batch": batch.len(), "outputs": per_parent[k]});
+                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, outcome));
+            }
+            next.extend(produced);
+        }
+        Err((e, _)) if batch.len() > 1 && e.failure.is_whole_call() => {
+            tracing::warn!(plugin = %instance.plugin().name, messages = batch.len(), error = %e, "allocate call failed as a whole; splitting its batch");
+            let second = batch.split_off(batch.len() / 2);
+            allocate(at, batch, results, next)?;
+            allocate(at, second, results, next)?;
+        }
+        Err((e, attempts)) => {
+            for it in &batch {
+                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, json!({"error": e.to_string()})));
+                results[it.row].dead.push(dead_letter(at.no, instance, &it.msg, e.to_string(), attempts.clone()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Processes `rows` (in order) through `pipeline`; `None` when `cancel`
 /// said to stop before the end (nothing of the batch is to be committed).
 pub fn process(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<Commit> {
@@ -252,37 +306,8 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                 let mut rest = items.into_iter().peekable();
                 while rest.peek().is_some() {
                     let batch: Vec<Item> = rest.by_ref().take(max).collect();
-                    let instance = stage.instance.load_full();
-                    let instance = instance.as_ref();
-                    let started = Instant::now();
-                    // One copy per attempt: the batch's own messages stay the outputs' parents.
-                    let (result, report) =
-                        with_retries(cfg.max_attempts, cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
-                    match result {
-                        Ok(outs) => {
-                            let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
-                            let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
-                            let mut produced = Vec::with_capacity(outs.len());
-                            for o in outs {
-                                let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
-                                let n = per_parent[k].len();
-                                let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, tenant) };
-                                per_parent[k].push(o.msg.id.clone());
-                                produced.push(o);
-                            }
-                            for (k, it) in batch.iter().enumerate() {
-                                let outcome = json!({"batch": batch.len(), "outputs": per_parent[k]});
-                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, &report, outcome));
-                            }
-                            next.extend(produced);
-                        }
-                        Err((e, attempts)) => {
-                            for it in &batch {
-                                results[it.row].steps.push(step(no, instance, &it.msg.id, started, &report, json!({"error": e.to_string()})));
-                                results[it.row].dead.push(dead_letter(no, instance, &it.msg, e.to_string(), attempts.clone()));
-                            }
-                        }
-                    }
+                    let at = Stage { no, live: stage, attempts: cfg.max_attempts, tenant, cancel };
+                    allocate(&at, batch, &mut results, &mut next)?;
                 }
             }
         }
