@@ -76,7 +76,7 @@ pub fn run(messages: usize, f: &mut Figures) -> anyhow::Result<()> {
     let received = e2e::await_delivery(
         &erp_url,
         messages,
-        |k| k.starts_with("B-"),
+        |k| k.starts_with("acme/replenishment-release/k:B-"),
         Duration::from_secs(900),
     )?;
     let last = received.iter().map(|(_, t)| *t).fold(0.0, f64::max);

@@ -126,7 +126,7 @@ pub fn per_tenant(extra: usize, f: &mut Figures) -> anyhow::Result<()> {
         e2e::await_delivery(
             &erp_url,
             tenants,
-            |k| k.starts_with("B-"),
+            |k| k.contains("/k:B-"),
             Duration::from_secs(60),
         )?;
         std::thread::sleep(Duration::from_millis(300));

@@ -249,23 +249,26 @@ impl PluginInstance {
         // both run under the call's deadline.
         let mut warm = match claim {
             Ok(warm) => warm,
-            Err(slot) => match super::io::block_on(async { tokio::time::timeout_at(deadline.into(), self.instantiate(slot, deadline)).await }) {
-                Ok(Ok(w)) => w,
-                Ok(Err(e)) => return (Err(e), CallReport::default()),
-                Err(_) => return (Err(self.error(Failure::Timeout(limits.timeout))), CallReport::default()),
+            Err(slot) => match super::io::run_until(deadline, self.instantiate(slot, deadline)) {
+                Some(Ok(w)) => w,
+                Some(Err(e)) => return (Err(e), CallReport::default()),
+                None => return (Err(self.error(Failure::Timeout(limits.timeout))), CallReport::default()),
             },
         };
         warm.store.data_mut().begin(info, deadline);
         warm.store.set_epoch_deadline(1);
         let Warm { store, exports, .. } = &mut warm;
-        let ran = super::io::block_on(async { tokio::time::timeout_at(deadline.into(), self.dispatch(store, exports, request)).await });
+        let ran = super::io::run_until(deadline, self.dispatch(store, exports, request));
         // Dropped at the deadline while the guest waited in a host call.
-        let result = ran.unwrap_or_else(|_| Err(self.error(Failure::Timeout(limits.timeout))));
+        let result = ran.unwrap_or_else(|| Err(self.error(Failure::Timeout(limits.timeout))));
         let data = warm.store.data_mut();
         let written = data.output.take();
         let report = CallReport { logs_dropped: data.logs_dropped, http_requests: data.policy.sent, output_bytes: written.bytes };
         let keep = !limits.fresh && matches!(&result, Ok(_) | Err(CallError { failure: Failure::Plugin(_) | Failure::Contract(_), .. }));
         if keep {
+            // Under the count's lock, as a waiter checks the pool under it:
+            // no wake-up is lost between its check and its wait.
+            let _live = self.slots.live.lock().unwrap();
             self.idle.lock().unwrap().push(warm);
             self.slots.freed.notify_one();
         }
@@ -340,7 +343,7 @@ impl PluginInstance {
     /// Fails the call when what it returned is larger than the output limit.
     fn bounded<T: Serialize>(&self, value: T) -> Result<T, CallError> {
         let limit = self.ctx.limits.output;
-        let size = json_size(&value, limit);
+        let size = super::size::size_of(&value, limit);
         if size > limit {
             return Err(self.error(Failure::OutputLimit { limit, size }));
         }
@@ -497,29 +500,6 @@ fn explain(mut e: CallError, written: Written) -> CallError {
     }
     e.output = Some(written.tail);
     e
-}
-
-/// Bytes of `value` as JSON, counting no further than just past `limit`.
-fn json_size<T: Serialize>(value: &T, limit: usize) -> usize {
-    struct Count {
-        n: usize,
-        limit: usize,
-    }
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.n += buf.len();
-            if self.n > self.limit {
-                return Err(std::io::Error::other("over the limit"));
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count { n: 0, limit };
-    let _ = serde_json::to_writer(&mut c, value);
-    c.n
 }
 
 fn plugin_error(e: super::bindings::host_api::plugin_types::PluginError) -> PluginError {

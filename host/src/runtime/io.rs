@@ -6,7 +6,10 @@
 //! host call, where epoch interruption cannot reach.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -20,6 +23,30 @@ fn runtime() -> &'static Runtime {
             .build()
             .expect("the plugin I/O runtime starts")
     })
+}
+
+/// Runs `fut` on the current thread until it finishes (`Some`) or
+/// `deadline` passes (`None`: the future is dropped, wherever it waits).
+///
+/// Most plugin calls never wait on the host: the first poll finishes them,
+/// and they cost no timer and no trip through the scheduler. Only a call
+/// that waits (on HTTP, a clock) is driven by [`block_on`] under a timer.
+pub(crate) fn run_until<F>(deadline: Instant, fut: F) -> Option<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if Handle::try_current().is_ok() {
+        return block_on(async { tokio::time::timeout_at(deadline.into(), fut).await.ok() });
+    }
+    let mut fut = pin!(fut);
+    {
+        let _context = runtime().enter();
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            return Some(out);
+        }
+    }
+    runtime().block_on(async { tokio::time::timeout_at(deadline.into(), fut).await.ok() })
 }
 
 /// Runs `fut` to completion on the current thread, with the plugin I/O

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod native;
 mod output;
 pub mod plugin;
+mod size;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -52,6 +52,9 @@ impl Output {
     /// Takes what was written since the last take (the start of a call).
     pub fn take(&self) -> Written {
         let mut t = self.0.lock().unwrap();
+        if t.written == 0 {
+            return Written::default();
+        }
         let start = t.buf.len().saturating_sub(TAIL);
         let mut tail = &t.buf[start..];
         // Start at a line or at least a character boundary when cut.
