@@ -34,6 +34,8 @@ pub struct TestHost {
     pub(crate) logs: Vec<(Level, String)>,
     pub(crate) http: Option<Responder>,
     pub(crate) requests: Vec<Request>,
+    /// Configurations parsed by `config::cached` (the config is fixed once built).
+    pub(crate) parsed: crate::config::Kept,
 }
 
 thread_local! {
@@ -54,6 +56,7 @@ impl TestHost {
     /// Sets config `key` to `value`.
     pub fn config(mut self, key: &str, value: &str) -> TestHost {
         self.config.insert(key.to_string(), value.to_string());
+        self.parsed.clear();
         self
     }
 

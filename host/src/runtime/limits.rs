@@ -78,7 +78,7 @@ pub fn bytes(n: usize) -> String {
     const KIB: usize = 1 << 10;
     const MIB: usize = 1 << 20;
     const GIB: usize = 1 << 30;
-    let exact = |unit: usize, name: &str| (n % unit == 0).then(|| format!("{} {name}", n / unit));
+    let exact = |unit: usize, name: &str| n.is_multiple_of(unit).then(|| format!("{} {name}", n / unit));
     if n >= GIB {
         if let Some(s) = exact(GIB, "GiB") {
             return s;

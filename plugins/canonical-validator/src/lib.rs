@@ -15,12 +15,29 @@ pub struct CanonicalValidator;
 
 const DEFAULT_UOMS: &str = "EA,CS,PK,PAL,KG,G,L,ML,M";
 
-/// Collects violations for one message.
-struct Checker {
-    out: Vec<Violation>,
+/// The rules from the config, built once per instance.
+struct Rules {
     uoms: Vec<String>,
     item_re: Option<regex_lite::Regex>,
     location_re: Option<regex_lite::Regex>,
+    /// What is wrong with the config itself, reported on every message.
+    problems: Vec<Violation>,
+}
+
+impl Rules {
+    fn load() -> Result<Rules, PluginError> {
+        let mut problems = Vec::new();
+        let uoms = config::get_or("uoms", DEFAULT_UOMS).split(',').map(|u| u.trim().to_string()).collect();
+        let item_re = pattern("item-pattern", &mut problems);
+        let location_re = pattern("location-pattern", &mut problems);
+        Ok(Rules { uoms, item_re, location_re, problems })
+    }
+}
+
+/// Collects violations for one message.
+struct Checker<'a> {
+    out: Vec<Violation>,
+    rules: &'a Rules,
 }
 
 fn pattern(key: &str, out: &mut Vec<Violation>) -> Option<regex_lite::Regex> {
@@ -34,15 +51,7 @@ fn pattern(key: &str, out: &mut Vec<Violation>) -> Option<regex_lite::Regex> {
     }
 }
 
-impl Checker {
-    fn new() -> Checker {
-        let mut out = Vec::new();
-        let uoms = config::get_or("uoms", DEFAULT_UOMS).split(',').map(|u| u.trim().to_string()).collect();
-        let item_re = pattern("item-pattern", &mut out);
-        let location_re = pattern("location-pattern", &mut out);
-        Checker { out, uoms, item_re, location_re }
-    }
-
+impl Checker<'_> {
     fn required(&mut self, field: &str, value: &str) -> bool {
         if value.trim().is_empty() {
             self.out.push(Violation::error(field, "required", format!("`{field}` must not be empty")));
@@ -55,7 +64,7 @@ impl Checker {
         if !self.required(field, value) {
             return;
         }
-        let re = if item { &self.item_re } else { &self.location_re };
+        let re = if item { &self.rules.item_re } else { &self.rules.location_re };
         if let Some(re) = re {
             if !re.is_match(value) {
                 let what = if item { "item" } else { "location" };
@@ -77,11 +86,11 @@ impl Checker {
     }
 
     fn uom(&mut self, field: &str, uom: &str) {
-        if self.required(field, uom) && !self.uoms.iter().any(|u| u == uom) {
+        if self.required(field, uom) && !self.rules.uoms.iter().any(|u| u == uom) {
             self.out.push(Violation::error(
                 field,
                 "unknown-uom",
-                format!("unit of measure `{uom}` is not known (known: {})", self.uoms.join(", ")),
+                format!("unit of measure `{uom}` is not known (known: {})", self.rules.uoms.join(", ")),
             ));
         }
     }
@@ -111,7 +120,11 @@ impl Checker {
 
 impl Validator for CanonicalValidator {
     fn validate(msg: Message) -> Vec<Violation> {
-        let mut c = Checker::new();
+        let rules = match config::cached(Rules::load) {
+            Ok(r) => r,
+            Err(e) => return vec![Violation::error("config", e.code, e.message)],
+        };
+        let mut c = Checker { out: rules.problems.clone(), rules: rules.as_ref() };
         match &msg.body {
             Body::Item(r) => {
                 c.id("body.id", &r.id, true);

@@ -100,21 +100,43 @@ fn map_record(record: &Value, fields: &Map<String, Value>, constants: &Map<Strin
     Ok(Value::Object(out))
 }
 
+/// The mapping, parsed from the config once per instance.
+struct Settings {
+    kind: Kind,
+    fields: Map<String, Value>,
+    constants: Map<String, Value>,
+    extensions: Map<String, Value>,
+    records: Option<String>,
+    source_system: Option<String>,
+}
+
+impl Settings {
+    fn load() -> Result<Settings, PluginError> {
+        let kind_name = config::require("kind")?;
+        let kind = Kind::parse(&kind_name).ok_or_else(|| bad_config(format!("`kind`: `{kind_name}` is not a canonical kind")))?;
+        Ok(Settings {
+            kind,
+            fields: config::json::<Map<String, Value>>("fields")?.unwrap_or_default(),
+            constants: config::json::<Map<String, Value>>("constants")?.unwrap_or_default(),
+            extensions: config::json::<Map<String, Value>>("extensions")?.unwrap_or_default(),
+            records: config::get("records"),
+            source_system: config::get("source-system"),
+        })
+    }
+}
+
 impl Transformer for JsonMapper {
     fn transform(msg: Message) -> Result<Vec<Message>, PluginError> {
         let Body::Raw(raw) = &msg.body else {
             // Already canonical: nothing to map.
             return Ok(vec![msg]);
         };
-        let kind_name = config::require("kind")?;
-        let kind = Kind::parse(&kind_name).ok_or_else(|| bad_config(format!("`kind`: `{kind_name}` is not a canonical kind")))?;
-        let fields = config::json::<Map<String, Value>>("fields")?.unwrap_or_default();
-        let constants = config::json::<Map<String, Value>>("constants")?.unwrap_or_default();
-        let extensions = config::json::<Map<String, Value>>("extensions")?.unwrap_or_default();
+        let settings = config::cached(Settings::load)?;
+        let Settings { kind, fields, constants, extensions, records, source_system } = settings.as_ref();
         let doc: Value = serde_json::from_slice(&raw.data)
             .map_err(|e| PluginError::permanent("bad-json", format!("the payload is not valid JSON: {e}")))?;
-        let records: Vec<&Value> = match config::get("records") {
-            Some(pointer) => match doc.pointer(&pointer) {
+        let records: Vec<&Value> = match records {
+            Some(pointer) => match doc.pointer(pointer) {
                 Some(Value::Array(items)) => items.iter().collect(),
                 Some(_) => return Err(PluginError::permanent("bad-shape", format!("`{pointer}` is not an array"))),
                 None => return Err(PluginError::permanent("bad-shape", format!("the payload has nothing at `{pointer}`"))),
@@ -124,14 +146,13 @@ impl Transformer for JsonMapper {
                 other => vec![other],
             },
         };
-        let source_system = config::get("source-system");
         let mut out = Vec::with_capacity(records.len());
         for (i, record) in records.into_iter().enumerate() {
             let fail = |text: String| PluginError::permanent("mapping-failed", format!("record {i}: {text}"));
-            let body = map_record(record, &fields, &constants, &extensions).map_err(fail)?;
-            let body = json::body_from_value(kind, body).map_err(|e| fail(e.to_string()))?;
+            let body = map_record(record, fields, constants, extensions).map_err(fail)?;
+            let body = json::body_from_value(*kind, body).map_err(|e| fail(e.to_string()))?;
             let mut m = msg.derive(body).with_header("mapped-by", "json-mapper");
-            if let Some(s) = &source_system {
+            if let Some(s) = source_system {
                 m.source_system = s.clone();
             }
             out.push(m);
