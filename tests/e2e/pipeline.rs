@@ -492,3 +492,21 @@ fn a_full_store_answers_503_keeps_every_accepted_message_and_recovers() {
         expected.is_subset(&keys).then_some(())
     });
 }
+
+#[test]
+fn finished_work_is_pruned_after_the_retention_while_exceptions_stay() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(&CONFIG.replace("sync = \"normal\"", "sync = \"normal\"\nretention = \"1s\""), &erp);
+    let host = Host::start(&site);
+    let good = accepted_id(&host.ingest("acme", "release", "messages", "application/json", &[], supplier("P-1", "SKU-100", "DC-1", 5.0).as_bytes()));
+    let bad = accepted_id(&host.ingest("acme", "release", "messages", "application/json", &[], supplier("P-2", "SKU-100", "DC-1", -1.0).as_bytes()));
+    let output = host.settled(&good)["outputs"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(host.settled(&bad)["input"]["state"], "exception");
+    eventually(Duration::from_secs(30), "the delivered message to be pruned", || (host.trace(&good).0 == 404).then_some(()));
+    assert_eq!(host.trace(&output).0, 404, "its delivery went with it");
+    let t = host.trace(&bad).1;
+    assert_eq!(t["exceptions"][0]["queue"], "master-data", "an exception stays until resolved: {t}");
+    assert!(host.log.lock().unwrap().contains("pruned finished work past the retention"));
+    let (_, ready) = get(&format!("{}/readyz", host.url));
+    assert_eq!(ready["store"]["messages"], json!({"exception": 1}), "{ready}");
+}

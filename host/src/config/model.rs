@@ -114,6 +114,15 @@ pub struct Store {
     /// is lost, as on a full disk. Example: `max-size = "20GiB"`
     #[serde(default)]
     pub max_size: Option<Size>,
+    /// How long finished work (delivered messages, their traces and
+    /// attempts) is kept; dead letters and exceptions stay until resolved.
+    /// Example: `retention = "7d"`
+    #[serde(default = "default_retention")]
+    pub retention: Span,
+}
+
+fn default_retention() -> Span {
+    Span(Duration::from_secs(7 * 86400))
 }
 
 fn default_db() -> PathBuf {
@@ -126,7 +135,14 @@ fn default_window() -> Span {
 
 impl Default for Store {
     fn default() -> Self {
-        Store { kind: StoreKind::Sqlite, path: default_db(), sync: Sync::Full, dedupe_window: default_window(), max_size: None }
+        Store {
+            kind: StoreKind::Sqlite,
+            path: default_db(),
+            sync: Sync::Full,
+            dedupe_window: default_window(),
+            max_size: None,
+            retention: default_retention(),
+        }
     }
 }
 

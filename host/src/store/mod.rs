@@ -268,6 +268,17 @@ pub struct Attempt {
     pub result: AttemptResult,
 }
 
+/// What a [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Accepted messages whose work is finished (with their traces).
+    pub messages: usize,
+    /// Delivered deliveries (with their attempts).
+    pub deliveries: usize,
+    /// Pages handed back to the file system.
+    pub pages_freed: usize,
+}
+
 /// The embedded or clustered store.
 pub trait Store: Send + Sync {
     /// Accepts messages (deduplicating on tenant + idempotency key), durably,
@@ -343,6 +354,18 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`].
     fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError>;
+
+    /// Forgets finished work older than `before_ms` (the retention): every
+    /// delivery delivered before it, with its attempts, then every message
+    /// that ended `done` or `dropped` before it and has no delivery left.
+    /// Dead letters, exceptions, dead deliveries and the messages they came
+    /// from stay until resolved or purged. Space is handed back where the
+    /// engine can; otherwise it is reused by new writes.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: what was pruned before the error stays pruned.
+    fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError>;
 
     /// Messages waiting per (tenant, pipeline) and deliveries waiting per sink.
     ///

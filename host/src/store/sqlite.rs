@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS messages (
     trace TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_pending ON messages(tenant, pipeline, state, seq);
+CREATE INDEX IF NOT EXISTS messages_finished ON messages(processed_at) WHERE state IN ('done', 'dropped');
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -86,6 +87,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (id, sink)
 );
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(sink, state, seq);
+CREATE INDEX IF NOT EXISTS deliveries_delivered ON deliveries(delivered_at) WHERE state = 'delivered';
 CREATE INDEX IF NOT EXISTS deliveries_source ON deliveries(source_id);
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_seq INTEGER NOT NULL,
@@ -187,6 +189,12 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let write = open(path, sync, max_size)?;
+        // A new file hands pruned pages back to the file system on demand
+        // (must be set before the first table; an older file reuses them).
+        let pages: i64 = write.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages == 0 {
+            write.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         write.execute_batch(SCHEMA)?;
         migrate(&write)?;
         // Checkpoints are the checkpointer thread's, not the writer's.
@@ -581,6 +589,49 @@ impl Store for SqliteStore {
         self.write(move |tx| tx.execute("DELETE FROM idempotency WHERE at < ?1", params![before_ms]))
     }
 
+    fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+        // In chunks, each its own write, so ingest never waits long behind it.
+        const CHUNK: i64 = 5_000;
+        let mut total = Pruned::default();
+        loop {
+            let (deliveries, messages) = self.write(move |tx| {
+                tx.execute(
+                    "DELETE FROM attempts WHERE delivery_seq IN
+                       (SELECT seq FROM deliveries WHERE state = 'delivered' AND delivered_at < ?1 LIMIT ?2)",
+                    params![before_ms, CHUNK],
+                )?;
+                let deliveries = tx.execute(
+                    "DELETE FROM deliveries WHERE seq IN
+                       (SELECT seq FROM deliveries WHERE state = 'delivered' AND delivered_at < ?1 LIMIT ?2)",
+                    params![before_ms, CHUNK],
+                )?;
+                let messages = tx.execute(
+                    "DELETE FROM messages WHERE seq IN
+                       (SELECT seq FROM messages m WHERE state IN ('done', 'dropped') AND processed_at < ?1
+                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id) LIMIT ?2)",
+                    params![before_ms, CHUNK],
+                )?;
+                Ok((deliveries, messages))
+            })?;
+            total.deliveries += deliveries;
+            total.messages += messages;
+            if (deliveries as i64) < CHUNK && (messages as i64) < CHUNK {
+                break;
+            }
+        }
+        if total.deliveries + total.messages > 0 {
+            total.pages_freed = self.write(|tx| {
+                let free: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                let mut stmt = tx.prepare("PRAGMA incremental_vacuum")?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                let left: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                Ok((free - left).max(0) as usize)
+            })?;
+        }
+        Ok(total)
+    }
+
     fn backlog(&self) -> Result<(Vec<((String, String), i64)>, Vec<(String, i64)>), StoreError> {
         let conn = self.read.lock().unwrap();
         let mut m = conn.prepare("SELECT tenant, pipeline, COUNT(*) FROM messages WHERE state = 'accepted' GROUP BY tenant, pipeline")?;
@@ -672,6 +723,61 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(s.pending("acme", "p", 0, 1, 0, 10_000).unwrap().len(), 1600);
+    }
+
+    #[test]
+    fn prune_forgets_finished_work_and_keeps_dead_letters_and_pending_work() {
+        let (_d, s) = store();
+        s.ingest(vec![msg("done", None), msg("dead", None), msg("waiting", None)], None).unwrap();
+        let p = s.pending("acme", "p", 0, 1, 0, 10).unwrap();
+        let processed = |id: &str, state: Final, deliveries: Vec<NewDelivery>, dead: Vec<NewDeadLetter>| Processed {
+            id: id.into(),
+            state,
+            trace: "{}".into(),
+            deliveries,
+            dead_letters: dead,
+            exceptions: vec![],
+        };
+        let out = |id: &str| NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: id.into(), json: "{}".into() };
+        let dl = NewDeadLetter {
+            message_id: "dead".into(),
+            place: "stage 1".into(),
+            plugin: "x".into(),
+            digest: "sha256:x".into(),
+            reason: "trapped".into(),
+            attempts: vec![],
+            json: "{}".into(),
+            outcome_unknown: false,
+        };
+        assert_eq!(p.len(), 3);
+        s.commit(Commit {
+            tenant: "acme".into(),
+            pipeline: "p".into(),
+            processed: vec![
+                processed("done", Final::Done, vec![out("o-done")], vec![]),
+                processed("dead", Final::Dead, vec![], vec![dl]),
+                processed("waiting", Final::Done, vec![out("o-waiting")], vec![]),
+            ],
+        })
+        .unwrap();
+        let d = s.deliveries("erp", 0, 1, 10).unwrap();
+        let done = d.iter().find(|d| d.id == "o-done").unwrap().seq;
+        s.record("erp", vec![Attempt { seq: done, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "503".into(), next_at: 0, outcome_unknown: false } }]).unwrap();
+        s.record("erp", vec![Attempt { seq: done, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
+        // Nothing is old enough yet.
+        assert_eq!(s.prune(now_ms() - 60_000).unwrap(), Pruned::default());
+        let pruned = s.prune(now_ms() + 1).unwrap();
+        assert_eq!((pruned.messages, pruned.deliveries), (1, 1));
+        assert!(s.trace("done").unwrap().is_none(), "the delivered message and its trace are gone");
+        assert!(s.trace("o-done").unwrap().is_none());
+        let dead = s.trace("dead").unwrap().unwrap();
+        assert_eq!(dead["dead-letters"][0]["reason"], "trapped", "a dead letter stays until resolved");
+        assert_eq!(s.trace("waiting").unwrap().unwrap()["outputs"][0]["state"], "pending", "unfinished work stays");
+        let counts = s.counts().unwrap();
+        assert_eq!(counts["messages"], json!({"dead": 1, "done": 1}));
+        assert_eq!(counts["deliveries"], json!({"pending": 1}));
+        let attempts: i64 = s.read.lock().unwrap().query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 0, "the pruned delivery's attempts went with it");
     }
 
     #[test]
