@@ -412,6 +412,34 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         ));
     }
 
+    if section("retention", only) {
+        eprintln!("retention ...");
+        let (waves, per_wave, retention) =
+            if quick { (3, 2_000, std::time::Duration::from_secs(1)) } else { (10, 100_000, std::time::Duration::from_secs(5)) };
+        let samples = crate::retention::run(waves, per_wave, retention)?;
+        let _ = writeln!(body, "## Store size under a steady load
+");
+        let _ = writeln!(
+            body,
+            "The bundled example (batch ingest of 100 from 4 senders, bulk sink, `sync = \"normal\"`) takes {waves} waves \
+             of {per_wave} messages with `retention = \"{}s\"`; after each wave is delivered and the retention has \
+             passed, the store's files are measured. One run.\n",
+            retention.as_secs()
+        );
+        let _ = writeln!(body, "| messages sent | database MiB | WAL MiB | messages held |\n|---|---|---|---|");
+        for x in &samples {
+            let _ = writeln!(body, "| {} | {:.1} | {:.1} | {} |", x.sent, x.db as f64 / 1048576.0, x.wal as f64 / 1048576.0, x.messages);
+        }
+        let _ = writeln!(body);
+        let (second, last) = (samples[1.min(samples.len() - 1)].db as f64, samples[samples.len() - 1].db as f64);
+        targets.push((
+            format!("store size flat under a steady load ({} messages, retention shorter than the run)", samples[samples.len() - 1].sent),
+            "last wave ≤ 1.25 × second wave".into(),
+            format!("{:.1} MiB after the second wave, {:.1} MiB after the last", second / 1048576.0, last / 1048576.0),
+            last <= second * 1.25,
+        ));
+    }
+
     if section("reload", only) {
         eprintln!("reload ...");
         let cases = crate::reload::run(sz.reload_runs)?;

@@ -15,6 +15,7 @@ mod memory;
 mod micro;
 mod procstat;
 mod reload;
+mod retention;
 mod stages;
 mod stats;
 mod twins;
@@ -43,7 +44,7 @@ enum Cmd {
         /// Where to write the report.
         #[arg(long, default_value = "docs/BENCHMARKS.md")]
         out: PathBuf,
-        /// Only these sections (e2e, drain, stages, micro, limits, reload, memory).
+        /// Only these sections (e2e, drain, stages, micro, limits, retention, reload, memory).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -173,6 +173,9 @@ fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> rusqlite::Result<Co
     // a page cache big enough for the hot end of the queues (32 MiB).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -32768)?;
+    // After a checkpoint the WAL file is cut back to this size, so a burst
+    // does not leave a large log behind for good.
+    conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -188,13 +191,13 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let write = open(path, sync, max_size)?;
         // A new file hands pruned pages back to the file system on demand
-        // (must be set before the first table; an older file reuses them).
-        let pages: i64 = write.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        if pages == 0 {
-            write.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        // (set before anything is written to it; an older file reuses them).
+        let new = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+        if new {
+            Connection::open(path)?.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         }
+        let write = open(path, sync, max_size)?;
         write.execute_batch(SCHEMA)?;
         migrate(&write)?;
         // Checkpoints are the checkpointer thread's, not the writer's.
@@ -776,8 +779,11 @@ mod tests {
         let counts = s.counts().unwrap();
         assert_eq!(counts["messages"], json!({"dead": 1, "done": 1}));
         assert_eq!(counts["deliveries"], json!({"pending": 1}));
-        let attempts: i64 = s.read.lock().unwrap().query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0)).unwrap();
+        let conn = s.read.lock().unwrap();
+        let attempts: i64 = conn.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0)).unwrap();
         assert_eq!(attempts, 0, "the pruned delivery's attempts went with it");
+        let vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(vacuum, 2, "a new store hands pruned pages back (incremental)");
     }
 
     #[test]
