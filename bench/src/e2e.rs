@@ -81,7 +81,7 @@ pub fn epoch_ms() -> f64 {
 }
 
 /// Starts `cmd` and waits for the line holding `marker`; returns the URL on it.
-fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Proc, String)> {
+pub(crate) fn spawn(mut cmd: Command, marker: &str, stderr: bool) -> anyhow::Result<(Proc, String)> {
     use std::io::{BufRead, BufReader};
     if stderr {
         cmd.stderr(Stdio::piped()).stdout(Stdio::null());

@@ -16,9 +16,11 @@ mod micro;
 mod procstat;
 mod reload;
 mod retention;
+mod service;
 mod stages;
 mod stats;
 mod twins;
+mod workload;
 
 use std::path::PathBuf;
 
@@ -44,12 +46,22 @@ enum Cmd {
         /// Where to write the report.
         #[arg(long, default_value = "docs/BENCHMARKS.md")]
         out: PathBuf,
-        /// Only these sections (e2e, drain, stages, micro, limits, retention, reload, memory).
+        /// Only these sections (e2e, workload, drain, stages, micro, limits, retention, reload, memory).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
     /// One end-to-end run, figures on stdout.
     E2e(e2e::Setup),
+    /// The hand-written service the workload benchmark compares with
+    /// (a user's alternative to Syncline); used by `all`.
+    Service {
+        /// The ERP's base URL.
+        #[arg(long)]
+        erp: String,
+        /// Folder with the reference tables.
+        #[arg(long)]
+        tables: PathBuf,
+    },
     /// The host (`syncline run`) with every stage replaced by its native
     /// twin; used by the end-to-end benchmarks.
     Serve {
@@ -74,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Service { erp, tables } => service::serve(&erp, &tables),
         Cmd::Serve { config } => syncline::server::run_with(&config, None, false, twins::install),
     }
 }
