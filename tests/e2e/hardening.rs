@@ -348,3 +348,58 @@ fn an_allocate_batch_failing_as_a_whole_is_split_so_only_the_poison_message_is_d
     assert_eq!(erp.unique(), 11);
     assert!(host.log.lock().unwrap().contains("allocate call failed as a whole; splitting its batch"));
 }
+
+const FLAKY: &str = crate::site_config!(r#"
+[[pipeline]]
+id = "flaky"
+tenant = "acme"
+ordering-key = ["body.order-ref"]
+max-attempts = 4
+stages = [{ transform = "hostile" }]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+"#);
+
+/// An execution status whose order ref is `order` (its ordering key).
+fn order_status(key: &str, order: &str, headers: Value) -> String {
+    status(key, headers).replace(&format!("\"order-ref\":\"{key}\""), &format!("\"order-ref\":\"{order}\""))
+}
+
+#[test]
+fn a_retrying_message_waits_in_the_store_without_holding_other_keys_or_its_own_order() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(FLAKY, &erp);
+    site.share_plugin("hostile", "hostile");
+    let host = Host::start(&site);
+    // Key K-1: its first message fails three times, its second must wait for it.
+    let first = accepted(host.ingest("acme", "flaky", "messages", "application/json", &[], order_status("F-1", "K-1", json!({"do": "flaky", "fails": "3"})).as_bytes()));
+    let second = accepted(host.ingest("acme", "flaky", "messages", "application/json", &[], order_status("F-2", "K-1", json!({})).as_bytes()));
+    // Other keys flow while K-1 waits: all delivered before K-1's first is.
+    let others: Vec<String> = (0..10)
+        .map(|i| accepted(host.ingest("acme", "flaky", "messages", "application/json", &[], order_status(&format!("O-{i}"), &format!("K-O{i}"), json!({})).as_bytes())))
+        .collect();
+    for id in &others {
+        assert_eq!(host.settled(id)["outputs"][0]["state"], "delivered");
+    }
+    let (_, t) = host.trace(&first);
+    assert_eq!(t["input"]["state"], "accepted", "still waiting for its retries: {t}");
+    let t = host.settled(&first);
+    assert_eq!(t["outputs"][0]["message"]["headers"]["attempts"], "4", "{t}");
+    assert_eq!(t["input"]["attempts"], 3, "{t}");
+    assert_eq!(t["input"]["retry-errors"].as_array().unwrap().len(), 3, "{t}");
+    host.settled(&second);
+    // Order within K-1 held at the ERP; the others did not wait for it.
+    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let at = |k: &str| keys.iter().position(|x| x == &format!("acme/flaky/k:{k}/0")).unwrap();
+    assert!(at("F-1") < at("F-2"), "{keys:?}");
+    assert!(at("O-9") < at("F-1"), "{keys:?}");
+    // Spent attempts end in a dead letter with every attempt's error.
+    let dead = accepted(host.ingest("acme", "flaky", "messages", "application/json", &[], order_status("F-3", "K-3", json!({"do": "flaky", "fails": "9"})).as_bytes()));
+    let t = host.settled(&dead);
+    assert_eq!(t["input"]["state"], "dead", "{t}");
+    assert_eq!(t["dead-letters"][0]["attempts"].as_array().unwrap().len(), 4, "{t}");
+}

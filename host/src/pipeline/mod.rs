@@ -529,23 +529,27 @@ impl Engine {
         }
     }
 
-    /// One shard's loop: take pending messages in order, process, commit.
+    /// One shard's loop: take due messages in order, process, commit. It
+    /// reads from the head of the shard's accepted messages each time, so a
+    /// message waiting for a retry is taken again once it is due.
     fn run_shard(&self, p: &LivePipeline, shard: u32) {
         let (tenant, id) = (p.cfg.tenant.as_str(), p.cfg.id.as_str());
         let (batch_max, window) = p.batch_window();
-        let mut after = 0i64;
         while !self.stopping() && !p.retired() {
             let seen = p.signal.generation();
-            let mut rows = match self.store.pending(tenant, id, shard, p.shards, after, batch_max) {
-                Ok(r) => r,
+            let now = crate::store::now_ms();
+            let due = match self.store.pending(tenant, id, shard, p.shards, 0, now, batch_max) {
+                Ok(d) => d,
                 Err(e) => {
                     tracing::error!(pipeline = id, error = %e, "cannot read pending messages; retrying");
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
             };
+            let mut rows = due.rows;
             if rows.is_empty() {
-                p.signal.wait(seen, Duration::from_millis(250));
+                let wait = due.next_at.map_or(250, |at| (at - now).clamp(1, 250)) as u64;
+                p.signal.wait(seen, Duration::from_millis(wait));
                 continue;
             }
             // An allocate stage wants full batches: wait up to its window for more.
@@ -553,9 +557,9 @@ impl Engine {
             while rows.len() < batch_max && Instant::now() < deadline && !self.stopping() && !p.retired() {
                 let seen = p.signal.generation();
                 p.signal.wait(seen, deadline.saturating_duration_since(Instant::now()));
-                let last = rows.last().map(|r| r.seq).unwrap_or(after);
-                match self.store.pending(tenant, id, shard, p.shards, last, batch_max - rows.len()) {
-                    Ok(more) => rows.extend(more),
+                let last = rows.last().map(|r| r.seq).unwrap_or(0);
+                match self.store.pending(tenant, id, shard, p.shards, last, crate::store::now_ms(), batch_max - rows.len()) {
+                    Ok(more) => rows.extend(more.rows),
                     Err(_) => break,
                 }
             }
@@ -568,10 +572,7 @@ impl Engine {
             let sinks: std::collections::BTreeSet<String> =
                 commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
             match self.store.commit(commit) {
-                Ok(()) => {
-                    after = rows.last().map(|r| r.seq).unwrap_or(after);
-                    sinks.iter().for_each(|s| self.notify_sink(s));
-                }
+                Ok(()) => sinks.iter().for_each(|s| self.notify_sink(s)),
                 Err(e) => {
                     // Nothing was recorded: the same rows are processed again (same ids, same keys).
                     tracing::error!(pipeline = id, error = %e, "cannot commit processed messages; will process them again");

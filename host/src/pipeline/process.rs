@@ -6,13 +6,19 @@
 //! a crash yields the same deliveries and a sink never sees a new key for
 //! the same business effect.
 //!
+//! A stage call that fails retryably (the plugin says so, or no instance
+//! was free) is not retried here: the message's whole attempt is set aside
+//! and the store schedules its next one (exponential backoff), so a
+//! retrying message never holds up the other keys of its shard; after
+//! `max-attempts` it is dead-lettered with every attempt's error.
+//!
 //! Processing can be cancelled between plugin calls (a stop or a reload
 //! retiring the pipeline): then nothing is committed and the rows stay
 //! pending, to be processed again — with the same ids and keys — by
 //! whoever runs the pipeline next.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -20,9 +26,9 @@ use syncline_model::{json as mjson, Body, Message};
 
 use super::fields::View;
 use super::{keys, LivePipeline};
-use crate::config::{OnViolation, StageKind};
+use crate::config::{OnViolation, RetryPolicy, StageKind};
 use crate::runtime::{CallError, CallReport, PluginInstance};
-use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed};
+use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
 
 /// A message in flight: which input row it descends from, and the key a
 /// sink gets for it.
@@ -40,6 +46,9 @@ struct RowResult {
     dead: Vec<NewDeadLetter>,
     exceptions: Vec<NewException>,
     dropped: usize,
+    /// A retryable failure with attempts left: the whole row is tried again
+    /// later (from its first stage), nothing else of it is kept.
+    retry: Option<String>,
 }
 
 /// A deterministic ULID for output `n` of `parent`: the parent's timestamp,
@@ -82,41 +91,25 @@ fn adopt(parent: &Message, parent_key: &str, mut out: Message, n: usize, tenant:
 /// Why processing stopped before its end.
 struct Cancelled;
 
-/// A call's result after retries, with every failed attempt's error and
-/// the sum of the attempts' reports.
-type Tried<R> = Result<(Result<R, (CallError, Vec<String>)>, CallReport), Cancelled>;
-
-/// Calls `f`, retrying a retryable failure with backoff up to `attempts`;
-/// gives up early when `cancel` says so.
-fn with_retries<R>(attempts: u32, cancel: &dyn Fn() -> bool, mut f: impl FnMut() -> (Result<R, CallError>, CallReport)) -> Tried<R> {
-    let mut errors = Vec::new();
-    let mut total = CallReport::default();
-    for n in 0..attempts.max(1) {
-        if cancel() {
-            return Err(Cancelled);
-        }
-        let (result, report) = f();
-        total.logs_dropped += report.logs_dropped;
-        total.http_requests += report.http_requests;
-        total.output_bytes += report.output_bytes;
-        match result {
-            Ok(r) => return Ok((Ok(r), total)),
-            Err(e) => {
-                errors.push(e.to_string());
-                if !e.failure.is_retryable() || n + 1 == attempts.max(1) {
-                    return Ok((Err((e, errors)), total));
-                }
-                let until = Instant::now() + Duration::from_millis(100 << n.min(4));
-                while Instant::now() < until {
-                    if cancel() {
-                        return Err(Cancelled);
-                    }
-                    std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
-                }
-            }
-        }
+/// One call, unless processing was cancelled before it.
+fn call<R>(cancel: &dyn Fn() -> bool, f: impl FnOnce() -> (Result<R, CallError>, CallReport)) -> Result<(Result<R, CallError>, CallReport), Cancelled> {
+    if cancel() {
+        return Err(Cancelled);
     }
-    unreachable!("the loop returns")
+    Ok(f())
+}
+
+/// A failed stage call for `msg` of `row`: tried again later (the store
+/// schedules it) when it may succeed and the pipeline's attempts are not
+/// spent, else dead-lettered with every attempt's error.
+fn failed(r: &mut RowResult, row: &Pending, max_attempts: u32, stage_no: usize, instance: &PluginInstance, msg: &Message, e: &CallError) {
+    if e.failure.is_retryable() && row.attempts + 1 < max_attempts.max(1) {
+        r.retry.get_or_insert_with(|| e.to_string());
+        return;
+    }
+    let mut attempts = row.errors.clone();
+    attempts.push(e.to_string());
+    r.dead.push(dead_letter(stage_no, instance, msg, e.to_string(), attempts));
 }
 
 fn dead_letter(stage_no: usize, instance: &PluginInstance, msg: &Message, reason: String, attempts: Vec<String>) -> NewDeadLetter {
@@ -153,8 +146,9 @@ fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instan
 struct Stage<'a> {
     no: usize,
     live: &'a super::LiveStage,
-    attempts: u32,
+    max_attempts: u32,
     tenant: &'a str,
+    rows: &'a [Pending],
     cancel: &'a dyn Fn() -> bool,
 }
 
@@ -168,7 +162,8 @@ fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &
     let instance = instance.as_ref();
     let started = Instant::now();
     // One copy per attempt: the batch's own messages stay the outputs' parents.
-    let (result, report) = with_retries(at.attempts, at.cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+    // A copy for the call: the batch's own messages stay the outputs' parents.
+    let (result, report) = call(at.cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
     match result {
         Ok(outs) => {
             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
@@ -187,16 +182,16 @@ fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &
             }
             next.extend(produced);
         }
-        Err((e, _)) if batch.len() > 1 && e.failure.is_whole_call() => {
+        Err(e) if batch.len() > 1 && e.failure.is_whole_call() && !e.failure.is_retryable() => {
             tracing::warn!(plugin = %instance.plugin().name, messages = batch.len(), error = %e, "allocate call failed as a whole; splitting its batch");
             let second = batch.split_off(batch.len() / 2);
             allocate(at, batch, results, next)?;
             allocate(at, second, results, next)?;
         }
-        Err((e, attempts)) => {
+        Err(e) => {
             for it in &batch {
                 results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, json!({"error": e.to_string()})));
-                results[it.row].dead.push(dead_letter(at.no, instance, &it.msg, e.to_string(), attempts.clone()));
+                failed(&mut results[it.row], &at.rows[it.row], at.max_attempts, at.no, instance, &it.msg, &e);
             }
         }
     }
@@ -243,7 +238,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                     let instance = stage.instance.load_full();
                     let instance = instance.as_ref();
                     let started = Instant::now();
-                    let (result, report) = with_retries(cfg.max_attempts, cancel, || instance.transform_reported(msg.clone()))?;
+                    let (result, report) = call(cancel, || instance.transform_reported(msg.clone()))?;
                     match result {
                         Ok(outs) => {
                             let outs: Vec<Item> =
@@ -252,9 +247,9 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                             results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"outputs": ids})));
                             next.extend(outs);
                         }
-                        Err((e, attempts)) => {
+                        Err(e) => {
                             results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"error": e.to_string()})));
-                            results[row].dead.push(dead_letter(no, instance, &msg, e.to_string(), attempts));
+                            failed(&mut results[row], &rows[row], cfg.max_attempts, no, instance, &msg, &e);
                         }
                     }
                 }
@@ -264,7 +259,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                     let instance = stage.instance.load_full();
                     let instance = instance.as_ref();
                     let started = Instant::now();
-                    let (result, report) = with_retries(cfg.max_attempts, cancel, || instance.validate_reported(msg.clone()))?;
+                    let (result, report) = call(cancel, || instance.validate_reported(msg.clone()))?;
                     match result {
                         Ok(violations) => {
                             let blocking = violations.iter().any(|v| v.is_blocking());
@@ -294,9 +289,9 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                                 }),
                             }
                         }
-                        Err((e, attempts)) => {
+                        Err(e) => {
                             results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"error": e.to_string()})));
-                            results[row].dead.push(dead_letter(no, instance, &msg, e.to_string(), attempts));
+                            failed(&mut results[row], &rows[row], cfg.max_attempts, no, instance, &msg, &e);
                         }
                     }
                 }
@@ -306,7 +301,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                 let mut rest = items.into_iter().peekable();
                 while rest.peek().is_some() {
                     let batch: Vec<Item> = rest.by_ref().take(max).collect();
-                    let at = Stage { no, live: stage, attempts: cfg.max_attempts, tenant, cancel };
+                    let at = Stage { no, live: stage, max_attempts: cfg.max_attempts, tenant, rows, cancel };
                     allocate(&at, batch, &mut results, &mut next)?;
                 }
             }
@@ -355,10 +350,37 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
         }
     }
 
+    // A message set aside for a retry holds its key: later messages of the
+    // same key in this batch are not recorded (they stay pending, and are
+    // taken once it has gone through).
+    let mut held = std::collections::HashSet::new();
     let processed = rows
         .iter()
         .zip(results)
+        .filter(|(p, r)| {
+            if held.contains(&p.key_hash) {
+                return false;
+            }
+            if r.retry.is_some() {
+                held.insert(p.key_hash);
+            }
+            true
+        })
         .map(|(p, r)| {
+            if let Some(error) = r.retry {
+                let mut errors = p.errors.clone();
+                errors.push(error);
+                let next_at = crate::store::now_ms() + RetryPolicy::default().backoff(p.attempts + 1).as_millis() as i64;
+                return Processed {
+                    id: p.id.clone(),
+                    state: Final::Done,
+                    trace: String::new(),
+                    retry: Some(Retry { next_at, errors }),
+                    deliveries: vec![],
+                    dead_letters: vec![],
+                    exceptions: vec![],
+                };
+            }
             let state = if !r.deliveries.is_empty() {
                 Final::Done
             } else if !r.exceptions.is_empty() {
@@ -374,6 +396,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                 id: p.id.clone(),
                 state,
                 trace: json!({"steps": r.steps}).to_string(),
+                retry: None,
                 deliveries: r.deliveries,
                 dead_letters: r.dead,
                 exceptions: r.exceptions,

@@ -104,7 +104,7 @@ pub enum IngestOutcome {
 }
 
 /// An accepted message waiting to be processed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Pending {
     /// Processing order.
     pub seq: i64,
@@ -112,6 +112,32 @@ pub struct Pending {
     pub id: String,
     /// The message as JSON.
     pub json: String,
+    /// Hash of its ordering key.
+    pub key_hash: u32,
+    /// Attempts at processing it so far (each ended in a retryable failure).
+    pub attempts: u32,
+    /// Each earlier attempt's error.
+    pub errors: Vec<String>,
+}
+
+/// Accepted messages due for processing, and when the next waiting one is.
+#[derive(Debug, Clone, Default)]
+pub struct Due {
+    /// Due messages in order; none of them has an earlier message of its
+    /// ordering key still waiting for a retry.
+    pub rows: Vec<Pending>,
+    /// When the earliest message waiting for a retry becomes due.
+    pub next_at: Option<i64>,
+}
+
+/// A processing attempt that failed retryably: the message stays accepted
+/// and is processed again (from its first stage) after `next_at`.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Not before (ms since the epoch).
+    pub next_at: i64,
+    /// Every attempt's error so far, this one last.
+    pub errors: Vec<String>,
 }
 
 /// Where one processed message ended.
@@ -199,6 +225,9 @@ pub struct Processed {
     /// Its processing record (stages, digests, timings) as JSON text
     /// (serialized by the caller, off the store's writer thread).
     pub trace: String,
+    /// Set when the attempt failed retryably: nothing else of it is
+    /// recorded, the message waits for its next attempt.
+    pub retry: Option<Retry>,
     /// Outputs to queue.
     pub deliveries: Vec<NewDelivery>,
     /// Dead letters.
@@ -296,12 +325,15 @@ pub trait Store: Send + Sync {
     }
 
     /// Accepted, unprocessed messages of shard `shard` of `shards` of a
-    /// pipeline, after `after_seq`, in order.
+    /// pipeline after `after_seq`, in order: up to `limit` that are due at
+    /// `now_ms`, leaving out any whose ordering key has an earlier message
+    /// waiting for a retry (so a retry never lets a later message of its
+    /// key overtake it), and when the next waiting one becomes due.
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError>;
+    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due, StoreError>;
 
     /// Records processing results: marks inputs, queues outputs, writes dead
     /// letters and exceptions, all in one transaction.

@@ -145,7 +145,15 @@ CREATE TABLE IF NOT EXISTS cursors (
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("deliveries", "outcome_unknown", "INTEGER NOT NULL DEFAULT 0"),
     ("dead_letters", "outcome_unknown", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "next_at", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "errors", "TEXT"),
 ];
+
+/// Indexes over added columns, made once the columns exist.
+const ADDED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS messages_waiting ON messages(tenant, pipeline, key_hash, seq) WHERE state = 'accepted' AND next_at > 0;
+";
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, decl) in ADDED_COLUMNS {
@@ -154,7 +162,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    Ok(())
+    conn.execute_batch(ADDED_INDEXES)
 }
 
 fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> rusqlite::Result<Connection> {
@@ -336,16 +344,46 @@ impl Store for SqliteStore {
         }
     }
 
-    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
+    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due, StoreError> {
         let conn = self.read.lock().unwrap();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, body FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted' AND seq > ?3
-             AND key_hash % ?4 = ?5 ORDER BY seq LIMIT ?6",
+        // Messages waiting for a retry (few): the first of each key blocks
+        // the key's later messages until it is due.
+        let mut waiting = conn.prepare_cached(
+            "SELECT key_hash, MIN(seq), MIN(next_at) FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
+             AND next_at > 0 AND key_hash % ?3 = ?4 GROUP BY key_hash",
         )?;
-        let rows = stmt.query_map(params![tenant, pipeline, after_seq, shards.max(1), shard, limit as i64], |r| {
-            Ok(Pending { seq: r.get(0)?, id: r.get(1)?, json: r.get(2)? })
+        let mut blocked = std::collections::HashMap::new();
+        let mut next_at: Option<i64> = None;
+        for row in waiting.query_map(params![tenant, pipeline, shards.max(1), shard], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
+            let (key, seq, at) = row?;
+            if at > now_ms {
+                blocked.insert(key, seq);
+                next_at = Some(next_at.map_or(at, |n| n.min(at)));
+            }
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, id, body, key_hash, attempts, errors FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
+             AND seq > ?3 AND key_hash % ?4 = ?5 AND next_at <= ?6 ORDER BY seq LIMIT ?7",
+        )?;
+        let rows = stmt.query_map(params![tenant, pipeline, after_seq, shards.max(1), shard, now_ms, limit as i64], |r| {
+            let errors: Option<String> = r.get(5)?;
+            Ok(Pending {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                json: r.get(2)?,
+                key_hash: r.get(3)?,
+                attempts: r.get(4)?,
+                errors: errors.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default(),
+            })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut due = Vec::new();
+        for row in rows {
+            let row = row?;
+            if blocked.get(&row.key_hash).is_none_or(|first| *first > row.seq) {
+                due.push(row);
+            }
+        }
+        Ok(Due { rows: due, next_at })
     }
 
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
@@ -363,7 +401,14 @@ impl Store for SqliteStore {
             let mut exception = tx.prepare_cached(
                 "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7)",
             )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE messages SET attempts = attempts + 1, next_at = ?2, errors = ?3 WHERE id = ?1 AND state = 'accepted'",
+            )?;
             for p in commit.processed {
+                if let Some(r) = &p.retry {
+                    retry.execute(params![p.id, r.next_at, serde_json::to_string(&r.errors).unwrap()])?;
+                    continue;
+                }
                 let changed = mark.execute(params![p.id, p.state.as_str(), p.trace, now])?;
                 if changed == 0 {
                     // Already processed (e.g. by a worker that raced a restart): keep the first result.
@@ -500,7 +545,7 @@ impl Store for SqliteStore {
         let conn = self.read.lock().unwrap();
         let message = conn
             .query_row(
-                "SELECT tenant, pipeline, state, received_at, processed_at, body, trace FROM messages WHERE id = ?1",
+                "SELECT tenant, pipeline, state, received_at, processed_at, body, trace, attempts, errors, next_at FROM messages WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok(json!({
@@ -511,6 +556,9 @@ impl Store for SqliteStore {
                         "processed-at": r.get::<_, Option<i64>>(4)?,
                         "message": parse(Some(r.get(5)?)),
                         "processing": parse(r.get(6)?),
+                        "attempts": r.get::<_, i64>(7)?,
+                        "retry-errors": parse(r.get(8)?),
+                        "next-attempt-at": r.get::<_, i64>(9)?,
                     }))
                 },
             )
@@ -725,18 +773,19 @@ mod tests {
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(s.pending("acme", "p", 0, 1, 0, 10_000).unwrap().len(), 1600);
+        assert_eq!(s.pending("acme", "p", 0, 1, 0, now_ms(), 10_000).unwrap().rows.len(), 1600);
     }
 
     #[test]
     fn prune_forgets_finished_work_and_keeps_dead_letters_and_pending_work() {
         let (_d, s) = store();
         s.ingest(vec![msg("done", None), msg("dead", None), msg("waiting", None)], None).unwrap();
-        let p = s.pending("acme", "p", 0, 1, 0, 10).unwrap();
+        let p = s.pending("acme", "p", 0, 1, 0, now_ms(), 10).unwrap().rows;
         let processed = |id: &str, state: Final, deliveries: Vec<NewDelivery>, dead: Vec<NewDeadLetter>| Processed {
             id: id.into(),
             state,
             trace: "{}".into(),
+            retry: None,
             deliveries,
             dead_letters: dead,
             exceptions: vec![],
@@ -787,11 +836,42 @@ mod tests {
     }
 
     #[test]
+    fn a_message_waiting_for_a_retry_holds_its_key_only_until_due() {
+        let (_d, s) = store();
+        let keyed = |id: &str, hash: u32| NewMessage { key_hash: hash, ..msg(id, None) };
+        s.ingest(vec![keyed("a1", 1), keyed("b1", 2), keyed("a2", 1), keyed("b2", 2)], None).unwrap();
+        let now = now_ms();
+        let due = s.pending("acme", "p", 0, 1, 0, now, 10).unwrap();
+        assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2"]);
+        // a1's attempt fails retryably: it waits until now + 1000.
+        let retry = Retry { next_at: now + 1000, errors: vec!["flaky".into()] };
+        let processed = Processed {
+            id: "a1".into(),
+            state: Final::Done,
+            trace: String::new(),
+            retry: Some(retry),
+            deliveries: vec![],
+            dead_letters: vec![],
+            exceptions: vec![],
+        };
+        s.commit(Commit { tenant: "acme".into(), pipeline: "p".into(), processed: vec![processed] }).unwrap();
+        let due = s.pending("acme", "p", 0, 1, 0, now, 10).unwrap();
+        assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b1", "b2"], "key 1 waits behind a1");
+        assert_eq!(due.next_at, Some(now + 1000));
+        let due = s.pending("acme", "p", 0, 1, 0, now + 1000, 10).unwrap();
+        assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2"]);
+        assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["flaky".to_string()]));
+        assert_eq!(due.next_at, None);
+        let t = s.trace("a1").unwrap().unwrap();
+        assert_eq!((t["input"]["attempts"].as_i64(), t["input"]["retry-errors"][0].as_str()), (Some(1), Some("flaky")));
+    }
+
+    #[test]
     fn commit_queues_outputs_and_records_attempts() {
         let (_d, s) = store();
         s.ingest(vec![msg("a", None)], Some(("src".into(), "c1".into()))).unwrap();
         assert_eq!(s.cursor("src").unwrap().as_deref(), Some("c1"));
-        let p = s.pending("acme", "p", 0, 1, 0, 10).unwrap();
+        let p = s.pending("acme", "p", 0, 1, 0, now_ms(), 10).unwrap().rows;
         s.commit(Commit {
             tenant: "acme".into(),
             pipeline: "p".into(),
@@ -799,13 +879,14 @@ mod tests {
                 id: p[0].id.clone(),
                 state: Final::Done,
                 trace: json!({"stages": []}).to_string(),
+                retry: None,
                 deliveries: vec![NewDelivery { id: "o1".into(), sink: "erp".into(), ordering_key: "k".into(), json: "{}".into() }],
                 dead_letters: vec![],
                 exceptions: vec![],
             }],
         })
         .unwrap();
-        assert!(s.pending("acme", "p", 0, 1, 0, 10).unwrap().is_empty());
+        assert!(s.pending("acme", "p", 0, 1, 0, now_ms(), 10).unwrap().rows.is_empty());
         let d = s.deliveries("erp", 0, 1, 10).unwrap();
         assert_eq!(d.len(), 1);
         s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5, outcome_unknown: false } }]).unwrap();
