@@ -73,7 +73,10 @@ impl From<IngestError> for ApiError {
                 ApiError::new(status, j.code(), message)
             }
             IngestError::TenantMismatch { .. } => ApiError::new(StatusCode::BAD_REQUEST, "tenant-mismatch", message),
-            IngestError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", format!("{message}; nothing was accepted, retry later")),
+            IngestError::Store(e) if e.is_transient() => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", format!("{message}; nothing was accepted, retry later"))
+            }
+            IngestError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", format!("{message}; nothing was accepted")),
         }
     }
 }

@@ -13,15 +13,49 @@ pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 
-/// A store failure (disk full, I/O error, corrupt file): nothing of the
-/// failed call was kept.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("store error: {0}")]
-pub struct StoreError(pub String);
+/// A store failure: nothing of the failed call was kept. The kind tells a
+/// caller whether trying again later can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No room: the disk or the configured `max-size` is full.
+    #[error("the store is full: {0}")]
+    Full(String),
+    /// The store cannot be reached now (busy past its timeout, stopped,
+    /// its files cannot be opened).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's files are damaged.
+    #[error("the store is corrupt: {0}")]
+    Corrupt(String),
+    /// A write contradicts what the store holds (a broken constraint).
+    #[error("store conflict: {0}")]
+    Conflict(String),
+    /// Any other failure of the engine.
+    #[error("store error: {0}")]
+    Other(String),
+}
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
+impl StoreError {
+    /// Whether the same call may succeed later (room freed, store back).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Full(_) | StoreError::Unavailable(_))
+    }
+
+    /// The same failure, its text prefixed with `what` failed.
+    pub fn context(self, what: &str) -> StoreError {
+        let with = |t: String| format!("{what}: {t}");
+        match self {
+            StoreError::Full(t) => StoreError::Full(with(t)),
+            StoreError::Unavailable(t) => StoreError::Unavailable(with(t)),
+            StoreError::Corrupt(t) => StoreError::Corrupt(with(t)),
+            StoreError::Conflict(t) => StoreError::Conflict(with(t)),
+            StoreError::Other(t) => StoreError::Other(with(t)),
+        }
+    }
+
+    /// The store's writer is gone (the process is stopping).
+    pub(crate) fn stopped() -> StoreError {
+        StoreError::Unavailable("the store writer has stopped".into())
     }
 }
 
@@ -57,7 +91,7 @@ impl<T: 'static> Submitted<T> {
         match self.0 {
             Inner::Ready(r) => r,
             Inner::Waiting(rx) => {
-                let out = rx.await.map_err(|_| StoreError("the store writer has stopped".into()))??;
+                let out = rx.await.map_err(|_| StoreError::stopped())??;
                 Ok(*out.downcast::<T>().expect("store op returns its own type"))
             }
         }

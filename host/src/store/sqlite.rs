@@ -141,6 +141,24 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 "#;
 
+impl From<rusqlite::Error> for StoreError {
+    /// The kind of an SQLite failure: a full disk or `max-size` is
+    /// [`StoreError::Full`], a busy or unopenable file
+    /// [`StoreError::Unavailable`], a damaged one [`StoreError::Corrupt`], a
+    /// broken constraint [`StoreError::Conflict`].
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let text = e.to_string();
+        match e.sqlite_error_code() {
+            Some(C::DiskFull) => StoreError::Full(text),
+            Some(C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::ReadOnly | C::SystemIoFailure) => StoreError::Unavailable(text),
+            Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Corrupt(text),
+            Some(C::ConstraintViolation) => StoreError::Conflict(text),
+            _ => StoreError::Other(text),
+        }
+    }
+}
+
 /// Columns added after the first schema, added to older databases.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("deliveries", "outcome_unknown", "INTEGER NOT NULL DEFAULT 0"),
@@ -197,7 +215,7 @@ impl SqliteStore {
     /// When the file cannot be opened or its schema created.
     pub fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         // A new file hands pruned pages back to the file system on demand
         // (set before anything is written to it; an older file reuses them).
@@ -217,12 +235,12 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("syncline-store-writer".into())
             .spawn(move || writer(write, rx))
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| StoreError::Other(e.to_string()))?;
         let flag = closed.clone();
         std::thread::Builder::new()
             .name("syncline-store-checkpoint".into())
             .spawn(move || checkpointer(checkpoints, flag))
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| StoreError::Other(e.to_string()))?;
         Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed })
     }
 
@@ -234,14 +252,14 @@ impl SqliteStore {
     ) -> Result<tokio::sync::oneshot::Receiver<Committed>, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |tx| f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>));
-        self.jobs.lock().unwrap().send((op, reply)).map_err(|_| StoreError("the store writer has stopped".into()))?;
+        self.jobs.lock().unwrap().send((op, reply)).map_err(|_| StoreError::stopped())?;
         Ok(rx)
     }
 
     /// Runs `f` in the next group commit and waits (blocking the thread)
     /// until it is committed. Not for async tasks: they use [`Self::submit`].
     fn write<R: Send + 'static>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static) -> Result<R, StoreError> {
-        let out = self.submit(f)?.blocking_recv().map_err(|_| StoreError("the store writer has stopped".into()))??;
+        let out = self.submit(f)?.blocking_recv().map_err(|_| StoreError::stopped())??;
         Ok(*out.downcast::<R>().expect("store op returns its own type"))
     }
 }
@@ -290,8 +308,9 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; the writes of this group were not kept");
+                let err = StoreError::from(e).context("commit failed");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError(format!("commit failed: {e}"))));
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }
@@ -864,6 +883,17 @@ mod tests {
         assert_eq!(due.next_at, None);
         let t = s.trace("a1").unwrap().unwrap();
         assert_eq!((t["input"]["attempts"].as_i64(), t["input"]["retry-errors"][0].as_str()), (Some(1), Some("flaky")));
+    }
+
+    #[test]
+    fn a_full_store_says_so_by_its_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&d.path().join("s.db"), Sync::Normal, Some(256 << 10)).unwrap();
+        let big = |i: usize| NewMessage { json: "x".repeat(64 << 10), ..msg(&format!("m{i}"), None) };
+        let err = (0..64).find_map(|i| s.ingest(vec![big(i)], None).err()).expect("the cap is reached");
+        assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+        assert!(err.is_transient());
+        assert!(err.to_string().starts_with("the store is full: commit failed: "), "{err}");
     }
 
     #[test]
