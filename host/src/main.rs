@@ -184,7 +184,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
             } else {
-                print!("{}", syncline::report::trace_summary(&body));
+                let trace: syncline::store::records::Trace = serde_json::from_value(body).context("the server's trace does not read as one")?;
+                print!("{}", syncline::report::trace_summary(&trace));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use syncline_model::{json as mjson, Body, Message};
 
@@ -28,6 +27,7 @@ use super::fields::View;
 use super::{keys, LivePipeline};
 use crate::config::{OnViolation, RetryPolicy, StageKind};
 use crate::runtime::{CallError, CallReport, PluginInstance};
+use crate::store::records::{ExceptionDetail, Processing, RouteStep, StageStep, Step, StepOutcome};
 use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
 
 /// A message in flight: which input row it descends from, and the key a
@@ -41,7 +41,7 @@ struct Item {
 /// What happened to one input row.
 #[derive(Default)]
 struct RowResult {
-    steps: Vec<Value>,
+    steps: Vec<Step>,
     deliveries: Vec<NewDelivery>,
     dead: Vec<NewDeadLetter>,
     exceptions: Vec<NewException>,
@@ -126,20 +126,21 @@ fn dead_letter(stage_no: usize, instance: &PluginInstance, msg: &Message, reason
     }
 }
 
-fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instant, report: &CallReport, outcome: Value) -> Value {
+fn step(stage_no: usize, instance: &PluginInstance, input: &str, started: Instant, report: &CallReport, outcome: StepOutcome) -> Step {
     let plugin = instance.plugin();
-    let mut step = json!({
-        "stage": stage_no,
-        "plugin": plugin.name,
-        "digest": plugin.digest,
-        "input": input,
-        "micros": started.elapsed().as_micros() as u64,
-        "outcome": outcome,
-    });
-    if report.logs_dropped > 0 {
-        step["logs-dropped"] = json!(report.logs_dropped);
-    }
-    step
+    Step::Stage(StageStep {
+        stage: stage_no,
+        plugin: plugin.name.clone(),
+        digest: plugin.digest.clone(),
+        input: input.to_string(),
+        micros: started.elapsed().as_micros() as u64,
+        outcome,
+        logs_dropped: (report.logs_dropped > 0).then_some(report.logs_dropped),
+    })
+}
+
+fn error(e: &CallError) -> StepOutcome {
+    StepOutcome::Error { error: e.to_string() }
 }
 
 /// An allocate stage as a call site.
@@ -177,7 +178,7 @@ fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &
                 produced.push(o);
             }
             for (k, it) in batch.iter().enumerate() {
-                let outcome = json!({"batch": batch.len(), "outputs": per_parent[k]});
+                let outcome = StepOutcome::Outputs { batch: Some(batch.len()), outputs: per_parent[k].clone() };
                 results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, outcome));
             }
             next.extend(produced);
@@ -190,7 +191,7 @@ fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &
         }
         Err(e) => {
             for it in &batch {
-                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, json!({"error": e.to_string()})));
+                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, error(&e)));
                 failed(&mut results[it.row], &at.rows[it.row], at.max_attempts, at.no, instance, &it.msg, &e);
             }
         }
@@ -243,12 +244,12 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                         Ok(outs) => {
                             let outs: Vec<Item> =
                                 outs.into_iter().enumerate().map(|(n, o)| Item { row, ..adopt(&msg, &key, o, n, tenant) }).collect();
-                            let ids: Vec<&str> = outs.iter().map(|o| o.msg.id.as_str()).collect();
-                            results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"outputs": ids})));
+                            let outputs = outs.iter().map(|o| o.msg.id.clone()).collect();
+                            results[row].steps.push(step(no, instance, &msg.id, started, &report, StepOutcome::Outputs { batch: None, outputs }));
                             next.extend(outs);
                         }
                         Err(e) => {
-                            results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"error": e.to_string()})));
+                            results[row].steps.push(step(no, instance, &msg.id, started, &report, error(&e)));
                             failed(&mut results[row], &rows[row], cfg.max_attempts, no, instance, &msg, &e);
                         }
                     }
@@ -266,13 +267,14 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                             let vjson = serde_json::to_value(&violations).unwrap();
                             let r = &mut results[row];
                             if !blocking {
-                                r.steps.push(step(no, instance, &msg.id, started, &report, json!({"valid": true, "violations": vjson})));
+                                let outcome = StepOutcome::Validated { valid: true, violations: vjson, policy: None };
+                                r.steps.push(step(no, instance, &msg.id, started, &report, outcome));
                                 next.push(Item { row, msg, key });
                                 continue;
                             }
                             let text: Vec<String> = violations.iter().map(|v| format!("{}: {} ({})", v.field, v.text, v.code)).collect();
                             let policy = &stage.cfg.on_violation;
-                            let outcome = json!({"valid": false, "violations": vjson, "policy": format!("{policy:?}")});
+                            let outcome = StepOutcome::Validated { valid: false, violations: vjson.clone(), policy: Some(format!("{policy:?}")) };
                             r.steps.push(step(no, instance, &msg.id, started, &report, outcome));
                             match policy {
                                 OnViolation::Warn => {
@@ -284,13 +286,13 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                                 OnViolation::Exception(queue) => r.exceptions.push(NewException {
                                     queue: queue.clone(),
                                     message_id: msg.id.clone(),
-                                    detail: json!({"violations": vjson, "stage": no, "plugin": instance.plugin().name}),
+                                    detail: ExceptionDetail::Violations { violations: violations.clone(), stage: no, plugin: instance.plugin().name.clone() },
                                     json: mjson::to_string(&msg),
                                 }),
                             }
                         }
                         Err(e) => {
-                            results[row].steps.push(step(no, instance, &msg.id, started, &report, json!({"error": e.to_string()})));
+                            results[row].steps.push(step(no, instance, &msg.id, started, &report, error(&e)));
                             failed(&mut results[row], &rows[row], cfg.max_attempts, no, instance, &msg, &e);
                         }
                     }
@@ -316,7 +318,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
             r.exceptions.push(NewException {
                 queue: e.queue.clone(),
                 message_id: msg.id.clone(),
-                detail: json!({"code": e.code, "text": e.text, "severity": e.severity.as_str()}),
+                detail: ExceptionDetail::Record { code: e.code.clone(), text: e.text.clone(), severity: e.severity.as_str().to_string() },
                 json: mjson::to_string(&msg),
             });
             continue;
@@ -332,7 +334,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
                 msg.idempotency_key = Some(key);
                 let json = mjson::to_string(&msg);
                 let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
-                r.steps.push(json!({"route": msg.id, "to": sinks}));
+                r.steps.push(Step::Route(RouteStep { route: msg.id.clone(), to: sinks.iter().map(|s| s.to_string()).collect() }));
                 for sink in &route.to {
                     r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), json: json.clone() });
                 }
@@ -395,7 +397,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
             Processed {
                 id: p.id.clone(),
                 state,
-                trace: json!({"steps": r.steps}).to_string(),
+                trace: serde_json::to_string(&Processing { steps: r.steps }).expect("a processing record serializes"),
                 retry: None,
                 deliveries: r.deliveries,
                 dead_letters: r.dead,

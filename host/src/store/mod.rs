@@ -7,6 +7,7 @@
 //! and a call returns only once the transaction holding its write is
 //! committed — so "accepted" always means "on disk".
 
+pub mod records;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -242,8 +243,8 @@ pub struct NewException {
     pub queue: String,
     /// Message id.
     pub message_id: String,
-    /// What is wrong (violations or the exception record's text), as JSON.
-    pub detail: serde_json::Value,
+    /// What is wrong.
+    pub detail: records::ExceptionDetail,
     /// The message as JSON.
     pub json: String,
 }
@@ -406,12 +407,12 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn audit(&self, kind: &str, detail: serde_json::Value) -> Result<(), StoreError>;
 
-    /// Everything known about message `id` (as input or as output), as JSON.
+    /// Everything known about message `id` (as input or as output).
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn trace(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    fn trace(&self, id: &str) -> Result<Option<records::Trace>, StoreError>;
 
     /// Forgets idempotency keys first seen before `before_ms` (the dedupe
     /// window has passed); returns how many.

@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
+use super::records::{AttemptRecord, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Trace};
 use super::*;
 use crate::config::Sync;
 
@@ -453,7 +454,7 @@ impl Store for SqliteStore {
                     ])?;
                 }
                 for e in p.exceptions {
-                    exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, e.detail.to_string(), e.json, p.id])?;
+                    exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json, p.id])?;
                 }
             }
             Ok(())
@@ -560,99 +561,98 @@ impl Store for SqliteStore {
         })
     }
 
-    fn trace(&self, id: &str) -> Result<Option<Value>, StoreError> {
+    fn trace(&self, id: &str) -> Result<Option<Trace>, StoreError> {
         let conn = self.read.lock().unwrap();
-        let message = conn
+        let input = conn
             .query_row(
                 "SELECT tenant, pipeline, state, received_at, processed_at, body, trace, attempts, errors, next_at FROM messages WHERE id = ?1",
                 params![id],
                 |r| {
-                    Ok(json!({
-                        "tenant": r.get::<_, String>(0)?,
-                        "pipeline": r.get::<_, String>(1)?,
-                        "state": r.get::<_, String>(2)?,
-                        "received-at": r.get::<_, i64>(3)?,
-                        "processed-at": r.get::<_, Option<i64>>(4)?,
-                        "message": parse(Some(r.get(5)?)),
-                        "processing": parse(r.get(6)?),
-                        "attempts": r.get::<_, i64>(7)?,
-                        "retry-errors": parse(r.get(8)?),
-                        "next-attempt-at": r.get::<_, i64>(9)?,
-                    }))
+                    Ok(Input {
+                        tenant: r.get(0)?,
+                        pipeline: r.get(1)?,
+                        state: r.get(2)?,
+                        received_at: r.get(3)?,
+                        processed_at: r.get(4)?,
+                        message: parse(Some(r.get(5)?)),
+                        processing: r.get::<_, Option<String>>(6)?.and_then(|t| serde_json::from_str(&t).ok()),
+                        attempts: r.get(7)?,
+                        retry_errors: r.get::<_, Option<String>>(8)?.and_then(|t| serde_json::from_str(&t).ok()),
+                        next_attempt_at: r.get(9)?,
+                    })
                 },
             )
             .optional()?;
-        let delivery_rows = |sql: &str| -> rusqlite::Result<Vec<Value>> {
+        let delivery_rows = |sql: &str| -> rusqlite::Result<Vec<DeliveryRecord>> {
             let mut stmt = conn.prepare(sql)?;
-            let rows: Vec<(i64, Value)> = stmt
+            let rows: Vec<(i64, DeliveryRecord)> = stmt
                 .query_map(params![id], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
-                        json!({
-                            "id": r.get::<_, String>(1)?,
-                            "source-id": r.get::<_, String>(2)?,
-                            "sink": r.get::<_, String>(3)?,
-                            "state": r.get::<_, String>(4)?,
-                            "reference": r.get::<_, Option<String>>(5)?,
-                            "queued-at": r.get::<_, i64>(6)?,
-                            "delivered-at": r.get::<_, Option<i64>>(7)?,
-                            "message": parse(Some(r.get(8)?)),
-                        }),
+                        DeliveryRecord {
+                            id: r.get(1)?,
+                            source_id: r.get(2)?,
+                            sink: r.get(3)?,
+                            state: r.get(4)?,
+                            reference: r.get(5)?,
+                            queued_at: r.get(6)?,
+                            delivered_at: r.get(7)?,
+                            message: parse(Some(r.get(8)?)),
+                            attempts: Vec::new(),
+                        },
                     ))
                 })?
                 .collect::<Result<_, _>>()?;
             let mut attempts = conn.prepare("SELECT attempt, at, outcome, detail, digest FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
             rows.into_iter()
-                .map(|(seq, mut v)| {
-                    let a: Vec<Value> = attempts
+                .map(|(seq, mut d)| {
+                    d.attempts = attempts
                         .query_map(params![seq], |r| {
-                            Ok(json!({"attempt": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "outcome": r.get::<_, String>(2)?,
-                                      "detail": r.get::<_, String>(3)?, "digest": r.get::<_, String>(4)?}))
+                            Ok(AttemptRecord { attempt: r.get(0)?, at: r.get(1)?, outcome: r.get(2)?, detail: r.get(3)?, digest: r.get(4)? })
                         })?
                         .collect::<Result<_, _>>()?;
-                    let mut a = a;
-                    if v["state"] == "delivered" {
-                        a.push(json!({"attempt": a.len() + 1, "at": v["delivered-at"], "outcome": "delivered", "detail": v["reference"]}));
+                    // A success lives on the delivery row itself.
+                    if d.state == "delivered" {
+                        let attempt = d.attempts.len() as i64 + 1;
+                        d.attempts.push(AttemptRecord { attempt, at: d.delivered_at, outcome: "delivered".into(), detail: d.reference.clone(), digest: None });
                     }
-                    v["attempts"] = Value::Array(a);
-                    Ok(v)
+                    Ok(d)
                 })
                 .collect()
         };
         const COLUMNS: &str = "seq, id, source_id, sink, state, reference, queued_at, delivered_at, body";
         let outputs = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE source_id = ?1 ORDER BY seq"))?;
-        let as_output = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
+        let deliveries = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
         let mut dead = conn.prepare(
             "SELECT at, place, plugin, digest, reason, attempts, message_id, outcome_unknown FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
         )?;
-        let dead: Vec<Value> = dead
+        let dead_letters: Vec<DeadLetterRecord> = dead
             .query_map(params![id], |r| {
                 let unknown: bool = r.get(7)?;
-                Ok(json!({"at": r.get::<_, i64>(0)?, "place": r.get::<_, String>(1)?, "plugin": r.get::<_, String>(2)?,
-                          "digest": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?, "attempts": parse(Some(r.get(5)?)),
-                          "message-id": r.get::<_, String>(6)?, "outcome": if unknown { "unknown" } else { "not-delivered" }}))
+                Ok(DeadLetterRecord {
+                    at: r.get(0)?,
+                    place: r.get(1)?,
+                    plugin: r.get(2)?,
+                    digest: r.get(3)?,
+                    reason: r.get(4)?,
+                    attempts: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+                    message_id: r.get(6)?,
+                    outcome: if unknown { "unknown" } else { "not-delivered" }.into(),
+                })
             })?
             .collect::<Result<_, _>>()?;
-        let mut exc = conn.prepare(
-            "SELECT at, queue, detail, state, message_id FROM exceptions WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
-        )?;
-        let exceptions: Vec<Value> = exc
+        let mut exc = conn.prepare("SELECT at, queue, detail, state, message_id FROM exceptions WHERE message_id = ?1 OR source_id = ?1 ORDER BY id")?;
+        let exceptions: Vec<ExceptionRecord> = exc
             .query_map(params![id], |r| {
-                Ok(json!({"at": r.get::<_, i64>(0)?, "queue": r.get::<_, String>(1)?, "detail": parse(Some(r.get(2)?)), "state": r.get::<_, String>(3)?,
-                          "message-id": r.get::<_, String>(4)?}))
+                let detail = serde_json::from_str(&r.get::<_, String>(2)?)
+                    .unwrap_or_else(|e| ExceptionDetail::Record { code: "unreadable".into(), text: format!("the stored detail does not parse: {e}"), severity: "error".into() });
+                Ok(ExceptionRecord { at: r.get(0)?, queue: r.get(1)?, detail, state: r.get(3)?, message_id: r.get(4)? })
             })?
             .collect::<Result<_, _>>()?;
-        if message.is_none() && as_output.is_empty() && dead.is_empty() && exceptions.is_empty() {
+        if input.is_none() && deliveries.is_empty() && dead_letters.is_empty() && exceptions.is_empty() {
             return Ok(None);
         }
-        Ok(Some(json!({
-            "id": id,
-            "input": message,
-            "outputs": outputs,
-            "deliveries": as_output,
-            "dead-letters": dead,
-            "exceptions": exceptions,
-        })))
+        Ok(Some(Trace { id: id.to_string(), input, outputs, deliveries, dead_letters, exceptions }))
     }
 
     fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError> {
@@ -842,8 +842,8 @@ mod tests {
         assert!(s.trace("done").unwrap().is_none(), "the delivered message and its trace are gone");
         assert!(s.trace("o-done").unwrap().is_none());
         let dead = s.trace("dead").unwrap().unwrap();
-        assert_eq!(dead["dead-letters"][0]["reason"], "trapped", "a dead letter stays until resolved");
-        assert_eq!(s.trace("waiting").unwrap().unwrap()["outputs"][0]["state"], "pending", "unfinished work stays");
+        assert_eq!(dead.dead_letters[0].reason, "trapped", "a dead letter stays until resolved");
+        assert_eq!(s.trace("waiting").unwrap().unwrap().outputs[0].state, "pending", "unfinished work stays");
         let counts = s.counts().unwrap();
         assert_eq!(counts["messages"], json!({"dead": 1, "done": 1}));
         assert_eq!(counts["deliveries"], json!({"pending": 1}));
@@ -881,8 +881,8 @@ mod tests {
         assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2"]);
         assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["flaky".to_string()]));
         assert_eq!(due.next_at, None);
-        let t = s.trace("a1").unwrap().unwrap();
-        assert_eq!((t["input"]["attempts"].as_i64(), t["input"]["retry-errors"][0].as_str()), (Some(1), Some("flaky")));
+        let input = s.trace("a1").unwrap().unwrap().input.unwrap();
+        assert_eq!((input.attempts, input.retry_errors), (1, Some(vec!["flaky".to_string()])));
     }
 
     #[test]
@@ -925,11 +925,11 @@ mod tests {
         s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
         assert!(s.deliveries("erp", 0, 1, 10).unwrap().is_empty());
         let t = s.trace("a").unwrap().unwrap();
-        assert_eq!(t["input"]["state"], "done");
-        assert_eq!(t["outputs"][0]["reference"], "ERP-1");
-        assert_eq!(t["outputs"][0]["attempts"].as_array().unwrap().len(), 2);
-        assert_eq!(t["outputs"][0]["attempts"][1]["outcome"], "delivered");
-        assert_eq!(s.trace("o1").unwrap().unwrap()["deliveries"][0]["state"], "delivered");
+        assert_eq!(t.input.unwrap().state, "done");
+        assert_eq!(t.outputs[0].reference.as_deref(), Some("ERP-1"));
+        assert_eq!(t.outputs[0].attempts.len(), 2);
+        assert_eq!(t.outputs[0].attempts[1].outcome, "delivered");
+        assert_eq!(s.trace("o1").unwrap().unwrap().deliveries[0].state, "delivered");
         assert!(s.trace("nope").unwrap().is_none());
     }
 }

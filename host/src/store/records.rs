@@ -1,0 +1,286 @@
+//! The typed records of what happened to a message: its processing (one
+//! [`Step`] per stage call and route) as the pipeline writes it, and the
+//! whole [`Trace`] as the store reads it back — the answer of
+//! `GET /v1/messages/{id}` and what `syncline trace` prints. One set of
+//! types for the pipeline, the store, the API and the CLI; their JSON form
+//! is the API's.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How a message went through its pipeline's stages and routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Processing {
+    /// Stage calls and routes, in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step of a message's processing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Step {
+    /// A plugin call of a stage for one message.
+    Stage(StageStep),
+    /// A message routed to sinks.
+    Route(RouteStep),
+}
+
+/// A plugin call of a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StageStep {
+    /// Stage number, from 1.
+    pub stage: usize,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin digest.
+    pub digest: String,
+    /// The message it was called with (the input or an earlier output).
+    pub input: String,
+    /// How long the call took.
+    pub micros: u64,
+    /// What came of it.
+    pub outcome: StepOutcome,
+    /// Log lines the plugin's log limits dropped during the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_dropped: Option<u64>,
+}
+
+/// What a stage call gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepOutcome {
+    /// The call failed.
+    Error {
+        /// The error.
+        error: String,
+    },
+    /// A transform or allocate call's outputs (ids); `batch` for allocate.
+    Outputs {
+        /// Size of the allocate batch the message was in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<usize>,
+        /// Output message ids.
+        outputs: Vec<String>,
+    },
+    /// A validate call's verdict.
+    Validated {
+        /// Whether the message passed.
+        valid: bool,
+        /// The violations found (field, code, severity, text).
+        violations: Value,
+        /// The policy applied when it did not pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
+    },
+}
+
+/// A message routed to sinks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteStep {
+    /// The routed message's id.
+    pub route: String,
+    /// The sinks it went to.
+    pub to: Vec<String>,
+}
+
+/// Everything known about one message, as input or as output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Trace {
+    /// The id asked about.
+    pub id: String,
+    /// The message as accepted, when the id is an accepted message's.
+    pub input: Option<Input>,
+    /// Its outputs queued for sinks.
+    pub outputs: Vec<DeliveryRecord>,
+    /// The deliveries of the id as an output.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Dead letters of it and its outputs.
+    pub dead_letters: Vec<DeadLetterRecord>,
+    /// Exceptions of it and its outputs.
+    pub exceptions: Vec<ExceptionRecord>,
+}
+
+/// An accepted message and how its processing went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Input {
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// `accepted`, `done`, `dead`, `exception` or `dropped`.
+    pub state: String,
+    /// When it was accepted (ms since the epoch).
+    pub received_at: i64,
+    /// When its processing was recorded.
+    pub processed_at: Option<i64>,
+    /// The message (JSON form).
+    pub message: Value,
+    /// Its processing, once recorded.
+    pub processing: Option<Processing>,
+    /// Attempts that failed retryably so far.
+    pub attempts: i64,
+    /// Their errors.
+    pub retry_errors: Option<Vec<String>>,
+    /// When the next attempt is due (0: not waiting).
+    pub next_attempt_at: i64,
+}
+
+/// An output queued for a sink and its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeliveryRecord {
+    /// Output message id.
+    pub id: String,
+    /// The accepted message it came from.
+    pub source_id: String,
+    /// Sink.
+    pub sink: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// The downstream's reference, once delivered.
+    pub reference: Option<String>,
+    /// When it was queued.
+    pub queued_at: i64,
+    /// When it was delivered.
+    pub delivered_at: Option<i64>,
+    /// The output message (JSON form).
+    pub message: Value,
+    /// Every attempt, the successful one last.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// When (ms since the epoch).
+    pub at: Option<i64>,
+    /// `retry`, `dead` or `delivered`.
+    pub outcome: String,
+    /// The error, or the reference when delivered.
+    pub detail: Option<String>,
+    /// The sink plugin's digest (failed attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeadLetterRecord {
+    /// When.
+    pub at: i64,
+    /// Where it died (`stage 2 (plugin)`, `sink erp`, `routing`, `decode`).
+    pub place: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin digest.
+    pub digest: String,
+    /// Why.
+    pub reason: String,
+    /// Every attempt's error.
+    pub attempts: Vec<String>,
+    /// The dead message's id.
+    pub message_id: String,
+    /// `not-delivered`, or `unknown` when an attempt may have delivered it.
+    pub outcome: String,
+}
+
+/// Why a message was parked in an exception queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExceptionDetail {
+    /// A validate stage found blocking violations (`on-violation = "exception:QUEUE"`).
+    Violations {
+        /// The violations.
+        violations: Vec<syncline_model::Violation>,
+        /// Stage number.
+        stage: usize,
+        /// Validator plugin.
+        plugin: String,
+    },
+    /// A plugin produced a canonical `exception` record.
+    Record {
+        /// Exception code.
+        code: String,
+        /// Its text.
+        text: String,
+        /// Severity.
+        severity: String,
+    },
+}
+
+impl ExceptionDetail {
+    /// One line for people.
+    pub fn text(&self) -> String {
+        match self {
+            ExceptionDetail::Violations { violations, .. } => {
+                violations.iter().map(|v| format!("{}: {}", v.field, v.text)).collect::<Vec<_>>().join("; ")
+            }
+            ExceptionDetail::Record { text, .. } => text.clone(),
+        }
+    }
+}
+
+/// A message parked in an exception queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ExceptionRecord {
+    /// When.
+    pub at: i64,
+    /// Queue.
+    pub queue: String,
+    /// What is wrong.
+    pub detail: ExceptionDetail,
+    /// `open` or `resolved`.
+    pub state: String,
+    /// The parked message's id.
+    pub message_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_read_back_as_written() {
+        let steps = vec![
+            Step::Stage(StageStep {
+                stage: 1,
+                plugin: "p".into(),
+                digest: "sha256:x".into(),
+                input: "m".into(),
+                micros: 5,
+                outcome: StepOutcome::Outputs { batch: Some(3), outputs: vec!["o".into()] },
+                logs_dropped: Some(2),
+            }),
+            Step::Stage(StageStep {
+                stage: 2,
+                plugin: "v".into(),
+                digest: "sha256:y".into(),
+                input: "o".into(),
+                micros: 1,
+                outcome: StepOutcome::Validated { valid: false, violations: serde_json::json!([]), policy: Some("Warn".into()) },
+                logs_dropped: None,
+            }),
+            Step::Stage(StageStep {
+                stage: 3,
+                plugin: "t".into(),
+                digest: "sha256:z".into(),
+                input: "o".into(),
+                micros: 1,
+                outcome: StepOutcome::Error { error: "trapped".into() },
+                logs_dropped: None,
+            }),
+            Step::Route(RouteStep { route: "o".into(), to: vec!["erp".into()] }),
+        ];
+        let p = Processing { steps };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains(r#""logs-dropped":2"#) && text.contains(r#""outcome":{"batch":3,"outputs":["o"]}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Processing>(&text).unwrap(), p);
+    }
+}
