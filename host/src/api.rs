@@ -107,11 +107,24 @@ async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
+/// The request body, within `server.max-body` bytes and
+/// `server.body-read-timeout` (a client trickling its body is cut off).
 async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
-    let limit = app.engine.topology().config.server.max_body.0;
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the request body is larger than the limit of {limit} bytes (server.max-body)"))
-    })
+    let server = app.engine.topology().config.server.clone();
+    let limit = server.max_body.0;
+    match tokio::time::timeout(server.body_read_timeout.0, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("the request body is larger than the limit of {limit} bytes (server.max-body)"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-read-timeout",
+            format!("the request body did not arrive within {:?} (server.body-read-timeout); nothing was accepted", server.body_read_timeout.0),
+        )),
+    }
 }
 
 fn http_pipeline(app: &App, tenant: &str, pipeline: &str) -> Result<Arc<LivePipeline>, ApiError> {

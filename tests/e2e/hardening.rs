@@ -275,7 +275,7 @@ fn keys_from_two_tenants_and_host_derived_keys_never_merge_at_the_erp() {
 #[test]
 fn ingest_reads_media_types_and_schema_versions_strictly_and_drops_silent_clients() {
     let erp = Erp::start(&[]);
-    let config = HOSTILE.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nheader-read-timeout = \"1s\"");
+    let config = HOSTILE.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nheader-read-timeout = \"1s\"\nbody-read-timeout = \"1s\"");
     let site = hostile_site(&erp, &config);
     let host = Host::start(&site);
     // Media types are case-insensitive: this is a canonical message, not a raw payload.
@@ -307,6 +307,18 @@ fn ingest_reads_media_types_and_schema_versions_strictly_and_drops_silent_client
     };
     closed(b"");
     closed(b"POST /v1/tenants/globex/pipelines/other/messages HTTP/1.1\r\nHost: x\r\n");
+    // A body that stops halfway is answered 408 and nothing is accepted.
+    let answer = within(Duration::from_secs(30), "the server answering a trickled body", move || {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(b"POST /v1/tenants/globex/pipelines/other/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"kind\":").unwrap();
+        let mut text = String::new();
+        let _ = c.read_to_string(&mut text);
+        text
+    });
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body-read-timeout"), "{answer}");
+    let (_, ready) = get(&format!("{}/readyz", host.url));
+    assert_eq!(ready["store"]["messages"], json!({"done": 1}), "only the one good message: {ready}");
 }
 
 const POISON: &str = crate::site_config!(r#"

@@ -54,6 +54,15 @@ pub struct Server {
     /// Example: `header-read-timeout = "10s"`
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Span,
+    /// Time a client has to send a whole request body once its head is in;
+    /// past it the request is answered 408 and nothing is accepted.
+    /// Example: `body-read-timeout = "30s"`
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: Span,
+}
+
+fn default_body_read_timeout() -> Span {
+    Span(Duration::from_secs(30))
 }
 
 fn default_header_read_timeout() -> Span {
@@ -70,7 +79,12 @@ fn default_max_body() -> Size {
 
 impl Default for Server {
     fn default() -> Self {
-        Server { listen: default_listen(), max_body: default_max_body(), header_read_timeout: default_header_read_timeout() }
+        Server {
+            listen: default_listen(),
+            max_body: default_max_body(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+        }
     }
 }
 
