@@ -164,11 +164,8 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
             for id in sent.lock().unwrap().iter() {
                 let until = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let t = engine.store.trace(id)?.unwrap_or_default();
-                    if let (Some(r), Some(p)) = (
-                        t["input"]["received-at"].as_i64(),
-                        t["input"]["processed-at"].as_i64(),
-                    ) {
+                    let input = engine.store.trace(id)?.and_then(|t| t.input);
+                    if let Some((r, Some(p))) = input.map(|i| (i.received_at, i.processed_at)) {
                         delays.push((p - r).max(0) as u64);
                         break;
                     }
