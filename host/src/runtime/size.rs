@@ -121,49 +121,31 @@ impl ser::Serializer for &mut Counter {
     }
 }
 
-impl ser::SerializeSeq for &mut Counter {
-    type Ok = ();
-    type Error = Enough;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Enough> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Enough> {
-        Ok(())
-    }
+/// The compound serializers all just walk their parts.
+macro_rules! walk {
+    ($($trait:ident: $method:ident($($name:ident: $ty:ty),*)),*) => {$(
+        impl ser::$trait for &mut Counter {
+            type Ok = ();
+            type Error = Enough;
+            fn $method<T: Serialize + ?Sized>(&mut self, $($name: $ty,)* v: &T) -> Result<(), Enough> {
+                $(let _ = $name;)*
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), Enough> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Counter {
-    type Ok = ();
-    type Error = Enough;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Enough> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Enough> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Counter {
-    type Ok = ();
-    type Error = Enough;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Enough> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Enough> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Counter {
-    type Ok = ();
-    type Error = Enough;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Enough> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Enough> {
-        Ok(())
-    }
-}
+walk!(
+    SerializeSeq: serialize_element(),
+    SerializeTuple: serialize_element(),
+    SerializeTupleStruct: serialize_field(),
+    SerializeTupleVariant: serialize_field(),
+    SerializeStruct: serialize_field(key: &'static str),
+    SerializeStructVariant: serialize_field(key: &'static str)
+);
 
 impl ser::SerializeMap for &mut Counter {
     type Ok = ();
@@ -172,28 +154,6 @@ impl ser::SerializeMap for &mut Counter {
         k.serialize(&mut **self)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Enough> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Enough> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Counter {
-    type Ok = ();
-    type Error = Enough;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), Enough> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Enough> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for &mut Counter {
-    type Ok = ();
-    type Error = Enough;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), Enough> {
         v.serialize(&mut **self)
     }
     fn end(self) -> Result<(), Enough> {
