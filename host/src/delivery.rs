@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
-use crate::pipeline::{Engine, LiveSink};
+use crate::pipeline::{Engine, LeaseKeeper, LiveSink};
 use crate::runtime::{CallError, Failure, PluginInstance};
-use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter};
+use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter, Partition, Queue};
 
 /// Picks the deliveries to attempt now: due, in queue order, one per key,
 /// at most `max` of them and `max_bytes` of message (the first always).
@@ -36,6 +36,7 @@ fn choose(rows: Vec<Delivery>, now: i64, max: usize, max_bytes: usize) -> (Vec<D
             continue;
         }
         if d.next_at > now {
+            // Claimed rows are due; this guards a store that returns more.
             earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
             continue;
         }
@@ -165,14 +166,26 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
     }
 }
 
-/// The loop of worker `part` of the sink's `workers`.
+/// The loop of worker `part` of the sink's `workers`: lease the part of
+/// the sink's queue, claim due deliveries, deliver, ack.
 pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
     let name = sink.cfg.name.as_str();
     let batch = sink.cfg.batch.max(1);
     let cancelled = || engine.stopping() || sink.retired();
+    let partition = Partition { queue: Queue::Deliveries { sink: name.to_string() }, index: part, of: sink.cfg.workers };
+    let mut keeper = LeaseKeeper::new(engine.store.as_ref(), partition, engine.holder());
     while !cancelled() {
         let seen = sink.signal.generation();
-        let rows = match engine.store.deliveries(name, part, sink.cfg.workers, batch * 2) {
+        let lease = match keeper.lease() {
+            Ok(l) => l.clone(),
+            Err(e) => {
+                tracing::warn!(sink = name, part, error = %e, "cannot lease the delivery queue; trying again");
+                sink.signal.wait(seen, LeaseKeeper::pause(&e));
+                continue;
+            }
+        };
+        let now = now_ms();
+        let due = match engine.store.claim_deliveries(&lease, now, batch * 2) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(sink = name, error = %e, "cannot read the delivery queue; retrying");
@@ -180,10 +193,10 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
                 continue;
             }
         };
-        let now = now_ms();
-        let (chosen, earliest) = choose(rows, now, batch, sink.cfg.batch_bytes);
+        let (chosen, earliest) = choose(due.rows, now, batch, sink.cfg.batch_bytes);
         if chosen.is_empty() {
-            let wait = earliest.map_or(1000, |e| (e - now).clamp(1, 1000)) as u64;
+            let next = [earliest, due.next_at].into_iter().flatten().min();
+            let wait = next.map_or(1000, |e| (e - now).clamp(1, 1000)) as u64;
             sink.signal.wait(seen, Duration::from_millis(wait));
             continue;
         }
@@ -191,10 +204,11 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
         let instance = sink.instance.load_full();
         let mut attempts = Vec::with_capacity(chosen.len());
         deliver(sink, &instance, chosen, &cancelled, &mut attempts);
-        if let Err(e) = engine.store.record(name, attempts) {
+        if let Err(e) = engine.store.ack_deliveries(&lease, attempts) {
             // Not recorded: these deliveries stay pending and are sent again
             // with the same idempotency keys.
             tracing::error!(sink = name, error = %e, "cannot record delivery outcomes");
+            keeper.refused(&e);
             std::thread::sleep(Duration::from_millis(500));
         }
     }

@@ -13,45 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::json;
 
 use crate::pipeline::Engine;
+use crate::store::records::AuditEvent;
 
-/// One plugin swapped by a reload.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginChange {
-    /// Plugin name.
-    pub plugin: String,
-    /// Who uses it.
-    pub who: String,
-    /// Digest before.
-    pub old: String,
-    /// Digest after.
-    pub new: String,
-}
-
-/// What one reload did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ReloadRecord {
-    /// When (RFC 3339).
-    pub at: String,
-    /// `watch`, `signal`, `api`.
-    pub trigger: String,
-    /// `applied`, `unchanged` or `rejected`.
-    pub outcome: &'static str,
-    /// Pipelines and sinks added, removed, rebuilt.
-    pub changes: Vec<String>,
-    /// Plugins swapped in place.
-    pub plugins: Vec<PluginChange>,
-    /// Work kept in the store for removed pipelines and sinks.
-    pub kept: Vec<String>,
-    /// Why it was rejected.
-    pub error: Option<String>,
-    /// How long it took.
-    pub millis: u64,
-}
+pub use crate::store::records::{PluginChange, ReloadRecord};
 
 /// Runs reloads one at a time and remembers them.
 pub struct Reloader {
@@ -87,7 +53,7 @@ impl Reloader {
         let mut record = ReloadRecord {
             at: crate::pipeline::now_rfc3339(),
             trigger: trigger.to_string(),
-            outcome: "unchanged",
+            outcome: "unchanged".into(),
             changes: Vec::new(),
             plugins: Vec::new(),
             kept: Vec::new(),
@@ -99,14 +65,14 @@ impl Reloader {
             .and_then(|config| self.engine.apply(config).map_err(|e| format!("{e:#}")));
         match result {
             Err(error) => {
-                record.outcome = "rejected";
+                record.outcome = "rejected".into();
                 tracing::error!(trigger, "reload rejected; the running configuration and plugins stay:\n{error}");
                 record.error = Some(error);
                 self.rejected.fetch_add(1, Ordering::Relaxed);
             }
             Ok(changes) => {
                 if !changes.is_empty() {
-                    record.outcome = "applied";
+                    record.outcome = "applied".into();
                     self.applied.fetch_add(1, Ordering::Relaxed);
                 }
                 record.changes.extend(changes.added.iter().map(|c| format!("added {c}")));
@@ -132,7 +98,7 @@ impl Reloader {
             }
         }
         record.millis = started.elapsed().as_millis() as u64;
-        if let Err(e) = self.engine.store.audit("reload", json!(record)) {
+        if let Err(e) = self.engine.store.audit(&AuditEvent::Reload(record.clone())) {
             tracing::warn!(error = %e, "cannot record the reload audit event");
         }
         let mut history = self.history.lock().unwrap();
@@ -176,7 +142,7 @@ impl Reloader {
 
     /// What the store still holds for removed pipelines and sinks.
     fn kept(&self, removed: &[String]) -> Vec<String> {
-        let Ok((messages, deliveries)) = self.engine.store.backlog() else { return Vec::new() };
+        let Ok(crate::store::Backlog { messages, deliveries }) = self.engine.store.backlog() else { return Vec::new() };
         let mut out = Vec::new();
         for ((tenant, pipeline), n) in messages {
             if removed.contains(&format!("pipeline {tenant}/{pipeline}")) {

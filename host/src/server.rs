@@ -6,11 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde_json::json;
+
 
 use crate::config::{self, Config, ConfigErrors};
 use crate::pipeline::Engine;
 use crate::runtime::{CompileCache, EngineOptions, Runtime};
+use crate::store::records::{AuditEvent, LivePipelineRecord};
 use crate::store::{SqliteStore, Store};
 
 /// Loads a config and every plugin and table it names, without starting
@@ -25,7 +26,12 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
     let mut lines = Vec::new();
     let mut tables = std::collections::BTreeMap::new();
     let state: Arc<dyn crate::runtime::StateStore> = Arc::new(crate::runtime::MemoryState::default());
-    let versions = crate::pipeline::Versions::new(crate::pipeline::archive_dir(&config));
+    // Pinned versions come from the store's archive when there is a store.
+    let store: Arc<dyn Store> = match config.store.path.exists() {
+        true => Arc::new(SqliteStore::open(&config.store.path, config.store.sync, None)?),
+        false => Arc::new(crate::store::MemoryStore::new()),
+    };
+    let versions = crate::pipeline::Versions::new(store);
     for r in config.plugin_refs() {
         let (settings, pin) = settings_of(&config, r);
         let (bytes, _) = versions.desired(r, pin)?;
@@ -103,13 +109,13 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
             })
             .collect();
         tracing::info!(tenant = %p.cfg.tenant, pipeline = %p.cfg.id, stages = %stages.join(" -> "), shards = p.shards, "pipeline live");
-        live.push(json!({"tenant": p.cfg.tenant.as_str(), "pipeline": p.cfg.id.as_str(), "stages": stages}));
+        live.push(LivePipelineRecord { tenant: p.cfg.tenant.to_string(), pipeline: p.cfg.id.to_string(), stages });
     }
     for s in topology.sinks.values() {
         let i = s.instance.load();
         tracing::info!(sink = %s.cfg.name, plugin = %i.plugin().name, digest = %i.plugin().short_digest(), "sink live");
     }
-    store.audit("start", json!({"config": path.display().to_string(), "pipelines": live}))?;
+    store.audit(&AuditEvent::Start { config: path.display().to_string(), pipelines: live })?;
     engine.start();
     let reloader = crate::reload::Reloader::new(engine.clone(), path.to_path_buf());
     let _watcher = if watch {
@@ -141,7 +147,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     tracing::info!("stopping: finishing in-flight work");
     drop(_watcher);
     engine.stop();
-    store.audit("stop", json!({}))?;
+    store.audit(&AuditEvent::Stop)?;
     tracing::info!("stopped");
     served.context("HTTP server failed")
 }

@@ -29,8 +29,8 @@ pub fn run(engine: &Engine, p: &LivePipeline) {
                             Err(e) => tracing::warn!(source = %name, error = %e, "polled message refused"),
                         }
                     }
-                    let cursor = batch.cursor.map(|c| (name.clone(), c));
-                    match engine.store.ingest(prepared, cursor) {
+                    let cursor = batch.cursor.map(|position| crate::store::Cursor { source: name.clone(), position });
+                    match engine.store.append(prepared, cursor).wait() {
                         Ok(_) => {
                             p.signal.notify();
                             tracing::debug!(source = %name, count, "polled");

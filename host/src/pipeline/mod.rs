@@ -13,8 +13,10 @@
 
 pub mod fields;
 pub mod keys;
+mod lease;
 pub mod process;
 mod signal;
+pub mod state;
 mod topology;
 pub mod versions;
 
@@ -31,13 +33,14 @@ use syncline_model::json::JsonError;
 use syncline_model::table::RefTable;
 use syncline_model::Message;
 
+pub use lease::LeaseKeeper;
 pub use signal::Signal;
 pub use topology::{Changes, Swap};
 pub use versions::Versions;
 
 use crate::config::{Config, Pipeline, PluginRef, PluginSettings, Sink, Stage, StageKind};
-use crate::runtime::{flatten_config, MemoryState, PluginContext, PluginInstance, Runtime, StateStore};
-use crate::store::{IngestOutcome, NewMessage, Store, StoreError};
+use crate::runtime::{flatten_config, PluginContext, PluginInstance, Runtime, StateStore};
+use crate::store::{IngestOutcome, NewMessage, Partition, Queue, Store, StoreError};
 
 /// A stage with its bound plugin (swappable).
 pub struct LiveStage {
@@ -211,6 +214,8 @@ pub struct Engine {
     previous: Mutex<BTreeMap<Owner, Arc<Running>>>,
     /// Serializes reloads.
     pub(crate) reload_lock: Mutex<()>,
+    /// This host's name in partition leases.
+    holder: String,
 }
 
 /// Loads a reference table once per file.
@@ -255,8 +260,8 @@ impl Engine {
     ///
     /// The first plugin or table that cannot be loaded, named with who needs it.
     pub fn build(config: Config, runtime: Arc<Runtime>, store: Arc<dyn Store>) -> anyhow::Result<Engine> {
-        let state: Arc<dyn StateStore> = Arc::new(MemoryState::with_quota(1 << 20));
-        let versions = Arc::new(Versions::new(archive_dir(&config)));
+        let state: Arc<dyn StateStore> = Arc::new(state::StoredState::load(store.clone()).context("cannot load plugin state from the store")?);
+        let versions = Arc::new(Versions::new(store.clone()));
         let (topology, _) = topology::build(&runtime, &state, &versions, config, None)?;
         went_live(&versions, &topology);
         Ok(Engine {
@@ -270,6 +275,7 @@ impl Engine {
             retiring: Mutex::default(),
             previous: Mutex::default(),
             reload_lock: Mutex::new(()),
+            holder: "local".into(),
         })
     }
 
@@ -344,7 +350,7 @@ impl Engine {
     ///
     /// [`IngestError::Store`]: nothing was accepted.
     pub fn accept(&self, pipeline: &LivePipeline, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, IngestError> {
-        let out = self.store.ingest(messages, None)?;
+        let out = self.store.append(messages, None).wait()?;
         pipeline.signal.notify();
         Ok(out)
     }
@@ -356,7 +362,7 @@ impl Engine {
     ///
     /// [`IngestError::Store`]: nothing was accepted.
     pub async fn accept_async(&self, pipeline: &LivePipeline, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, IngestError> {
-        let out = self.store.submit_ingest(messages).committed().await?;
+        let out = self.store.append(messages, None).committed().await?;
         pipeline.signal.notify();
         Ok(out)
     }
@@ -529,16 +535,31 @@ impl Engine {
         }
     }
 
-    /// One shard's loop: take due messages in order, process, commit. It
-    /// reads from the head of the shard's accepted messages each time, so a
-    /// message waiting for a retry is taken again once it is due.
+    /// This host's name in partition leases.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// One shard's loop: lease the shard's partition, claim due messages in
+    /// order, process, ack. It claims from the head of the partition each
+    /// time, so a message waiting for a retry is taken again once it is due.
     fn run_shard(&self, p: &LivePipeline, shard: u32) {
         let (tenant, id) = (p.cfg.tenant.as_str(), p.cfg.id.as_str());
         let (batch_max, window) = p.batch_window();
+        let queue = Queue::Messages { tenant: tenant.to_string(), pipeline: id.to_string() };
+        let mut keeper = LeaseKeeper::new(self.store.as_ref(), Partition { queue, index: shard, of: p.shards }, &self.holder);
         while !self.stopping() && !p.retired() {
             let seen = p.signal.generation();
+            let lease = match keeper.lease() {
+                Ok(l) => l.clone(),
+                Err(e) => {
+                    tracing::warn!(pipeline = id, shard, error = %e, "cannot lease the shard; trying again");
+                    p.signal.wait(seen, LeaseKeeper::pause(&e));
+                    continue;
+                }
+            };
             let now = crate::store::now_ms();
-            let due = match self.store.pending(tenant, id, shard, p.shards, 0, now, batch_max) {
+            let due = match self.store.claim(&lease, 0, now, batch_max) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(pipeline = id, error = %e, "cannot read pending messages; retrying");
@@ -558,34 +579,30 @@ impl Engine {
                 let seen = p.signal.generation();
                 p.signal.wait(seen, deadline.saturating_duration_since(Instant::now()));
                 let last = rows.last().map(|r| r.seq).unwrap_or(0);
-                match self.store.pending(tenant, id, shard, p.shards, last, crate::store::now_ms(), batch_max - rows.len()) {
+                match self.store.claim(&lease, last, crate::store::now_ms(), batch_max - rows.len()) {
                     Ok(more) => rows.extend(more.rows),
                     Err(_) => break,
                 }
             }
             let cancel = || self.stopping() || p.retired();
             let Some(commit) = process::process(p, &rows, &cancel) else {
-                // Stopping or retired mid-batch: nothing is committed; the
-                // rows stay pending for whoever runs the pipeline next.
+                // Stopping or retired mid-batch: nothing is acked; the rows
+                // stay claimable for whoever runs the pipeline next.
                 break;
             };
             let sinks: std::collections::BTreeSet<String> =
                 commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
-            match self.store.commit(commit) {
+            match self.store.ack(&lease, commit) {
                 Ok(()) => sinks.iter().for_each(|s| self.notify_sink(s)),
                 Err(e) => {
                     // Nothing was recorded: the same rows are processed again (same ids, same keys).
-                    tracing::error!(pipeline = id, error = %e, "cannot commit processed messages; will process them again");
+                    tracing::error!(pipeline = id, error = %e, "cannot ack processed messages; will process them again");
+                    keeper.refused(&e);
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
         }
     }
-}
-
-/// Where plugin versions are archived: `plugin-archive/` beside the store.
-pub fn archive_dir(config: &Config) -> PathBuf {
-    config.store.path.parent().map(|p| p.join("plugin-archive")).unwrap_or_else(|| PathBuf::from("plugin-archive"))
 }
 
 /// Every plugin instance of a topology: (plugin name, digest).

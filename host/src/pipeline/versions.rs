@@ -1,13 +1,14 @@
-//! Plugin versions: a content-addressed archive of every plugin version the
-//! host has run (so a pinned or rolled-back digest loads again after its
-//! file was replaced), the order in which versions went live per plugin
-//! name, and rollback overrides.
+//! Plugin versions: every plugin version the host has run, kept in the
+//! store by digest (so a pinned or rolled-back digest loads again after its
+//! file was replaced, also after a restart), the order in which versions
+//! went live per plugin name, and rollback overrides.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use crate::config::PluginRef;
+use crate::store::Store;
 
 /// A rollback in force: run `digest` instead of the file, until a new file
 /// (another digest than `file_digest`) is deployed.
@@ -19,41 +20,30 @@ struct Override {
 
 /// The archive and the version history.
 pub struct Versions {
-    dir: PathBuf,
+    store: Arc<dyn Store>,
     history: Mutex<BTreeMap<String, Vec<String>>>,
     overrides: Mutex<BTreeMap<String, Override>>,
 }
 
 impl Versions {
-    /// Versions archived in `dir`.
-    pub fn new(dir: PathBuf) -> Versions {
-        Versions { dir, history: Mutex::default(), overrides: Mutex::default() }
+    /// Versions archived in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Versions {
+        Versions { store, history: Mutex::default(), overrides: Mutex::default() }
     }
 
-    fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{}.wasm", digest.trim_start_matches("sha256:")))
-    }
-
-    /// Keeps a copy of `bytes` (written by rename, once per digest).
+    /// Keeps a copy of `bytes` (once per digest).
     pub fn archive(&self, digest: &str, bytes: &[u8]) {
-        let path = self.path(digest);
-        if path.exists() {
-            return;
-        }
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&self.dir)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
+        if let Err(e) = self.store.archive(digest, bytes) {
             tracing::warn!(%digest, error = %e, "cannot archive a plugin version; pinning or rolling back to it will not work");
         }
     }
 
     /// The bytes of an archived version.
     pub fn get(&self, digest: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.path(digest)).ok()
+        self.store.archived(digest).unwrap_or_else(|e| {
+            tracing::warn!(%digest, error = %e, "cannot read an archived plugin version");
+            None
+        })
     }
 
     /// Notes that `digest` of plugin `name` went live.

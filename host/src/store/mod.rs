@@ -1,15 +1,28 @@
 //! The durable store: accepted messages, per-sink delivery queues, delivery
-//! attempts, dead letters, exception queues, audit events, idempotency keys
-//! and source cursors. [`Store`] is what the engine sees; [`SqliteStore`] is
-//! the embedded engine (a NATS JetStream engine can implement the same).
+//! attempts, dead letters, exception queues, audit events, idempotency keys,
+//! source cursors and plugin state. [`Store`] is what the engine sees;
+//! [`SqliteStore`] is the embedded engine, [`MemoryStore`] the in-memory one
+//! for tests of the engine's logic (a NATS JetStream engine can implement
+//! the same contract).
 //!
-//! Writes are group-committed: many callers' writes share one transaction,
-//! and a call returns only once the transaction holding its write is
-//! committed — so "accepted" always means "on disk".
+//! The contract is a queue's: **append** messages with dedupe (atomically
+//! with a source cursor); a worker takes a **lease** on a [`Partition`] of a
+//! queue (a pipeline's accepted messages or a sink's deliveries, split by the
+//! hash of the ordering key), **claims** the partition's due work in order,
+//! and **acks** it — each item settled, or nacked with a next-attempt time.
+//! An ack under a lease that another holder has taken since is refused
+//! ([`StoreError::Conflict`]) and records nothing: the lease is the fence.
+//!
+//! A write returns only once it is durable — so "accepted" always means "on
+//! disk" (SQLite group-commits many callers' writes in one transaction).
 
+#[cfg(test)]
+mod contract;
+mod memory;
 pub mod records;
 mod sqlite;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
@@ -83,6 +96,22 @@ impl<T: 'static> Submitted<T> {
         Submitted(Inner::Waiting(rx))
     }
 
+    /// Blocks the thread until the write is committed (or failed). Not for
+    /// async tasks: they await [`Submitted::committed`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]: nothing of the write was kept.
+    pub fn wait(self) -> Result<T, StoreError> {
+        match self.0 {
+            Inner::Ready(r) => r,
+            Inner::Waiting(rx) => {
+                let out = rx.blocking_recv().map_err(|_| StoreError::stopped())??;
+                Ok(*out.downcast::<T>().expect("store op returns its own type"))
+            }
+        }
+    }
+
     /// Waits until the write is committed (or failed).
     ///
     /// # Errors
@@ -102,6 +131,98 @@ impl<T: 'static> Submitted<T> {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A queue of work: a pipeline's accepted messages, or a sink's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Queue {
+    /// Messages accepted for a tenant's pipeline.
+    Messages {
+        /// Tenant.
+        tenant: String,
+        /// Pipeline.
+        pipeline: String,
+    },
+    /// Outputs waiting for a sink.
+    Deliveries {
+        /// Sink name.
+        sink: String,
+    },
+}
+
+impl Queue {
+    /// Its name in leases and logs: `messages/TENANT/PIPELINE` or `deliveries/SINK`.
+    pub fn name(&self) -> String {
+        match self {
+            Queue::Messages { tenant, pipeline } => format!("messages/{tenant}/{pipeline}"),
+            Queue::Deliveries { sink } => format!("deliveries/{sink}"),
+        }
+    }
+}
+
+/// Part `index` of `of` of a queue: the items whose ordering-key hash
+/// modulo `of` is `index`. Every item of one ordering key is in one
+/// partition, so one worker sees a key's items in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    /// The queue.
+    pub queue: Queue,
+    /// Which part.
+    pub index: u32,
+    /// Of how many (every holder of the queue must use the same count).
+    pub of: u32,
+}
+
+impl Partition {
+    /// Whether an item with ordering-key hash `hash` belongs to it.
+    pub fn holds(&self, hash: u32) -> bool {
+        hash % self.of.max(1) == self.index
+    }
+}
+
+/// The right to claim and ack a partition's work until `until_ms`. Taking
+/// a partition another holder had (its lease expired) raises the token, so
+/// the earlier holder's acks are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// What it covers.
+    pub partition: Partition,
+    /// Who holds it (a host's node name).
+    pub holder: String,
+    /// Fencing token: the number of times the partition changed hands.
+    pub token: i64,
+    /// Valid until (ms since the epoch); renew before.
+    pub until_ms: i64,
+}
+
+impl Lease {
+    /// Whether it should be renewed at `now_ms` (less than half its time left).
+    pub fn renew_due(&self, now_ms: i64, ttl_ms: i64) -> bool {
+        self.until_ms - now_ms < ttl_ms / 2
+    }
+}
+
+/// How long a worker's lease lasts; renewed every half of it.
+pub const LEASE_TTL_MS: i64 = 30_000;
+
+/// The refusal of a lease or an ack: someone else holds the partition.
+pub(crate) fn lease_conflict(partition: &Partition, holder: &str, until_ms: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "partition {} of {} of {} is leased to `{holder}` until {}",
+        partition.index,
+        partition.of,
+        partition.queue.name(),
+        crate::pipeline::rfc3339(until_ms)
+    ))
+}
+
+/// A source's position, moved atomically with the messages it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Source name (`TENANT/PIPELINE`).
+    pub source: String,
+    /// The position the source plugin returned.
+    pub position: String,
 }
 
 /// A message to accept.
@@ -155,14 +276,20 @@ pub struct Pending {
     pub errors: Vec<String>,
 }
 
-/// Accepted messages due for processing, and when the next waiting one is.
-#[derive(Debug, Clone, Default)]
-pub struct Due {
-    /// Due messages in order; none of them has an earlier message of its
+/// Claimed work due now, and when the next waiting item is.
+#[derive(Debug, Clone)]
+pub struct Due<T> {
+    /// Due items in queue order; none of them has an earlier item of its
     /// ordering key still waiting for a retry.
-    pub rows: Vec<Pending>,
-    /// When the earliest message waiting for a retry becomes due.
+    pub rows: Vec<T>,
+    /// When the earliest item waiting for a retry becomes due.
     pub next_at: Option<i64>,
+}
+
+impl<T> Default for Due<T> {
+    fn default() -> Self {
+        Due { rows: Vec::new(), next_at: None }
+    }
 }
 
 /// A processing attempt that failed retryably: the message stays accepted
@@ -190,7 +317,8 @@ pub enum Final {
 }
 
 impl Final {
-    fn as_str(&self) -> &'static str {
+    /// Its name in the store and the trace.
+    pub fn as_str(&self) -> &'static str {
         match self {
             Final::Done => "done",
             Final::Dead => "dead",
@@ -343,55 +471,95 @@ pub struct Pruned {
     pub pages_freed: usize,
 }
 
+/// How many messages and deliveries are in each state, for readiness and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Counts {
+    /// Accepted messages by state (`accepted`, `done`, `dead`, `exception`, `dropped`).
+    pub messages: std::collections::BTreeMap<String, i64>,
+    /// Deliveries by state (`pending`, `delivered`, `dead`).
+    pub deliveries: std::collections::BTreeMap<String, i64>,
+    /// Dead letters kept.
+    pub dead_letters: i64,
+    /// Exceptions kept.
+    pub exceptions: i64,
+}
+
+/// Work waiting, per queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Accepted messages not yet processed, per (tenant, pipeline).
+    pub messages: Vec<((String, String), i64)>,
+    /// Deliveries not yet delivered, per sink.
+    pub deliveries: Vec<(String, i64)>,
+}
+
+/// One plugin-state entry: (tenant, plugin, key) and its value.
+pub type StateEntry = ((String, String, String), Vec<u8>);
+
 /// The embedded or clustered store.
 pub trait Store: Send + Sync {
-    /// Accepts messages (deduplicating on tenant + idempotency key), durably,
-    /// and optionally moves a source's cursor in the same transaction.
+    /// Appends messages to their pipelines' queues (deduplicating on tenant
+    /// + idempotency key) and moves a source's cursor, atomically. Returns
+    /// at once; the result says when it is durable.
+    fn append(&self, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> Submitted<Vec<IngestOutcome>>;
+
+    /// Takes or renews the lease of `partition` for `holder` until
+    /// `now_ms + ttl_ms`. A lease held by another holder and not expired
+    /// is refused; taking over an expired one raises the token.
     ///
     /// # Errors
     ///
-    /// [`StoreError`]: nothing was accepted.
-    fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError>;
+    /// [`StoreError::Conflict`] when another holder has it.
+    fn lease(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Lease, StoreError>;
 
-    /// [`Store::ingest`] without a cursor, for async callers: returns at
-    /// once; await the result's [`Submitted::committed`].
-    fn submit_ingest(&self, messages: Vec<NewMessage>) -> Submitted<Vec<IngestOutcome>> {
-        Submitted::ready(self.ingest(messages, None))
-    }
-
-    /// Accepted, unprocessed messages of shard `shard` of `shards` of a
-    /// pipeline after `after_seq`, in order: up to `limit` that are due at
-    /// `now_ms`, leaving out any whose ordering key has an earlier message
-    /// waiting for a retry (so a retry never lets a later message of its
-    /// key overtake it), and when the next waiting one becomes due.
+    /// Gives a lease up, so another holder may take the partition at once.
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due, StoreError>;
+    fn release(&self, lease: &Lease) -> Result<(), StoreError>;
 
-    /// Records processing results: marks inputs, queues outputs, writes dead
-    /// letters and exceptions, all in one transaction.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`]: nothing was recorded; the inputs stay pending.
-    fn commit(&self, commit: Commit) -> Result<(), StoreError>;
-
-    /// Pending deliveries of `sink` whose ordering-key hash modulo `parts`
-    /// is `part`, in queue order (due or not).
+    /// The accepted, unprocessed messages of a leased pipeline partition
+    /// after `after_seq`, in order: up to `limit` that are due at `now_ms`,
+    /// leaving out any whose ordering key has an earlier message waiting
+    /// for a retry (a retry never lets a later message of its key overtake
+    /// it), and when the next waiting one becomes due.
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn deliveries(&self, sink: &str, part: u32, parts: u32, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    fn claim(&self, lease: &Lease, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError>;
 
-    /// Records delivery attempts.
+    /// Acks processed messages, all in one transaction: each is settled
+    /// (marked with its end state, its outputs appended to their sinks'
+    /// queues, its dead letters and exceptions kept) or nacked (its
+    /// [`Processed::retry`]: claimed again after the next-attempt time).
     ///
     /// # Errors
     ///
+    /// [`StoreError::Conflict`] when the lease was taken over, or another
+    /// [`StoreError`]: nothing was recorded; the messages stay claimable.
+    fn ack(&self, lease: &Lease, commit: Commit) -> Result<(), StoreError>;
+
+    /// The pending deliveries of a leased sink partition, in queue order:
+    /// up to `limit` due at `now_ms`, leaving out every later delivery of an
+    /// ordering key whose earlier one waits for a retry, and when the next
+    /// waiting one becomes due.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError>;
+
+    /// Acks delivery attempts: delivered, nacked with a next-attempt time,
+    /// or dead-lettered.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when the lease was taken over, or another
     /// [`StoreError`]: nothing was recorded; the deliveries stay pending.
-    fn record(&self, sink: &str, attempts: Vec<Attempt>) -> Result<(), StoreError>;
+    fn ack_deliveries(&self, lease: &Lease, attempts: Vec<Attempt>) -> Result<(), StoreError>;
 
     /// A source's cursor.
     ///
@@ -405,7 +573,14 @@ pub trait Store: Send + Sync {
     /// # Errors
     ///
     /// [`StoreError`].
-    fn audit(&self, kind: &str, detail: serde_json::Value) -> Result<(), StoreError>;
+    fn audit(&self, event: &records::AuditEvent) -> Result<(), StoreError>;
+
+    /// Audit events, oldest first, after id `after` (at most `limit`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<records::AuditRecord>, StoreError>;
 
     /// Everything known about message `id` (as input or as output).
     ///
@@ -413,6 +588,33 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`].
     fn trace(&self, id: &str) -> Result<Option<records::Trace>, StoreError>;
+
+    /// Every plugin-state entry (loaded once at start).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn state(&self) -> Result<Vec<StateEntry>, StoreError>;
+
+    /// Sets (or with `None` removes) a plugin-state entry. Returns at once;
+    /// the write is durable no later than any write submitted after it
+    /// (so a message's outcome is never kept without the state its
+    /// processing wrote).
+    fn put_state(&self, tenant: &str, plugin: &str, key: &str, value: Option<Vec<u8>>) -> Submitted<()>;
+
+    /// Keeps the bytes of a plugin version under its digest (once).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn archive(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// The bytes of an archived plugin version.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn archived(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Forgets idempotency keys first seen before `before_ms` (the dedupe
     /// window has passed); returns how many.
@@ -434,18 +636,17 @@ pub trait Store: Send + Sync {
     /// [`StoreError`]: what was pruned before the error stays pruned.
     fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError>;
 
-    /// Messages waiting per (tenant, pipeline) and deliveries waiting per sink.
+    /// Work waiting per queue.
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    #[allow(clippy::type_complexity)]
-    fn backlog(&self) -> Result<(Vec<((String, String), i64)>, Vec<(String, i64)>), StoreError>;
+    fn backlog(&self) -> Result<Backlog, StoreError>;
 
-    /// Counts of messages and deliveries by state, for readiness and reports.
+    /// Messages and deliveries by state.
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn counts(&self) -> Result<serde_json::Value, StoreError>;
+    fn counts(&self) -> Result<Counts, StoreError>;
 }

@@ -242,6 +242,91 @@ pub struct ExceptionRecord {
     pub message_id: String,
 }
 
+/// One plugin swapped by a reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginChange {
+    /// Plugin name.
+    pub plugin: String,
+    /// Who uses it.
+    pub who: String,
+    /// Digest before.
+    pub old: String,
+    /// Digest after.
+    pub new: String,
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReloadRecord {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `watch`, `signal`, `api`.
+    pub trigger: String,
+    /// `applied`, `unchanged` or `rejected`.
+    pub outcome: String,
+    /// Pipelines and sinks added, removed, rebuilt.
+    pub changes: Vec<String>,
+    /// Plugins swapped in place.
+    pub plugins: Vec<PluginChange>,
+    /// Work kept in the store for removed pipelines and sinks.
+    pub kept: Vec<String>,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// How long it took.
+    pub millis: u64,
+}
+
+/// A pipeline as it went live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LivePipelineRecord {
+    /// Tenant.
+    pub tenant: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Its stages as `plugin@digest`.
+    pub stages: Vec<String>,
+}
+
+/// Something an operator or the host did that the audit log keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum AuditEvent {
+    /// The host started with a config.
+    Start {
+        /// The config file.
+        config: String,
+        /// What went live.
+        pipelines: Vec<LivePipelineRecord>,
+    },
+    /// The host stopped.
+    Stop,
+    /// A reload ran (applied, unchanged or rejected).
+    Reload(ReloadRecord),
+}
+
+impl AuditEvent {
+    /// Its kind as stored: `start`, `stop`, `reload`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::Start { .. } => "start",
+            AuditEvent::Stop => "stop",
+            AuditEvent::Reload(_) => "reload",
+        }
+    }
+}
+
+/// An audit event as kept: its id and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Order of recording.
+    pub id: i64,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

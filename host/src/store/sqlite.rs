@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::records::{AttemptRecord, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Trace};
+use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Trace};
 use super::*;
 use crate::config::Sync;
 
@@ -135,6 +135,27 @@ CREATE TABLE IF NOT EXISTS audit (
     kind TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    queue TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    parts INTEGER NOT NULL,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (queue, part, parts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plugin_state (
+    tenant TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (tenant, plugin, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plugin_archive (
+    digest TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT PRIMARY KEY,
     cursor TEXT NOT NULL,
@@ -172,6 +193,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 /// Indexes over added columns, made once the columns exist.
 const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS messages_waiting ON messages(tenant, pipeline, key_hash, seq) WHERE state = 'accepted' AND next_at > 0;
+CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(sink, next_at) WHERE state = 'pending' AND next_at > 0;
 ";
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -320,7 +342,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
 
 /// Accepts messages in `tx`: deduplicates on tenant + idempotency key,
 /// inserts the new ones, and moves a source's cursor when given.
-fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> rusqlite::Result<Vec<IngestOutcome>> {
+fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> rusqlite::Result<Vec<IngestOutcome>> {
     let now = now_ms();
     let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
     let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
@@ -339,10 +361,10 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<(String, S
         insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json])?;
         out.push(IngestOutcome::Accepted { id: m.id });
     }
-    if let Some((source, c)) = cursor {
+    if let Some(c) = cursor {
         tx.execute(
             "INSERT INTO cursors (source, cursor, at) VALUES (?1, ?2, ?3) ON CONFLICT(source) DO UPDATE SET cursor = ?2, at = ?3",
-            params![source, c, now],
+            params![c.source, c.position, now],
         )?;
     }
     Ok(out)
@@ -352,40 +374,198 @@ fn parse(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
 }
 
-impl Store for SqliteStore {
-    fn ingest(&self, messages: Vec<NewMessage>, cursor: Option<(String, String)>) -> Result<Vec<IngestOutcome>, StoreError> {
-        self.write(move |tx| ingest(tx, messages, cursor))
-    }
+/// The lease row of a partition: (holder, token, until).
+fn lease_row(tx: &Transaction, p: &Partition) -> rusqlite::Result<Option<(String, i64, i64)>> {
+    tx.prepare_cached("SELECT holder, token, until FROM leases WHERE queue = ?1 AND part = ?2 AND parts = ?3")?
+        .query_row(params![p.queue.name(), p.index, p.of], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+}
 
-    fn submit_ingest(&self, messages: Vec<NewMessage>) -> Submitted<Vec<IngestOutcome>> {
-        match self.submit(move |tx| ingest(tx, messages, None)) {
+/// `Ok(())` when `lease` is still the partition's (nobody took it over).
+fn fenced(tx: &Transaction, lease: &Lease) -> rusqlite::Result<Result<(), StoreError>> {
+    Ok(match lease_row(tx, &lease.partition)? {
+        Some((holder, token, _)) if holder == lease.holder && token == lease.token => Ok(()),
+        Some((holder, _, until)) => Err(lease_conflict(&lease.partition, &holder, until)),
+        None => Err(StoreError::Conflict(format!("no lease on partition {} of {} of {}", lease.partition.index, lease.partition.of, lease.partition.queue.name()))),
+    })
+}
+
+/// For each ordering key (`key_col`) of a partition with an item not due
+/// at `now`, the first such item's seq; and the earliest next-attempt time.
+fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<(std::collections::HashMap<K, i64>, Option<i64>)> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut blocked = std::collections::HashMap::new();
+    let mut next_at: Option<i64> = None;
+    for row in stmt.query_map(params, |r| Ok((r.get::<_, K>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
+        let (key, seq, at) = row?;
+        blocked.insert(key, seq);
+        next_at = Some(next_at.map_or(at, |n| n.min(at)));
+    }
+    Ok((blocked, next_at))
+}
+
+/// Records processed messages (settled or nacked) in `tx`.
+fn ack(tx: &Transaction, commit: Commit) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, trace = ?3, processed_at = ?4 WHERE id = ?1 AND state = 'accepted'")?;
+    let mut queue = tx.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8)",
+    )?;
+    let mut dead = tx.prepare_cached(
+        "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
+         VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut exception = tx.prepare_cached(
+        "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7)",
+    )?;
+    let mut retry = tx.prepare_cached("UPDATE messages SET attempts = attempts + 1, next_at = ?2, errors = ?3 WHERE id = ?1 AND state = 'accepted'")?;
+    for p in commit.processed {
+        if let Some(r) = &p.retry {
+            retry.execute(params![p.id, r.next_at, serde_json::to_string(&r.errors).unwrap()])?;
+            continue;
+        }
+        let changed = mark.execute(params![p.id, p.state.as_str(), p.trace, now])?;
+        if changed == 0 {
+            // Already processed (e.g. by a worker that raced a restart): keep the first result.
+            continue;
+        }
+        for d in p.deliveries {
+            let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
+            queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash])?;
+        }
+        for d in p.dead_letters {
+            let attempts = serde_json::to_string(&d.attempts).unwrap();
+            dead.execute(params![now, commit.tenant, commit.pipeline, d.message_id, d.place, d.plugin, d.digest, d.reason, attempts, d.json, p.id])?;
+        }
+        for e in p.exceptions {
+            exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json, p.id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Records delivery attempts of `sink` in `tx`.
+fn ack_deliveries(tx: &Transaction, sink: &str, attempts: Vec<Attempt>) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let mut log = tx.prepare_cached(
+        "INSERT INTO attempts (delivery_seq, attempt, at, outcome, detail, digest)
+         SELECT ?1, attempts + 1, ?2, ?3, ?4, ?5 FROM deliveries WHERE seq = ?1",
+    )?;
+    for a in attempts {
+        match a.result {
+            AttemptResult::Delivered(reference) => {
+                // The success itself lives on the delivery row (reference,
+                // delivered-at, attempts); only failures get attempt rows.
+                tx.prepare_cached("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1")?
+                    .execute(params![a.seq, reference, now])?;
+            }
+            AttemptResult::Retry { error, next_at, outcome_unknown } => {
+                log.execute(params![a.seq, now, "retry", error, a.digest])?;
+                tx.prepare_cached(
+                    "UPDATE deliveries SET attempts = attempts + 1, next_at = ?2, last_error = ?3, outcome_unknown = outcome_unknown OR ?4 WHERE seq = ?1",
+                )?
+                .execute(params![a.seq, next_at, error, outcome_unknown])?;
+            }
+            AttemptResult::Dead(d) => {
+                log.execute(params![a.seq, now, "dead", d.reason, a.digest])?;
+                tx.prepare_cached("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?2 WHERE seq = ?1")?
+                    .execute(params![a.seq, d.reason])?;
+                tx.prepare_cached(
+                    "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body, outcome_unknown)
+                     SELECT ?1, tenant, pipeline, ?2, source_id, ?3, ?4, ?5, ?6, ?7, ?8, ?10 FROM deliveries WHERE seq = ?9",
+                )?
+                .execute(params![
+                    now,
+                    d.message_id,
+                    format!("sink {sink}"),
+                    d.plugin,
+                    d.digest,
+                    d.reason,
+                    serde_json::to_string(&d.attempts).unwrap(),
+                    d.json,
+                    a.seq,
+                    d.outcome_unknown
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Runs `f` in the next group commit if `lease` still holds the
+    /// partition; otherwise records nothing and says who has it.
+    fn fenced_write(&self, lease: &Lease, f: impl FnOnce(&Transaction) -> rusqlite::Result<()> + Send + 'static) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write(move |tx| match fenced(tx, &lease)? {
+            Ok(()) => f(tx).map(Ok),
+            Err(e) => Ok(Err(e)),
+        })?
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> Submitted<Vec<IngestOutcome>> {
+        match self.submit(move |tx| ingest(tx, messages, cursor)) {
             Ok(rx) => Submitted::waiting(rx),
             Err(e) => Submitted::ready(Err(e)),
         }
     }
 
-    fn pending(&self, tenant: &str, pipeline: &str, shard: u32, shards: u32, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due, StoreError> {
+    fn lease(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Lease, StoreError> {
+        let (partition, holder) = (partition.clone(), holder.to_string());
+        self.write(move |tx| {
+            let token = match lease_row(tx, &partition)? {
+                Some((h, token, _)) if h == holder => token,
+                Some((h, _, until)) if until > now_ms => return Ok(Err(lease_conflict(&partition, &h, until))),
+                Some((_, token, _)) => token + 1,
+                None => 1,
+            };
+            let until_ms = now_ms + ttl_ms;
+            tx.prepare_cached(
+                "INSERT INTO leases (queue, part, parts, holder, token, until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (queue, part, parts) DO UPDATE SET holder = ?4, token = ?5, until = ?6",
+            )?
+            .execute(params![partition.queue.name(), partition.index, partition.of, holder, token, until_ms])?;
+            Ok(Ok(Lease { partition, holder, token, until_ms }))
+        })?
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE leases SET until = 0 WHERE queue = ?1 AND part = ?2 AND parts = ?3 AND holder = ?4 AND token = ?5",
+                params![lease.partition.queue.name(), lease.partition.index, lease.partition.of, lease.holder, lease.token],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn claim(&self, lease: &Lease, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError> {
+        let Queue::Messages { tenant, pipeline } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("claim: {} is not a message queue", lease.partition.queue.name())));
+        };
+        let (index, of) = (lease.partition.index, lease.partition.of.max(1));
         let conn = self.read.lock().unwrap();
         // Messages waiting for a retry (few): the first of each key blocks
         // the key's later messages until it is due.
-        let mut waiting = conn.prepare_cached(
+        let (blocked, next_at) = blocked_keys::<u32>(
+            &conn,
             "SELECT key_hash, MIN(seq), MIN(next_at) FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
-             AND next_at > 0 AND key_hash % ?3 = ?4 GROUP BY key_hash",
+             AND next_at > 0 AND next_at > ?5 AND key_hash % ?3 = ?4 GROUP BY key_hash",
+            params![tenant, pipeline, of, index, now_ms],
         )?;
-        let mut blocked = std::collections::HashMap::new();
-        let mut next_at: Option<i64> = None;
-        for row in waiting.query_map(params![tenant, pipeline, shards.max(1), shard], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
-            let (key, seq, at) = row?;
-            if at > now_ms {
-                blocked.insert(key, seq);
-                next_at = Some(next_at.map_or(at, |n| n.min(at)));
-            }
-        }
         let mut stmt = conn.prepare_cached(
             "SELECT seq, id, body, key_hash, attempts, errors FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
              AND seq > ?3 AND key_hash % ?4 = ?5 AND next_at <= ?6 ORDER BY seq LIMIT ?7",
         )?;
-        let rows = stmt.query_map(params![tenant, pipeline, after_seq, shards.max(1), shard, now_ms, limit as i64], |r| {
+        let rows = stmt.query_map(params![tenant, pipeline, after_seq, of, index, now_ms, limit as i64], |r| {
             let errors: Option<String> = r.get(5)?;
             Ok(Pending {
                 seq: r.get(0)?,
@@ -406,146 +586,57 @@ impl Store for SqliteStore {
         Ok(Due { rows: due, next_at })
     }
 
-    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            let now = now_ms();
-            let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, trace = ?3, processed_at = ?4 WHERE id = ?1 AND state = 'accepted'")?;
-            let mut queue = tx.prepare_cached(
-                "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8)",
-            )?;
-            let mut dead = tx.prepare_cached(
-                "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
-                 VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            let mut exception = tx.prepare_cached(
-                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7)",
-            )?;
-            let mut retry = tx.prepare_cached(
-                "UPDATE messages SET attempts = attempts + 1, next_at = ?2, errors = ?3 WHERE id = ?1 AND state = 'accepted'",
-            )?;
-            for p in commit.processed {
-                if let Some(r) = &p.retry {
-                    retry.execute(params![p.id, r.next_at, serde_json::to_string(&r.errors).unwrap()])?;
-                    continue;
-                }
-                let changed = mark.execute(params![p.id, p.state.as_str(), p.trace, now])?;
-                if changed == 0 {
-                    // Already processed (e.g. by a worker that raced a restart): keep the first result.
-                    continue;
-                }
-                for d in p.deliveries {
-                    let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
-                    queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash])?;
-                }
-                for d in p.dead_letters {
-                    dead.execute(params![
-                        now,
-                        commit.tenant,
-                        commit.pipeline,
-                        d.message_id,
-                        d.place,
-                        d.plugin,
-                        d.digest,
-                        d.reason,
-                        serde_json::to_string(&d.attempts).unwrap(),
-                        d.json,
-                        p.id
-                    ])?;
-                }
-                for e in p.exceptions {
-                    exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json, p.id])?;
-                }
-            }
-            Ok(())
-        })
+    fn ack(&self, lease: &Lease, commit: Commit) -> Result<(), StoreError> {
+        self.fenced_write(lease, move |tx| ack(tx, commit))
     }
 
-    fn deliveries(&self, sink: &str, part: u32, parts: u32, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+    fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
+        let Queue::Deliveries { sink } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("claim_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
+        };
+        let (index, of) = (lease.partition.index, lease.partition.of.max(1));
         let conn = self.read.lock().unwrap();
+        let (blocked, next_at) = blocked_keys::<String>(
+            &conn,
+            "SELECT ordering_key, MIN(seq), MIN(next_at) FROM deliveries WHERE sink = ?1 AND state = 'pending'
+             AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 GROUP BY ordering_key",
+            params![sink, of, index, now_ms],
+        )?;
         let mut stmt = conn.prepare_cached(
             "SELECT seq, id, ordering_key, attempts, next_at, body, outcome_unknown FROM deliveries
-             WHERE sink = ?1 AND state = 'pending' AND key_hash % ?3 = ?4 ORDER BY seq LIMIT ?2",
+             WHERE sink = ?1 AND state = 'pending' AND key_hash % ?3 = ?4 AND next_at <= ?5 ORDER BY seq LIMIT ?2",
         )?;
         let mut errors = conn.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
-        let rows: Vec<Delivery> = stmt
-            .query_map(params![sink, limit as i64, parts.max(1), part], |r| {
-                Ok(Delivery {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    ordering_key: r.get(2)?,
-                    attempts: r.get(3)?,
-                    next_at: r.get(4)?,
-                    json: r.get(5)?,
-                    errors: Vec::new(),
-                    outcome_unknown: r.get(6)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|mut d| {
-                if d.attempts > 0 {
-                    d.errors = errors.query_map(params![d.seq], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                }
-                Ok(d)
+        let mut due = Vec::new();
+        for row in stmt.query_map(params![sink, limit as i64, of, index, now_ms], |r| {
+            Ok(Delivery {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                ordering_key: r.get(2)?,
+                attempts: r.get(3)?,
+                next_at: r.get(4)?,
+                json: r.get(5)?,
+                errors: Vec::new(),
+                outcome_unknown: r.get(6)?,
             })
-            .collect::<Result<_, rusqlite::Error>>()
-            .map_err(Into::into)
+        })? {
+            let mut d = row?;
+            if blocked.get(&d.ordering_key).is_some_and(|first| *first <= d.seq) {
+                continue;
+            }
+            if d.attempts > 0 {
+                d.errors = errors.query_map(params![d.seq], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            }
+            due.push(d);
+        }
+        Ok(Due { rows: due, next_at })
     }
 
-    fn record(&self, sink: &str, attempts: Vec<Attempt>) -> Result<(), StoreError> {
-        let sink = sink.to_string();
-        self.write(move |tx| {
-            let now = now_ms();
-            let mut log = tx.prepare_cached(
-                "INSERT INTO attempts (delivery_seq, attempt, at, outcome, detail, digest)
-                 SELECT ?1, attempts + 1, ?2, ?3, ?4, ?5 FROM deliveries WHERE seq = ?1",
-            )?;
-            for a in attempts {
-                match a.result {
-                    AttemptResult::Delivered(reference) => {
-                        // The success itself lives on the delivery row (reference,
-                        // delivered-at, attempts); only failures get attempt rows.
-                        tx.execute(
-                            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1",
-                            params![a.seq, reference, now],
-                        )?;
-                    }
-                    AttemptResult::Retry { error, next_at, outcome_unknown } => {
-                        log.execute(params![a.seq, now, "retry", error, a.digest])?;
-                        tx.execute(
-                            "UPDATE deliveries SET attempts = attempts + 1, next_at = ?2, last_error = ?3,
-                                    outcome_unknown = outcome_unknown OR ?4 WHERE seq = ?1",
-                            params![a.seq, next_at, error, outcome_unknown],
-                        )?;
-                    }
-                    AttemptResult::Dead(d) => {
-                        log.execute(params![a.seq, now, "dead", d.reason, a.digest])?;
-                        tx.execute(
-                            "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
-                            params![a.seq, d.reason],
-                        )?;
-                        tx.execute(
-                            "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body, outcome_unknown)
-                             SELECT ?1, tenant, pipeline, ?2, source_id, ?3, ?4, ?5, ?6, ?7, ?8, ?10 FROM deliveries WHERE seq = ?9",
-                            params![
-                                now,
-                                d.message_id,
-                                format!("sink {sink}"),
-                                d.plugin,
-                                d.digest,
-                                d.reason,
-                                serde_json::to_string(&d.attempts).unwrap(),
-                                d.json,
-                                a.seq,
-                                d.outcome_unknown
-                            ],
-                        )?;
-                    }
-                }
-            }
-            Ok(())
-        })
+    fn ack_deliveries(&self, lease: &Lease, attempts: Vec<Attempt>) -> Result<(), StoreError> {
+        let Queue::Deliveries { sink } = lease.partition.queue.clone() else {
+            return Err(StoreError::Other(format!("ack_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
+        };
+        self.fenced_write(lease, move |tx| ack_deliveries(tx, &sink, attempts))
     }
 
     fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
@@ -553,12 +644,64 @@ impl Store for SqliteStore {
         Ok(conn.query_row("SELECT cursor FROM cursors WHERE source = ?1", params![source], |r| r.get(0)).optional()?)
     }
 
-    fn audit(&self, kind: &str, detail: Value) -> Result<(), StoreError> {
-        let kind = kind.to_string();
+    fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let (kind, detail) = (event.kind(), serde_json::to_string(event).map_err(|e| StoreError::Other(e.to_string()))?);
         self.write(move |tx| {
-            tx.execute("INSERT INTO audit (at, kind, detail) VALUES (?1, ?2, ?3)", params![now_ms(), kind, detail.to_string()])?;
+            tx.execute("INSERT INTO audit (at, kind, detail) VALUES (?1, ?2, ?3)", params![now_ms(), kind, detail])?;
             Ok(())
         })
+    }
+
+    fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached("SELECT id, at, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, detail) = row?;
+            match serde_json::from_str(&detail) {
+                Ok(event) => out.push(AuditRecord { id, at, event }),
+                Err(e) => tracing::warn!(id, error = %e, "an audit event of an older format is left out"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn state(&self) -> Result<Vec<StateEntry>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare("SELECT tenant, plugin, key, value FROM plugin_state")?;
+        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_state(&self, tenant: &str, plugin: &str, key: &str, value: Option<Vec<u8>>) -> Submitted<()> {
+        let (tenant, plugin, key) = (tenant.to_string(), plugin.to_string(), key.to_string());
+        let submitted = self.submit(move |tx| {
+            match value {
+                Some(v) => tx
+                    .prepare_cached("INSERT INTO plugin_state (tenant, plugin, key, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET value = ?4")?
+                    .execute(params![tenant, plugin, key, v])?,
+                None => tx.prepare_cached("DELETE FROM plugin_state WHERE tenant = ?1 AND plugin = ?2 AND key = ?3")?.execute(params![tenant, plugin, key])?,
+            };
+            Ok(())
+        });
+        match submitted {
+            Ok(rx) => Submitted::waiting(rx),
+            Err(e) => Submitted::ready(Err(e)),
+        }
+    }
+
+    fn archive(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (digest, bytes) = (digest.to_string(), bytes.to_vec());
+        self.write(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO plugin_archive (digest, bytes, at) VALUES (?1, ?2, ?3)", params![digest, bytes, now_ms()])?;
+            Ok(())
+        })
+    }
+
+    fn archived(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        Ok(conn.query_row("SELECT bytes FROM plugin_archive WHERE digest = ?1", params![digest], |r| r.get(0)).optional()?)
     }
 
     fn trace(&self, id: &str) -> Result<Option<Trace>, StoreError> {
@@ -702,39 +845,35 @@ impl Store for SqliteStore {
         Ok(total)
     }
 
-    fn backlog(&self) -> Result<(Vec<((String, String), i64)>, Vec<(String, i64)>), StoreError> {
+    fn backlog(&self) -> Result<Backlog, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut m = conn.prepare("SELECT tenant, pipeline, COUNT(*) FROM messages WHERE state = 'accepted' GROUP BY tenant, pipeline")?;
         let messages = m.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
         let mut d = conn.prepare("SELECT sink, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY sink")?;
         let deliveries = d.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        Ok((messages, deliveries))
+        Ok(Backlog { messages, deliveries })
     }
 
-    fn counts(&self) -> Result<Value, StoreError> {
+    fn counts(&self) -> Result<Counts, StoreError> {
         let conn = self.read.lock().unwrap();
-        let group = |sql: &str| -> rusqlite::Result<Value> {
+        let group = |sql: &str| -> rusqlite::Result<std::collections::BTreeMap<String, i64>> {
             let mut stmt = conn.prepare(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            let mut map = serde_json::Map::new();
-            for row in rows {
-                let (k, v) = row?;
-                map.insert(k, json!(v));
-            }
-            Ok(Value::Object(map))
+            rows.collect()
         };
-        Ok(json!({
-            "messages": group("SELECT state, COUNT(*) FROM messages GROUP BY state")?,
-            "deliveries": group("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?,
-            "dead-letters": conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get::<_, i64>(0))?,
-            "exceptions": conn.query_row("SELECT COUNT(*) FROM exceptions", [], |r| r.get::<_, i64>(0))?,
-        }))
+        Ok(Counts {
+            messages: group("SELECT state, COUNT(*) FROM messages GROUP BY state")?,
+            deliveries: group("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?,
+            dead_letters: conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?,
+            exceptions: conn.query_row("SELECT COUNT(*) FROM exceptions", [], |r| r.get(0))?,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::contract;
     use std::sync::Arc;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -743,38 +882,14 @@ mod tests {
         (dir, s)
     }
 
-    fn msg(id: &str, key: Option<&str>) -> NewMessage {
-        NewMessage {
-            id: id.into(),
-            tenant: "acme".into(),
-            pipeline: "p".into(),
-            key_hash: 0,
-            idempotency_key: key.map(Into::into),
-            json: format!("{{\"id\":\"{id}\"}}"),
-        }
-    }
-
     #[test]
-    fn ingest_dedupes_by_tenant_and_key_even_within_one_batch() {
-        let (_d, s) = store();
-        let out = s.ingest(vec![msg("a", Some("k1")), msg("b", Some("k1")), msg("c", None)], None).unwrap();
-        assert_eq!(
-            out,
-            vec![
-                IngestOutcome::Accepted { id: "a".into() },
-                IngestOutcome::Duplicate { id: "a".into() },
-                IngestOutcome::Accepted { id: "c".into() }
-            ]
-        );
-        let again = s.ingest(vec![msg("d", Some("k1"))], None).unwrap();
-        assert_eq!(again, vec![IngestOutcome::Duplicate { id: "a".into() }]);
-        // Past the dedupe window the key is forgotten and accepted anew.
-        assert_eq!(s.prune_idempotency(now_ms() + 1).unwrap(), 1);
-        let later = s.ingest(vec![msg("f", Some("k1"))], None).unwrap();
-        assert_eq!(later, vec![IngestOutcome::Accepted { id: "f".into() }]);
-        let mut other = msg("e", Some("k1"));
-        other.tenant = "globex".into();
-        assert_eq!(s.ingest(vec![other], None).unwrap(), vec![IngestOutcome::Accepted { id: "e".into() }]);
+    fn keeps_the_store_contract() {
+        contract::append_dedupes_and_moves_cursors(&store().1);
+        contract::a_lease_fences_acks(&store().1);
+        contract::a_waiting_message_holds_its_key_only_until_due(&store().1);
+        contract::acked_outputs_are_delivered_in_order_per_key(&store().1);
+        contract::prune_keeps_dead_letters_and_pending_work(&store().1);
+        contract::keeps_state_archive_and_audit(&store().1);
     }
 
     #[test]
@@ -786,67 +901,39 @@ mod tests {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     for i in 0..200 {
-                        s.ingest(vec![msg(&format!("{t}-{i}"), Some(&format!("k{t}-{i}")))], None).unwrap();
+                        s.append(vec![contract::msg(&format!("{t}-{i}"), Some(&format!("k{t}-{i}")))], None).wait().unwrap();
                     }
                 })
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(s.pending("acme", "p", 0, 1, 0, now_ms(), 10_000).unwrap().rows.len(), 1600);
+        let lease = contract::lease_all(s.as_ref());
+        assert_eq!(s.claim(&lease, 0, now_ms(), 10_000).unwrap().rows.len(), 1600);
     }
 
     #[test]
-    fn prune_forgets_finished_work_and_keeps_dead_letters_and_pending_work() {
+    fn state_archive_and_leases_outlive_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let s = SqliteStore::open(&path, Sync::Normal, None).unwrap();
+            s.put_state("acme", "counter", "n", Some(b"41".to_vec())).wait().unwrap();
+            s.archive("sha256:abc", b"\0asm").unwrap();
+            s.lease(&contract::partition(), "host-a", now_ms(), 60_000).unwrap();
+        }
+        let s = SqliteStore::open(&path, Sync::Normal, None).unwrap();
+        assert_eq!(s.state().unwrap(), vec![(("acme".into(), "counter".into(), "n".into()), b"41".to_vec())]);
+        assert_eq!(s.archived("sha256:abc").unwrap().as_deref(), Some(&b"\0asm"[..]));
+        let err = s.lease(&contract::partition(), "host-b", now_ms(), 60_000).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        // The same holder (a restarted host) takes its partition back at once.
+        assert_eq!(s.lease(&contract::partition(), "host-a", now_ms(), 60_000).unwrap().token, 1);
+    }
+
+    #[test]
+    fn prune_hands_pages_back() {
         let (_d, s) = store();
-        s.ingest(vec![msg("done", None), msg("dead", None), msg("waiting", None)], None).unwrap();
-        let p = s.pending("acme", "p", 0, 1, 0, now_ms(), 10).unwrap().rows;
-        let processed = |id: &str, state: Final, deliveries: Vec<NewDelivery>, dead: Vec<NewDeadLetter>| Processed {
-            id: id.into(),
-            state,
-            trace: "{}".into(),
-            retry: None,
-            deliveries,
-            dead_letters: dead,
-            exceptions: vec![],
-        };
-        let out = |id: &str| NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: id.into(), json: "{}".into() };
-        let dl = NewDeadLetter {
-            message_id: "dead".into(),
-            place: "stage 1".into(),
-            plugin: "x".into(),
-            digest: "sha256:x".into(),
-            reason: "trapped".into(),
-            attempts: vec![],
-            json: "{}".into(),
-            outcome_unknown: false,
-        };
-        assert_eq!(p.len(), 3);
-        s.commit(Commit {
-            tenant: "acme".into(),
-            pipeline: "p".into(),
-            processed: vec![
-                processed("done", Final::Done, vec![out("o-done")], vec![]),
-                processed("dead", Final::Dead, vec![], vec![dl]),
-                processed("waiting", Final::Done, vec![out("o-waiting")], vec![]),
-            ],
-        })
-        .unwrap();
-        let d = s.deliveries("erp", 0, 1, 10).unwrap();
-        let done = d.iter().find(|d| d.id == "o-done").unwrap().seq;
-        s.record("erp", vec![Attempt { seq: done, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "503".into(), next_at: 0, outcome_unknown: false } }]).unwrap();
-        s.record("erp", vec![Attempt { seq: done, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
-        // Nothing is old enough yet.
-        assert_eq!(s.prune(now_ms() - 60_000).unwrap(), Pruned::default());
-        let pruned = s.prune(now_ms() + 1).unwrap();
-        assert_eq!((pruned.messages, pruned.deliveries), (1, 1));
-        assert!(s.trace("done").unwrap().is_none(), "the delivered message and its trace are gone");
-        assert!(s.trace("o-done").unwrap().is_none());
-        let dead = s.trace("dead").unwrap().unwrap();
-        assert_eq!(dead.dead_letters[0].reason, "trapped", "a dead letter stays until resolved");
-        assert_eq!(s.trace("waiting").unwrap().unwrap().outputs[0].state, "pending", "unfinished work stays");
-        let counts = s.counts().unwrap();
-        assert_eq!(counts["messages"], json!({"dead": 1, "done": 1}));
-        assert_eq!(counts["deliveries"], json!({"pending": 1}));
+        contract::prune_keeps_dead_letters_and_pending_work(&s);
         let conn = s.read.lock().unwrap();
         let attempts: i64 = conn.query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0)).unwrap();
         assert_eq!(attempts, 0, "the pruned delivery's attempts went with it");
@@ -855,81 +942,13 @@ mod tests {
     }
 
     #[test]
-    fn a_message_waiting_for_a_retry_holds_its_key_only_until_due() {
-        let (_d, s) = store();
-        let keyed = |id: &str, hash: u32| NewMessage { key_hash: hash, ..msg(id, None) };
-        s.ingest(vec![keyed("a1", 1), keyed("b1", 2), keyed("a2", 1), keyed("b2", 2)], None).unwrap();
-        let now = now_ms();
-        let due = s.pending("acme", "p", 0, 1, 0, now, 10).unwrap();
-        assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2"]);
-        // a1's attempt fails retryably: it waits until now + 1000.
-        let retry = Retry { next_at: now + 1000, errors: vec!["flaky".into()] };
-        let processed = Processed {
-            id: "a1".into(),
-            state: Final::Done,
-            trace: String::new(),
-            retry: Some(retry),
-            deliveries: vec![],
-            dead_letters: vec![],
-            exceptions: vec![],
-        };
-        s.commit(Commit { tenant: "acme".into(), pipeline: "p".into(), processed: vec![processed] }).unwrap();
-        let due = s.pending("acme", "p", 0, 1, 0, now, 10).unwrap();
-        assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b1", "b2"], "key 1 waits behind a1");
-        assert_eq!(due.next_at, Some(now + 1000));
-        let due = s.pending("acme", "p", 0, 1, 0, now + 1000, 10).unwrap();
-        assert_eq!(due.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2"]);
-        assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["flaky".to_string()]));
-        assert_eq!(due.next_at, None);
-        let input = s.trace("a1").unwrap().unwrap().input.unwrap();
-        assert_eq!((input.attempts, input.retry_errors), (1, Some(vec!["flaky".to_string()])));
-    }
-
-    #[test]
     fn a_full_store_says_so_by_its_kind() {
         let d = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&d.path().join("s.db"), Sync::Normal, Some(256 << 10)).unwrap();
-        let big = |i: usize| NewMessage { json: "x".repeat(64 << 10), ..msg(&format!("m{i}"), None) };
-        let err = (0..64).find_map(|i| s.ingest(vec![big(i)], None).err()).expect("the cap is reached");
+        let big = |i: usize| NewMessage { json: "x".repeat(64 << 10), ..contract::msg(&format!("m{i}"), None) };
+        let err = (0..64).find_map(|i| s.append(vec![big(i)], None).wait().err()).expect("the cap is reached");
         assert!(matches!(err, StoreError::Full(_)), "{err:?}");
         assert!(err.is_transient());
         assert!(err.to_string().starts_with("the store is full: commit failed: "), "{err}");
-    }
-
-    #[test]
-    fn commit_queues_outputs_and_records_attempts() {
-        let (_d, s) = store();
-        s.ingest(vec![msg("a", None)], Some(("src".into(), "c1".into()))).unwrap();
-        assert_eq!(s.cursor("src").unwrap().as_deref(), Some("c1"));
-        let p = s.pending("acme", "p", 0, 1, 0, now_ms(), 10).unwrap().rows;
-        s.commit(Commit {
-            tenant: "acme".into(),
-            pipeline: "p".into(),
-            processed: vec![Processed {
-                id: p[0].id.clone(),
-                state: Final::Done,
-                trace: json!({"stages": []}).to_string(),
-                retry: None,
-                deliveries: vec![NewDelivery { id: "o1".into(), sink: "erp".into(), ordering_key: "k".into(), json: "{}".into() }],
-                dead_letters: vec![],
-                exceptions: vec![],
-            }],
-        })
-        .unwrap();
-        assert!(s.pending("acme", "p", 0, 1, 0, now_ms(), 10).unwrap().rows.is_empty());
-        let d = s.deliveries("erp", 0, 1, 10).unwrap();
-        assert_eq!(d.len(), 1);
-        s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Retry { error: "HTTP 503".into(), next_at: 5, outcome_unknown: false } }]).unwrap();
-        let d = s.deliveries("erp", 0, 1, 10).unwrap();
-        assert_eq!((d[0].attempts, d[0].next_at, d[0].errors.clone()), (1, 5, vec!["HTTP 503".to_string()]));
-        s.record("erp", vec![Attempt { seq: d[0].seq, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
-        assert!(s.deliveries("erp", 0, 1, 10).unwrap().is_empty());
-        let t = s.trace("a").unwrap().unwrap();
-        assert_eq!(t.input.unwrap().state, "done");
-        assert_eq!(t.outputs[0].reference.as_deref(), Some("ERP-1"));
-        assert_eq!(t.outputs[0].attempts.len(), 2);
-        assert_eq!(t.outputs[0].attempts[1].outcome, "delivered");
-        assert_eq!(s.trace("o1").unwrap().unwrap().deliveries[0].state, "delivered");
-        assert!(s.trace("nope").unwrap().is_none());
     }
 }

@@ -1,0 +1,222 @@
+//! The [`Store`] contract as tests every backend runs: append with dedupe
+//! and cursors, leases as fences, claims that keep order per key through
+//! retries, acks and nacks of messages and deliveries, pruning, state,
+//! archive and audit.
+
+use super::records::{AuditEvent, ExceptionDetail};
+use super::*;
+
+/// A message of tenant `acme`, pipeline `p`, key hash 0.
+pub fn msg(id: &str, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        tenant: "acme".into(),
+        pipeline: "p".into(),
+        key_hash: 0,
+        idempotency_key: key.map(Into::into),
+        json: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+/// The one partition of pipeline `acme/p`.
+pub fn partition() -> Partition {
+    Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "p".into() }, index: 0, of: 1 }
+}
+
+/// A lease on the whole of pipeline `acme/p`.
+pub fn lease_all(s: &dyn Store) -> Lease {
+    s.lease(&partition(), "test", now_ms(), 60_000).unwrap()
+}
+
+fn sink_lease(s: &dyn Store) -> Lease {
+    s.lease(&Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 0, of: 1 }, "test", now_ms(), 60_000).unwrap()
+}
+
+fn settled(id: &str, deliveries: Vec<NewDelivery>) -> Processed {
+    Processed { id: id.into(), state: Final::Done, trace: "{}".into(), retry: None, deliveries, dead_letters: vec![], exceptions: vec![] }
+}
+
+fn commit(processed: Vec<Processed>) -> Commit {
+    Commit { tenant: "acme".into(), pipeline: "p".into(), processed }
+}
+
+fn out(id: &str, key: &str) -> NewDelivery {
+    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), json: "{}".into() }
+}
+
+fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
+    rows.iter().map(|r| id(r).to_string()).collect()
+}
+
+pub fn append_dedupes_and_moves_cursors(s: &dyn Store) {
+    let out = s.append(vec![msg("a", Some("k1")), msg("b", Some("k1")), msg("c", None)], None).wait().unwrap();
+    assert_eq!(
+        out,
+        vec![IngestOutcome::Accepted { id: "a".into() }, IngestOutcome::Duplicate { id: "a".into() }, IngestOutcome::Accepted { id: "c".into() }]
+    );
+    let again = s.append(vec![msg("d", Some("k1"))], Some(Cursor { source: "acme/p".into(), position: "c1".into() })).wait().unwrap();
+    assert_eq!(again, vec![IngestOutcome::Duplicate { id: "a".into() }]);
+    assert_eq!(s.cursor("acme/p").unwrap().as_deref(), Some("c1"));
+    // Past the dedupe window the key is forgotten and accepted anew.
+    assert_eq!(s.prune_idempotency(now_ms() + 1).unwrap(), 1);
+    assert_eq!(s.append(vec![msg("f", Some("k1"))], None).wait().unwrap(), vec![IngestOutcome::Accepted { id: "f".into() }]);
+    let other = NewMessage { tenant: "globex".into(), ..msg("e", Some("k1")) };
+    assert_eq!(s.append(vec![other], None).wait().unwrap(), vec![IngestOutcome::Accepted { id: "e".into() }]);
+    let b = s.backlog().unwrap();
+    assert_eq!(b.messages, vec![(("acme".into(), "p".into()), 3), (("globex".into(), "p".into()), 1)]);
+}
+
+pub fn a_lease_fences_acks(s: &dyn Store) {
+    s.append(vec![msg("a", None)], None).wait().unwrap();
+    let now = now_ms();
+    let a = s.lease(&partition(), "host-a", now, 1_000).unwrap();
+    assert_eq!(s.lease(&partition(), "host-a", now + 10, 1_000).unwrap().token, a.token, "a renewal keeps the token");
+    let refused = s.lease(&partition(), "host-b", now + 500, 1_000).unwrap_err();
+    assert!(matches!(&refused, StoreError::Conflict(t) if t.contains("host-a")), "{refused}");
+    // host-a's lease runs out; host-b takes the partition over.
+    let b = s.lease(&partition(), "host-b", now + 2_000, 1_000).unwrap();
+    assert!(b.token > a.token);
+    let stale = s.ack(&a, commit(vec![settled("a", vec![out("o", "k")])])).unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
+    assert_eq!(s.claim(&b, 0, now_ms(), 10).unwrap().rows.len(), 1, "the refused ack recorded nothing");
+    s.ack(&b, commit(vec![settled("a", vec![])])).unwrap();
+    assert!(s.claim(&b, 0, now_ms(), 10).unwrap().rows.is_empty());
+    // Released, the partition is free at once.
+    s.release(&b).unwrap();
+    assert!(s.lease(&partition(), "host-c", now + 2_001, 1_000).is_ok());
+}
+
+pub fn a_waiting_message_holds_its_key_only_until_due(s: &dyn Store) {
+    let keyed = |id: &str, hash: u32| NewMessage { key_hash: hash, ..msg(id, None) };
+    s.append(vec![keyed("a1", 1), keyed("b1", 2), keyed("a2", 1), keyed("b2", 2)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let now = now_ms();
+    let due = s.claim(&lease, 0, now, 10).unwrap();
+    assert_eq!(ids(&due.rows, |r| &r.id), ["a1", "b1", "a2", "b2"]);
+    // a1 is nacked: it waits until now + 1000.
+    let retry = Processed { retry: Some(Retry { next_at: now + 1000, errors: vec!["flaky".into()] }), ..settled("a1", vec![]) };
+    s.ack(&lease, commit(vec![retry])).unwrap();
+    let due = s.claim(&lease, 0, now, 10).unwrap();
+    assert_eq!(ids(&due.rows, |r| &r.id), ["b1", "b2"], "key 1 waits behind a1");
+    assert_eq!(due.next_at, Some(now + 1000));
+    let due = s.claim(&lease, 0, now + 1000, 10).unwrap();
+    assert_eq!(ids(&due.rows, |r| &r.id), ["a1", "b1", "a2", "b2"]);
+    assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["flaky".to_string()]));
+    assert_eq!(due.next_at, None);
+    // Only the partition's own keys: hash 1 is part 1 of 2.
+    let odd = s.lease(&Partition { index: 1, of: 2, ..partition() }, "test", now, 60_000).unwrap();
+    assert_eq!(ids(&s.claim(&odd, 0, now + 1000, 10).unwrap().rows, |r| &r.id), ["a1", "a2"]);
+    let input = s.trace("a1").unwrap().unwrap().input.unwrap();
+    assert_eq!((input.attempts, input.retry_errors), (1, Some(vec!["flaky".to_string()])));
+}
+
+pub fn acked_outputs_are_delivered_in_order_per_key(s: &dyn Store) {
+    s.append(vec![msg("a", None), msg("b", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    s.ack(&lease, commit(vec![settled("a", vec![out("o1", "k"), out("o2", "k")]), settled("b", vec![out("o3", "j")])])).unwrap();
+    let sink = sink_lease(s);
+    let due = s.claim_deliveries(&sink, now_ms(), 10).unwrap();
+    assert_eq!(ids(&due.rows, |d| &d.id), ["o1", "o2", "o3"]);
+    let now = now_ms();
+    let seq = |id: &str| due.rows.iter().find(|d| d.id == id).unwrap().seq;
+    let nack = AttemptResult::Retry { error: "HTTP 503".into(), next_at: now + 5_000, outcome_unknown: false };
+    s.ack_deliveries(&sink, vec![Attempt { seq: seq("o1"), digest: "sha256:x".into(), result: nack }]).unwrap();
+    let due = s.claim_deliveries(&sink, now, 10).unwrap();
+    assert_eq!(ids(&due.rows, |d| &d.id), ["o3"], "o2 waits behind o1 of its key");
+    assert_eq!(due.next_at, Some(now + 5_000));
+    let due = s.claim_deliveries(&sink, now + 5_000, 10).unwrap();
+    assert_eq!(ids(&due.rows, |d| &d.id), ["o1", "o2", "o3"]);
+    assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["HTTP 503".to_string()]));
+    let delivered = |id: &str| Attempt { seq: seq(id), digest: "sha256:x".into(), result: AttemptResult::Delivered(format!("ERP-{id}")) };
+    s.ack_deliveries(&sink, vec![delivered("o1"), delivered("o3")]).unwrap();
+    let dead = NewDeadLetter {
+        message_id: "o2".into(),
+        place: "sink erp".into(),
+        plugin: "http-sink".into(),
+        digest: "sha256:x".into(),
+        reason: "HTTP 422".into(),
+        attempts: vec!["HTTP 422".into()],
+        json: "{}".into(),
+        outcome_unknown: false,
+    };
+    s.ack_deliveries(&sink, vec![Attempt { seq: seq("o2"), digest: "sha256:x".into(), result: AttemptResult::Dead(dead) }]).unwrap();
+    assert!(s.claim_deliveries(&sink, now + 5_000, 10).unwrap().rows.is_empty());
+    let t = s.trace("a").unwrap().unwrap();
+    assert_eq!(t.input.unwrap().state, "done");
+    assert_eq!(ids(&t.outputs, |d| &d.state), ["delivered", "dead"]);
+    assert_eq!(t.outputs[0].reference.as_deref(), Some("ERP-o1"));
+    assert_eq!(ids(&t.outputs[0].attempts, |a| &a.outcome), ["retry", "delivered"]);
+    assert_eq!(t.dead_letters[0].reason, "HTTP 422");
+    assert_eq!(s.trace("o3").unwrap().unwrap().deliveries[0].state, "delivered");
+    assert!(s.trace("nope").unwrap().is_none());
+    let c = s.counts().unwrap();
+    assert_eq!((c.messages.get("done"), c.deliveries.get("delivered"), c.deliveries.get("dead"), c.dead_letters), (Some(&2), Some(&2), Some(&1), 1));
+    // Acking under a message lease a delivery queue's work is refused.
+    assert!(s.ack_deliveries(&lease, vec![]).is_err());
+}
+
+pub fn prune_keeps_dead_letters_and_pending_work(s: &dyn Store) {
+    s.append(vec![msg("done", None), msg("dead", None), msg("parked", None), msg("waiting", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let dl = NewDeadLetter {
+        message_id: "dead".into(),
+        place: "stage 1".into(),
+        plugin: "x".into(),
+        digest: "sha256:x".into(),
+        reason: "trapped".into(),
+        attempts: vec![],
+        json: "{}".into(),
+        outcome_unknown: false,
+    };
+    let exception = NewException {
+        queue: "master-data".into(),
+        message_id: "parked".into(),
+        detail: ExceptionDetail::Record { code: "unknown-item".into(), text: "no such item".into(), severity: "error".into() },
+        json: "{}".into(),
+    };
+    s.ack(
+        &lease,
+        commit(vec![
+            settled("done", vec![out("o-done", "d")]),
+            Processed { state: Final::Dead, dead_letters: vec![dl], ..settled("dead", vec![]) },
+            Processed { state: Final::Exception, exceptions: vec![exception], ..settled("parked", vec![]) },
+            settled("waiting", vec![out("o-waiting", "w")]),
+        ]),
+    )
+    .unwrap();
+    let sink = sink_lease(s);
+    let d = s.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+    let done = d.iter().find(|d| d.id == "o-done").unwrap().seq;
+    let nack = AttemptResult::Retry { error: "503".into(), next_at: 0, outcome_unknown: false };
+    s.ack_deliveries(&sink, vec![Attempt { seq: done, digest: "sha256:x".into(), result: nack }]).unwrap();
+    s.ack_deliveries(&sink, vec![Attempt { seq: done, digest: "sha256:x".into(), result: AttemptResult::Delivered("ERP-1".into()) }]).unwrap();
+    // Nothing is old enough yet.
+    assert_eq!(s.prune(now_ms() - 60_000).unwrap(), Pruned::default());
+    let pruned = s.prune(now_ms() + 1).unwrap();
+    assert_eq!((pruned.messages, pruned.deliveries), (1, 1));
+    assert!(s.trace("done").unwrap().is_none(), "the delivered message and its trace are gone");
+    assert!(s.trace("o-done").unwrap().is_none());
+    assert_eq!(s.trace("dead").unwrap().unwrap().dead_letters[0].reason, "trapped", "a dead letter stays until resolved");
+    assert_eq!(s.trace("parked").unwrap().unwrap().exceptions[0].queue, "master-data", "an exception stays until resolved");
+    assert_eq!(s.trace("waiting").unwrap().unwrap().outputs[0].state, "pending", "unfinished work stays");
+    let c = s.counts().unwrap();
+    assert_eq!(c.messages.into_iter().collect::<Vec<_>>(), [("dead".into(), 1), ("done".into(), 1), ("exception".into(), 1)]);
+    assert_eq!(c.deliveries.into_iter().collect::<Vec<_>>(), [("pending".into(), 1)]);
+}
+
+pub fn keeps_state_archive_and_audit(s: &dyn Store) {
+    s.put_state("acme", "counter", "n", Some(b"1".to_vec())).wait().unwrap();
+    s.put_state("acme", "counter", "n", Some(b"2".to_vec())).wait().unwrap();
+    s.put_state("acme", "counter", "gone", Some(b"x".to_vec())).wait().unwrap();
+    s.put_state("acme", "counter", "gone", None).wait().unwrap();
+    assert_eq!(s.state().unwrap(), vec![(("acme".into(), "counter".into(), "n".into()), b"2".to_vec())]);
+    s.archive("sha256:abc", b"one").unwrap();
+    s.archive("sha256:abc", b"two").unwrap();
+    assert_eq!(s.archived("sha256:abc").unwrap().as_deref(), Some(&b"one"[..]), "a digest is archived once");
+    assert_eq!(s.archived("sha256:none").unwrap(), None);
+    s.audit(&AuditEvent::Start { config: "c.toml".into(), pipelines: vec![] }).unwrap();
+    s.audit(&AuditEvent::Stop).unwrap();
+    let events = s.audit_events(0, 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.event.kind()).collect::<Vec<_>>(), ["start", "stop"]);
+    assert_eq!(s.audit_events(events[0].id, 10).unwrap().len(), 1);
+}

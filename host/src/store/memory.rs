@@ -1,0 +1,497 @@
+//! The in-memory store: the whole [`Store`] contract in plain collections
+//! behind one lock, nothing on disk. For fast tests of the engine's logic
+//! (processing, routing, retries, ordering per key) and of the contract
+//! itself; it can be told to fail writes, to test how callers take a store
+//! failure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Trace};
+use super::*;
+
+struct Msg {
+    id: String,
+    tenant: String,
+    pipeline: String,
+    key_hash: u32,
+    state: &'static str,
+    received_at: i64,
+    processed_at: Option<i64>,
+    body: String,
+    trace: Option<String>,
+    attempts: u32,
+    next_at: i64,
+    errors: Vec<String>,
+}
+
+struct Del {
+    id: String,
+    source_id: String,
+    sink: String,
+    ordering_key: String,
+    key_hash: u32,
+    state: &'static str,
+    attempts: u32,
+    next_at: i64,
+    body: String,
+    reference: Option<String>,
+    queued_at: i64,
+    delivered_at: Option<i64>,
+    outcome_unknown: bool,
+    log: Vec<AttemptRecord>,
+}
+
+#[derive(Default)]
+struct Inner {
+    seq: i64,
+    messages: BTreeMap<i64, Msg>,
+    message_seq: HashMap<String, i64>,
+    idempotency: HashMap<(String, String), (String, i64)>,
+    deliveries: BTreeMap<i64, Del>,
+    delivery_seq: HashMap<(String, String), i64>,
+    /// (source id, record).
+    dead_letters: Vec<(String, DeadLetterRecord)>,
+    /// (source id, record).
+    exceptions: Vec<(String, ExceptionRecord)>,
+    audit: Vec<AuditRecord>,
+    cursors: HashMap<String, String>,
+    leases: HashMap<Partition, (String, i64, i64)>,
+    state: BTreeMap<(String, String, String), Vec<u8>>,
+    archive: HashMap<String, Vec<u8>>,
+}
+
+impl Inner {
+    fn next_seq(&mut self) -> i64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn fenced(&self, lease: &Lease) -> Result<(), StoreError> {
+        match self.leases.get(&lease.partition) {
+            Some((holder, token, _)) if *holder == lease.holder && *token == lease.token => Ok(()),
+            Some((holder, _, until)) => Err(lease_conflict(&lease.partition, holder, *until)),
+            None => Err(StoreError::Conflict(format!("no lease on {}", lease.partition.queue.name()))),
+        }
+    }
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    failing: Mutex<Option<StoreError>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Every write fails with `error` from now on (`None`: writes work again).
+    pub fn fail_writes(&self, error: Option<StoreError>) {
+        *self.failing.lock().unwrap() = error;
+    }
+
+    /// The write lock, or the failure writes are told to return.
+    fn write(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        match self.failing.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(self.inner.lock().unwrap()),
+        }
+    }
+}
+
+/// Of the items (seq, key, next-at) of a partition, the first not due at
+/// `now` per key, and the earliest next-attempt time.
+fn blocked<K: std::hash::Hash + Eq>(items: impl Iterator<Item = (i64, K, i64)>, now: i64) -> (HashMap<K, i64>, Option<i64>) {
+    let mut first = HashMap::new();
+    let mut next_at: Option<i64> = None;
+    for (seq, key, at) in items.filter(|(_, _, at)| *at > now) {
+        first.entry(key).or_insert(seq);
+        next_at = Some(next_at.map_or(at, |n| n.min(at)));
+    }
+    (first, next_at)
+}
+
+impl Store for MemoryStore {
+    fn append(&self, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> Submitted<Vec<IngestOutcome>> {
+        let mut s = match self.write() {
+            Ok(s) => s,
+            Err(e) => return Submitted::ready(Err(e)),
+        };
+        let now = now_ms();
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            if let Some(key) = &m.idempotency_key {
+                let slot = (m.tenant.clone(), key.clone());
+                if let Some((id, _)) = s.idempotency.get(&slot) {
+                    out.push(IngestOutcome::Duplicate { id: id.clone() });
+                    continue;
+                }
+                s.idempotency.insert(slot, (m.id.clone(), now));
+            }
+            let seq = s.next_seq();
+            s.message_seq.insert(m.id.clone(), seq);
+            out.push(IngestOutcome::Accepted { id: m.id.clone() });
+            s.messages.insert(
+                seq,
+                Msg {
+                    id: m.id,
+                    tenant: m.tenant,
+                    pipeline: m.pipeline,
+                    key_hash: m.key_hash,
+                    state: "accepted",
+                    received_at: now,
+                    processed_at: None,
+                    body: m.json,
+                    trace: None,
+                    attempts: 0,
+                    next_at: 0,
+                    errors: Vec::new(),
+                },
+            );
+        }
+        if let Some(c) = cursor {
+            s.cursors.insert(c.source, c.position);
+        }
+        Submitted::ready(Ok(out))
+    }
+
+    fn lease(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Lease, StoreError> {
+        let mut s = self.write()?;
+        let token = match s.leases.get(partition) {
+            Some((h, token, _)) if h == holder => *token,
+            Some((h, _, until)) if *until > now_ms => return Err(lease_conflict(partition, h, *until)),
+            Some((_, token, _)) => token + 1,
+            None => 1,
+        };
+        let until_ms = now_ms + ttl_ms;
+        s.leases.insert(partition.clone(), (holder.to_string(), token, until_ms));
+        Ok(Lease { partition: partition.clone(), holder: holder.to_string(), token, until_ms })
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut s = self.write()?;
+        if let Some(entry) = s.leases.get_mut(&lease.partition) {
+            if entry.0 == lease.holder && entry.1 == lease.token {
+                entry.2 = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn claim(&self, lease: &Lease, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError> {
+        let Queue::Messages { tenant, pipeline } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("claim: {} is not a message queue", lease.partition.queue.name())));
+        };
+        let s = self.inner.lock().unwrap();
+        let mine = || s.messages.iter().filter(|(_, m)| m.state == "accepted" && m.tenant == *tenant && m.pipeline == *pipeline && lease.partition.holds(m.key_hash));
+        let (first, next_at) = blocked(mine().map(|(seq, m)| (*seq, m.key_hash, m.next_at)), now_ms);
+        let rows = mine()
+            .filter(|(seq, m)| **seq > after_seq && m.next_at <= now_ms && first.get(&m.key_hash).is_none_or(|f| f > *seq))
+            .take(limit)
+            .map(|(seq, m)| Pending { seq: *seq, id: m.id.clone(), json: m.body.clone(), key_hash: m.key_hash, attempts: m.attempts, errors: m.errors.clone() })
+            .collect();
+        Ok(Due { rows, next_at })
+    }
+
+    fn ack(&self, lease: &Lease, commit: Commit) -> Result<(), StoreError> {
+        let mut s = self.write()?;
+        s.fenced(lease)?;
+        let now = now_ms();
+        for p in commit.processed {
+            let Some(seq) = s.message_seq.get(&p.id).copied() else { continue };
+            let m = s.messages.get_mut(&seq).expect("indexed message");
+            if m.state != "accepted" {
+                // Already processed: keep the first result.
+                continue;
+            }
+            if let Some(r) = p.retry {
+                m.attempts += 1;
+                m.next_at = r.next_at;
+                m.errors = r.errors;
+                continue;
+            }
+            m.state = p.state.as_str();
+            m.trace = Some(p.trace);
+            m.processed_at = Some(now);
+            for d in p.deliveries {
+                if s.delivery_seq.contains_key(&(d.id.clone(), d.sink.clone())) {
+                    continue;
+                }
+                let seq = s.next_seq();
+                s.delivery_seq.insert((d.id.clone(), d.sink.clone()), seq);
+                let key_hash = crate::pipeline::fields::key_hash(&d.ordering_key);
+                s.deliveries.insert(
+                    seq,
+                    Del {
+                        id: d.id,
+                        source_id: p.id.clone(),
+                        sink: d.sink,
+                        ordering_key: d.ordering_key,
+                        key_hash,
+                        state: "pending",
+                        attempts: 0,
+                        next_at: 0,
+                        body: d.json,
+                        reference: None,
+                        queued_at: now,
+                        delivered_at: None,
+                        outcome_unknown: false,
+                        log: Vec::new(),
+                    },
+                );
+            }
+            for d in p.dead_letters {
+                let record = DeadLetterRecord {
+                    at: now,
+                    place: d.place,
+                    plugin: d.plugin,
+                    digest: d.digest,
+                    reason: d.reason,
+                    attempts: d.attempts,
+                    message_id: d.message_id,
+                    outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
+                };
+                s.dead_letters.push((p.id.clone(), record));
+            }
+            for e in p.exceptions {
+                let record = ExceptionRecord { at: now, queue: e.queue, detail: e.detail, state: "open".into(), message_id: e.message_id };
+                s.exceptions.push((p.id.clone(), record));
+            }
+        }
+        Ok(())
+    }
+
+    fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
+        let Queue::Deliveries { sink } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("claim_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
+        };
+        let s = self.inner.lock().unwrap();
+        let mine = || s.deliveries.iter().filter(|(_, d)| d.state == "pending" && d.sink == *sink && lease.partition.holds(d.key_hash));
+        let (first, next_at) = blocked(mine().map(|(seq, d)| (*seq, d.ordering_key.as_str(), d.next_at)), now_ms);
+        let rows = mine()
+            .filter(|(seq, d)| d.next_at <= now_ms && first.get(d.ordering_key.as_str()).is_none_or(|f| f > *seq))
+            .take(limit)
+            .map(|(seq, d)| Delivery {
+                seq: *seq,
+                id: d.id.clone(),
+                ordering_key: d.ordering_key.clone(),
+                attempts: d.attempts,
+                next_at: d.next_at,
+                json: d.body.clone(),
+                errors: d.log.iter().filter_map(|a| a.detail.clone()).collect(),
+                outcome_unknown: d.outcome_unknown,
+            })
+            .collect();
+        Ok(Due { rows, next_at })
+    }
+
+    fn ack_deliveries(&self, lease: &Lease, attempts: Vec<Attempt>) -> Result<(), StoreError> {
+        let Queue::Deliveries { sink } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("ack_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
+        };
+        let mut s = self.write()?;
+        s.fenced(lease)?;
+        let now = now_ms();
+        for a in attempts {
+            let Some(d) = s.deliveries.get_mut(&a.seq) else { continue };
+            d.attempts += 1;
+            let attempt = d.attempts as i64;
+            let mut failed = |outcome: &str, detail: String| {
+                d.log.push(AttemptRecord { attempt, at: Some(now), outcome: outcome.into(), detail: Some(detail), digest: Some(a.digest.clone()) });
+            };
+            match a.result {
+                AttemptResult::Delivered(reference) => {
+                    d.state = "delivered";
+                    d.reference = Some(reference);
+                    d.delivered_at = Some(now);
+                }
+                AttemptResult::Retry { error, next_at, outcome_unknown } => {
+                    failed("retry", error);
+                    d.next_at = next_at;
+                    d.outcome_unknown |= outcome_unknown;
+                }
+                AttemptResult::Dead(dl) => {
+                    failed("dead", dl.reason.clone());
+                    d.state = "dead";
+                    let source = d.source_id.clone();
+                    let record = DeadLetterRecord {
+                        at: now,
+                        place: format!("sink {sink}"),
+                        plugin: dl.plugin,
+                        digest: dl.digest,
+                        reason: dl.reason,
+                        attempts: dl.attempts,
+                        message_id: dl.message_id,
+                        outcome: if dl.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
+                    };
+                    s.dead_letters.push((source, record));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.inner.lock().unwrap().cursors.get(source).cloned())
+    }
+
+    fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut s = self.write()?;
+        let id = s.audit.len() as i64 + 1;
+        s.audit.push(AuditRecord { id, at: now_ms(), event: event.clone() });
+        Ok(())
+    }
+
+    fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.inner.lock().unwrap().audit.iter().filter(|a| a.id > after).take(limit).cloned().collect())
+    }
+
+    fn trace(&self, id: &str) -> Result<Option<Trace>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        let json = |t: &str| serde_json::from_str(t).unwrap_or(serde_json::Value::Null);
+        let input = s.message_seq.get(id).map(|seq| {
+            let m = &s.messages[seq];
+            Input {
+                tenant: m.tenant.clone(),
+                pipeline: m.pipeline.clone(),
+                state: m.state.into(),
+                received_at: m.received_at,
+                processed_at: m.processed_at,
+                message: json(&m.body),
+                processing: m.trace.as_deref().and_then(|t| serde_json::from_str(t).ok()),
+                attempts: m.attempts as i64,
+                retry_errors: (!m.errors.is_empty()).then(|| m.errors.clone()),
+                next_attempt_at: m.next_at,
+            }
+        });
+        let record = |d: &Del| {
+            let mut attempts = d.log.clone();
+            if d.state == "delivered" {
+                attempts.push(AttemptRecord { attempt: d.attempts as i64, at: d.delivered_at, outcome: "delivered".into(), detail: d.reference.clone(), digest: None });
+            }
+            DeliveryRecord {
+                id: d.id.clone(),
+                source_id: d.source_id.clone(),
+                sink: d.sink.clone(),
+                state: d.state.into(),
+                reference: d.reference.clone(),
+                queued_at: d.queued_at,
+                delivered_at: d.delivered_at,
+                message: json(&d.body),
+                attempts,
+            }
+        };
+        let outputs: Vec<_> = s.deliveries.values().filter(|d| d.source_id == id).map(record).collect();
+        let deliveries: Vec<_> = s.deliveries.values().filter(|d| d.id == id).map(record).collect();
+        let dead_letters: Vec<_> = s.dead_letters.iter().filter(|(src, d)| src == id || d.message_id == id).map(|(_, d)| d.clone()).collect();
+        let exceptions: Vec<_> = s.exceptions.iter().filter(|(src, e)| src == id || e.message_id == id).map(|(_, e)| e.clone()).collect();
+        if input.is_none() && outputs.is_empty() && deliveries.is_empty() && dead_letters.is_empty() && exceptions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Trace { id: id.to_string(), input, outputs, deliveries, dead_letters, exceptions }))
+    }
+
+    fn state(&self) -> Result<Vec<StateEntry>, StoreError> {
+        Ok(self.inner.lock().unwrap().state.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn put_state(&self, tenant: &str, plugin: &str, key: &str, value: Option<Vec<u8>>) -> Submitted<()> {
+        let mut s = match self.write() {
+            Ok(s) => s,
+            Err(e) => return Submitted::ready(Err(e)),
+        };
+        let slot = (tenant.to_string(), plugin.to_string(), key.to_string());
+        match value {
+            Some(v) => s.state.insert(slot, v),
+            None => s.state.remove(&slot),
+        };
+        Submitted::ready(Ok(()))
+    }
+
+    fn archive(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write()?.archive.entry(digest.to_string()).or_insert_with(|| bytes.to_vec());
+        Ok(())
+    }
+
+    fn archived(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.lock().unwrap().archive.get(digest).cloned())
+    }
+
+    fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut s = self.write()?;
+        let before = s.idempotency.len();
+        s.idempotency.retain(|_, (_, at)| *at >= before_ms);
+        Ok(before - s.idempotency.len())
+    }
+
+    fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+        let mut s = self.write()?;
+        let old: Vec<i64> = s.deliveries.iter().filter(|(_, d)| d.state == "delivered" && d.delivered_at.is_some_and(|at| at < before_ms)).map(|(seq, _)| *seq).collect();
+        for seq in &old {
+            let d = s.deliveries.remove(seq).expect("listed");
+            s.delivery_seq.remove(&(d.id, d.sink));
+        }
+        let with_outputs: std::collections::HashSet<String> = s.deliveries.values().map(|d| d.source_id.clone()).collect();
+        let finished: Vec<i64> = s
+            .messages
+            .iter()
+            .filter(|(_, m)| matches!(m.state, "done" | "dropped") && m.processed_at.is_some_and(|at| at < before_ms) && !with_outputs.contains(&m.id))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &finished {
+            let m = s.messages.remove(seq).expect("listed");
+            s.message_seq.remove(&m.id);
+        }
+        Ok(Pruned { messages: finished.len(), deliveries: old.len(), pages_freed: 0 })
+    }
+
+    fn backlog(&self) -> Result<Backlog, StoreError> {
+        let s = self.inner.lock().unwrap();
+        let mut messages: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for m in s.messages.values().filter(|m| m.state == "accepted") {
+            *messages.entry((m.tenant.clone(), m.pipeline.clone())).or_default() += 1;
+        }
+        let mut deliveries: BTreeMap<String, i64> = BTreeMap::new();
+        for d in s.deliveries.values().filter(|d| d.state == "pending") {
+            *deliveries.entry(d.sink.clone()).or_default() += 1;
+        }
+        Ok(Backlog { messages: messages.into_iter().collect(), deliveries: deliveries.into_iter().collect() })
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let s = self.inner.lock().unwrap();
+        let mut c = Counts { dead_letters: s.dead_letters.len() as i64, exceptions: s.exceptions.len() as i64, ..Counts::default() };
+        s.messages.values().for_each(|m| *c.messages.entry(m.state.into()).or_default() += 1);
+        s.deliveries.values().for_each(|d| *c.deliveries.entry(d.state.into()).or_default() += 1);
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract;
+
+    #[test]
+    fn keeps_the_store_contract() {
+        contract::append_dedupes_and_moves_cursors(&MemoryStore::new());
+        contract::a_lease_fences_acks(&MemoryStore::new());
+        contract::a_waiting_message_holds_its_key_only_until_due(&MemoryStore::new());
+        contract::acked_outputs_are_delivered_in_order_per_key(&MemoryStore::new());
+        contract::prune_keeps_dead_letters_and_pending_work(&MemoryStore::new());
+        contract::keeps_state_archive_and_audit(&MemoryStore::new());
+    }
+
+    #[test]
+    fn failing_writes_record_nothing() {
+        let s = MemoryStore::new();
+        s.fail_writes(Some(StoreError::Full("disk".into())));
+        assert!(matches!(s.append(vec![contract::msg("a", None)], None).wait(), Err(StoreError::Full(_))));
+        s.fail_writes(None);
+        assert_eq!(s.counts().unwrap(), Counts::default());
+    }
+}
