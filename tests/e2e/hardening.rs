@@ -415,3 +415,22 @@ fn a_retrying_message_waits_in_the_store_without_holding_other_keys_or_its_own_o
     assert_eq!(t["input"]["state"], "dead", "{t}");
     assert_eq!(t["dead-letters"][0]["attempts"].as_array().unwrap().len(), 4, "{t}");
 }
+
+#[test]
+fn plugin_state_survives_a_kill_between_retries() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(FLAKY, &erp);
+    site.share_plugin("hostile", "hostile");
+    let mut host = Host::start(&site);
+    // The plugin counts its attempts in its state; the store counts the failed ones.
+    let id = accepted(host.ingest("acme", "flaky", "messages", "application/json", &[], order_status("S-1", "K-S", json!({"do": "flaky", "fails": "3"})).as_bytes()));
+    eventually(Duration::from_secs(30), "the first failed attempt", || (host.trace(&id).1["input"]["attempts"].as_i64() >= Some(1)).then_some(()));
+    host.kill9();
+    let host = Host::start(&site);
+    let t = host.settled(&id);
+    // Had the state been lost, the plugin would have counted from 1 again:
+    // four or more failed attempts in the store, and a dead letter.
+    assert_eq!(t["input"]["attempts"], 3, "{t}");
+    assert_eq!(t["outputs"][0]["message"]["headers"]["attempts"], "4", "{t}");
+    assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+}
