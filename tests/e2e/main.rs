@@ -5,6 +5,7 @@
 mod cli;
 mod config_errors;
 mod hardening;
+mod ordering;
 mod harness;
 mod pipeline;
 mod reload;

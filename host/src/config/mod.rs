@@ -71,6 +71,34 @@ impl Checker<'_> {
         self.errors.last_mut().unwrap()
     }
 
+    /// A pipeline's ordering key, checked: `"none"` is the only word, raw
+    /// keys are JSON pointers.
+    fn ordering_key(&mut self, p: &PipelineFile) -> OrderingKey {
+        let id = p.id.get_ref().to_string();
+        let span = Some(p.ordering_key.as_ref().map_or(p.id.span(), |k| k.span()));
+        let (fields, raw) = match p.ordering_key.as_ref().map(|k| k.get_ref().clone()) {
+            None => (OrderingKey::default_fields(), Vec::new()),
+            Some(OrderingKeyFile::Fields(f)) => (f, Vec::new()),
+            Some(OrderingKeyFile::Table(t)) => (t.fields.unwrap_or_else(OrderingKey::default_fields), t.raw),
+            Some(OrderingKeyFile::Word(w)) if w == "none" => return OrderingKey::None,
+            Some(OrderingKeyFile::Word(w)) => {
+                self.err(span.clone(), format!("pipeline `{id}`: unknown ordering key `{w}`")).help = Some(
+                    "write field paths (`ordering-key = [\"body.item\"]`), add raw-payload pointers (`ordering-key = { raw = [\"/sku\"] }`), or `ordering-key = \"none\"`".into(),
+                );
+                return OrderingKey::None;
+            }
+        };
+        for r in raw.iter().filter(|r| !r.starts_with('/')) {
+            self.err(span.clone(), format!("pipeline `{id}`: raw ordering key `{r}` is not a JSON pointer")).help =
+                Some(format!("JSON pointers start with `/`: `/{}`", r.trim_start_matches(['.', '$'])));
+        }
+        if fields.is_empty() && raw.is_empty() {
+            self.err(span, format!("pipeline `{id}` has an empty ordering key")).help =
+                Some("name the fields that order messages, or write `ordering-key = \"none\"` if there is no order to keep".into());
+        }
+        OrderingKey::Keyed { fields, raw }
+    }
+
     fn base(&self) -> PathBuf {
         self.path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
@@ -190,7 +218,7 @@ impl Checker<'_> {
             } else if routes.iter().filter(|r| r.when.is_none()).count() > 1 {
                 self.err(Some(p.id.span()), format!("pipeline `{id}` has more than one default route (a route without `when`)"));
             }
-            let ordering_key = p.ordering_key.clone().unwrap_or_else(|| vec!["body.item".into(), "body.location".into()]);
+            let ordering_key = self.ordering_key(p);
             pipelines.push(Pipeline {
                 id,
                 tenant,

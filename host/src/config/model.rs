@@ -294,6 +294,53 @@ pub struct RouteFile {
     pub to: Spanned<Targets>,
 }
 
+/// `ordering-key` as written: a list of field paths, a table with field
+/// paths and raw-payload pointers, or a word (`"none"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OrderingKeyFile {
+    /// `["body.item", "body.location"]`.
+    Fields(Vec<String>),
+    /// `{ fields = [...], raw = ["/sku", "/site"] }`.
+    Table(OrderingKeyTable),
+    /// `"none"`.
+    Word(String),
+}
+
+/// The table form of `ordering-key`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OrderingKeyTable {
+    /// Field paths of canonical messages (default `["body.item", "body.location"]`).
+    pub fields: Option<Vec<String>>,
+    /// JSON pointers into a raw JSON payload. Example: `raw = ["/sku", "/site"]`
+    #[serde(default)]
+    pub raw: Vec<String>,
+}
+
+/// What orders a pipeline's messages: messages with equal keys are
+/// processed and delivered in the order they were accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderingKey {
+    /// No order to keep: each message is its own key.
+    None,
+    /// The values of `fields` (canonical messages); for a raw JSON
+    /// payload the values at the `raw` pointers when there are any.
+    Keyed {
+        /// Field paths.
+        fields: Vec<String>,
+        /// JSON pointers into raw JSON payloads.
+        raw: Vec<String>,
+    },
+}
+
+impl OrderingKey {
+    /// The default: `["body.item", "body.location"]`.
+    pub fn default_fields() -> Vec<String> {
+        vec!["body.item".into(), "body.location".into()]
+    }
+}
+
 /// `[[pipeline]]`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -306,8 +353,10 @@ pub struct PipelineFile {
     pub source: Option<SourceFile>,
     /// Service tier. Example: `tier = "critical"`
     pub tier: Option<String>,
-    /// Fields whose values order messages. Example: `ordering-key = ["body.item", "body.location"]`
-    pub ordering_key: Option<Vec<String>>,
+    /// What orders messages: field paths (`ordering-key = ["body.item", "body.location"]`),
+    /// with JSON pointers for raw JSON payloads (`ordering-key = { fields = [...], raw = ["/sku"] }`),
+    /// or `ordering-key = "none"` (no order to keep).
+    pub ordering_key: Option<Spanned<OrderingKeyFile>>,
     /// Stages in order.
     #[serde(default)]
     pub stages: Vec<StageFile>,
@@ -662,8 +711,8 @@ pub struct Pipeline {
     pub source: Source,
     /// Tier.
     pub tier: Option<String>,
-    /// Ordering key field paths.
-    pub ordering_key: Vec<String>,
+    /// What orders its messages.
+    pub ordering_key: OrderingKey,
     /// Stages.
     pub stages: Vec<Stage>,
     /// Routes.

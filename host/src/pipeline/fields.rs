@@ -7,7 +7,7 @@ use std::cell::OnceCell;
 use serde_json::Value;
 use syncline_model::Message;
 
-use crate::config::Condition;
+use crate::config::{Condition, OrderingKey};
 
 /// A message with a lazily built JSON view of its body.
 pub struct View<'a> {
@@ -63,9 +63,36 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The ordering key: the values of `paths` joined by `|` (missing: empty).
-    pub fn ordering_key(&self, paths: &[String]) -> String {
+    /// The values of `paths` joined by `|` (missing: empty).
+    pub fn joined(&self, paths: &[String]) -> String {
         paths.iter().map(|p| self.get(p).unwrap_or_default()).collect::<Vec<_>>().join("|")
+    }
+
+    /// The message's ordering key under `key`: its id when there is no
+    /// order to keep; for a raw JSON payload the values at the raw
+    /// pointers (when the pipeline names any); otherwise the fields.
+    pub fn ordering_key(&self, key: &OrderingKey) -> String {
+        match key {
+            OrderingKey::None => self.msg.id.clone(),
+            OrderingKey::Keyed { raw, .. } if !raw.is_empty() && matches!(self.msg.body, syncline_model::Body::Raw(_)) => {
+                let syncline_model::Body::Raw(r) = &self.msg.body else { unreachable!() };
+                match serde_json::from_slice::<Value>(&r.data) {
+                    Ok(doc) => raw.iter().map(|p| doc.pointer(p).map(text).unwrap_or_default()).collect::<Vec<_>>().join("|"),
+                    // Not JSON (CSV, XML...): one key for all such payloads.
+                    Err(_) => String::new(),
+                }
+            }
+            OrderingKey::Keyed { fields, .. } => self.joined(fields),
+        }
+    }
+}
+
+/// A JSON value as key text: strings as they are, others as JSON.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 
@@ -77,4 +104,27 @@ pub fn key_hash(key: &str) -> u32 {
         h = h.wrapping_mul(0x01000193);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncline_model::{Body, Message, Raw};
+
+    fn raw(text: &str) -> Message {
+        let mut m = Message::new(Body::Raw(Raw { content_type: "application/json".into(), data: text.as_bytes().to_vec() }));
+        m.id = "01ID".into();
+        m
+    }
+
+    #[test]
+    fn raw_json_payloads_are_keyed_by_their_pointers() {
+        let key = OrderingKey::Keyed { fields: OrderingKey::default_fields(), raw: vec!["/sku".into(), "/site/id".into()] };
+        assert_eq!(View::new(&raw(r#"{"sku": "A-1", "site": {"id": 7}}"#)).ordering_key(&key), "A-1|7");
+        assert_eq!(View::new(&raw(r#"{"sku": "A-1"}"#)).ordering_key(&key), "A-1|", "a missing value is empty");
+        assert_eq!(View::new(&raw("sku,site\nA-1,7\n")).ordering_key(&key), "", "not JSON: one key for all");
+        assert_eq!(View::new(&raw(r#"{"sku": "A-1"}"#)).ordering_key(&OrderingKey::None), "01ID", "no order: its own key");
+        let fields_only = OrderingKey::Keyed { fields: OrderingKey::default_fields(), raw: vec![] };
+        assert_eq!(View::new(&raw(r#"{"sku": "A-1"}"#)).ordering_key(&fields_only), "|", "fields of a raw payload are empty");
+    }
 }

@@ -585,7 +585,8 @@ impl Engine {
                 }
             }
             let cancel = || self.stopping() || p.retired();
-            let Some(commit) = process::process(p, &rows, &cancel) else {
+            let shard_ref = crate::store::records::ShardRef { index: shard, of: p.shards };
+            let Some(commit) = process::process(p, shard_ref, &rows, &cancel) else {
                 // Stopping or retired mid-batch: nothing is acked; the rows
                 // stay claimable for whoever runs the pipeline next.
                 break;

@@ -27,7 +27,7 @@ use super::fields::View;
 use super::{keys, LivePipeline};
 use crate::config::{OnViolation, RetryPolicy, StageKind};
 use crate::runtime::{CallError, CallReport, PluginInstance};
-use crate::store::records::{ExceptionDetail, Processing, RouteStep, StageStep, Step, StepOutcome};
+use crate::store::records::{ExceptionDetail, Processing, RouteStep, ShardRef, StageStep, Step, StepOutcome};
 use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
 
 /// A message in flight: which input row it descends from, and the key a
@@ -201,11 +201,11 @@ fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &
 
 /// Processes `rows` (in order) through `pipeline`; `None` when `cancel`
 /// said to stop before the end (nothing of the batch is to be committed).
-pub fn process(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<Commit> {
-    process_all(pipeline, rows, cancel).ok()
+pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<Commit> {
+    process_all(pipeline, shard, rows, cancel).ok()
 }
 
-fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<Commit, Cancelled> {
+fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<Commit, Cancelled> {
     let cfg = &pipeline.cfg;
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
@@ -397,7 +397,7 @@ fn process_all(pipeline: &LivePipeline, rows: &[Pending], cancel: &dyn Fn() -> b
             Processed {
                 id: p.id.clone(),
                 state,
-                trace: serde_json::to_string(&Processing { steps: r.steps }).expect("a processing record serializes"),
+                trace: serde_json::to_string(&Processing { shard: Some(shard), steps: r.steps }).expect("a processing record serializes"),
                 retry: None,
                 deliveries: r.deliveries,
                 dead_letters: r.dead,

@@ -11,8 +11,20 @@ use serde_json::Value;
 /// How a message went through its pipeline's stages and routes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Processing {
+    /// Which worker processed it: shard `index` of `of` of its pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRef>,
     /// Stage calls and routes, in order.
     pub steps: Vec<Step>,
+}
+
+/// A pipeline shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRef {
+    /// Which one, from 0.
+    pub index: u32,
+    /// Of how many.
+    pub of: u32,
 }
 
 /// One step of a message's processing.
@@ -363,7 +375,7 @@ mod tests {
             }),
             Step::Route(RouteStep { route: "o".into(), to: vec!["erp".into()] }),
         ];
-        let p = Processing { steps };
+        let p = Processing { shard: Some(ShardRef { index: 1, of: 2 }), steps };
         let text = serde_json::to_string(&p).unwrap();
         assert!(text.contains(r#""logs-dropped":2"#) && text.contains(r#""outcome":{"batch":3,"outputs":["o"]}"#), "{text}");
         assert_eq!(serde_json::from_str::<Processing>(&text).unwrap(), p);
