@@ -284,6 +284,7 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         let mut ratios = Vec::new();
         for _ in 0..sz.runs {
             crate::workload::run(crate::workload::System::Syncline, n, &mut f)?;
+            crate::workload::run(crate::workload::System::SynclineOneKey, n, &mut f)?;
             crate::workload::run(crate::workload::System::Service, n, &mut f)?;
             let (a, b) = (f.get("syncline:delivered").values, f.get("service:delivered").values);
             ratios.push(a[a.len() - 1] / b[b.len() - 1]);
@@ -299,14 +300,19 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
              service a user would write instead (`bench/src/service.rs`: axum, the same checks and arithmetic by hand, \
              a keep-alive HTTP client to the ERP, answering once the ERP has; no store, no sandbox, no retries), run \
              alternately with Syncline on the same machine. Accept latency: the POST's round trip. CPU: the system's \
-             process. Stored: the database file (its write-ahead log checkpointed) ÷ messages after the run.\n"
+             process. Stored: the database file (its write-ahead log checkpointed) ÷ messages after the run. \
+             Syncline keys the raw payloads by `ordering-key = {{ raw = [\"/sku\", \"/site\"] }}`, so they spread over \
+             the pipeline's shards; *one key* is the same without it (every raw payload one key, one shard: how raw \
+             input ran before raw keys existed). Busiest shard: its share of the CPU of all the pipeline's shards \
+             (1.00 = one shard did all the work).\n"
         );
-        let _ = writeln!(body, "| system | accepted msg/s | delivered msg/s | accept p50 ms | accept p99 ms | CPU µs/msg | stored bytes/msg |\n|---|---|---|---|---|---|---|");
-        for (name, key) in [("Syncline", "syncline"), ("hand-written service", "service")] {
+        let _ = writeln!(body, "| system | accepted msg/s | delivered msg/s | accept p50 ms | accept p99 ms | CPU µs/msg | stored bytes/msg | busiest shard |\n|---|---|---|---|---|---|---|---|");
+        for (name, key) in [("Syncline", "syncline"), ("Syncline, one key for raw input", "one-key"), ("hand-written service", "service")] {
             let g = |k: &str| f.get(&format!("{key}:{k}"));
+            let shard = if key == "service" { "–".to_string() } else { g("busiest-shard").show(2) };
             let _ = writeln!(
                 body,
-                "| {name} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {shard} |",
                 g("accepted").show(0),
                 g("delivered").show(0),
                 g("p50").show(1),

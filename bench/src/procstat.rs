@@ -48,16 +48,27 @@ pub fn rss_mib(pid: u32) -> f64 {
 /// CPU seconds of each live thread of `pid`, summed by thread name with
 /// trailing numbers dropped (`sink-erp-requis` for all sink workers).
 pub fn threads(pid: u32) -> BTreeMap<String, f64> {
+    by_name(pid, true)
+}
+
+/// CPU seconds of each live thread of `pid` by its whole name
+/// (`pipeline-recs-0`, `pipeline-recs-1`: one per shard).
+pub fn threads_by_full_name(pid: u32) -> BTreeMap<String, f64> {
+    by_name(pid, false)
+}
+
+fn by_name(pid: u32, group: bool) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let name = comm
-            .trim()
-            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
-            .to_string();
+        let name = match group {
+            true => comm.trim().trim_end_matches(|c: char| c.is_ascii_digit() || c == '-'),
+            false => comm.trim(),
+        }
+        .to_string();
         let ns: f64 = std::fs::read_to_string(t.path().join("schedstat"))
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))

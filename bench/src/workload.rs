@@ -60,6 +60,7 @@ id = "acme"
 [[pipeline]]
 id = "recs"
 tenant = "acme"
+ordering-key = {{ raw = ["/sku", "/site"] }}
 stages = [
   {{ transform = "json-mapper", config = {{ kind = "replenishment-recommendation", fields = {{ id = "/rec_id", item = "/sku", location = "/site", quantity = {{ path = "/qty", type = "number" }}, uom = "/unit", need-by = "/need_by", "source.supplier" = "/supplier", reason = "/reason", priority = {{ path = "/prio", type = "integer" }} }} }} }},
   {{ validate = "canonical-validator", on-violation = "exception:master-data" }},
@@ -127,8 +128,12 @@ fn delivered(erp: &str, n: usize, started: Instant) -> anyhow::Result<f64> {
 /// Which system takes the workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
-    /// `syncline run` with the five plugins.
+    /// `syncline run` with the five plugins, the raw payloads keyed by
+    /// `/sku` and `/site` (spread over the pipeline's shards).
     Syncline,
+    /// The same without a raw ordering key: every raw payload has one key,
+    /// so one shard processes them all (how it ran before raw keys).
+    SynclineOneKey,
     /// The hand-written native service.
     Service,
 }
@@ -138,6 +143,7 @@ pub enum System {
 pub fn run(system: System, n: usize, f: &mut Figures) -> anyhow::Result<()> {
     let label = match system {
         System::Syncline => "syncline",
+        System::SynclineOneKey => "one-key",
         System::Service => "service",
     };
     let (_erp, erp_url) = e2e::erp("127.0.0.1:0")?;
@@ -150,9 +156,13 @@ pub fn run(system: System, n: usize, f: &mut Figures) -> anyhow::Result<()> {
     }
     let erp_authority = erp_url.trim_start_matches("http://");
     let (process, url, content_type): (Proc, String, &str) = match system {
-        System::Syncline => {
+        System::Syncline | System::SynclineOneKey => {
             let path = site.path().join("syncline.toml");
-            std::fs::write(&path, syncline_config(erp_authority, site.path()))?;
+            let mut config = syncline_config(erp_authority, site.path());
+            if matches!(system, System::SynclineOneKey) {
+                config = config.replace("ordering-key = { raw = [\"/sku\", \"/site\"] }\n", "");
+            }
+            std::fs::write(&path, config)?;
             let (p, base) = e2e::host(&path, false)?;
             (p, format!("{base}/v1/tenants/acme/pipelines/recs/messages"), "application/vnd.acme.recs+json")
         }
@@ -164,11 +174,22 @@ pub fn run(system: System, n: usize, f: &mut Figures) -> anyhow::Result<()> {
         }
     };
     let pid = process.0.id();
-    let cpu0 = procstat::cpu_seconds(pid);
+    let (cpu0, threads0) = (procstat::cpu_seconds(pid), procstat::threads_by_full_name(pid));
     let started = Instant::now();
     let (mut latencies, accept_ms) = send(&url, content_type, n, 32)?;
     let deliver_ms = delivered(&erp_url, n, started)?;
     let cpu = procstat::cpu_seconds(pid) - cpu0;
+    // How evenly the pipeline's shards shared the work: the busiest shard's
+    // share of the CPU of all of them (1 = one shard did everything).
+    let shards: Vec<f64> = procstat::threads_by_full_name(pid)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("pipeline-recs"))
+        .map(|(name, v)| v - threads0.get(&name).copied().unwrap_or(0.0))
+        .collect();
+    let total: f64 = shards.iter().sum();
+    if total > 0.0 {
+        f.add(&format!("{label}:busiest-shard"), shards.iter().copied().fold(0.0, f64::max) / total);
+    }
     latencies.sort_by(f64::total_cmp);
     f.add(&format!("{label}:accepted"), n as f64 / (accept_ms / 1000.0));
     f.add(&format!("{label}:delivered"), n as f64 / (deliver_ms / 1000.0));
