@@ -26,6 +26,7 @@ use super::bindings::{allocator, sink, source, transformer, validator};
 use super::error::{CallError, Failure};
 use super::host::{CallInfo, HostState, PluginContext};
 use super::logs::LogGate;
+#[cfg(feature = "native-stages")]
 use super::native::NativeStage;
 use super::output::{panic_message, Written};
 use super::plugin::{Plugin, World};
@@ -94,6 +95,7 @@ pub struct PluginInstance {
     idle: Mutex<Vec<Warm>>,
     slots: Arc<Slots>,
     gate: Arc<LogGate>,
+    #[cfg(feature = "native-stages")]
     native: Option<Arc<dyn NativeStage>>,
 }
 
@@ -114,12 +116,23 @@ impl PluginInstance {
             World::Source => Pre::Source(source::SourcePre::new(pre)?),
             World::Sink => Pre::Sink(sink::SinkPre::new(pre)?),
         };
-        Ok(PluginInstance { plugin, ctx: Arc::new(ctx), pre, idle: Mutex::default(), slots: Arc::default(), gate, native: None })
+        Ok(PluginInstance {
+            plugin,
+            ctx: Arc::new(ctx),
+            pre,
+            idle: Mutex::default(),
+            slots: Arc::default(),
+            gate,
+            #[cfg(feature = "native-stages")]
+            native: None,
+        })
     }
 
     /// The same plugin and context with its stage calls (transform,
     /// validate, allocate) answered by `native` instead of the component:
-    /// for measuring the sandbox's cost (see [`super::native`]).
+    /// for measuring the sandbox's cost (see [`super::native`]). Only with
+    /// the `native-stages` feature (the benchmarks').
+    #[cfg(feature = "native-stages")]
     pub fn with_native(&self, native: Arc<dyn NativeStage>) -> PluginInstance {
         PluginInstance {
             plugin: self.plugin.clone(),
@@ -361,6 +374,7 @@ impl PluginInstance {
 
     /// [`PluginInstance::transform`] with what the call did besides.
     pub fn transform_reported(&self, msg: Message) -> (Result<Vec<Message>, CallError>, CallReport) {
+        #[cfg(feature = "native-stages")]
         if let Some(n) = &self.native {
             return (n.transform(msg).map_err(|e| self.error(Failure::Plugin(e))), CallReport::default());
         }
@@ -379,6 +393,7 @@ impl PluginInstance {
 
     /// [`PluginInstance::validate`] with what the call did besides.
     pub fn validate_reported(&self, msg: Message) -> (Result<Vec<Violation>, CallError>, CallReport) {
+        #[cfg(feature = "native-stages")]
         if let Some(n) = &self.native {
             return (Ok(n.validate(msg)), CallReport::default());
         }
@@ -401,6 +416,7 @@ impl PluginInstance {
 
     /// [`PluginInstance::allocate`] with what the call did besides.
     pub fn allocate_reported(&self, batch: Vec<Message>) -> (Result<Vec<Message>, CallError>, CallReport) {
+        #[cfg(feature = "native-stages")]
         if let Some(n) = &self.native {
             return (n.allocate(batch).map_err(|e| self.error(Failure::Plugin(e))), CallReport::default());
         }

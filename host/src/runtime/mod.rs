@@ -15,6 +15,7 @@ mod instance;
 mod io;
 pub mod limits;
 pub mod logs;
+#[cfg(feature = "native-stages")]
 pub mod native;
 mod output;
 pub mod plugin;
@@ -33,6 +34,7 @@ pub use host::{flatten_config, MemoryState, PluginContext, StateStore};
 pub use instance::{CallReport, PluginInstance};
 pub use limits::Limits;
 pub use logs::LogCounters;
+#[cfg(feature = "native-stages")]
 pub use native::NativeStage;
 pub use plugin::{digest, Plugin, World};
 

@@ -1,8 +1,10 @@
 //! Native stages: a stage's logic compiled into the host process instead of
 //! run as a Wasm component. This exists for measurement only — it is how the
 //! benchmarks run the very same pipeline without the sandbox to state what
-//! the sandbox costs. No config can select it; a program that embeds the
-//! engine installs one with [`PluginInstance::with_native`].
+//! the sandbox costs. It is compiled only with the `native-stages` feature
+//! (the benchmark crate turns it on); no config can select it, a program
+//! that embeds the engine installs one with
+//! [`super::PluginInstance::with_native`].
 
 use syncline_model::{Message, PluginError, Violation};
 
