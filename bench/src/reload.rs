@@ -127,13 +127,13 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
             let trickle = {
                 let (engine, stop, sent) = (engine.clone(), stop.clone(), sent.clone());
                 std::thread::spawn(move || -> anyhow::Result<()> {
-                    let p = engine.pipeline("acme", "tagged")?;
+                    let p = engine.ingest().pipeline("acme", "tagged")?;
                     let mut i = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let m = mjson::from_str(&rec(i))?;
-                        let prepared = engine.prepare(&p, m, "bench", None)?;
+                        let prepared = engine.ingest().prepare(&p, m, "bench", None)?;
                         let id = prepared.id.clone();
-                        engine.accept(&p, vec![prepared])?;
+                        engine.ingest().accept(&p, vec![prepared])?;
                         sent.lock().unwrap().push(id);
                         i += 1;
                         std::thread::sleep(Duration::from_millis(2));
@@ -164,7 +164,7 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
             for id in sent.lock().unwrap().iter() {
                 let until = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let input = engine.store.trace(id)?.and_then(|t| t.input);
+                    let input = engine.store().trace(id)?.and_then(|t| t.input);
                     if let Some((r, Some(p))) = input.map(|i| (i.received_at, i.processed_at)) {
                         delays.push((p - r).max(0) as u64);
                         break;

@@ -16,16 +16,31 @@ use serde_json::{json, Value};
 use syncline_model::{json as mjson, Body as MsgBody, Message, Raw};
 
 use crate::config::Source;
-use crate::pipeline::{Engine, IngestError, LivePipeline};
+use crate::pipeline::{Engine, Ingest, IngestError, LivePipeline, TopologyView};
+use crate::runtime::Runtime;
+use crate::store::Store;
 use crate::store::{IngestOutcome, NewMessage};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct App {
-    /// The running engine.
-    pub engine: Arc<Engine>,
+    /// The way in.
+    ingest: Arc<Ingest>,
+    /// What runs.
+    topology: TopologyView,
+    /// Traces and counts.
+    store: Arc<dyn Store>,
+    /// Plugin log counters.
+    runtime: Arc<Runtime>,
     /// Reloads and their history.
-    pub reloader: Arc<crate::reload::Reloader>,
+    reloader: Arc<crate::reload::Reloader>,
+}
+
+impl App {
+    /// The handlers' state: the parts of `engine` they use, and `reloader`.
+    pub fn new(engine: &Engine, reloader: Arc<crate::reload::Reloader>) -> App {
+        App { ingest: engine.ingest().clone(), topology: engine.view(), store: engine.store().clone(), runtime: engine.runtime().clone(), reloader }
+    }
 }
 
 /// An error answer: status, machine code, message and extra fields.
@@ -99,8 +114,8 @@ pub fn router(app: App) -> Router {
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    let engine = app.engine.clone();
-    match tokio::task::spawn_blocking(move || engine.store.counts()).await {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.counts()).await {
         Ok(Ok(counts)) => Json(json!({"status": "ready", "store": counts})).into_response(),
         Ok(Err(e)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()).into_response(),
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", e.to_string()).into_response(),
@@ -110,7 +125,7 @@ async fn readyz(State(app): State<App>) -> Response {
 /// The request body, within `server.max-body` bytes and
 /// `server.body-read-timeout` (a client trickling its body is cut off).
 async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
-    let server = app.engine.topology().config.server.clone();
+    let server = app.topology.current().config.server.clone();
     let limit = server.max_body.0;
     match tokio::time::timeout(server.body_read_timeout.0, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
@@ -128,7 +143,7 @@ async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn http_pipeline(app: &App, tenant: &str, pipeline: &str) -> Result<Arc<LivePipeline>, ApiError> {
-    let p = app.engine.pipeline(tenant, pipeline)?;
+    let p = app.ingest.pipeline(tenant, pipeline)?;
     if !matches!(p.cfg.source, Source::Http) {
         return Err(IngestError::NotHttp(pipeline.to_string()).into());
     }
@@ -158,7 +173,7 @@ fn is_canonical(headers: &HeaderMap, q: &IngestQuery) -> bool {
 }
 
 async fn accept(app: &App, p: &Arc<LivePipeline>, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, ApiError> {
-    app.engine.accept_async(p, messages).await.map_err(Into::into)
+    app.ingest.accept_async(p, messages).await.map_err(Into::into)
 }
 
 async fn ingest_one(
@@ -178,7 +193,7 @@ async fn ingest_one(
         Message::new(MsgBody::Raw(Raw { content_type: content_type.to_string(), data: bytes.to_vec() }))
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let prepared = app.engine.prepare(p, msg, "http", key)?;
+    let prepared = app.ingest.prepare(p, msg, "http", key)?;
     let outcome = accept(&app, p, vec![prepared]).await?.pop().expect("one outcome per message");
     Ok(match outcome {
         IngestOutcome::Accepted { id } => (StatusCode::ACCEPTED, Json(json!({"id": id, "status": "accepted"}))).into_response(),
@@ -200,7 +215,7 @@ async fn ingest_batch(
             continue;
         }
         let msg = mjson::from_str(line).map_err(|e| ApiError::from(IngestError::from(e)).at_line(i + 1))?;
-        prepared.push(app.engine.prepare(p, msg, "http", None).map_err(|e| ApiError::from(e).at_line(i + 1))?);
+        prepared.push(app.ingest.prepare(p, msg, "http", None).map_err(|e| ApiError::from(e).at_line(i + 1))?);
     }
     if prepared.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty-batch", "the batch has no messages (one JSON message per line)"));
@@ -212,9 +227,9 @@ async fn ingest_batch(
 }
 
 async fn trace(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let engine = app.engine.clone();
+    let store = app.store.clone();
     let lookup = id.clone();
-    let found = tokio::task::spawn_blocking(move || engine.store.trace(&lookup))
+    let found = tokio::task::spawn_blocking(move || store.trace(&lookup))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()))?;
@@ -261,14 +276,14 @@ async fn metrics(State(app): State<App>) -> Response {
         "# HELP syncline_reloads_total Reloads by outcome.\n# TYPE syncline_reloads_total counter\nsyncline_reloads_total{{outcome=\"applied\"}} {applied}\nsyncline_reloads_total{{outcome=\"rejected\"}} {rejected}\n"
     );
     body.push_str("# HELP syncline_plugin_log_lines_dropped_total Plugin log lines dropped by the log limits.\n# TYPE syncline_plugin_log_lines_dropped_total counter\n");
-    for (plugin, n) in app.engine.runtime.logs().dropped() {
+    for (plugin, n) in app.runtime.logs().dropped() {
         let _ = writeln!(body, "syncline_plugin_log_lines_dropped_total{{plugin=\"{plugin}\"}} {n}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn pipelines(State(app): State<App>) -> Json<Value> {
-    let e = app.engine.topology();
+    let e = app.topology.current();
     let plugin = |i: &crate::runtime::PluginInstance| json!({"name": i.plugin().name, "digest": i.plugin().digest, "world": i.plugin().world.as_str()});
     let pipelines: Vec<Value> = e
         .pipelines

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
-use crate::pipeline::{Engine, LeaseKeeper, LiveSink};
+use crate::pipeline::{LeaseKeeper, LiveSink, WorkerCtx};
 use crate::runtime::{CallError, Failure, PluginInstance};
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter, Partition, Queue};
 
@@ -168,12 +168,12 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
 
 /// The loop of worker `part` of the sink's `workers`: lease the part of
 /// the sink's queue, claim due deliveries, deliver, ack.
-pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
+pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
     let name = sink.cfg.name.as_str();
     let batch = sink.cfg.batch.max(1);
-    let cancelled = || engine.stopping() || sink.retired();
+    let cancelled = || ctx.stopping() || sink.retired();
     let partition = Partition { queue: Queue::Deliveries { sink: name.to_string() }, index: part, of: sink.cfg.workers };
-    let mut keeper = LeaseKeeper::new(engine.store.as_ref(), partition, engine.holder());
+    let mut keeper = LeaseKeeper::new(ctx.store(), partition, ctx.holder());
     while !cancelled() {
         let seen = sink.signal.generation();
         let lease = match keeper.lease() {
@@ -185,7 +185,7 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
             }
         };
         let now = now_ms();
-        let due = match engine.store.claim_deliveries(&lease, now, batch * 2) {
+        let due = match ctx.store().claim_deliveries(&lease, now, batch * 2) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(sink = name, error = %e, "cannot read the delivery queue; retrying");
@@ -204,7 +204,7 @@ pub fn run(engine: &Engine, sink: &LiveSink, part: u32) {
         let instance = sink.instance.load_full();
         let mut attempts = Vec::with_capacity(chosen.len());
         deliver(sink, &instance, chosen, &cancelled, &mut attempts);
-        if let Err(e) = engine.store.ack_deliveries(&lease, attempts) {
+        if let Err(e) = ctx.store().ack_deliveries(&lease, attempts) {
             // Not recorded: these deliveries stay pending and are sent again
             // with the same idempotency keys.
             tracing::error!(sink = name, error = %e, "cannot record delivery outcomes");

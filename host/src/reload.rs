@@ -98,7 +98,7 @@ impl Reloader {
             }
         }
         record.millis = started.elapsed().as_millis() as u64;
-        if let Err(e) = self.engine.store.audit(&AuditEvent::Reload(record.clone())) {
+        if let Err(e) = self.engine.store().audit(&AuditEvent::Reload(record.clone())) {
             tracing::warn!(error = %e, "cannot record the reload audit event");
         }
         let mut history = self.history.lock().unwrap();
@@ -125,7 +125,7 @@ impl Reloader {
             .ok_or_else(|| format!("no plugin named `{name}` is running"))?;
         let previous = self
             .engine
-            .versions
+            .versions()
             .previous(name, &current)
             .ok_or_else(|| format!("plugin `{name}` has no earlier version than {current} in this host's history"))?;
         let path = topology
@@ -136,13 +136,13 @@ impl Reloader {
             .map(|r| r.path.clone())
             .ok_or_else(|| format!("no plugin named `{name}` in the configuration"))?;
         let file_digest = std::fs::read(&path).map(|b| crate::runtime::digest(&b)).unwrap_or_default();
-        self.engine.versions.roll_back(name, &previous, &file_digest);
+        self.engine.versions().roll_back(name, &previous, &file_digest);
         Ok(self.reload("rollback"))
     }
 
     /// What the store still holds for removed pipelines and sinks.
     fn kept(&self, removed: &[String]) -> Vec<String> {
-        let Ok(crate::store::Backlog { messages, deliveries }) = self.engine.store.backlog() else { return Vec::new() };
+        let Ok(crate::store::Backlog { messages, deliveries }) = self.engine.store().backlog() else { return Vec::new() };
         let mut out = Vec::new();
         for ((tenant, pipeline), n) in messages {
             if removed.contains(&format!("pipeline {tenant}/{pipeline}")) {

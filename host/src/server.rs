@@ -132,7 +132,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     tracing::info!(%addr, watch, "listening on http://{addr}");
     eprintln!("syncline listening on http://{addr}");
 
-    let app = crate::api::router(crate::api::App { engine: engine.clone(), reloader: reloader.clone() });
+    let app = crate::api::router(crate::api::App::new(&engine, reloader.clone()));
     let served = rt.block_on(async {
         let hup = reloader.clone();
         tokio::spawn(async move {

@@ -5,18 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-use crate::pipeline::{Engine, LivePipeline};
+use crate::pipeline::{Ingest, LivePipeline, WorkerCtx};
 
 /// The poller loop of `p`.
-pub fn run(engine: &Engine, p: &LivePipeline) {
+pub fn run(ctx: &WorkerCtx, ingest: &Ingest, p: &LivePipeline) {
     let Some(source) = &p.source else { return };
     let crate::config::Source::Poll { every, .. } = &p.cfg.source else { return };
     let name = format!("{}/{}", p.cfg.tenant, p.cfg.id);
-    while !engine.stopping() && !p.retired() {
+    while !ctx.stopping() && !p.retired() {
         let source = source.load_full();
         let plugin = source.plugin().name.clone();
         let mut again = false;
-        match engine.store.cursor(&name) {
+        match ctx.store().cursor(&name) {
             Err(e) => tracing::error!(source = %name, error = %e, "cannot read the source cursor"),
             Ok(cursor) => match source.poll(p.cfg.tenant.as_str(), cursor.as_deref()) {
                 Err(e) => tracing::warn!(source = %name, error = %e, "poll failed; will poll again"),
@@ -24,13 +24,13 @@ pub fn run(engine: &Engine, p: &LivePipeline) {
                     let count = batch.messages.len();
                     let mut prepared = Vec::with_capacity(count);
                     for m in batch.messages {
-                        match engine.prepare(p, m, &plugin, None) {
+                        match ingest.prepare(p, m, &plugin, None) {
                             Ok(n) => prepared.push(n),
                             Err(e) => tracing::warn!(source = %name, error = %e, "polled message refused"),
                         }
                     }
                     let cursor = batch.cursor.map(|position| crate::store::Cursor { source: name.clone(), position });
-                    match engine.store.append(prepared, cursor).wait() {
+                    match ctx.store().append(prepared, cursor).wait() {
                         Ok(_) => {
                             p.signal.notify();
                             tracing::debug!(source = %name, count, "polled");
@@ -45,7 +45,7 @@ pub fn run(engine: &Engine, p: &LivePipeline) {
             continue;
         }
         let until = Instant::now() + *every;
-        while !engine.stopping() && !p.retired() && Instant::now() < until {
+        while !ctx.stopping() && !p.retired() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
         }
     }
