@@ -1,5 +1,8 @@
 //! Running a batch of accepted messages through a pipeline's stages and
-//! routes, producing the [`Commit`] that records every result at once.
+//! routes, producing the [`Commit`] that records every result at once. Each
+//! stage kind has its module ([`transform`], [`validate`], [`allocate`]),
+//! routing its own ([`route`]); this one holds what they share and
+//! [`settle`], which turns each row's result into what the store records.
 //!
 //! Outputs get deterministic ids and idempotency keys (derived from their
 //! input's and their position, see [`super::keys`]), so re-processing after
@@ -17,17 +20,20 @@
 //! pending, to be processed again — with the same ids and keys — by
 //! whoever runs the pipeline next.
 
-use std::collections::HashMap;
+mod allocate;
+mod route;
+mod transform;
+mod validate;
+
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use syncline_model::{json as mjson, Body, Message};
+use syncline_model::{json as mjson, Message};
 
-use super::fields::View;
 use super::{keys, LivePipeline};
-use crate::config::{OnViolation, RetryPolicy, StageKind};
+use crate::config::{RetryPolicy, StageKind};
 use crate::runtime::{CallError, CallReport, PluginInstance};
-use crate::store::records::{ExceptionDetail, Processing, RouteStep, ShardRef, StageStep, Step, StepOutcome};
+use crate::store::records::{Processing, ShardRef, StageStep, Step, StepOutcome};
 use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
 
 /// A message in flight: which input row it descends from, and the key a
@@ -143,7 +149,8 @@ fn error(e: &CallError) -> StepOutcome {
     StepOutcome::Error { error: e.to_string() }
 }
 
-/// An allocate stage as a call site.
+/// A stage as a call site: its number, the live stage, the pipeline's
+/// attempts, the tenant, the batch's rows and the cancel check.
 struct Stage<'a> {
     no: usize,
     live: &'a super::LiveStage,
@@ -151,52 +158,6 @@ struct Stage<'a> {
     tenant: &'a str,
     rows: &'a [Pending],
     cancel: &'a dyn Fn() -> bool,
-}
-
-/// Runs `batch` through an allocate stage, adding outputs to `next`. A call
-/// that fails as a whole (trap or limit) says nothing about any one message:
-/// the batch is split in halves, each allocated on its own, down to single
-/// messages, so only a message that fails alone is dead-lettered. (The
-/// plugin's own error is its answer for the batch it was given.)
-fn allocate(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &mut Vec<Item>) -> Result<(), Cancelled> {
-    let instance = at.live.instance.load_full();
-    let instance = instance.as_ref();
-    let started = Instant::now();
-    // One copy per attempt: the batch's own messages stay the outputs' parents.
-    // A copy for the call: the batch's own messages stay the outputs' parents.
-    let (result, report) = call(at.cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
-    match result {
-        Ok(outs) => {
-            let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
-            let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
-            let mut produced = Vec::with_capacity(outs.len());
-            for o in outs {
-                let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
-                let n = per_parent[k].len();
-                let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, at.tenant) };
-                per_parent[k].push(o.msg.id.clone());
-                produced.push(o);
-            }
-            for (k, it) in batch.iter().enumerate() {
-                let outcome = StepOutcome::Outputs { batch: Some(batch.len()), outputs: per_parent[k].clone() };
-                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, outcome));
-            }
-            next.extend(produced);
-        }
-        Err(e) if batch.len() > 1 && e.failure.is_whole_call() && !e.failure.is_retryable() => {
-            tracing::warn!(plugin = %instance.plugin().name, messages = batch.len(), error = %e, "allocate call failed as a whole; splitting its batch");
-            let second = batch.split_off(batch.len() / 2);
-            allocate(at, batch, results, next)?;
-            allocate(at, second, results, next)?;
-        }
-        Err(e) => {
-            for it in &batch {
-                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, error(&e)));
-                failed(&mut results[it.row], &at.rows[it.row], at.max_attempts, at.no, instance, &it.msg, &e);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Processes `rows` (in order) through `pipeline`; `None` when `cancel`
@@ -231,71 +192,17 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
 
     for (i, stage) in pipeline.stages.iter().enumerate() {
         let no = i + 1;
+        let at = |no: usize| Stage { no, live: stage, max_attempts: cfg.max_attempts, tenant, rows, cancel };
         let mut next = Vec::with_capacity(items.len());
         match stage.cfg.kind {
             StageKind::Transform => {
-                for Item { row, msg, key } in items {
-                    // Each call takes the version live now: a swap affects the next message.
-                    let instance = stage.instance.load_full();
-                    let instance = instance.as_ref();
-                    let started = Instant::now();
-                    let (result, report) = call(cancel, || instance.transform_reported(msg.clone()))?;
-                    match result {
-                        Ok(outs) => {
-                            let outs: Vec<Item> =
-                                outs.into_iter().enumerate().map(|(n, o)| Item { row, ..adopt(&msg, &key, o, n, tenant) }).collect();
-                            let outputs = outs.iter().map(|o| o.msg.id.clone()).collect();
-                            results[row].steps.push(step(no, instance, &msg.id, started, &report, StepOutcome::Outputs { batch: None, outputs }));
-                            next.extend(outs);
-                        }
-                        Err(e) => {
-                            results[row].steps.push(step(no, instance, &msg.id, started, &report, error(&e)));
-                            failed(&mut results[row], &rows[row], cfg.max_attempts, no, instance, &msg, &e);
-                        }
-                    }
+                for item in items {
+                    transform::call_one(&at(no), item, &mut results, &mut next)?;
                 }
             }
             StageKind::Validate => {
-                for Item { row, msg, key } in items {
-                    let instance = stage.instance.load_full();
-                    let instance = instance.as_ref();
-                    let started = Instant::now();
-                    let (result, report) = call(cancel, || instance.validate_reported(msg.clone()))?;
-                    match result {
-                        Ok(violations) => {
-                            let blocking = violations.iter().any(|v| v.is_blocking());
-                            let vjson = serde_json::to_value(&violations).unwrap();
-                            let r = &mut results[row];
-                            if !blocking {
-                                let outcome = StepOutcome::Validated { valid: true, violations: vjson, policy: None };
-                                r.steps.push(step(no, instance, &msg.id, started, &report, outcome));
-                                next.push(Item { row, msg, key });
-                                continue;
-                            }
-                            let text: Vec<String> = violations.iter().map(|v| format!("{}: {} ({})", v.field, v.text, v.code)).collect();
-                            let policy = &stage.cfg.on_violation;
-                            let outcome = StepOutcome::Validated { valid: false, violations: vjson.clone(), policy: Some(format!("{policy:?}")) };
-                            r.steps.push(step(no, instance, &msg.id, started, &report, outcome));
-                            match policy {
-                                OnViolation::Warn => {
-                                    tracing::warn!(message = %msg.id, violations = %text.join("; "), "validation failed; continuing (on-violation = warn)");
-                                    next.push(Item { row, msg, key });
-                                }
-                                OnViolation::Drop => r.dropped += 1,
-                                OnViolation::DeadLetter => r.dead.push(dead_letter(no, instance, &msg, format!("validation failed: {}", text.join("; ")), vec![])),
-                                OnViolation::Exception(queue) => r.exceptions.push(NewException {
-                                    queue: queue.clone(),
-                                    message_id: msg.id.clone(),
-                                    detail: ExceptionDetail::Violations { violations: violations.clone(), stage: no, plugin: instance.plugin().name.clone() },
-                                    json: mjson::to_string(&msg),
-                                }),
-                            }
-                        }
-                        Err(e) => {
-                            results[row].steps.push(step(no, instance, &msg.id, started, &report, error(&e)));
-                            failed(&mut results[row], &rows[row], cfg.max_attempts, no, instance, &msg, &e);
-                        }
-                    }
+                for item in items {
+                    validate::call_one(&at(no), item, &mut results, &mut next)?;
                 }
             }
             StageKind::Allocate => {
@@ -303,8 +210,7 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
                 let mut rest = items.into_iter().peekable();
                 while rest.peek().is_some() {
                     let batch: Vec<Item> = rest.by_ref().take(max).collect();
-                    let at = Stage { no, live: stage, max_attempts: cfg.max_attempts, tenant, rows, cancel };
-                    allocate(&at, batch, &mut results, &mut next)?;
+                    allocate::call_batch(&at(no), batch, &mut results, &mut next)?;
                 }
             }
         }
@@ -312,51 +218,25 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
     }
 
     // Route what is left; canonical exceptions go to their queue instead.
-    for Item { row, mut msg, key } in items {
-        let r = &mut results[row];
-        if let Body::Exception(e) = &msg.body {
-            r.exceptions.push(NewException {
-                queue: e.queue.clone(),
-                message_id: msg.id.clone(),
-                detail: ExceptionDetail::Record { code: e.code.clone(), text: e.text.clone(), severity: e.severity.as_str().to_string() },
-                json: mjson::to_string(&msg),
-            });
-            continue;
-        }
-        let (route, ordering_key) = {
-            let view = View::new(&msg);
-            (cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c))), view.ordering_key(&cfg.ordering_key))
-        };
-        match route {
-            Some(route) => {
-                // What the sink gets carries its scoped key (a message that
-                // passed the stages unchanged still has the client's).
-                msg.idempotency_key = Some(key);
-                let json = mjson::to_string(&msg);
-                let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
-                r.steps.push(Step::Route(RouteStep { route: msg.id.clone(), to: sinks.iter().map(|s| s.to_string()).collect() }));
-                for sink in &route.to {
-                    r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), json: json.clone() });
-                }
-            }
-            None => r.dead.push(NewDeadLetter {
-                message_id: msg.id.clone(),
-                place: "routing".into(),
-                plugin: String::new(),
-                digest: String::new(),
-                reason: "no route matched and the pipeline has no default route".into(),
-                attempts: vec![],
-                json: mjson::to_string(&msg),
-                outcome_unknown: false,
-            }),
-        }
+    for item in items {
+        route::place(cfg, item, &mut results);
     }
 
+    let processed = settle(shard, rows, results);
+    Ok(Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed })
+}
+
+/// What to record for each row: a row set aside for a retry is nacked and
+/// holds its key — later rows of the same key in this batch are left out
+/// (they stay claimable and are taken once it has gone through); every
+/// other row is settled with its end state, outputs, dead letters and
+/// exceptions.
+fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Processed> {
     // A message set aside for a retry holds its key: later messages of the
     // same key in this batch are not recorded (they stay pending, and are
     // taken once it has gone through).
     let mut held = std::collections::HashSet::new();
-    let processed = rows
+    rows
         .iter()
         .zip(results)
         .filter(|(p, r)| {
@@ -404,6 +284,32 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
                 exceptions: r.exceptions,
             }
         })
-        .collect();
-    Ok(Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, key_hash: u32) -> Pending {
+        Pending { seq: 0, id: id.into(), json: String::new(), key_hash, attempts: 1, errors: vec!["first".into()] }
+    }
+
+    #[test]
+    fn a_retrying_row_holds_its_key_for_the_rest_of_the_batch() {
+        let rows = [row("a1", 1), row("b1", 2), row("a2", 1), row("b2", 2)];
+        let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
+        results[0].retry = Some("flaky".into());
+        results[3].dropped = 1;
+        let shard = ShardRef { index: 0, of: 1 };
+        let out = settle(shard, &rows, results);
+        let ids: Vec<&str> = out.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "b2"], "a2 stays claimable behind a1");
+        let retry = out[0].retry.as_ref().unwrap();
+        assert_eq!(retry.errors, ["first", "flaky"], "every attempt's error, this one last");
+        assert!(retry.next_at > crate::store::now_ms());
+        assert_eq!((out[1].state.clone(), out[2].state.clone()), (Final::Done, Final::Dropped));
+        let trace: Processing = serde_json::from_str(&out[1].trace).unwrap();
+        assert_eq!(trace.shard, Some(shard));
+    }
 }

@@ -1,0 +1,53 @@
+//! An allocate stage: a batch per call; outputs matched to their parents by
+//! causation id; a call that fails as a whole is split in halves.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{adopt, call, error, failed, step, Cancelled, Item, RowResult, Stage};
+use crate::store::records::StepOutcome;
+
+/// Runs `batch` through an allocate stage, adding outputs to `next`. A call
+/// that fails as a whole (trap or limit) says nothing about any one message:
+/// the batch is split in halves, each allocated on its own, down to single
+/// messages, so only a message that fails alone is dead-lettered. (The
+/// plugin's own error is its answer for the batch it was given.)
+pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowResult], next: &mut Vec<Item>) -> Result<(), Cancelled> {
+    let instance = at.live.instance.load_full();
+    let instance = instance.as_ref();
+    let started = Instant::now();
+    // A copy for the call: the batch's own messages stay the outputs' parents.
+    let (result, report) = call(at.cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+    match result {
+        Ok(outs) => {
+            let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
+            let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
+            let mut produced = Vec::with_capacity(outs.len());
+            for o in outs {
+                let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
+                let n = per_parent[k].len();
+                let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, at.tenant) };
+                per_parent[k].push(o.msg.id.clone());
+                produced.push(o);
+            }
+            for (k, it) in batch.iter().enumerate() {
+                let outcome = StepOutcome::Outputs { batch: Some(batch.len()), outputs: per_parent[k].clone() };
+                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, outcome));
+            }
+            next.extend(produced);
+        }
+        Err(e) if batch.len() > 1 && e.failure.is_whole_call() && !e.failure.is_retryable() => {
+            tracing::warn!(plugin = %instance.plugin().name, messages = batch.len(), error = %e, "allocate call failed as a whole; splitting its batch");
+            let second = batch.split_off(batch.len() / 2);
+            call_batch(at, batch, results, next)?;
+            call_batch(at, second, results, next)?;
+        }
+        Err(e) => {
+            for it in &batch {
+                results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, error(&e)));
+                failed(&mut results[it.row], &at.rows[it.row], at.max_attempts, at.no, instance, &it.msg, &e);
+            }
+        }
+    }
+    Ok(())
+}

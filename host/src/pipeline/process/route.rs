@@ -1,0 +1,134 @@
+//! Routing what the stages produced: a canonical exception goes to its
+//! queue; anything else to the sinks of the first route whose `when`
+//! matches (or the default route), keyed by its own ordering key, carrying
+//! its scoped idempotency key; with no route, a dead letter.
+
+use syncline_model::{json as mjson, Body};
+
+use super::{Item, RowResult};
+use crate::config::Pipeline;
+use crate::pipeline::fields::View;
+use crate::store::records::{ExceptionDetail, RouteStep, Step};
+use crate::store::{NewDeadLetter, NewDelivery, NewException};
+
+/// Places `item` (an output of the last stage) into its row's result.
+pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
+    let Item { row, mut msg, key } = item;
+    let r = &mut results[row];
+    if let Body::Exception(e) = &msg.body {
+        r.exceptions.push(NewException {
+            queue: e.queue.clone(),
+            message_id: msg.id.clone(),
+            detail: ExceptionDetail::Record { code: e.code.clone(), text: e.text.clone(), severity: e.severity.as_str().to_string() },
+            json: mjson::to_string(&msg),
+        });
+        return;
+    }
+    let (route, ordering_key) = {
+        let view = View::new(&msg);
+        (cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c))), view.ordering_key(&cfg.ordering_key))
+    };
+    match route {
+        Some(route) => {
+            // What the sink gets carries its scoped key (a message that
+            // passed the stages unchanged still has the client's).
+            msg.idempotency_key = Some(key);
+            let json = mjson::to_string(&msg);
+            let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
+            r.steps.push(Step::Route(RouteStep { route: msg.id.clone(), to: sinks.iter().map(|s| s.to_string()).collect() }));
+            for sink in &route.to {
+                r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), json: json.clone() });
+            }
+        }
+        None => r.dead.push(NewDeadLetter {
+            message_id: msg.id.clone(),
+            place: "routing".into(),
+            plugin: String::new(),
+            digest: String::new(),
+            reason: "no route matched and the pipeline has no default route".into(),
+            attempts: vec![],
+            json: mjson::to_string(&msg),
+            outcome_unknown: false,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syncline_model::{Body, Message, Raw};
+
+    use super::*;
+
+    /// A pipeline with a conditional route, a fan-out and no default.
+    fn pipeline() -> (tempfile::TempDir, Pipeline) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("plugins/shared")).unwrap();
+        std::fs::write(dir.path().join("plugins/shared/http-sink.wasm"), b"").unwrap();
+        let text = r#"
+version = 1
+[[tenant]]
+id = "acme"
+[[pipeline]]
+id = "p"
+tenant = "acme"
+ordering-key = { fields = ["headers.order"], raw = ["/order"] }
+routes = [
+  { when = { "headers.to" = ["eu"] }, to = ["eu", "archive"] },
+  { when = { "headers.to" = ["us"] }, to = "us" },
+]
+[sink.eu]
+plugin = "http-sink"
+[sink.us]
+plugin = "http-sink"
+[sink.archive]
+plugin = "http-sink"
+"#;
+        let config = crate::config::load_str(&dir.path().join("syncline.toml"), text).unwrap();
+        (dir, config.pipelines[0].clone())
+    }
+
+    fn item(to: &str, order: &str) -> Item {
+        let data = format!(r#"{{"order": "{order}"}}"#).into_bytes();
+        let mut msg = Message::new(Body::Raw(Raw { content_type: "application/json".into(), data }));
+        msg.id = format!("m-{to}-{order}");
+        msg.set_header("to", to);
+        msg.set_header("order", order);
+        Item { row: 0, msg, key: format!("acme/p/k:{order}/0") }
+    }
+
+    #[test]
+    fn the_first_matching_route_wins_and_fans_out_with_the_scoped_key() {
+        let (_d, cfg) = pipeline();
+        let mut results = vec![RowResult::default()];
+        place(&cfg, item("eu", "PO-1"), &mut results);
+        let r = &results[0];
+        let sinks: Vec<&str> = r.deliveries.iter().map(|d| d.sink.as_str()).collect();
+        assert_eq!(sinks, ["eu", "archive"]);
+        assert!(r.deliveries.iter().all(|d| d.ordering_key == "PO-1"), "keyed by the output's own fields");
+        let sent: Message = mjson::from_str(&r.deliveries[0].json).unwrap();
+        assert_eq!(sent.idempotency_key.as_deref(), Some("acme/p/k:PO-1/0"), "the sink gets the scoped key");
+        assert!(matches!(&r.steps[0], Step::Route(s) if s.to == ["eu", "archive"]));
+    }
+
+    #[test]
+    fn no_matching_route_is_a_dead_letter_and_an_exception_record_is_parked() {
+        let (_d, cfg) = pipeline();
+        let mut results = vec![RowResult::default()];
+        place(&cfg, item("mars", "PO-2"), &mut results);
+        assert!(results[0].deliveries.is_empty());
+        assert_eq!(results[0].dead[0].place, "routing");
+        let mut exception = item("eu", "PO-3");
+        exception.msg.body = Body::Exception(syncline_model::Exception {
+            queue: "master-data".into(),
+            code: "unknown-item".into(),
+            severity: syncline_model::Severity::Error,
+            domain: "master-data".into(),
+            entities: vec![],
+            text: "no such item".into(),
+            extensions: Default::default(),
+        });
+        place(&cfg, exception, &mut results);
+        assert_eq!(results[0].exceptions[0].queue, "master-data");
+        assert!(results[0].deliveries.is_empty(), "an exception record is not routed to sinks");
+    }
+}
