@@ -741,3 +741,19 @@ pub struct Sink {
     /// Concurrent delivery workers.
     pub workers: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_its_cap() {
+        let p = RetryPolicy { attempts: 8, initial: Span(Duration::from_millis(200)), max: Span(Duration::from_secs(1)) };
+        for _ in 0..200 {
+            for (failed, exp) in [(1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
+                let b = p.backoff(failed).as_millis() as u64;
+                assert!((exp / 2..=exp).contains(&b), "after {failed} failures: {b} ms, not within [{}, {exp}]", exp / 2);
+            }
+        }
+    }
+}
