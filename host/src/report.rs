@@ -12,7 +12,8 @@ pub fn trace_summary(t: &Trace) -> String {
     let mut out = String::new();
     if let Some(input) = &t.input {
         let kind = input.message["kind"].as_str().unwrap_or("?");
-        out += &format!("message {} ({kind}) in {}/{}: {}\n", t.id, input.tenant, input.pipeline, input.state);
+        let shard = input.processing.as_ref().and_then(|p| p.shard).map(|s| format!(" (shard {} of {})", s.index + 1, s.of)).unwrap_or_default();
+        out += &format!("message {} ({kind}) in {}/{}: {}{shard}\n", t.id, input.tenant, input.pipeline, input.state);
         if input.attempts > 0 {
             let last = input.retry_errors.as_ref().and_then(|e| e.last()).map_or("", String::as_str);
             out += &format!("  {} attempt(s) failed and will be retried; last: {last}\n", input.attempts);
@@ -57,4 +58,64 @@ pub fn trace_summary(t: &Trace) -> String {
         out += &format!("  dead letter {} at {}{unknown}: {}\n", d.message_id, d.place, d.reason);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::records::{AttemptRecord, DeliveryRecord, Input, Processing, RouteStep, ShardRef, StageStep};
+
+    #[test]
+    fn a_trace_reads_as_its_steps_and_deliveries() {
+        let stage = StageStep {
+            stage: 1,
+            plugin: "json-mapper".into(),
+            digest: "sha256:237e8d181fac0123456789".into(),
+            input: "M1".into(),
+            micros: 1500,
+            outcome: StepOutcome::Outputs { batch: None, outputs: vec!["O1".into()] },
+            logs_dropped: Some(3),
+        };
+        let t = Trace {
+            id: "M1".into(),
+            input: Some(Input {
+                tenant: "acme".into(),
+                pipeline: "recs".into(),
+                state: "done".into(),
+                received_at: 0,
+                processed_at: Some(1),
+                message: json!({"kind": "raw"}),
+                processing: Some(Processing {
+                    shard: Some(ShardRef { index: 1, of: 2 }),
+                    steps: vec![Step::Stage(stage), Step::Route(RouteStep { route: "O1".into(), to: vec!["erp".into()] })],
+                }),
+                attempts: 0,
+                retry_errors: None,
+                next_attempt_at: 0,
+            }),
+            outputs: vec![DeliveryRecord {
+                id: "O1".into(),
+                source_id: "M1".into(),
+                sink: "erp".into(),
+                state: "delivered".into(),
+                reference: Some("ERP-1".into()),
+                queued_at: 1,
+                delivered_at: Some(2),
+                message: json!({"kind": "purchase-requisition", "body": {"id": "PR-1"}}),
+                attempts: vec![AttemptRecord { attempt: 1, at: Some(2), outcome: "delivered".into(), detail: Some("ERP-1".into()), digest: None }],
+            }],
+            deliveries: vec![],
+            dead_letters: vec![],
+            exceptions: vec![],
+        };
+        assert_eq!(
+            trace_summary(&t),
+            "message M1 (raw) in acme/recs: done (shard 2 of 2)\n\
+             \x20 stage 1 json-mapper@237e8d181fac 1.50 ms: 1 output(s) (3 log lines dropped)\n\
+             \x20 route   O1 -> erp\n\
+             \x20 output O1 purchase-requisition PR-1 -> sink erp: delivered (ERP-1) after 1 attempt(s)\n"
+        );
+    }
 }
