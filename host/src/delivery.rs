@@ -23,21 +23,16 @@ use crate::pipeline::{LeaseKeeper, LiveSink, WorkerCtx};
 use crate::runtime::{CallError, Failure, PluginInstance};
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter, Partition, Queue};
 
-/// Picks the deliveries to attempt now: due, in queue order, one per key,
-/// at most `max` of them and `max_bytes` of message (the first always).
-/// Returns them and the earliest time a skipped one becomes due.
-fn choose(rows: Vec<Delivery>, now: i64, max: usize, max_bytes: usize) -> (Vec<Delivery>, Option<i64>) {
+/// Picks the deliveries for one call from claimed (due) rows: in queue
+/// order, one per key, at most `max` of them and `max_bytes` of message
+/// (the first always). Which rows are due, and that a waiting delivery
+/// holds back the later ones of its key, is the store's claim.
+fn choose(rows: Vec<Delivery>, max: usize, max_bytes: usize) -> Vec<Delivery> {
     let mut seen_keys = HashSet::new();
-    let mut earliest: Option<i64> = None;
     let mut chosen = Vec::new();
     let mut bytes = 0;
     for d in rows {
         if !seen_keys.insert(d.ordering_key.clone()) {
-            continue;
-        }
-        if d.next_at > now {
-            // Claimed rows are due; this guards a store that returns more.
-            earliest = Some(earliest.map_or(d.next_at, |e| e.min(d.next_at)));
             continue;
         }
         if !chosen.is_empty() && bytes + d.json.len() > max_bytes {
@@ -49,7 +44,7 @@ fn choose(rows: Vec<Delivery>, now: i64, max: usize, max_bytes: usize) -> (Vec<D
             break;
         }
     }
-    (chosen, earliest)
+    chosen
 }
 
 /// An outcome and whether the message may have reached the downstream
@@ -193,10 +188,9 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
                 continue;
             }
         };
-        let (chosen, earliest) = choose(due.rows, now, batch, sink.cfg.batch_bytes);
+        let chosen = choose(due.rows, batch, sink.cfg.batch_bytes);
         if chosen.is_empty() {
-            let next = [earliest, due.next_at].into_iter().flatten().min();
-            let wait = next.map_or(1000, |e| (e - now).clamp(1, 1000)) as u64;
+            let wait = due.next_at.map_or(1000, |e| (e - now).clamp(1, 1000)) as u64;
             sink.signal.wait(seen, Duration::from_millis(wait));
             continue;
         }
@@ -218,13 +212,13 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
 mod tests {
     use super::*;
 
-    fn d(seq: i64, key: &str, next_at: i64, bytes: usize) -> Delivery {
+    fn d(seq: i64, key: &str, bytes: usize) -> Delivery {
         Delivery {
             seq,
             id: seq.to_string(),
             ordering_key: key.into(),
             attempts: 0,
-            next_at,
+            next_at: 0,
             json: "x".repeat(bytes),
             errors: vec![],
             outcome_unknown: false,
@@ -236,18 +230,17 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_delivery_blocks_its_key_but_not_others() {
-        let (chosen, earliest) = choose(vec![d(1, "a", 50, 1), d(2, "a", 0, 1), d(3, "b", 0, 1), d(4, "b", 0, 1), d(5, "c", 0, 1)], 10, 10, 1000);
-        assert_eq!(seqs(&chosen), vec![3, 5]);
-        assert_eq!(earliest, Some(50));
+    fn a_call_holds_one_message_per_key() {
+        let chosen = choose(vec![d(1, "a", 1), d(2, "a", 1), d(3, "b", 1), d(4, "b", 1), d(5, "c", 1)], 10, 1000);
+        assert_eq!(seqs(&chosen), vec![1, 3, 5]);
     }
 
     #[test]
     fn a_call_holds_no_more_bytes_than_allowed_but_always_one_message() {
-        let rows = || vec![d(1, "a", 0, 600), d(2, "b", 0, 300), d(3, "c", 0, 300), d(4, "d", 0, 10)];
-        assert_eq!(seqs(&choose(rows(), 0, 10, 1000).0), vec![1, 2]);
+        let rows = || vec![d(1, "a", 600), d(2, "b", 300), d(3, "c", 300), d(4, "d", 10)];
+        assert_eq!(seqs(&choose(rows(), 10, 1000)), vec![1, 2]);
         // A message larger than the byte limit goes alone.
-        assert_eq!(seqs(&choose(vec![d(1, "a", 0, 5000), d(2, "b", 0, 1)], 0, 10, 1000).0), vec![1]);
-        assert_eq!(seqs(&choose(rows(), 0, 2, 100_000).0), vec![1, 2]);
+        assert_eq!(seqs(&choose(vec![d(1, "a", 5000), d(2, "b", 1)], 10, 1000)), vec![1]);
+        assert_eq!(seqs(&choose(rows(), 2, 100_000)), vec![1, 2]);
     }
 }

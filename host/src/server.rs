@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-
 use crate::config::{self, Config, ConfigErrors};
 use crate::pipeline::Engine;
 use crate::runtime::{CompileCache, EngineOptions, Runtime};

@@ -72,17 +72,14 @@ impl<'a> View<'a> {
     /// order to keep; for a raw JSON payload the values at the raw
     /// pointers (when the pipeline names any); otherwise the fields.
     pub fn ordering_key(&self, key: &OrderingKey) -> String {
-        match key {
-            OrderingKey::None => self.msg.id.clone(),
-            OrderingKey::Keyed { raw, .. } if !raw.is_empty() && matches!(self.msg.body, syncline_model::Body::Raw(_)) => {
-                let syncline_model::Body::Raw(r) = &self.msg.body else { unreachable!() };
-                match serde_json::from_slice::<Value>(&r.data) {
-                    Ok(doc) => raw.iter().map(|p| doc.pointer(p).map(text).unwrap_or_default()).collect::<Vec<_>>().join("|"),
-                    // Not JSON (CSV, XML...): one key for all such payloads.
-                    Err(_) => String::new(),
-                }
-            }
-            OrderingKey::Keyed { fields, .. } => self.joined(fields),
+        match (key, &self.msg.body) {
+            (OrderingKey::None, _) => self.msg.id.clone(),
+            (OrderingKey::Keyed { raw, .. }, syncline_model::Body::Raw(r)) if !raw.is_empty() => match serde_json::from_slice::<Value>(&r.data) {
+                Ok(doc) => raw.iter().map(|p| doc.pointer(p).map(text).unwrap_or_default()).collect::<Vec<_>>().join("|"),
+                // Not JSON (CSV, XML...): one key for all such payloads.
+                Err(_) => String::new(),
+            },
+            (OrderingKey::Keyed { fields, .. }, _) => self.joined(fields),
         }
     }
 }

@@ -105,10 +105,7 @@ impl<T: 'static> Submitted<T> {
     pub fn wait(self) -> Result<T, StoreError> {
         match self.0 {
             Inner::Ready(r) => r,
-            Inner::Waiting(rx) => {
-                let out = rx.blocking_recv().map_err(|_| StoreError::stopped())??;
-                Ok(*out.downcast::<T>().expect("store op returns its own type"))
-            }
+            Inner::Waiting(rx) => unbox(rx.blocking_recv()),
         }
     }
 
@@ -120,12 +117,15 @@ impl<T: 'static> Submitted<T> {
     pub async fn committed(self) -> Result<T, StoreError> {
         match self.0 {
             Inner::Ready(r) => r,
-            Inner::Waiting(rx) => {
-                let out = rx.await.map_err(|_| StoreError::stopped())??;
-                Ok(*out.downcast::<T>().expect("store op returns its own type"))
-            }
+            Inner::Waiting(rx) => unbox(rx.await),
         }
     }
+}
+
+/// A store's answer to a submitted write, as the write's own type.
+fn unbox<T: 'static>(answer: Result<Committed, tokio::sync::oneshot::error::RecvError>) -> Result<T, StoreError> {
+    let out = answer.map_err(|_| StoreError::stopped())??;
+    Ok(*out.downcast::<T>().expect("store op returns its own type"))
 }
 
 /// Milliseconds since the Unix epoch.
