@@ -18,7 +18,9 @@ pub fn get(key: &str) -> Option<Vec<u8>> {
 ///
 /// # Errors
 ///
-/// A retryable `state-quota` error when the tenant's quota is exhausted.
+/// A retryable `state-quota` error when the tenant's quota is exhausted or
+/// the call has already written 10,000 other keys. Writes take effect when
+/// the call returns; a call that traps leaves the state as it was.
 pub fn set(key: &str, value: &[u8]) -> Result<(), PluginError> {
     #[cfg(target_arch = "wasm32")]
     return host::set(key, value).map_err(|e| PluginError::retryable("state-quota", e));

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncline::runtime::{CacheOutcome, Failure, Limits, LoadError, PluginContext, World};
+use syncline::runtime::{CacheOutcome, Failure, Limits, LoadError, PluginContext, StateStore, World};
 use syncline::stub_http::{StubResponse, StubServer};
 use syncline_model::DeliveryOutcome;
 
@@ -348,4 +348,76 @@ fn a_downstream_stalling_mid_body_is_bounded_by_the_request_timeout_and_the_call
     let (result, report) = within(Duration::from_secs(60), "a delivery to a stalled server", move || p.deliver_reported(vec![forecast("s2")]));
     assert_eq!(result.unwrap_err().failure, Failure::Timeout(Duration::from_secs(1)));
     assert_eq!(report.http_requests, 1, "the call says it had sent a request");
+}
+
+/// Real in-memory state that also records each commit it is handed.
+#[derive(Default)]
+struct RecordedState {
+    state: syncline::runtime::MemoryState,
+    commits: std::sync::Mutex<Vec<syncline::runtime::state::Writes>>,
+}
+
+impl StateStore for RecordedState {
+    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Option<Vec<u8>> {
+        self.state.get(tenant, plugin, key)
+    }
+    fn used(&self, tenant: &str, plugin: &str) -> usize {
+        self.state.used(tenant, plugin)
+    }
+    fn quota(&self) -> usize {
+        self.state.quota()
+    }
+    fn commit(&self, tenant: &str, plugin: &str, writes: syncline::runtime::state::Writes) -> Result<(), String> {
+        self.commits.lock().unwrap().push(writes.clone());
+        self.state.commit(tenant, plugin, writes)
+    }
+}
+
+#[test]
+fn a_state_flood_is_one_write_per_key_and_a_trapped_call_writes_nothing() {
+    let rt = runtime();
+    let recorded = Arc::new(RecordedState::default());
+    let mut ctx = PluginContext::new("hostile");
+    ctx.state = recorded.clone();
+    let p = rt.bind(rt.load_file(&plugin("hostile")).unwrap(), ctx).unwrap();
+    let tenant = forecast("x").tenant.clone();
+
+    // A million sets of one key and 500 of others: one commit, 501 writes.
+    let out = p.transform(asked("state-flood").with_header("writes", "1000000").with_header("keys", "500")).unwrap();
+    assert_eq!(out[0].header("state-refused"), Some(""), "{:?}", out[0].headers);
+    let commits = recorded.commits.lock().unwrap().clone();
+    assert_eq!(commits.len(), 1, "one commit for the whole call");
+    assert_eq!(commits[0].len(), 501);
+    assert_eq!(recorded.get(&tenant, "hostile", "hot").as_deref(), Some(&b"1000000"[..]), "the last value wins");
+
+    // Past the keys a call may write, `set` is refused and the call goes on.
+    let out = p.transform(asked("state-flood").with_header("writes", "1").with_header("keys", "20000")).unwrap();
+    let refused = out[0].header("state-refused").unwrap_or_default();
+    assert!(refused.contains("at most 10000 distinct state keys"), "{refused}");
+    assert_eq!(recorded.commits.lock().unwrap().len(), 2);
+
+    // Past the quota, `set` is refused too.
+    let big = asked("state-flood").with_header("writes", "0").with_header("keys", "200000");
+    let mut quota_ctx = PluginContext::new("hostile");
+    quota_ctx.state = Arc::new(syncline::runtime::MemoryState::with_quota(1000));
+    let small = rt.bind(rt.load_file(&plugin("hostile")).unwrap(), quota_ctx).unwrap();
+    let refused = small.transform(big).unwrap()[0].header("state-refused").unwrap_or_default().to_string();
+    assert!(refused.contains("state quota of 1000 bytes"), "{refused}");
+
+    // A call that writes and then traps leaves the state as it was.
+    let before = recorded.get(&tenant, "hostile", "hot");
+    let err = p.transform(asked("state-flood").with_header("writes", "5").with_header("keys", "3").with_header("then", "panic")).unwrap_err();
+    assert!(matches!(err.failure, Failure::Trap(_)), "{err}");
+    assert_eq!(recorded.commits.lock().unwrap().len(), 2, "a trapped call commits nothing");
+    assert_eq!(recorded.get(&tenant, "hostile", "hot"), before);
+
+    // A call that runs out of time after writing leaves nothing either.
+    let mut slow_ctx = PluginContext::new("hostile");
+    slow_ctx.state = recorded.clone();
+    slow_ctx.limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let slow = rt.bind(rt.load_file(&plugin("hostile")).unwrap(), slow_ctx).unwrap();
+    let err = slow.transform(asked("state-flood").with_header("writes", "1000000000")).unwrap_err();
+    assert_eq!(err.failure, Failure::Timeout(Duration::from_millis(200)), "{err}");
+    assert_eq!(recorded.commits.lock().unwrap().len(), 2, "a timed-out call commits nothing");
+    assert_eq!(recorded.get(&tenant, "hostile", "hot"), before);
 }

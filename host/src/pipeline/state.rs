@@ -1,11 +1,12 @@
 //! Plugin state kept in the store: read from memory, written through to
 //! the store. Entries are loaded once when the engine is built, so a
-//! plugin's state survives restarts; a write is queued to the store before
-//! the plugin call returns and is durable no later than the ack of the
-//! message whose processing wrote it.
+//! plugin's state survives restarts; a call's writes are queued to the
+//! store as one write when the call returns, durable no later than the ack
+//! of the message whose processing wrote them.
 
 use std::sync::Arc;
 
+use crate::runtime::state::Writes;
 use crate::runtime::{MemoryState, StateStore};
 use crate::store::{Store, StoreError};
 
@@ -27,7 +28,7 @@ impl StoredState {
     pub fn load(store: Arc<dyn Store>) -> Result<StoredState, StoreError> {
         let memory = MemoryState::with_quota(QUOTA);
         for ((tenant, plugin, key), value) in store.state()? {
-            if let Err(e) = memory.set(&tenant, &plugin, &key, value) {
+            if let Err(e) = memory.commit(&tenant, &plugin, vec![(key.clone(), Some(value))]) {
                 tracing::warn!(%tenant, %plugin, %key, error = %e, "a stored state entry is left out");
             }
         }
@@ -40,16 +41,19 @@ impl StateStore for StoredState {
         self.memory.get(tenant, plugin, key)
     }
 
-    fn set(&self, tenant: &str, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), String> {
-        self.memory.set(tenant, plugin, key, value.clone())?;
-        // Queued, not awaited: the store keeps write order, so the ack of
-        // the message being processed commits this write with it or after it.
-        drop(self.store.put_state(tenant, plugin, key, Some(value)));
-        Ok(())
+    fn used(&self, tenant: &str, plugin: &str) -> usize {
+        self.memory.used(tenant, plugin)
     }
 
-    fn delete(&self, tenant: &str, plugin: &str, key: &str) {
-        self.memory.delete(tenant, plugin, key);
-        drop(self.store.put_state(tenant, plugin, key, None));
+    fn quota(&self) -> usize {
+        self.memory.quota()
+    }
+
+    fn commit(&self, tenant: &str, plugin: &str, writes: Writes) -> Result<(), String> {
+        self.memory.commit(tenant, plugin, writes.clone())?;
+        // Queued, not awaited: the store keeps write order, so the ack of
+        // the message being processed commits these writes with it or after.
+        drop(self.store.put_state(tenant, plugin, writes));
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! call) and outbound HTTP ([`super::http`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -19,61 +19,7 @@ use super::http::HttpPolicy;
 use super::limits::{bytes, Limits};
 use super::logs::LogGate;
 use super::output::Output;
-
-/// A plugin's per-tenant key-value state, kept across calls.
-pub trait StateStore: Send + Sync {
-    /// The value under (`tenant`, `plugin`, `key`).
-    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Option<Vec<u8>>;
-    /// Stores a value.
-    ///
-    /// # Errors
-    ///
-    /// Text for the plugin when the tenant's quota would be exceeded.
-    fn set(&self, tenant: &str, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), String>;
-    /// Removes a value.
-    fn delete(&self, tenant: &str, plugin: &str, key: &str);
-}
-
-/// State held in memory, with a byte quota per tenant and plugin.
-#[derive(Default)]
-pub struct MemoryState {
-    map: Mutex<BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>>,
-    quota: Option<usize>,
-}
-
-impl MemoryState {
-    /// An empty state store whose tenants may each hold `quota` bytes per plugin.
-    pub fn with_quota(quota: usize) -> MemoryState {
-        MemoryState { map: Mutex::default(), quota: Some(quota) }
-    }
-}
-
-impl StateStore for MemoryState {
-    fn get(&self, tenant: &str, plugin: &str, key: &str) -> Option<Vec<u8>> {
-        let map = self.map.lock().unwrap();
-        map.get(&(tenant.to_string(), plugin.to_string()))?.get(key).cloned()
-    }
-
-    fn set(&self, tenant: &str, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), String> {
-        let mut map = self.map.lock().unwrap();
-        let entries = map.entry((tenant.to_string(), plugin.to_string())).or_default();
-        if let Some(quota) = self.quota {
-            let used: usize = entries.iter().filter(|(k, _)| *k != key).map(|(k, v)| k.len() + v.len()).sum();
-            if used + key.len() + value.len() > quota {
-                return Err(format!("state quota of {quota} bytes for tenant `{tenant}` would be exceeded"));
-            }
-        }
-        entries.insert(key.to_string(), value);
-        Ok(())
-    }
-
-    fn delete(&self, tenant: &str, plugin: &str, key: &str) {
-        let mut map = self.map.lock().unwrap();
-        if let Some(entries) = map.get_mut(&(tenant.to_string(), plugin.to_string())) {
-            entries.remove(key);
-        }
-    }
-}
+use super::state::{CallWrites, MemoryState, StateStore};
 
 /// Everything the host knows about one configured use of a plugin: its
 /// config, tables, state, allowed hosts and limits. Shared by its instances.
@@ -103,7 +49,7 @@ impl PluginContext {
             config: BTreeMap::new(),
             secret_keys: Vec::new(),
             tables: BTreeMap::new(),
-            state: Arc::new(MemoryState::with_quota(1 << 20)),
+            state: Arc::new(MemoryState::default()),
             allowed_hosts: Vec::new(),
             limits: Limits::default(),
         }
@@ -201,6 +147,8 @@ pub struct HostState {
     pub(crate) deadline: Instant,
     /// Log lines the gate dropped during the current call.
     pub(crate) logs_dropped: u64,
+    /// State the current call wrote, applied when it returns.
+    pub(crate) writes: CallWrites,
 }
 
 impl HostState {
@@ -222,6 +170,7 @@ impl HostState {
             output,
             deadline: Instant::now(),
             logs_dropped: 0,
+            writes: CallWrites::default(),
         }
     }
 
@@ -234,6 +183,7 @@ impl HostState {
         self.memory.exceeded = None;
         self.logs_dropped = 0;
         self.output.take();
+        self.writes.take();
     }
 }
 
@@ -301,15 +251,15 @@ impl reference::Host for HostState {
 
 impl state::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.ctx.state.get(&self.call.tenant, &self.ctx.plugin, &key)
+        self.writes.get(self.ctx.state.as_ref(), &self.call.tenant, &self.ctx.plugin, &key)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.ctx.state.set(&self.call.tenant, &self.ctx.plugin, &key, value)
+        self.writes.set(self.ctx.state.as_ref(), &self.call.tenant, &self.ctx.plugin, &key, value)
     }
 
     fn delete(&mut self, key: String) {
-        self.ctx.state.delete(&self.call.tenant, &self.ctx.plugin, &key)
+        self.writes.delete(self.ctx.state.as_ref(), &self.call.tenant, &self.ctx.plugin, &key)
     }
 }
 

@@ -273,8 +273,18 @@ impl PluginInstance {
         let Warm { store, exports, .. } = &mut warm;
         let ran = super::io::run_until(deadline, self.dispatch(store, exports, request));
         // Dropped at the deadline while the guest waited in a host call.
-        let result = ran.unwrap_or_else(|| Err(self.error(Failure::Timeout(limits.timeout))));
+        let mut result = ran.unwrap_or_else(|| Err(self.error(Failure::Timeout(limits.timeout))));
         let data = warm.store.data_mut();
+        // The state the call wrote takes effect only when the plugin chose
+        // its answer; a call that trapped, timed out or was refused leaves
+        // none of its writes behind.
+        let writes = data.writes.take();
+        let answered = matches!(&result, Ok(_) | Err(CallError { failure: Failure::Plugin(_), .. }));
+        if answered && !writes.is_empty() {
+            if let Err(e) = self.ctx.state.commit(&data.call.tenant, &self.ctx.plugin, writes) {
+                result = Err(self.error(Failure::Plugin(PluginError::retryable("state-quota", e))));
+            }
+        }
         let written = data.output.take();
         let report = CallReport { logs_dropped: data.logs_dropped, http_requests: data.policy.sent, output_bytes: written.bytes };
         let keep = !limits.fresh && matches!(&result, Ok(_) | Err(CallError { failure: Failure::Plugin(_) | Failure::Contract(_), .. }));

@@ -20,6 +20,7 @@ pub mod native;
 mod output;
 pub mod plugin;
 mod size;
+pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use wasmtime::Engine;
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::EngineOptions;
 pub use error::{CallError, Failure, LoadError};
-pub use host::{flatten_config, MemoryState, PluginContext, StateStore};
+pub use host::{flatten_config, PluginContext};
+pub use state::{MemoryState, StateStore};
 pub use instance::{CallReport, PluginInstance};
 pub use limits::Limits;
 pub use logs::LogCounters;

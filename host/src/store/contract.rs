@@ -205,10 +205,10 @@ pub fn prune_keeps_dead_letters_and_pending_work(s: &dyn Store) {
 }
 
 pub fn keeps_state_archive_and_audit(s: &dyn Store) {
-    s.put_state("acme", "counter", "n", Some(b"1".to_vec())).wait().unwrap();
-    s.put_state("acme", "counter", "n", Some(b"2".to_vec())).wait().unwrap();
-    s.put_state("acme", "counter", "gone", Some(b"x".to_vec())).wait().unwrap();
-    s.put_state("acme", "counter", "gone", None).wait().unwrap();
+    let put = |key: &str, value: Option<&[u8]>| vec![(key.to_string(), value.map(<[u8]>::to_vec))];
+    s.put_state("acme", "counter", put("n", Some(b"1"))).wait().unwrap();
+    s.put_state("acme", "counter", [put("n", Some(b"2")), put("gone", Some(b"x"))].concat()).wait().unwrap();
+    s.put_state("acme", "counter", put("gone", None)).wait().unwrap();
     assert_eq!(s.state().unwrap(), vec![(("acme".into(), "counter".into(), "n".into()), b"2".to_vec())]);
     s.archive("sha256:abc", b"one").unwrap();
     s.archive("sha256:abc", b"two").unwrap();

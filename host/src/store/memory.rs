@@ -399,16 +399,18 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap().state.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
-    fn put_state(&self, tenant: &str, plugin: &str, key: &str, value: Option<Vec<u8>>) -> Submitted<()> {
+    fn put_state(&self, tenant: &str, plugin: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Submitted<()> {
         let mut s = match self.write() {
             Ok(s) => s,
             Err(e) => return Submitted::ready(Err(e)),
         };
-        let slot = (tenant.to_string(), plugin.to_string(), key.to_string());
-        match value {
-            Some(v) => s.state.insert(slot, v),
-            None => s.state.remove(&slot),
-        };
+        for (key, value) in writes {
+            let slot = (tenant.to_string(), plugin.to_string(), key);
+            match value {
+                Some(v) => s.state.insert(slot, v),
+                None => s.state.remove(&slot),
+            };
+        }
         Submitted::ready(Ok(()))
     }
 

@@ -596,11 +596,11 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn state(&self) -> Result<Vec<StateEntry>, StoreError>;
 
-    /// Sets (or with `None` removes) a plugin-state entry. Returns at once;
-    /// the write is durable no later than any write submitted after it
-    /// (so a message's outcome is never kept without the state its
-    /// processing wrote).
-    fn put_state(&self, tenant: &str, plugin: &str, key: &str, value: Option<Vec<u8>>) -> Submitted<()>;
+    /// Sets (or with `None` removes) plugin-state entries of a tenant and
+    /// plugin, all in one write. Returns at once; the write is durable no
+    /// later than any write submitted after it (so a message's outcome is
+    /// never kept without the state its processing wrote).
+    fn put_state(&self, tenant: &str, plugin: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Submitted<()>;
 
     /// Keeps the bytes of a plugin version under its digest (once).
     ///

@@ -674,15 +674,17 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn put_state(&self, tenant: &str, plugin: &str, key: &str, value: Option<Vec<u8>>) -> Submitted<()> {
-        let (tenant, plugin, key) = (tenant.to_string(), plugin.to_string(), key.to_string());
+    fn put_state(&self, tenant: &str, plugin: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Submitted<()> {
+        let (tenant, plugin) = (tenant.to_string(), plugin.to_string());
         let submitted = self.submit(move |tx| {
-            match value {
-                Some(v) => tx
-                    .prepare_cached("INSERT INTO plugin_state (tenant, plugin, key, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET value = ?4")?
-                    .execute(params![tenant, plugin, key, v])?,
-                None => tx.prepare_cached("DELETE FROM plugin_state WHERE tenant = ?1 AND plugin = ?2 AND key = ?3")?.execute(params![tenant, plugin, key])?,
-            };
+            for (key, value) in writes {
+                match value {
+                    Some(v) => tx
+                        .prepare_cached("INSERT INTO plugin_state (tenant, plugin, key, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET value = ?4")?
+                        .execute(params![tenant, plugin, key, v])?,
+                    None => tx.prepare_cached("DELETE FROM plugin_state WHERE tenant = ?1 AND plugin = ?2 AND key = ?3")?.execute(params![tenant, plugin, key])?,
+                };
+            }
             Ok(())
         });
         match submitted {
@@ -917,7 +919,7 @@ mod tests {
         let path = dir.path().join("s.db");
         {
             let s = SqliteStore::open(&path, Sync::Normal, None).unwrap();
-            s.put_state("acme", "counter", "n", Some(b"41".to_vec())).wait().unwrap();
+            s.put_state("acme", "counter", vec![("n".into(), Some(b"41".to_vec()))]).wait().unwrap();
             s.archive("sha256:abc", b"\0asm").unwrap();
             s.lease(&contract::partition(), "host-a", now_ms(), 60_000).unwrap();
         }
