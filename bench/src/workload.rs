@@ -201,5 +201,8 @@ pub fn run(system: System, n: usize, f: &mut Figures) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     let stored = std::fs::metadata(site.path().join("data/syncline.db")).map_or(0, |m| m.len());
     f.add(&format!("{label}:stored"), stored as f64 / n as f64);
+    if std::env::var_os("SYNCLINE_BENCH_KEEP").is_some() {
+        eprintln!("workload site kept for inspection: {}", site.keep().display());
+    }
     Ok(())
 }

@@ -33,7 +33,7 @@ fn sink_lease(s: &dyn Store) -> Lease {
 }
 
 fn settled(id: &str, deliveries: Vec<NewDelivery>) -> Processed {
-    Processed { id: id.into(), state: Final::Done, trace: "{}".into(), retry: None, deliveries, dead_letters: vec![], exceptions: vec![] }
+    Processed { id: id.into(), state: Final::Done, processing: Default::default(), retry: None, deliveries, dead_letters: vec![], exceptions: vec![] }
 }
 
 fn commit(processed: Vec<Processed>) -> Commit {
@@ -219,4 +219,35 @@ pub fn keeps_state_archive_and_audit(s: &dyn Store) {
     let events = s.audit_events(0, 10).unwrap();
     assert_eq!(events.iter().map(|e| e.event.kind()).collect::<Vec<_>>(), ["start", "stop"]);
     assert_eq!(s.audit_events(events[0].id, 10).unwrap().len(), 1);
+}
+
+/// A processing record of `input` through two stages and a route.
+pub fn processing(input: &str, digest: &str) -> records::Processing {
+    use records::{RouteStep, ShardRef, StageStep, Step, StepOutcome};
+    let stage = |stage: usize, plugin: &str, input: &str, outcome: StepOutcome| {
+        Step::Stage(StageStep { stage, plugin: plugin.into(), digest: digest.into(), input: input.into(), micros: 42, outcome, logs_dropped: None })
+    };
+    let output = format!("{input}-out");
+    records::Processing {
+        shard: Some(ShardRef { index: 0, of: 1 }),
+        steps: vec![
+            stage(1, "mapper", input, StepOutcome::Outputs { batch: None, outputs: vec![output.clone()] }),
+            stage(2, "validator", &output, StepOutcome::Validated { valid: true, violations: serde_json::json!([]), policy: None }),
+            Step::Route(RouteStep { route: output, to: vec!["erp".into()] }),
+        ],
+    }
+}
+
+pub fn keeps_each_processing_record(s: &dyn Store) {
+    s.append(vec![msg("p1", None), msg("p2", None), msg("p3", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let (one, two) = (processing("p1", "sha256:aaa"), processing("p2", "sha256:bbb"));
+    let nack = Processed { retry: Some(Retry { next_at: now_ms() + 60_000, errors: vec!["later".into()] }), ..settled("p3", vec![]) };
+    s.ack(&lease, commit(vec![Processed { processing: one.clone(), ..settled("p1", vec![]) }, Processed { processing: two.clone(), ..settled("p2", vec![]) }, nack]))
+        .unwrap();
+    let read = |id: &str| s.trace(id).unwrap().unwrap().input.unwrap().processing;
+    assert_eq!((read("p1"), read("p2")), (Some(one), Some(two)));
+    assert_eq!(read("p3"), None, "a nack records no processing");
+    assert_eq!(s.prune(now_ms() + 1).unwrap().messages, 2);
+    assert!(s.trace("p1").unwrap().is_none());
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Trace};
+use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Processing, Trace};
 use super::*;
 
 struct Msg {
@@ -19,7 +19,7 @@ struct Msg {
     received_at: i64,
     processed_at: Option<i64>,
     body: String,
-    trace: Option<String>,
+    processing: Option<Processing>,
     attempts: u32,
     next_at: i64,
     errors: Vec<String>,
@@ -146,7 +146,7 @@ impl Store for MemoryStore {
                     received_at: now,
                     processed_at: None,
                     body: m.json,
-                    trace: None,
+                    processing: None,
                     attempts: 0,
                     next_at: 0,
                     errors: Vec::new(),
@@ -215,7 +215,7 @@ impl Store for MemoryStore {
                 continue;
             }
             m.state = p.state.as_str();
-            m.trace = Some(p.trace);
+            m.processing = Some(p.processing);
             m.processed_at = Some(now);
             for d in p.deliveries {
                 if s.delivery_seq.contains_key(&(d.id.clone(), d.sink.clone())) {
@@ -362,7 +362,7 @@ impl Store for MemoryStore {
                 received_at: m.received_at,
                 processed_at: m.processed_at,
                 message: json(&m.body),
-                processing: m.trace.as_deref().and_then(|t| serde_json::from_str(t).ok()),
+                processing: m.processing.clone(),
                 attempts: m.attempts as i64,
                 retry_errors: (!m.errors.is_empty()).then(|| m.errors.clone()),
                 next_attempt_at: m.next_at,
@@ -486,6 +486,7 @@ mod tests {
         contract::acked_outputs_are_delivered_in_order_per_key(&MemoryStore::new());
         contract::prune_keeps_dead_letters_and_pending_work(&MemoryStore::new());
         contract::keeps_state_archive_and_audit(&MemoryStore::new());
+        contract::keeps_each_processing_record(&MemoryStore::new());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! A write returns only once it is durable — so "accepted" always means "on
 //! disk" (SQLite group-commits many callers' writes in one transaction).
 
+mod compact;
 #[cfg(test)]
 mod contract;
 mod memory;
@@ -385,9 +386,8 @@ pub struct Processed {
     pub id: String,
     /// Where it ended.
     pub state: Final,
-    /// Its processing record (stages, digests, timings) as JSON text
-    /// (serialized by the caller, off the store's writer thread).
-    pub trace: String,
+    /// Its processing record (stages, digests, timings); not kept for a nack.
+    pub processing: records::Processing,
     /// Set when the attempt failed retryably: nothing else of it is
     /// recorded, the message waits for its next attempt.
     pub retry: Option<Retry>,

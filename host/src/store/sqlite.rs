@@ -7,6 +7,7 @@
 //! copy the log into the database.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -15,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Trace};
+use super::compact;
 use super::*;
 use crate::config::Sync;
 
@@ -26,6 +28,8 @@ pub struct SqliteStore {
     jobs: Mutex<mpsc::Sender<(Op, Reply)>>,
     read: Mutex<Connection>,
     closed: Arc<AtomicBool>,
+    /// The numbers of the plugin versions traces name (see `trace_plugins`).
+    versions: Mutex<HashMap<(String, String), i64>>,
 }
 
 impl Drop for SqliteStore {
@@ -161,6 +165,25 @@ CREATE TABLE IF NOT EXISTS cursors (
     cursor TEXT NOT NULL,
     at INTEGER NOT NULL
 );
+-- A processed message's record in its stored form (store/compact.rs),
+-- beside the message row rather than in it: written once, appended in
+-- order, never rewritten (messages processed before this table existed
+-- keep theirs in messages.trace).
+CREATE TABLE IF NOT EXISTS traces (
+    seq INTEGER PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS traces_follow_messages AFTER DELETE ON messages
+BEGIN
+    DELETE FROM traces WHERE seq = OLD.seq;
+END;
+-- The plugin versions traces name, by number.
+CREATE TABLE IF NOT EXISTS trace_plugins (
+    id INTEGER PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    UNIQUE (plugin, digest)
+);
 "#;
 
 impl From<rusqlite::Error> for StoreError {
@@ -264,7 +287,22 @@ impl SqliteStore {
             .name("syncline-store-checkpoint".into())
             .spawn(move || checkpointer(checkpoints, flag))
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed })
+        Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed, versions: Mutex::default() })
+    }
+
+    /// The number traces use for a plugin version, given one on first use.
+    fn version(&self, plugin: &str, digest: &str) -> Result<i64, StoreError> {
+        let mut versions = self.versions.lock().unwrap();
+        if let Some(n) = versions.get(&(plugin.to_string(), digest.to_string())) {
+            return Ok(*n);
+        }
+        let (p, d) = (plugin.to_string(), digest.to_string());
+        let n = self.write(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO trace_plugins (plugin, digest) VALUES (?1, ?2)", params![p, d])?;
+            tx.query_row("SELECT id FROM trace_plugins WHERE plugin = ?1 AND digest = ?2", params![p, d], |r| r.get(0))
+        })?;
+        versions.insert((plugin.to_string(), digest.to_string()), n);
+        Ok(n)
     }
 
     /// Queues `f` for the next group commit; the commit's outcome arrives
@@ -370,6 +408,14 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
     Ok(out)
 }
 
+/// The plugin name and digest traces number `n`.
+fn plugin_version(conn: &Connection, n: i64) -> Option<(String, String)> {
+    conn.prepare_cached("SELECT plugin, digest FROM trace_plugins WHERE id = ?1")
+        .and_then(|mut s| s.query_row(params![n], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .ok()
+        .flatten()
+}
+
 fn parse(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
 }
@@ -409,9 +455,12 @@ fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
 }
 
 /// Records processed messages (settled or nacked) in `tx`.
-fn ack(tx: &Transaction, commit: Commit) -> rusqlite::Result<()> {
+/// `traces` holds each processed message's record in its stored form
+/// (`None` for a nack).
+fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlite::Result<()> {
     let now = now_ms();
-    let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, trace = ?3, processed_at = ?4 WHERE id = ?1 AND state = 'accepted'")?;
+    let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, processed_at = ?3 WHERE id = ?1 AND state = 'accepted' RETURNING seq")?;
+    let mut trace = tx.prepare_cached("INSERT OR REPLACE INTO traces (seq, data) VALUES (?1, ?2)")?;
     let mut queue = tx.prepare_cached(
         "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8)",
@@ -424,15 +473,17 @@ fn ack(tx: &Transaction, commit: Commit) -> rusqlite::Result<()> {
         "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7)",
     )?;
     let mut retry = tx.prepare_cached("UPDATE messages SET attempts = attempts + 1, next_at = ?2, errors = ?3 WHERE id = ?1 AND state = 'accepted'")?;
-    for p in commit.processed {
+    for (p, data) in commit.processed.into_iter().zip(traces) {
         if let Some(r) = &p.retry {
             retry.execute(params![p.id, r.next_at, serde_json::to_string(&r.errors).unwrap()])?;
             continue;
         }
-        let changed = mark.execute(params![p.id, p.state.as_str(), p.trace, now])?;
-        if changed == 0 {
+        let Some(seq) = mark.query_row(params![p.id, p.state.as_str(), now], |r| r.get::<_, i64>(0)).optional()? else {
             // Already processed (e.g. by a worker that raced a restart): keep the first result.
             continue;
+        };
+        if let Some(data) = data {
+            trace.execute(params![seq, data])?;
         }
         for d in p.deliveries {
             let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
@@ -587,7 +638,16 @@ impl Store for SqliteStore {
     }
 
     fn ack(&self, lease: &Lease, commit: Commit) -> Result<(), StoreError> {
-        self.fenced_write(lease, move |tx| ack(tx, commit))
+        // Encoded here, on the caller's thread, not on the writer's.
+        let traces = commit
+            .processed
+            .iter()
+            .map(|p| match p.retry {
+                Some(_) => Ok(None),
+                None => compact::encode(&p.processing, |plugin, digest| self.version(plugin, digest)).map(Some),
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.fenced_write(lease, move |tx| ack(tx, commit, traces))
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
@@ -710,7 +770,8 @@ impl Store for SqliteStore {
         let conn = self.read.lock().unwrap();
         let input = conn
             .query_row(
-                "SELECT tenant, pipeline, state, received_at, processed_at, body, trace, attempts, errors, next_at FROM messages WHERE id = ?1",
+                "SELECT tenant, pipeline, state, received_at, processed_at, body, trace, attempts, errors, next_at,
+                        (SELECT data FROM traces t WHERE t.seq = m.seq) FROM messages m WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok(Input {
@@ -720,7 +781,11 @@ impl Store for SqliteStore {
                         received_at: r.get(3)?,
                         processed_at: r.get(4)?,
                         message: parse(Some(r.get(5)?)),
-                        processing: r.get::<_, Option<String>>(6)?.and_then(|t| serde_json::from_str(&t).ok()),
+                        processing: match (r.get::<_, Option<String>>(10)?, r.get::<_, Option<String>>(6)?) {
+                            (Some(stored), _) => compact::decode(&stored, |n| plugin_version(&conn, n)),
+                            // Recorded before traces had their own table.
+                            (None, old) => old.and_then(|t| serde_json::from_str(&t).ok()),
+                        },
                         attempts: r.get(7)?,
                         retry_errors: r.get::<_, Option<String>>(8)?.and_then(|t| serde_json::from_str(&t).ok()),
                         next_attempt_at: r.get(9)?,
@@ -892,6 +957,7 @@ mod tests {
         contract::acked_outputs_are_delivered_in_order_per_key(&store().1);
         contract::prune_keeps_dead_letters_and_pending_work(&store().1);
         contract::keeps_state_archive_and_audit(&store().1);
+        contract::keeps_each_processing_record(&store().1);
     }
 
     #[test]
@@ -930,6 +996,14 @@ mod tests {
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
         // The same holder (a restarted host) takes its partition back at once.
         assert_eq!(s.lease(&contract::partition(), "host-a", now_ms(), 60_000).unwrap().token, 1);
+    }
+
+    #[test]
+    fn a_pruned_message_takes_its_trace_along() {
+        let (_dir, s) = store();
+        contract::keeps_each_processing_record(&s);
+        let left: i64 = s.read.lock().unwrap().query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Pro
                 return Processed {
                     id: p.id.clone(),
                     state: Final::Done,
-                    trace: String::new(),
+                    processing: Processing::default(),
                     retry: Some(Retry { next_at, errors }),
                     deliveries: vec![],
                     dead_letters: vec![],
@@ -277,7 +277,7 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Pro
             Processed {
                 id: p.id.clone(),
                 state,
-                trace: serde_json::to_string(&Processing { shard: Some(shard), steps: r.steps }).expect("a processing record serializes"),
+                processing: Processing { shard: Some(shard), steps: r.steps },
                 retry: None,
                 deliveries: r.deliveries,
                 dead_letters: r.dead,
@@ -309,7 +309,6 @@ mod tests {
         assert_eq!(retry.errors, ["first", "flaky"], "every attempt's error, this one last");
         assert!(retry.next_at > crate::store::now_ms());
         assert_eq!((out[1].state.clone(), out[2].state.clone()), (Final::Done, Final::Dropped));
-        let trace: Processing = serde_json::from_str(&out[1].trace).unwrap();
-        assert_eq!(trace.shard, Some(shard));
+        assert_eq!(out[1].processing.shard, Some(shard));
     }
 }
