@@ -251,3 +251,66 @@ pub fn keeps_each_processing_record(s: &dyn Store) {
     assert_eq!(s.prune(now_ms() + 1).unwrap().messages, 2);
     assert!(s.trace("p1").unwrap().is_none());
 }
+
+fn dead_letter(message_id: &str, place: &str, reason: &str) -> NewDeadLetter {
+    NewDeadLetter {
+        message_id: message_id.into(),
+        place: place.into(),
+        plugin: "p".into(),
+        digest: "sha256:x".into(),
+        reason: reason.into(),
+        attempts: vec![reason.into()],
+        json: format!(r#"{{"id": "{message_id}"}}"#),
+        outcome_unknown: false,
+    }
+}
+
+pub fn dead_letters_are_listed_replayed_and_purged(s: &dyn Store) {
+    use records::{DeadLetterFilter, Replayed};
+    s.append(vec![msg("in1", None), msg("in2", None), msg("in3", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    // in1 dies in stage 2 twice (two of its outputs), in2's output dies at the sink, in3 in stage 1.
+    let dead_in1 = Processed { state: Final::Dead, dead_letters: vec![dead_letter("in1-a", "stage 2 (v)", "trapped"), dead_letter("in1-b", "stage 2 (v)", "trapped")], ..settled("in1", vec![]) };
+    let dead_in3 = Processed { state: Final::Dead, dead_letters: vec![dead_letter("in3", "stage 1 (m)", "bad-json")], ..settled("in3", vec![]) };
+    s.ack(&lease, commit(vec![dead_in1, settled("in2", vec![out("in2-out", "k")]), dead_in3])).unwrap();
+    let sink = sink_lease(s);
+    let due = s.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+    s.ack_deliveries(&sink, vec![Attempt { seq: due[0].seq, digest: "sha256:x".into(), result: AttemptResult::Dead(dead_letter("in2-out", "sink erp", "HTTP 422: unknown supplier")) }])
+        .unwrap();
+
+    let list = |f: DeadLetterFilter| s.dead_letters(&f, 0, 100).unwrap().into_iter().map(|d| d.message_id).collect::<Vec<_>>();
+    assert_eq!(list(DeadLetterFilter::default()), ["in1-a", "in1-b", "in3", "in2-out"]);
+    assert_eq!(list(DeadLetterFilter { place: Some("sink".into()), ..Default::default() }), ["in2-out"]);
+    assert_eq!(list(DeadLetterFilter { reason: Some("HTTP 422".into()), tenant: Some("acme".into()), ..Default::default() }), ["in2-out"]);
+    assert_eq!(list(DeadLetterFilter { tenant: Some("other".into()), ..Default::default() }), Vec::<String>::new());
+    assert_eq!(list(DeadLetterFilter { before: Some(0), ..Default::default() }), Vec::<String>::new());
+    let all = s.dead_letters(&DeadLetterFilter::default(), 0, 100).unwrap();
+    let id_of = |m: &str| all.iter().find(|d| d.message_id == m).unwrap().id;
+    assert_eq!(s.dead_letters(&DeadLetterFilter::default(), id_of("in1-b"), 1).unwrap()[0].message_id, "in3", "paged by number");
+    let (record, body) = s.dead_letter(id_of("in2-out")).unwrap().unwrap();
+    assert_eq!((record.pipeline.as_str(), record.source_id.as_str(), body["id"].as_str()), ("p", "in2", Some("in2-out")));
+
+    // A sink dead letter goes back to its queue, with its attempts counted afresh.
+    let replayed = s.replay_dead_letter(id_of("in2-out")).unwrap().unwrap();
+    assert_eq!(replayed, Replayed::Delivery { sink: "erp".into(), id: "in2-out".into() });
+    let due = s.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+    assert_eq!((due.len(), due[0].id.as_str(), due[0].attempts), (1, "in2-out", 0));
+    assert!(matches!(s.replay_dead_letter(id_of("in2-out")), Err(StoreError::Conflict(_))), "replayed once");
+    // A stage dead letter puts its accepted message back to work, and with
+    // it the other stage dead letter of the same message.
+    let replayed = s.replay_dead_letter(id_of("in1-b")).unwrap().unwrap();
+    assert_eq!(replayed, Replayed::Message { tenant: "acme".into(), pipeline: "p".into(), id: "in1".into() });
+    assert_eq!(ids(&s.claim(&lease, 0, now_ms(), 10).unwrap().rows, |m| &m.id), ["in1"]);
+    assert_eq!(list(DeadLetterFilter::default()), ["in3"]);
+    assert_eq!(list(DeadLetterFilter { state: Some("replayed".into()), ..Default::default() }), ["in1-a", "in1-b", "in2-out"]);
+    // Purged with a reason, then gone from the open list; unknown numbers are `None`.
+    let purged = s.purge_dead_letter(id_of("in3"), "test data").unwrap().unwrap();
+    assert_eq!((purged.state.as_str(), purged.note.as_deref()), ("purged", Some("test data")));
+    assert!(matches!(s.purge_dead_letter(id_of("in3"), "again"), Err(StoreError::Conflict(_))));
+    assert_eq!(list(DeadLetterFilter::default()), Vec::<String>::new());
+    assert!(s.replay_dead_letter(9_999_999).unwrap().is_none());
+    assert!(s.purge_dead_letter(9_999_999, "x").unwrap().is_none());
+    // Resolved dead letters are pruned with the rest.
+    s.prune(now_ms() + 1).unwrap();
+    assert_eq!(list(DeadLetterFilter { state: Some("all".into()), ..Default::default() }), Vec::<String>::new());
+}

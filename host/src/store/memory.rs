@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Processing, Trace};
+use super::records::{
+    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Processing, Replayed, Trace,
+};
 use super::*;
 
 struct Msg {
@@ -50,8 +52,8 @@ struct Inner {
     idempotency: HashMap<(String, String), (String, i64)>,
     deliveries: BTreeMap<i64, Del>,
     delivery_seq: HashMap<(String, String), i64>,
-    /// (source id, record).
-    dead_letters: Vec<(String, DeadLetterRecord)>,
+    /// Records with the message as it died.
+    dead_letters: Vec<(DeadLetterRecord, String)>,
     /// (source id, record).
     exceptions: Vec<(String, ExceptionRecord)>,
     audit: Vec<AuditRecord>,
@@ -59,6 +61,16 @@ struct Inner {
     leases: HashMap<Partition, (String, i64, i64)>,
     state: BTreeMap<(String, String, String), Vec<u8>>,
     archive: HashMap<String, Vec<u8>>,
+}
+
+/// Dead letter `id`, for a change: `None` when there is none,
+/// [`StoreError::Conflict`] when it is not open.
+fn open_dead_letter(s: &Inner, id: i64) -> Result<Option<DeadLetterRecord>, StoreError> {
+    match s.dead_letters.iter().find(|(d, _)| d.id == id) {
+        None => Ok(None),
+        Some((d, _)) if d.state != "open" => Err(StoreError::Conflict(format!("dead letter {id} was already {}", d.state))),
+        Some((d, _)) => Ok(Some(d.clone())),
+    }
 }
 
 impl Inner {
@@ -246,6 +258,13 @@ impl Store for MemoryStore {
             }
             for d in p.dead_letters {
                 let record = DeadLetterRecord {
+                    id: s.next_seq(),
+                    tenant: commit.tenant.clone(),
+                    pipeline: commit.pipeline.clone(),
+                    source_id: p.id.clone(),
+                    state: "open".into(),
+                    resolved_at: None,
+                    note: None,
                     at: now,
                     place: d.place,
                     plugin: d.plugin,
@@ -255,7 +274,7 @@ impl Store for MemoryStore {
                     message_id: d.message_id,
                     outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
                 };
-                s.dead_letters.push((p.id.clone(), record));
+                s.dead_letters.push((record, d.json));
             }
             for e in p.exceptions {
                 let record = ExceptionRecord { at: now, queue: e.queue, detail: e.detail, state: "open".into(), message_id: e.message_id };
@@ -293,7 +312,8 @@ impl Store for MemoryStore {
         let Queue::Deliveries { sink } = &lease.partition.queue else {
             return Err(StoreError::Other(format!("ack_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
         };
-        let mut s = self.write()?;
+        let mut guard = self.write()?;
+        let s = &mut *guard;
         s.fenced(lease)?;
         let now = now_ms();
         for a in attempts {
@@ -318,7 +338,16 @@ impl Store for MemoryStore {
                     failed("dead", dl.reason.clone());
                     d.state = "dead";
                     let source = d.source_id.clone();
+                    let (tenant, pipeline) = s.message_seq.get(&source).and_then(|q| s.messages.get(q)).map(|m| (m.tenant.clone(), m.pipeline.clone())).unwrap_or_default();
+                    s.seq += 1;
                     let record = DeadLetterRecord {
+                        id: s.seq,
+                        tenant,
+                        pipeline,
+                        source_id: source,
+                        state: "open".into(),
+                        resolved_at: None,
+                        note: None,
                         at: now,
                         place: format!("sink {sink}"),
                         plugin: dl.plugin,
@@ -328,7 +357,7 @@ impl Store for MemoryStore {
                         message_id: dl.message_id,
                         outcome: if dl.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
                     };
-                    s.dead_letters.push((source, record));
+                    s.dead_letters.push((record, dl.json));
                 }
             }
         }
@@ -348,6 +377,57 @@ impl Store for MemoryStore {
 
     fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         Ok(self.inner.lock().unwrap().audit.iter().filter(|a| a.id > after).take(limit).cloned().collect())
+    }
+
+    fn dead_letters(&self, filter: &DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(s.dead_letters.iter().map(|(d, _)| d).filter(|d| d.id > after && filter.matches(d)).take(limit).cloned().collect())
+    }
+
+    fn dead_letter(&self, id: i64) -> Result<Option<(DeadLetterRecord, serde_json::Value)>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(s.dead_letters.iter().find(|(d, _)| d.id == id).map(|(d, body)| (d.clone(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))))
+    }
+
+    fn replay_dead_letter(&self, id: i64) -> Result<Option<Replayed>, StoreError> {
+        let mut guard = self.write()?;
+        let s = &mut *guard;
+        let Some(d) = open_dead_letter(s, id)? else { return Ok(None) };
+        let now = now_ms();
+        let replayed = if let Some(sink) = d.place.strip_prefix("sink ") {
+            let del = s.delivery_seq.get(&(d.message_id.clone(), sink.to_string())).and_then(|q| s.deliveries.get_mut(q)).filter(|del| del.state == "dead");
+            let Some(del) = del else {
+                return Err(StoreError::Conflict(format!("the output {} of dead letter {id} is no longer dead in the store", d.message_id)));
+            };
+            (del.state, del.attempts, del.next_at) = ("pending", 0, 0);
+            Replayed::Delivery { sink: sink.to_string(), id: d.message_id.clone() }
+        } else {
+            let m = s.message_seq.get(&d.source_id).and_then(|q| s.messages.get_mut(q)).filter(|m| m.state != "accepted");
+            let Some(m) = m else {
+                return Err(StoreError::Conflict(format!("the message {} of dead letter {id} is no longer in the store, or already at work", d.source_id)));
+            };
+            (m.state, m.attempts, m.next_at) = ("accepted", 0, 0);
+            m.errors.clear();
+            Replayed::Message { tenant: d.tenant.clone(), pipeline: d.pipeline.clone(), id: d.source_id.clone() }
+        };
+        let stage_letter_of = |o: &DeadLetterRecord| o.source_id == d.source_id && !o.place.starts_with("sink ");
+        for (o, _) in s.dead_letters.iter_mut() {
+            if o.id == id || (matches!(replayed, Replayed::Message { .. }) && o.state == "open" && stage_letter_of(o)) {
+                (o.state, o.resolved_at) = ("replayed".into(), Some(now));
+            }
+        }
+        Ok(Some(replayed))
+    }
+
+    fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<DeadLetterRecord>, StoreError> {
+        let mut guard = self.write()?;
+        let s = &mut *guard;
+        if open_dead_letter(s, id)?.is_none() {
+            return Ok(None);
+        }
+        let (d, _) = s.dead_letters.iter_mut().find(|(d, _)| d.id == id).expect("found above");
+        (d.state, d.resolved_at, d.note) = ("purged".into(), Some(now_ms()), Some(reason.to_string()));
+        Ok(Some(d.clone()))
     }
 
     fn trace(&self, id: &str) -> Result<Option<Trace>, StoreError> {
@@ -387,7 +467,7 @@ impl Store for MemoryStore {
         };
         let outputs: Vec<_> = s.deliveries.values().filter(|d| d.source_id == id).map(record).collect();
         let deliveries: Vec<_> = s.deliveries.values().filter(|d| d.id == id).map(record).collect();
-        let dead_letters: Vec<_> = s.dead_letters.iter().filter(|(src, d)| src == id || d.message_id == id).map(|(_, d)| d.clone()).collect();
+        let dead_letters: Vec<_> = s.dead_letters.iter().filter(|(d, _)| d.source_id == id || d.message_id == id).map(|(d, _)| d.clone()).collect();
         let exceptions: Vec<_> = s.exceptions.iter().filter(|(src, e)| src == id || e.message_id == id).map(|(_, e)| e.clone()).collect();
         if input.is_none() && outputs.is_empty() && deliveries.is_empty() && dead_letters.is_empty() && exceptions.is_empty() {
             return Ok(None);
@@ -448,6 +528,7 @@ impl Store for MemoryStore {
             let m = s.messages.remove(seq).expect("listed");
             s.message_seq.remove(&m.id);
         }
+        s.dead_letters.retain(|(d, _)| d.state == "open" || d.resolved_at.is_none_or(|at| at >= before_ms));
         Ok(Pruned { messages: finished.len(), deliveries: old.len(), pages_freed: 0 })
     }
 
@@ -487,6 +568,7 @@ mod tests {
         contract::prune_keeps_dead_letters_and_pending_work(&MemoryStore::new());
         contract::keeps_state_archive_and_audit(&MemoryStore::new());
         contract::keeps_each_processing_record(&MemoryStore::new());
+        contract::dead_letters_are_listed_replayed_and_purged(&MemoryStore::new());
     }
 
     #[test]

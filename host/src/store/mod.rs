@@ -582,6 +582,43 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<records::AuditRecord>, StoreError>;
 
+    /// Dead letters matching `filter` with numbers above `after`, oldest
+    /// first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn dead_letters(&self, filter: &records::DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<records::DeadLetterRecord>, StoreError>;
+
+    /// Dead letter `id` and the message as it died (its JSON form).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn dead_letter(&self, id: i64) -> Result<Option<(records::DeadLetterRecord, serde_json::Value)>, StoreError>;
+
+    /// Puts an open dead letter's message back to work and marks it
+    /// `replayed`: an output that died at a sink is queued again for it
+    /// (same id, same idempotency key, attempts counted afresh); a message
+    /// that died in a stage or routing is processed again from its first
+    /// stage through the current plugins (with every other open stage dead
+    /// letter of it, which the new run replaces). `None` when there is no
+    /// such dead letter.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when it is not open or its message is no
+    /// longer in the store; other [`StoreError`]s.
+    fn replay_dead_letter(&self, id: i64) -> Result<Option<records::Replayed>, StoreError>;
+
+    /// Marks an open dead letter `purged` with `reason`: it leaves the open
+    /// list for good. `None` when there is no such dead letter.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when it is not open; other [`StoreError`]s.
+    fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<records::DeadLetterRecord>, StoreError>;
+
     /// Everything known about message `id` (as input or as output).
     ///
     /// # Errors

@@ -184,6 +184,18 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeadLetterRecord {
+    /// Its number in the store.
+    #[serde(default)]
+    pub id: i64,
+    /// Tenant.
+    #[serde(default)]
+    pub tenant: String,
+    /// Pipeline.
+    #[serde(default)]
+    pub pipeline: String,
+    /// The accepted message it came from.
+    #[serde(default)]
+    pub source_id: String,
     /// When.
     pub at: i64,
     /// Where it died (`stage 2 (plugin)`, `sink erp`, `routing`, `decode`).
@@ -200,6 +212,78 @@ pub struct DeadLetterRecord {
     pub message_id: String,
     /// `not-delivered`, or `unknown` when an attempt may have delivered it.
     pub outcome: String,
+    /// `open`, `replayed` (put back to work) or `purged`.
+    #[serde(default = "open")]
+    pub state: String,
+    /// When it was replayed or purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<i64>,
+    /// Why it was purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn open() -> String {
+    "open".into()
+}
+
+/// Which dead letters to list or replay. Every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeadLetterFilter {
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// Pipeline.
+    pub pipeline: Option<String>,
+    /// Where it died, by prefix: `sink`, `sink erp`, `stage 2`.
+    pub place: Option<String>,
+    /// Text its reason contains (an error class: `HTTP 422`, `trapped`, `timed out`).
+    pub reason: Option<String>,
+    /// Died before this time (ms since the epoch).
+    pub before: Option<i64>,
+    /// `open` when not given, `replayed`, `purged` or `all`.
+    pub state: Option<String>,
+}
+
+impl DeadLetterFilter {
+    /// The state asked for (`open` when none).
+    pub fn state(&self) -> &str {
+        self.state.as_deref().unwrap_or("open")
+    }
+
+    /// Whether `d` is one of those asked for.
+    pub fn matches(&self, d: &DeadLetterRecord) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == d.tenant)
+            && self.pipeline.as_ref().is_none_or(|p| *p == d.pipeline)
+            && self.place.as_ref().is_none_or(|p| d.place.starts_with(p.as_str()))
+            && self.reason.as_ref().is_none_or(|r| d.reason.contains(r.as_str()))
+            && self.before.is_none_or(|b| d.at < b)
+            && (self.state() == "all" || self.state() == d.state)
+    }
+}
+
+/// What a replay put back to work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Replayed {
+    /// The accepted message, processed again from its first stage through
+    /// the current plugins (the dead letter died in a stage or routing).
+    Message {
+        /// Tenant.
+        tenant: String,
+        /// Pipeline.
+        pipeline: String,
+        /// Message id.
+        id: String,
+    },
+    /// The output, delivered again with the same idempotency key (the dead
+    /// letter died at a sink).
+    Delivery {
+        /// Sink.
+        sink: String,
+        /// Output id.
+        id: String,
+    },
 }
 
 /// Why a message was parked in an exception queue.
@@ -315,15 +399,34 @@ pub enum AuditEvent {
     Stop,
     /// A reload ran (applied, unchanged or rejected).
     Reload(ReloadRecord),
+    /// A dead letter was put back to work.
+    DeadLetterReplayed {
+        /// Its number.
+        id: i64,
+        /// What went back to work.
+        replayed: Replayed,
+    },
+    /// A dead letter was purged.
+    DeadLetterPurged {
+        /// Its number.
+        id: i64,
+        /// The dead message's id.
+        message_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl AuditEvent {
-    /// Its kind as stored: `start`, `stop`, `reload`.
+    /// Its kind as stored: `start`, `stop`, `reload`, `dead-letter-replayed`,
+    /// `dead-letter-purged`.
     pub fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Start { .. } => "start",
             AuditEvent::Stop => "stop",
             AuditEvent::Reload(_) => "reload",
+            AuditEvent::DeadLetterReplayed { .. } => "dead-letter-replayed",
+            AuditEvent::DeadLetterPurged { .. } => "dead-letter-purged",
         }
     }
 }

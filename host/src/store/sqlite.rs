@@ -15,7 +15,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
-use super::records::{AttemptRecord, AuditEvent, AuditRecord, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Trace};
+use super::records::{
+    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Replayed, Trace,
+};
 use super::compact;
 use super::*;
 use crate::config::Sync;
@@ -211,12 +213,16 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("messages", "attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("messages", "next_at", "INTEGER NOT NULL DEFAULT 0"),
     ("messages", "errors", "TEXT"),
+    ("dead_letters", "state", "TEXT NOT NULL DEFAULT 'open'"),
+    ("dead_letters", "resolved_at", "INTEGER"),
+    ("dead_letters", "note", "TEXT"),
 ];
 
 /// Indexes over added columns, made once the columns exist.
 const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS messages_waiting ON messages(tenant, pipeline, key_hash, seq) WHERE state = 'accepted' AND next_at > 0;
 CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(sink, next_at) WHERE state = 'pending' AND next_at > 0;
+CREATE INDEX IF NOT EXISTS dead_letters_resolved ON dead_letters(resolved_at) WHERE state != 'open';
 ";
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -406,6 +412,42 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
         )?;
     }
     Ok(out)
+}
+
+/// The columns [`dead_letter_row`] reads.
+const DEAD_LETTER: &str = "id, tenant, pipeline, source_id, at, place, plugin, digest, reason, attempts, message_id, outcome_unknown, state, resolved_at, note";
+
+fn dead_letter_row(r: &rusqlite::Row) -> rusqlite::Result<DeadLetterRecord> {
+    let unknown: bool = r.get(11)?;
+    Ok(DeadLetterRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        pipeline: r.get(2)?,
+        source_id: r.get(3)?,
+        at: r.get(4)?,
+        place: r.get(5)?,
+        plugin: r.get(6)?,
+        digest: r.get(7)?,
+        reason: r.get(8)?,
+        attempts: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+        message_id: r.get(10)?,
+        outcome: if unknown { "unknown" } else { "not-delivered" }.into(),
+        state: r.get(12)?,
+        resolved_at: r.get(13)?,
+        note: r.get(14)?,
+    })
+}
+
+/// Dead letter `id` in `tx`, for a change: `None` when there is none,
+/// [`StoreError::Conflict`] when it is not open.
+fn open_dead_letter(tx: &Transaction, id: i64) -> Result<Option<DeadLetterRecord>, StoreError> {
+    let Some(d) = tx.query_row(&format!("SELECT {DEAD_LETTER} FROM dead_letters WHERE id = ?1"), params![id], dead_letter_row).optional()? else {
+        return Ok(None);
+    };
+    if d.state != "open" {
+        return Err(StoreError::Conflict(format!("dead letter {id} was already {}", d.state)));
+    }
+    Ok(Some(d))
 }
 
 /// The plugin name and digest traces number `n`.
@@ -833,24 +875,8 @@ impl Store for SqliteStore {
         const COLUMNS: &str = "seq, id, source_id, sink, state, reference, queued_at, delivered_at, body";
         let outputs = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE source_id = ?1 ORDER BY seq"))?;
         let deliveries = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
-        let mut dead = conn.prepare(
-            "SELECT at, place, plugin, digest, reason, attempts, message_id, outcome_unknown FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id",
-        )?;
-        let dead_letters: Vec<DeadLetterRecord> = dead
-            .query_map(params![id], |r| {
-                let unknown: bool = r.get(7)?;
-                Ok(DeadLetterRecord {
-                    at: r.get(0)?,
-                    place: r.get(1)?,
-                    plugin: r.get(2)?,
-                    digest: r.get(3)?,
-                    reason: r.get(4)?,
-                    attempts: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
-                    message_id: r.get(6)?,
-                    outcome: if unknown { "unknown" } else { "not-delivered" }.into(),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let mut dead = conn.prepare(&format!("SELECT {DEAD_LETTER} FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id"))?;
+        let dead_letters: Vec<DeadLetterRecord> = dead.query_map(params![id], dead_letter_row)?.collect::<Result<_, _>>()?;
         let mut exc = conn.prepare("SELECT at, queue, detail, state, message_id FROM exceptions WHERE message_id = ?1 OR source_id = ?1 ORDER BY id")?;
         let exceptions: Vec<ExceptionRecord> = exc
             .query_map(params![id], |r| {
@@ -863,6 +889,80 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         Ok(Some(Trace { id: id.to_string(), input, outputs, deliveries, dead_letters, exceptions }))
+    }
+
+    fn dead_letters(&self, filter: &DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEAD_LETTER} FROM dead_letters
+             WHERE id > ?1 AND (?2 = 'all' OR state = ?2) AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR pipeline = ?4)
+               AND (?5 IS NULL OR substr(place, 1, length(?5)) = ?5) AND (?6 IS NULL OR instr(reason, ?6) > 0) AND (?7 IS NULL OR at < ?7)
+             ORDER BY id LIMIT ?8"
+        ))?;
+        let f = filter;
+        let rows = stmt.query_map(params![after, f.state(), f.tenant, f.pipeline, f.place, f.reason, f.before, limit as i64], dead_letter_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn dead_letter(&self, id: i64) -> Result<Option<(DeadLetterRecord, Value)>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let row = conn
+            .query_row(&format!("SELECT {DEAD_LETTER}, body FROM dead_letters WHERE id = ?1"), params![id], |r| Ok((dead_letter_row(r)?, parse(Some(r.get(15)?)))))
+            .optional()?;
+        Ok(row)
+    }
+
+    fn replay_dead_letter(&self, id: i64) -> Result<Option<Replayed>, StoreError> {
+        self.write(move |tx| {
+            let Some(d) = (match open_dead_letter(tx, id) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(e)),
+            }) else {
+                return Ok(Ok(None));
+            };
+            let now = now_ms();
+            let replayed = if let Some(sink) = d.place.strip_prefix("sink ") {
+                let n = tx.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = 0, last_error = NULL WHERE id = ?1 AND sink = ?2 AND state = 'dead'",
+                    params![d.message_id, sink],
+                )?;
+                if n == 0 {
+                    return Ok(Err(StoreError::Conflict(format!("the output {} of dead letter {id} is no longer dead in the store", d.message_id))));
+                }
+                tx.execute("UPDATE dead_letters SET state = 'replayed', resolved_at = ?2 WHERE id = ?1", params![id, now])?;
+                Replayed::Delivery { sink: sink.to_string(), id: d.message_id }
+            } else {
+                let n = tx.execute(
+                    "UPDATE messages SET state = 'accepted', attempts = 0, next_at = 0, errors = NULL WHERE id = ?1 AND state != 'accepted'",
+                    params![d.source_id],
+                )?;
+                if n == 0 {
+                    return Ok(Err(StoreError::Conflict(format!("the message {} of dead letter {id} is no longer in the store, or already at work", d.source_id))));
+                }
+                tx.execute(
+                    "UPDATE dead_letters SET state = 'replayed', resolved_at = ?2 WHERE source_id = ?1 AND state = 'open' AND substr(place, 1, 5) != 'sink '",
+                    params![d.source_id, now],
+                )?;
+                Replayed::Message { tenant: d.tenant, pipeline: d.pipeline, id: d.source_id }
+            };
+            Ok(Ok(Some(replayed)))
+        })?
+    }
+
+    fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<DeadLetterRecord>, StoreError> {
+        let reason = reason.to_string();
+        self.write(move |tx| {
+            let Some(mut d) = (match open_dead_letter(tx, id) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(e)),
+            }) else {
+                return Ok(Ok(None));
+            };
+            let now = now_ms();
+            tx.execute("UPDATE dead_letters SET state = 'purged', resolved_at = ?2, note = ?3 WHERE id = ?1", params![id, now, reason])?;
+            (d.state, d.resolved_at, d.note) = ("purged".into(), Some(now), Some(reason));
+            Ok(Ok(Some(d)))
+        })?
     }
 
     fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError> {
@@ -883,6 +983,11 @@ impl Store for SqliteStore {
                 let deliveries = tx.execute(
                     "DELETE FROM deliveries WHERE seq IN
                        (SELECT seq FROM deliveries WHERE state = 'delivered' AND delivered_at < ?1 LIMIT ?2)",
+                    params![before_ms, CHUNK],
+                )?;
+                // Dead letters replayed or purged (open ones stay until then).
+                tx.execute(
+                    "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE state != 'open' AND resolved_at < ?1 LIMIT ?2)",
                     params![before_ms, CHUNK],
                 )?;
                 let messages = tx.execute(
@@ -958,6 +1063,7 @@ mod tests {
         contract::prune_keeps_dead_letters_and_pending_work(&store().1);
         contract::keeps_state_archive_and_audit(&store().1);
         contract::keeps_each_processing_record(&store().1);
+        contract::dead_letters_are_listed_replayed_and_purged(&store().1);
     }
 
     #[test]
