@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+mod dead_letters;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -108,6 +110,11 @@ pub fn router(app: App) -> Router {
         .route("/v1/reloads", get(reloads))
         .route("/v1/reload", post(reload))
         .route("/v1/plugins/{name}/rollback", post(rollback))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters:replay", post(dead_letters::replay_matching))
+        .route("/v1/dead-letters/{id}", get(dead_letters::show))
+        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/v1/dead-letters/{id}/purge", post(dead_letters::purge))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see /v1/pipelines") })
         .with_state(app)

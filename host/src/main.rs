@@ -70,6 +70,14 @@ enum Command {
         #[command(subcommand)]
         what: PluginCmd,
     },
+    /// Work with the dead letters of a running host: list, show, replay, purge.
+    Dlq {
+        #[command(subcommand)]
+        what: DlqCmd,
+        /// The running host.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Show where a message went: stages, plugin digests, timings, outputs, deliveries.
     Trace {
         /// Message id (an accepted message or one of its outputs).
@@ -81,6 +89,83 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Dead letters, oldest first (open ones unless --state says otherwise).
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Print the JSON answer instead of one line each.
+        #[arg(long)]
+        json: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One dead letter with every attempt and the message as it died.
+    Show {
+        /// Its number.
+        id: i64,
+    },
+    /// Put dead letters back to work through the current plugins and sinks:
+    /// one by number, or with --all every open one the filter matches.
+    Replay {
+        /// Its number.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every open dead letter the filter matches.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Take a dead letter off the open list for good, with a reason.
+    Purge {
+        /// Its number.
+        id: i64,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Which dead letters.
+#[derive(clap::Args)]
+struct DlqFilter {
+    /// Tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Pipeline.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Where they died, by prefix: `sink`, `sink erp`, `stage 2`.
+    #[arg(long)]
+    place: Option<String>,
+    /// Text in the reason: `HTTP 422`, `trapped`, `timed out`.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Died at least this long ago: `15m`, `2h`, `7d`.
+    #[arg(long)]
+    older_than: Option<String>,
+    /// open (default), replayed, purged or all.
+    #[arg(long)]
+    state: Option<String>,
+}
+
+impl DlqFilter {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let fields = [
+            ("tenant", &self.tenant),
+            ("pipeline", &self.pipeline),
+            ("place", &self.place),
+            ("reason", &self.reason),
+            ("older-than", &self.older_than),
+            ("state", &self.state),
+        ];
+        fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -189,6 +274,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq { what, server } => dlq(what, server),
         Command::Plugin { what: PluginCmd::Rollback { name, server } } => {
             let (status, body) = api_call("POST", server, &format!("/v1/plugins/{name}/rollback"))?;
             if status != 200 {
@@ -235,13 +321,74 @@ fn test(cli: &Cli, path: &Path, cases: &Path, junit: Option<&Path>) -> anyhow::R
 
 /// Calls the API of a running host: (status, JSON body).
 fn api_call(method: &str, server: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    api_request(method, server, path, &[], None)
+}
+
+/// A call of the running host's API with query pairs and a JSON body.
+fn api_request(method: &str, server: &str, path: &str, query: &[(&str, String)], body: Option<&serde_json::Value>) -> anyhow::Result<(u16, serde_json::Value)> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let resp = if method == "POST" { agent.post(&url).send_empty() } else { agent.get(&url).call() };
+    let resp = match (method, body) {
+        ("POST", Some(body)) => agent.post(&url).send_json(body),
+        ("POST", None) => agent.post(&url).send_empty(),
+        _ => agent.get(&url).query_pairs(query.iter().map(|(k, v)| (*k, v.as_str()))).call(),
+    };
     let mut resp = resp.with_context(|| format!("cannot reach {server}"))?;
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_json().context("reading the answer")?;
     Ok((status, body))
+}
+
+/// `syncline dlq`: each subcommand is one API call; errors print the
+/// server's message and exit 1.
+fn dlq(what: &DlqCmd, server: &str) -> anyhow::Result<ExitCode> {
+    let (status, body) = match what {
+        DlqCmd::List { filter, limit, .. } => {
+            let mut query = filter.pairs();
+            query.push(("limit", limit.to_string()));
+            api_request("GET", server, "/v1/dead-letters", &query, None)?
+        }
+        DlqCmd::Show { id } => api_call("GET", server, &format!("/v1/dead-letters/{id}"))?,
+        DlqCmd::Replay { id: Some(id), .. } => api_call("POST", server, &format!("/v1/dead-letters/{id}/replay"))?,
+        DlqCmd::Replay { id: None, filter, .. } => {
+            let mut f = serde_json::Map::new();
+            for (k, v) in filter.pairs() {
+                match k {
+                    "older-than" => {
+                        let span = syncline::config::Span::try_from(v).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+                        f.insert("before".into(), (syncline::store::now_ms() - span.0.as_millis() as i64).into());
+                    }
+                    _ => {
+                        f.insert(k.into(), v.into());
+                    }
+                }
+            }
+            api_request("POST", server, "/v1/dead-letters:replay", &[], Some(&serde_json::Value::Object(f)))?
+        }
+        DlqCmd::Purge { id, reason } => {
+            api_request("POST", server, &format!("/v1/dead-letters/{id}/purge"), &[], Some(&serde_json::json!({"reason": reason})))?
+        }
+    };
+    if status != 200 {
+        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        return Ok(ExitCode::FAILURE);
+    }
+    match what {
+        DlqCmd::List { json: false, .. } => {
+            let rows: Vec<syncline::store::records::DeadLetterRecord> =
+                serde_json::from_value(body["dead-letters"].clone()).context("the server's list does not read as dead letters")?;
+            print!("{}", syncline::report::dead_letter_lines(&rows, syncline::store::now_ms()));
+            if let Some(next) = body["next"].as_i64() {
+                println!("(more after {next}: raise --limit)");
+            }
+        }
+        DlqCmd::Replay { id: None, .. } => {
+            let n = body["replayed"].as_array().map_or(0, Vec::len);
+            println!("replayed {n} dead letter(s)");
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&body)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn human(bytes: usize) -> String {

@@ -1,6 +1,7 @@
-//! Human-readable summaries of API answers for the CLI (`syncline trace`).
+//! Human-readable summaries of API answers for the CLI (`syncline trace`,
+//! `syncline dlq`).
 
-use crate::store::records::{Step, StepOutcome, Trace};
+use crate::store::records::{DeadLetterRecord, Step, StepOutcome, Trace};
 
 fn short(digest: &str) -> &str {
     let hex = digest.trim_start_matches("sha256:");
@@ -56,6 +57,31 @@ pub fn trace_summary(t: &Trace) -> String {
     for d in &t.dead_letters {
         let unknown = if d.outcome == "unknown" { " [outcome unknown: it may have been delivered]" } else { "" };
         out += &format!("  dead letter {} at {}{unknown}: {}\n", d.message_id, d.place, d.reason);
+    }
+    out
+}
+
+/// How long ago `at` was, in the largest whole unit (`45s`, `12m`, `3h`, `2d`).
+fn age(now_ms: i64, at: i64) -> String {
+    let s = (now_ms - at).max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Dead letters (the answer of `GET /v1/dead-letters`) as one line each.
+pub fn dead_letter_lines(rows: &[DeadLetterRecord], now_ms: i64) -> String {
+    if rows.is_empty() {
+        return "no dead letters\n".into();
+    }
+    let mut out = String::new();
+    for d in rows {
+        let reason = d.reason.lines().next().unwrap_or_default();
+        let state = if d.state == "open" { String::new() } else { format!(" [{}]", d.state) };
+        out += &format!("{:>6}  {:>4} ago  {}/{}  {}  {}{state}: {reason}\n", d.id, age(now_ms, d.at), d.tenant, d.pipeline, d.place, d.message_id);
     }
     out
 }
@@ -117,5 +143,32 @@ mod tests {
              \x20 route   O1 -> erp\n\
              \x20 output O1 purchase-requisition PR-1 -> sink erp: delivered (ERP-1) after 1 attempt(s)\n"
         );
+    }
+
+    #[test]
+    fn dead_letters_read_one_a_line_with_their_age() {
+        let d = DeadLetterRecord {
+            id: 7,
+            tenant: "acme".into(),
+            pipeline: "recs".into(),
+            source_id: "M1".into(),
+            at: 0,
+            place: "sink erp".into(),
+            plugin: "http-sink".into(),
+            digest: "sha256:x".into(),
+            reason: "HTTP 422: unknown supplier\nmore".into(),
+            attempts: vec![],
+            message_id: "O1".into(),
+            outcome: "not-delivered".into(),
+            state: "open".into(),
+            resolved_at: None,
+            note: None,
+        };
+        let purged = DeadLetterRecord { id: 8, state: "purged".into(), at: 7_200_000, ..d.clone() };
+        assert_eq!(
+            dead_letter_lines(&[d, purged], 7_245_000),
+            "     7    2h ago  acme/recs  sink erp  O1: HTTP 422: unknown supplier\n     8   45s ago  acme/recs  sink erp  O1 [purged]: HTTP 422: unknown supplier\n"
+        );
+        assert_eq!(dead_letter_lines(&[], 0), "no dead letters\n");
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config_errors;
+mod dead_letters;
 mod hardening;
 mod ordering;
 mod harness;

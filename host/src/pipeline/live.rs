@@ -102,6 +102,13 @@ impl TopologyView {
         self.0.store(next);
     }
 
+    /// Wakes the workers of pipeline `pipeline` of `tenant`, if it runs.
+    pub fn notify_pipeline(&self, tenant: &str, pipeline: &str) {
+        if let Some(p) = self.0.load().pipelines.get(&(tenant.to_string(), pipeline.to_string())) {
+            p.signal.notify();
+        }
+    }
+
     /// Wakes the workers of sink `name`, if it runs.
     pub fn notify_sink(&self, name: &str) {
         if let Some(s) = self.0.load().sinks.get(name) {

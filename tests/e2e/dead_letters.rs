@@ -1,0 +1,143 @@
+//! Dead letters worked through `syncline dlq` and the HTTP API against a
+//! running host: listed by filter, shown with their message, replayed once
+//! the cause is fixed (the ERP back, the plugin redeployed) with exactly one
+//! document at the ERP, purged with a reason; each replay and purge audited.
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::support::{plugin, syncline};
+
+const CONFIG: &str = crate::site_config!(
+    r#"
+[[pipeline]]
+id = "orders"
+tenant = "acme"
+stages = [{ transform = "trap" }]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/requisitions", timeout-ms = "300" }
+allowed-hosts = ["{ERP}"]
+retry = { attempts = 2, initial = "50ms", max = "100ms" }
+"#
+);
+
+fn order(id: &str, trap: bool) -> String {
+    let mut m = json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id,
+           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": "EA", "need-by": "2026-12-21",
+                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}});
+    if trap {
+        m["headers"] = json!({"trap": "yes"});
+    }
+    m.to_string()
+}
+
+fn ingest(host: &Host, id: &str, trap: bool) -> String {
+    let (status, answer) = host.ingest("acme", "orders", "messages", "application/json", &[], order(id, trap).as_bytes());
+    assert_eq!(status, 202, "{answer}");
+    answer["id"].as_str().unwrap().to_string()
+}
+
+fn dlq(host: &Host, args: &[&str]) -> Output {
+    syncline().arg("dlq").args(args).args(["--server", &host.url]).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn open_letters(host: &Host, query: &str) -> Vec<Value> {
+    let (status, body) = get(&format!("{}/v1/dead-letters{query}", host.url));
+    assert_eq!(status, 200, "{body}");
+    body["dead-letters"].as_array().unwrap().clone()
+}
+
+fn audit_kinds(site: &Site) -> Vec<String> {
+    let db = rusqlite::Connection::open(site.dir.path().join("data/syncline.db")).unwrap();
+    let mut stmt = db.prepare("SELECT kind FROM audit ORDER BY id").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn dead_letters_are_listed_replayed_after_the_fix_exactly_once_and_purged() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(CONFIG, &erp);
+    site.share_plugin("trap", "trap");
+    let host = Host::start(&site);
+
+    // The ERP refuses the first order; the second traps in its stage.
+    erp.mode("422", None);
+    let refused = ingest(&host, "D-1", false);
+    let trapped = ingest(&host, "T-1", true);
+    assert_eq!(host.settled(&refused)["outputs"][0]["state"], "dead");
+    assert_eq!(host.settled(&trapped)["input"]["state"], "dead");
+
+    // Listed, by the CLI and the API, and filtered by place and reason.
+    let listed = stdout(&dlq(&host, &["list"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let sink_line = stdout(&dlq(&host, &["list", "--place", "sink"]));
+    assert!(sink_line.contains("acme/orders  sink erp") && sink_line.contains("HTTP 422"), "{sink_line}");
+    assert_eq!(sink_line.lines().count(), 1, "{sink_line}");
+    let at_sink = open_letters(&host, "?place=sink%20erp&reason=HTTP%20422");
+    assert_eq!(at_sink.len(), 1, "{at_sink:?}");
+    let in_stage = open_letters(&host, "?place=stage");
+    assert_eq!((in_stage.len(), in_stage[0]["source-id"].as_str()), (1, Some(trapped.as_str())), "{in_stage:?}");
+    let sink_id = at_sink[0]["id"].as_i64().unwrap();
+    assert!(open_letters(&host, "?older-than=1h").is_empty());
+    assert_eq!(get(&format!("{}/v1/dead-letters?state=lost", host.url)).0, 400);
+    assert_eq!(get(&format!("{}/v1/dead-letters?colour=red", host.url)).0, 400);
+
+    // Shown with the message as it died and every attempt.
+    let shown: Value = serde_json::from_str(&stdout(&dlq(&host, &["show", &sink_id.to_string()]))).unwrap();
+    assert_eq!(shown["message"]["kind"], "replenishment-recommendation", "{shown}");
+    assert_eq!(shown["attempts"].as_array().unwrap().len(), 1, "a 422 is not retried: {shown}");
+    assert_eq!(get(&format!("{}/v1/dead-letters/999999", host.url)).0, 404);
+
+    // The ERP is fixed: the refused output is delivered once, with its key.
+    erp.mode("ok", None);
+    stdout(&dlq(&host, &["replay", &sink_id.to_string()]));
+    let t = host.settled(&refused);
+    assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+    assert_eq!(erp.unique(), 1);
+    let again = dlq(&host, &["replay", &sink_id.to_string()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already replayed"), "{again:?}");
+
+    // The plugin is redeployed: the trapped message runs through the new one.
+    replace_file(&site.dir.path().join("plugins/shared/trap.wasm"), &std::fs::read(plugin("tagger-v1")).unwrap());
+    assert_eq!(host.effective_reload(1)["outcome"], "applied");
+    let replayed = stdout(&dlq(&host, &["replay", "--all", "--place", "stage"]));
+    assert_eq!(replayed.trim(), "replayed 1 dead letter(s)");
+    let t = host.settled(&trapped);
+    assert_eq!((t["input"]["state"].as_str(), t["outputs"][0]["state"].as_str()), (Some("done"), Some("delivered")), "{t}");
+    assert_eq!(t["outputs"][0]["message"]["headers"]["version"], "v1", "the current plugin ran: {t}");
+    eventually(Duration::from_secs(20), "two documents at the ERP", || (erp.unique() == 2).then_some(()));
+    assert_eq!(erp.received()["duplicates"], 0, "exactly once at the ERP");
+    let replayed_list = stdout(&dlq(&host, &["list", "--state", "replayed"]));
+    assert_eq!(replayed_list.lines().count(), 2, "{replayed_list}");
+    assert!(open_letters(&host, "").is_empty());
+
+    // A third one is purged: a reason is required, then it leaves the open list.
+    erp.mode("422", None);
+    let junk = ingest(&host, "J-1", false);
+    assert_eq!(host.settled(&junk)["outputs"][0]["state"], "dead");
+    let junk_id = open_letters(&host, "")[0]["id"].as_i64().unwrap();
+    assert_eq!(dlq(&host, &["purge", &junk_id.to_string()]).status.code(), Some(2), "clap wants --reason");
+    let (status, _) = send("POST", &format!("{}/v1/dead-letters/{junk_id}/purge", host.url), "application/json", &[], br#"{"reason": " "}"#);
+    assert_eq!(status, 400);
+    stdout(&dlq(&host, &["purge", &junk_id.to_string(), "--reason", "test order sent by mistake"]));
+    assert!(open_letters(&host, "").is_empty());
+    let purged = open_letters(&host, "?state=purged");
+    assert_eq!((purged.len(), purged[0]["note"].as_str()), (1, Some("test order sent by mistake")));
+    assert_eq!(erp.unique(), 2, "nothing purged reached the ERP");
+
+    let kinds = audit_kinds(&site);
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!((count("dead-letter-replayed"), count("dead-letter-purged")), (2, 1), "{kinds:?}");
+}
