@@ -1113,6 +1113,20 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_recorded_before_the_traces_table_still_reads() {
+        let (_dir, s) = store();
+        s.append(vec![contract::msg("old", None)], None).wait().unwrap();
+        let old = contract::processing("old", "sha256:abc");
+        // How a processed message was kept before: its record as JSON in the row.
+        s.read
+            .lock()
+            .unwrap()
+            .execute("UPDATE messages SET state = 'done', processed_at = 1, trace = ?1 WHERE id = 'old'", params![serde_json::to_string(&old).unwrap()])
+            .unwrap();
+        assert_eq!(s.trace("old").unwrap().unwrap().input.unwrap().processing, Some(old));
+    }
+
+    #[test]
     fn prune_hands_pages_back() {
         let (_d, s) = store();
         contract::prune_keeps_dead_letters_and_pending_work(&s);
