@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 mod dead_letters;
+mod sinks;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -110,6 +111,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/reloads", get(reloads))
         .route("/v1/reload", post(reload))
         .route("/v1/plugins/{name}/rollback", post(rollback))
+        .route("/v1/sinks", get(sinks::list))
+        .route("/v1/sinks/{name}/pause", post(sinks::pause))
+        .route("/v1/sinks/{name}/resume", post(sinks::resume))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters:replay", post(dead_letters::replay_matching))
         .route("/v1/dead-letters/{id}", get(dead_letters::show))
@@ -285,6 +289,19 @@ async fn metrics(State(app): State<App>) -> Response {
     body.push_str("# HELP syncline_plugin_log_lines_dropped_total Plugin log lines dropped by the log limits.\n# TYPE syncline_plugin_log_lines_dropped_total counter\n");
     for (plugin, n) in app.runtime.logs().dropped() {
         let _ = writeln!(body, "syncline_plugin_log_lines_dropped_total{{plugin=\"{plugin}\"}} {n}");
+    }
+    let now = crate::store::now_ms();
+    let sinks: Vec<_> = app.topology.current().sinks.values().map(|s| (s.cfg.name.to_string(), s.control.view(now))).collect();
+    body.push_str("# HELP syncline_sink_breaker_state A sink's circuit breaker: 0 closed, 1 open, 2 half-open.\n# TYPE syncline_sink_breaker_state gauge\n");
+    for (sink, view) in &sinks {
+        if let Some(b) = &view.breaker {
+            let _ = writeln!(body, "syncline_sink_breaker_state{{sink=\"{sink}\"}} {}", b.state.gauge());
+        }
+    }
+    body.push_str("# HELP syncline_sink_held Whether a sink's queue is held: paused by an operator or in a maintenance window.\n# TYPE syncline_sink_held gauge\n");
+    for (sink, view) in &sinks {
+        let held = u8::from(view.paused.is_some() || view.maintenance.is_some());
+        let _ = writeln!(body, "syncline_sink_held{{sink=\"{sink}\"}} {held}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

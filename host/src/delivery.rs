@@ -14,13 +14,20 @@
 //! messages: their attempts and dead letters say the outcome is unknown
 //! (a replay is safe: the downstream dedupes on the idempotency key).
 
+mod breaker;
+mod control;
+
 use std::collections::HashSet;
 use std::time::Duration;
+
+pub use breaker::{BreakerState, BreakerView, Tally};
+pub use control::{ControlView, Gate, SinkControl};
 
 use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
 use crate::pipeline::{LeaseKeeper, LiveSink, WorkerCtx};
 use crate::runtime::{CallError, Failure, PluginInstance};
+use crate::store::records::AuditEvent;
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter, Partition, Queue};
 
 /// Picks the deliveries for one call from claimed (due) rows: in queue
@@ -104,11 +111,45 @@ fn alone(e: &CallError, requests: u32) -> Judged {
     Judged { outcome, unknown }
 }
 
+/// How a call's deliveries went, for the breaker: the downstream answered
+/// (delivered, or refused on the merits) or failed (a retryable outcome, a
+/// call that ran out of time), and the last failure's text.
+#[derive(Default)]
+struct Health {
+    tally: Tally,
+    last_error: String,
+}
+
+impl Health {
+    fn count(&mut self, o: &DeliveryOutcome) {
+        match o {
+            DeliveryOutcome::Delivered { .. } | DeliveryOutcome::Permanent { .. } => self.tally.ok += 1,
+            DeliveryOutcome::Retryable { reason, .. } => {
+                self.tally.failed += 1;
+                self.last_error.clone_from(reason);
+            }
+        }
+    }
+}
+
+/// Logs a breaker change and keeps it in the audit log.
+fn announce(ctx: &WorkerCtx, sink: &str, change: breaker::Change) {
+    let (from, to) = (change.from.as_str(), change.to.as_str());
+    match change.to {
+        BreakerState::Open => tracing::warn!(sink, from, to, reason = %change.reason, "circuit breaker opened: the queue holds"),
+        _ => tracing::info!(sink, from, to, reason = %change.reason, "circuit breaker changed"),
+    }
+    let event = AuditEvent::Breaker { sink: sink.to_string(), from: from.into(), to: to.into(), reason: change.reason };
+    if let Err(e) = ctx.store().audit(&event) {
+        tracing::warn!(sink, error = %e, "a breaker change could not be audited");
+    }
+}
+
 /// Delivers `batch` with `instance` and appends an attempt per delivery
 /// to `out`. A failed call of several messages is split in halves, each
 /// delivered at once. Gives up (leaving the rest pending, unrecorded)
 /// when `cancelled` says the worker must stop.
-fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, cancelled: &dyn Fn() -> bool, out: &mut Vec<Attempt>) {
+fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, cancelled: &dyn Fn() -> bool, out: &mut Vec<Attempt>, health: &mut Health) {
     if batch.is_empty() || cancelled() {
         return;
     }
@@ -141,6 +182,7 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
                 if let DeliveryOutcome::Retryable { reason, .. } | DeliveryOutcome::Permanent { reason } = &o {
                     tracing::debug!(sink = name, delivery = %d.id, attempt = d.attempts + 1, %reason, "delivery failed");
                 }
+                health.count(&o);
                 let result = judge(sink, instance, d, Judged { outcome: o, unknown: false }, now);
                 out.push(Attempt { seq: d.seq, digest: digest.clone(), result });
             }
@@ -149,13 +191,17 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
             // Says nothing about any one message: try the halves.
             tracing::warn!(sink = name, messages = sendable.len(), error = %e, "sink call failed as a whole; splitting its batch");
             let second = sendable.split_off(sendable.len() / 2);
-            deliver(sink, instance, sendable, cancelled, out);
-            deliver(sink, instance, second, cancelled, out);
+            deliver(sink, instance, sendable, cancelled, out, health);
+            deliver(sink, instance, second, cancelled, out, health);
         }
         Err(e) => {
             let d = &sendable[0];
             tracing::warn!(sink = name, delivery = %d.id, attempt = d.attempts + 1, error = %e, "sink call failed for one message");
-            let result = judge(sink, instance, d, alone(&e, report.http_requests), now);
+            let judged = alone(&e, report.http_requests);
+            if matches!(judged.outcome, DeliveryOutcome::Retryable { .. }) {
+                health.count(&judged.outcome);
+            }
+            let result = judge(sink, instance, d, judged, now);
             out.push(Attempt { seq: d.seq, digest, result });
         }
     }
@@ -180,16 +226,36 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             }
         };
         let now = now_ms();
-        let due = match ctx.store().claim_deliveries(&lease, now, batch * 2) {
+        let (gate, change) = sink.control.admit(now);
+        if let Some(c) = change {
+            announce(ctx, name, c);
+        }
+        let (limit, probe) = match gate {
+            Gate::All => (batch, false),
+            Gate::Probe => (1, true),
+            Gate::Hold { until, .. } => {
+                let wait = until.map_or(1000, |u| (u - now).clamp(1, 1000)) as u64;
+                sink.signal.wait(seen, Duration::from_millis(wait));
+                continue;
+            }
+        };
+        let due = match ctx.store().claim_deliveries(&lease, now, limit * 2) {
             Ok(r) => r,
             Err(e) => {
+                if probe {
+                    sink.control.record(now, Tally::default(), true, "");
+                }
                 tracing::error!(sink = name, error = %e, "cannot read the delivery queue; retrying");
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
         };
-        let chosen = choose(due.rows, batch, sink.cfg.batch_bytes);
+        let chosen = choose(due.rows, limit, sink.cfg.batch_bytes);
         if chosen.is_empty() {
+            if probe {
+                // Nothing to probe with: the next delivery will be.
+                sink.control.record(now, Tally::default(), true, "");
+            }
             let wait = due.next_at.map_or(1000, |e| (e - now).clamp(1, 1000)) as u64;
             sink.signal.wait(seen, Duration::from_millis(wait));
             continue;
@@ -197,7 +263,13 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
         // This call's version: a swap affects the next call.
         let instance = sink.instance.load_full();
         let mut attempts = Vec::with_capacity(chosen.len());
-        deliver(sink, &instance, chosen, &cancelled, &mut attempts);
+        let mut health = Health::default();
+        deliver(sink, &instance, chosen, &cancelled, &mut attempts, &mut health);
+        if let Some(c) = sink.control.record(now_ms(), health.tally, probe, &health.last_error) {
+            announce(ctx, name, c);
+            // Other workers wait on the breaker's time, or deliver again.
+            sink.signal.notify();
+        }
         if let Err(e) = ctx.store().ack_deliveries(&lease, attempts) {
             // Not recorded: these deliveries stay pending and are sent again
             // with the same idempotency keys.

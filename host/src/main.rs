@@ -70,6 +70,14 @@ enum Command {
         #[command(subcommand)]
         what: PluginCmd,
     },
+    /// A running host's sinks: queues, pauses, breakers; pause and resume.
+    Sink {
+        #[command(subcommand)]
+        what: SinkCmd,
+        /// The running host.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Work with the dead letters of a running host: list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -88,6 +96,29 @@ enum Command {
         /// Print the JSON answer instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinkCmd {
+    /// Each sink: pending deliveries, the oldest one's age, pause, maintenance window, breaker.
+    List {
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold a sink's queue (messages keep queueing) until resumed; kept across restarts.
+    Pause {
+        /// Sink name.
+        name: String,
+        /// Why (shown with the sink, kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let a paused sink's queue leave, in order.
+    Resume {
+        /// Sink name.
+        name: String,
     },
 }
 
@@ -275,6 +306,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { what, server } => dlq(what, server),
+        Command::Sink { what, server } => sink(what, server),
         Command::Plugin { what: PluginCmd::Rollback { name, server } } => {
             let (status, body) = api_call("POST", server, &format!("/v1/plugins/{name}/rollback"))?;
             if status != 200 {
@@ -337,6 +369,27 @@ fn api_request(method: &str, server: &str, path: &str, query: &[(&str, String)],
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_json().context("reading the answer")?;
     Ok((status, body))
+}
+
+/// `syncline sink`: each subcommand is one API call; errors print the
+/// server's message and exit 1.
+fn sink(what: &SinkCmd, server: &str) -> anyhow::Result<ExitCode> {
+    let (status, body) = match what {
+        SinkCmd::List { .. } => api_call("GET", server, "/v1/sinks")?,
+        SinkCmd::Pause { name, reason } => api_request("POST", server, &format!("/v1/sinks/{name}/pause"), &[], Some(&serde_json::json!({"reason": reason})))?,
+        SinkCmd::Resume { name } => api_call("POST", server, &format!("/v1/sinks/{name}/resume"))?,
+    };
+    if status != 200 {
+        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        return Ok(ExitCode::FAILURE);
+    }
+    match what {
+        SinkCmd::List { json: false } => print!("{}", syncline::report::sink_lines(&body)),
+        SinkCmd::Pause { name, .. } => println!("sink {name} paused"),
+        SinkCmd::Resume { name } => println!("sink {name} resumed"),
+        SinkCmd::List { json: true } => println!("{}", serde_json::to_string_pretty(&body)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `syncline dlq`: each subcommand is one API call; errors print the

@@ -142,7 +142,7 @@ impl Reloader {
 
     /// What the store still holds for removed pipelines and sinks.
     fn kept(&self, removed: &[String]) -> Vec<String> {
-        let Ok(crate::store::Backlog { messages, deliveries }) = self.engine.store().backlog() else { return Vec::new() };
+        let Ok(crate::store::Backlog { messages, deliveries, .. }) = self.engine.store().backlog() else { return Vec::new() };
         let mut out = Vec::new();
         for ((tenant, pipeline), n) in messages {
             if removed.contains(&format!("pipeline {tenant}/{pipeline}")) {

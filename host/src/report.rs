@@ -86,6 +86,31 @@ pub fn dead_letter_lines(rows: &[DeadLetterRecord], now_ms: i64) -> String {
     out
 }
 
+/// Sinks (the answer of `GET /v1/sinks`) as one line each: name, pending
+/// deliveries and the oldest one's age, and what holds the queue.
+pub fn sink_lines(answer: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for s in answer["sinks"].as_array().into_iter().flatten() {
+        let c = &s["control"];
+        let mut held = Vec::new();
+        if let Some(reason) = c["paused"]["reason"].as_str() {
+            held.push(format!("paused: {reason}"));
+        }
+        if let Some(w) = c["maintenance"].as_str() {
+            held.push(format!("in maintenance window {w}"));
+        }
+        match c["breaker"]["state"].as_str() {
+            Some("closed") => {}
+            Some(state) => held.push(format!("breaker {state}: {}", c["breaker"]["reason"].as_str().unwrap_or_default())),
+            None => held.push("breaker off".into()),
+        }
+        let oldest = s["oldest-pending-ms"].as_i64().map(|ms| format!(", oldest {}", age(ms, 0))).unwrap_or_default();
+        let state = if held.is_empty() { "delivering".to_string() } else { held.join("; ") };
+        out += &format!("{}  {} pending{oldest}  {state}\n", s["name"].as_str().unwrap_or("?"), s["pending"].as_i64().unwrap_or(0));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -170,5 +195,18 @@ mod tests {
             "     7    2h ago  acme/recs  sink erp  O1: HTTP 422: unknown supplier\n     8   45s ago  acme/recs  sink erp  O1 [purged]: HTTP 422: unknown supplier\n"
         );
         assert_eq!(dead_letter_lines(&[], 0), "no dead letters\n");
+    }
+
+    #[test]
+    fn sinks_read_one_a_line_with_what_holds_them() {
+        let answer = json!({"sinks": [
+            {"name": "erp", "pending": 12, "oldest-pending-ms": 95_000,
+             "control": {"paused": {"reason": "ERP upgrade", "at": 1}, "windows": [], "breaker": {"state": "open", "reason": "5 deliveries in a row failed; last: HTTP 503"}}},
+            {"name": "wms", "pending": 0, "oldest-pending-ms": null, "control": {"windows": [], "breaker": {"state": "closed"}}}
+        ]});
+        assert_eq!(
+            sink_lines(&answer),
+            "erp  12 pending, oldest 1m  paused: ERP upgrade; breaker open: 5 deliveries in a row failed; last: HTTP 503\nwms  0 pending  delivering\n"
+        );
     }
 }

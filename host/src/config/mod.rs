@@ -12,7 +12,7 @@ mod values;
 
 pub use error::{nearest, suggestion, ConfigError, ConfigErrors};
 pub use model::*;
-pub use values::{Name, Size, Span};
+pub use values::{Name, Size, Span, Window};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -144,6 +144,7 @@ impl Checker<'_> {
             if sink.retry.attempts == 0 {
                 self.err(None, format!("sink `{name}`: retry.attempts must be at least 1"));
             }
+            let breaker = self.breaker(&name, sink.breaker.as_ref());
             sinks.insert(
                 name.clone(),
                 Sink {
@@ -155,6 +156,8 @@ impl Checker<'_> {
                     batch: sink.batch.max(1),
                     batch_bytes: sink.batch_bytes.0.max(1),
                     workers: sink.workers.clamp(1, 64),
+                    breaker,
+                    maintenance: sink.maintenance.iter().map(|w| w.get_ref().clone()).collect(),
                 },
             );
         }
@@ -321,6 +324,32 @@ impl Checker<'_> {
     /// `<dir>/shared/<name>.wasm`. A plugin is named, never given as a path:
     /// a name follows the name rule, so it cannot reach outside those two
     /// folders (another tenant's plugins stay its own).
+    /// A sink's breaker policy: the defaults unless `breaker` says
+    /// otherwise; `None` when it counts neither failures in a row nor a rate.
+    fn breaker(&mut self, sink: &Name, file: Option<&Spanned<BreakerFile>>) -> Option<BreakerPolicy> {
+        let mut policy = BreakerPolicy::default();
+        let Some(file) = file else { return Some(policy) };
+        let (span, f) = (file.span(), file.get_ref());
+        policy.failures = f.failures.unwrap_or(policy.failures);
+        policy.window = f.window.map_or(policy.window, |w| w.0);
+        policy.min_calls = f.min_calls.unwrap_or(policy.min_calls);
+        policy.open_for = f.open_for.map_or(policy.open_for, |w| w.0);
+        if let Some(text) = &f.rate {
+            let share = text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).filter(|n| *n > 0.0 && *n <= 100.0);
+            match share {
+                Some(n) => policy.rate = Some(n / 100.0),
+                None => {
+                    self.err(Some(span.clone()), format!("sink `{sink}`: breaker rate `{text}` is not a share of deliveries")).help =
+                        Some("write a percentage above 0 and at most 100, e.g. `rate = \"50%\"`".into());
+                }
+            }
+        }
+        if policy.open_for.is_zero() {
+            self.err(Some(span), format!("sink `{sink}`: breaker open-for must be longer than 0s"));
+        }
+        (policy.failures > 0 || policy.rate.is_some()).then_some(policy)
+    }
+
     fn plugin_ref(&mut self, dir: &Path, tenant: Option<&Name>, name: &Spanned<String>, world: World, needed_by: String) -> PluginRef {
         let n = name.get_ref();
         if let Err(e) = Name::try_from(n.clone()) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::{Name, Size, Span};
+use super::values::{Name, Size, Span, Window};
 use crate::runtime::{Limits, World};
 
 // ---------------------------------------------------------------- file shape
@@ -468,8 +468,32 @@ pub struct SinkFile {
     /// so a key's order is kept). Example: `workers = 4`
     #[serde(default = "default_sink_workers")]
     pub workers: u32,
+    /// The circuit breaker (on by default). Example:
+    /// `breaker = { failures = 5, rate = "50%", window = "30s", min-calls = 20, open-for = "30s" }`;
+    /// `breaker = { failures = 0 }` turns it off.
+    pub breaker: Option<Spanned<BreakerFile>>,
+    /// When the sink holds its queue, in UTC. Example:
+    /// `maintenance = ["Sun 02:00-04:00 UTC", "daily 23:30-00:15 UTC"]`
+    #[serde(default)]
+    pub maintenance: Vec<Spanned<Window>>,
     /// Limits.
     pub limits: Option<Spanned<LimitsFile>>,
+}
+
+/// `breaker = { ... }` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Failed deliveries in a row that open it (0: none).
+    pub failures: Option<u32>,
+    /// Failure share over `window` that opens it. Example: `rate = "50%"`
+    pub rate: Option<String>,
+    /// The window of the rate. Example: `window = "30s"`
+    pub window: Option<Span>,
+    /// Deliveries in the window before the rate counts.
+    pub min_calls: Option<u32>,
+    /// How long it stays open before a probe. Example: `open-for = "30s"`
+    pub open_for: Option<Span>,
 }
 
 fn default_sink_batch() -> usize {
@@ -740,6 +764,31 @@ pub struct Sink {
     pub batch_bytes: usize,
     /// Concurrent delivery workers.
     pub workers: u32,
+    /// The circuit breaker (`None`: off).
+    pub breaker: Option<BreakerPolicy>,
+    /// Maintenance windows.
+    pub maintenance: Vec<Window>,
+}
+
+/// When a sink's circuit breaker opens and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerPolicy {
+    /// Failed deliveries in a row that open it (0: not counted).
+    pub failures: u32,
+    /// Failure share over `window` that opens it (0 < rate ≤ 1), if any.
+    pub rate: Option<f64>,
+    /// The window the rate is taken over.
+    pub window: Duration,
+    /// Deliveries the window must hold before the rate counts.
+    pub min_calls: u32,
+    /// How long it stays open before a probe.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> BreakerPolicy {
+        BreakerPolicy { failures: 5, rate: None, window: Duration::from_secs(30), min_calls: 20, open_for: Duration::from_secs(30) }
+    }
 }
 
 #[cfg(test)]

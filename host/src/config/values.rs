@@ -122,6 +122,72 @@ impl TryFrom<SizeText> for Size {
     }
 }
 
+/// A span of time each week or each day, in UTC, when a sink holds its
+/// queue: `Sun 02:00-04:00 UTC`, `daily 23:30-00:15 UTC` (an end before the
+/// start runs into the next day).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Window {
+    /// Day (0 = Monday), or every day.
+    day: Option<u32>,
+    /// Minutes after midnight.
+    start: u32,
+    /// Length in minutes (1..=1440).
+    minutes: u32,
+    text: String,
+}
+
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+impl TryFrom<String> for Window {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Window, String> {
+        let bad = |why: &str| format!("`{s}` is not a maintenance window ({why}): write e.g. `Sun 02:00-04:00 UTC` or `daily 23:30-00:15 UTC`");
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let (day, span, zone) = match parts[..] {
+            [day, span, zone] => (day, span, zone),
+            [_, _] => return Err(bad("times are in UTC; write `UTC` last")),
+            _ => return Err(bad("three words: day, times, UTC")),
+        };
+        if zone != "UTC" {
+            return Err(bad("times are in UTC; write `UTC` last"));
+        }
+        let day = match day {
+            "daily" => None,
+            d => Some(DAYS.iter().position(|x| x.eq_ignore_ascii_case(d)).ok_or_else(|| bad("the day is Mon..Sun or `daily`"))? as u32),
+        };
+        let minute = |t: &str| -> Option<u32> {
+            let (h, m) = t.split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && t.len() == 5).then_some(h * 60 + m)
+        };
+        let (a, b) = span.split_once('-').ok_or_else(|| bad("times are `HH:MM-HH:MM`"))?;
+        let (start, end) = (minute(a).ok_or_else(|| bad("times are `HH:MM-HH:MM`"))?, minute(b).ok_or_else(|| bad("times are `HH:MM-HH:MM`"))?);
+        let minutes = if end > start { end - start } else { end + 1440 - start };
+        Ok(Window { day, start, minutes, text: s })
+    }
+}
+
+impl Window {
+    /// Whether `now_ms` (ms since the epoch) falls in it.
+    pub fn contains(&self, now_ms: i64) -> bool {
+        let minute_of_day = now_ms.div_euclid(60_000).rem_euclid(1440) as u32;
+        // 1970-01-01 was a Thursday (3, counting Monday as 0).
+        let weekday = (now_ms.div_euclid(86_400_000) + 3).rem_euclid(7) as u32;
+        // The window may have started today or the day before.
+        [(weekday, minute_of_day), ((weekday + 6) % 7, minute_of_day + 1440)]
+            .into_iter()
+            .any(|(day, minute)| self.day.is_none_or(|d| d == day) && minute >= self.start && minute < self.start + self.minutes)
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +207,23 @@ mod tests {
         assert!(Span::try_from("15 minutes".to_string()).is_err());
         assert_eq!(Size::try_from(SizeText::Text("1MiB".into())).unwrap().0, 1 << 20);
         assert!(Size::try_from(SizeText::Text("1 lots".into())).is_err());
+    }
+
+    #[test]
+    fn maintenance_windows() {
+        let w = |s: &str| Window::try_from(s.to_string());
+        let at = |day: i64, h: i64, m: i64| ((4 + day) * 86_400 + h * 3600 + m * 60) * 1000; // day 0 = Monday 1970-01-05
+        let sunday = w("Sun 02:00-04:00 UTC").unwrap();
+        assert!(sunday.contains(at(6, 2, 0)) && sunday.contains(at(6, 3, 59)));
+        assert!(!sunday.contains(at(6, 4, 0)) && !sunday.contains(at(6, 1, 59)) && !sunday.contains(at(5, 3, 0)));
+        let late = w("daily 23:30-00:15 UTC").unwrap();
+        assert!(late.contains(at(2, 23, 45)) && late.contains(at(3, 0, 10)) && !late.contains(at(3, 0, 15)) && !late.contains(at(3, 12, 0)));
+        let over_midnight = w("sun 23:00-01:00 UTC").unwrap();
+        assert!(over_midnight.contains(at(0, 0, 30)), "Monday 00:30 is in Sunday's window");
+        assert!(!over_midnight.contains(at(6, 0, 30)), "Sunday 00:30 is not");
+        assert!(w("Sun 02:00-04:00").unwrap_err().contains("write `UTC` last"));
+        assert!(w("Sunday 02:00-04:00 UTC").unwrap_err().contains("Mon..Sun"));
+        assert!(w("Sun 2:00-04:00 UTC").unwrap_err().contains("HH:MM-HH:MM"));
+        assert!(w("Sun 02:00-24:00 UTC").is_err());
     }
 }

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use super::Signal;
 use crate::config::{Config, Pipeline, Sink, Stage, StageKind};
+use crate::delivery::SinkControl;
 use crate::runtime::PluginInstance;
 
 /// A stage with its bound plugin (swappable).
@@ -62,6 +63,8 @@ pub struct LiveSink {
     pub instance: ArcSwap<PluginInstance>,
     /// Rung when deliveries are queued.
     pub signal: Signal,
+    /// Pause, maintenance windows and circuit breaker (kept across reloads).
+    pub control: Arc<SinkControl>,
     pub(crate) retired: AtomicBool,
 }
 

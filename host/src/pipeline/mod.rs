@@ -110,6 +110,7 @@ impl Engine {
         let state: Arc<dyn StateStore> = Arc::new(state::StoredState::load(store.clone()).context("cannot load plugin state from the store")?);
         let versions = Arc::new(Versions::new(store.clone()));
         let (topology, _) = topology::build(&runtime, &state, &versions, config, None)?;
+        restore_pauses(store.as_ref(), topology.sinks.values()).context("cannot read paused sinks from the store")?;
         went_live(&versions, &topology);
         let topology = TopologyView::new(topology);
         Ok(Engine {
@@ -225,6 +226,8 @@ impl Engine {
     pub(crate) fn apply(&self, config: Config) -> anyhow::Result<Changes> {
         let current = self.topology();
         let (next, changes) = topology::build(&self.runtime, &self.state, &self.versions, config, Some(&current))?;
+        let added = next.sinks.iter().filter(|(name, _)| !current.sinks.contains_key(*name)).map(|(_, s)| s);
+        restore_pauses(self.store.as_ref(), added).context("cannot read paused sinks from the store")?;
         for swap in &changes.swaps {
             swap.apply();
         }
@@ -253,6 +256,18 @@ impl Engine {
         }
         Ok(changes)
     }
+}
+
+/// Pauses the sinks an operator paused before (a restart, or a sink back in
+/// the config).
+fn restore_pauses<'a>(store: &dyn Store, sinks: impl Iterator<Item = &'a Arc<LiveSink>>) -> Result<(), crate::store::StoreError> {
+    let pauses = store.sink_pauses()?;
+    for s in sinks {
+        if let Some(p) = pauses.get(s.cfg.name.as_str()) {
+            s.control.set_pause(Some(p.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Every plugin instance of a topology: (plugin name, digest).

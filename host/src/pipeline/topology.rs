@@ -15,6 +15,7 @@ use syncline_model::table::RefTable;
 
 use super::{bind_plugin, LivePipeline, LiveSink, LiveStage, Signal, Topology, Versions};
 use crate::config::{Config, PluginRef, PluginSettings, Source};
+use crate::delivery::SinkControl;
 use crate::runtime::{PluginInstance, Runtime, StateStore};
 
 enum Target {
@@ -150,9 +151,17 @@ pub fn build(
             _ => {
                 let instance = b.bind(&cfg.plugin, &cfg.settings, None)?;
                 if prev.is_some() { changes.changed.push(label) } else if previous.is_some() { changes.added.push(label) }
+                // The pause and the breaker's state outlive a rebuild.
+                let control = match prev {
+                    Some(p) => {
+                        p.control.configure(cfg);
+                        p.control.clone()
+                    }
+                    None => Arc::new(SinkControl::new(cfg)),
+                };
                 sinks.insert(
                     name.to_string(),
-                    Arc::new(LiveSink { cfg: cfg.clone(), instance: ArcSwap::new(instance), signal: Signal::default(), retired: AtomicBool::new(false) }),
+                    Arc::new(LiveSink { cfg: cfg.clone(), instance: ArcSwap::new(instance), signal: Signal::default(), control, retired: AtomicBool::new(false) }),
                 );
             }
         }

@@ -314,3 +314,11 @@ pub fn dead_letters_are_listed_replayed_and_purged(s: &dyn Store) {
     s.prune(now_ms() + 1).unwrap();
     assert_eq!(list(DeadLetterFilter { state: Some("all".into()), ..Default::default() }), Vec::<String>::new());
 }
+
+pub fn sink_pauses_are_kept_until_resumed(s: &dyn Store) {
+    let pause = records::SinkPause { reason: "ERP upgrade".into(), at: 42 };
+    s.set_sink_pause("erp", Some(&pause)).unwrap();
+    s.set_sink_pause("wms", Some(&pause)).unwrap();
+    s.set_sink_pause("wms", None).unwrap();
+    assert_eq!(s.sink_pauses().unwrap().into_iter().collect::<Vec<_>>(), [("erp".to_string(), pause)]);
+}

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Processing, Replayed, Trace,
+    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Processing, Replayed, SinkPause, Trace,
 };
 use super::*;
 
@@ -61,6 +61,7 @@ struct Inner {
     leases: HashMap<Partition, (String, i64, i64)>,
     state: BTreeMap<(String, String, String), Vec<u8>>,
     archive: HashMap<String, Vec<u8>>,
+    pauses: BTreeMap<String, SinkPause>,
 }
 
 /// Dead letter `id`, for a change: `None` when there is none,
@@ -379,6 +380,19 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap().audit.iter().filter(|a| a.id > after).take(limit).cloned().collect())
     }
 
+    fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {
+        Ok(self.inner.lock().unwrap().pauses.clone())
+    }
+
+    fn set_sink_pause(&self, sink: &str, pause: Option<&SinkPause>) -> Result<(), StoreError> {
+        let mut s = self.write()?;
+        match pause {
+            Some(p) => s.pauses.insert(sink.to_string(), p.clone()),
+            None => s.pauses.remove(sink),
+        };
+        Ok(())
+    }
+
     fn dead_letters(&self, filter: &DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let s = self.inner.lock().unwrap();
         Ok(s.dead_letters.iter().map(|(d, _)| d).filter(|d| d.id > after && filter.matches(d)).take(limit).cloned().collect())
@@ -539,10 +553,12 @@ impl Store for MemoryStore {
             *messages.entry((m.tenant.clone(), m.pipeline.clone())).or_default() += 1;
         }
         let mut deliveries: BTreeMap<String, i64> = BTreeMap::new();
+        let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
         for d in s.deliveries.values().filter(|d| d.state == "pending") {
             *deliveries.entry(d.sink.clone()).or_default() += 1;
+            oldest.entry(d.sink.clone()).and_modify(|at| *at = (*at).min(d.queued_at)).or_insert(d.queued_at);
         }
-        Ok(Backlog { messages: messages.into_iter().collect(), deliveries: deliveries.into_iter().collect() })
+        Ok(Backlog { messages: messages.into_iter().collect(), deliveries: deliveries.into_iter().collect(), oldest_delivery: oldest.into_iter().collect() })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
@@ -569,6 +585,7 @@ mod tests {
         contract::keeps_state_archive_and_audit(&MemoryStore::new());
         contract::keeps_each_processing_record(&MemoryStore::new());
         contract::dead_letters_are_listed_replayed_and_purged(&MemoryStore::new());
+        contract::sink_pauses_are_kept_until_resumed(&MemoryStore::new());
     }
 
     #[test]

@@ -492,6 +492,8 @@ pub struct Backlog {
     pub messages: Vec<((String, String), i64)>,
     /// Deliveries not yet delivered, per sink.
     pub deliveries: Vec<(String, i64)>,
+    /// When the oldest of them was queued (ms), per sink.
+    pub oldest_delivery: Vec<(String, i64)>,
 }
 
 /// One plugin-state entry: (tenant, plugin, key) and its value.
@@ -618,6 +620,20 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError::Conflict`] when it is not open; other [`StoreError`]s.
     fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<records::DeadLetterRecord>, StoreError>;
+
+    /// The sinks paused by an operator.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn sink_pauses(&self) -> Result<std::collections::BTreeMap<String, records::SinkPause>, StoreError>;
+
+    /// Pauses sink `sink` (`Some`) or resumes it (`None`), durably.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn set_sink_pause(&self, sink: &str, pause: Option<&records::SinkPause>) -> Result<(), StoreError>;
 
     /// Everything known about message `id` (as input or as output).
     ///

@@ -262,6 +262,16 @@ impl DeadLetterFilter {
     }
 }
 
+/// An operator's pause of a sink: its queue holds until resumed, across
+/// reloads and restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkPause {
+    /// Why (shown with the sink).
+    pub reason: String,
+    /// Since when (ms since the epoch).
+    pub at: i64,
+}
+
 /// What a replay put back to work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -406,6 +416,29 @@ pub enum AuditEvent {
         /// What went back to work.
         replayed: Replayed,
     },
+    /// A sink's circuit breaker changed state.
+    Breaker {
+        /// Sink.
+        sink: String,
+        /// Before: `closed`, `open`, `half-open`.
+        from: String,
+        /// After.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// A sink was paused.
+    SinkPaused {
+        /// Sink.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
+    /// A paused sink was resumed.
+    SinkResumed {
+        /// Sink.
+        sink: String,
+    },
     /// A dead letter was purged.
     DeadLetterPurged {
         /// Its number.
@@ -419,7 +452,7 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Its kind as stored: `start`, `stop`, `reload`, `dead-letter-replayed`,
-    /// `dead-letter-purged`.
+    /// `dead-letter-purged`, `breaker`, `sink-paused`, `sink-resumed`.
     pub fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Start { .. } => "start",
@@ -427,6 +460,9 @@ impl AuditEvent {
             AuditEvent::Reload(_) => "reload",
             AuditEvent::DeadLetterReplayed { .. } => "dead-letter-replayed",
             AuditEvent::DeadLetterPurged { .. } => "dead-letter-purged",
+            AuditEvent::Breaker { .. } => "breaker",
+            AuditEvent::SinkPaused { .. } => "sink-paused",
+            AuditEvent::SinkResumed { .. } => "sink-resumed",
         }
     }
 }

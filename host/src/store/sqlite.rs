@@ -7,7 +7,7 @@
 //! copy the log into the database.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Replayed, Trace,
+    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Replayed, SinkPause, Trace,
 };
 use super::compact;
 use super::*;
@@ -179,6 +179,12 @@ CREATE TRIGGER IF NOT EXISTS traces_follow_messages AFTER DELETE ON messages
 BEGIN
     DELETE FROM traces WHERE seq = OLD.seq;
 END;
+-- Sinks an operator paused.
+CREATE TABLE IF NOT EXISTS sink_pauses (
+    sink TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 -- The plugin versions traces name, by number.
 CREATE TABLE IF NOT EXISTS trace_plugins (
     id INTEGER PRIMARY KEY,
@@ -965,6 +971,24 @@ impl Store for SqliteStore {
         })?
     }
 
+    fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare("SELECT sink, reason, at FROM sink_pauses")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, SinkPause { reason: r.get(1)?, at: r.get(2)? })))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_sink_pause(&self, sink: &str, pause: Option<&SinkPause>) -> Result<(), StoreError> {
+        let (sink, pause) = (sink.to_string(), pause.cloned());
+        self.write(move |tx| {
+            match pause {
+                Some(p) => tx.execute("INSERT OR REPLACE INTO sink_pauses (sink, reason, at) VALUES (?1, ?2, ?3)", params![sink, p.reason, p.at])?,
+                None => tx.execute("DELETE FROM sink_pauses WHERE sink = ?1", params![sink])?,
+            };
+            Ok(())
+        })
+    }
+
     fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError> {
         self.write(move |tx| tx.execute("DELETE FROM idempotency WHERE at < ?1", params![before_ms]))
     }
@@ -1021,9 +1045,11 @@ impl Store for SqliteStore {
         let conn = self.read.lock().unwrap();
         let mut m = conn.prepare("SELECT tenant, pipeline, COUNT(*) FROM messages WHERE state = 'accepted' GROUP BY tenant, pipeline")?;
         let messages = m.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
-        let mut d = conn.prepare("SELECT sink, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY sink")?;
-        let deliveries = d.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        Ok(Backlog { messages, deliveries })
+        let mut d = conn.prepare("SELECT sink, COUNT(*), MIN(queued_at) FROM deliveries WHERE state = 'pending' GROUP BY sink")?;
+        let rows: Vec<(String, i64, i64)> = d.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        let deliveries = rows.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
+        let oldest_delivery = rows.into_iter().map(|(s, _, at)| (s, at)).collect();
+        Ok(Backlog { messages, deliveries, oldest_delivery })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
@@ -1064,6 +1090,7 @@ mod tests {
         contract::keeps_state_archive_and_audit(&store().1);
         contract::keeps_each_processing_record(&store().1);
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
+        contract::sink_pauses_are_kept_until_resumed(&store().1);
     }
 
     #[test]
