@@ -12,5 +12,6 @@ mod pipeline;
 mod reload;
 mod runtime;
 mod scaffold;
+mod sinks;
 mod schema;
 mod support;
