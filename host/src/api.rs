@@ -298,6 +298,10 @@ async fn metrics(State(app): State<App>) -> Response {
             let _ = writeln!(body, "syncline_sink_breaker_state{{sink=\"{sink}\"}} {}", b.state.gauge());
         }
     }
+    body.push_str("# HELP syncline_sink_push_backs_total Calls a sink's downstream pushed back on (429 or Retry-After).\n# TYPE syncline_sink_push_backs_total counter\n");
+    for (sink, view) in &sinks {
+        let _ = writeln!(body, "syncline_sink_push_backs_total{{sink=\"{sink}\"}} {}", view.throttle.push_backs);
+    }
     body.push_str("# HELP syncline_sink_held Whether a sink's queue is held: paused by an operator or in a maintenance window.\n# TYPE syncline_sink_held gauge\n");
     for (sink, view) in &sinks {
         let held = u8::from(view.paused.is_some() || view.maintenance.is_some());

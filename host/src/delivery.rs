@@ -16,12 +16,14 @@
 
 mod breaker;
 mod control;
+mod throttle;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 pub use breaker::{BreakerState, BreakerView, Tally};
 pub use control::{ControlView, Gate, SinkControl};
+pub use throttle::ThrottleView;
 
 use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
@@ -118,15 +120,20 @@ fn alone(e: &CallError, requests: u32) -> Judged {
 struct Health {
     tally: Tally,
     last_error: String,
+    /// The longest wait the downstream asked for (Retry-After), if any.
+    pushed_back: Option<u64>,
 }
 
 impl Health {
     fn count(&mut self, o: &DeliveryOutcome) {
         match o {
             DeliveryOutcome::Delivered { .. } | DeliveryOutcome::Permanent { .. } => self.tally.ok += 1,
-            DeliveryOutcome::Retryable { reason, .. } => {
+            DeliveryOutcome::Retryable { reason, after_ms } => {
                 self.tally.failed += 1;
                 self.last_error.clone_from(reason);
+                if let Some(ms) = after_ms {
+                    self.pushed_back = Some(self.pushed_back.unwrap_or(0).max(*ms));
+                }
             }
         }
     }
@@ -250,7 +257,8 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
                 continue;
             }
         };
-        let chosen = choose(due.rows, limit, sink.cfg.batch_bytes);
+        let throttle = sink.control.throttle();
+        let chosen = choose(due.rows, throttle.max_batch(limit), sink.cfg.batch_bytes);
         if chosen.is_empty() {
             if probe {
                 // Nothing to probe with: the next delivery will be.
@@ -260,11 +268,29 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             sink.signal.wait(seen, Duration::from_millis(wait));
             continue;
         }
+        if let Err(at) = throttle.ready(chosen.len(), now) {
+            // Not sent, not recorded: they stay due for the next call. A
+            // sleep, not a wait on the signal: new work would only wake the
+            // worker to find the same limit.
+            if probe {
+                sink.control.record(now, Tally::default(), true, "");
+            }
+            std::thread::sleep(Duration::from_millis((at - now).clamp(1, 250) as u64));
+            continue;
+        }
         // This call's version: a swap affects the next call.
         let instance = sink.instance.load_full();
         let mut attempts = Vec::with_capacity(chosen.len());
         let mut health = Health::default();
         deliver(sink, &instance, chosen, &cancelled, &mut attempts, &mut health);
+        match health.pushed_back {
+            Some(ms) => {
+                tracing::info!(sink = name, wait_ms = ms, "the downstream pushed back: holding the sink and slowing down");
+                throttle.pushed_back(now_ms(), ms);
+            }
+            None if health.tally.ok > 0 => throttle.went_through(),
+            None => {}
+        }
         if let Some(c) = sink.control.record(now_ms(), health.tally, probe, &health.last_error) {
             announce(ctx, name, c);
             // Other workers wait on the breaker's time, or deliver again.

@@ -178,3 +178,38 @@ fn a_maintenance_window_holds_the_queue_while_it_is_configured() {
     assert_eq!(host.settled(&id)["outputs"][0]["state"], "delivered");
     assert_eq!(erp.unique(), 1);
 }
+
+#[test]
+fn a_rate_limit_holds_under_a_burst_and_push_back_holds_the_sink() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(&config("rate-limit = \"20/s\"\nburst = 5\n"), &erp);
+    site.share_plugin("trap", "trap");
+    let host = Host::start(&site);
+
+    let ids: Vec<String> = (0..60).map(|i| ingest(&host, &format!("R-{i}"), &format!("SKU-{i}"))).collect();
+    for id in &ids {
+        assert_eq!(host.settled(id)["outputs"][0]["state"], "delivered");
+    }
+    let (_, received) = get(&format!("{}/_admin/received?times=true", erp.url));
+    let times: Vec<i64> = received["times"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+    assert_eq!(times.len(), 60);
+    // 20 a second with bursts of 5: no second holds more than 25 (and one
+    // call's worth of slack for requests arriving out of step).
+    let busiest = times.iter().map(|t| times.iter().filter(|u| (*t..t + 1000).contains(u)).count()).max().unwrap();
+    assert!(busiest <= 30, "{busiest} deliveries within one second under a 20/s limit");
+    let span = times.iter().max().unwrap() - times.iter().min().unwrap();
+    assert!(span >= 2_000, "60 deliveries at 20/s after a burst of 5 take at least 2.75 s, took {span} ms");
+    assert_eq!(erp_sink(&host)["control"]["throttle"]["limit"], "20/s, burst 5");
+
+    // The ERP answers 429 with Retry-After: the whole sink holds and slows down, nothing is lost.
+    erp.mode("429", Some(3));
+    let more: Vec<String> = (0..10).map(|i| ingest(&host, &format!("S-{i}"), &format!("SKU-{i}"))).collect();
+    for id in &more {
+        assert_eq!(host.settled(id)["outputs"][0]["state"], "delivered");
+    }
+    let throttle = erp_sink(&host)["control"]["throttle"].clone();
+    assert!(throttle["push-backs"].as_u64().unwrap() >= 1, "{throttle}");
+    let metrics = get_text(&format!("{}/metrics", host.url));
+    assert!(metrics.contains("syncline_sink_push_backs_total{sink=\"erp\"} "), "{metrics}");
+    assert_eq!((erp.unique(), erp.received()["duplicates"].as_u64()), (70, Some(0)));
+}

@@ -145,6 +145,21 @@ impl Checker<'_> {
                 self.err(None, format!("sink `{name}`: retry.attempts must be at least 1"));
             }
             let breaker = self.breaker(&name, sink.breaker.as_ref());
+            let rate_limit = match &sink.rate_limit {
+                Some(text) => match RateLimit::parse(text.get_ref(), sink.burst.as_ref().map(|b| *b.get_ref())) {
+                    Ok(l) => Some(l),
+                    Err(why) => {
+                        self.err(Some(text.span()), format!("sink `{name}`: rate-limit `{}` is not a rate", text.get_ref())).help = Some(why);
+                        None
+                    }
+                },
+                None => {
+                    if let Some(b) = &sink.burst {
+                        self.err(Some(b.span()), format!("sink `{name}`: burst without a rate-limit")).help = Some("add `rate-limit = \"50/s\"`, or remove `burst`".into());
+                    }
+                    None
+                }
+            };
             sinks.insert(
                 name.clone(),
                 Sink {
@@ -158,6 +173,7 @@ impl Checker<'_> {
                     workers: sink.workers.clamp(1, 64),
                     breaker,
                     maintenance: sink.maintenance.iter().map(|w| w.get_ref().clone()).collect(),
+                    rate_limit,
                 },
             );
         }

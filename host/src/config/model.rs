@@ -472,6 +472,11 @@ pub struct SinkFile {
     /// `breaker = { failures = 5, rate = "50%", window = "30s", min-calls = 20, open-for = "30s" }`;
     /// `breaker = { failures = 0 }` turns it off.
     pub breaker: Option<Spanned<BreakerFile>>,
+    /// Most messages delivered per second, minute or hour. Example: `rate-limit = "50/s"`
+    pub rate_limit: Option<Spanned<String>>,
+    /// Messages that may go at once under `rate-limit` (default: one
+    /// second's worth). Example: `burst = 20`
+    pub burst: Option<Spanned<u32>>,
     /// When the sink holds its queue, in UTC. Example:
     /// `maintenance = ["Sun 02:00-04:00 UTC", "daily 23:30-00:15 UTC"]`
     #[serde(default)]
@@ -768,6 +773,48 @@ pub struct Sink {
     pub breaker: Option<BreakerPolicy>,
     /// Maintenance windows.
     pub maintenance: Vec<Window>,
+    /// The sink's rate limit, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A rate limit: `count` messages per `per`, `burst` at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages.
+    pub count: u32,
+    /// Per this long.
+    pub per: Duration,
+    /// At once.
+    pub burst: u32,
+    /// As written (`50/s`).
+    pub text: String,
+}
+
+impl RateLimit {
+    /// `N/s`, `N/m` or `N/h`, with `burst` (default: one second's worth, at least 1).
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with `text`.
+    pub fn parse(text: &str, burst: Option<u32>) -> Result<RateLimit, String> {
+        let (count, unit) = text.trim().split_once('/').ok_or("write messages per time: `50/s`, `300/m` or `1000/h`")?;
+        let count: u32 = count.trim().parse().ok().filter(|n| *n > 0).ok_or("the count is a whole number above 0")?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err("the time is `s`, `m` or `h`".into()),
+        };
+        let per_second = (f64::from(count) / per.as_secs_f64()).ceil() as u32;
+        let burst = burst.unwrap_or(per_second).max(1);
+        Ok(RateLimit { count, per, burst, text: text.trim().to_string() })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, burst {}", self.text, self.burst)
+    }
 }
 
 /// When a sink's circuit breaker opens and for how long.

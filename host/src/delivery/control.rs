@@ -1,13 +1,15 @@
 //! Whether a sink's workers send now: an operator's pause, a maintenance
-//! window, the circuit breaker — in that order. One per sink, shared by
+//! window, the downstream's request to wait, the circuit breaker — in that
+//! order — and at what pace (the rate limit). One per sink, shared by
 //! its workers and the API, handed on when a reload rebuilds the sink (so a
 //! reload neither resumes a paused sink nor closes an open breaker).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::breaker::{Admit, Breaker, BreakerView, Change, Tally};
+use super::throttle::{Throttle, ThrottleView};
 use crate::config::{Sink, Window};
 use crate::store::records::SinkPause;
 
@@ -41,6 +43,8 @@ pub struct ControlView {
     pub windows: Vec<String>,
     /// The breaker (`None`: turned off).
     pub breaker: Option<BreakerView>,
+    /// The pace: rate limit and push-back.
+    pub throttle: ThrottleView,
 }
 
 /// One sink's pause, windows and breaker.
@@ -49,12 +53,18 @@ pub struct SinkControl {
     breaker: Mutex<Option<Breaker>>,
     pause: Mutex<Option<SinkPause>>,
     windows: Mutex<Vec<Window>>,
+    throttle: Mutex<Arc<Throttle>>,
 }
 
 impl SinkControl {
     /// A control for `cfg`: not paused, breaker closed.
     pub fn new(cfg: &Sink) -> SinkControl {
-        SinkControl { breaker: Mutex::new(cfg.breaker.clone().map(Breaker::new)), pause: Mutex::default(), windows: Mutex::new(cfg.maintenance.clone()) }
+        SinkControl {
+            breaker: Mutex::new(cfg.breaker.clone().map(Breaker::new)),
+            pause: Mutex::default(),
+            windows: Mutex::new(cfg.maintenance.clone()),
+            throttle: Mutex::new(Arc::new(Throttle::new(cfg.rate_limit.clone()))),
+        }
     }
 
     /// Takes `cfg`'s breaker policy and windows (a reload), keeping the
@@ -66,6 +76,15 @@ impl SinkControl {
             (_, policy) => *breaker = policy.clone().map(Breaker::new),
         }
         *self.windows.lock().unwrap() = cfg.maintenance.clone();
+        let mut throttle = self.throttle.lock().unwrap();
+        if let Some(next) = throttle.reconfigured(cfg.rate_limit.clone()) {
+            *throttle = Arc::new(next);
+        }
+    }
+
+    /// The sink's pace.
+    pub fn throttle(&self) -> Arc<Throttle> {
+        self.throttle.lock().unwrap().clone()
     }
 
     /// Pauses (`Some`) or resumes (`None`).
@@ -91,6 +110,9 @@ impl SinkControl {
             // Looked at again within a minute: windows are minute-exact.
             return (Gate::Hold { why: format!("maintenance window {w}"), until: Some(now + 1_000) }, None);
         }
+        if let Some(until) = self.throttle().view(now).held_until {
+            return (Gate::Hold { why: "the downstream asked to wait".into(), until: Some(until) }, None);
+        }
         let mut breaker = self.breaker.lock().unwrap();
         let Some(b) = breaker.as_mut() else { return (Gate::All, None) };
         match b.admit(now) {
@@ -112,6 +134,7 @@ impl SinkControl {
             maintenance: self.window(now),
             windows: self.windows.lock().unwrap().iter().map(ToString::to_string).collect(),
             breaker: self.breaker.lock().unwrap().as_ref().map(Breaker::view),
+            throttle: self.throttle().view(now),
         }
     }
 }

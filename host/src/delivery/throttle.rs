@@ -1,0 +1,180 @@
+//! A sink's pace: its configured rate limit (a token bucket: governor) and
+//! how the downstream's push-back slows it further. A call takes one cell
+//! per message it sends — more while the downstream pushes back: a retryable
+//! answer that names a time to come back (429 or 503 with `Retry-After`)
+//! halves the pace, down to a tenth, and holds the whole sink until that
+//! time; each call that goes through without push-back brings the pace up
+//! by a tenth again. Time is passed in (ms since the epoch) where it can be.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+
+use crate::config::RateLimit;
+
+/// The slowest pace push-back brings a sink to, as a share of its own.
+const SLOWEST: f64 = 0.1;
+
+/// What the API shows of a sink's pace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ThrottleView {
+    /// The configured limit (`50/s`, burst), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The share of it in use (1: full pace; less after push-back).
+    pub pace: f64,
+    /// Until when the downstream asked the sink to hold (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<i64>,
+    /// Calls the downstream pushed back on, since the host started.
+    pub push_backs: u64,
+}
+
+struct Pace {
+    share: f64,
+    hold_until: i64,
+    push_backs: u64,
+}
+
+/// One sink's limiter and pace.
+pub struct Throttle {
+    limit: Option<(RateLimit, DefaultDirectRateLimiter)>,
+    pace: Mutex<Pace>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle").field("limit", &self.limit.as_ref().map(|(l, _)| l)).finish_non_exhaustive()
+    }
+}
+
+fn limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
+    let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
+    let quota = Quota::with_period(limit.per / limit.count.max(1)).expect("a rate limit's period is above zero").allow_burst(nz(limit.burst));
+    RateLimiter::direct(quota)
+}
+
+impl Throttle {
+    /// A throttle at full pace for `limit` (`None`: no limit of its own).
+    pub fn new(limit: Option<RateLimit>) -> Throttle {
+        Throttle { limit: limit.map(|l| (l.clone(), limiter(&l))), pace: Mutex::new(Pace { share: 1.0, hold_until: 0, push_backs: 0 }) }
+    }
+
+    /// The same pace under a new limit (a reload); the bucket starts full.
+    pub fn reconfigured(&self, limit: Option<RateLimit>) -> Option<Throttle> {
+        if self.limit.as_ref().map(|(l, _)| l) == limit.as_ref() {
+            return None;
+        }
+        let pace = self.pace.lock().unwrap();
+        Some(Throttle { limit: limit.map(|l| (l.clone(), limiter(&l))), pace: Mutex::new(Pace { share: pace.share, hold_until: pace.hold_until, push_backs: pace.push_backs }) })
+    }
+
+    /// Cells `n` messages take at the current pace.
+    fn cells(&self, n: usize) -> u32 {
+        let share = self.pace.lock().unwrap().share;
+        (n as f64 / share).ceil() as u32
+    }
+
+    /// Most messages one call may take: what the bucket can hold at the
+    /// current pace (everything when there is no limit).
+    pub fn max_batch(&self, batch: usize) -> usize {
+        match &self.limit {
+            None => batch,
+            Some((l, _)) => batch.min(((l.burst as f64) * self.pace.lock().unwrap().share).floor().max(1.0) as usize),
+        }
+    }
+
+    /// Whether `n` messages may go at `now`: `Err(at)` says when to ask again.
+    pub fn ready(&self, n: usize, now: i64) -> Result<(), i64> {
+        let hold_until = self.pace.lock().unwrap().hold_until;
+        if now < hold_until {
+            return Err(hold_until);
+        }
+        let Some((l, limiter)) = &self.limit else { return Ok(()) };
+        let cells = NonZeroU32::new(self.cells(n).clamp(1, l.burst.max(1))).expect("at least 1");
+        match limiter.check_n(cells) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(now + not_until.wait_time_from(DefaultClock::default().now()).as_millis().max(1) as i64),
+            // More cells than the bucket holds: cannot happen (capped above); go at the bucket's pace.
+            Err(_) => Err(now + 1_000),
+        }
+    }
+
+    /// The downstream pushed back and asked for `after_ms`: halve the pace
+    /// and hold until then.
+    pub fn pushed_back(&self, now: i64, after_ms: u64) {
+        let mut pace = self.pace.lock().unwrap();
+        pace.share = (pace.share / 2.0).max(SLOWEST);
+        pace.hold_until = pace.hold_until.max(now + after_ms as i64);
+        pace.push_backs += 1;
+    }
+
+    /// A call went through without push-back: a tenth faster, up to full pace.
+    pub fn went_through(&self) {
+        let mut pace = self.pace.lock().unwrap();
+        pace.share = (pace.share + 0.1).min(1.0);
+    }
+
+    /// What the API shows at `now`.
+    pub fn view(&self, now: i64) -> ThrottleView {
+        let pace = self.pace.lock().unwrap();
+        ThrottleView {
+            limit: self.limit.as_ref().map(|(l, _)| l.to_string()),
+            pace: (pace.share * 100.0).round() / 100.0,
+            held_until: (pace.hold_until > now).then_some(pace.hold_until),
+            push_backs: pace.push_backs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn per_second(count: u32, burst: u32) -> Option<RateLimit> {
+        Some(RateLimit { count, per: Duration::from_secs(1), burst, text: format!("{count}/s") })
+    }
+
+    #[test]
+    fn a_burst_goes_at_once_and_then_the_rate_holds() {
+        let t = Throttle::new(per_second(10, 5));
+        assert_eq!(t.max_batch(50), 5, "no more than the bucket holds");
+        assert!(t.ready(5, 0).is_ok());
+        let at = t.ready(1, 0).unwrap_err();
+        assert!((1..=150).contains(&at), "one more after about 100 ms, not {at}");
+    }
+
+    #[test]
+    fn push_back_halves_the_pace_holds_and_recovers() {
+        let t = Throttle::new(per_second(10, 8));
+        t.pushed_back(1_000, 2_000);
+        assert_eq!(t.ready(1, 1_500), Err(3_000), "held until the downstream's time");
+        assert_eq!(t.view(1_500).pace, 0.5);
+        assert_eq!(t.max_batch(50), 4, "half the bucket per call");
+        assert_eq!(t.cells(3), 6, "each message takes two cells");
+        for _ in 0..10 {
+            t.pushed_back(1_000, 0);
+        }
+        assert_eq!(t.view(5_000).pace, 0.1, "never slower than a tenth");
+        for _ in 0..20 {
+            t.went_through();
+        }
+        assert_eq!((t.view(5_000).pace, t.view(5_000).held_until, t.view(5_000).push_backs), (1.0, None, 11));
+    }
+
+    #[test]
+    fn without_a_limit_only_push_back_holds() {
+        let t = Throttle::new(None);
+        assert_eq!(t.max_batch(50), 50);
+        assert!(t.ready(1000, 0).is_ok());
+        t.pushed_back(0, 500);
+        assert_eq!(t.ready(1, 100), Err(500));
+        assert!(t.ready(1, 500).is_ok());
+    }
+}
