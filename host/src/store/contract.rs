@@ -322,3 +322,53 @@ pub fn sink_pauses_are_kept_until_resumed(s: &dyn Store) {
     s.set_sink_pause("wms", None).unwrap();
     assert_eq!(s.sink_pauses().unwrap().into_iter().collect::<Vec<_>>(), [("erp".to_string(), pause)]);
 }
+
+fn parked(message_id: &str, queue: &str) -> NewException {
+    NewException {
+        queue: queue.into(),
+        message_id: message_id.into(),
+        detail: ExceptionDetail::Record { code: "unknown-item".into(), text: format!("{message_id}: no such item"), severity: "error".into() },
+        json: format!(r#"{{"id": "{message_id}"}}"#),
+    }
+}
+
+pub fn exceptions_are_listed_resolved_retried_and_discarded(s: &dyn Store) {
+    use records::{ExceptionFilter, Settle};
+    s.append(vec![msg("x1", None), msg("x2", None), msg("x3", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let park = |id: &str, queues: &[&str]| Processed {
+        state: Final::Exception,
+        exceptions: queues.iter().enumerate().map(|(i, q)| parked(&format!("{id}-{i}"), q)).collect(),
+        ..settled(id, vec![])
+    };
+    s.ack(&lease, commit(vec![park("x1", &["master-data", "master-data"]), park("x2", &["approvals"]), park("x3", &["master-data"])])).unwrap();
+    let list = |f: ExceptionFilter| s.exceptions(&f, 0, 100).unwrap().into_iter().map(|e| e.message_id).collect::<Vec<_>>();
+    assert_eq!(list(ExceptionFilter::default()), ["x1-0", "x1-1", "x2-0", "x3-0"]);
+    assert_eq!(list(ExceptionFilter { queue: Some("approvals".into()), ..Default::default() }), ["x2-0"]);
+    assert_eq!(list(ExceptionFilter { before: Some(0), ..Default::default() }), Vec::<String>::new());
+    let all = s.exceptions(&ExceptionFilter::default(), 0, 100).unwrap();
+    let id_of = |m: &str| all.iter().find(|e| e.message_id == m).unwrap().id;
+    let (record, body) = s.exception(id_of("x2-0")).unwrap().unwrap();
+    assert_eq!((record.tenant.as_str(), record.source_id.as_str(), body["id"].as_str()), ("acme", "x2", Some("x2-0")));
+
+    // Resolved outside: nothing goes back to work.
+    let done = s.settle_exception(id_of("x2-0"), &Settle::Resolve { comment: "approved by phone".into() }).unwrap().unwrap();
+    assert_eq!((done.state.as_str(), done.note.as_deref()), ("resolved", Some("approved by phone")));
+    assert!(matches!(s.settle_exception(id_of("x2-0"), &Settle::Discard { reason: "x".into() }), Err(StoreError::Conflict(_))));
+    // Retried after a fix: the message is processed again, its other open exception goes with it.
+    let retried = s.settle_exception(id_of("x1-1"), &Settle::Retry { comment: "item SKU-9 created".into() }).unwrap().unwrap();
+    assert_eq!(retried.state, "retried");
+    assert_eq!(ids(&s.claim(&lease, 0, now_ms(), 10).unwrap().rows, |m| &m.id), ["x1"]);
+    assert_eq!(list(ExceptionFilter::default()), ["x3-0"]);
+    // Discarded with a reason; overdue marks are kept.
+    s.mark_exception_overdue(id_of("x3-0"), 77).unwrap();
+    assert_eq!(s.exceptions(&ExceptionFilter::default(), 0, 10).unwrap()[0].overdue_at, Some(77));
+    s.settle_exception(id_of("x3-0"), &Settle::Discard { reason: "test data".into() }).unwrap().unwrap();
+    assert_eq!(list(ExceptionFilter { state: Some("discarded".into()), ..Default::default() }), ["x3-0"]);
+    assert!(s.settle_exception(9_999_999, &Settle::Resolve { comment: "x".into() }).unwrap().is_none());
+    // Settled ones are pruned with the rest, and the messages only they held.
+    s.prune(now_ms() + 1).unwrap();
+    assert_eq!(list(ExceptionFilter { state: Some("all".into()), ..Default::default() }), Vec::<String>::new());
+    assert!(s.trace("x2").unwrap().is_none() && s.trace("x3").unwrap().is_none());
+    assert!(s.trace("x1").unwrap().is_some(), "at work again");
+}

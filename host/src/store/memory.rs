@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionRecord, Input, Processing, Replayed, SinkPause, Trace,
+    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
 };
 use super::*;
 
@@ -54,14 +54,23 @@ struct Inner {
     delivery_seq: HashMap<(String, String), i64>,
     /// Records with the message as it died.
     dead_letters: Vec<(DeadLetterRecord, String)>,
-    /// (source id, record).
-    exceptions: Vec<(String, ExceptionRecord)>,
+    /// Records with the parked message.
+    exceptions: Vec<(ExceptionRecord, String)>,
     audit: Vec<AuditRecord>,
     cursors: HashMap<String, String>,
     leases: HashMap<Partition, (String, i64, i64)>,
     state: BTreeMap<(String, String, String), Vec<u8>>,
     archive: HashMap<String, Vec<u8>>,
     pauses: BTreeMap<String, SinkPause>,
+}
+
+/// Puts accepted message `id` back to work from its first stage; `Err`
+/// when it is not in the store or already at work.
+fn reaccept(s: &mut Inner, id: &str) -> Result<(), ()> {
+    let m = s.message_seq.get(id).and_then(|q| s.messages.get_mut(q)).filter(|m| m.state != "accepted").ok_or(())?;
+    (m.state, m.attempts, m.next_at) = ("accepted", 0, 0);
+    m.errors.clear();
+    Ok(())
 }
 
 /// Dead letter `id`, for a change: `None` when there is none,
@@ -278,8 +287,21 @@ impl Store for MemoryStore {
                 s.dead_letters.push((record, d.json));
             }
             for e in p.exceptions {
-                let record = ExceptionRecord { at: now, queue: e.queue, detail: e.detail, state: "open".into(), message_id: e.message_id };
-                s.exceptions.push((p.id.clone(), record));
+                let record = ExceptionRecord {
+                    id: s.next_seq(),
+                    tenant: commit.tenant.clone(),
+                    pipeline: commit.pipeline.clone(),
+                    source_id: p.id.clone(),
+                    at: now,
+                    queue: e.queue,
+                    detail: e.detail,
+                    state: "open".into(),
+                    message_id: e.message_id,
+                    settled_at: None,
+                    note: None,
+                    overdue_at: None,
+                };
+                s.exceptions.push((record, e.json));
             }
         }
         Ok(())
@@ -380,6 +402,49 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap().audit.iter().filter(|a| a.id > after).take(limit).cloned().collect())
     }
 
+    fn exceptions(&self, filter: &ExceptionFilter, after: i64, limit: usize) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(s.exceptions.iter().map(|(e, _)| e).filter(|e| e.id > after && filter.matches(e)).take(limit).cloned().collect())
+    }
+
+    fn exception(&self, id: i64) -> Result<Option<(ExceptionRecord, serde_json::Value)>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(s.exceptions.iter().find(|(e, _)| e.id == id).map(|(e, body)| (e.clone(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))))
+    }
+
+    fn settle_exception(&self, id: i64, how: &Settle) -> Result<Option<ExceptionRecord>, StoreError> {
+        let mut guard = self.write()?;
+        let s = &mut *guard;
+        let Some((e, _)) = s.exceptions.iter().find(|(e, _)| e.id == id) else { return Ok(None) };
+        if e.state != "open" {
+            return Err(StoreError::Conflict(format!("exception {id} was already {}", e.state)));
+        }
+        let source = e.source_id.clone();
+        let now = now_ms();
+        if let Settle::Retry { .. } = how {
+            reaccept(s, &source).map_err(|()| StoreError::Conflict(format!("the message {source} of exception {id} is no longer in the store, or already at work")))?;
+        }
+        let mut settled = None;
+        for (e, _) in s.exceptions.iter_mut() {
+            let with_it = matches!(how, Settle::Retry { .. }) && e.source_id == source && e.state == "open";
+            if e.id == id || with_it {
+                (e.state, e.settled_at, e.note) = (how.state().into(), Some(now), Some(how.note().into()));
+            }
+            if e.id == id {
+                settled = Some(e.clone());
+            }
+        }
+        Ok(settled)
+    }
+
+    fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        let mut s = self.write()?;
+        if let Some((e, _)) = s.exceptions.iter_mut().find(|(e, _)| e.id == id) {
+            e.overdue_at = Some(at);
+        }
+        Ok(())
+    }
+
     fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {
         Ok(self.inner.lock().unwrap().pauses.clone())
     }
@@ -416,12 +481,8 @@ impl Store for MemoryStore {
             (del.state, del.attempts, del.next_at) = ("pending", 0, 0);
             Replayed::Delivery { sink: sink.to_string(), id: d.message_id.clone() }
         } else {
-            let m = s.message_seq.get(&d.source_id).and_then(|q| s.messages.get_mut(q)).filter(|m| m.state != "accepted");
-            let Some(m) = m else {
-                return Err(StoreError::Conflict(format!("the message {} of dead letter {id} is no longer in the store, or already at work", d.source_id)));
-            };
-            (m.state, m.attempts, m.next_at) = ("accepted", 0, 0);
-            m.errors.clear();
+            reaccept(s, &d.source_id)
+                .map_err(|()| StoreError::Conflict(format!("the message {} of dead letter {id} is no longer in the store, or already at work", d.source_id)))?;
             Replayed::Message { tenant: d.tenant.clone(), pipeline: d.pipeline.clone(), id: d.source_id.clone() }
         };
         let stage_letter_of = |o: &DeadLetterRecord| o.source_id == d.source_id && !o.place.starts_with("sink ");
@@ -482,7 +543,7 @@ impl Store for MemoryStore {
         let outputs: Vec<_> = s.deliveries.values().filter(|d| d.source_id == id).map(record).collect();
         let deliveries: Vec<_> = s.deliveries.values().filter(|d| d.id == id).map(record).collect();
         let dead_letters: Vec<_> = s.dead_letters.iter().filter(|(d, _)| d.source_id == id || d.message_id == id).map(|(d, _)| d.clone()).collect();
-        let exceptions: Vec<_> = s.exceptions.iter().filter(|(src, e)| src == id || e.message_id == id).map(|(_, e)| e.clone()).collect();
+        let exceptions: Vec<_> = s.exceptions.iter().filter(|(e, _)| e.source_id == id || e.message_id == id).map(|(e, _)| e.clone()).collect();
         if input.is_none() && outputs.is_empty() && deliveries.is_empty() && dead_letters.is_empty() && exceptions.is_empty() {
             return Ok(None);
         }
@@ -531,18 +592,25 @@ impl Store for MemoryStore {
             let d = s.deliveries.remove(seq).expect("listed");
             s.delivery_seq.remove(&(d.id, d.sink));
         }
-        let with_outputs: std::collections::HashSet<String> = s.deliveries.values().map(|d| d.source_id.clone()).collect();
+        s.dead_letters.retain(|(d, _)| d.state == "open" || d.resolved_at.is_none_or(|at| at >= before_ms));
+        s.exceptions.retain(|(e, _)| e.state == "open" || e.settled_at.is_none_or(|at| at >= before_ms));
+        // A message goes once nothing refers to it any more.
+        let referred: std::collections::HashSet<String> = (s.deliveries.values().map(|d| d.source_id.clone()))
+            .chain(s.exceptions.iter().map(|(e, _)| e.source_id.clone()))
+            .chain(s.dead_letters.iter().map(|(d, _)| d.source_id.clone()))
+            .collect();
         let finished: Vec<i64> = s
             .messages
             .iter()
-            .filter(|(_, m)| matches!(m.state, "done" | "dropped") && m.processed_at.is_some_and(|at| at < before_ms) && !with_outputs.contains(&m.id))
+            .filter(|(_, m)| {
+                matches!(m.state, "done" | "dropped" | "exception" | "dead") && m.processed_at.is_some_and(|at| at < before_ms) && !referred.contains(&m.id)
+            })
             .map(|(seq, _)| *seq)
             .collect();
         for seq in &finished {
             let m = s.messages.remove(seq).expect("listed");
             s.message_seq.remove(&m.id);
         }
-        s.dead_letters.retain(|(d, _)| d.state == "open" || d.resolved_at.is_none_or(|at| at >= before_ms));
         Ok(Pruned { messages: finished.len(), deliveries: old.len(), pages_freed: 0 })
     }
 
@@ -586,6 +654,7 @@ mod tests {
         contract::keeps_each_processing_record(&MemoryStore::new());
         contract::dead_letters_are_listed_replayed_and_purged(&MemoryStore::new());
         contract::sink_pauses_are_kept_until_resumed(&MemoryStore::new());
+        contract::exceptions_are_listed_resolved_retried_and_discarded(&MemoryStore::new());
     }
 
     #[test]

@@ -621,6 +621,38 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Conflict`] when it is not open; other [`StoreError`]s.
     fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<records::DeadLetterRecord>, StoreError>;
 
+    /// Exceptions matching `filter` with numbers above `after`, oldest
+    /// first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn exceptions(&self, filter: &records::ExceptionFilter, after: i64, limit: usize) -> Result<Vec<records::ExceptionRecord>, StoreError>;
+
+    /// Exception `id` and the parked message (its JSON form).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn exception(&self, id: i64) -> Result<Option<(records::ExceptionRecord, serde_json::Value)>, StoreError>;
+
+    /// Settles an open exception; a retry also puts the message it came
+    /// from back to work, from its first stage (as a dead letter's replay
+    /// does). `None` when there is no such exception.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when it is not open, or (a retry) its
+    /// message is no longer in the store or already at work.
+    fn settle_exception(&self, id: i64, how: &records::Settle) -> Result<Option<records::ExceptionRecord>, StoreError>;
+
+    /// Marks open exception `id` reported past its queue's SLA at `at`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError>;
+
     /// The sinks paused by an operator.
     ///
     /// # Errors

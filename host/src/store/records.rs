@@ -336,16 +336,111 @@ impl ExceptionDetail {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ExceptionRecord {
+    /// Its number in the store.
+    #[serde(default)]
+    pub id: i64,
+    /// Tenant.
+    #[serde(default)]
+    pub tenant: String,
+    /// Pipeline.
+    #[serde(default)]
+    pub pipeline: String,
+    /// The accepted message it came from.
+    #[serde(default)]
+    pub source_id: String,
     /// When.
     pub at: i64,
     /// Queue.
     pub queue: String,
     /// What is wrong.
     pub detail: ExceptionDetail,
-    /// `open` or `resolved`.
+    /// `open`, `resolved` (fixed outside), `retried` (processed again) or
+    /// `discarded`.
     pub state: String,
     /// The parked message's id.
     pub message_id: String,
+    /// When it was resolved, retried or discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<i64>,
+    /// The comment or reason it was settled with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When it was reported past its queue's SLA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_at: Option<i64>,
+}
+
+/// Which exceptions to list. Every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExceptionFilter {
+    /// Queue.
+    pub queue: Option<String>,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// Pipeline.
+    pub pipeline: Option<String>,
+    /// Parked before this time (ms since the epoch).
+    pub before: Option<i64>,
+    /// `open` when not given, `resolved`, `retried`, `discarded` or `all`.
+    pub state: Option<String>,
+}
+
+impl ExceptionFilter {
+    /// The state asked for (`open` when none).
+    pub fn state(&self) -> &str {
+        self.state.as_deref().unwrap_or("open")
+    }
+
+    /// Whether `e` is one of those asked for.
+    pub fn matches(&self, e: &ExceptionRecord) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == e.queue)
+            && self.tenant.as_ref().is_none_or(|t| *t == e.tenant)
+            && self.pipeline.as_ref().is_none_or(|p| *p == e.pipeline)
+            && self.before.is_none_or(|b| e.at < b)
+            && (self.state() == "all" || self.state() == e.state)
+    }
+}
+
+/// How an open exception is settled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Settle {
+    /// Fixed outside Syncline; nothing more to do here.
+    Resolve {
+        /// What was done.
+        comment: String,
+    },
+    /// Processed again from its first stage through the current plugins
+    /// (after master data was corrected or a plugin redeployed).
+    Retry {
+        /// What changed.
+        comment: String,
+    },
+    /// Dropped for good.
+    Discard {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Settle {
+    /// The state it leaves the exception in.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Settle::Resolve { .. } => "resolved",
+            Settle::Retry { .. } => "retried",
+            Settle::Discard { .. } => "discarded",
+        }
+    }
+
+    /// Its comment or reason.
+    pub fn note(&self) -> &str {
+        match self {
+            Settle::Resolve { comment } | Settle::Retry { comment } => comment,
+            Settle::Discard { reason } => reason,
+        }
+    }
 }
 
 /// One plugin swapped by a reload.
@@ -439,6 +534,26 @@ pub enum AuditEvent {
         /// Sink.
         sink: String,
     },
+    /// An exception was resolved, retried or discarded.
+    ExceptionSettled {
+        /// Its number.
+        id: i64,
+        /// Its queue.
+        queue: String,
+        /// How, with the comment or reason.
+        settle: Settle,
+    },
+    /// An exception stayed open past its queue's SLA.
+    ExceptionOverdue {
+        /// Its number.
+        id: i64,
+        /// Its queue.
+        queue: String,
+        /// The queue's owner.
+        owner: String,
+        /// How long it had been open (ms).
+        age_ms: i64,
+    },
     /// A dead letter was purged.
     DeadLetterPurged {
         /// Its number.
@@ -452,7 +567,8 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Its kind as stored: `start`, `stop`, `reload`, `dead-letter-replayed`,
-    /// `dead-letter-purged`, `breaker`, `sink-paused`, `sink-resumed`.
+    /// `dead-letter-purged`, `breaker`, `sink-paused`, `sink-resumed`,
+    /// `exception-settled`, `exception-overdue`.
     pub fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Start { .. } => "start",
@@ -461,6 +577,8 @@ impl AuditEvent {
             AuditEvent::DeadLetterReplayed { .. } => "dead-letter-replayed",
             AuditEvent::DeadLetterPurged { .. } => "dead-letter-purged",
             AuditEvent::Breaker { .. } => "breaker",
+            AuditEvent::ExceptionSettled { .. } => "exception-settled",
+            AuditEvent::ExceptionOverdue { .. } => "exception-overdue",
             AuditEvent::SinkPaused { .. } => "sink-paused",
             AuditEvent::SinkResumed { .. } => "sink-resumed",
         }

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionRecord, Input, Replayed, SinkPause, Trace,
+    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, Replayed, Settle, SinkPause, Trace,
 };
 use super::compact;
 use super::*;
@@ -222,6 +222,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("dead_letters", "state", "TEXT NOT NULL DEFAULT 'open'"),
     ("dead_letters", "resolved_at", "INTEGER"),
     ("dead_letters", "note", "TEXT"),
+    ("exceptions", "settled_at", "INTEGER"),
+    ("exceptions", "note", "TEXT"),
+    ("exceptions", "overdue_at", "INTEGER"),
 ];
 
 /// Indexes over added columns, made once the columns exist.
@@ -454,6 +457,35 @@ fn open_dead_letter(tx: &Transaction, id: i64) -> Result<Option<DeadLetterRecord
         return Err(StoreError::Conflict(format!("dead letter {id} was already {}", d.state)));
     }
     Ok(Some(d))
+}
+
+/// Puts accepted message `id` back to work from its first stage; false
+/// when it is not in the store or already at work.
+fn reaccept(tx: &Transaction, id: &str) -> rusqlite::Result<bool> {
+    let n = tx.execute("UPDATE messages SET state = 'accepted', attempts = 0, next_at = 0, errors = NULL WHERE id = ?1 AND state != 'accepted'", params![id])?;
+    Ok(n > 0)
+}
+
+/// The columns [`exception_row`] reads.
+const EXCEPTION: &str = "id, tenant, pipeline, source_id, at, queue, detail, state, message_id, settled_at, note, overdue_at";
+
+fn exception_row(r: &rusqlite::Row) -> rusqlite::Result<ExceptionRecord> {
+    let detail = serde_json::from_str(&r.get::<_, String>(6)?)
+        .unwrap_or_else(|e| ExceptionDetail::Record { code: "unreadable".into(), text: format!("the stored detail does not parse: {e}"), severity: "error".into() });
+    Ok(ExceptionRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        pipeline: r.get(2)?,
+        source_id: r.get(3)?,
+        at: r.get(4)?,
+        queue: r.get(5)?,
+        detail,
+        state: r.get(7)?,
+        message_id: r.get(8)?,
+        settled_at: r.get(9)?,
+        note: r.get(10)?,
+        overdue_at: r.get(11)?,
+    })
 }
 
 /// The plugin name and digest traces number `n`.
@@ -883,14 +915,8 @@ impl Store for SqliteStore {
         let deliveries = delivery_rows(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1 ORDER BY seq"))?;
         let mut dead = conn.prepare(&format!("SELECT {DEAD_LETTER} FROM dead_letters WHERE message_id = ?1 OR source_id = ?1 ORDER BY id"))?;
         let dead_letters: Vec<DeadLetterRecord> = dead.query_map(params![id], dead_letter_row)?.collect::<Result<_, _>>()?;
-        let mut exc = conn.prepare("SELECT at, queue, detail, state, message_id FROM exceptions WHERE message_id = ?1 OR source_id = ?1 ORDER BY id")?;
-        let exceptions: Vec<ExceptionRecord> = exc
-            .query_map(params![id], |r| {
-                let detail = serde_json::from_str(&r.get::<_, String>(2)?)
-                    .unwrap_or_else(|e| ExceptionDetail::Record { code: "unreadable".into(), text: format!("the stored detail does not parse: {e}"), severity: "error".into() });
-                Ok(ExceptionRecord { at: r.get(0)?, queue: r.get(1)?, detail, state: r.get(3)?, message_id: r.get(4)? })
-            })?
-            .collect::<Result<_, _>>()?;
+        let mut exc = conn.prepare(&format!("SELECT {EXCEPTION} FROM exceptions WHERE message_id = ?1 OR source_id = ?1 ORDER BY id"))?;
+        let exceptions: Vec<ExceptionRecord> = exc.query_map(params![id], exception_row)?.collect::<Result<_, _>>()?;
         if input.is_none() && deliveries.is_empty() && dead_letters.is_empty() && exceptions.is_empty() {
             return Ok(None);
         }
@@ -938,11 +964,7 @@ impl Store for SqliteStore {
                 tx.execute("UPDATE dead_letters SET state = 'replayed', resolved_at = ?2 WHERE id = ?1", params![id, now])?;
                 Replayed::Delivery { sink: sink.to_string(), id: d.message_id }
             } else {
-                let n = tx.execute(
-                    "UPDATE messages SET state = 'accepted', attempts = 0, next_at = 0, errors = NULL WHERE id = ?1 AND state != 'accepted'",
-                    params![d.source_id],
-                )?;
-                if n == 0 {
+                if !reaccept(tx, &d.source_id)? {
                     return Ok(Err(StoreError::Conflict(format!("the message {} of dead letter {id} is no longer in the store, or already at work", d.source_id))));
                 }
                 tx.execute(
@@ -969,6 +991,57 @@ impl Store for SqliteStore {
             (d.state, d.resolved_at, d.note) = ("purged".into(), Some(now), Some(reason));
             Ok(Ok(Some(d)))
         })?
+    }
+
+    fn exceptions(&self, filter: &ExceptionFilter, after: i64, limit: usize) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EXCEPTION} FROM exceptions
+             WHERE id > ?1 AND (?2 = 'all' OR state = ?2) AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR tenant = ?4)
+               AND (?5 IS NULL OR pipeline = ?5) AND (?6 IS NULL OR at < ?6)
+             ORDER BY id LIMIT ?7"
+        ))?;
+        let f = filter;
+        let rows = stmt.query_map(params![after, f.state(), f.queue, f.tenant, f.pipeline, f.before, limit as i64], exception_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn exception(&self, id: i64) -> Result<Option<(ExceptionRecord, Value)>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let row = conn
+            .query_row(&format!("SELECT {EXCEPTION}, body FROM exceptions WHERE id = ?1"), params![id], |r| Ok((exception_row(r)?, parse(Some(r.get(12)?)))))
+            .optional()?;
+        Ok(row)
+    }
+
+    fn settle_exception(&self, id: i64, how: &Settle) -> Result<Option<ExceptionRecord>, StoreError> {
+        let how = how.clone();
+        self.write(move |tx| {
+            let Some(mut e) = tx.query_row(&format!("SELECT {EXCEPTION} FROM exceptions WHERE id = ?1"), params![id], exception_row).optional()? else {
+                return Ok(Ok(None));
+            };
+            if e.state != "open" {
+                return Ok(Err(StoreError::Conflict(format!("exception {id} was already {}", e.state))));
+            }
+            let now = now_ms();
+            if let Settle::Retry { .. } = how {
+                if !reaccept(tx, &e.source_id)? {
+                    return Ok(Err(StoreError::Conflict(format!("the message {} of exception {id} is no longer in the store, or already at work", e.source_id))));
+                }
+                // The new run parks whatever is still wrong anew.
+                tx.execute(
+                    "UPDATE exceptions SET state = 'retried', settled_at = ?2, note = ?3 WHERE source_id = ?1 AND state = 'open'",
+                    params![e.source_id, now, how.note()],
+                )?;
+            }
+            tx.execute("UPDATE exceptions SET state = ?2, settled_at = ?3, note = ?4 WHERE id = ?1", params![id, how.state(), now, how.note()])?;
+            (e.state, e.settled_at, e.note) = (how.state().into(), Some(now), Some(how.note().into()));
+            Ok(Ok(Some(e)))
+        })?
+    }
+
+    fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        self.write(move |tx| tx.execute("UPDATE exceptions SET overdue_at = ?2 WHERE id = ?1", params![id, at]).map(drop))
     }
 
     fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {
@@ -1009,6 +1082,11 @@ impl Store for SqliteStore {
                        (SELECT seq FROM deliveries WHERE state = 'delivered' AND delivered_at < ?1 LIMIT ?2)",
                     params![before_ms, CHUNK],
                 )?;
+                // Exceptions settled (open ones stay until then).
+                tx.execute(
+                    "DELETE FROM exceptions WHERE id IN (SELECT id FROM exceptions WHERE state != 'open' AND settled_at < ?1 LIMIT ?2)",
+                    params![before_ms, CHUNK],
+                )?;
                 // Dead letters replayed or purged (open ones stay until then).
                 tx.execute(
                     "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE state != 'open' AND resolved_at < ?1 LIMIT ?2)",
@@ -1016,8 +1094,10 @@ impl Store for SqliteStore {
                 )?;
                 let messages = tx.execute(
                     "DELETE FROM messages WHERE seq IN
-                       (SELECT seq FROM messages m WHERE state IN ('done', 'dropped') AND processed_at < ?1
-                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id) LIMIT ?2)",
+                       (SELECT seq FROM messages m WHERE state IN ('done', 'dropped', 'exception', 'dead') AND processed_at < ?1
+                          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.source_id = m.id)
+                          AND NOT EXISTS (SELECT 1 FROM exceptions e WHERE e.source_id = m.id)
+                          AND NOT EXISTS (SELECT 1 FROM dead_letters x WHERE x.source_id = m.id) LIMIT ?2)",
                     params![before_ms, CHUNK],
                 )?;
                 Ok((deliveries, messages))
@@ -1091,6 +1171,7 @@ mod tests {
         contract::keeps_each_processing_record(&store().1);
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
         contract::sink_pauses_are_kept_until_resumed(&store().1);
+        contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);
     }
 
     #[test]
