@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 mod dead_letters;
+mod exceptions;
 mod sinks;
 
 use axum::body::{Body, Bytes};
@@ -66,6 +67,20 @@ impl ApiError {
     }
 }
 
+/// A store failure as an answer: a conflict (the record is not open any
+/// more) is 409 `not-open`, anything else 503.
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "not-open", why),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", other.to_string()),
+    }
+}
+
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
@@ -114,6 +129,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/sinks", get(sinks::list))
         .route("/v1/sinks/{name}/pause", post(sinks::pause))
         .route("/v1/sinks/{name}/resume", post(sinks::resume))
+        .route("/v1/exceptions", get(exceptions::list))
+        .route("/v1/exceptions/{id}", get(exceptions::show))
+        .route("/v1/exceptions/{id}/{action}", post(exceptions::settle))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters:replay", post(dead_letters::replay_matching))
         .route("/v1/dead-letters/{id}", get(dead_letters::show))
@@ -306,6 +324,17 @@ async fn metrics(State(app): State<App>) -> Response {
     for (sink, view) in &sinks {
         let held = u8::from(view.paused.is_some() || view.maintenance.is_some());
         let _ = writeln!(body, "syncline_sink_held{{sink=\"{sink}\"}} {held}");
+    }
+    let store = app.store.clone();
+    if let Ok(Ok(backlog)) = tokio::task::spawn_blocking(move || store.backlog()).await {
+        body.push_str("# HELP syncline_exceptions_open Open exceptions per queue.\n# TYPE syncline_exceptions_open gauge\n");
+        for (queue, n, _) in &backlog.exceptions {
+            let _ = writeln!(body, "syncline_exceptions_open{{queue=\"{queue}\"}} {n}");
+        }
+        body.push_str("# HELP syncline_exception_oldest_age_seconds Age of the oldest open exception per queue.\n# TYPE syncline_exception_oldest_age_seconds gauge\n");
+        for (queue, _, at) in &backlog.exceptions {
+            let _ = writeln!(body, "syncline_exception_oldest_age_seconds{{queue=\"{queue}\"}} {:.3}", (now - at).max(0) as f64 / 1000.0);
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

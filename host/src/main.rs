@@ -78,6 +78,14 @@ enum Command {
         #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Work the exception queues of a running host: list, show, resolve, retry, discard.
+    Exceptions {
+        #[command(subcommand)]
+        what: ExceptionCmd,
+        /// The running host.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Work with the dead letters of a running host: list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -96,6 +104,60 @@ enum Command {
         /// Print the JSON answer instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExceptionCmd {
+    /// Open exceptions (or those of --state), oldest first, with their age and owner.
+    List {
+        /// Queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Parked at least this long ago: `15m`, `2h`, `7d`.
+        #[arg(long)]
+        older_than: Option<String>,
+        /// open (default), resolved, retried, discarded or all.
+        #[arg(long)]
+        state: Option<String>,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One exception with what is wrong and the parked message.
+    Show {
+        /// Its number.
+        id: i64,
+    },
+    /// Fixed outside Syncline: close it with a comment.
+    Resolve {
+        /// Its number.
+        id: i64,
+        /// What was done.
+        #[arg(long)]
+        comment: String,
+    },
+    /// Process its message again through the current plugins (after a fix).
+    Retry {
+        /// Its number.
+        id: i64,
+        /// What changed.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Drop it for good, with a reason.
+    Discard {
+        /// Its number.
+        id: i64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -307,6 +369,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { what, server } => dlq(what, server),
         Command::Sink { what, server } => sink(what, server),
+        Command::Exceptions { what, server } => exceptions(what, server),
         Command::Plugin { what: PluginCmd::Rollback { name, server } } => {
             let (status, body) = api_call("POST", server, &format!("/v1/plugins/{name}/rollback"))?;
             if status != 200 {
@@ -369,6 +432,35 @@ fn api_request(method: &str, server: &str, path: &str, query: &[(&str, String)],
     let status = resp.status().as_u16();
     let body = resp.body_mut().read_json().context("reading the answer")?;
     Ok((status, body))
+}
+
+/// `syncline exceptions`: each subcommand is one API call; errors print the
+/// server's message and exit 1.
+fn exceptions(what: &ExceptionCmd, server: &str) -> anyhow::Result<ExitCode> {
+    let settle = |id: &i64, action: &str, body: serde_json::Value| api_request("POST", server, &format!("/v1/exceptions/{id}/{action}"), &[], Some(&body));
+    let (status, body) = match what {
+        ExceptionCmd::List { queue, tenant, pipeline, older_than, state, .. } => {
+            let fields = [("queue", queue), ("tenant", tenant), ("pipeline", pipeline), ("older-than", older_than), ("state", state)];
+            let query: Vec<(&str, String)> = fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect();
+            api_request("GET", server, "/v1/exceptions", &query, None)?
+        }
+        ExceptionCmd::Show { id } => api_call("GET", server, &format!("/v1/exceptions/{id}"))?,
+        ExceptionCmd::Resolve { id, comment } => settle(id, "resolve", serde_json::json!({"comment": comment}))?,
+        ExceptionCmd::Retry { id, comment } => settle(id, "retry", serde_json::json!({"comment": comment}))?,
+        ExceptionCmd::Discard { id, reason } => settle(id, "discard", serde_json::json!({"reason": reason}))?,
+    };
+    if status != 200 {
+        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        return Ok(ExitCode::FAILURE);
+    }
+    match what {
+        ExceptionCmd::List { json: false, .. } => print!("{}", syncline::report::exception_lines(&body)),
+        ExceptionCmd::Resolve { id, .. } | ExceptionCmd::Retry { id, .. } | ExceptionCmd::Discard { id, .. } => {
+            println!("exception {id} {}", body["state"].as_str().unwrap_or("settled"));
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&body)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `syncline sink`: each subcommand is one API call; errors print the

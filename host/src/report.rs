@@ -111,6 +111,33 @@ pub fn sink_lines(answer: &serde_json::Value) -> String {
     out
 }
 
+/// Exceptions (the answer of `GET /v1/exceptions`) as one line each:
+/// number, age, queue and owner, tenant/pipeline, message, what is wrong.
+pub fn exception_lines(answer: &serde_json::Value) -> String {
+    let rows = answer["exceptions"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "no exceptions\n".into();
+    }
+    let mut out = String::new();
+    for e in rows {
+        let detail: Option<crate::store::records::ExceptionDetail> = serde_json::from_value(e["detail"].clone()).ok();
+        let owner = e["owner"].as_str().map(|o| format!(" ({o})")).unwrap_or_default();
+        let overdue = if e["overdue-at"].is_i64() { " OVERDUE" } else { "" };
+        let state = e["state"].as_str().filter(|s| *s != "open").map(|s| format!(" [{s}]")).unwrap_or_default();
+        out += &format!(
+            "{:>6}  {:>4} ago  {}{owner}  {}/{}  {}{state}{overdue}: {}\n",
+            e["id"].as_i64().unwrap_or(0),
+            age(e["age-ms"].as_i64().unwrap_or(0), 0),
+            e["queue"].as_str().unwrap_or("?"),
+            e["tenant"].as_str().unwrap_or("?"),
+            e["pipeline"].as_str().unwrap_or("?"),
+            e["message-id"].as_str().unwrap_or("?"),
+            detail.map(|d| d.text()).unwrap_or_default()
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -208,5 +235,21 @@ mod tests {
             sink_lines(&answer),
             "erp  12 pending, oldest 1m  paused: ERP upgrade; breaker open: 5 deliveries in a row failed; last: HTTP 503\nwms  0 pending  delivering\n"
         );
+    }
+
+    #[test]
+    fn exceptions_read_one_a_line_with_owner_age_and_what_is_wrong() {
+        let answer = json!({"exceptions": [
+            {"id": 3, "age-ms": 5_400_000, "queue": "master-data", "owner": "Master data team", "tenant": "acme", "pipeline": "release",
+             "message-id": "M1", "state": "open", "overdue-at": 9,
+             "detail": {"stage": 2, "plugin": "canonical-validator", "violations": [{"field": "body.quantity", "code": "negative", "severity": "error", "text": "quantity is negative"}]}},
+            {"id": 4, "age-ms": 1_000, "queue": "approvals", "tenant": "acme", "pipeline": "release", "message-id": "M2", "state": "resolved",
+             "detail": {"code": "needs-approval", "text": "over the buyer's limit", "severity": "warning"}}
+        ]});
+        assert_eq!(
+            exception_lines(&answer),
+            "     3    1h ago  master-data (Master data team)  acme/release  M1 OVERDUE: body.quantity: quantity is negative\n     4    1s ago  approvals  acme/release  M2 [resolved]: over the buyer's limit\n"
+        );
+        assert_eq!(exception_lines(&json!({"exceptions": []})), "no exceptions\n");
     }
 }

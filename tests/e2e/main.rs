@@ -5,6 +5,7 @@
 mod cli;
 mod config_errors;
 mod dead_letters;
+mod exceptions;
 mod hardening;
 mod ordering;
 mod harness;

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, App};
+use super::{blocking, store_error, ApiError, App};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, DeadLetterFilter, Replayed};
 use crate::store::StoreError;
@@ -63,20 +63,8 @@ fn check_state(filter: &DeadLetterFilter) -> Result<(), ApiError> {
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "not-open", why),
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", other.to_string()),
-    }
-}
-
 fn unknown(id: i64) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "unknown-dead-letter", format!("no dead letter {id}"))
-}
-
-/// Runs a store call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
 /// `GET /v1/dead-letters`: open dead letters (or those of `state`), oldest first.

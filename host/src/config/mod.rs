@@ -56,13 +56,15 @@ pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
         }
         ConfigErrors(vec![err])
     })?;
-    Checker { path, source, errors: Vec::new() }.check(file)
+    Checker { path, source, errors: Vec::new(), queues: Vec::new() }.check(file)
 }
 
 struct Checker<'a> {
     path: &'a Path,
     source: &'a str,
     errors: Vec<ConfigError>,
+    /// Declared exception queues (none: any queue name goes).
+    queues: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -120,6 +122,24 @@ impl Checker<'_> {
             }
         }
         let tenant_names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+
+        // Exception queues.
+        let mut exception_queues = BTreeMap::new();
+        for (name, q) in &file.exception_queues {
+            match Name::try_from(name.clone()) {
+                Ok(n) => {
+                    let f = q.get_ref();
+                    if f.owner.trim().is_empty() {
+                        self.err(Some(q.span()), format!("exception queue `{name}` has no owner")).help = Some("name the team that works it: `owner = \"Master data team\"`".into());
+                    }
+                    exception_queues.insert(n, ExceptionQueue { owner: f.owner.clone(), contact: f.contact.clone(), sla: f.sla.map(|s| s.0) });
+                }
+                Err(e) => {
+                    self.err(Some(q.span()), e);
+                }
+            }
+        }
+        self.queues = exception_queues.keys().map(|n| n.to_string()).collect();
 
         // Sinks.
         let mut sinks = BTreeMap::new();
@@ -262,6 +282,7 @@ impl Checker<'_> {
                 tenants: tenants.into_iter().collect(),
                 pipelines,
                 sinks,
+                exception_queues,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -305,6 +326,11 @@ impl Checker<'_> {
         let plugin = self.plugin_ref(dir, Some(tenant), name, world, who.clone());
         let on_violation = match (&s.on_violation, kind) {
             (Some(v), StageKind::Validate) => match OnViolation::parse(v.get_ref()) {
+                Ok(OnViolation::Exception(q)) if !self.queues.is_empty() && !self.queues.contains(&q) => {
+                    let help = suggestion("exception queue", &q, self.queues.iter().map(String::as_str));
+                    self.err(Some(v.span()), format!("{who}: unknown exception queue `{q}`")).help = Some(help);
+                    OnViolation::Exception(q)
+                }
                 Ok(p) => p,
                 Err(e) => {
                     self.err(Some(v.span()), e).help = Some("one of `dead-letter`, `exception:QUEUE`, `warn`, `drop`".into());

@@ -37,6 +37,10 @@ pub struct ConfigFile {
     /// Sinks by name. Example: `[sink.erp] plugin = "http-sink"`
     #[serde(default, rename = "sink")]
     pub sinks: BTreeMap<String, SinkFile>,
+    /// Exception queues by name, with their owners. Example:
+    /// `[exception-queue.master-data] owner = "Master data team"`
+    #[serde(default, rename = "exception-queue")]
+    pub exception_queues: BTreeMap<String, Spanned<ExceptionQueueFile>>,
 }
 
 /// `[server]`.
@@ -485,6 +489,30 @@ pub struct SinkFile {
     pub limits: Option<Spanned<LimitsFile>>,
 }
 
+/// `[exception-queue.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExceptionQueueFile {
+    /// Who works the queue. Example: `owner = "Master data team"`
+    pub owner: String,
+    /// How to reach them. Example: `contact = "md-team@acme.example"`
+    pub contact: Option<String>,
+    /// How long an exception may stay open before it is reported overdue.
+    /// Example: `sla = "4h"`
+    pub sla: Option<Span>,
+}
+
+/// An exception queue's owner and SLA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionQueue {
+    /// Who works it.
+    pub owner: String,
+    /// How to reach them.
+    pub contact: Option<String>,
+    /// How long an exception may stay open.
+    pub sla: Option<Duration>,
+}
+
 /// `breaker = { ... }` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -534,6 +562,8 @@ pub struct Config {
     pub pipelines: Vec<Pipeline>,
     /// Sinks by name.
     pub sinks: BTreeMap<Name, Sink>,
+    /// Declared exception queues by name.
+    pub exception_queues: BTreeMap<Name, ExceptionQueue>,
 }
 
 impl Config {

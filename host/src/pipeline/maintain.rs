@@ -1,16 +1,50 @@
 //! Housekeeping: forget idempotency keys older than the dedupe window and
-//! finished work older than the retention.
+//! finished work older than the retention; report exceptions open past
+//! their queue's SLA (once each: logged and audited).
 
 use std::time::{Duration, Instant};
 
 use super::{TopologyView, WorkerCtx};
+use crate::store::records::{AuditEvent, ExceptionFilter};
+
+/// How often exceptions are checked against their queue's SLA.
+const SLA_EVERY: Duration = Duration::from_secs(1);
+
+/// Reports each open exception past its queue's SLA, once.
+fn report_overdue(ctx: &WorkerCtx, topology: &TopologyView, now: i64) {
+    let topology = topology.current();
+    for (queue, q) in &topology.config.exception_queues {
+        let Some(sla) = q.sla else { continue };
+        let filter = ExceptionFilter { queue: Some(queue.to_string()), before: Some(now - sla.as_millis() as i64), ..Default::default() };
+        let rows = match ctx.store().exceptions(&filter, 0, 500) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(%queue, error = %e, "cannot check exceptions against their SLA");
+                continue;
+            }
+        };
+        for e in rows.into_iter().filter(|e| e.overdue_at.is_none()) {
+            let age_ms = now - e.at;
+            tracing::warn!(%queue, owner = %q.owner, id = e.id, message = %e.message_id, age_ms, "exception open past its queue's SLA");
+            let event = AuditEvent::ExceptionOverdue { id: e.id, queue: queue.to_string(), owner: q.owner.clone(), age_ms };
+            if let Err(err) = ctx.store().mark_exception_overdue(e.id, now).and_then(|()| ctx.store().audit(&event)) {
+                tracing::warn!(id = e.id, error = %err, "cannot record an overdue exception");
+            }
+        }
+    }
+}
 
 /// Housekeeping: forget idempotency keys older than the dedupe window
 /// and finished work older than the retention, every quarter of the
 /// retention (at least every minute, at most every second).
 pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView) {
     let mut next = Instant::now();
+    let mut next_sla = Instant::now();
     while !ctx.stopping() {
+        if Instant::now() >= next_sla {
+            report_overdue(ctx, topology, crate::store::now_ms());
+            next_sla = Instant::now() + SLA_EVERY;
+        }
         if Instant::now() >= next {
             let store = topology.current().config.store.clone();
             let now = crate::store::now_ms();

@@ -626,7 +626,17 @@ impl Store for MemoryStore {
             *deliveries.entry(d.sink.clone()).or_default() += 1;
             oldest.entry(d.sink.clone()).and_modify(|at| *at = (*at).min(d.queued_at)).or_insert(d.queued_at);
         }
-        Ok(Backlog { messages: messages.into_iter().collect(), deliveries: deliveries.into_iter().collect(), oldest_delivery: oldest.into_iter().collect() })
+        let mut exceptions: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for (e, _) in s.exceptions.iter().filter(|(e, _)| e.state == "open") {
+            let slot = exceptions.entry(e.queue.clone()).or_insert((0, e.at));
+            *slot = (slot.0 + 1, slot.1.min(e.at));
+        }
+        Ok(Backlog {
+            messages: messages.into_iter().collect(),
+            deliveries: deliveries.into_iter().collect(),
+            oldest_delivery: oldest.into_iter().collect(),
+            exceptions: exceptions.into_iter().map(|(q, (n, at))| (q, n, at)).collect(),
+        })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

@@ -494,6 +494,8 @@ pub struct Backlog {
     pub deliveries: Vec<(String, i64)>,
     /// When the oldest of them was queued (ms), per sink.
     pub oldest_delivery: Vec<(String, i64)>,
+    /// Open exceptions per queue: how many, and when the oldest was parked (ms).
+    pub exceptions: Vec<(String, i64, i64)>,
 }
 
 /// One plugin-state entry: (tenant, plugin, key) and its value.

@@ -232,6 +232,7 @@ const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS messages_waiting ON messages(tenant, pipeline, key_hash, seq) WHERE state = 'accepted' AND next_at > 0;
 CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(sink, next_at) WHERE state = 'pending' AND next_at > 0;
 CREATE INDEX IF NOT EXISTS dead_letters_resolved ON dead_letters(resolved_at) WHERE state != 'open';
+CREATE INDEX IF NOT EXISTS exceptions_open ON exceptions(queue, id) WHERE state = 'open';
 ";
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -1129,7 +1130,9 @@ impl Store for SqliteStore {
         let rows: Vec<(String, i64, i64)> = d.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         let deliveries = rows.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
         let oldest_delivery = rows.into_iter().map(|(s, _, at)| (s, at)).collect();
-        Ok(Backlog { messages, deliveries, oldest_delivery })
+        let mut e = conn.prepare("SELECT queue, COUNT(*), MIN(at) FROM exceptions WHERE state = 'open' GROUP BY queue")?;
+        let exceptions = e.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
