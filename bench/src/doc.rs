@@ -345,7 +345,7 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         let _ = writeln!(
             body,
             "The ERP is down while {} messages are accepted and processed (batch ingest, bulk sink, retries with \
-             backoff capped at 1 s), so every output waits in the delivery queue; then the ERP starts. Drain: from the \
+             backoff capped at 1 s, the circuit breaker probing every second), so every output waits in the delivery queue; then the ERP starts. Drain: from the \
              ERP's start until it holds the last message, exactly once. {} run(s).\n",
             sz.drain, sz.drain_runs
         );

@@ -1,6 +1,6 @@
 //! Backlog drain: the ERP is down while messages are accepted and
 //! processed, so every output waits in the delivery queue (retrying with
-//! backoff capped at 1 s); then the ERP comes up and the figure is how long
+//! backoff capped at 1 s, the circuit breaker probing every second); then the ERP comes up and the figure is how long
 //! the queue takes to empty, exactly once.
 
 use std::time::Duration;
@@ -22,7 +22,8 @@ pub fn run(messages: usize, f: &mut Figures) -> anyhow::Result<()> {
     let authority = format!("127.0.0.1:{}", free_port()?);
     let site = tempfile::tempdir()?;
     let path = site.path().join("syncline.toml");
-    let retry = "retry = { attempts = 1000, initial = \"100ms\", max = \"1s\" }";
+    // Backoff and the breaker's probe both capped at 1 s.
+    let retry = "retry = { attempts = 1000, initial = \"100ms\", max = \"1s\" }\nbreaker = { open-for = \"1s\", max-open-for = \"1s\" }";
     let config = example_config(&authority, "full", true)
         .lines()
         .filter(|l| !l.starts_with("retry = "))

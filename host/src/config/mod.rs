@@ -123,6 +123,23 @@ impl Checker<'_> {
         }
         let tenant_names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
 
+        // Tiers.
+        let mut tiers = Tiers::default();
+        for (name, t) in &file.tiers {
+            let Some(tier) = Tier::parse(name) else {
+                self.err(Some(t.span()), format!("unknown tier `{name}`")).help = Some("tiers are `critical`, `standard` and `bulk`".into());
+                continue;
+            };
+            let f = t.get_ref();
+            let policy = &mut tiers.0[tier.index()];
+            if f.weight == Some(0) {
+                self.err(Some(t.span()), format!("tier `{name}`: weight must be at least 1")).help = Some("every tier gets a share of each call, so none starves".into());
+            }
+            policy.weight = f.weight.unwrap_or(policy.weight).max(1);
+            policy.retry = f.retry.clone();
+            policy.alert_after = f.alert_after.map(|a| a.0);
+        }
+
         // Exception queues.
         let mut exception_queues = BTreeMap::new();
         for (name, q) in &file.exception_queues {
@@ -262,7 +279,7 @@ impl Checker<'_> {
                 id,
                 tenant,
                 source,
-                tier: p.tier.clone(),
+                tier: self.tier(p.tier.as_ref()),
                 ordering_key,
                 stages,
                 routes,
@@ -283,6 +300,7 @@ impl Checker<'_> {
                 pipelines,
                 sinks,
                 exception_queues,
+                tiers,
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -366,6 +384,16 @@ impl Checker<'_> {
     /// `<dir>/shared/<name>.wasm`. A plugin is named, never given as a path:
     /// a name follows the name rule, so it cannot reach outside those two
     /// folders (another tenant's plugins stay its own).
+    /// A pipeline's tier (standard unless it says otherwise).
+    fn tier(&mut self, text: Option<&Spanned<String>>) -> Tier {
+        let Some(text) = text else { return Tier::Standard };
+        Tier::parse(text.get_ref()).unwrap_or_else(|| {
+            let help = suggestion("tier", text.get_ref(), Tier::ALL.iter().map(|t| t.as_str()));
+            self.err(Some(text.span()), format!("unknown tier `{}`", text.get_ref())).help = Some(help);
+            Tier::Standard
+        })
+    }
+
     /// A sink's breaker policy: the defaults unless `breaker` says
     /// otherwise; `None` when it counts neither failures in a row nor a rate.
     fn breaker(&mut self, sink: &Name, file: Option<&Spanned<BreakerFile>>) -> Option<BreakerPolicy> {
@@ -376,6 +404,10 @@ impl Checker<'_> {
         policy.window = f.window.map_or(policy.window, |w| w.0);
         policy.min_calls = f.min_calls.unwrap_or(policy.min_calls);
         policy.open_for = f.open_for.map_or(policy.open_for, |w| w.0);
+        policy.max_open_for = f.max_open_for.map_or(policy.max_open_for.max(policy.open_for), |w| w.0);
+        if policy.max_open_for < policy.open_for {
+            self.err(Some(span.clone()), format!("sink `{sink}`: breaker max-open-for is shorter than open-for"));
+        }
         if let Some(text) = &f.rate {
             let share = text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).filter(|n| *n > 0.0 && *n <= 100.0);
             match share {

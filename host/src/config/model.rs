@@ -37,6 +37,10 @@ pub struct ConfigFile {
     /// Sinks by name. Example: `[sink.erp] plugin = "http-sink"`
     #[serde(default, rename = "sink")]
     pub sinks: BTreeMap<String, SinkFile>,
+    /// Service tiers: weights, retry policies, alert thresholds. Example:
+    /// `[tier.critical] weight = 8, alert-after = "5m"`
+    #[serde(default, rename = "tier")]
+    pub tiers: BTreeMap<String, Spanned<TierFile>>,
     /// Exception queues by name, with their owners. Example:
     /// `[exception-queue.master-data] owner = "Master data team"`
     #[serde(default, rename = "exception-queue")]
@@ -355,8 +359,9 @@ pub struct PipelineFile {
     pub tenant: Spanned<Name>,
     /// Where messages come from (default: HTTP ingest).
     pub source: Option<SourceFile>,
-    /// Service tier. Example: `tier = "critical"`
-    pub tier: Option<String>,
+    /// Service tier of its messages: `critical`, `standard` (default) or
+    /// `bulk`. Example: `tier = "critical"`
+    pub tier: Option<Spanned<String>>,
     /// What orders messages: field paths (`ordering-key = ["body.item", "body.location"]`),
     /// with JSON pointers for raw JSON payloads (`ordering-key = { fields = [...], raw = ["/sku"] }`),
     /// or `ordering-key = "none"` (no order to keep).
@@ -473,7 +478,7 @@ pub struct SinkFile {
     #[serde(default = "default_sink_workers")]
     pub workers: u32,
     /// The circuit breaker (on by default). Example:
-    /// `breaker = { failures = 5, rate = "50%", window = "30s", min-calls = 20, open-for = "30s" }`;
+    /// `breaker = { failures = 5, rate = "50%", window = "30s", min-calls = 20, open-for = "5s", max-open-for = "60s" }`;
     /// `breaker = { failures = 0 }` turns it off.
     pub breaker: Option<Spanned<BreakerFile>>,
     /// Most messages delivered per second, minute or hour. Example: `rate-limit = "50/s"`
@@ -487,6 +492,99 @@ pub struct SinkFile {
     pub maintenance: Vec<Spanned<Window>>,
     /// Limits.
     pub limits: Option<Spanned<LimitsFile>>,
+}
+
+/// `[tier.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TierFile {
+    /// Share of each delivery call when several tiers wait. Example: `weight = 8`
+    pub weight: Option<u32>,
+    /// Retry policy of its deliveries at every sink (default: the sink's).
+    pub retry: Option<RetryPolicy>,
+    /// A delivery of this tier waiting longer raises an alert. Example: `alert-after = "5m"`
+    pub alert_after: Option<Span>,
+}
+
+/// A service tier: which deliveries a sink serves first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Tier {
+    /// First.
+    Critical,
+    /// Then.
+    #[default]
+    Standard,
+    /// Last, never starved.
+    Bulk,
+}
+
+impl Tier {
+    /// Every tier, first served first.
+    pub const ALL: [Tier; 3] = [Tier::Critical, Tier::Standard, Tier::Bulk];
+
+    /// `critical`, `standard` or `bulk`.
+    pub fn parse(s: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Critical => "critical",
+            Tier::Standard => "standard",
+            Tier::Bulk => "bulk",
+        }
+    }
+
+    /// Its number in the store: 0 critical, 1 standard, 2 bulk.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The tier numbered `i` (standard when out of range).
+    pub fn from_index(i: i64) -> Tier {
+        Tier::ALL.get(i as usize).copied().unwrap_or_default()
+    }
+
+    /// A message's tier: its priority when that says `critical` or `high`
+    /// (critical) or `low` (bulk); otherwise its pipeline's.
+    pub fn of(priority: syncline_model::Priority, pipeline: Tier) -> Tier {
+        use syncline_model::Priority;
+        match priority {
+            Priority::Critical | Priority::High => Tier::Critical,
+            Priority::Low => Tier::Bulk,
+            Priority::Normal => pipeline,
+        }
+    }
+}
+
+/// What a tier gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierPolicy {
+    /// Share of each delivery call when several tiers wait.
+    pub weight: u32,
+    /// Retry policy of its deliveries (`None`: the sink's).
+    pub retry: Option<RetryPolicy>,
+    /// A delivery waiting longer raises an alert.
+    pub alert_after: Option<Duration>,
+}
+
+/// The policies of the three tiers, by [`Tier::index`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tiers(pub [TierPolicy; 3]);
+
+impl Default for Tiers {
+    fn default() -> Tiers {
+        let policy = |weight| TierPolicy { weight, retry: None, alert_after: None };
+        Tiers([policy(8), policy(4), policy(1)])
+    }
+}
+
+impl Tiers {
+    /// The policy of `tier`.
+    pub fn get(&self, tier: Tier) -> &TierPolicy {
+        &self.0[tier.index()]
+    }
 }
 
 /// `[exception-queue.NAME]` as written.
@@ -525,8 +623,10 @@ pub struct BreakerFile {
     pub window: Option<Span>,
     /// Deliveries in the window before the rate counts.
     pub min_calls: Option<u32>,
-    /// How long it stays open before a probe. Example: `open-for = "30s"`
+    /// How long it stays open before the first probe. Example: `open-for = "5s"`
     pub open_for: Option<Span>,
+    /// Each failed probe doubles the wait, up to this. Example: `max-open-for = "60s"`
+    pub max_open_for: Option<Span>,
 }
 
 fn default_sink_batch() -> usize {
@@ -564,6 +664,8 @@ pub struct Config {
     pub sinks: BTreeMap<Name, Sink>,
     /// Declared exception queues by name.
     pub exception_queues: BTreeMap<Name, ExceptionQueue>,
+    /// Service tiers.
+    pub tiers: Tiers,
 }
 
 impl Config {
@@ -768,8 +870,8 @@ pub struct Pipeline {
     pub tenant: Name,
     /// Source.
     pub source: Source,
-    /// Tier.
-    pub tier: Option<String>,
+    /// Service tier of its messages (a message's own priority may change it).
+    pub tier: Tier,
     /// What orders its messages.
     pub ordering_key: OrderingKey,
     /// Stages.
@@ -858,13 +960,22 @@ pub struct BreakerPolicy {
     pub window: Duration,
     /// Deliveries the window must hold before the rate counts.
     pub min_calls: u32,
-    /// How long it stays open before a probe.
+    /// How long it stays open before the first probe.
     pub open_for: Duration,
+    /// Each failed probe doubles the wait, up to this.
+    pub max_open_for: Duration,
 }
 
 impl Default for BreakerPolicy {
     fn default() -> BreakerPolicy {
-        BreakerPolicy { failures: 5, rate: None, window: Duration::from_secs(30), min_calls: 20, open_for: Duration::from_secs(30) }
+        BreakerPolicy {
+            failures: 5,
+            rate: None,
+            window: Duration::from_secs(30),
+            min_calls: 20,
+            open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(60),
+        }
     }
 }
 

@@ -106,6 +106,8 @@ pub struct Breaker {
     state: BreakerState,
     since: i64,
     open_until: i64,
+    /// How long it opens next time (ms).
+    hold_ms: i64,
     consecutive: u32,
     /// (time, failed) of recent deliveries, for the rate.
     recent: VecDeque<(i64, bool)>,
@@ -122,11 +124,13 @@ const PROBE_WAIT_MS: i64 = 200;
 impl Breaker {
     /// A closed breaker.
     pub fn new(policy: BreakerPolicy) -> Breaker {
-        Breaker { policy, state: BreakerState::Closed, since: 0, open_until: 0, consecutive: 0, recent: VecDeque::new(), probing: false, reason: String::new() }
+        let hold_ms = policy.open_for.as_millis() as i64;
+        Breaker { policy, state: BreakerState::Closed, since: 0, open_until: 0, hold_ms, consecutive: 0, recent: VecDeque::new(), probing: false, reason: String::new() }
     }
 
     /// Takes a new policy (a reload), keeping the state.
     pub fn set_policy(&mut self, policy: BreakerPolicy) {
+        self.hold_ms = self.hold_ms.clamp(policy.open_for.as_millis() as i64, policy.max_open_for.as_millis() as i64);
         self.policy = policy;
     }
 
@@ -137,7 +141,7 @@ impl Breaker {
             BreakerState::Closed => (Admit::All, None),
             BreakerState::Open if now < self.open_until => (Admit::Wait(self.open_until), None),
             BreakerState::Open => {
-                let change = self.enter(now, BreakerState::HalfOpen, format!("open for {:?}: probing with one delivery", self.policy.open_for));
+                let change = self.enter(now, BreakerState::HalfOpen, format!("open for {} ms: probing with one delivery", now - self.since));
                 self.probing = true;
                 (Admit::Probe, Some(change))
             }
@@ -155,9 +159,11 @@ impl Breaker {
         if probe {
             self.probing = false;
             return if tally.failed > 0 {
+                self.hold_ms = (self.hold_ms * 2).min(self.policy.max_open_for.as_millis() as i64);
                 Some(self.open(now, format!("the probe failed: {last_error}")))
             } else if tally.ok > 0 {
                 self.consecutive = 0;
+                self.hold_ms = self.policy.open_for.as_millis() as i64;
                 Some(self.enter(now, BreakerState::Closed, "the probe was delivered".into()))
             } else {
                 None
@@ -188,7 +194,7 @@ impl Breaker {
     }
 
     fn open(&mut self, now: i64, reason: String) -> Change {
-        self.open_until = now + self.policy.open_for.as_millis() as i64;
+        self.open_until = now + self.hold_ms;
         self.consecutive = 0;
         self.recent.clear();
         self.enter(now, BreakerState::Open, reason)
@@ -219,7 +225,7 @@ mod tests {
     use super::*;
 
     fn policy() -> BreakerPolicy {
-        BreakerPolicy { failures: 3, rate: None, window: Duration::from_secs(10), min_calls: 4, open_for: Duration::from_secs(5) }
+        BreakerPolicy { failures: 3, rate: None, window: Duration::from_secs(10), min_calls: 4, open_for: Duration::from_secs(5), max_open_for: Duration::from_secs(8) }
     }
 
     fn failed(n: u32) -> Tally {
@@ -252,16 +258,18 @@ mod tests {
         assert_eq!(b.record(5_002, failed(9), false, "late"), None);
         let change = b.record(5_100, failed(1), true, "HTTP 503").unwrap();
         assert_eq!((change.to, change.reason.as_str()), (BreakerState::Open, "the probe failed: HTTP 503"));
-        assert_eq!(b.admit(6_000), (Admit::Wait(10_100), None));
-        assert_eq!(b.admit(10_100).0, Admit::Probe);
-        let change = b.record(10_200, OK, true, "").unwrap();
+        assert_eq!(b.admit(6_000), (Admit::Wait(13_100), None), "a failed probe doubles the wait: 8 s (capped), not 5");
+        assert_eq!(b.admit(13_100).0, Admit::Probe);
+        let change = b.record(13_200, OK, true, "").unwrap();
         assert_eq!((change.from, change.to), (BreakerState::HalfOpen, BreakerState::Closed));
-        assert_eq!(b.admit(10_201), (Admit::All, None));
+        assert_eq!(b.admit(13_201), (Admit::All, None));
+        // Closed again, the next opening waits the first 5 s again.
+        b.record(14_000, failed(3), false, "x");
+        assert_eq!(b.admit(14_001), (Admit::Wait(19_000), None));
         // A probe that came back with no outcome (the worker stopped) lets another go.
-        b.record(11_000, failed(3), false, "x");
-        b.admit(16_000);
-        assert_eq!(b.record(16_001, Tally::default(), true, ""), None);
-        assert_eq!(b.admit(16_002).0, Admit::Probe);
+        b.admit(19_000);
+        assert_eq!(b.record(19_001, Tally::default(), true, ""), None);
+        assert_eq!(b.admit(19_002).0, Admit::Probe);
     }
 
     #[test]
