@@ -27,30 +27,50 @@ pub use throttle::ThrottleView;
 
 use syncline_model::{json as mjson, DeliveryOutcome, Message};
 
+use crate::config::{Tier, Tiers};
 use crate::pipeline::{LeaseKeeper, LiveSink, WorkerCtx};
 use crate::runtime::{CallError, Failure, PluginInstance};
 use crate::store::records::AuditEvent;
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter, Partition, Queue};
 
-/// Picks the deliveries for one call from claimed (due) rows: in queue
-/// order, one per key, at most `max` of them and `max_bytes` of message
-/// (the first always). Which rows are due, and that a waiting delivery
-/// holds back the later ones of its key, is the store's claim.
-fn choose(rows: Vec<Delivery>, max: usize, max_bytes: usize) -> Vec<Delivery> {
-    let mut seen_keys = HashSet::new();
-    let mut chosen = Vec::new();
-    let mut bytes = 0;
+/// Picks the deliveries for one call from claimed (due) rows, given by
+/// lane (critical, standard, bulk) and in queue order within each: one per
+/// key, at most `max` of them and `max_bytes` of message (the first always).
+/// Each lane with rows gets its weighted share of the call — at least one
+/// message, so none starves — then what is left goes to the lanes in order.
+/// Which rows are due, their lanes, and that a waiting delivery holds back
+/// the later ones of its key, is the store's claim.
+fn choose(rows: Vec<Delivery>, max: usize, max_bytes: usize, tiers: &Tiers) -> Vec<Delivery> {
+    let mut lanes: [Vec<Delivery>; 3] = Default::default();
     for d in rows {
-        if !seen_keys.insert(d.ordering_key.clone()) {
-            continue;
-        }
-        if !chosen.is_empty() && bytes + d.json.len() > max_bytes {
-            break;
-        }
-        bytes += d.json.len();
-        chosen.push(d);
-        if chosen.len() == max {
-            break;
+        lanes[d.lane.index()].push(d);
+    }
+    let weight = |t: Tier| if lanes[t.index()].is_empty() { 0 } else { u64::from(tiers.get(t).weight) };
+    let total: u64 = Tier::ALL.into_iter().map(weight).sum();
+    let share = |t: Tier| if weight(t) == 0 { 0 } else { ((max as u64 * weight(t)) / total.max(1)).max(1) as usize };
+    let shares = Tier::ALL.map(share);
+    let mut seen_keys = HashSet::new();
+    let mut chosen: Vec<Delivery> = Vec::new();
+    let mut bytes = 0;
+    let mut lanes = lanes.map(|l| l.into_iter().peekable());
+    // First each lane's share, then the rest in lane order.
+    for pass in 0..2 {
+        for t in Tier::ALL {
+            let mut taken = 0;
+            while chosen.len() < max && (pass == 1 || taken < shares[t.index()]) {
+                let Some(d) = lanes[t.index()].peek() else { break };
+                if !seen_keys.insert(d.ordering_key.clone()) {
+                    lanes[t.index()].next();
+                    continue;
+                }
+                if !chosen.is_empty() && bytes + d.json.len() > max_bytes {
+                    return chosen;
+                }
+                let d = lanes[t.index()].next().expect("peeked");
+                bytes += d.json.len();
+                chosen.push(d);
+                taken += 1;
+            }
         }
     }
     chosen
@@ -67,6 +87,8 @@ struct Judged {
 fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, judged: Judged, now: i64) -> AttemptResult {
     let plugin = instance.plugin();
     let attempt = d.attempts + 1;
+    // Its tier's retry policy, else the sink's.
+    let retry = sink.cfg.tiers.get(d.tier).retry.as_ref().unwrap_or(&sink.cfg.retry);
     let unknown = judged.unknown || d.outcome_unknown;
     let dead = |reason: String, d: &Delivery| {
         let mut attempts = d.errors.clone();
@@ -85,11 +107,9 @@ fn judge(sink: &LiveSink, instance: &PluginInstance, d: &Delivery, judged: Judge
     match judged.outcome {
         DeliveryOutcome::Delivered { reference } => AttemptResult::Delivered(reference),
         DeliveryOutcome::Permanent { reason } => dead(format!("permanent failure: {reason}"), d),
-        DeliveryOutcome::Retryable { reason, .. } if attempt >= sink.cfg.retry.attempts => {
-            dead(format!("gave up after {attempt} attempts; last: {reason}"), d)
-        }
+        DeliveryOutcome::Retryable { reason, .. } if attempt >= retry.attempts => dead(format!("gave up after {attempt} attempts; last: {reason}"), d),
         DeliveryOutcome::Retryable { reason, after_ms } => {
-            let backoff = sink.cfg.retry.backoff(attempt).as_millis() as i64;
+            let backoff = retry.backoff(attempt).as_millis() as i64;
             let wait = backoff.max(after_ms.unwrap_or(0) as i64);
             AttemptResult::Retry { error: reason, next_at: now + wait, outcome_unknown: judged.unknown }
         }
@@ -258,7 +278,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             }
         };
         let throttle = sink.control.throttle();
-        let chosen = choose(due.rows, throttle.max_batch(limit), sink.cfg.batch_bytes);
+        let chosen = choose(due.rows, throttle.max_batch(limit), sink.cfg.batch_bytes, &sink.cfg.tiers);
         if chosen.is_empty() {
             if probe {
                 // Nothing to probe with: the next delivery will be.
@@ -311,10 +331,16 @@ mod tests {
     use super::*;
 
     fn d(seq: i64, key: &str, bytes: usize) -> Delivery {
+        in_lane(seq, key, bytes, Tier::Standard)
+    }
+
+    fn in_lane(seq: i64, key: &str, bytes: usize, lane: Tier) -> Delivery {
         Delivery {
             seq,
             id: seq.to_string(),
             ordering_key: key.into(),
+            tier: lane,
+            lane,
             attempts: 0,
             next_at: 0,
             json: "x".repeat(bytes),
@@ -329,16 +355,30 @@ mod tests {
 
     #[test]
     fn a_call_holds_one_message_per_key() {
-        let chosen = choose(vec![d(1, "a", 1), d(2, "a", 1), d(3, "b", 1), d(4, "b", 1), d(5, "c", 1)], 10, 1000);
+        let chosen = choose(vec![d(1, "a", 1), d(2, "a", 1), d(3, "b", 1), d(4, "b", 1), d(5, "c", 1)], 10, 1000, &Tiers::default());
         assert_eq!(seqs(&chosen), vec![1, 3, 5]);
     }
 
     #[test]
     fn a_call_holds_no_more_bytes_than_allowed_but_always_one_message() {
         let rows = || vec![d(1, "a", 600), d(2, "b", 300), d(3, "c", 300), d(4, "d", 10)];
-        assert_eq!(seqs(&choose(rows(), 10, 1000)), vec![1, 2]);
+        assert_eq!(seqs(&choose(rows(), 10, 1000, &Tiers::default())), vec![1, 2]);
         // A message larger than the byte limit goes alone.
-        assert_eq!(seqs(&choose(vec![d(1, "a", 5000), d(2, "b", 1)], 10, 1000)), vec![1]);
-        assert_eq!(seqs(&choose(rows(), 2, 100_000)), vec![1, 2]);
+        assert_eq!(seqs(&choose(vec![d(1, "a", 5000), d(2, "b", 1)], 10, 1000, &Tiers::default())), vec![1]);
+        assert_eq!(seqs(&choose(rows(), 2, 100_000, &Tiers::default())), vec![1, 2]);
+    }
+
+    #[test]
+    fn critical_goes_first_by_weight_and_bulk_still_gets_its_share() {
+        // Bulk queued long before: 20 bulk rows, then 6 critical, 2 standard.
+        let mut rows: Vec<Delivery> = (0..6).map(|i| in_lane(100 + i, &format!("c{i}"), 1, Tier::Critical)).collect();
+        rows.extend((0..2).map(|i| in_lane(50 + i, &format!("s{i}"), 1, Tier::Standard)));
+        rows.extend((0..20).map(|i| in_lane(i, &format!("b{i}"), 1, Tier::Bulk)));
+        // Weights 8:4:1 of 10: critical 6, standard 3 (it has 2), bulk 1 (at least one); the rest in lane order.
+        let chosen = choose(rows.clone(), 10, 100_000, &Tiers::default());
+        assert_eq!(seqs(&chosen), vec![100, 101, 102, 103, 104, 105, 50, 51, 0, 1]);
+        // A small call still gives each waiting lane one place.
+        let chosen = choose(rows, 3, 100_000, &Tiers::default());
+        assert_eq!(seqs(&chosen), vec![100, 50, 0]);
     }
 }

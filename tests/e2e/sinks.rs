@@ -213,3 +213,59 @@ fn a_rate_limit_holds_under_a_burst_and_push_back_holds_the_sink() {
     assert!(metrics.contains("syncline_sink_push_backs_total{sink=\"erp\"} "), "{metrics}");
     assert_eq!((erp.unique(), erp.received()["duplicates"].as_u64()), (70, Some(0)));
 }
+
+fn order_with(id: &str, item: &str, priority: &str) -> String {
+    let mut m: Value = serde_json::from_str(&order(id, item)).unwrap();
+    m["priority"] = json!(priority);
+    m.to_string()
+}
+
+#[test]
+fn critical_overtakes_a_bulk_backlog_keeping_order_per_key_and_bulk_is_not_starved() {
+    let erp = Erp::start(&[]);
+    let tiers = "\n[tier.bulk]\nalert-after = \"500ms\"\n";
+    let text = config("batch = 5\n").replace("[[pipeline]]", &format!("{tiers}\n[[pipeline]]"));
+    let site = Site::new(&text, &erp);
+    site.share_plugin("trap", "trap");
+    let host = Host::start(&site);
+
+    // A backlog: 30 bulk messages over 10 keys, then one critical message on
+    // the first bulk key and five on keys of their own.
+    sink_cli(&host, &["pause", "erp", "--reason", "build a backlog"]);
+    let send = |id: &str, item: &str, priority: &str| {
+        let (status, answer) = host.ingest("acme", "orders", "messages", "application/json", &[], order_with(id, item, priority).as_bytes());
+        assert_eq!(status, 202, "{answer}");
+    };
+    for i in 0..30 {
+        send(&format!("B-{i}"), &format!("SKU-B{}", i % 10), "low");
+    }
+    send("C-K", "SKU-B0", "critical");
+    for i in 0..5 {
+        send(&format!("C-{i}"), &format!("SKU-C{i}"), "critical");
+    }
+    eventually(Duration::from_secs(20), "36 deliveries queued", || (erp_sink(&host)["pending"] == 36).then_some(()));
+    let tiers = erp_sink(&host)["tiers"].clone();
+    assert_eq!((tiers["critical"]["pending"].as_i64(), tiers["bulk"]["pending"].as_i64()), (Some(6), Some(30)), "{tiers}");
+    // Bulk waiting past its alert-after is reported.
+    eventually(Duration::from_secs(20), "a late bulk lane reported", || {
+        let db = rusqlite::Connection::open(site.dir.path().join("data/syncline.db")).unwrap();
+        let n: i64 = db.query_row("SELECT COUNT(*) FROM audit WHERE kind = 'tier-late'", [], |r| r.get(0)).unwrap();
+        (n == 1).then_some(())
+    });
+
+    sink_cli(&host, &["resume", "erp"]);
+    eventually(Duration::from_secs(30), "36 documents at the ERP", || (erp.unique() == 36).then_some(()));
+    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let at = |id: &str| keys.iter().position(|k| k.ends_with(&format!(":{id}/0"))).unwrap_or_else(|| panic!("{id} not in {keys:?}"));
+    // Five calls of five: the critical ones are all in the first two calls.
+    for i in 0..5 {
+        assert!(at(&format!("C-{i}")) < 10, "C-{i} at {} of {keys:?}", at(&format!("C-{i}")));
+    }
+    // Its key's earlier bulk messages went first, lifted into the critical lane.
+    let key = [at("B-0"), at("B-10"), at("B-20"), at("C-K")];
+    assert!(key.windows(2).all(|w| w[0] < w[1]), "order per key: {key:?} in {keys:?}");
+    assert!(at("C-K") < 20, "C-K waited for the bulk lane: {keys:?}");
+    // Bulk still had a place in the first call.
+    assert!((0..30).any(|i| at(&format!("B-{i}")) < 5), "bulk starved: {keys:?}");
+    assert_eq!(erp.received()["duplicates"], 0);
+}

@@ -44,12 +44,18 @@ pub async fn list(State(app): State<App>) -> Result<Response, ApiError> {
             let name = s.cfg.name.as_str();
             let pending = backlog.deliveries.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
             let oldest = backlog.oldest_delivery.iter().find(|(n, _)| n == name).map(|(_, at)| now - at);
+            let lanes: serde_json::Map<String, serde_json::Value> = backlog
+                .lanes
+                .iter()
+                .filter(|(n, ..)| n == name)
+                .map(|(_, tier, count, at)| (tier.as_str().to_string(), json!({"pending": count, "oldest-pending-ms": now - at})))
+                .collect();
             let plugin = s.instance.load();
             json!({
                 "name": name,
                 "plugin": plugin.plugin().name, "digest": plugin.plugin().digest,
                 "workers": s.cfg.workers,
-                "pending": pending, "oldest-pending-ms": oldest,
+                "pending": pending, "oldest-pending-ms": oldest, "tiers": lanes,
                 "control": s.control.view(now),
             })
         })

@@ -211,6 +211,7 @@ impl Checker<'_> {
                     breaker,
                     maintenance: sink.maintenance.iter().map(|w| w.get_ref().clone()).collect(),
                     rate_limit,
+                    tiers: tiers.clone(),
                 },
             );
         }

@@ -907,6 +907,8 @@ pub struct Sink {
     pub maintenance: Vec<Window>,
     /// The sink's rate limit, if any.
     pub rate_limit: Option<RateLimit>,
+    /// The service tiers (the config's), for weights and retry policies.
+    pub tiers: Tiers,
 }
 
 /// A rate limit: `count` messages per `per`, `burst` at once.

@@ -1,10 +1,14 @@
 //! Housekeeping: forget idempotency keys older than the dedupe window and
 //! finished work older than the retention; report exceptions open past
-//! their queue's SLA (once each: logged and audited).
+//! their queue's SLA (once each: logged and audited) and sink lanes whose
+//! oldest delivery waited past its tier's `alert-after` (once until the
+//! lane catches up).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::{TopologyView, WorkerCtx};
+use crate::config::Tier;
 use crate::store::records::{AuditEvent, ExceptionFilter};
 
 /// How often exceptions are checked against their queue's SLA.
@@ -37,12 +41,39 @@ fn report_overdue(ctx: &WorkerCtx, topology: &TopologyView, now: i64) {
 /// Housekeeping: forget idempotency keys older than the dedupe window
 /// and finished work older than the retention, every quarter of the
 /// retention (at least every minute, at most every second).
+/// Reports each sink lane whose oldest delivery waited past its tier's
+/// `alert-after`, once until it catches up (`late` holds those reported).
+fn report_late_lanes(ctx: &WorkerCtx, topology: &TopologyView, now: i64, late: &mut HashSet<(String, Tier)>) {
+    let topology = topology.current();
+    let Ok(backlog) = ctx.store().backlog() else { return };
+    let mut still = HashSet::new();
+    for (sink, tier, pending, oldest) in backlog.lanes {
+        let Some(limit) = topology.config.tiers.get(tier).alert_after else { continue };
+        let waited = now - oldest;
+        if waited <= limit.as_millis() as i64 {
+            continue;
+        }
+        let lane = (sink, tier);
+        if !late.contains(&lane) {
+            tracing::warn!(sink = %lane.0, tier = tier.as_str(), pending, waited_ms = waited, "deliveries waited past their tier's alert-after");
+            let event = AuditEvent::TierLate { sink: lane.0.clone(), tier: tier.as_str().into(), pending, oldest_ms: waited };
+            if let Err(e) = ctx.store().audit(&event) {
+                tracing::warn!(error = %e, "cannot record a late lane");
+            }
+        }
+        still.insert(lane);
+    }
+    *late = still;
+}
+
 pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView) {
     let mut next = Instant::now();
     let mut next_sla = Instant::now();
+    let mut late = HashSet::new();
     while !ctx.stopping() {
         if Instant::now() >= next_sla {
             report_overdue(ctx, topology, crate::store::now_ms());
+            report_late_lanes(ctx, topology, crate::store::now_ms(), &mut late);
             next_sla = Instant::now() + SLA_EVERY;
         }
         if Instant::now() >= next {

@@ -86,7 +86,7 @@ mod tests {
 
     use super::super::crew::Crews;
     use super::super::{Ingest, LivePipeline, Signal, Topology, TopologyView};
-    use crate::store::{now_ms, MemoryStore, Partition, Queue, Store, LEASE_TTL_MS};
+    use crate::store::{now_ms, Attempt, AttemptResult, MemoryStore, Partition, Queue, Store, LEASE_TTL_MS};
 
     const CONFIG: &str = r#"
 version = 1
@@ -162,10 +162,18 @@ plugin = "http-sink"
             assert_eq!(t.outputs.len(), 1, "routed to the one sink");
             assert_eq!(t.outputs[0].sink, "erp");
         }
-        // The sink's queue holds them in acceptance order.
+        // The sink's queue holds them in acceptance order: the first of each
+        // key is due, and each next one once the one before is delivered.
         let sink = store.lease(&Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 0, of: 1 }, "host-a", now_ms(), 1000).unwrap();
-        let queued: Vec<String> = store.claim_deliveries(&sink, now_ms(), 10).unwrap().rows.into_iter().map(|d| d.id).collect();
-        assert_eq!(queued, ids);
+        let mut delivered = Vec::new();
+        while delivered.len() < ids.len() {
+            let due = store.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+            assert_eq!(due.len(), 2, "one per key");
+            let ok = |d: &crate::store::Delivery| Attempt { seq: d.seq, digest: "x".into(), result: AttemptResult::Delivered("ok".into()) };
+            store.ack_deliveries(&sink, due.iter().map(ok).collect()).unwrap();
+            delivered.extend(due.into_iter().map(|d| d.id));
+        }
+        assert_eq!(delivered, ids);
     }
 
     #[test]

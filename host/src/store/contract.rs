@@ -41,7 +41,7 @@ fn commit(processed: Vec<Processed>) -> Commit {
 }
 
 fn out(id: &str, key: &str) -> NewDelivery {
-    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), json: "{}".into() }
+    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier: Default::default(), json: "{}".into() }
 }
 
 fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
@@ -116,19 +116,23 @@ pub fn acked_outputs_are_delivered_in_order_per_key(s: &dyn Store) {
     s.ack(&lease, commit(vec![settled("a", vec![out("o1", "k"), out("o2", "k")]), settled("b", vec![out("o3", "j")])])).unwrap();
     let sink = sink_lease(s);
     let due = s.claim_deliveries(&sink, now_ms(), 10).unwrap();
-    assert_eq!(ids(&due.rows, |d| &d.id), ["o1", "o2", "o3"]);
+    assert_eq!(ids(&due.rows, |d| &d.id), ["o1", "o3"], "the first of each key, in queue order");
     let now = now_ms();
-    let seq = |id: &str| due.rows.iter().find(|d| d.id == id).unwrap().seq;
+    let mut seqs: std::collections::HashMap<String, i64> = due.rows.iter().map(|d| (d.id.clone(), d.seq)).collect();
     let nack = AttemptResult::Retry { error: "HTTP 503".into(), next_at: now + 5_000, outcome_unknown: false };
-    s.ack_deliveries(&sink, vec![Attempt { seq: seq("o1"), digest: "sha256:x".into(), result: nack }]).unwrap();
+    s.ack_deliveries(&sink, vec![Attempt { seq: seqs["o1"], digest: "sha256:x".into(), result: nack }]).unwrap();
     let due = s.claim_deliveries(&sink, now, 10).unwrap();
     assert_eq!(ids(&due.rows, |d| &d.id), ["o3"], "o2 waits behind o1 of its key");
     assert_eq!(due.next_at, Some(now + 5_000));
     let due = s.claim_deliveries(&sink, now + 5_000, 10).unwrap();
-    assert_eq!(ids(&due.rows, |d| &d.id), ["o1", "o2", "o3"]);
+    assert_eq!(ids(&due.rows, |d| &d.id), ["o1", "o3"]);
     assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["HTTP 503".to_string()]));
-    let delivered = |id: &str| Attempt { seq: seq(id), digest: "sha256:x".into(), result: AttemptResult::Delivered(format!("ERP-{id}")) };
-    s.ack_deliveries(&sink, vec![delivered("o1"), delivered("o3")]).unwrap();
+    let delivered = |seq: i64, id: &str| Attempt { seq, digest: "sha256:x".into(), result: AttemptResult::Delivered(format!("ERP-{id}")) };
+    s.ack_deliveries(&sink, vec![delivered(seqs["o1"], "o1"), delivered(seqs["o3"], "o3")]).unwrap();
+    let due = s.claim_deliveries(&sink, now + 5_000, 10).unwrap();
+    assert_eq!(ids(&due.rows, |d| &d.id), ["o2"], "its key's next, once o1 is delivered");
+    seqs.insert("o2".into(), due.rows[0].seq);
+    let seq = |id: &str| seqs[id];
     let dead = NewDeadLetter {
         message_id: "o2".into(),
         place: "sink erp".into(),
@@ -371,4 +375,22 @@ pub fn exceptions_are_listed_resolved_retried_and_discarded(s: &dyn Store) {
     assert_eq!(list(ExceptionFilter { state: Some("all".into()), ..Default::default() }), Vec::<String>::new());
     assert!(s.trace("x2").unwrap().is_none() && s.trace("x3").unwrap().is_none());
     assert!(s.trace("x1").unwrap().is_some(), "at work again");
+}
+
+pub fn tiers_are_served_in_lanes_keeping_order_per_key(s: &dyn Store) {
+    use crate::config::Tier;
+    s.append(vec![msg("m", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let of = |id: &str, key: &str, tier: Tier| NewDelivery { tier, ..out(id, key) };
+    let outputs = vec![of("b1", "k", Tier::Bulk), of("b2", "j", Tier::Bulk), of("s1", "h", Tier::Standard), of("c1", "i", Tier::Critical), of("c2", "k", Tier::Critical)];
+    s.ack(&lease, commit(vec![settled("m", outputs)])).unwrap();
+    let sink = sink_lease(s);
+    let due = s.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+    let lanes: Vec<(&str, Tier)> = due.iter().map(|d| (d.id.as_str(), d.lane)).collect();
+    // c2 lifts its key's earlier bulk b1 into the critical lane: b1 goes first, in order.
+    assert_eq!(lanes, [("b1", Tier::Critical), ("c1", Tier::Critical), ("s1", Tier::Standard), ("b2", Tier::Bulk)]);
+    assert_eq!(due[0].tier, Tier::Bulk, "its own tier is kept");
+    let b = s.backlog().unwrap();
+    let lanes: Vec<(Tier, i64)> = b.lanes.iter().map(|(_, t, n, _)| (*t, *n)).collect();
+    assert_eq!(lanes, [(Tier::Critical, 2), (Tier::Standard, 1), (Tier::Bulk, 2)]);
 }

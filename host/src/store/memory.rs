@@ -11,6 +11,7 @@ use super::records::{
     AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
 };
 use super::*;
+use crate::config::Tier;
 
 struct Msg {
     id: String,
@@ -33,6 +34,7 @@ struct Del {
     sink: String,
     ordering_key: String,
     key_hash: u32,
+    tier: Tier,
     state: &'static str,
     attempts: u32,
     next_at: i64,
@@ -254,6 +256,7 @@ impl Store for MemoryStore {
                         sink: d.sink,
                         ordering_key: d.ordering_key,
                         key_hash,
+                        tier: d.tier,
                         state: "pending",
                         attempts: 0,
                         next_at: 0,
@@ -314,20 +317,34 @@ impl Store for MemoryStore {
         let s = self.inner.lock().unwrap();
         let mine = || s.deliveries.iter().filter(|(_, d)| d.state == "pending" && d.sink == *sink && lease.partition.holds(d.key_hash));
         let (first, next_at) = blocked(mine().map(|(seq, d)| (*seq, d.ordering_key.as_str(), d.next_at)), now_ms);
-        let rows = mine()
-            .filter(|(seq, d)| d.next_at <= now_ms && first.get(d.ordering_key.as_str()).is_none_or(|f| f > *seq))
-            .take(limit)
-            .map(|(seq, d)| Delivery {
-                seq: *seq,
+        // Each key's first pending delivery, and the highest tier among its pending ones.
+        let mut heads: BTreeMap<&str, (i64, Tier)> = BTreeMap::new();
+        for (seq, d) in mine() {
+            let h = heads.entry(d.ordering_key.as_str()).or_insert((*seq, d.tier));
+            h.1 = h.1.min(d.tier);
+        }
+        let mut rows = Vec::new();
+        for lane in Tier::ALL {
+            let mut served: Vec<(i64, &Del)> = heads
+                .iter()
+                .filter(|(key, (seq, tier))| *tier == lane && first.get(*key).is_none_or(|f| f > seq))
+                .map(|(_, (seq, _))| (*seq, &s.deliveries[seq]))
+                .filter(|(_, d)| d.next_at <= now_ms)
+                .collect();
+            served.sort_by_key(|(seq, _)| *seq);
+            rows.extend(served.into_iter().take(limit).map(|(seq, d)| Delivery {
+                seq,
                 id: d.id.clone(),
                 ordering_key: d.ordering_key.clone(),
+                tier: d.tier,
+                lane,
                 attempts: d.attempts,
                 next_at: d.next_at,
                 json: d.body.clone(),
                 errors: d.log.iter().filter_map(|a| a.detail.clone()).collect(),
                 outcome_unknown: d.outcome_unknown,
-            })
-            .collect();
+            }));
+        }
         Ok(Due { rows, next_at })
     }
 
@@ -636,6 +653,14 @@ impl Store for MemoryStore {
             deliveries: deliveries.into_iter().collect(),
             oldest_delivery: oldest.into_iter().collect(),
             exceptions: exceptions.into_iter().map(|(q, (n, at))| (q, n, at)).collect(),
+            lanes: {
+                let mut lanes: BTreeMap<(String, Tier), (i64, i64)> = BTreeMap::new();
+                for d in s.deliveries.values().filter(|d| d.state == "pending") {
+                    let slot = lanes.entry((d.sink.clone(), d.tier)).or_insert((0, d.queued_at));
+                    *slot = (slot.0 + 1, slot.1.min(d.queued_at));
+                }
+                lanes.into_iter().map(|((sink, tier), (n, at))| (sink, tier, n, at)).collect()
+            },
         })
     }
 
@@ -665,6 +690,7 @@ mod tests {
         contract::dead_letters_are_listed_replayed_and_purged(&MemoryStore::new());
         contract::sink_pauses_are_kept_until_resumed(&MemoryStore::new());
         contract::exceptions_are_listed_resolved_retried_and_discarded(&MemoryStore::new());
+        contract::tiers_are_served_in_lanes_keeping_order_per_key(&MemoryStore::new());
     }
 
     #[test]

@@ -338,6 +338,8 @@ pub struct NewDelivery {
     pub sink: String,
     /// Ordering key (deliveries with the same key go in order).
     pub ordering_key: String,
+    /// Service tier.
+    pub tier: crate::config::Tier,
     /// The output message as JSON.
     pub json: String,
 }
@@ -419,6 +421,12 @@ pub struct Delivery {
     pub id: String,
     /// Ordering key.
     pub ordering_key: String,
+    /// Its own service tier.
+    pub tier: crate::config::Tier,
+    /// The tier it is served in: its own, or a higher one when a later
+    /// delivery of its key has that tier (it goes first, so the later one
+    /// is not held behind it in a slower lane).
+    pub lane: crate::config::Tier,
     /// Attempts so far.
     pub attempts: u32,
     /// Not before (ms since epoch).
@@ -496,6 +504,9 @@ pub struct Backlog {
     pub oldest_delivery: Vec<(String, i64)>,
     /// Open exceptions per queue: how many, and when the oldest was parked (ms).
     pub exceptions: Vec<(String, i64, i64)>,
+    /// Pending deliveries per sink and tier: how many, and when the oldest
+    /// was queued (ms).
+    pub lanes: Vec<(String, crate::config::Tier, i64, i64)>,
 }
 
 /// One plugin-state entry: (tenant, plugin, key) and its value.
@@ -546,10 +557,13 @@ pub trait Store: Send + Sync {
     /// [`StoreError`]: nothing was recorded; the messages stay claimable.
     fn ack(&self, lease: &Lease, commit: Commit) -> Result<(), StoreError>;
 
-    /// The pending deliveries of a leased sink partition, in queue order:
-    /// up to `limit` due at `now_ms`, leaving out every later delivery of an
-    /// ordering key whose earlier one waits for a retry, and when the next
-    /// waiting one becomes due.
+    /// The due deliveries of a leased sink partition, by lane — critical,
+    /// standard, bulk — and in queue order within each: up to `limit` per
+    /// lane, each the first pending delivery of its ordering key. A key
+    /// whose later delivery has a higher tier is served in that tier's lane
+    /// (its first delivery goes first, so order per key holds and the later
+    /// one is not held in a slower lane); a key whose first delivery waits
+    /// for a retry is left out. Also says when the next waiting one is due.
     ///
     /// # Errors
     ///

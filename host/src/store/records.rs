@@ -543,6 +543,18 @@ pub enum AuditEvent {
         /// How, with the comment or reason.
         settle: Settle,
     },
+    /// A sink's deliveries of a tier waited longer than the tier's
+    /// `alert-after` (reported once until that lane catches up).
+    TierLate {
+        /// Sink.
+        sink: String,
+        /// Tier.
+        tier: String,
+        /// Deliveries of that tier waiting.
+        pending: i64,
+        /// How long the oldest has waited (ms).
+        oldest_ms: i64,
+    },
     /// An exception stayed open past its queue's SLA.
     ExceptionOverdue {
         /// Its number.
@@ -568,7 +580,7 @@ pub enum AuditEvent {
 impl AuditEvent {
     /// Its kind as stored: `start`, `stop`, `reload`, `dead-letter-replayed`,
     /// `dead-letter-purged`, `breaker`, `sink-paused`, `sink-resumed`,
-    /// `exception-settled`, `exception-overdue`.
+    /// `exception-settled`, `exception-overdue`, `tier-late`.
     pub fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Start { .. } => "start",
@@ -579,6 +591,7 @@ impl AuditEvent {
             AuditEvent::Breaker { .. } => "breaker",
             AuditEvent::ExceptionSettled { .. } => "exception-settled",
             AuditEvent::ExceptionOverdue { .. } => "exception-overdue",
+            AuditEvent::TierLate { .. } => "tier-late",
             AuditEvent::SinkPaused { .. } => "sink-paused",
             AuditEvent::SinkResumed { .. } => "sink-resumed",
         }

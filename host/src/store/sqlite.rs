@@ -20,7 +20,7 @@ use super::records::{
 };
 use super::compact;
 use super::*;
-use crate::config::Sync;
+use crate::config::{Sync, Tier};
 
 type Op = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
 type Reply = tokio::sync::oneshot::Sender<Committed>;
@@ -225,6 +225,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("exceptions", "settled_at", "INTEGER"),
     ("exceptions", "note", "TEXT"),
     ("exceptions", "overdue_at", "INTEGER"),
+    ("deliveries", "tier", "INTEGER NOT NULL DEFAULT 1"),
 ];
 
 /// Indexes over added columns, made once the columns exist.
@@ -233,6 +234,8 @@ CREATE INDEX IF NOT EXISTS messages_waiting ON messages(tenant, pipeline, key_ha
 CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(sink, next_at) WHERE state = 'pending' AND next_at > 0;
 CREATE INDEX IF NOT EXISTS dead_letters_resolved ON dead_letters(resolved_at) WHERE state != 'open';
 CREATE INDEX IF NOT EXISTS exceptions_open ON exceptions(queue, id) WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(sink, tier, seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries(sink, ordering_key, seq) WHERE state = 'pending';
 ";
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -467,6 +470,25 @@ fn reaccept(tx: &Transaction, id: &str) -> rusqlite::Result<bool> {
     Ok(n > 0)
 }
 
+/// The columns [`delivery_row`] reads.
+const DELIVERY: &str = "seq, id, ordering_key, attempts, next_at, body, outcome_unknown, tier";
+
+fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+    let tier = Tier::from_index(r.get(7)?);
+    Ok(Delivery {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        ordering_key: r.get(2)?,
+        tier,
+        lane: tier,
+        attempts: r.get(3)?,
+        next_at: r.get(4)?,
+        json: r.get(5)?,
+        errors: Vec::new(),
+        outcome_unknown: r.get(6)?,
+    })
+}
+
 /// The columns [`exception_row`] reads.
 const EXCEPTION: &str = "id, tenant, pipeline, source_id, at, queue, detail, state, message_id, settled_at, note, overdue_at";
 
@@ -543,8 +565,8 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlit
     let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, processed_at = ?3 WHERE id = ?1 AND state = 'accepted' RETURNING seq")?;
     let mut trace = tx.prepare_cached("INSERT OR REPLACE INTO traces (seq, data) VALUES (?1, ?2)")?;
     let mut queue = tx.prepare_cached(
-        "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8)",
+        "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at, tier)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8, ?10)",
     )?;
     let mut dead = tx.prepare_cached(
         "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
@@ -568,7 +590,7 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlit
         }
         for d in p.deliveries {
             let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
-            queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash])?;
+            queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64])?;
         }
         for d in p.dead_letters {
             let attempts = serde_json::to_string(&d.attempts).unwrap();
@@ -743,32 +765,44 @@ impl Store for SqliteStore {
              AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 GROUP BY ordering_key",
             params![sink, of, index, now_ms],
         )?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, ordering_key, attempts, next_at, body, outcome_unknown FROM deliveries
-             WHERE sink = ?1 AND state = 'pending' AND key_hash % ?3 = ?4 AND next_at <= ?5 ORDER BY seq LIMIT ?2",
-        )?;
+        // Which tiers wait here: with one, queue order is all there is.
+        let tiers: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT t.tier FROM (SELECT 0 AS tier UNION ALL SELECT 1 UNION ALL SELECT 2) t
+                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE sink = ?1 AND state = 'pending' AND tier = t.tier)",
+            )?
+            .query_map(params![sink], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut lane = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY} FROM deliveries
+             WHERE sink = ?1 AND state = 'pending' AND tier = ?2 AND key_hash % ?3 = ?4 AND next_at <= ?5 ORDER BY seq LIMIT ?6"
+        ))?;
+        let mut head = conn.prepare_cached(&format!("SELECT {DELIVERY} FROM deliveries WHERE sink = ?1 AND state = 'pending' AND ordering_key = ?2 ORDER BY seq LIMIT 1"))?;
         let mut errors = conn.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
+        let mut taken = std::collections::HashSet::new();
         let mut due = Vec::new();
-        for row in stmt.query_map(params![sink, limit as i64, of, index, now_ms], |r| {
-            Ok(Delivery {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                ordering_key: r.get(2)?,
-                attempts: r.get(3)?,
-                next_at: r.get(4)?,
-                json: r.get(5)?,
-                errors: Vec::new(),
-                outcome_unknown: r.get(6)?,
-            })
-        })? {
-            let mut d = row?;
-            if blocked.get(&d.ordering_key).is_some_and(|first| *first <= d.seq) {
-                continue;
+        for &tier in &tiers {
+            let rows: Vec<Delivery> = lane.query_map(params![sink, tier, of, index, now_ms, limit as i64], delivery_row)?.collect::<Result<_, _>>()?;
+            let lane_start = due.len();
+            for d in rows {
+                if taken.contains(&d.ordering_key) || blocked.get(&d.ordering_key).is_some_and(|first| *first <= d.seq) {
+                    continue;
+                }
+                // Its key's first pending delivery goes first (with one
+                // tier waiting, queue order makes it this one).
+                let mut d = if tiers.len() > 1 { head.query_row(params![sink, d.ordering_key], delivery_row)? } else { d };
+                if d.next_at > now_ms {
+                    continue;
+                }
+                d.lane = Tier::from_index(tier);
+                if d.attempts > 0 {
+                    d.errors = errors.query_map(params![d.seq], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                }
+                taken.insert(d.ordering_key.clone());
+                due.push(d);
             }
-            if d.attempts > 0 {
-                d.errors = errors.query_map(params![d.seq], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            }
-            due.push(d);
+            // Queue order within the lane (a key's first delivery may be older than the row that lifted it).
+            due[lane_start..].sort_by_key(|d| d.seq);
         }
         Ok(Due { rows: due, next_at })
     }
@@ -1132,7 +1166,9 @@ impl Store for SqliteStore {
         let oldest_delivery = rows.into_iter().map(|(s, _, at)| (s, at)).collect();
         let mut e = conn.prepare("SELECT queue, COUNT(*), MIN(at) FROM exceptions WHERE state = 'open' GROUP BY queue")?;
         let exceptions = e.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
-        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions })
+        let mut l = conn.prepare("SELECT sink, tier, COUNT(*), MIN(queued_at) FROM deliveries WHERE state = 'pending' GROUP BY sink, tier")?;
+        let lanes = l.query_map([], |r| Ok((r.get(0)?, Tier::from_index(r.get(1)?), r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions, lanes })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
@@ -1175,6 +1211,7 @@ mod tests {
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
         contract::sink_pauses_are_kept_until_resumed(&store().1);
         contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);
+        contract::tiers_are_served_in_lanes_keeping_order_per_key(&store().1);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Routing what the stages produced: a canonical exception goes to its
 //! queue; anything else to the sinks of the first route whose `when`
-//! matches (or the default route), keyed by its own ordering key, carrying
-//! its scoped idempotency key; with no route, a dead letter.
+//! matches (or the default route), keyed by its own ordering key, in its
+//! service tier, carrying its scoped idempotency key; with no route, a dead
+//! letter.
 
 use syncline_model::{json as mjson, Body};
 
 use super::{Item, RowResult};
-use crate::config::Pipeline;
+use crate::config::{Pipeline, Tier};
 use crate::pipeline::fields::View;
 use crate::store::records::{ExceptionDetail, RouteStep, Step};
 use crate::store::{NewDeadLetter, NewDelivery, NewException};
@@ -37,7 +38,8 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
             let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
             r.steps.push(Step::Route(RouteStep { route: msg.id.clone(), to: sinks.iter().map(|s| s.to_string()).collect() }));
             for sink in &route.to {
-                r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), json: json.clone() });
+                let tier = Tier::of(msg.priority, cfg.tier);
+                r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, json: json.clone() });
             }
         }
         None => r.dead.push(NewDeadLetter {
