@@ -350,7 +350,12 @@ async fn pipelines(State(app): State<App>) -> Json<Value> {
                 "tenant": p.cfg.tenant.as_str(),
                 "id": p.cfg.id.as_str(),
                 "source": p.source.as_ref().map(|s| plugin(&s.load())).unwrap_or(json!("http")),
-                "stages": p.stages.iter().map(|s| plugin(&s.instance.load())).collect::<Vec<_>>(),
+                "tier": p.cfg.tier.as_str(),
+                "stages": p.stages.iter().map(|s| {
+                    let mut v = plugin(&s.instance.load());
+                    v["breaker"] = json!(s.breaker());
+                    v
+                }).collect::<Vec<_>>(),
                 "routes": p.cfg.routes.iter().map(|r| json!({"when": r.when.as_ref().map(|c| format!("{c:?}")), "to": r.to.iter().map(|s| s.as_str()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             })
         })

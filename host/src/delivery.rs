@@ -14,14 +14,13 @@
 //! messages: their attempts and dead letters say the outcome is unknown
 //! (a replay is safe: the downstream dedupes on the idempotency key).
 
-mod breaker;
 mod control;
 mod throttle;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-pub use breaker::{BreakerState, BreakerView, Tally};
+pub use crate::breaker::{BreakerState, BreakerView, Tally};
 pub use control::{ControlView, Gate, SinkControl};
 pub use throttle::ThrottleView;
 
@@ -160,13 +159,13 @@ impl Health {
 }
 
 /// Logs a breaker change and keeps it in the audit log.
-fn announce(ctx: &WorkerCtx, sink: &str, change: breaker::Change) {
+fn announce(ctx: &WorkerCtx, sink: &str, change: crate::breaker::Change) {
     let (from, to) = (change.from.as_str(), change.to.as_str());
     match change.to {
         BreakerState::Open => tracing::warn!(sink, from, to, reason = %change.reason, "circuit breaker opened: the queue holds"),
         _ => tracing::info!(sink, from, to, reason = %change.reason, "circuit breaker changed"),
     }
-    let event = AuditEvent::Breaker { sink: sink.to_string(), from: from.into(), to: to.into(), reason: change.reason };
+    let event = AuditEvent::Breaker { target: format!("sink {sink}"), from: from.into(), to: to.into(), reason: change.reason };
     if let Err(e) = ctx.store().audit(&event) {
         tracing::warn!(sink, error = %e, "a breaker change could not be audited");
     }

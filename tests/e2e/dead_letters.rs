@@ -141,3 +141,37 @@ fn dead_letters_are_listed_replayed_after_the_fix_exactly_once_and_purged() {
     let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
     assert_eq!((count("dead-letter-replayed"), count("dead-letter-purged")), (2, 1), "{kinds:?}");
 }
+
+#[test]
+fn a_plugin_that_keeps_trapping_trips_its_stage_breaker_and_the_held_messages_survive_the_fix() {
+    let erp = Erp::start(&[]);
+    let config = CONFIG.replace("stages = [{ transform = \"trap\" }]", "stages = [{ transform = \"trap\" }]\nbreaker = { failures = 3, open-for = \"1s\", max-open-for = \"1s\" }");
+    let site = Site::new(&config, &erp);
+    site.share_plugin("trap", "trap");
+    let host = Host::start(&site);
+
+    // Every message traps: three dead letters, then the stage's breaker holds the rest.
+    let ids: Vec<String> = (0..10).map(|i| ingest(&host, &format!("T-{i}"), true)).collect();
+    let stage_breaker = || get(&format!("{}/v1/pipelines", host.url)).1["pipelines"][0]["stages"][0]["breaker"].clone();
+    let open = eventually(Duration::from_secs(20), "the stage breaker opens", || Some(stage_breaker()).filter(|b| b["state"] == "open"));
+    assert!(open["reason"].as_str().unwrap().contains("trapped"), "{open}");
+    let dead_now = open_letters(&host, "").len();
+    assert!((3..10).contains(&dead_now), "{dead_now} dead letters: the breaker held the rest");
+
+    // The plugin is fixed: the probe goes through, the breaker closes, the held messages flow.
+    replace_file(&site.dir.path().join("plugins/shared/trap.wasm"), &std::fs::read(plugin("tagger-v1")).unwrap());
+    assert_eq!(host.effective_reload(1)["outcome"], "applied");
+    eventually(Duration::from_secs(20), "the stage breaker closes", || Some(stage_breaker()).filter(|b| b["state"] == "closed"));
+    let dead = open_letters(&host, "");
+    for id in &ids {
+        let t = host.settled(id);
+        let died = dead.iter().any(|d| d["source-id"] == id.as_str());
+        assert_eq!(t["input"]["state"], if died { "dead" } else { "done" }, "{t}");
+    }
+    assert_eq!(erp.unique() as usize, 10 - dead.len(), "every held message was delivered");
+    let kinds = audit_kinds(&site);
+    assert!(kinds.iter().filter(|k| *k == "breaker").count() >= 3, "{kinds:?}");
+    let db = rusqlite::Connection::open(site.dir.path().join("data/syncline.db")).unwrap();
+    let target: String = db.query_row("SELECT detail FROM audit WHERE kind = 'breaker' ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
+    assert!(target.contains("stage 1 of acme/orders (trap)"), "{target}");
+}

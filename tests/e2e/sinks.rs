@@ -84,7 +84,7 @@ fn a_failing_erp_opens_the_breaker_which_holds_the_queue_probes_and_closes_with_
     let ids: Vec<String> = (0..6).map(|i| ingest(&host, &format!("B-{i}"), &format!("SKU-{i}"))).collect();
     let open = eventually(Duration::from_secs(20), "the breaker opens", || Some(breaker(&host)).filter(|b| b["state"] == "open"));
     let reason = open["reason"].as_str().unwrap();
-    assert!(reason.contains("deliveries in a row failed") && reason.contains("503"), "{open}");
+    assert!(reason.contains("calls in a row failed") && reason.contains("503"), "{open}");
 
     // While it is open the ERP gets nothing: the count read before and
     // after a pause is the same as long as the breaker still says open

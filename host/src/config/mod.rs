@@ -276,11 +276,13 @@ impl Checker<'_> {
                 self.err(Some(p.id.span()), format!("pipeline `{id}` has more than one default route (a route without `when`)"));
             }
             let ordering_key = self.ordering_key(p);
+            let breaker = self.breaker(&id, p.breaker.as_ref());
             pipelines.push(Pipeline {
                 id,
                 tenant,
                 source,
                 tier: self.tier(p.tier.as_ref()),
+                breaker,
                 ordering_key,
                 stages,
                 routes,
@@ -395,8 +397,8 @@ impl Checker<'_> {
         })
     }
 
-    /// A sink's breaker policy: the defaults unless `breaker` says
-    /// otherwise; `None` when it counts neither failures in a row nor a rate.
+    /// A sink's or pipeline's breaker policy: the defaults unless `breaker`
+    /// says otherwise; `None` when it counts neither failures in a row nor a rate.
     fn breaker(&mut self, sink: &Name, file: Option<&Spanned<BreakerFile>>) -> Option<BreakerPolicy> {
         let mut policy = BreakerPolicy::default();
         let Some(file) = file else { return Some(policy) };
@@ -407,20 +409,20 @@ impl Checker<'_> {
         policy.open_for = f.open_for.map_or(policy.open_for, |w| w.0);
         policy.max_open_for = f.max_open_for.map_or(policy.max_open_for.max(policy.open_for), |w| w.0);
         if policy.max_open_for < policy.open_for {
-            self.err(Some(span.clone()), format!("sink `{sink}`: breaker max-open-for is shorter than open-for"));
+            self.err(Some(span.clone()), format!("`{sink}`: breaker max-open-for is shorter than open-for"));
         }
         if let Some(text) = &f.rate {
             let share = text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).filter(|n| *n > 0.0 && *n <= 100.0);
             match share {
                 Some(n) => policy.rate = Some(n / 100.0),
                 None => {
-                    self.err(Some(span.clone()), format!("sink `{sink}`: breaker rate `{text}` is not a share of deliveries")).help =
+                    self.err(Some(span.clone()), format!("`{sink}`: breaker rate `{text}` is not a share of calls")).help =
                         Some("write a percentage above 0 and at most 100, e.g. `rate = \"50%\"`".into());
                 }
             }
         }
         if policy.open_for.is_zero() {
-            self.err(Some(span), format!("sink `{sink}`: breaker open-for must be longer than 0s"));
+            self.err(Some(span), format!("`{sink}`: breaker open-for must be longer than 0s"));
         }
         (policy.failures > 0 || policy.rate.is_some()).then_some(policy)
     }

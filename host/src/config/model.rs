@@ -362,6 +362,10 @@ pub struct PipelineFile {
     /// Service tier of its messages: `critical`, `standard` (default) or
     /// `bulk`. Example: `tier = "critical"`
     pub tier: Option<Spanned<String>>,
+    /// Each stage's circuit breaker: a plugin whose calls keep failing as a
+    /// whole (trap, time, memory) holds the pipeline's queue instead of
+    /// burning CPU (on by default, as for sinks). Example: `breaker = { failures = 5 }`
+    pub breaker: Option<Spanned<BreakerFile>>,
     /// What orders messages: field paths (`ordering-key = ["body.item", "body.location"]`),
     /// with JSON pointers for raw JSON payloads (`ordering-key = { fields = [...], raw = ["/sku"] }`),
     /// or `ordering-key = "none"` (no order to keep).
@@ -615,7 +619,7 @@ pub struct ExceptionQueue {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BreakerFile {
-    /// Failed deliveries in a row that open it (0: none).
+    /// Failed calls (deliveries, or plugin calls of a stage) in a row that open it (0: none).
     pub failures: Option<u32>,
     /// Failure share over `window` that opens it. Example: `rate = "50%"`
     pub rate: Option<String>,
@@ -872,6 +876,8 @@ pub struct Pipeline {
     pub source: Source,
     /// Service tier of its messages (a message's own priority may change it).
     pub tier: Tier,
+    /// Each stage's circuit breaker (`None`: off).
+    pub breaker: Option<BreakerPolicy>,
     /// What orders its messages.
     pub ordering_key: OrderingKey,
     /// Stages.
@@ -954,7 +960,7 @@ impl std::fmt::Display for RateLimit {
 /// When a sink's circuit breaker opens and for how long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerPolicy {
-    /// Failed deliveries in a row that open it (0: not counted).
+    /// Failed calls in a row that open it (0: not counted).
     pub failures: u32,
     /// Failure share over `window` that opens it (0 < rate ≤ 1), if any.
     pub rate: Option<f64>,

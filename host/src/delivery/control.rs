@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::breaker::{Admit, Breaker, BreakerView, Change, Tally};
+use crate::breaker::{Admit, Breaker, BreakerView, Change, Tally};
 use super::throttle::{Throttle, ThrottleView};
 use crate::config::{Sink, Window};
 use crate::store::records::SinkPause;

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use super::Signal;
+use crate::breaker::{Admit, Breaker, BreakerPolicy, BreakerView, Change, Tally};
 use crate::config::{Config, Pipeline, Sink, Stage, StageKind};
 use crate::delivery::SinkControl;
 use crate::runtime::PluginInstance;
@@ -21,6 +22,38 @@ pub struct LiveStage {
     pub cfg: Stage,
     /// The plugin instance it calls; a swap affects the next call only.
     pub instance: ArcSwap<PluginInstance>,
+    /// The plugin's circuit breaker (`None`: off).
+    breaker: Mutex<Option<Breaker>>,
+    /// Breaker changes not yet announced (the shard logs and audits them).
+    changes: Mutex<Vec<Change>>,
+}
+
+impl LiveStage {
+    /// A stage calling `instance`, with a breaker under `policy`.
+    pub fn new(cfg: Stage, instance: Arc<PluginInstance>, policy: Option<BreakerPolicy>) -> LiveStage {
+        LiveStage { cfg, instance: ArcSwap::new(instance), breaker: Mutex::new(policy.map(Breaker::new)), changes: Mutex::default() }
+    }
+
+    /// Records a call of the plugin: `failed` says why it failed as a whole.
+    pub(crate) fn record(&self, failed: Option<&str>) {
+        let mut breaker = self.breaker.lock().unwrap();
+        let Some(b) = breaker.as_mut() else { return };
+        let tally = if failed.is_some() { Tally { ok: 0, failed: 1 } } else { Tally { ok: 1, failed: 0 } };
+        let probe = b.probing();
+        if let Some(c) = b.record(crate::store::now_ms(), tally, probe, failed.unwrap_or_default()) {
+            self.changes.lock().unwrap().push(c);
+        }
+    }
+
+    /// What its breaker shows (`None`: off).
+    pub fn breaker(&self) -> Option<BreakerView> {
+        self.breaker.lock().unwrap().as_ref().map(Breaker::view)
+    }
+
+    /// The breaker changes since last asked.
+    pub(crate) fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut self.changes.lock().unwrap())
+    }
 }
 
 /// A pipeline ready to run.
@@ -38,7 +71,51 @@ pub struct LivePipeline {
     pub(crate) retired: AtomicBool,
 }
 
+/// What a pipeline's stage breakers let its workers do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageGate {
+    /// Process as usual.
+    All,
+    /// One message, the probe of a half-open stage.
+    Probe,
+    /// Nothing until this time (ms): a stage's breaker is open.
+    Hold(i64),
+}
+
 impl LivePipeline {
+    /// What its stages' breakers let a worker do at `now`.
+    pub fn gate(&self, now: i64) -> StageGate {
+        let mut gate = StageGate::All;
+        let mut probing = Vec::new();
+        for s in &self.stages {
+            let mut breaker = s.breaker.lock().unwrap();
+            let Some(b) = breaker.as_mut() else { continue };
+            let (admit, change) = b.admit(now);
+            if let Some(c) = change {
+                s.changes.lock().unwrap().push(c);
+            }
+            match admit {
+                Admit::All => {}
+                Admit::Probe => {
+                    probing.push(s);
+                    if gate == StageGate::All {
+                        gate = StageGate::Probe;
+                    }
+                }
+                Admit::Wait(until) => gate = StageGate::Hold(match gate { StageGate::Hold(t) => t.min(until), _ => until }),
+            }
+        }
+        if let StageGate::Hold(_) = gate {
+            // Another stage holds the pipeline: no probe goes now.
+            for s in probing {
+                if let Some(b) = s.breaker.lock().unwrap().as_mut() {
+                    b.record(now, Tally::default(), true, "");
+                }
+            }
+        }
+        gate
+    }
+
     /// Longest time an allocate stage waits to fill a batch (zero when none).
     pub(crate) fn batch_window(&self) -> (usize, Duration) {
         self.stages

@@ -39,7 +39,7 @@ use syncline_model::table::RefTable;
 pub use crew::WorkerCtx;
 pub use ingest::{Ingest, IngestError};
 pub use lease::LeaseKeeper;
-pub use live::{LivePipeline, LiveSink, LiveStage, Topology, TopologyView};
+pub use live::{LivePipeline, LiveSink, LiveStage, StageGate, Topology, TopologyView};
 pub use signal::Signal;
 pub use topology::{Changes, Swap};
 pub use versions::Versions;

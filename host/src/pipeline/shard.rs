@@ -4,8 +4,27 @@
 
 use std::time::{Duration, Instant};
 
-use super::{process, LeaseKeeper, LivePipeline, TopologyView, WorkerCtx};
+use super::{process, LeaseKeeper, LivePipeline, StageGate, TopologyView, WorkerCtx};
+use crate::breaker::BreakerState;
+use crate::store::records::AuditEvent;
 use crate::store::{Partition, Queue};
+
+/// Logs and audits the changes of the pipeline's stage breakers.
+fn announce(ctx: &WorkerCtx, p: &LivePipeline) {
+    for (no, s) in p.stages.iter().enumerate() {
+        for c in s.take_changes() {
+            let target = format!("stage {} of {}/{} ({})", no + 1, p.cfg.tenant, p.cfg.id, s.cfg.plugin.name);
+            let (from, to) = (c.from.as_str(), c.to.as_str());
+            match c.to {
+                BreakerState::Open => tracing::warn!(%target, from, to, reason = %c.reason, "plugin breaker opened: the pipeline's queue holds"),
+                _ => tracing::info!(%target, from, to, reason = %c.reason, "plugin breaker changed"),
+            }
+            if let Err(e) = ctx.store().audit(&AuditEvent::Breaker { target, from: from.into(), to: to.into(), reason: c.reason }) {
+                tracing::warn!(error = %e, "a breaker change could not be audited");
+            }
+        }
+    }
+}
 
 /// One shard's loop: lease the shard's partition, claim due messages in
 /// order, process, ack. It claims from the head of the partition each
@@ -26,7 +45,18 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
             }
         };
         let now = crate::store::now_ms();
-        let due = match ctx.store().claim(&lease, 0, now, batch_max) {
+        // A stage whose plugin keeps failing holds the pipeline's queue.
+        let gate = p.gate(now);
+        announce(ctx, p);
+        let limit = match gate {
+            StageGate::All => batch_max,
+            StageGate::Probe => 1,
+            StageGate::Hold(until) => {
+                p.signal.wait(seen, Duration::from_millis((until - now).clamp(1, 1000) as u64));
+                continue;
+            }
+        };
+        let due = match ctx.store().claim(&lease, 0, now, limit) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(pipeline = id, error = %e, "cannot read pending messages; retrying");
@@ -42,18 +72,20 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
         }
         // An allocate stage wants full batches: wait up to its window for more.
         let deadline = Instant::now() + window;
-        while rows.len() < batch_max && Instant::now() < deadline && !ctx.stopping() && !p.retired() {
+        while rows.len() < limit && Instant::now() < deadline && !ctx.stopping() && !p.retired() {
             let seen = p.signal.generation();
             p.signal.wait(seen, deadline.saturating_duration_since(Instant::now()));
             let last = rows.last().map(|r| r.seq).unwrap_or(0);
-            match ctx.store().claim(&lease, last, crate::store::now_ms(), batch_max - rows.len()) {
+            match ctx.store().claim(&lease, last, crate::store::now_ms(), limit - rows.len()) {
                 Ok(more) => rows.extend(more.rows),
                 Err(_) => break,
             }
         }
         let cancel = || ctx.stopping() || p.retired();
         let shard_ref = crate::store::records::ShardRef { index: shard, of: p.shards };
-        let Some(commit) = process::process(p, shard_ref, &rows, &cancel) else {
+        let processed = process::process(p, shard_ref, &rows, &cancel);
+        announce(ctx, p);
+        let Some(commit) = processed else {
             // Stopping or retired mid-batch: nothing is acked; the rows
             // stay claimable for whoever runs the pipeline next.
             break;

@@ -189,7 +189,7 @@ pub fn build(
             _ => {
                 let mut stages = Vec::with_capacity(cfg.stages.len());
                 for s in &cfg.stages {
-                    stages.push(LiveStage { cfg: s.clone(), instance: ArcSwap::new(b.bind(&s.plugin, &s.settings, s.pin.as_deref())?) });
+                    stages.push(LiveStage::new(s.clone(), b.bind(&s.plugin, &s.settings, s.pin.as_deref())?, cfg.breaker.clone()));
                 }
                 let source = match &cfg.source {
                     Source::Poll { plugin, settings, .. } => Some(ArcSwap::new(b.bind(plugin, settings, None)?)),

@@ -511,10 +511,10 @@ pub enum AuditEvent {
         /// What went back to work.
         replayed: Replayed,
     },
-    /// A sink's circuit breaker changed state.
+    /// A circuit breaker changed state.
     Breaker {
-        /// Sink.
-        sink: String,
+        /// Whose: `sink erp`, or `stage 2 of acme/orders (plugin)`.
+        target: String,
         /// Before: `closed`, `open`, `half-open`.
         from: String,
         /// After.

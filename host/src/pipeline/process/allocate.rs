@@ -17,7 +17,7 @@ pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowRes
     let instance = instance.as_ref();
     let started = Instant::now();
     // A copy for the call: the batch's own messages stay the outputs' parents.
-    let (result, report) = call(at.cancel, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+    let (result, report) = call(at, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
     match result {
         Ok(outs) => {
             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();

@@ -97,12 +97,20 @@ fn adopt(parent: &Message, parent_key: &str, mut out: Message, n: usize, tenant:
 /// Why processing stopped before its end.
 struct Cancelled;
 
-/// One call, unless processing was cancelled before it.
-fn call<R>(cancel: &dyn Fn() -> bool, f: impl FnOnce() -> (Result<R, CallError>, CallReport)) -> Result<(Result<R, CallError>, CallReport), Cancelled> {
-    if cancel() {
+/// One call of `at`'s plugin, unless processing was cancelled before it;
+/// the stage's breaker counts a call that failed as a whole (trap, time or
+/// memory limit) against the plugin.
+fn call<R>(at: &Stage, f: impl FnOnce() -> (Result<R, CallError>, CallReport)) -> Result<(Result<R, CallError>, CallReport), Cancelled> {
+    if (at.cancel)() {
         return Err(Cancelled);
     }
-    Ok(f())
+    let (result, report) = f();
+    match &result {
+        // No free instance is load, not the plugin's fault.
+        Err(e) if e.failure.is_whole_call() && !matches!(e.failure, crate::runtime::Failure::Instantiate(_)) => at.live.record(Some(&e.to_string())),
+        _ => at.live.record(None),
+    }
+    Ok((result, report))
 }
 
 /// A failed stage call for `msg` of `row`: tried again later (the store

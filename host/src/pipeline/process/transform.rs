@@ -13,7 +13,7 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
     let instance = at.live.instance.load_full();
     let instance = instance.as_ref();
     let started = Instant::now();
-    let (result, report) = call(at.cancel, || instance.transform_reported(msg.clone()))?;
+    let (result, report) = call(at, || instance.transform_reported(msg.clone()))?;
     match result {
         Ok(outs) => {
             let outs: Vec<Item> =

@@ -18,7 +18,7 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
     let instance = at.live.instance.load_full();
     let instance = instance.as_ref();
     let started = Instant::now();
-    let (result, report) = call(at.cancel, || instance.validate_reported(msg.clone()))?;
+    let (result, report) = call(at, || instance.validate_reported(msg.clone()))?;
     match result {
         Ok(violations) => {
             let blocking = violations.iter().any(|v| v.is_blocking());

@@ -1,16 +1,18 @@
-//! A sink's circuit breaker. Closed, deliveries go as usual; after
-//! `failures` failed deliveries in a row, or a failure rate of at least
-//! `rate` over the last `window` (once `min-calls` deliveries were made in
-//! it), it opens: the sink's queue holds — nothing is sent, no attempt is
-//! spent, nothing is dead-lettered because of it — for `open-for`. Then it
-//! is half-open: one delivery goes alone as a probe; if the downstream takes
-//! it the breaker closes, if not it opens again.
+//! A circuit breaker, for a sink (its downstream) or a pipeline stage (its
+//! plugin). Closed, calls go as usual; after `failures` failures in a row,
+//! or a failure rate of at least `rate` over the last `window` (once
+//! `min-calls` were made in it), it opens: the queue in front holds —
+//! nothing is sent or called, no attempt is spent, nothing is dead-lettered
+//! because of it — for `open-for`. Then it is half-open: one message goes
+//! alone as a probe; if it succeeds the breaker closes, if not it opens
+//! again for twice as long (up to `max-open-for`), so a short outage costs
+//! seconds and a long one is probed rarely.
 //!
-//! A failure is what says the downstream is not well: a retryable outcome
-//! (5xx, 429, a timeout, a refused connection) or a call that ran out of
-//! time. A delivery the downstream refused on its merits (a 4xx) is an
-//! answer, not an outage. Time is passed in (ms since the epoch), so the
-//! logic is tested without clocks.
+//! What counts as a failure is the caller's: for a sink, a retryable outcome
+//! (5xx, 429, a timeout, a refused connection) — a 4xx is an answer, not an
+//! outage; for a stage, a call that failed as a whole (trap, time or memory
+//! limit) — an error the plugin chose is an answer. Time is passed in (ms
+//! since the epoch), so the logic is tested without clocks.
 
 use std::collections::VecDeque;
 
@@ -66,7 +68,7 @@ pub struct Change {
 pub enum Admit {
     /// Anything due.
     All,
-    /// One delivery, as the probe.
+    /// One message, as the probe.
     Probe,
     /// Nothing until this time (ms).
     Wait(i64),
@@ -92,7 +94,7 @@ pub struct BreakerView {
     /// When an open breaker lets a probe through (ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_at: Option<i64>,
-    /// Failed deliveries in a row so far.
+    /// Failed calls in a row so far.
     pub consecutive_failures: u32,
     /// Why it last changed.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -141,7 +143,7 @@ impl Breaker {
             BreakerState::Closed => (Admit::All, None),
             BreakerState::Open if now < self.open_until => (Admit::Wait(self.open_until), None),
             BreakerState::Open => {
-                let change = self.enter(now, BreakerState::HalfOpen, format!("open for {} ms: probing with one delivery", now - self.since));
+                let change = self.enter(now, BreakerState::HalfOpen, format!("open for {} ms: probing with one message", now - self.since));
                 self.probing = true;
                 (Admit::Probe, Some(change))
             }
@@ -164,7 +166,7 @@ impl Breaker {
             } else if tally.ok > 0 {
                 self.consecutive = 0;
                 self.hold_ms = self.policy.open_for.as_millis() as i64;
-                Some(self.enter(now, BreakerState::Closed, "the probe was delivered".into()))
+                Some(self.enter(now, BreakerState::Closed, "the probe went through".into()))
             } else {
                 None
             };
@@ -184,11 +186,11 @@ impl Breaker {
             let calls = self.recent.len();
             if calls >= self.policy.min_calls as usize && calls > 0 && failed as f64 >= rate * calls as f64 && tally.failed > 0 {
                 let share = 100.0 * failed as f64 / calls as f64;
-                return Some(self.open(now, format!("{share:.0}% of {calls} deliveries over {:?} failed; last: {last_error}", self.policy.window)));
+                return Some(self.open(now, format!("{share:.0}% of {calls} calls over {:?} failed; last: {last_error}", self.policy.window)));
             }
         }
         if self.policy.failures > 0 && self.consecutive >= self.policy.failures {
-            return Some(self.open(now, format!("{} deliveries in a row failed; last: {last_error}", self.consecutive)));
+            return Some(self.open(now, format!("{} calls in a row failed; last: {last_error}", self.consecutive)));
         }
         None
     }
@@ -204,6 +206,11 @@ impl Breaker {
         let from = self.state;
         (self.state, self.since, self.reason) = (to, now, reason.clone());
         Change { from, to, reason }
+    }
+
+    /// Whether its probe is out (a result recorded now is the probe's).
+    pub fn probing(&self) -> bool {
+        self.state == BreakerState::HalfOpen && self.probing
     }
 
     /// What it shows.
@@ -242,7 +249,7 @@ mod tests {
         assert_eq!(b.record(2, failed(2), false, "HTTP 503"), None);
         let change = b.record(3, failed(1), false, "HTTP 503").unwrap();
         assert_eq!((change.from, change.to), (BreakerState::Closed, BreakerState::Open));
-        assert_eq!(change.reason, "3 deliveries in a row failed; last: HTTP 503");
+        assert_eq!(change.reason, "3 calls in a row failed; last: HTTP 503");
         assert_eq!(b.admit(4), (Admit::Wait(5_003), None), "the queue holds until the probe time");
         assert_eq!(b.view().probe_at, Some(5_003));
     }
@@ -277,7 +284,7 @@ mod tests {
         let mut b = Breaker::new(BreakerPolicy { failures: 0, rate: Some(0.5), ..policy() });
         assert_eq!(b.record(0, Tally { ok: 1, failed: 2 }, false, "HTTP 500"), None, "3 calls: under min-calls");
         let change = b.record(1, Tally { ok: 1, failed: 1 }, false, "HTTP 500").unwrap();
-        assert_eq!(change.reason, "60% of 5 deliveries over 10s failed; last: HTTP 500");
+        assert_eq!(change.reason, "60% of 5 calls over 10s failed; last: HTTP 500");
         // Old calls leave the window.
         let mut b = Breaker::new(BreakerPolicy { failures: 0, rate: Some(0.5), ..policy() });
         b.record(0, failed(3), false, "x");
