@@ -16,6 +16,9 @@ struct Sizes {
     runs: usize,
     drain: usize,
     drain_runs: usize,
+    failing: usize,
+    down: usize,
+    down_secs: u64,
     stage_msgs: usize,
     micro_iterations: usize,
     reload_runs: usize,
@@ -29,6 +32,9 @@ const FULL: Sizes = Sizes {
     runs: 3,
     drain: 100_000,
     drain_runs: 3,
+    failing: 20_000,
+    down: 2_000,
+    down_secs: 10,
     stage_msgs: 40_000,
     micro_iterations: 2000,
     reload_runs: 10,
@@ -42,6 +48,9 @@ const QUICK: Sizes = Sizes {
     runs: 1,
     drain: 2000,
     drain_runs: 1,
+    failing: 1_000,
+    down: 500,
+    down_secs: 3,
     stage_msgs: 2000,
     micro_iterations: 100,
     reload_runs: 2,
@@ -358,6 +367,39 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             f.get("drain-rate").show(0),
             f.get("first").show(0)
         );
+    }
+
+    if section("failures", only) {
+        eprintln!("failures ...");
+        let mut f = Figures::default();
+        for _ in 0..sz.runs {
+            crate::failures::flaky(sz.failing, None, "ok", &mut f)?;
+            crate::failures::flaky(sz.failing, Some(10), "flaky", &mut f)?;
+        }
+        let window = std::time::Duration::from_secs(sz.down_secs);
+        crate::failures::down(sz.down, window, true, "breaker", &mut f)?;
+        crate::failures::down(sz.down, window, false, "no-breaker", &mut f)?;
+        let _ = writeln!(body, "## Failing downstreams\n");
+        let _ = writeln!(
+            body,
+            "The bundled example (batch ingest of 100 from 4 senders, per-message sink, retries with backoff from 100 ms \
+             capped at 1 s), {} messages, while the ERP answers every request, and while it answers 503 to one request \
+             in ten (each retried until delivered, exactly once). {} run(s) each, alternating.\n",
+            sz.failing, sz.runs
+        );
+        let _ = writeln!(body, "| ERP | delivered msg/s | requests refused |\n|---|---|---|");
+        let _ = writeln!(body, "| answers every request | {} | {} |", f.get("ok:delivered").show(0), f.get("ok:refused").show(0));
+        let _ = writeln!(body, "| refuses one in ten (503) | {} | {} |\n", f.get("flaky:delivered").show(0), f.get("flaky:refused").show(0));
+        let _ = writeln!(
+            body,
+            "The ERP answers 503 to everything while {} outputs wait for it (retries as above): the requests per second \
+             it still receives over {} s, with the sink's circuit breaker on (the default: open after 5 failures, a \
+             probe after 5 s, each failed probe doubling the wait) and off. One run each.\n",
+            sz.down, sz.down_secs
+        );
+        let _ = writeln!(body, "| circuit breaker | ERP requests/s while down |\n|---|---|");
+        let _ = writeln!(body, "| on | {} |", f.get("breaker:rps").show(1));
+        let _ = writeln!(body, "| off | {} |\n", f.get("no-breaker:rps").show(1));
     }
 
     if section("stages", only) {

@@ -9,6 +9,7 @@
 mod doc;
 mod drain;
 mod e2e;
+mod failures;
 mod limits;
 mod machine;
 mod memory;
@@ -46,7 +47,7 @@ enum Cmd {
         /// Where to write the report.
         #[arg(long, default_value = "docs/BENCHMARKS.md")]
         out: PathBuf,
-        /// Only these sections (e2e, workload, drain, stages, micro, limits, retention, reload, memory).
+        /// Only these sections (e2e, workload, drain, failures, stages, micro, limits, retention, reload, memory).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -53,6 +53,10 @@ struct Mode {
     /// Apply to the next N requests only, then back to `ok`.
     #[serde(default)]
     times: Option<u64>,
+    /// Apply to every Nth request only (the others are `ok`): `every = 10`
+    /// fails one request in ten.
+    #[serde(default)]
+    every: Option<u64>,
 }
 
 #[derive(Default)]
@@ -74,8 +78,11 @@ struct Sim {
 type Shared = Arc<Mutex<Sim>>;
 
 fn current_mode(sim: &mut Sim) -> Mode {
-    let ok = Mode { mode: "ok".into(), delay_ms: 0, times: None };
+    let ok = Mode { mode: "ok".into(), delay_ms: 0, times: None, every: None };
     let Some(m) = sim.mode.clone() else { return ok };
+    if m.every.is_some_and(|n| n > 1 && sim.requests % n != 0) {
+        return ok;
+    }
     match m.times {
         Some(0) => {
             sim.mode = None;
@@ -245,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut sim = Sim { feed: cli.feed, ..Sim::default() };
     if cli.mode != "ok" {
-        sim.mode = Some(Mode { mode: cli.mode.clone(), delay_ms: cli.delay_ms, times: None });
+        sim.mode = Some(Mode { mode: cli.mode.clone(), delay_ms: cli.delay_ms, times: None, every: None });
     }
     let shared: Shared = Arc::new(Mutex::new(sim));
     let app = Router::new()

@@ -175,3 +175,32 @@ fn a_plugin_that_keeps_trapping_trips_its_stage_breaker_and_the_held_messages_su
     let target: String = db.query_row("SELECT detail FROM audit WHERE kind = 'breaker' ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
     assert!(target.contains("stage 1 of acme/orders (trap)"), "{target}");
 }
+
+#[test]
+fn a_replay_killed_midway_loses_nothing_and_each_message_reaches_the_erp_once() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(CONFIG, &erp);
+    site.share_plugin("trap", "trap");
+    let mut host = Host::start(&site);
+    erp.mode("422", None);
+    let ids: Vec<String> = (0..200).map(|i| ingest(&host, &format!("K-{i}"), false)).collect();
+    eventually(Duration::from_secs(60), "200 dead letters", || (open_letters(&host, "?limit=500").len() == 200).then_some(()));
+
+    // The ERP is back; the replay of all of them is killed halfway.
+    erp.mode("ok", None);
+    let url = host.url.clone();
+    let replay = std::thread::spawn(move || send("POST", &format!("{url}/v1/dead-letters:replay"), "application/json", &[], b"{}"));
+    eventually(Duration::from_secs(60), "the replay under way", || (erp.unique() > 0).then_some(()));
+    host.kill9();
+    let _ = replay.join();
+
+    // After the restart, what was replayed is delivered and the rest is still open: replay it.
+    let host = Host::start(&site);
+    stdout(&dlq(&host, &["replay", "--all"]));
+    for id in &ids {
+        assert_eq!(host.settled(id)["outputs"][0]["state"], "delivered");
+    }
+    // A delivery sent just before the kill is sent again with the same key: once in effect.
+    assert_eq!(erp.unique(), 200, "each once at the ERP");
+    assert!(open_letters(&host, "").is_empty());
+}

@@ -181,7 +181,7 @@ impl Checker<'_> {
             if sink.retry.attempts == 0 {
                 self.err(None, format!("sink `{name}`: retry.attempts must be at least 1"));
             }
-            let breaker = self.breaker(&name, sink.breaker.as_ref());
+            let breaker = self.breaker(&format!("sink `{name}`"), sink.breaker.as_ref());
             let rate_limit = match &sink.rate_limit {
                 Some(text) => match RateLimit::parse(text.get_ref(), sink.burst.as_ref().map(|b| *b.get_ref())) {
                     Ok(l) => Some(l),
@@ -276,7 +276,7 @@ impl Checker<'_> {
                 self.err(Some(p.id.span()), format!("pipeline `{id}` has more than one default route (a route without `when`)"));
             }
             let ordering_key = self.ordering_key(p);
-            let breaker = self.breaker(&id, p.breaker.as_ref());
+            let breaker = self.breaker(&format!("pipeline `{id}`"), p.breaker.as_ref());
             pipelines.push(Pipeline {
                 id,
                 tenant,
@@ -399,7 +399,7 @@ impl Checker<'_> {
 
     /// A sink's or pipeline's breaker policy: the defaults unless `breaker`
     /// says otherwise; `None` when it counts neither failures in a row nor a rate.
-    fn breaker(&mut self, sink: &Name, file: Option<&Spanned<BreakerFile>>) -> Option<BreakerPolicy> {
+    fn breaker(&mut self, who: &str, file: Option<&Spanned<BreakerFile>>) -> Option<BreakerPolicy> {
         let mut policy = BreakerPolicy::default();
         let Some(file) = file else { return Some(policy) };
         let (span, f) = (file.span(), file.get_ref());
@@ -409,20 +409,20 @@ impl Checker<'_> {
         policy.open_for = f.open_for.map_or(policy.open_for, |w| w.0);
         policy.max_open_for = f.max_open_for.map_or(policy.max_open_for.max(policy.open_for), |w| w.0);
         if policy.max_open_for < policy.open_for {
-            self.err(Some(span.clone()), format!("`{sink}`: breaker max-open-for is shorter than open-for"));
+            self.err(Some(span.clone()), format!("{who}: breaker max-open-for is shorter than open-for"));
         }
         if let Some(text) = &f.rate {
             let share = text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).filter(|n| *n > 0.0 && *n <= 100.0);
             match share {
                 Some(n) => policy.rate = Some(n / 100.0),
                 None => {
-                    self.err(Some(span.clone()), format!("`{sink}`: breaker rate `{text}` is not a share of calls")).help =
+                    self.err(Some(span.clone()), format!("{who}: breaker rate `{text}` is not a share of calls")).help =
                         Some("write a percentage above 0 and at most 100, e.g. `rate = \"50%\"`".into());
                 }
             }
         }
         if policy.open_for.is_zero() {
-            self.err(Some(span), format!("`{sink}`: breaker open-for must be longer than 0s"));
+            self.err(Some(span), format!("{who}: breaker open-for must be longer than 0s"));
         }
         (policy.failures > 0 || policy.rate.is_some()).then_some(policy)
     }
