@@ -78,7 +78,8 @@ pub fn down(messages: usize, window: Duration, breaker: bool, label: &str, f: &m
     let until = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let v: Value = agent.get(&format!("{url}/readyz")).call()?.body_mut().read_json()?;
-        if v["store"]["messages"]["accepted"].as_u64() == Some(0) && v["store"]["deliveries"]["pending"].as_u64() == Some(messages as u64) {
+        let accepted = v["store"]["messages"]["accepted"].as_u64().unwrap_or(0);
+        if accepted == 0 && v["store"]["deliveries"]["pending"].as_u64() == Some(messages as u64) {
             break;
         }
         anyhow::ensure!(std::time::Instant::now() < until, "the backlog never built up: {v}");
