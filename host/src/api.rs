@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+mod baselines;
 mod dead_letters;
 mod exceptions;
 mod sinks;
@@ -126,6 +127,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/reloads", get(reloads))
         .route("/v1/reload", post(reload))
         .route("/v1/plugins/{name}/rollback", post(rollback))
+        .route("/v1/tenants/{tenant}/baselines/{pipeline}", get(baselines::show))
+        .route("/v1/tenants/{tenant}/baselines/{pipeline}/release", post(baselines::release))
         .route("/v1/sinks", get(sinks::list))
         .route("/v1/sinks/{name}/pause", post(sinks::pause))
         .route("/v1/sinks/{name}/resume", post(sinks::resume))

@@ -6,6 +6,7 @@ mod cli;
 mod config_errors;
 mod dead_letters;
 mod exceptions;
+mod fallback;
 mod hardening;
 mod ordering;
 mod harness;

@@ -277,6 +277,7 @@ impl Checker<'_> {
             }
             let ordering_key = self.ordering_key(p);
             let breaker = self.breaker(&format!("pipeline `{id}`"), p.breaker.as_ref());
+            let fallback = self.fallback(&id, p.fallback.as_ref());
             pipelines.push(Pipeline {
                 id,
                 tenant,
@@ -287,11 +288,34 @@ impl Checker<'_> {
                 stages,
                 routes,
                 max_attempts: p.max_attempts,
+                baseline: p.baseline.as_ref().map(|b| BaselinePolicy {
+                    freshness: b.get_ref().freshness.0,
+                    queue: b.get_ref().exception_queue.clone().unwrap_or_else(|| "planning-feed".into()),
+                }),
+                fallback,
             });
         }
 
         // Report in file order.
         self.errors.sort_by_key(|e| e.span.as_ref().map_or(usize::MAX, |s| s.start));
+        // A fallback takes a baseline another pipeline of its tenant keeps.
+        for p in &pipelines {
+            let Some(f) = &p.fallback else { continue };
+            let source = pipelines.iter().find(|q| q.tenant == p.tenant && q.id == f.from);
+            match source {
+                Some(q) if q.baseline.is_some() => {}
+                Some(_) => {
+                    self.err(None, format!("pipeline `{}` falls back on `{}`, which keeps no baseline", p.id, f.from)).help =
+                        Some(format!("add `baseline = {{ freshness = \"6h\" }}` to pipeline `{}`", f.from));
+                }
+                None => {
+                    let names: Vec<String> = pipelines.iter().filter(|q| q.tenant == p.tenant).map(|q| q.id.to_string()).collect();
+                    let help = suggestion("pipeline", f.from.as_str(), names.iter().map(String::as_str));
+                    self.err(None, format!("pipeline `{}` falls back on unknown pipeline `{}`", p.id, f.from)).help = Some(help);
+                }
+            }
+        }
+
         if self.errors.is_empty() {
             Ok(Config {
                 path: self.path.to_path_buf(),
@@ -387,6 +411,27 @@ impl Checker<'_> {
     /// `<dir>/shared/<name>.wasm`. A plugin is named, never given as a path:
     /// a name follows the name rule, so it cannot reach outside those two
     /// folders (another tenant's plugins stay its own).
+    /// A pipeline's fallback, its source checked once every pipeline is known.
+    fn fallback(&mut self, id: &Name, file: Option<&Spanned<FallbackFile>>) -> Option<FallbackPolicy> {
+        let file = file?;
+        let f = file.get_ref();
+        let auto = match f.release.as_deref() {
+            None | Some("auto") => true,
+            Some("manual") => false,
+            Some(other) => {
+                self.err(Some(file.span()), format!("pipeline `{id}`: fallback release `{other}`")).help = Some("write `release = \"auto\"` or `release = \"manual\"`".into());
+                true
+            }
+        };
+        match Name::try_from(f.from.clone()) {
+            Ok(from) => Some(FallbackPolicy { from, auto }),
+            Err(e) => {
+                self.err(Some(file.span()), format!("pipeline `{id}`: fallback from: {e}"));
+                None
+            }
+        }
+    }
+
     /// A pipeline's tier (standard unless it says otherwise).
     fn tier(&mut self, text: Option<&Spanned<String>>) -> Tier {
         let Some(text) = text else { return Tier::Standard };

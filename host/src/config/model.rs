@@ -379,6 +379,51 @@ pub struct PipelineFile {
     /// Attempts for a retryable stage failure before dead-lettering. Example: `max-attempts = 5`
     #[serde(default = "default_stage_attempts")]
     pub max_attempts: u32,
+    /// Keep the last approved planning baseline from this pipeline: its
+    /// routed forecasts and recommendations, per item and location. Example:
+    /// `baseline = { freshness = "6h", exception-queue = "planning" }`
+    pub baseline: Option<Spanned<BaselineFile>>,
+    /// Take a planning pipeline's baseline when its feed goes stale. Example:
+    /// `fallback = { from = "planning-feed", release = "auto" }`
+    pub fallback: Option<Spanned<FallbackFile>>,
+}
+
+/// `baseline = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BaselineFile {
+    /// The feed is stale once its last approved message is older than this.
+    pub freshness: Span,
+    /// Where the stale feed is reported (default `planning-feed`).
+    pub exception_queue: Option<String>,
+}
+
+/// `fallback = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FallbackFile {
+    /// The planning pipeline (same tenant) whose baseline to take.
+    pub from: String,
+    /// `auto` (default): released when the feed goes stale; `manual`: by the API only.
+    pub release: Option<String>,
+}
+
+/// A planning pipeline's baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselinePolicy {
+    /// The feed is stale once its last approved message is older than this.
+    pub freshness: Duration,
+    /// Where the stale feed is reported.
+    pub queue: String,
+}
+
+/// An execution pipeline's fallback to a planning pipeline's baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FallbackPolicy {
+    /// The planning pipeline.
+    pub from: Name,
+    /// Released when the feed goes stale (else by the API only).
+    pub auto: bool,
 }
 
 fn default_stage_attempts() -> u32 {
@@ -886,6 +931,10 @@ pub struct Pipeline {
     pub routes: Vec<Route>,
     /// Attempts for retryable stage failures.
     pub max_attempts: u32,
+    /// The planning baseline it keeps, if any.
+    pub baseline: Option<BaselinePolicy>,
+    /// The planning pipeline whose baseline it takes when that feed is stale.
+    pub fallback: Option<FallbackPolicy>,
 }
 
 /// A checked sink.

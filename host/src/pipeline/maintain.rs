@@ -2,12 +2,13 @@
 //! finished work older than the retention; report exceptions open past
 //! their queue's SLA (once each: logged and audited) and sink lanes whose
 //! oldest delivery waited past its tier's `alert-after` (once until the
-//! lane catches up).
+//! lane catches up); check planning feeds against their freshness
+//! ([`super::fallback`]).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::{TopologyView, WorkerCtx};
+use super::{Ingest, TopologyView, WorkerCtx};
 use crate::config::Tier;
 use crate::store::records::{AuditEvent, ExceptionFilter};
 
@@ -66,14 +67,16 @@ fn report_late_lanes(ctx: &WorkerCtx, topology: &TopologyView, now: i64, late: &
     *late = still;
 }
 
-pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView) {
+pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, ingest: &Ingest) {
     let mut next = Instant::now();
     let mut next_sla = Instant::now();
     let mut late = HashSet::new();
+    let mut stale = super::fallback::Stale::new();
     while !ctx.stopping() {
         if Instant::now() >= next_sla {
             report_overdue(ctx, topology, crate::store::now_ms());
             report_late_lanes(ctx, topology, crate::store::now_ms(), &mut late);
+            super::fallback::check(ctx, topology, ingest, crate::store::now_ms(), &mut stale);
             next_sla = Instant::now() + SLA_EVERY;
         }
         if Instant::now() >= next {

@@ -15,6 +15,7 @@
 //! polling sources [`crate::source`]'s.
 
 mod crew;
+pub mod fallback;
 pub mod fields;
 mod ingest;
 pub mod keys;
@@ -196,8 +197,8 @@ impl Engine {
         let t = self.topology();
         t.pipelines.values().for_each(|p| self.start_pipeline(p));
         t.sinks.values().for_each(|s| self.start_sink(s));
-        let view = self.topology.clone();
-        self.crews.spawn(Owner::Maintenance, "maintenance".into(), move |ctx| maintain::run(&ctx, &view));
+        let (view, ingest) = (self.topology.clone(), self.ingest.clone());
+        self.crews.spawn(Owner::Maintenance, "maintenance".into(), move |ctx| maintain::run(&ctx, &view, &ingest));
     }
 
     /// Stops a retired pipeline's workers after their current plugin call

@@ -33,7 +33,7 @@ fn sink_lease(s: &dyn Store) -> Lease {
 }
 
 fn settled(id: &str, deliveries: Vec<NewDelivery>) -> Processed {
-    Processed { id: id.into(), state: Final::Done, processing: Default::default(), retry: None, deliveries, dead_letters: vec![], exceptions: vec![] }
+    Processed { id: id.into(), state: Final::Done, processing: Default::default(), retry: None, deliveries, dead_letters: vec![], exceptions: vec![], baseline: vec![] }
 }
 
 fn commit(processed: Vec<Processed>) -> Commit {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
+    AttemptRecord, AuditEvent, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
 };
 use super::*;
 use crate::config::Tier;
@@ -64,6 +64,8 @@ struct Inner {
     state: BTreeMap<(String, String, String), Vec<u8>>,
     archive: HashMap<String, Vec<u8>>,
     pauses: BTreeMap<String, SinkPause>,
+    /// (tenant, pipeline, kind, item, location) -> (message id, at, JSON).
+    baselines: BTreeMap<(String, String, String, String, String), (String, i64, String)>,
 }
 
 /// Puts accepted message `id` back to work from its first stage; `Err`
@@ -289,6 +291,10 @@ impl Store for MemoryStore {
                 };
                 s.dead_letters.push((record, d.json));
             }
+            for b in p.baseline {
+                let slot = (commit.tenant.clone(), commit.pipeline.clone(), b.kind, b.item, b.location);
+                s.baselines.insert(slot, (b.message_id, now, b.json));
+            }
             for e in p.exceptions {
                 let record = ExceptionRecord {
                     id: s.next_seq(),
@@ -459,6 +465,47 @@ impl Store for MemoryStore {
         if let Some((e, _)) = s.exceptions.iter_mut().find(|(e, _)| e.id == id) {
             e.overdue_at = Some(at);
         }
+        Ok(())
+    }
+
+    fn baselines(&self, tenant: &str, pipeline: &str) -> Result<Vec<BaselineRecord>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(s.baselines
+            .iter()
+            .filter(|((t, p, ..), _)| t == tenant && p == pipeline)
+            .map(|((_, _, kind, item, location), (id, at, json))| BaselineRecord {
+                kind: kind.clone(),
+                item: item.clone(),
+                location: location.clone(),
+                message_id: id.clone(),
+                at: *at,
+                message: serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+
+    fn baseline_updated(&self, tenant: &str, pipeline: &str) -> Result<Option<i64>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        Ok(s.baselines.iter().filter(|((t, p, ..), _)| t == tenant && p == pipeline).map(|(_, (_, at, _))| *at).max())
+    }
+
+    fn park(&self, tenant: &str, pipeline: &str, e: NewException) -> Result<(), StoreError> {
+        let mut s = self.write()?;
+        let record = ExceptionRecord {
+            id: s.next_seq(),
+            tenant: tenant.to_string(),
+            pipeline: pipeline.to_string(),
+            source_id: String::new(),
+            at: now_ms(),
+            queue: e.queue,
+            detail: e.detail,
+            state: "open".into(),
+            message_id: e.message_id,
+            settled_at: None,
+            note: None,
+            overdue_at: None,
+        };
+        s.exceptions.push((record, e.json));
         Ok(())
     }
 

@@ -399,6 +399,24 @@ pub struct Processed {
     pub dead_letters: Vec<NewDeadLetter>,
     /// Exceptions.
     pub exceptions: Vec<NewException>,
+    /// Approved planning records for the pipeline's baseline.
+    pub baseline: Vec<NewBaseline>,
+}
+
+/// An approved planning record (forecast or recommendation) for a
+/// pipeline's baseline: the latest per kind, item and location is kept.
+#[derive(Debug, Clone)]
+pub struct NewBaseline {
+    /// Record kind (`forecast`, `replenishment-recommendation`).
+    pub kind: String,
+    /// Item.
+    pub item: String,
+    /// Location.
+    pub location: String,
+    /// The message's id.
+    pub message_id: String,
+    /// The message as JSON.
+    pub json: String,
 }
 
 /// Tenant and pipeline of a commit (every message in it shares them).
@@ -668,6 +686,30 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`].
     fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError>;
+
+    /// The baseline pipeline `pipeline` of `tenant` keeps: the latest
+    /// approved record per kind, item and location.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn baselines(&self, tenant: &str, pipeline: &str) -> Result<Vec<records::BaselineRecord>, StoreError>;
+
+    /// When the baseline of `pipeline` of `tenant` last changed (ms), if it
+    /// holds anything.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn baseline_updated(&self, tenant: &str, pipeline: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Parks an exception that is about a pipeline rather than a message
+    /// (e.g. its planning feed went stale); its message id names what it is about.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn park(&self, tenant: &str, pipeline: &str, exception: NewException) -> Result<(), StoreError>;
 
     /// The sinks paused by an operator.
     ///

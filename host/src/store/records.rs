@@ -272,6 +272,24 @@ pub struct SinkPause {
     pub at: i64,
 }
 
+/// One entry of a planning baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BaselineRecord {
+    /// Record kind.
+    pub kind: String,
+    /// Item.
+    pub item: String,
+    /// Location.
+    pub location: String,
+    /// The approved message's id.
+    pub message_id: String,
+    /// When it was approved (ms).
+    pub at: i64,
+    /// The message (JSON form).
+    pub message: Value,
+}
+
 /// What a replay put back to work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -555,6 +573,35 @@ pub enum AuditEvent {
         /// How long the oldest has waited (ms).
         oldest_ms: i64,
     },
+    /// A planning feed went stale: its baseline is served instead.
+    BaselineStale {
+        /// Tenant.
+        tenant: String,
+        /// The planning pipeline.
+        pipeline: String,
+        /// How old its last approved record is (ms).
+        age_ms: i64,
+        /// Pipelines its baseline was released to, with how many records each.
+        released: Vec<(String, usize)>,
+    },
+    /// A baseline was released by hand.
+    BaselineReleased {
+        /// Tenant.
+        tenant: String,
+        /// The planning pipeline.
+        pipeline: String,
+        /// The execution pipeline it went to.
+        to: String,
+        /// Records accepted there anew.
+        records: usize,
+    },
+    /// A stale planning feed delivered again: the baseline is no longer released.
+    BaselineRecovered {
+        /// Tenant.
+        tenant: String,
+        /// The planning pipeline.
+        pipeline: String,
+    },
     /// An exception stayed open past its queue's SLA.
     ExceptionOverdue {
         /// Its number.
@@ -580,7 +627,8 @@ pub enum AuditEvent {
 impl AuditEvent {
     /// Its kind as stored: `start`, `stop`, `reload`, `dead-letter-replayed`,
     /// `dead-letter-purged`, `breaker`, `sink-paused`, `sink-resumed`,
-    /// `exception-settled`, `exception-overdue`, `tier-late`.
+    /// `exception-settled`, `exception-overdue`, `tier-late`, `baseline-stale`,
+    /// `baseline-released`, `baseline-recovered`.
     pub fn kind(&self) -> &'static str {
         match self {
             AuditEvent::Start { .. } => "start",
@@ -592,6 +640,9 @@ impl AuditEvent {
             AuditEvent::ExceptionSettled { .. } => "exception-settled",
             AuditEvent::ExceptionOverdue { .. } => "exception-overdue",
             AuditEvent::TierLate { .. } => "tier-late",
+            AuditEvent::BaselineStale { .. } => "baseline-stale",
+            AuditEvent::BaselineRecovered { .. } => "baseline-recovered",
+            AuditEvent::BaselineReleased { .. } => "baseline-released",
             AuditEvent::SinkPaused { .. } => "sink-paused",
             AuditEvent::SinkResumed { .. } => "sink-resumed",
         }

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, Replayed, Settle, SinkPause, Trace,
+    AttemptRecord, AuditEvent, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, Replayed, Settle, SinkPause, Trace,
 };
 use super::compact;
 use super::*;
@@ -179,6 +179,18 @@ CREATE TRIGGER IF NOT EXISTS traces_follow_messages AFTER DELETE ON messages
 BEGIN
     DELETE FROM traces WHERE seq = OLD.seq;
 END;
+-- Each planning pipeline's baseline: the latest approved record per kind, item and location.
+CREATE TABLE IF NOT EXISTS baselines (
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    item TEXT NOT NULL,
+    location TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, pipeline, kind, item, location)
+) WITHOUT ROWID;
 -- Sinks an operator paused.
 CREATE TABLE IF NOT EXISTS sink_pauses (
     sink TEXT PRIMARY KEY,
@@ -595,6 +607,12 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlit
         for d in p.dead_letters {
             let attempts = serde_json::to_string(&d.attempts).unwrap();
             dead.execute(params![now, commit.tenant, commit.pipeline, d.message_id, d.place, d.plugin, d.digest, d.reason, attempts, d.json, p.id])?;
+        }
+        for b in p.baseline {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO baselines (tenant, pipeline, kind, item, location, message_id, body, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![commit.tenant, commit.pipeline, b.kind, b.item, b.location, b.message_id, b.json, now])?;
         }
         for e in p.exceptions {
             exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json, p.id])?;
@@ -1077,6 +1095,33 @@ impl Store for SqliteStore {
 
     fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError> {
         self.write(move |tx| tx.execute("UPDATE exceptions SET overdue_at = ?2 WHERE id = ?1", params![id, at]).map(drop))
+    }
+
+    fn baselines(&self, tenant: &str, pipeline: &str) -> Result<Vec<BaselineRecord>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, item, location, message_id, at, body FROM baselines WHERE tenant = ?1 AND pipeline = ?2 ORDER BY kind, item, location",
+        )?;
+        let rows = stmt.query_map(params![tenant, pipeline], |r| {
+            Ok(BaselineRecord { kind: r.get(0)?, item: r.get(1)?, location: r.get(2)?, message_id: r.get(3)?, at: r.get(4)?, message: parse(Some(r.get(5)?)) })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn baseline_updated(&self, tenant: &str, pipeline: &str) -> Result<Option<i64>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        Ok(conn.query_row("SELECT MAX(at) FROM baselines WHERE tenant = ?1 AND pipeline = ?2", params![tenant, pipeline], |r| r.get(0))?)
+    }
+
+    fn park(&self, tenant: &str, pipeline: &str, e: NewException) -> Result<(), StoreError> {
+        let (tenant, pipeline) = (tenant.to_string(), pipeline.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+                params![now_ms(), tenant, pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json],
+            )
+            .map(drop)
+        })
     }
 
     fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {

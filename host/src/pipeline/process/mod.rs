@@ -34,7 +34,7 @@ use super::{keys, LivePipeline};
 use crate::config::{RetryPolicy, StageKind};
 use crate::runtime::{CallError, CallReport, PluginInstance};
 use crate::store::records::{Processing, ShardRef, StageStep, Step, StepOutcome};
-use crate::store::{Commit, Final, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
+use crate::store::{Commit, Final, NewBaseline, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
 
 /// A message in flight: which input row it descends from, and the key a
 /// sink gets for it.
@@ -51,6 +51,7 @@ struct RowResult {
     deliveries: Vec<NewDelivery>,
     dead: Vec<NewDeadLetter>,
     exceptions: Vec<NewException>,
+    baseline: Vec<NewBaseline>,
     dropped: usize,
     /// A retryable failure with attempts left: the whole row is tried again
     /// later (from its first stage), nothing else of it is kept.
@@ -269,6 +270,7 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Pro
                     deliveries: vec![],
                     dead_letters: vec![],
                     exceptions: vec![],
+                    baseline: vec![],
                 };
             }
             let state = if !r.deliveries.is_empty() {
@@ -290,6 +292,7 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Pro
                 deliveries: r.deliveries,
                 dead_letters: r.dead,
                 exceptions: r.exceptions,
+                baseline: r.baseline,
             }
         })
         .collect()

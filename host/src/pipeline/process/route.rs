@@ -10,7 +10,7 @@ use super::{Item, RowResult};
 use crate::config::{Pipeline, Tier};
 use crate::pipeline::fields::View;
 use crate::store::records::{ExceptionDetail, RouteStep, Step};
-use crate::store::{NewDeadLetter, NewDelivery, NewException};
+use crate::store::{NewBaseline, NewDeadLetter, NewDelivery, NewException};
 
 /// Places `item` (an output of the last stage) into its row's result.
 pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
@@ -37,6 +37,13 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
             let json = mjson::to_string(&msg);
             let sinks: Vec<&str> = route.to.iter().map(|s| s.as_str()).collect();
             r.steps.push(Step::Route(RouteStep { route: msg.id.clone(), to: sinks.iter().map(|s| s.to_string()).collect() }));
+            // An approved planning record joins the pipeline's baseline.
+            if cfg.baseline.is_some() && matches!(msg.body, Body::Forecast(_) | Body::ReplenishmentRecommendation(_)) {
+                if let Some((item, location)) = msg.item_location() {
+                    let (item, location) = (item.to_string(), location.to_string());
+                    r.baseline.push(NewBaseline { kind: msg.body.kind().to_string(), item, location, message_id: msg.id.clone(), json: json.clone() });
+                }
+            }
             for sink in &route.to {
                 let tier = Tier::of(msg.priority, cfg.tier);
                 r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, json: json.clone() });
