@@ -45,6 +45,13 @@ impl LiveStage {
         }
     }
 
+    /// Gives back its probe, if it is out, with no outcome.
+    fn return_probe(&self, now: i64) {
+        if let Some(b) = self.breaker.lock().unwrap().as_mut().filter(|b| b.probing()) {
+            b.record(now, Tally::default(), true, "");
+        }
+    }
+
     /// What its breaker shows (`None`: off).
     pub fn breaker(&self) -> Option<BreakerView> {
         self.breaker.lock().unwrap().as_ref().map(Breaker::view)
@@ -108,12 +115,18 @@ impl LivePipeline {
         if let StageGate::Hold(_) = gate {
             // Another stage holds the pipeline: no probe goes now.
             for s in probing {
-                if let Some(b) = s.breaker.lock().unwrap().as_mut() {
-                    b.record(now, Tally::default(), true, "");
-                }
+                s.return_probe(now);
             }
         }
         gate
+    }
+
+    /// Gives back a probe that found nothing to process (this worker's
+    /// share of the queue was empty): another worker's message may probe.
+    pub fn return_probe(&self, now: i64) {
+        for s in &self.stages {
+            s.return_probe(now);
+        }
     }
 
     /// Longest time an allocate stage waits to fill a batch (zero when none).

@@ -59,6 +59,9 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
         let due = match ctx.store().claim(&lease, 0, now, limit) {
             Ok(d) => d,
             Err(e) => {
+                if gate == StageGate::Probe {
+                    p.return_probe(now);
+                }
                 tracing::error!(pipeline = id, error = %e, "cannot read pending messages; retrying");
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
@@ -66,6 +69,9 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
         };
         let mut rows = due.rows;
         if rows.is_empty() {
+            if gate == StageGate::Probe {
+                p.return_probe(now);
+            }
             let wait = due.next_at.map_or(250, |at| (at - now).clamp(1, 250)) as u64;
             p.signal.wait(seen, Duration::from_millis(wait));
             continue;
@@ -84,6 +90,11 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
         let cancel = || ctx.stopping() || p.retired();
         let shard_ref = crate::store::records::ShardRef { index: shard, of: p.shards };
         let processed = process::process(p, shard_ref, &rows, &cancel);
+        if gate == StageGate::Probe {
+            // A stage the probe never reached (an earlier one failed, or
+            // processing stopped) gives its probe back.
+            p.return_probe(crate::store::now_ms());
+        }
         announce(ctx, p);
         let Some(commit) = processed else {
             // Stopping or retired mid-batch: nothing is acked; the rows
