@@ -93,7 +93,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at INTEGER,
     UNIQUE (id, sink)
 );
-CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(sink, state, seq);
 CREATE INDEX IF NOT EXISTS deliveries_delivered ON deliveries(delivered_at) WHERE state = 'delivered';
 CREATE INDEX IF NOT EXISTS deliveries_source ON deliveries(source_id);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -247,6 +246,8 @@ CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(sink, next_at) WHERE
 CREATE INDEX IF NOT EXISTS dead_letters_resolved ON dead_letters(resolved_at) WHERE state != 'open';
 CREATE INDEX IF NOT EXISTS exceptions_open ON exceptions(queue, id) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(sink, tier, seq) WHERE state = 'pending';
+-- Replaced by deliveries_lane (a lane's pending deliveries in order).
+DROP INDEX IF EXISTS deliveries_pending;
 CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries(sink, ordering_key, seq) WHERE state = 'pending';
 ";
 
