@@ -110,7 +110,8 @@ impl SinkControl {
             // Looked at again within a minute: windows are minute-exact.
             return (Gate::Hold { why: format!("maintenance window {w}"), until: Some(now + 1_000) }, None);
         }
-        if let Some(until) = self.throttle().view(now).held_until {
+        // Checked on every worker loop: no view (and no formatting) built here.
+        if let Some(until) = self.throttle.lock().unwrap().held_until(now) {
             return (Gate::Hold { why: "the downstream asked to wait".into(), until: Some(until) }, None);
         }
         let mut breaker = self.breaker.lock().unwrap();

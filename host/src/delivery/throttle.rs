@@ -119,6 +119,12 @@ impl Throttle {
         pace.share = (pace.share + 0.1).min(1.0);
     }
 
+    /// Until when the downstream asked the sink to hold, if that is still ahead of `now`.
+    pub fn held_until(&self, now: i64) -> Option<i64> {
+        let hold_until = self.pace.lock().unwrap().hold_until;
+        (hold_until > now).then_some(hold_until)
+    }
+
     /// What the API shows at `now`.
     pub fn view(&self, now: i64) -> ThrottleView {
         let pace = self.pace.lock().unwrap();

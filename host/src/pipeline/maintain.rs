@@ -5,7 +5,7 @@
 //! lane catches up); check planning feeds against their freshness
 //! ([`super::fallback`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::{Ingest, TopologyView, WorkerCtx};
@@ -15,33 +15,43 @@ use crate::store::records::{AuditEvent, ExceptionFilter};
 /// How often exceptions are checked against their queue's SLA.
 const SLA_EVERY: Duration = Duration::from_secs(1);
 
-/// Reports each open exception past its queue's SLA, once.
-fn report_overdue(ctx: &WorkerCtx, topology: &TopologyView, now: i64) {
+/// Reports each open exception past its queue's SLA, once. `seen` holds,
+/// per queue, the highest exception number already looked at: numbers grow
+/// with time, so each pass reads only the exceptions that became overdue
+/// since the last (paged, however many there are).
+fn report_overdue(ctx: &WorkerCtx, topology: &TopologyView, now: i64, seen: &mut HashMap<String, i64>) {
     let topology = topology.current();
     for (queue, q) in &topology.config.exception_queues {
         let Some(sla) = q.sla else { continue };
         let filter = ExceptionFilter { queue: Some(queue.to_string()), before: Some(now - sla.as_millis() as i64), ..Default::default() };
-        let rows = match ctx.store().exceptions(&filter, 0, 500) {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(%queue, error = %e, "cannot check exceptions against their SLA");
-                continue;
+        let after = seen.entry(queue.to_string()).or_insert(0);
+        loop {
+            let rows = match ctx.store().exceptions(&filter, *after, 500) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "cannot check exceptions against their SLA");
+                    break;
+                }
+            };
+            for e in &rows {
+                *after = e.id;
+                if e.overdue_at.is_some() {
+                    continue;
+                }
+                let age_ms = now - e.at;
+                tracing::warn!(%queue, owner = %q.owner, id = e.id, message = %e.message_id, age_ms, "exception open past its queue's SLA");
+                let event = AuditEvent::ExceptionOverdue { id: e.id, queue: queue.to_string(), owner: q.owner.clone(), age_ms };
+                if let Err(err) = ctx.store().mark_exception_overdue(e.id, now).and_then(|()| ctx.store().audit(&event)) {
+                    tracing::warn!(id = e.id, error = %err, "cannot record an overdue exception");
+                }
             }
-        };
-        for e in rows.into_iter().filter(|e| e.overdue_at.is_none()) {
-            let age_ms = now - e.at;
-            tracing::warn!(%queue, owner = %q.owner, id = e.id, message = %e.message_id, age_ms, "exception open past its queue's SLA");
-            let event = AuditEvent::ExceptionOverdue { id: e.id, queue: queue.to_string(), owner: q.owner.clone(), age_ms };
-            if let Err(err) = ctx.store().mark_exception_overdue(e.id, now).and_then(|()| ctx.store().audit(&event)) {
-                tracing::warn!(id = e.id, error = %err, "cannot record an overdue exception");
+            if rows.len() < 500 {
+                break;
             }
         }
     }
 }
 
-/// Housekeeping: forget idempotency keys older than the dedupe window
-/// and finished work older than the retention, every quarter of the
-/// retention (at least every minute, at most every second).
 /// Reports each sink lane whose oldest delivery waited past its tier's
 /// `alert-after`, once until it catches up (`late` holds those reported).
 fn report_late_lanes(ctx: &WorkerCtx, topology: &TopologyView, now: i64, late: &mut HashSet<(String, Tier)>) {
@@ -72,9 +82,10 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, ingest: &Ingest) {
     let mut next_sla = Instant::now();
     let mut late = HashSet::new();
     let mut stale = super::fallback::Stale::new();
+    let mut overdue_seen = HashMap::new();
     while !ctx.stopping() {
         if Instant::now() >= next_sla {
-            report_overdue(ctx, topology, crate::store::now_ms());
+            report_overdue(ctx, topology, crate::store::now_ms(), &mut overdue_seen);
             report_late_lanes(ctx, topology, crate::store::now_ms(), &mut late);
             super::fallback::check(ctx, topology, ingest, crate::store::now_ms(), &mut stale);
             next_sla = Instant::now() + SLA_EVERY;
