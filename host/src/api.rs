@@ -1,26 +1,32 @@
 //! The HTTP API under `/v1` plus `/healthz` and `/readyz`. It turns
 //! requests into engine calls and engine errors into JSON error bodies; this
-//! is the one place that maps errors to HTTP statuses.
+//! is the one place that maps errors to HTTP statuses. Every route but the
+//! health probes is guarded (see [`auth`]).
 
 use std::sync::Arc;
 
+mod audit;
+pub mod auth;
 mod baselines;
 mod dead_letters;
 mod exceptions;
+mod quota;
 mod sinks;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{get, on, MethodFilter};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use syncline_model::{json as mjson, Body as MsgBody, Message, Raw};
 
 use crate::config::Source;
+use auth::Caller;
 use crate::pipeline::{Engine, Ingest, IngestError, LivePipeline, TopologyView};
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -39,27 +45,40 @@ pub struct App {
     runtime: Arc<Runtime>,
     /// Reloads and their history.
     reloader: Arc<crate::reload::Reloader>,
+    /// Refusals kept in the audit log.
+    denials: Arc<auth::Denials>,
+    /// Ingest quotas' buckets.
+    quotas: Arc<quota::Quotas>,
 }
 
 impl App {
     /// The handlers' state: the parts of `engine` they use, and `reloader`.
     pub fn new(engine: &Engine, reloader: Arc<crate::reload::Reloader>) -> App {
-        App { ingest: engine.ingest().clone(), topology: engine.view(), store: engine.store().clone(), runtime: engine.runtime().clone(), reloader }
+        App {
+            ingest: engine.ingest().clone(),
+            topology: engine.view(),
+            store: engine.store().clone(),
+            runtime: engine.runtime().clone(),
+            reloader,
+            denials: Arc::default(),
+            quotas: Arc::default(),
+        }
     }
 }
 
-/// An error answer: status, machine code, message and extra fields.
+/// An error answer: status, machine code, message, extra fields and headers.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
     extra: Value,
+    headers: HeaderMap,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), extra: Value::Null }
+        ApiError { status, code, message: message.into(), extra: Value::Null, headers: HeaderMap::new() }
     }
 
     fn at_line(mut self, line: usize) -> ApiError {
@@ -88,7 +107,7 @@ impl IntoResponse for ApiError {
         if let Value::Object(extra) = self.extra {
             error.as_object_mut().unwrap().extend(extra);
         }
-        (self.status, Json(json!({"error": error}))).into_response()
+        (self.status, self.headers, Json(json!({"error": error}))).into_response()
     }
 }
 
@@ -115,34 +134,55 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// The router.
+/// The router: the open health probes and every guarded endpoint of
+/// [`auth::ENDPOINTS`], each behind its guard.
 pub fn router(app: App) -> Router {
-    Router::new()
+    let routes = Routes { router: Router::new(), app: app.clone() };
+    routes
+        .add("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/messages", ingest_one)
+        .add("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", ingest_batch)
+        .add("GET", "/v1/messages/{id}", trace)
+        .add("GET", "/v1/pipelines", pipelines)
+        .add("GET", "/v1/reloads", reloads)
+        .add("POST", "/v1/reload", reload)
+        .add("POST", "/v1/plugins/{name}/rollback", rollback)
+        .add("GET", "/v1/tenants/{tenant}/baselines/{pipeline}", baselines::show)
+        .add("POST", "/v1/tenants/{tenant}/baselines/{pipeline}/release", baselines::release)
+        .add("GET", "/v1/sinks", sinks::list)
+        .add("POST", "/v1/sinks/{name}/pause", sinks::pause)
+        .add("POST", "/v1/sinks/{name}/resume", sinks::resume)
+        .add("GET", "/v1/exceptions", exceptions::list)
+        .add("GET", "/v1/exceptions/{id}", exceptions::show)
+        .add("POST", "/v1/exceptions/{id}/{action}", exceptions::settle)
+        .add("GET", "/v1/dead-letters", dead_letters::list)
+        .add("POST", "/v1/dead-letters:replay", dead_letters::replay_matching)
+        .add("GET", "/v1/dead-letters/{id}", dead_letters::show)
+        .add("POST", "/v1/dead-letters/{id}/replay", dead_letters::replay)
+        .add("POST", "/v1/dead-letters/{id}/purge", dead_letters::purge)
+        .add("GET", "/v1/audit", audit::list)
+        .add("GET", "/metrics", metrics)
+        .router
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/v1/tenants/{tenant}/pipelines/{pipeline}/messages", post(ingest_one))
-        .route("/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", post(ingest_batch))
-        .route("/v1/messages/{id}", get(trace))
-        .route("/v1/pipelines", get(pipelines))
-        .route("/v1/reloads", get(reloads))
-        .route("/v1/reload", post(reload))
-        .route("/v1/plugins/{name}/rollback", post(rollback))
-        .route("/v1/tenants/{tenant}/baselines/{pipeline}", get(baselines::show))
-        .route("/v1/tenants/{tenant}/baselines/{pipeline}/release", post(baselines::release))
-        .route("/v1/sinks", get(sinks::list))
-        .route("/v1/sinks/{name}/pause", post(sinks::pause))
-        .route("/v1/sinks/{name}/resume", post(sinks::resume))
-        .route("/v1/exceptions", get(exceptions::list))
-        .route("/v1/exceptions/{id}", get(exceptions::show))
-        .route("/v1/exceptions/{id}/{action}", post(exceptions::settle))
-        .route("/v1/dead-letters", get(dead_letters::list))
-        .route("/v1/dead-letters:replay", post(dead_letters::replay_matching))
-        .route("/v1/dead-letters/{id}", get(dead_letters::show))
-        .route("/v1/dead-letters/{id}/replay", post(dead_letters::replay))
-        .route("/v1/dead-letters/{id}/purge", post(dead_letters::purge))
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see /v1/pipelines") })
         .with_state(app)
+}
+
+/// Builds the router one guarded endpoint at a time.
+struct Routes {
+    router: Router<App>,
+    app: App,
+}
+
+impl Routes {
+    /// Routes `method path` to `handler` behind the guard of its
+    /// [`auth::ENDPOINTS`] entry.
+    fn add<H: Handler<T, App>, T: 'static>(self, method: &'static str, path: &'static str, handler: H) -> Routes {
+        let endpoint = auth::endpoint(method, path);
+        let filter = if method == "POST" { MethodFilter::POST } else { MethodFilter::GET };
+        let guard = axum::middleware::from_fn_with_state((self.app.clone(), endpoint), auth::guard);
+        Routes { router: self.router.route(path, on(filter, handler).route_layer(guard)), app: self.app }
+    }
 }
 
 async fn readyz(State(app): State<App>) -> Response {
@@ -154,17 +194,16 @@ async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
-/// The request body, within `server.max-body` bytes and
-/// `server.body-read-timeout` (a client trickling its body is cut off).
-async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
+/// The request body, within `limit` bytes and `server.body-read-timeout`
+/// (a client trickling its body is cut off).
+async fn read_body(app: &App, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let server = app.topology.current().config.server.clone();
-    let limit = server.max_body.0;
     match tokio::time::timeout(server.body_read_timeout.0, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
-            format!("the request body is larger than the limit of {limit} bytes (server.max-body)"),
+            format!("the request body is larger than the limit of {limit} bytes (server.max-body, or the tenant's or token's ingest max-body)"),
         )),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -208,15 +247,27 @@ async fn accept(app: &App, p: &Arc<LivePipeline>, messages: Vec<NewMessage>) -> 
     app.ingest.accept_async(p, messages).await.map_err(Into::into)
 }
 
+/// The tenant's check and quotas before an ingest reads its body: the
+/// caller's tenant, one request from the buckets, the body limit.
+fn admit_ingest<'a>(app: &App, topology: &'a crate::pipeline::Topology, caller: &'a Caller, tenant: &str) -> Result<quota::Applicable<'a>, ApiError> {
+    caller.tenant(tenant)?;
+    let applicable = quota::Applicable::new(tenant, topology.config.tenant_ingest.get(tenant), caller);
+    app.quotas.request(&applicable)?;
+    Ok(applicable)
+}
+
 async fn ingest_one(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path((tenant, pipeline)): Path<(String, String)>,
     Query(q): Query<IngestQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let topology = app.topology.current();
+    let applicable = admit_ingest(&app, &topology, &caller, &tenant)?;
     let p = &http_pipeline(&app, &tenant, &pipeline)?;
-    let bytes = read_body(&app, body).await?;
+    let bytes = read_body(&app, body, applicable.max_body(topology.config.server.max_body.0)).await?;
     let msg = if is_canonical(&headers, &q) {
         let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
         mjson::from_str(text).map_err(IngestError::from)?
@@ -226,6 +277,7 @@ async fn ingest_one(
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let prepared = app.ingest.prepare(p, msg, "http", key)?;
+    app.quotas.messages(&applicable, 1)?;
     let outcome = accept(&app, p, vec![prepared]).await?.pop().expect("one outcome per message");
     Ok(match outcome {
         IngestOutcome::Accepted { id } => (StatusCode::ACCEPTED, Json(json!({"id": id, "status": "accepted"}))).into_response(),
@@ -235,11 +287,14 @@ async fn ingest_one(
 
 async fn ingest_batch(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path((tenant, pipeline)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let topology = app.topology.current();
+    let applicable = admit_ingest(&app, &topology, &caller, &tenant)?;
     let p = &http_pipeline(&app, &tenant, &pipeline)?;
-    let bytes = read_body(&app, body).await?;
+    let bytes = read_body(&app, body, applicable.max_body(topology.config.server.max_body.0)).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
     let mut prepared = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -252,13 +307,15 @@ async fn ingest_batch(
     if prepared.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty-batch", "the batch has no messages (one JSON message per line)"));
     }
+    applicable.batch(prepared.len())?;
+    app.quotas.messages(&applicable, prepared.len())?;
     let outcomes = accept(&app, p, prepared).await?;
     let accepted = outcomes.iter().filter(|o| matches!(o, IngestOutcome::Accepted { .. })).count();
     let duplicates = outcomes.len() - accepted;
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "duplicates": duplicates, "results": outcomes}))).into_response())
 }
 
-async fn trace(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn trace(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = app.store.clone();
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || store.trace(&lookup))
@@ -266,8 +323,9 @@ async fn trace(State(app): State<App>, Path(id): Path<String>) -> Result<Respons
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()))?;
     match found {
-        Some(t) => Ok(Json(t).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown-message", format!("no message `{id}`"))),
+        // Another tenant's message reads as no message at all.
+        Some(t) if t.tenant().is_some_and(|tenant| caller.sees(tenant)) => Ok(Json(t).into_response()),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown-message", format!("no message `{id}`"))),
     }
 }
 
@@ -275,9 +333,9 @@ async fn reloads(State(app): State<App>) -> Json<Value> {
     Json(json!({"reloads": app.reloader.history()}))
 }
 
-async fn reload(State(app): State<App>) -> Response {
+async fn reload(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
     let r = app.reloader.clone();
-    match tokio::task::spawn_blocking(move || r.reload("api")).await {
+    match tokio::task::spawn_blocking(move || r.reload("api", &caller.actor)).await {
         Ok(record) => {
             let status = if record.outcome == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
             (status, Json(json!(record))).into_response()
@@ -286,9 +344,9 @@ async fn reload(State(app): State<App>) -> Response {
     }
 }
 
-async fn rollback(State(app): State<App>, Path(name): Path<String>) -> Response {
+async fn rollback(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> Response {
     let r = app.reloader.clone();
-    match tokio::task::spawn_blocking(move || r.rollback(&name)).await {
+    match tokio::task::spawn_blocking(move || r.rollback(&name, &caller.actor)).await {
         Ok(Ok(record)) => {
             let status = if record.outcome == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
             (status, Json(json!(record))).into_response()
@@ -342,12 +400,13 @@ async fn metrics(State(app): State<App>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn pipelines(State(app): State<App>) -> Json<Value> {
+async fn pipelines(State(app): State<App>, Extension(caller): Extension<Caller>) -> Json<Value> {
     let e = app.topology.current();
     let plugin = |i: &crate::runtime::PluginInstance| json!({"name": i.plugin().name, "digest": i.plugin().digest, "world": i.plugin().world.as_str()});
     let pipelines: Vec<Value> = e
         .pipelines
         .values()
+        .filter(|p| caller.sees(p.cfg.tenant.as_str()))
         .map(|p| {
             json!({
                 "tenant": p.cfg.tenant.as_str(),
@@ -363,6 +422,10 @@ async fn pipelines(State(app): State<App>) -> Json<Value> {
             })
         })
         .collect();
-    let sinks: Vec<Value> = e.sinks.values().map(|s| json!({"name": s.cfg.name.as_str(), "plugin": plugin(&s.instance.load())})).collect();
+    // Sinks are shared by tenants: only callers for every tenant see them here.
+    let sinks: Vec<Value> = match caller.scope() {
+        crate::config::TenantScope::All => e.sinks.values().map(|s| json!({"name": s.cfg.name.as_str(), "plugin": plugin(&s.instance.load())})).collect(),
+        crate::config::TenantScope::Only(_) => Vec::new(),
+    };
     Json(json!({"pipelines": pipelines, "sinks": sinks}))
 }

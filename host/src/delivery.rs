@@ -15,7 +15,7 @@
 //! (a replay is safe: the downstream dedupes on the idempotency key).
 
 mod control;
-mod throttle;
+pub(crate) mod throttle;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use syncline_model::{json as mjson, DeliveryOutcome, Message};
 use crate::config::{Tier, Tiers};
 use crate::pipeline::{LeaseKeeper, LiveSink, WorkerCtx};
 use crate::runtime::{CallError, Failure, PluginInstance};
-use crate::store::records::AuditEvent;
+use crate::store::records::{AuditEntry, AuditEvent};
 use crate::store::{now_ms, Attempt, AttemptResult, Delivery, NewDeadLetter, Partition, Queue};
 
 /// Picks the deliveries for one call from claimed (due) rows, given by
@@ -166,7 +166,7 @@ fn announce(ctx: &WorkerCtx, sink: &str, change: crate::breaker::Change) {
         _ => tracing::info!(sink, from, to, reason = %change.reason, "circuit breaker changed"),
     }
     let event = AuditEvent::Breaker { target: format!("sink {sink}"), from: from.into(), to: to.into(), reason: change.reason };
-    if let Err(e) = ctx.store().audit(&event) {
+    if let Err(e) = ctx.store().audit(&AuditEntry::host(event)) {
         tracing::warn!(sink, error = %e, "a breaker change could not be audited");
     }
 }

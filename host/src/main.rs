@@ -20,6 +20,9 @@ struct Cli {
     /// Do not use the on-disk compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// API token for commands that call a running host.
+    #[arg(long, global = true, env = "SYNCLINE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +97,35 @@ enum Command {
         #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Make API tokens.
+    Token {
+        #[command(subcommand)]
+        what: TokenCmd,
+    },
+    /// A running host's audit log: who did what and when.
+    Audit {
+        /// Kind: reload, denied, dead-letter-replayed, sink-paused, ...
+        #[arg(long)]
+        kind: Option<String>,
+        /// Actor: `host` or `token:ID`.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// From this RFC 3339 time or this long ago (`1h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this RFC 3339 time or this long ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print every matching event as JSON Lines (an export).
+        #[arg(long)]
+        jsonl: bool,
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Show where a message went: stages, plugin digests, timings, outputs, deliveries.
     Trace {
         /// Message id (an accepted message or one of its outputs).
@@ -104,6 +136,22 @@ enum Command {
         /// Print the JSON answer instead of a summary.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a new random token once, and the `[[token]]` lines (its hash) for the config.
+    New {
+        /// Its name in the audit log: lower-case words separated by '-'.
+        #[arg(long)]
+        id: String,
+        /// A tenant it may act for (repeat for several; `*` for every tenant).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+        /// admin, operator, publisher or reader (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
     },
 }
 
@@ -315,8 +363,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The token calls of a running host send (from --token or $SYNCLINE_TOKEN).
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    TOKEN.get_or_init(|| cli.token.clone());
     match &cli.command {
+        Command::Token { what: TokenCmd::New { id, tenants, roles } } => token_new(id, tenants, roles),
+        Command::Audit { kind, actor, tenant, since, until, jsonl, server } => {
+            let fields = [("kind", kind), ("actor", actor), ("tenant", tenant), ("since", since), ("until", until)];
+            let mut query: Vec<(&str, String)> = fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect();
+            if *jsonl {
+                query.push(("format", "jsonl".into()));
+                let (status, text) = api_text(server, "/v1/audit", &query)?;
+                if status != 200 {
+                    eprintln!("error: {}", serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|b| b["error"]["message"].as_str().map(str::to_string)).unwrap_or(text));
+                    return Ok(ExitCode::FAILURE);
+                }
+                print!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            query.push(("limit", "1000".into()));
+            let (status, body) = api_request("GET", server, "/v1/audit", &query, None)?;
+            if status != 200 {
+                eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+                return Ok(ExitCode::FAILURE);
+            }
+            let rows: Vec<syncline::store::records::AuditRecord> = serde_json::from_value(body["events"].clone()).context("the server's audit log does not read as events")?;
+            print!("{}", syncline::report::audit_lines(&rows));
+            if let Some(next) = body["next"].as_i64() {
+                println!("(more after {next}: narrow the filter, or export with --jsonl)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { config, no_watch } => {
             syncline::server::run(config, cli.cache_dir.as_deref(), !no_watch)?;
             Ok(ExitCode::SUCCESS)
@@ -414,6 +493,33 @@ fn test(cli: &Cli, path: &Path, cases: &Path, junit: Option<&Path>) -> anyhow::R
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// `syncline token new`: a token, printed once, and its config lines.
+fn token_new(id: &str, tenants: &[String], roles: &[String]) -> anyhow::Result<ExitCode> {
+    syncline::config::Name::try_from(id.to_string()).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+    for r in roles {
+        anyhow::ensure!(syncline::config::Role::parse(r).is_some(), "--role `{r}`: write admin, operator, publisher or reader");
+    }
+    let (token, hash) = syncline::config::new_token().map_err(anyhow::Error::msg)?;
+    let list = |items: &[String]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    eprintln!("the token (shown once; hand it to its caller, who sends `Authorization: Bearer <token>`):");
+    println!("{token}");
+    eprintln!("\nadd to the config (only the hash is kept there):");
+    println!("\n[[token]]\nid = \"{id}\"\nhash = \"{hash}\"\ntenants = [{}]\nroles = [{}]", list(tenants), list(roles));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A GET of the running host's API answered as text.
+fn api_text(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<(u16, String)> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut req = agent.get(&url).query_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    if let Some(Some(token)) = TOKEN.get() {
+        req = req.header("authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = req.call().with_context(|| format!("cannot reach {server}"))?;
+    Ok((resp.status().as_u16(), resp.body_mut().read_to_string().context("reading the answer")?))
+}
+
 /// Calls the API of a running host: (status, JSON body).
 fn api_call(method: &str, server: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
     api_request(method, server, path, &[], None)
@@ -423,10 +529,25 @@ fn api_call(method: &str, server: &str, path: &str) -> anyhow::Result<(u16, serd
 fn api_request(method: &str, server: &str, path: &str, query: &[(&str, String)], body: Option<&serde_json::Value>) -> anyhow::Result<(u16, serde_json::Value)> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let auth = TOKEN.get().cloned().flatten().map(|t| format!("Bearer {t}"));
     let resp = match (method, body) {
-        ("POST", Some(body)) => agent.post(&url).send_json(body),
-        ("POST", None) => agent.post(&url).send_empty(),
-        _ => agent.get(&url).query_pairs(query.iter().map(|(k, v)| (*k, v.as_str()))).call(),
+        ("POST", body) => {
+            let mut req = agent.post(&url);
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            match body {
+                Some(body) => req.send_json(body),
+                None => req.send_empty(),
+            }
+        }
+        _ => {
+            let mut req = agent.get(&url).query_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            if let Some(a) = &auth {
+                req = req.header("authorization", a);
+            }
+            req.call()
+        }
     };
     let mut resp = resp.with_context(|| format!("cannot reach {server}"))?;
     let status = resp.status().as_u16();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 
 use crate::pipeline::Engine;
-use crate::store::records::AuditEvent;
+use crate::store::records::{AuditEntry, AuditEvent};
 
 pub use crate::store::records::{PluginChange, ReloadRecord};
 
@@ -46,8 +46,8 @@ impl Reloader {
         (self.applied.load(Ordering::Relaxed), self.rejected.load(Ordering::Relaxed))
     }
 
-    /// Reloads now.
-    pub fn reload(&self, trigger: &str) -> ReloadRecord {
+    /// Reloads now; `actor` (`host`, `token:ID`) is who asked, for the audit log.
+    pub fn reload(&self, trigger: &str, actor: &str) -> ReloadRecord {
         let _one_at_a_time = self.engine.reload_lock.lock().unwrap();
         let started = Instant::now();
         let mut record = ReloadRecord {
@@ -98,7 +98,7 @@ impl Reloader {
             }
         }
         record.millis = started.elapsed().as_millis() as u64;
-        if let Err(e) = self.engine.store().audit(&AuditEvent::Reload(record.clone())) {
+        if let Err(e) = self.engine.store().audit(&AuditEntry { actor: actor.to_string(), tenant: None, event: AuditEvent::Reload(record.clone()) }) {
             tracing::warn!(error = %e, "cannot record the reload audit event");
         }
         let mut history = self.history.lock().unwrap();
@@ -116,7 +116,7 @@ impl Reloader {
     /// # Errors
     ///
     /// When no plugin of that name runs, or it has no earlier version.
-    pub fn rollback(&self, name: &str) -> Result<ReloadRecord, String> {
+    pub fn rollback(&self, name: &str, actor: &str) -> Result<ReloadRecord, String> {
         let topology = self.engine.topology();
         let current = crate::pipeline::running_plugins(&topology)
             .into_iter()
@@ -137,7 +137,7 @@ impl Reloader {
             .ok_or_else(|| format!("no plugin named `{name}` in the configuration"))?;
         let file_digest = std::fs::read(&path).map(|b| crate::runtime::digest(&b)).unwrap_or_default();
         self.engine.versions().roll_back(name, &previous, &file_digest);
-        Ok(self.reload("rollback"))
+        Ok(self.reload("rollback", actor))
     }
 
     /// What the store still holds for removed pipelines and sinks.
@@ -232,7 +232,7 @@ pub fn watch(reloader: Arc<Reloader>) -> anyhow::Result<notify::RecommendedWatch
                     Err(_) => break,
                 }
             }
-            reloader.reload("watch");
+            reloader.reload("watch", "host");
         }
     })?;
     Ok(watcher)

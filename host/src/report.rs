@@ -1,7 +1,7 @@
 //! Human-readable summaries of API answers for the CLI (`syncline trace`,
 //! `syncline dlq`).
 
-use crate::store::records::{DeadLetterRecord, Step, StepOutcome, Trace};
+use crate::store::records::{AuditRecord, DeadLetterRecord, Step, StepOutcome, Trace};
 
 fn short(digest: &str) -> &str {
     let hex = digest.trim_start_matches("sha256:");
@@ -252,4 +252,20 @@ mod tests {
         );
         assert_eq!(exception_lines(&json!({"exceptions": []})), "no exceptions\n");
     }
+}
+
+/// Audit records as one line each: number, time, actor, tenant (`-` for
+/// host-wide events), kind and the event's own fields.
+pub fn audit_lines(rows: &[AuditRecord]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let mut detail = serde_json::to_value(&r.event).unwrap_or_default();
+        if let Some(fields) = detail.as_object_mut() {
+            fields.remove("kind");
+        }
+        let detail = if detail.as_object().is_some_and(serde_json::Map::is_empty) { String::new() } else { detail.to_string() };
+        let tenant = r.tenant.as_deref().unwrap_or("-");
+        out += &format!("#{}  {}  {}  {tenant}  {}  {detail}\n", r.id, crate::pipeline::rfc3339(r.at), r.actor, r.event.kind());
+    }
+    out
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::config::{self, Config, ConfigErrors};
 use crate::pipeline::Engine;
 use crate::runtime::{CompileCache, EngineOptions, Runtime};
-use crate::store::records::{AuditEvent, LivePipelineRecord};
+use crate::store::records::{AuditEntry, AuditEvent, LivePipelineRecord};
 use crate::store::{SqliteStore, Store};
 
 /// Loads a config and every plugin and table it names, without starting
@@ -114,7 +114,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
         let i = s.instance.load();
         tracing::info!(sink = %s.cfg.name, plugin = %i.plugin().name, digest = %i.plugin().short_digest(), "sink live");
     }
-    store.audit(&AuditEvent::Start { config: path.display().to_string(), pipelines: live })?;
+    store.audit(&AuditEntry::host(AuditEvent::Start { config: path.display().to_string(), pipelines: live }))?;
     engine.start();
     let reloader = crate::reload::Reloader::new(engine.clone(), path.to_path_buf());
     let _watcher = if watch {
@@ -138,7 +138,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
             let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
             while s.recv().await.is_some() {
                 let r = hup.clone();
-                let _ = tokio::task::spawn_blocking(move || r.reload("signal")).await;
+                let _ = tokio::task::spawn_blocking(move || r.reload("signal", "host")).await;
             }
         });
         serve(listener, app, header_read_timeout, shutdown_signal()).await
@@ -146,7 +146,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     tracing::info!("stopping: finishing in-flight work");
     drop(_watcher);
     engine.stop();
-    store.audit(&AuditEvent::Stop)?;
+    store.audit(&AuditEntry::host(AuditEvent::Stop))?;
     tracing::info!("stopped");
     served.context("HTTP server failed")
 }

@@ -5,10 +5,11 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::{blocking, store_error, ApiError, App};
 use crate::pipeline::fallback;
 
@@ -24,9 +25,11 @@ pub struct BaselineQuery {
 /// `GET /v1/tenants/{tenant}/baselines/{pipeline}`.
 pub async fn show(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path((tenant, pipeline)): Path<(String, String)>,
     query: Result<Query<BaselineQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    caller.tenant(&tenant)?;
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
     let live = app.ingest.pipeline(&tenant, &pipeline)?;
     let Some(policy) = live.cfg.baseline.clone() else {
@@ -57,7 +60,13 @@ pub struct ReleaseRequest {
 
 /// `POST /v1/tenants/{tenant}/baselines/{pipeline}/release` with
 /// `{"to": "<execution pipeline>"}`: releases the whole baseline there now.
-pub async fn release(State(app): State<App>, Path((tenant, pipeline)): Path<(String, String)>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn release(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, pipeline)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.tenant(&tenant)?;
     let request: ReleaseRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a release needs {{\"to\": \"PIPELINE\"}}: {e}")))?;
     let from = app.ingest.pipeline(&tenant, &pipeline)?;
@@ -75,8 +84,8 @@ pub async fn release(State(app): State<App>, Path((tenant, pipeline)): Path<(Str
         let records = store.baselines(&t, &p).map_err(store_error)?;
         let episode = store.baseline_updated(&t, &p).map_err(store_error)?.unwrap_or(0);
         let n = fallback::release(&ingest, &p, &records, &to, episode).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "release-failed", e))?;
-        let event = crate::store::records::AuditEvent::BaselineReleased { tenant: t, pipeline: p, to: to.cfg.id.to_string(), records: n };
-        if let Err(e) = store.audit(&event) {
+        let event = crate::store::records::AuditEvent::BaselineReleased { tenant: t.clone(), pipeline: p, to: to.cfg.id.to_string(), records: n };
+        if let Err(e) = store.audit(&caller.entry(Some(&t), event)) {
             tracing::warn!(error = %e, "a baseline release could not be audited");
         }
         Ok(n)

@@ -6,10 +6,11 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::{blocking, store_error, ApiError, App};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, DeadLetterFilter, Replayed};
@@ -35,7 +36,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    fn filter(&self) -> Result<DeadLetterFilter, ApiError> {
+    fn filter(&self, caller: &Caller) -> Result<DeadLetterFilter, ApiError> {
         let before = match &self.older_than {
             Some(text) => {
                 let span = Span::try_from(text.clone()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", format!("older-than: {e}")))?;
@@ -45,6 +46,7 @@ impl ListQuery {
         };
         let filter = DeadLetterFilter {
             tenant: self.tenant.clone(),
+            scope: caller.limit(),
             pipeline: self.pipeline.clone(),
             place: self.place.clone(),
             reason: self.reason.clone(),
@@ -68,9 +70,13 @@ fn unknown(id: i64) -> ApiError {
 }
 
 /// `GET /v1/dead-letters`: open dead letters (or those of `state`), oldest first.
-pub async fn list(State(app): State<App>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
-    let filter = query.filter()?;
+    let filter = query.filter(&caller)?;
     let (after, limit) = (query.after.unwrap_or(0), query.limit.unwrap_or(100).clamp(1, PAGE));
     let store = app.store.clone();
     let rows = blocking(move || store.dead_letters(&filter, after, limit).map_err(store_error)).await?;
@@ -79,18 +85,25 @@ pub async fn list(State(app): State<App>, query: Result<Query<ListQuery>, axum::
 }
 
 /// `GET /v1/dead-letters/{id}`: one dead letter and the message as it died.
-pub async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let store = app.store.clone();
-    let (record, message) = blocking(move || store.dead_letter(id).map_err(store_error)).await?.ok_or_else(|| unknown(id))?;
+    let (record, message) = blocking(move || store.dead_letter(id).map_err(store_error)).await?.filter(|(d, _)| caller.sees(&d.tenant)).ok_or_else(|| unknown(id))?;
     let mut body = serde_json::to_value(record).expect("a record serializes");
     body["message"] = message;
     Ok(Json(body).into_response())
 }
 
-/// Replays dead letter `id`, audits it and wakes whoever takes the work.
-fn replay_one(app: &App, id: i64) -> Result<Option<Replayed>, StoreError> {
+/// Whether dead letter `id` is one `caller` may see (another tenant's
+/// reads as none at all).
+fn visible(app: &App, caller: &Caller, id: i64) -> Result<Option<String>, ApiError> {
+    let found = app.store.dead_letter(id).map_err(store_error)?;
+    Ok(found.map(|(d, _)| d.tenant).filter(|t| caller.sees(t)))
+}
+
+/// Replays dead letter `id` of `tenant`, audits it and wakes whoever takes the work.
+fn replay_one(app: &App, caller: &Caller, tenant: &str, id: i64) -> Result<Option<Replayed>, StoreError> {
     let Some(replayed) = app.store.replay_dead_letter(id)? else { return Ok(None) };
-    if let Err(e) = app.store.audit(&AuditEvent::DeadLetterReplayed { id, replayed: replayed.clone() }) {
+    if let Err(e) = app.store.audit(&caller.entry(Some(tenant), AuditEvent::DeadLetterReplayed { id, replayed: replayed.clone() })) {
         tracing::warn!(id, error = %e, "a dead-letter replay could not be audited");
     }
     match &replayed {
@@ -102,19 +115,25 @@ fn replay_one(app: &App, id: i64) -> Result<Option<Replayed>, StoreError> {
 }
 
 /// `POST /v1/dead-letters/{id}/replay`.
-pub async fn replay(State(app): State<App>, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    let replayed = blocking(move || replay_one(&app, id).map_err(store_error)).await?.ok_or_else(|| unknown(id))?;
+pub async fn replay(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let replayed = blocking(move || {
+        let Some(tenant) = visible(&app, &caller, id)? else { return Ok(None) };
+        replay_one(&app, &caller, &tenant, id).map_err(store_error)
+    })
+    .await?
+    .ok_or_else(|| unknown(id))?;
     Ok(Json(json!({"id": id, "replayed": replayed})).into_response())
 }
 
 /// `POST /v1/dead-letters:replay` with a filter (`{}`: every open one):
 /// replays each open dead letter it matches.
-pub async fn replay_matching(State(app): State<App>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let filter: DeadLetterFilter = if body.iter().all(u8::is_ascii_whitespace) {
+pub async fn replay_matching(State(app): State<App>, Extension(caller): Extension<Caller>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let mut filter: DeadLetterFilter = if body.iter().all(u8::is_ascii_whitespace) {
         DeadLetterFilter::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-filter", format!("the filter does not read: {e}")))?
     };
+    filter.scope = caller.limit();
     if !matches!(filter.state(), "open") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-filter", "only open dead letters can be replayed"));
     }
@@ -123,7 +142,7 @@ pub async fn replay_matching(State(app): State<App>, body: axum::body::Bytes) ->
         loop {
             let page = app.store.dead_letters(&filter, after, PAGE).map_err(store_error)?;
             for d in &page {
-                match replay_one(&app, d.id) {
+                match replay_one(&app, &caller, &d.tenant, d.id) {
                     Ok(Some(r)) => replayed.push(json!({"id": d.id, "replayed": r})),
                     // Already replayed along with another dead letter of its message.
                     Ok(None) | Err(StoreError::Conflict(_)) => skipped.push(d.id),
@@ -149,17 +168,18 @@ pub struct PurgeRequest {
 }
 
 /// `POST /v1/dead-letters/{id}/purge` with `{"reason": "..."}`.
-pub async fn purge(State(app): State<App>, Path(id): Path<i64>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn purge(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let request: PurgeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a purge needs {{\"reason\": \"...\"}}: {e}")))?;
     if request.reason.trim().is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "a purge needs a reason"));
     }
-    let store = app.store.clone();
     let record = blocking(move || {
+        visible(&app, &caller, id)?.ok_or_else(|| unknown(id))?;
+        let store = &app.store;
         let record = store.purge_dead_letter(id, &request.reason).map_err(store_error)?.ok_or_else(|| unknown(id))?;
         let event = AuditEvent::DeadLetterPurged { id, message_id: record.message_id.clone(), reason: request.reason };
-        if let Err(e) = store.audit(&event) {
+        if let Err(e) = store.audit(&caller.entry(Some(&record.tenant), event)) {
             tracing::warn!(id, error = %e, "a dead-letter purge could not be audited");
         }
         Ok(record)

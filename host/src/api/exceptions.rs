@@ -6,10 +6,11 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::Caller;
 use super::{blocking, store_error, ApiError, App};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, ExceptionFilter, ExceptionRecord, Settle};
@@ -46,14 +47,14 @@ fn described(app: &App, e: &ExceptionRecord, now: i64) -> Value {
 }
 
 /// `GET /v1/exceptions`: open exceptions (or those of `state`), oldest first.
-pub async fn list(State(app): State<App>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<App>, Extension(caller): Extension<Caller>, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
     let now = crate::store::now_ms();
     let before = match &q.older_than {
         Some(t) => Some(now - Span::try_from(t.clone()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", format!("older-than: {e}")))?.0.as_millis() as i64),
         None => None,
     };
-    let filter = ExceptionFilter { queue: q.queue, tenant: q.tenant, pipeline: q.pipeline, before, state: q.state };
+    let filter = ExceptionFilter { queue: q.queue, tenant: q.tenant, scope: caller.limit(), pipeline: q.pipeline, before, state: q.state };
     if !matches!(filter.state(), "open" | "resolved" | "retried" | "discarded" | "all") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-query", format!("state `{}`: write open, resolved, retried, discarded or all", filter.state())));
     }
@@ -70,9 +71,12 @@ fn unknown(id: i64) -> ApiError {
 }
 
 /// `GET /v1/exceptions/{id}`: one exception and the parked message.
-pub async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let store = app.store.clone();
-    let (record, message) = blocking(move || store.exception(id).map_err(store_error)).await?.ok_or_else(|| unknown(id))?;
+    let (record, message) = blocking(move || store.exception(id).map_err(store_error))
+        .await?
+        .filter(|(e, _)| caller.sees(&e.tenant))
+        .ok_or_else(|| unknown(id))?;
     let mut body = described(&app, &record, crate::store::now_ms());
     body["message"] = message;
     Ok(Json(body).into_response())
@@ -80,7 +84,12 @@ pub async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Respons
 
 /// `POST /v1/exceptions/{id}/{action}` with `{"comment": ...}` (resolve,
 /// retry) or `{"reason": ...}` (discard).
-pub async fn settle(State(app): State<App>, Path((id, action)): Path<(i64, String)>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn settle(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(i64, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let text: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body does not read as JSON: {e}")))?;
     let field = |name: &str| text.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
     let how = match action.as_str() {
@@ -92,8 +101,11 @@ pub async fn settle(State(app): State<App>, Path((id, action)): Path<(i64, Strin
     let store = app.store.clone();
     let settled = how.clone();
     let record = blocking(move || {
+        // Another tenant's exception reads as none at all.
+        store.exception(id).map_err(store_error)?.filter(|(e, _)| caller.sees(&e.tenant)).ok_or_else(|| unknown(id))?;
         let record = store.settle_exception(id, &settled).map_err(store_error)?.ok_or_else(|| unknown(id))?;
-        if let Err(e) = store.audit(&AuditEvent::ExceptionSettled { id, queue: record.queue.clone(), settle: settled }) {
+        let event = AuditEvent::ExceptionSettled { id, queue: record.queue.clone(), settle: settled };
+        if let Err(e) = store.audit(&caller.entry(Some(&record.tenant), event)) {
             tracing::warn!(id, error = %e, "an exception's settlement could not be audited");
         }
         Ok(record)

@@ -5,10 +5,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::{ApiError, App};
 use crate::pipeline::LiveSink;
 use crate::store::now_ms;
@@ -72,7 +73,7 @@ pub struct PauseRequest {
 
 /// `POST /v1/sinks/{name}/pause` with `{"reason": "..."}`: the sink's queue
 /// holds (messages keep queueing with their times) until resumed.
-pub async fn pause(State(app): State<App>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn pause(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let request: PauseRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a pause needs {{\"reason\": \"...\"}}: {e}")))?;
     if request.reason.trim().is_empty() {
@@ -84,7 +85,7 @@ pub async fn pause(State(app): State<App>, Path(name): Path<String>, body: axum:
     let kept = pause.clone();
     tokio::task::spawn_blocking(move || {
         store.set_sink_pause(&name, Some(&kept))?;
-        store.audit(&AuditEvent::SinkPaused { sink: name, reason: kept.reason })
+        store.audit(&caller.entry(None, AuditEvent::SinkPaused { sink: name, reason: kept.reason }))
     })
     .await
     .map_err(internal)?
@@ -95,7 +96,7 @@ pub async fn pause(State(app): State<App>, Path(name): Path<String>, body: axum:
 }
 
 /// `POST /v1/sinks/{name}/resume`: the queue leaves in order.
-pub async fn resume(State(app): State<App>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn resume(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let sink = live_sink(&app, &name)?;
     if sink.control.paused().is_none() {
         return Ok(Json(json!({"sink": sink.cfg.name.as_str(), "paused": null})).into_response());
@@ -103,7 +104,7 @@ pub async fn resume(State(app): State<App>, Path(name): Path<String>) -> Result<
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || {
         store.set_sink_pause(&name, None)?;
-        store.audit(&AuditEvent::SinkResumed { sink: name })
+        store.audit(&caller.entry(None, AuditEvent::SinkResumed { sink: name }))
     })
     .await
     .map_err(internal)?

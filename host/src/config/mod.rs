@@ -6,10 +6,12 @@
 //! This module reads files and the environment (for secrets); it does not
 //! load plugins or start anything.
 
+mod access;
 mod error;
 mod model;
 mod values;
 
+pub use access::{hash_token, is_loopback, new_token, HashSource, IngestQuota, IngestQuotaFile, Role, TenantScope, Token, TokenFile, TOKEN_PREFIX};
 pub use error::{nearest, suggestion, ConfigError, ConfigErrors};
 pub use model::*;
 pub use values::{Name, Size, Span, Window};
@@ -122,6 +124,8 @@ impl Checker<'_> {
             }
         }
         let tenant_names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+        let tenant_ingest = self.tenant_quotas(&file.tenants);
+        let tokens = self.tokens(&file.tokens, &tenants, &file.server.listen);
 
         // Tiers.
         let mut tiers = Tiers::default();
@@ -328,6 +332,8 @@ impl Checker<'_> {
                 sinks,
                 exception_queues,
                 tiers,
+                tokens: tokens.into_iter().map(std::sync::Arc::new).collect(),
+                tenant_ingest,
             })
         } else {
             Err(ConfigErrors(self.errors))

@@ -45,6 +45,10 @@ pub struct ConfigFile {
     /// `[exception-queue.master-data] owner = "Master data team"`
     #[serde(default, rename = "exception-queue")]
     pub exception_queues: BTreeMap<String, Spanned<ExceptionQueueFile>>,
+    /// API tokens. Example: `[[token]] id = "acme-erp", hash = "sha256:…",
+    /// tenants = ["acme"], roles = ["publisher"]`
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<super::access::TokenFile>,
 }
 
 /// `[server]`.
@@ -196,6 +200,9 @@ impl Default for PluginsFile {
 pub struct TenantFile {
     /// Tenant id. Example: `id = "acme"`
     pub id: Spanned<Name>,
+    /// The tenant's ingest quota. Example: `ingest = { requests = "50/s", messages = "5000/s" }`
+    #[serde(default)]
+    pub ingest: Option<Spanned<super::access::IngestQuotaFile>>,
 }
 
 /// Per-plugin limits. Example: `limits = { timeout = "2s", memory = "64MiB", instances = 4 }`
@@ -715,6 +722,10 @@ pub struct Config {
     pub exception_queues: BTreeMap<Name, ExceptionQueue>,
     /// Service tiers.
     pub tiers: Tiers,
+    /// API tokens (none: the API is open, on a loopback address only).
+    pub tokens: Vec<std::sync::Arc<super::access::Token>>,
+    /// Tenants' ingest quotas.
+    pub tenant_ingest: BTreeMap<Name, super::access::IngestQuota>,
 }
 
 impl Config {

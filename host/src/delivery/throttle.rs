@@ -52,7 +52,8 @@ impl std::fmt::Debug for Throttle {
     }
 }
 
-fn limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
+/// A token bucket holding `limit`: one cell per message (or request).
+pub(crate) fn limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
     let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
     let quota = Quota::with_period(limit.per / limit.count.max(1)).expect("a rate limit's period is above zero").allow_burst(nz(limit.burst));
     RateLimiter::direct(quota)

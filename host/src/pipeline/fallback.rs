@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use syncline_model::{json as mjson, Message};
 
 use super::{Ingest, LivePipeline, TopologyView, WorkerCtx};
-use crate::store::records::{AuditEvent, BaselineRecord, ExceptionDetail};
+use crate::store::records::{AuditEntry, AuditEvent, BaselineRecord, ExceptionDetail};
 use crate::store::{NewException, Store};
 
 /// Stale planning feeds: (tenant, pipeline) -> when the feed last delivered.
@@ -108,7 +108,7 @@ pub(crate) fn check(ctx: &WorkerCtx, topology: &TopologyView, ingest: &Ingest, n
 }
 
 fn audit(store: &dyn Store, event: &AuditEvent) {
-    if let Err(e) = store.audit(event) {
+    if let Err(e) = store.audit(&AuditEntry::host(event.clone())) {
         tracing::warn!(error = %e, kind = event.kind(), "cannot record an audit event");
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::{Ingest, TopologyView, WorkerCtx};
 use crate::config::Tier;
-use crate::store::records::{AuditEvent, ExceptionFilter};
+use crate::store::records::{AuditEntry, AuditEvent, ExceptionFilter};
 
 /// How often exceptions are checked against their queue's SLA.
 const SLA_EVERY: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ fn report_overdue(ctx: &WorkerCtx, topology: &TopologyView, now: i64, seen: &mut
                 let age_ms = now - e.at;
                 tracing::warn!(%queue, owner = %q.owner, id = e.id, message = %e.message_id, age_ms, "exception open past its queue's SLA");
                 let event = AuditEvent::ExceptionOverdue { id: e.id, queue: queue.to_string(), owner: q.owner.clone(), age_ms };
-                if let Err(err) = ctx.store().mark_exception_overdue(e.id, now).and_then(|()| ctx.store().audit(&event)) {
+                if let Err(err) = ctx.store().mark_exception_overdue(e.id, now).and_then(|()| ctx.store().audit(&AuditEntry::host(event.clone()))) {
                     tracing::warn!(id = e.id, error = %err, "cannot record an overdue exception");
                 }
             }
@@ -68,7 +68,7 @@ fn report_late_lanes(ctx: &WorkerCtx, topology: &TopologyView, now: i64, late: &
         if !late.contains(&lane) {
             tracing::warn!(sink = %lane.0, tier = tier.as_str(), pending, waited_ms = waited, "deliveries waited past their tier's alert-after");
             let event = AuditEvent::TierLate { sink: lane.0.clone(), tier: tier.as_str().into(), pending, oldest_ms: waited };
-            if let Err(e) = ctx.store().audit(&event) {
+            if let Err(e) = ctx.store().audit(&AuditEntry::host(event)) {
                 tracing::warn!(error = %e, "cannot record a late lane");
             }
         }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{process, LeaseKeeper, LivePipeline, StageGate, TopologyView, WorkerCtx};
 use crate::breaker::BreakerState;
-use crate::store::records::AuditEvent;
+use crate::store::records::{AuditEntry, AuditEvent};
 use crate::store::{Partition, Queue};
 
 /// Logs and audits the changes of the pipeline's stage breakers.
@@ -19,7 +19,7 @@ fn announce(ctx: &WorkerCtx, p: &LivePipeline) {
                 BreakerState::Open => tracing::warn!(%target, from, to, reason = %c.reason, "plugin breaker opened: the pipeline's queue holds"),
                 _ => tracing::info!(%target, from, to, reason = %c.reason, "plugin breaker changed"),
             }
-            if let Err(e) = ctx.store().audit(&AuditEvent::Breaker { target, from: from.into(), to: to.into(), reason: c.reason }) {
+            if let Err(e) = ctx.store().audit(&AuditEntry::host(AuditEvent::Breaker { target, from: from.into(), to: to.into(), reason: c.reason })) {
                 tracing::warn!(error = %e, "a breaker change could not be audited");
             }
         }

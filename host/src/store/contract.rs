@@ -3,7 +3,7 @@
 //! retries, acks and nacks of messages and deliveries, pruning, state,
 //! archive and audit.
 
-use super::records::{AuditEvent, ExceptionDetail};
+use super::records::{AuditEntry, AuditEvent, AuditFilter, ExceptionDetail};
 use super::*;
 
 /// A message of tenant `acme`, pipeline `p`, key hash 0.
@@ -218,11 +218,23 @@ pub fn keeps_state_archive_and_audit(s: &dyn Store) {
     s.archive("sha256:abc", b"two").unwrap();
     assert_eq!(s.archived("sha256:abc").unwrap().as_deref(), Some(&b"one"[..]), "a digest is archived once");
     assert_eq!(s.archived("sha256:none").unwrap(), None);
-    s.audit(&AuditEvent::Start { config: "c.toml".into(), pipelines: vec![] }).unwrap();
-    s.audit(&AuditEvent::Stop).unwrap();
-    let events = s.audit_events(0, 10).unwrap();
-    assert_eq!(events.iter().map(|e| e.event.kind()).collect::<Vec<_>>(), ["start", "stop"]);
-    assert_eq!(s.audit_events(events[0].id, 10).unwrap().len(), 1);
+    s.audit(&AuditEntry::host(AuditEvent::Start { config: "c.toml".into(), pipelines: vec![] })).unwrap();
+    let by = |actor: &str, tenant: Option<&str>, event| AuditEntry { actor: actor.into(), tenant: tenant.map(str::to_string), event };
+    s.audit(&by("token:ops", Some("acme"), AuditEvent::SinkResumed { sink: "erp".into() })).unwrap();
+    s.audit(&by("token:ops", Some("globex"), AuditEvent::SinkResumed { sink: "erp".into() })).unwrap();
+    s.audit(&AuditEntry::host(AuditEvent::Stop)).unwrap();
+    let all = AuditFilter::default();
+    let events = s.audit_events(&all, 0, 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.event.kind()).collect::<Vec<_>>(), ["start", "sink-resumed", "sink-resumed", "stop"]);
+    assert_eq!((events[1].actor.as_str(), events[1].tenant.as_deref(), events[0].actor.as_str()), ("token:ops", Some("acme"), "host"));
+    assert_eq!(s.audit_events(&all, events[0].id, 10).unwrap().len(), 3);
+    let ids = |f: &AuditFilter| s.audit_events(f, 0, 10).unwrap().iter().map(|e| e.id).collect::<Vec<_>>();
+    let scoped = AuditFilter { scope: Some(vec!["acme".into()]), ..Default::default() };
+    assert_eq!(ids(&scoped), [events[1].id], "a scope sees its tenants' events, not host-wide ones");
+    assert_eq!(ids(&AuditFilter { actor: Some("host".into()), ..Default::default() }), [events[0].id, events[3].id]);
+    assert_eq!(ids(&AuditFilter { kind: Some("stop".into()), ..Default::default() }), [events[3].id]);
+    assert_eq!(ids(&AuditFilter { tenant: Some("globex".into()), ..Default::default() }), [events[2].id]);
+    assert_eq!(ids(&AuditFilter { until: Some(events[0].at), ..Default::default() }), Vec::<i64>::new());
 }
 
 /// A processing record of `input` through two stages and a route.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
+    AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
 };
 use super::*;
 use crate::config::Tier;
@@ -414,15 +414,15 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().unwrap().cursors.get(source).cloned())
     }
 
-    fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+    fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let mut s = self.write()?;
         let id = s.audit.len() as i64 + 1;
-        s.audit.push(AuditRecord { id, at: now_ms(), event: event.clone() });
+        s.audit.push(AuditRecord { id, at: now_ms(), actor: entry.actor.clone(), tenant: entry.tenant.clone(), event: entry.event.clone() });
         Ok(())
     }
 
-    fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        Ok(self.inner.lock().unwrap().audit.iter().filter(|a| a.id > after).take(limit).cloned().collect())
+    fn audit_events(&self, filter: &AuditFilter, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.inner.lock().unwrap().audit.iter().filter(|a| a.id > after && filter.matches(a)).take(limit).cloned().collect())
     }
 
     fn exceptions(&self, filter: &ExceptionFilter, after: i64, limit: usize) -> Result<Vec<ExceptionRecord>, StoreError> {

@@ -604,19 +604,21 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn cursor(&self, source: &str) -> Result<Option<String>, StoreError>;
 
-    /// Appends an audit event.
+    /// Appends an audit event (the log is append-only: nothing changes or
+    /// removes one).
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn audit(&self, event: &records::AuditEvent) -> Result<(), StoreError>;
+    fn audit(&self, entry: &records::AuditEntry) -> Result<(), StoreError>;
 
-    /// Audit events, oldest first, after id `after` (at most `limit`).
+    /// Audit events matching `filter`, oldest first, after id `after` (at
+    /// most `limit`).
     ///
     /// # Errors
     ///
     /// [`StoreError`].
-    fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<records::AuditRecord>, StoreError>;
+    fn audit_events(&self, filter: &records::AuditFilter, after: i64, limit: usize) -> Result<Vec<records::AuditRecord>, StoreError>;
 
     /// Dead letters matching `filter` with numbers above `after`, oldest
     /// first, at most `limit`.

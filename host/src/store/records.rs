@@ -114,6 +114,19 @@ pub struct Trace {
     pub exceptions: Vec<ExceptionRecord>,
 }
 
+impl Trace {
+    /// The tenant whose message this is: the accepted message's, else the
+    /// one its dead letters, exceptions or delivered message name.
+    pub fn tenant(&self) -> Option<&str> {
+        self.input
+            .as_ref()
+            .map(|i| i.tenant.as_str())
+            .or_else(|| self.dead_letters.first().map(|d| d.tenant.as_str()))
+            .or_else(|| self.exceptions.first().map(|e| e.tenant.as_str()))
+            .or_else(|| self.outputs.iter().chain(&self.deliveries).find_map(|d| d.message.get("tenant").and_then(Value::as_str)))
+    }
+}
+
 /// An accepted message and how its processing went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -233,6 +246,9 @@ fn open() -> String {
 pub struct DeadLetterFilter {
     /// Tenant.
     pub tenant: Option<String>,
+    /// Only these tenants (a caller's scope; never read from a request); none: every tenant.
+    #[serde(skip)]
+    pub scope: Option<Vec<String>>,
     /// Pipeline.
     pub pipeline: Option<String>,
     /// Where it died, by prefix: `sink`, `sink erp`, `stage 2`.
@@ -245,6 +261,16 @@ pub struct DeadLetterFilter {
     pub state: Option<String>,
 }
 
+/// Whether `tenant` is within `scope` (none: every tenant is).
+fn in_scope(scope: &Option<Vec<String>>, tenant: &str) -> bool {
+    scope.as_ref().is_none_or(|s| s.iter().any(|t| t == tenant))
+}
+
+/// A tenant scope as the SQL of a filter takes it: a JSON array, or NULL.
+pub fn scope_json(scope: &Option<Vec<String>>) -> Option<String> {
+    scope.as_ref().map(|s| serde_json::to_string(s).expect("names serialize"))
+}
+
 impl DeadLetterFilter {
     /// The state asked for (`open` when none).
     pub fn state(&self) -> &str {
@@ -254,6 +280,7 @@ impl DeadLetterFilter {
     /// Whether `d` is one of those asked for.
     pub fn matches(&self, d: &DeadLetterRecord) -> bool {
         self.tenant.as_ref().is_none_or(|t| *t == d.tenant)
+            && in_scope(&self.scope, &d.tenant)
             && self.pipeline.as_ref().is_none_or(|p| *p == d.pipeline)
             && self.place.as_ref().is_none_or(|p| d.place.starts_with(p.as_str()))
             && self.reason.as_ref().is_none_or(|r| d.reason.contains(r.as_str()))
@@ -396,6 +423,9 @@ pub struct ExceptionFilter {
     pub queue: Option<String>,
     /// Tenant.
     pub tenant: Option<String>,
+    /// Only these tenants (a caller's scope; never read from a request); none: every tenant.
+    #[serde(skip)]
+    pub scope: Option<Vec<String>>,
     /// Pipeline.
     pub pipeline: Option<String>,
     /// Parked before this time (ms since the epoch).
@@ -414,6 +444,7 @@ impl ExceptionFilter {
     pub fn matches(&self, e: &ExceptionRecord) -> bool {
         self.queue.as_ref().is_none_or(|q| *q == e.queue)
             && self.tenant.as_ref().is_none_or(|t| *t == e.tenant)
+            && in_scope(&self.scope, &e.tenant)
             && self.pipeline.as_ref().is_none_or(|p| *p == e.pipeline)
             && self.before.is_none_or(|b| e.at < b)
             && (self.state() == "all" || self.state() == e.state)
@@ -613,6 +644,22 @@ pub enum AuditEvent {
         /// How long it had been open (ms).
         age_ms: i64,
     },
+    /// An API call was refused: no token, an unknown token, a role or
+    /// tenant outside the token's. (At most a few per second are kept; the
+    /// count of those left out rides on the next one kept.)
+    Denied {
+        /// `GET`, `POST`.
+        method: String,
+        /// The path asked for (cut to 256 characters).
+        path: String,
+        /// 401 or 403.
+        status: u16,
+        /// Why, as answered.
+        reason: String,
+        /// Denials left out since the last one kept.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        suppressed: u64,
+    },
     /// A dead letter was purged.
     DeadLetterPurged {
         /// Its number.
@@ -645,7 +692,71 @@ impl AuditEvent {
             AuditEvent::BaselineReleased { .. } => "baseline-released",
             AuditEvent::SinkPaused { .. } => "sink-paused",
             AuditEvent::SinkResumed { .. } => "sink-resumed",
+            AuditEvent::Denied { .. } => "denied",
         }
+    }
+
+    /// The tenant the event is about, when it names one itself.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            AuditEvent::BaselineStale { tenant, .. } | AuditEvent::BaselineReleased { tenant, .. } | AuditEvent::BaselineRecovered { tenant, .. } => Some(tenant),
+            AuditEvent::DeadLetterReplayed { replayed: Replayed::Message { tenant, .. }, .. } => Some(tenant),
+            _ => None,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// An audit event to append: who did it and which tenant it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// `host` for what the host did by itself, `token:ID` for a call made
+    /// with token ID, `open` for a call to an API without tokens.
+    pub actor: String,
+    /// The tenant it concerns; none for host-wide events (reloads, sinks,
+    /// starts), which only callers scoped to every tenant see.
+    pub tenant: Option<String>,
+    /// What happened.
+    pub event: AuditEvent,
+}
+
+impl AuditEntry {
+    /// Something the host did by itself.
+    pub fn host(event: AuditEvent) -> AuditEntry {
+        AuditEntry { actor: "host".into(), tenant: event.tenant().map(str::to_string), event }
+    }
+}
+
+/// Which audit events to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// Kind (`reload`, `denied`, ...).
+    pub kind: Option<String>,
+    /// Actor (`host`, `token:ID`).
+    pub actor: Option<String>,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// Only events of these tenants (a caller's scope; host-wide events
+    /// are left out); none: every event.
+    pub scope: Option<Vec<String>>,
+    /// At or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// Before this time (ms since the epoch).
+    pub until: Option<i64>,
+}
+
+impl AuditFilter {
+    /// Whether `a` is one of those asked for.
+    pub fn matches(&self, a: &AuditRecord) -> bool {
+        self.kind.as_ref().is_none_or(|k| k == a.event.kind())
+            && self.actor.as_ref().is_none_or(|x| *x == a.actor)
+            && self.tenant.as_ref().is_none_or(|t| a.tenant.as_ref() == Some(t))
+            && self.scope.as_ref().is_none_or(|s| a.tenant.as_ref().is_some_and(|t| s.contains(t)))
+            && self.since.is_none_or(|t| a.at >= t)
+            && self.until.is_none_or(|t| a.at < t)
     }
 }
 
@@ -656,6 +767,10 @@ pub struct AuditRecord {
     pub id: i64,
     /// When (ms since the epoch).
     pub at: i64,
+    /// Who: `host`, `token:ID` or `open`.
+    pub actor: String,
+    /// The tenant it concerns, if one.
+    pub tenant: Option<String>,
     /// The event.
     pub event: AuditEvent,
 }

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{
-    AttemptRecord, AuditEvent, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, Replayed, Settle, SinkPause, Trace,
+    AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, scope_json, Replayed, Settle, SinkPause, Trace,
 };
 use super::compact;
 use super::*;
@@ -237,6 +237,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("exceptions", "note", "TEXT"),
     ("exceptions", "overdue_at", "INTEGER"),
     ("deliveries", "tier", "INTEGER NOT NULL DEFAULT 1"),
+    ("audit", "actor", "TEXT NOT NULL DEFAULT 'host'"),
+    ("audit", "tenant", "TEXT"),
 ];
 
 /// Indexes over added columns, made once the columns exist.
@@ -838,23 +840,32 @@ impl Store for SqliteStore {
         Ok(conn.query_row("SELECT cursor FROM cursors WHERE source = ?1", params![source], |r| r.get(0)).optional()?)
     }
 
-    fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let (kind, detail) = (event.kind(), serde_json::to_string(event).map_err(|e| StoreError::Other(e.to_string()))?);
+    fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let (kind, detail) = (entry.event.kind(), serde_json::to_string(&entry.event).map_err(|e| StoreError::Other(e.to_string()))?);
+        let (actor, tenant) = (entry.actor.clone(), entry.tenant.clone());
         self.write(move |tx| {
-            tx.execute("INSERT INTO audit (at, kind, detail) VALUES (?1, ?2, ?3)", params![now_ms(), kind, detail])?;
+            tx.execute("INSERT INTO audit (at, kind, detail, actor, tenant) VALUES (?1, ?2, ?3, ?4, ?5)", params![now_ms(), kind, detail, actor, tenant])?;
             Ok(())
         })
     }
 
-    fn audit_events(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    fn audit_events(&self, filter: &AuditFilter, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.read.lock().unwrap();
-        let mut stmt = conn.prepare_cached("SELECT id, at, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, detail, actor, tenant FROM audit
+             WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR tenant = ?4)
+               AND (?5 IS NULL OR tenant IN (SELECT value FROM json_each(?5))) AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at < ?7)
+             ORDER BY id LIMIT ?8",
+        )?;
+        let f = filter;
+        let rows = stmt.query_map(params![after, f.kind, f.actor, f.tenant, scope_json(&f.scope), f.since, f.until, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, at, detail) = row?;
+            let (id, at, detail, actor, tenant) = row?;
             match serde_json::from_str(&detail) {
-                Ok(event) => out.push(AuditRecord { id, at, event }),
+                Ok(event) => out.push(AuditRecord { id, at, actor, tenant, event }),
                 Err(e) => tracing::warn!(id, error = %e, "an audit event of an older format is left out"),
             }
         }
@@ -983,10 +994,11 @@ impl Store for SqliteStore {
             "SELECT {DEAD_LETTER} FROM dead_letters
              WHERE id > ?1 AND (?2 = 'all' OR state = ?2) AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR pipeline = ?4)
                AND (?5 IS NULL OR substr(place, 1, length(?5)) = ?5) AND (?6 IS NULL OR instr(reason, ?6) > 0) AND (?7 IS NULL OR at < ?7)
+               AND (?9 IS NULL OR tenant IN (SELECT value FROM json_each(?9)))
              ORDER BY id LIMIT ?8"
         ))?;
         let f = filter;
-        let rows = stmt.query_map(params![after, f.state(), f.tenant, f.pipeline, f.place, f.reason, f.before, limit as i64], dead_letter_row)?;
+        let rows = stmt.query_map(params![after, f.state(), f.tenant, f.pipeline, f.place, f.reason, f.before, limit as i64, scope_json(&f.scope)], dead_letter_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1053,10 +1065,11 @@ impl Store for SqliteStore {
             "SELECT {EXCEPTION} FROM exceptions
              WHERE id > ?1 AND (?2 = 'all' OR state = ?2) AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR tenant = ?4)
                AND (?5 IS NULL OR pipeline = ?5) AND (?6 IS NULL OR at < ?6)
+               AND (?8 IS NULL OR tenant IN (SELECT value FROM json_each(?8)))
              ORDER BY id LIMIT ?7"
         ))?;
         let f = filter;
-        let rows = stmt.query_map(params![after, f.state(), f.queue, f.tenant, f.pipeline, f.before, limit as i64], exception_row)?;
+        let rows = stmt.query_map(params![after, f.state(), f.queue, f.tenant, f.pipeline, f.before, limit as i64, scope_json(&f.scope)], exception_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
