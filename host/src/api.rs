@@ -14,7 +14,7 @@ mod quota;
 mod sinks;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,6 +84,21 @@ impl ApiError {
     fn at_line(mut self, line: usize) -> ApiError {
         self.extra = json!({"line": line});
         self
+    }
+}
+
+/// Path parameters; one that does not read (an id that is not a number) is
+/// a JSON 400 `bad-path` like every other error, not a text answer.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(Params(t)),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-path", e.body_text())),
+        }
     }
 }
 
@@ -259,7 +274,7 @@ fn admit_ingest<'a>(app: &App, topology: &'a crate::pipeline::Topology, caller: 
 async fn ingest_one(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path((tenant, pipeline)): Path<(String, String)>,
+    Params((tenant, pipeline)): Params<(String, String)>,
     Query(q): Query<IngestQuery>,
     headers: HeaderMap,
     body: Body,
@@ -288,7 +303,7 @@ async fn ingest_one(
 async fn ingest_batch(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path((tenant, pipeline)): Path<(String, String)>,
+    Params((tenant, pipeline)): Params<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let topology = app.topology.current();
@@ -315,7 +330,7 @@ async fn ingest_batch(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "duplicates": duplicates, "results": outcomes}))).into_response())
 }
 
-async fn trace(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn trace(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<String>) -> Result<Response, ApiError> {
     let store = app.store.clone();
     let lookup = id.clone();
     let found = tokio::task::spawn_blocking(move || store.trace(&lookup))
@@ -344,7 +359,7 @@ async fn reload(State(app): State<App>, Extension(caller): Extension<Caller>) ->
     }
 }
 
-async fn rollback(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> Response {
+async fn rollback(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>) -> Response {
     let r = app.reloader.clone();
     match tokio::task::spawn_blocking(move || r.rollback(&name, &caller.actor)).await {
         Ok(Ok(record)) => {

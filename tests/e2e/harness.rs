@@ -98,6 +98,7 @@ fn spawn_until(mut cmd: Command, marker: &str, from_stderr: bool, log: Arc<Mutex
         if from_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
     let (tx, rx) = std::sync::mpsc::channel();
     let wanted = marker.to_string();
+    let seen = log.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -113,7 +114,7 @@ fn spawn_until(mut cmd: Command, marker: &str, from_stderr: bool, log: Arc<Mutex
         Ok(line) => (child, line),
         Err(_) => {
             let _ = child.kill();
-            panic!("the process did not print `{marker}`");
+            panic!("the process did not print `{marker}`; it printed:\n{}", seen.lock().unwrap());
         }
     }
 }

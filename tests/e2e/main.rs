@@ -2,6 +2,7 @@
 //! test setup for wasm32-wasip2), real HTTP on loopback. One binary, one
 //! module per topic.
 
+mod access;
 mod cli;
 mod config_errors;
 mod dead_letters;

@@ -2,7 +2,7 @@
 //! (filtered by kind, item, location) and its release, by hand, to an
 //! execution pipeline that falls back on it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App};
+use super::{blocking, store_error, ApiError, App, Params};
 use crate::pipeline::fallback;
 
 /// The baseline query.
@@ -26,7 +26,7 @@ pub struct BaselineQuery {
 pub async fn show(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path((tenant, pipeline)): Path<(String, String)>,
+    Params((tenant, pipeline)): Params<(String, String)>,
     query: Result<Query<BaselineQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.tenant(&tenant)?;
@@ -63,7 +63,7 @@ pub struct ReleaseRequest {
 pub async fn release(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path((tenant, pipeline)): Path<(String, String)>,
+    Params((tenant, pipeline)): Params<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     caller.tenant(&tenant)?;

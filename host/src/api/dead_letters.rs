@@ -3,7 +3,7 @@
 //! replay and purge is an audit event; a replay wakes the workers that take
 //! the work back up.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App};
+use super::{blocking, store_error, ApiError, App, Params};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, DeadLetterFilter, Replayed};
 use crate::store::StoreError;
@@ -85,7 +85,7 @@ pub async fn list(
 }
 
 /// `GET /v1/dead-letters/{id}`: one dead letter and the message as it died.
-pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<i64>) -> Result<Response, ApiError> {
     let store = app.store.clone();
     let (record, message) = blocking(move || store.dead_letter(id).map_err(store_error)).await?.filter(|(d, _)| caller.sees(&d.tenant)).ok_or_else(|| unknown(id))?;
     let mut body = serde_json::to_value(record).expect("a record serializes");
@@ -115,7 +115,7 @@ fn replay_one(app: &App, caller: &Caller, tenant: &str, id: i64) -> Result<Optio
 }
 
 /// `POST /v1/dead-letters/{id}/replay`.
-pub async fn replay(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub async fn replay(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<i64>) -> Result<Response, ApiError> {
     let replayed = blocking(move || {
         let Some(tenant) = visible(&app, &caller, id)? else { return Ok(None) };
         replay_one(&app, &caller, &tenant, id).map_err(store_error)
@@ -168,7 +168,7 @@ pub struct PurgeRequest {
 }
 
 /// `POST /v1/dead-letters/{id}/purge` with `{"reason": "..."}`.
-pub async fn purge(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn purge(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<i64>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let request: PurgeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a purge needs {{\"reason\": \"...\"}}: {e}")))?;
     if request.reason.trim().is_empty() {

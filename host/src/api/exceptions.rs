@@ -3,7 +3,7 @@
 //! comment, retry after a fix (the message runs again through the current
 //! plugins), discard with a reason. Each settlement is an audit event.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App};
+use super::{blocking, store_error, ApiError, App, Params};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, ExceptionFilter, ExceptionRecord, Settle};
 
@@ -71,7 +71,7 @@ fn unknown(id: i64) -> ApiError {
 }
 
 /// `GET /v1/exceptions/{id}`: one exception and the parked message.
-pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<i64>) -> Result<Response, ApiError> {
     let store = app.store.clone();
     let (record, message) = blocking(move || store.exception(id).map_err(store_error))
         .await?
@@ -87,7 +87,7 @@ pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, 
 pub async fn settle(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
-    Path((id, action)): Path<(i64, String)>,
+    Params((id, action)): Params<(i64, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let text: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body does not read as JSON: {e}")))?;

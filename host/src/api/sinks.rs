@@ -2,7 +2,7 @@
 //! window and circuit breaker; pause and resume. A pause is kept in the
 //! store (it outlasts reloads and restarts) and audited, and so is a resume.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{ApiError, App};
+use super::{ApiError, App, Params};
 use crate::pipeline::LiveSink;
 use crate::store::now_ms;
 use crate::store::records::{AuditEvent, SinkPause};
@@ -73,7 +73,7 @@ pub struct PauseRequest {
 
 /// `POST /v1/sinks/{name}/pause` with `{"reason": "..."}`: the sink's queue
 /// holds (messages keep queueing with their times) until resumed.
-pub async fn pause(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn pause(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let request: PauseRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a pause needs {{\"reason\": \"...\"}}: {e}")))?;
     if request.reason.trim().is_empty() {
@@ -96,7 +96,7 @@ pub async fn pause(State(app): State<App>, Extension(caller): Extension<Caller>,
 }
 
 /// `POST /v1/sinks/{name}/resume`: the queue leaves in order.
-pub async fn resume(State(app): State<App>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn resume(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>) -> Result<Response, ApiError> {
     let sink = live_sink(&app, &name)?;
     if sink.control.paused().is_none() {
         return Ok(Json(json!({"sink": sink.cfg.name.as_str(), "paused": null})).into_response());
