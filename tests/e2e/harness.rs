@@ -246,8 +246,14 @@ impl Host {
 
     /// Starts `syncline run CONFIG ARGS...`.
     pub fn start_args(config: &Path, args: &[&str]) -> Host {
+        Host::start_env(config, args, &[])
+    }
+
+    /// Starts `syncline run CONFIG ARGS...` with `env` set besides.
+    pub fn start_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncline"));
         cmd.arg("run").arg(config).args(args).env("SYNCLINE_LOG", "info,syncline::delivery=debug").env("ERP_TOKEN", "test-token");
+        cmd.envs(env.iter().copied());
         let log = Arc::new(Mutex::new(String::new()));
         let (child, line) = spawn_until(cmd, "syncline listening on", true, log.clone());
         Host { child: Some(child), url: address(&line), log }

@@ -15,6 +15,7 @@ mod pipeline;
 mod reload;
 mod runtime;
 mod scaffold;
+mod secrets;
 mod sinks;
 mod schema;
 mod support;

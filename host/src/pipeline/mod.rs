@@ -89,6 +89,7 @@ pub fn bind_plugin(
     let mut ctx = PluginContext::new(plugin.name.clone());
     ctx.config = flatten_config(&settings.config);
     ctx.secret_keys = settings.secret_keys.clone();
+    ctx.secrets = crate::runtime::Secrets::new(settings.secret_keys.iter().filter_map(|k| ctx.config.get(k).cloned()));
     for (name, path) in &settings.tables {
         ctx.tables.insert(name.clone(), table(tables, path).with_context(|| format!("for {}", plugin.needed_by))?);
     }

@@ -28,8 +28,10 @@ pub struct PluginContext {
     pub plugin: String,
     /// Flattened config entries (see [`flatten_config`]).
     pub config: BTreeMap<String, String>,
-    /// Keys whose values are secrets: never logged.
+    /// Keys whose values are secrets.
     pub secret_keys: Vec<String>,
+    /// The secret values, kept out of whatever leaves a call.
+    pub secrets: super::redact::Secrets,
     /// Reference tables by name.
     pub tables: BTreeMap<String, Arc<RefTable>>,
     /// Key-value state.
@@ -48,6 +50,7 @@ impl PluginContext {
             plugin: plugin.into(),
             config: BTreeMap::new(),
             secret_keys: Vec::new(),
+            secrets: super::redact::Secrets::default(),
             tables: BTreeMap::new(),
             state: Arc::new(MemoryState::default()),
             allowed_hosts: Vec::new(),
@@ -205,6 +208,7 @@ impl log::Host for HostState {
             self.logs_dropped += 1;
             return;
         };
+        let message = self.ctx.secrets.text(&message);
         let (plugin, tenant, correlation_id) = (&self.ctx.plugin, &self.call.tenant, &self.call.correlation_id);
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", %plugin, %tenant, %correlation_id, "{message}"),

@@ -251,7 +251,32 @@ impl PluginInstance {
 
     /// Runs `request` on an instance with the call limits armed. A failed
     /// instance is dropped, a good one goes back to the pool.
+    /// One call: what the plugin answered with its secrets taken out (see
+    /// [`super::redact`]), a failure of the whole call logged.
     fn call(&self, info: CallInfo, request: Request) -> (Result<Response, CallError>, CallReport) {
+        let (result, report) = self.call_raw(info, request);
+        let secrets = &self.ctx.secrets;
+        let result = if secrets.is_empty() {
+            result
+        } else {
+            match result {
+                Ok(Response::Messages(m)) => Ok(Response::Messages(m.into_iter().map(|m| secrets.message(m)).collect())),
+                Ok(Response::Violations(v)) => Ok(Response::Violations(v.into_iter().map(|v| secrets.violation(v)).collect())),
+                Ok(Response::Batch(b)) => Ok(Response::Batch(secrets.batch(b))),
+                Ok(Response::Outcomes(o)) => Ok(Response::Outcomes(o.into_iter().map(|o| secrets.outcome(o)).collect())),
+                Err(e) => Err(secrets.error(e)),
+            }
+        };
+        if let Err(e) = &result {
+            if e.failure.is_whole_call() {
+                tracing::warn!(plugin = %self.plugin.name, digest = %self.plugin.short_digest(), failure = %e.failure, "plugin call failed");
+            }
+        }
+        (result, report)
+    }
+
+    /// One call, as the plugin answered it.
+    fn call_raw(&self, info: CallInfo, request: Request) -> (Result<Response, CallError>, CallReport) {
         let limits = &self.ctx.limits;
         let deadline = Instant::now() + limits.timeout;
         let claim = match self.checkout(deadline) {
@@ -295,13 +320,7 @@ impl PluginInstance {
             self.idle.lock().unwrap().push(warm);
             self.slots.freed.notify_one();
         }
-        let result = result.map_err(|e| explain(e, written));
-        if let Err(e) = &result {
-            if e.failure.is_whole_call() {
-                tracing::warn!(plugin = %self.plugin.name, digest = %self.plugin.short_digest(), failure = %e.failure, "plugin call failed");
-            }
-        }
-        (result, report)
+        (result.map_err(|e| explain(e, written)), report)
     }
 
     /// Calls the export `request` names.

@@ -18,6 +18,7 @@ pub mod logs;
 #[cfg(feature = "native-stages")]
 pub mod native;
 mod output;
+pub mod redact;
 pub mod plugin;
 mod size;
 pub mod state;
@@ -39,6 +40,7 @@ pub use logs::LogCounters;
 #[cfg(feature = "native-stages")]
 pub use native::NativeStage;
 pub use plugin::{digest, Plugin, World};
+pub use redact::Secrets;
 
 use bindings::host_api;
 use host::HostState;
