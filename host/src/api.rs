@@ -10,6 +10,7 @@ pub mod auth;
 mod baselines;
 mod dead_letters;
 mod exceptions;
+mod plugins;
 mod quota;
 mod sinks;
 
@@ -161,6 +162,9 @@ pub fn router(app: App) -> Router {
         .add("GET", "/v1/reloads", reloads)
         .add("POST", "/v1/reload", reload)
         .add("POST", "/v1/plugins/{name}/rollback", rollback)
+        .add("GET", "/v1/plugins/approvals", plugins::approvals)
+        .add("POST", "/v1/plugins/{name}/approve", plugins::approve)
+        .add("POST", "/v1/plugins/{name}/revoke", plugins::revoke)
         .add("GET", "/v1/tenants/{tenant}/baselines/{pipeline}", baselines::show)
         .add("POST", "/v1/tenants/{tenant}/baselines/{pipeline}/release", baselines::release)
         .add("GET", "/v1/sinks", sinks::list)

@@ -6,6 +6,7 @@
 //! writes new plugin crates.
 
 pub mod api;
+pub mod approval;
 pub mod breaker;
 pub mod config;
 pub mod delivery;

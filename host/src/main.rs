@@ -319,6 +319,38 @@ enum PluginCmd {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Approve a plugin version to run (plugins.mode = "approved"); the running host reloads.
+    Approve {
+        /// Plugin name.
+        name: String,
+        /// Its digest (`syncline inspect` prints it).
+        digest: String,
+        /// What the review said (kept with the approval and in the audit log).
+        #[arg(long)]
+        note: Option<String>,
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "config")]
+        server: String,
+        /// No host running yet: write the approval into the store of this config.
+        #[arg(long, value_name = "CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Withdraw a version's approval (a running version keeps running until replaced).
+    Revoke {
+        /// Plugin name.
+        name: String,
+        /// Its digest.
+        digest: String,
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// The approved plugin versions of a running host.
+    Approvals {
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -449,18 +481,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { what, server } => dlq(what, server),
         Command::Sink { what, server } => sink(what, server),
         Command::Exceptions { what, server } => exceptions(what, server),
-        Command::Plugin { what: PluginCmd::Rollback { name, server } } => {
-            let (status, body) = api_call("POST", server, &format!("/v1/plugins/{name}/rollback"))?;
-            if status != 200 {
-                let why = body["error"]["message"].as_str().or(body["error"].as_str()).unwrap_or("the rollback failed");
-                eprintln!("error: {why}");
-                return Ok(ExitCode::FAILURE);
-            }
-            for p in body["plugins"].as_array().into_iter().flatten() {
-                println!("{} for {}: {} -> {}", p["plugin"].as_str().unwrap_or("?"), p["who"].as_str().unwrap_or("?"), p["old"].as_str().unwrap_or("?"), p["new"].as_str().unwrap_or("?"));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Plugin { what } => plugin(what),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&syncline_model::schema::message_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -491,6 +512,64 @@ fn test(cli: &Cli, path: &Path, cases: &Path, junit: Option<&Path>) -> anyhow::R
     }
     println!("{} passed, {} failed", results.len() - failed, failed);
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `syncline plugin`: rollback, approvals (each one API call, or an
+/// approval written to the store of a config when no host runs yet).
+fn plugin(what: &PluginCmd) -> anyhow::Result<ExitCode> {
+    let failed = |body: &serde_json::Value| {
+        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        Ok(ExitCode::FAILURE)
+    };
+    match what {
+        PluginCmd::Rollback { name, server } => {
+            let (status, body) = api_call("POST", server, &format!("/v1/plugins/{name}/rollback"))?;
+            if status != 200 {
+                return failed(&body);
+            }
+            for p in body["plugins"].as_array().into_iter().flatten() {
+                println!("{} for {}: {} -> {}", p["plugin"].as_str().unwrap_or("?"), p["who"].as_str().unwrap_or("?"), p["old"].as_str().unwrap_or("?"), p["new"].as_str().unwrap_or("?"));
+            }
+        }
+        PluginCmd::Approve { name, digest, note, config: Some(config), .. } => {
+            let digest = syncline::approval::digest(digest).map_err(anyhow::Error::msg)?;
+            let cfg = syncline::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = syncline::store::SqliteStore::open(&cfg.store.path, cfg.store.sync, None).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
+            let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let record = syncline::store::records::Approval { plugin: name.clone(), digest: digest.clone(), by, at: syncline::store::now_ms(), note: note.clone() };
+            syncline::approval::approve(&store, &record)?;
+            println!("approved {name} {digest} in {}", cfg.store.path.display());
+        }
+        PluginCmd::Approve { name, digest, note, server, config: None } => {
+            let (status, body) = api_request("POST", server, &format!("/v1/plugins/{name}/approve"), &[], Some(&serde_json::json!({"digest": digest, "note": note})))?;
+            if status != 200 {
+                return failed(&body);
+            }
+            println!("approved {name} {}; reload {}", body["approval"]["digest"].as_str().unwrap_or("?"), body["reload"]["outcome"].as_str().unwrap_or("?"));
+            if let Some(error) = body["reload"]["error"].as_str() {
+                println!("{error}");
+            }
+        }
+        PluginCmd::Revoke { name, digest, server } => {
+            let (status, body) = api_request("POST", server, &format!("/v1/plugins/{name}/revoke"), &[], Some(&serde_json::json!({"digest": digest})))?;
+            if status != 200 {
+                return failed(&body);
+            }
+            println!("revoked {name} {}", body["digest"].as_str().unwrap_or("?"));
+        }
+        PluginCmd::Approvals { server } => {
+            let (status, body) = api_call("GET", server, "/v1/plugins/approvals")?;
+            if status != 200 {
+                return failed(&body);
+            }
+            println!("mode: {}", body["mode"].as_str().unwrap_or("?"));
+            for a in body["approvals"].as_array().into_iter().flatten() {
+                let note = a["note"].as_str().map(|n| format!("  \"{n}\"")).unwrap_or_default();
+                println!("{}  {}  by {}{note}", a["plugin"].as_str().unwrap_or("?"), a["digest"].as_str().unwrap_or("?"), a["by"].as_str().unwrap_or("?"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `syncline token new`: a token, printed once, and its config lines.

@@ -31,13 +31,20 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
         false => Arc::new(crate::store::MemoryStore::new()),
     };
     let versions = crate::pipeline::Versions::new(store);
+    let mut unapproved = Vec::new();
     for r in config.plugin_refs() {
         let (settings, pin) = settings_of(&config, r);
-        let (bytes, _) = versions.desired(r, pin)?;
+        let (bytes, digest) = versions.desired(r, pin)?;
+        if config.plugin_mode == crate::config::PluginMode::Approved {
+            if let Err(e) = versions.check_approved(r, &digest) {
+                unapproved.push(e.to_string());
+            }
+        }
         let instance = crate::pipeline::bind_plugin(&runtime, r, &bytes, settings, state.clone(), &mut tables)?;
         let p = instance.plugin();
         lines.push(format!("{} ({}) {} {} for {}", p.name, p.world, p.digest, r.path.display(), r.needed_by));
     }
+    anyhow::ensure!(unapproved.is_empty(), "{}", unapproved.join("\n"));
     Ok((config, lines))
 }
 

@@ -3,6 +3,7 @@
 //! module per topic.
 
 mod access;
+mod approval;
 mod cli;
 mod config_errors;
 mod dead_letters;

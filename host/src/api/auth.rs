@@ -72,6 +72,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/v1/reloads", Role::Reader, Reach::Host),
     ep("POST", "/v1/reload", Role::Admin, Reach::Host),
     ep("POST", "/v1/plugins/{name}/rollback", Role::Admin, Reach::Host),
+    ep("GET", "/v1/plugins/approvals", Role::Reader, Reach::Host),
+    ep("POST", "/v1/plugins/{name}/approve", Role::Admin, Reach::Host),
+    ep("POST", "/v1/plugins/{name}/revoke", Role::Admin, Reach::Host),
     ep("GET", "/metrics", Role::Reader, Reach::Host),
 ];
 

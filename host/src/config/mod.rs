@@ -327,6 +327,7 @@ impl Checker<'_> {
                 store: Store { path: base.join(&file.store.path), ..file.store },
                 plugins_dir,
                 cache_dir: file.plugins.cache_dir.map(|d| base.join(d)),
+                plugin_mode: file.plugins.mode,
                 tenants: tenants.into_iter().collect(),
                 pipelines,
                 sinks,

@@ -182,6 +182,22 @@ pub struct PluginsFile {
     /// Compiled-plugin cache. Example: `cache-dir = ".cache"`
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// `open` (default): any plugin file in the folder runs; `approved`:
+    /// only versions approved with `syncline plugin approve` go live.
+    /// Example: `mode = "approved"`
+    #[serde(default)]
+    pub mode: PluginMode,
+}
+
+/// Which plugin versions may go live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginMode {
+    /// Any file in the plugin folder.
+    #[default]
+    Open,
+    /// Only approved digests (an audited allow-list in the store).
+    Approved,
 }
 
 fn default_plugins() -> PathBuf {
@@ -190,7 +206,7 @@ fn default_plugins() -> PathBuf {
 
 impl Default for PluginsFile {
     fn default() -> Self {
-        PluginsFile { dir: default_plugins(), cache_dir: None }
+        PluginsFile { dir: default_plugins(), cache_dir: None, mode: PluginMode::Open }
     }
 }
 
@@ -712,6 +728,8 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// Compile cache folder, if set.
     pub cache_dir: Option<PathBuf>,
+    /// Which plugin versions may go live.
+    pub plugin_mode: PluginMode,
     /// Tenant ids.
     pub tenants: Vec<Name>,
     /// Pipelines.

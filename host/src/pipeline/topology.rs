@@ -79,10 +79,15 @@ struct Builder<'a> {
     state: &'a Arc<dyn StateStore>,
     versions: &'a Versions,
     tables: BTreeMap<PathBuf, Arc<RefTable>>,
+    /// Only approved versions may be bound.
+    approved_only: bool,
 }
 
 impl Builder<'_> {
     fn bind_bytes(&mut self, plugin: &PluginRef, bytes: &[u8], digest: &str, settings: &PluginSettings) -> anyhow::Result<Arc<PluginInstance>> {
+        if self.approved_only {
+            self.versions.check_approved(plugin, digest)?;
+        }
         let instance = bind_plugin(self.runtime, plugin, bytes, settings, self.state.clone(), &mut self.tables)?;
         self.versions.archive(digest, bytes);
         Ok(instance)
@@ -134,7 +139,8 @@ pub fn build(
     previous: Option<&Topology>,
 ) -> anyhow::Result<(Topology, Changes)> {
     let shards = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2).max(1);
-    let mut b = Builder { runtime, state, versions, tables: BTreeMap::new() };
+    let approved_only = config.plugin_mode == crate::config::PluginMode::Approved;
+    let mut b = Builder { runtime, state, versions, tables: BTreeMap::new(), approved_only };
     let mut changes = Changes::default();
 
     let mut sinks = BTreeMap::new();

@@ -31,6 +31,25 @@ impl Versions {
         Versions { store, history: Mutex::default(), overrides: Mutex::default() }
     }
 
+    /// Fails unless version `digest` of `plugin` is approved (under
+    /// `[plugins] mode = "approved"`), saying how to approve it.
+    ///
+    /// # Errors
+    ///
+    /// The version is not approved, or the store cannot say.
+    pub fn check_approved(&self, plugin: &PluginRef, digest: &str) -> anyhow::Result<()> {
+        let approvals = self.store.plugin_approvals().map_err(|e| anyhow::anyhow!("cannot read plugin approvals: {e}"))?;
+        anyhow::ensure!(
+            approvals.iter().any(|a| a.plugin == plugin.name && a.digest == digest),
+            "plugin `{}` version {digest} ({}, for {}) is not approved and does not run (plugins.mode = \"approved\"); after review: syncline plugin approve {} {digest}",
+            plugin.name,
+            plugin.path.display(),
+            plugin.needed_by,
+            plugin.name,
+        );
+        Ok(())
+    }
+
     /// Keeps a copy of `bytes` (once per digest).
     pub fn archive(&self, digest: &str, bytes: &[u8]) {
         if let Err(e) = self.store.archive(digest, bytes) {

@@ -228,6 +228,17 @@ pub fn keeps_state_archive_and_audit(s: &dyn Store) {
     assert_eq!(events.iter().map(|e| e.event.kind()).collect::<Vec<_>>(), ["start", "sink-resumed", "sink-resumed", "stop"]);
     assert_eq!((events[1].actor.as_str(), events[1].tenant.as_deref(), events[0].actor.as_str()), ("token:ops", Some("acme"), "host"));
     assert_eq!(s.audit_events(&all, events[0].id, 10).unwrap().len(), 3);
+    // Plugin approvals: listed by plugin, replaced when given again, revoked.
+    let approval = |plugin: &str, digest: &str, at: i64| records::Approval { plugin: plugin.into(), digest: digest.into(), by: "token:admin".into(), at, note: None };
+    s.approve_plugin(&approval("tagger", "sha256:b", 2)).unwrap();
+    s.approve_plugin(&approval("tagger", "sha256:a", 1)).unwrap();
+    s.approve_plugin(&records::Approval { note: Some("reviewed".into()), ..approval("mapper", "sha256:c", 3) }).unwrap();
+    s.approve_plugin(&records::Approval { note: Some("again".into()), ..approval("mapper", "sha256:c", 4) }).unwrap();
+    let listed: Vec<(String, String, Option<String>)> = s.plugin_approvals().unwrap().into_iter().map(|a| (a.plugin, a.digest, a.note)).collect();
+    assert_eq!(listed, [("mapper".into(), "sha256:c".into(), Some("again".into())), ("tagger".into(), "sha256:a".into(), None), ("tagger".into(), "sha256:b".into(), None)]);
+    assert!(s.revoke_plugin_approval("tagger", "sha256:a").unwrap());
+    assert!(!s.revoke_plugin_approval("tagger", "sha256:a").unwrap());
+    assert_eq!(s.plugin_approvals().unwrap().len(), 2);
     let ids = |f: &AuditFilter| s.audit_events(f, 0, 10).unwrap().iter().map(|e| e.id).collect::<Vec<_>>();
     let scoped = AuditFilter { scope: Some(vec!["acme".into()]), ..Default::default() };
     assert_eq!(ids(&scoped), [events[1].id], "a scope sees its tenants' events, not host-wide ones");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::records::{
-    AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
+    Approval, AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
 };
 use super::*;
 use crate::config::Tier;
@@ -64,6 +64,7 @@ struct Inner {
     state: BTreeMap<(String, String, String), Vec<u8>>,
     archive: HashMap<String, Vec<u8>>,
     pauses: BTreeMap<String, SinkPause>,
+    approvals: BTreeMap<(String, String), Approval>,
     /// (tenant, pipeline, kind, item, location) -> (message id, at, JSON).
     baselines: BTreeMap<(String, String, String, String, String), (String, i64, String)>,
 }
@@ -507,6 +508,21 @@ impl Store for MemoryStore {
         };
         s.exceptions.push((record, e.json));
         Ok(())
+    }
+
+    fn approve_plugin(&self, a: &Approval) -> Result<(), StoreError> {
+        self.write()?.approvals.insert((a.plugin.clone(), a.digest.clone()), a.clone());
+        Ok(())
+    }
+
+    fn revoke_plugin_approval(&self, plugin: &str, digest: &str) -> Result<bool, StoreError> {
+        Ok(self.write()?.approvals.remove(&(plugin.to_string(), digest.to_string())).is_some())
+    }
+
+    fn plugin_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        let mut all: Vec<Approval> = self.inner.lock().unwrap().approvals.values().cloned().collect();
+        all.sort_by(|a, b| (&a.plugin, a.at).cmp(&(&b.plugin, b.at)));
+        Ok(all)
     }
 
     fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {

@@ -747,6 +747,27 @@ pub trait Store: Send + Sync {
     /// never kept without the state its processing wrote).
     fn put_state(&self, tenant: &str, plugin: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Submitted<()>;
 
+    /// Approves a plugin version (again: the new record replaces the old).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn approve_plugin(&self, approval: &records::Approval) -> Result<(), StoreError>;
+
+    /// Withdraws a plugin version's approval; whether there was one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn revoke_plugin_approval(&self, plugin: &str, digest: &str) -> Result<bool, StoreError>;
+
+    /// Every approved plugin version, by plugin then time.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn plugin_approvals(&self) -> Result<Vec<records::Approval>, StoreError>;
+
     /// Keeps the bytes of a plugin version under its digest (once).
     ///
     /// # Errors

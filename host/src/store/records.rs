@@ -538,6 +538,23 @@ pub struct LivePipelineRecord {
     pub stages: Vec<String>,
 }
 
+/// A plugin version approved to run (`[plugins] mode = "approved"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Approval {
+    /// Plugin name.
+    pub plugin: String,
+    /// The approved digest (`sha256:…`).
+    pub digest: String,
+    /// Who approved it (an audit actor).
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// What the review said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// Something an operator or the host did that the audit log keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -660,6 +677,23 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "is_zero")]
         suppressed: u64,
     },
+    /// A plugin version was approved to run.
+    PluginApproved {
+        /// Plugin name.
+        plugin: String,
+        /// Its digest.
+        digest: String,
+        /// What the review said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// A plugin version's approval was withdrawn.
+    PluginApprovalRevoked {
+        /// Plugin name.
+        plugin: String,
+        /// Its digest.
+        digest: String,
+    },
     /// A dead letter was purged.
     DeadLetterPurged {
         /// Its number.
@@ -693,6 +727,8 @@ impl AuditEvent {
             AuditEvent::SinkPaused { .. } => "sink-paused",
             AuditEvent::SinkResumed { .. } => "sink-resumed",
             AuditEvent::Denied { .. } => "denied",
+            AuditEvent::PluginApproved { .. } => "plugin-approved",
+            AuditEvent::PluginApprovalRevoked { .. } => "plugin-approval-revoked",
         }
     }
 

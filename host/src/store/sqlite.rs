@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{
-    AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, scope_json, Replayed, Settle, SinkPause, Trace,
+    Approval, AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, scope_json, Replayed, Settle, SinkPause, Trace,
 };
 use super::compact;
 use super::*;
@@ -191,6 +191,14 @@ CREATE TABLE IF NOT EXISTS baselines (
     PRIMARY KEY (tenant, pipeline, kind, item, location)
 ) WITHOUT ROWID;
 -- Sinks an operator paused.
+CREATE TABLE IF NOT EXISTS plugin_approvals (
+    plugin TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    note TEXT,
+    PRIMARY KEY (plugin, digest)
+);
 CREATE TABLE IF NOT EXISTS sink_pauses (
     sink TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -1136,6 +1144,26 @@ impl Store for SqliteStore {
             )
             .map(drop)
         })
+    }
+
+    fn approve_plugin(&self, a: &Approval) -> Result<(), StoreError> {
+        let a = a.clone();
+        self.write(move |tx| {
+            tx.execute("INSERT OR REPLACE INTO plugin_approvals (plugin, digest, by, at, note) VALUES (?1, ?2, ?3, ?4, ?5)", params![a.plugin, a.digest, a.by, a.at, a.note])?;
+            Ok(())
+        })
+    }
+
+    fn revoke_plugin_approval(&self, plugin: &str, digest: &str) -> Result<bool, StoreError> {
+        let (plugin, digest) = (plugin.to_string(), digest.to_string());
+        self.write(move |tx| Ok(tx.execute("DELETE FROM plugin_approvals WHERE plugin = ?1 AND digest = ?2", params![plugin, digest])? > 0))
+    }
+
+    fn plugin_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare("SELECT plugin, digest, by, at, note FROM plugin_approvals ORDER BY plugin, at")?;
+        let rows = stmt.query_map([], |r| Ok(Approval { plugin: r.get(0)?, digest: r.get(1)?, by: r.get(2)?, at: r.get(3)?, note: r.get(4)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {
