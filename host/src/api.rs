@@ -316,12 +316,9 @@ async fn ingest_batch(
     let bytes = read_body(&app, body, applicable.max_body(topology.config.server.max_body.0)).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
     let mut prepared = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let msg = mjson::from_str(line).map_err(|e| ApiError::from(IngestError::from(e)).at_line(i + 1))?;
-        prepared.push(app.ingest.prepare(p, msg, "http", None).map_err(|e| ApiError::from(e).at_line(i + 1))?);
+    for (line, msg) in mjson::from_ndjson(text) {
+        let msg = msg.map_err(|e| ApiError::from(IngestError::from(e)).at_line(line))?;
+        prepared.push(app.ingest.prepare(p, msg, "http", None).map_err(|e| ApiError::from(e).at_line(line))?);
     }
     if prepared.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty-batch", "the batch has no messages (one JSON message per line)"));

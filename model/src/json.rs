@@ -107,6 +107,12 @@ pub fn from_str(text: &str) -> Result<Message, JsonError> {
     wire.into_message()
 }
 
+/// Parses NDJSON text: one message per line, blank lines skipped; each
+/// with its line number (from 1).
+pub fn from_ndjson(text: &str) -> impl Iterator<Item = (usize, Result<Message, JsonError>)> + '_ {
+    text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()).map(|(i, line)| (i + 1, from_str(line)))
+}
+
 /// Parses one message from a JSON value.
 ///
 /// # Errors
