@@ -39,7 +39,9 @@ fn main() -> anyhow::Result<ExitCode> {
         let rate = report.execs as f64 / time.as_secs_f64().max(0.001);
         println!("fuzz {}: {} inputs ({rate:.0}/s, seed {seed}), {} crashes", t.name(), report.execs, report.crashes.len());
         for c in &report.crashes {
-            println!("  kept {} (replayed by cargo test from now on)", c.display());
+            println!("  kept {} (replayed by cargo test from now on; commit it)", c.display());
+            let bytes = std::fs::read(c).unwrap_or_default();
+            println!("  input ({} bytes): {:?}", bytes.len(), String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]));
             clean = false;
         }
     }

@@ -441,6 +441,16 @@ fn every_endpoint_refuses_missing_bad_and_foreign_tokens_and_the_audit_log_names
             a.body
         );
 
+        // Malformed and oversized bodies: a clear 4xx, nothing done.
+        let takes_no_body = ["/v1/reload", "/resume", "/rollback"].iter().any(|end| e.path.ends_with(end));
+        if e.method == "POST" && !takes_no_body {
+            let huge = vec![b'{'; 3 << 20];
+            for body in [&b"{\"unclosed"[..], &b"\xff\xfe not utf-8"[..], &b"[1, 2, 3]"[..], &huge[..]] {
+                let a = call(e.method, &harmless, Some(right), body);
+                assert!((400..500).contains(&a.status), "{what} with a bad body of {} bytes: {} {}", body.len(), a.status, a.body);
+            }
+        }
+
         // Hostile path parameters: a clear 4xx, never a 5xx or a dropped connection.
         let long = "x".repeat(100_000);
         for bad in ["..", "%2E%2E", "a%2Fb", "%2F", "nul%00byte", long.as_str()] {
