@@ -8,6 +8,7 @@ use std::sync::Arc;
 mod audit;
 pub mod auth;
 mod baselines;
+mod capture;
 mod dead_letters;
 mod exceptions;
 mod plugins;
@@ -103,6 +104,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromR
     }
 }
 
+/// The body of a control endpoint (a filter, a reason, a comment): at most
+/// 64 KiB, read within `server.body-read-timeout`; errors are JSON like
+/// every other.
+pub struct SmallBody(pub Bytes);
+
+/// Largest body of a control endpoint.
+const SMALL_BODY: usize = 64 << 10;
+
+impl axum::extract::FromRequest<App> for SmallBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, app: &App) -> Result<Self, ApiError> {
+        read_body(app, req.into_body(), SMALL_BODY).await.map(SmallBody)
+    }
+}
+
 /// A store failure as an answer: a conflict (the record is not open any
 /// more) is 409 `not-open`, anything else 503.
 fn store_error(e: crate::store::StoreError) -> ApiError {
@@ -166,6 +183,8 @@ pub fn router(app: App) -> Router {
         .add("POST", "/v1/plugins/{name}/approve", plugins::approve)
         .add("POST", "/v1/plugins/{name}/revoke", plugins::revoke)
         .add("GET", "/v1/tenants/{tenant}/baselines/{pipeline}", baselines::show)
+        .add("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/stages/{stage}/capture", capture::start)
+        .add("GET", "/v1/tenants/{tenant}/pipelines/{pipeline}/stages/{stage}/capture", capture::collect)
         .add("POST", "/v1/tenants/{tenant}/baselines/{pipeline}/release", baselines::release)
         .add("GET", "/v1/sinks", sinks::list)
         .add("POST", "/v1/sinks/{name}/pause", sinks::pause)
@@ -213,17 +232,50 @@ async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
+/// Most of an oversized body read and dropped so its sender gets the 413
+/// instead of a connection reset mid-send; past this the connection is cut.
+const DRAIN: usize = 16 << 20;
+
+/// What a body turned out to be.
+enum Read {
+    Whole(Bytes),
+    /// Larger than the limit (the rest was drained or cut).
+    TooLarge,
+}
+
+/// Reads `body` up to `limit` bytes; past that, drains up to [`DRAIN`] more.
+async fn read_limited(body: Body, limit: usize) -> Result<Read, axum::Error> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        seen += data.len();
+        if seen > limit {
+            if seen > limit + DRAIN {
+                return Ok(Read::TooLarge);
+            }
+            buf.clear();
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(if seen > limit { Read::TooLarge } else { Read::Whole(buf.freeze()) })
+}
+
 /// The request body, within `limit` bytes and `server.body-read-timeout`
 /// (a client trickling its body is cut off).
 async fn read_body(app: &App, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let server = app.topology.current().config.server.clone();
-    match tokio::time::timeout(server.body_read_timeout.0, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::new(
+    match tokio::time::timeout(server.body_read_timeout.0, read_limited(body, limit)).await {
+        Ok(Ok(Read::Whole(bytes))) => Ok(bytes),
+        Ok(Ok(Read::TooLarge)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             format!("the request body is larger than the limit of {limit} bytes (server.max-body, or the tenant's or token's ingest max-body)"),
         )),
+        Ok(Err(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-body", format!("the request body could not be read: {e}"))),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body-read-timeout",

@@ -97,6 +97,33 @@ enum Command {
         #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Record what a live stage's plugin is given and answers, as golden cases for `syncline test`.
+    Capture {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Pipeline.
+        #[arg(long)]
+        pipeline: String,
+        /// Stage number (from 1).
+        #[arg(long, default_value_t = 1)]
+        stage: usize,
+        /// How long to record: `30s`, `10m`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Most cases.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+        /// A field to replace by `[redacted]` in inputs and outputs (repeat): `body.source.supplier`.
+        #[arg(long)]
+        redact: Vec<String>,
+        /// Folder to write the cases to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Make API tokens.
     Token {
         #[command(subcommand)]
@@ -402,6 +429,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     TOKEN.get_or_init(|| cli.token.clone());
     match &cli.command {
         Command::Token { what: TokenCmd::New { id, tenants, roles } } => token_new(id, tenants, roles),
+        Command::Capture { tenant, pipeline, stage, duration, max, redact, out, server } => {
+            capture(&format!("/v1/tenants/{tenant}/pipelines/{pipeline}/stages/{stage}/capture"), duration, *max, redact, out, server)
+        }
         Command::Audit { kind, actor, tenant, since, until, jsonl, server } => {
             let fields = [("kind", kind), ("actor", actor), ("tenant", tenant), ("since", since), ("until", until)];
             let mut query: Vec<(&str, String)> = fields.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))).collect();
@@ -569,6 +599,42 @@ fn plugin(what: &PluginCmd) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `syncline capture`: starts a capture, collects its cases until it ends,
+/// and writes each as a case file.
+fn capture(path: &str, duration: &str, max: usize, redact: &[String], out: &Path, server: &str) -> anyhow::Result<ExitCode> {
+    let (status, body) = api_request("POST", server, path, &[], Some(&serde_json::json!({"for": duration, "max": max, "redact": redact})))?;
+    if status != 200 {
+        eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+        return Ok(ExitCode::FAILURE);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    eprintln!("recording for {duration} (at most {max} calls)...");
+    let (mut written, mut tables) = (0, std::collections::BTreeSet::new());
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (status, body) = api_call("GET", server, path)?;
+        if status != 200 {
+            eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+            return Ok(ExitCode::FAILURE);
+        }
+        let cases: Vec<syncline::plugin_test::Case> = serde_json::from_value(body["cases"].clone()).context("the server's cases do not read as cases")?;
+        for case in cases {
+            written += 1;
+            tables.extend(case.tables.values().cloned());
+            std::fs::write(out.join(format!("captured-{written:04}.json")), serde_json::to_string_pretty(&case)? + "\n")?;
+        }
+        if body["running"] != true {
+            break;
+        }
+    }
+    println!("wrote {written} case(s) to {}", out.display());
+    if !tables.is_empty() {
+        println!("copy the stage's tables next to them: {}", tables.into_iter().collect::<Vec<_>>().join(", "));
+    }
+    println!("check a new version against them: syncline test NEW.wasm --cases {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use syncline_model::table::RefTable;
@@ -37,47 +37,73 @@ use syncline_model::{json as mjson, Message};
 use crate::runtime::{flatten_config, CallError, Limits, Plugin, PluginContext, Runtime, World};
 use crate::stub_http::{StubResponse, StubServer};
 
-/// A case file.
-#[derive(Debug, Deserialize)]
+/// A case file (also what `syncline capture` writes).
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct Case {
+pub struct Case {
+    /// What it checks.
     #[serde(default)]
-    description: String,
-    #[serde(default)]
-    config: Map<String, Value>,
-    #[serde(default)]
-    tables: BTreeMap<String, String>,
-    #[serde(default)]
-    allowed_hosts: Vec<String>,
-    #[serde(default)]
-    responses: Vec<StubResponse>,
-    #[serde(default)]
-    limits: Option<CaseLimits>,
-    #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    inputs: Option<Vec<Value>>,
-    #[serde(default)]
-    cursor: Option<String>,
-    expect: Expect,
+    pub description: String,
+    /// The plugin's config.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub config: Map<String, Value>,
+    /// Reference tables by name: files relative to the case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, String>,
+    /// Hosts outbound HTTP may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// The stub's answers, in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub responses: Vec<StubResponse>,
+    /// Limits for the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<CaseLimits>,
+    /// One input message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// A batch (allocate, deliver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<Value>>,
+    /// A source's cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// What must come out.
+    pub expect: Expect,
 }
 
-#[derive(Debug, Deserialize)]
+/// A case's limits.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct CaseLimits {
-    timeout_ms: Option<u64>,
-    memory_mb: Option<usize>,
+pub struct CaseLimits {
+    /// Wall time of the call.
+    pub timeout_ms: Option<u64>,
+    /// Memory of the instance.
+    pub memory_mb: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+/// What a case expects; the fields given are checked.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct Expect {
-    outputs: Option<Vec<Value>>,
-    violations: Option<Vec<Value>>,
-    outcomes: Option<Vec<Value>>,
-    batch: Option<Value>,
-    error: Option<Map<String, Value>>,
-    requests: Option<Vec<Value>>,
+pub struct Expect {
+    /// Output messages (envelope fields stated, whole body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<Value>>,
+    /// A validator's violations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<Value>>,
+    /// A sink's outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Vec<Value>>,
+    /// A source's batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Value>,
+    /// An error: the keys given (`code`, `message`, `retryable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Map<String, Value>>,
+    /// The HTTP requests made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Vec<Value>>,
 }
 
 /// The result of one case.

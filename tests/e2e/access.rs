@@ -242,7 +242,8 @@ fn url(host: &Host, path: &str, id: &str, tenant: &str) -> String {
                 ("pipeline", "orders"),
                 ("id", id),
                 ("name", "erp"),
-                ("action", "resolve")
+                ("action", "resolve"),
+                ("stage", "1")
             ]
         )
     )
@@ -442,7 +443,7 @@ fn every_endpoint_refuses_missing_bad_and_foreign_tokens_and_the_audit_log_names
         );
 
         // Malformed and oversized bodies: a clear 4xx, nothing done.
-        let takes_no_body = ["/v1/reload", "/resume", "/rollback"].iter().any(|end| e.path.ends_with(end));
+        let takes_no_body = ["/v1/reload", "/resume", "/rollback", "{id}/replay"].iter().any(|end| e.path.ends_with(end));
         if e.method == "POST" && !takes_no_body {
             let huge = vec![b'{'; 3 << 20];
             for body in [&b"{\"unclosed"[..], &b"\xff\xfe not utf-8"[..], &b"[1, 2, 3]"[..], &huge[..]] {
@@ -460,6 +461,7 @@ fn every_endpoint_refuses_missing_bad_and_foreign_tokens_and_the_audit_log_names
                 ("id", bad),
                 ("name", bad),
                 ("action", bad),
+                ("stage", bad),
             ];
             if !e.path.contains('{') {
                 continue;

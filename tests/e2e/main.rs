@@ -4,6 +4,7 @@
 
 mod access;
 mod approval;
+mod capture;
 mod cli;
 mod config_errors;
 mod dead_letters;

@@ -57,6 +57,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/v1/pipelines", Role::Reader, Reach::Tenant),
     ep("GET", "/v1/tenants/{tenant}/baselines/{pipeline}", Role::Reader, Reach::Tenant),
     ep("POST", "/v1/tenants/{tenant}/baselines/{pipeline}/release", Role::Operator, Reach::Tenant),
+    ep("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/stages/{stage}/capture", Role::Operator, Reach::Tenant),
+    ep("GET", "/v1/tenants/{tenant}/pipelines/{pipeline}/stages/{stage}/capture", Role::Operator, Reach::Tenant),
     ep("GET", "/v1/exceptions", Role::Reader, Reach::Tenant),
     ep("GET", "/v1/exceptions/{id}", Role::Reader, Reach::Tenant),
     ep("POST", "/v1/exceptions/{id}/{action}", Role::Operator, Reach::Tenant),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App, Params};
+use super::{blocking, store_error, ApiError, App, Params, SmallBody};
 use crate::pipeline::fallback;
 
 /// The baseline query.
@@ -64,7 +64,7 @@ pub async fn release(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Params((tenant, pipeline)): Params<(String, String)>,
-    body: axum::body::Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Response, ApiError> {
     caller.tenant(&tenant)?;
     let request: ReleaseRequest =

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App, Params};
+use super::{blocking, store_error, ApiError, App, Params, SmallBody};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, DeadLetterFilter, Replayed};
 use crate::store::StoreError;
@@ -127,7 +127,7 @@ pub async fn replay(State(app): State<App>, Extension(caller): Extension<Caller>
 
 /// `POST /v1/dead-letters:replay` with a filter (`{}`: every open one):
 /// replays each open dead letter it matches.
-pub async fn replay_matching(State(app): State<App>, Extension(caller): Extension<Caller>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn replay_matching(State(app): State<App>, Extension(caller): Extension<Caller>, SmallBody(body): SmallBody) -> Result<Response, ApiError> {
     let mut filter: DeadLetterFilter = if body.iter().all(u8::is_ascii_whitespace) {
         DeadLetterFilter::default()
     } else {
@@ -168,7 +168,7 @@ pub struct PurgeRequest {
 }
 
 /// `POST /v1/dead-letters/{id}/purge` with `{"reason": "..."}`.
-pub async fn purge(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<i64>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn purge(State(app): State<App>, Extension(caller): Extension<Caller>, Params(id): Params<i64>, SmallBody(body): SmallBody) -> Result<Response, ApiError> {
     let request: PurgeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a purge needs {{\"reason\": \"...\"}}: {e}")))?;
     if request.reason.trim().is_empty() {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App, Params};
+use super::{blocking, store_error, ApiError, App, Params, SmallBody};
 use crate::config::Span;
 use crate::store::records::{AuditEvent, ExceptionFilter, ExceptionRecord, Settle};
 
@@ -88,7 +88,7 @@ pub async fn settle(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Params((id, action)): Params<(i64, String)>,
-    body: axum::body::Bytes,
+    SmallBody(body): SmallBody,
 ) -> Result<Response, ApiError> {
     let text: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body does not read as JSON: {e}")))?;
     let field = |name: &str| text.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{blocking, store_error, ApiError, App, Params};
+use super::{blocking, store_error, ApiError, App, Params, SmallBody};
 use crate::approval;
 use crate::store::records::Approval;
 
@@ -40,7 +40,7 @@ fn request(body: &[u8], name: &str) -> Result<(String, ApprovalRequest), ApiErro
 
 /// `POST /v1/plugins/{name}/approve` with `{"digest", "note"?}`: approves
 /// the version, then reloads so it goes live if it is waiting.
-pub async fn approve(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn approve(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, SmallBody(body): SmallBody) -> Result<Response, ApiError> {
     let (digest, r) = request(&body, &name)?;
     let record = Approval { plugin: name, digest, by: caller.actor.clone(), at: crate::store::now_ms(), note: r.note };
     let (store, reloader) = (app.store.clone(), app.reloader.clone());
@@ -55,7 +55,7 @@ pub async fn approve(State(app): State<App>, Extension(caller): Extension<Caller
 }
 
 /// `POST /v1/plugins/{name}/revoke` with `{"digest"}`.
-pub async fn revoke(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn revoke(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, SmallBody(body): SmallBody) -> Result<Response, ApiError> {
     let (digest, _) = request(&body, &name)?;
     let store = app.store.clone();
     let (plugin, d) = (name.clone(), digest.clone());

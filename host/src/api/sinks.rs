@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::{ApiError, App, Params};
+use super::{ApiError, App, Params, SmallBody};
 use crate::pipeline::LiveSink;
 use crate::store::now_ms;
 use crate::store::records::{AuditEvent, SinkPause};
@@ -73,7 +73,7 @@ pub struct PauseRequest {
 
 /// `POST /v1/sinks/{name}/pause` with `{"reason": "..."}`: the sink's queue
 /// holds (messages keep queueing with their times) until resumed.
-pub async fn pause(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn pause(State(app): State<App>, Extension(caller): Extension<Caller>, Params(name): Params<String>, SmallBody(body): SmallBody) -> Result<Response, ApiError> {
     let request: PauseRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", format!("a pause needs {{\"reason\": \"...\"}}: {e}")))?;
     if request.reason.trim().is_empty() {

@@ -26,12 +26,21 @@ pub struct LiveStage {
     breaker: Mutex<Option<Breaker>>,
     /// Breaker changes not yet announced (the shard logs and audits them).
     changes: Mutex<Vec<Change>>,
+    /// A running contract capture of its calls, if any.
+    pub capture: arc_swap::ArcSwapOption<super::capture::Capture>,
 }
 
 impl LiveStage {
     /// A stage calling `instance`, with a breaker under `policy`.
     pub fn new(cfg: Stage, instance: Arc<PluginInstance>, policy: Option<BreakerPolicy>) -> LiveStage {
-        LiveStage { cfg, instance: ArcSwap::new(instance), breaker: Mutex::new(policy.map(Breaker::new)), changes: Mutex::default() }
+        LiveStage { cfg, instance: ArcSwap::new(instance), breaker: Mutex::new(policy.map(Breaker::new)), changes: Mutex::default(), capture: Default::default() }
+    }
+
+    /// Hands a call to the running capture, if there is one.
+    pub(crate) fn captured(&self, inputs: &[&syncline_model::Message], answer: super::capture::Answer<'_>) {
+        if let Some(c) = self.capture.load().as_ref() {
+            c.record(inputs, answer);
+        }
     }
 
     /// Records a call of the plugin: `failed` says why it failed as a whole.

@@ -14,6 +14,7 @@
 //! run in parallel across shards. Delivery is [`crate::delivery`]'s,
 //! polling sources [`crate::source`]'s.
 
+pub mod capture;
 mod crew;
 pub mod fallback;
 pub mod fields;

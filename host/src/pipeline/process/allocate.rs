@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{adopt, call, error, failed, step, Cancelled, Item, RowResult, Stage};
+use crate::pipeline::capture::Answer;
 use crate::store::records::StepOutcome;
 
 /// Runs `batch` through an allocate stage, adding outputs to `next`. A call
@@ -18,6 +19,11 @@ pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowRes
     let started = Instant::now();
     // A copy for the call: the batch's own messages stay the outputs' parents.
     let (result, report) = call(at, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+    let inputs: Vec<&syncline_model::Message> = batch.iter().map(|it| &it.msg).collect();
+    at.live.captured(&inputs, match &result {
+        Ok(outs) => Answer::Outputs(outs),
+        Err(e) => Answer::Error(e),
+    });
     match result {
         Ok(outs) => {
             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();

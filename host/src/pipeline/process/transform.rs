@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::{adopt, call, error, failed, step, Cancelled, Item, RowResult, Stage};
+use crate::pipeline::capture::Answer;
 use crate::store::records::StepOutcome;
 
 /// Transforms one message, adding its outputs to `next`.
@@ -14,6 +15,10 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
     let instance = instance.as_ref();
     let started = Instant::now();
     let (result, report) = call(at, || instance.transform_reported(msg.clone()))?;
+    at.live.captured(&[&msg], match &result {
+        Ok(outs) => Answer::Outputs(outs),
+        Err(e) => Answer::Error(e),
+    });
     match result {
         Ok(outs) => {
             let outs: Vec<Item> =

@@ -9,6 +9,7 @@ use syncline_model::json as mjson;
 
 use super::{call, dead_letter, error, failed, step, Cancelled, Item, RowResult, Stage};
 use crate::config::OnViolation;
+use crate::pipeline::capture::Answer;
 use crate::store::records::{ExceptionDetail, StepOutcome};
 use crate::store::NewException;
 
@@ -19,6 +20,10 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
     let instance = instance.as_ref();
     let started = Instant::now();
     let (result, report) = call(at, || instance.validate_reported(msg.clone()))?;
+    at.live.captured(&[&msg], match &result {
+        Ok(v) => Answer::Violations(v),
+        Err(e) => Answer::Error(e),
+    });
     match result {
         Ok(violations) => {
             let blocking = violations.iter().any(|v| v.is_blocking());
