@@ -1,8 +1,9 @@
 //! A mutation fuzzer for what hostile callers and admins write: canonical
 //! JSON messages (`message`), NDJSON batches (`ndjson`) and the config file
 //! (`config`). It is written here because libFuzzer (cargo-fuzz) needs a
-//! nightly toolchain and crates this build cannot fetch; what it does is
-//! small: take seeds (the repository's own example data, golden cases and
+//! nightly toolchain, which the project's machines cannot install, and
+//! proptest generates values from strategies rather than mutating real
+//! inputs; what it does is small: take seeds (the repository's own example data, golden cases and
 //! config files, plus every kept regression), mutate them with byte-level
 //! and dictionary mutations, and run each through the real parser under
 //! `catch_unwind`. The oracle is more than "no panic": a message that parses

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use syncline::api::auth::{Reach, ENDPOINTS};
 use syncline::config::{hash_token, Role};
@@ -135,10 +135,9 @@ fn call(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> Answer {
 }
 
 fn order(id: &str, uom: &str) -> String {
-    json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id,
-           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": uom, "need-by": "2026-12-21",
-                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}})
-    .to_string()
+    let mut m = recommendation(id);
+    m["body"]["uom"] = uom.into();
+    m.to_string()
 }
 
 /// A request written byte for byte on a TCP connection (no client rewrites

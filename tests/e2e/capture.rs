@@ -29,10 +29,7 @@ allowed-hosts = ["{ERP}"]
 );
 
 fn order(id: &str) -> String {
-    json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id,
-           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": "EA", "need-by": "2026-12-21",
-                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}})
-    .to_string()
+    recommendation(id).to_string()
 }
 
 #[test]

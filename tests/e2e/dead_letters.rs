@@ -28,9 +28,7 @@ retry = { attempts = 2, initial = "50ms", max = "100ms" }
 );
 
 fn order(id: &str, trap: bool) -> String {
-    let mut m = json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id,
-           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": "EA", "need-by": "2026-12-21",
-                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}});
+    let mut m = recommendation(id);
     if trap {
         m["headers"] = json!({"trap": "yes"});
     }

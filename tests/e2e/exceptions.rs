@@ -7,7 +7,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::harness::*;
 use crate::support::syncline;
@@ -36,10 +36,9 @@ allowed-hosts = ["{ERP}"]
 }
 
 fn order(id: &str, uom: &str) -> String {
-    json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id,
-           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": uom, "need-by": "2026-12-21",
-                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}})
-    .to_string()
+    let mut m = recommendation(id);
+    m["body"]["uom"] = uom.into();
+    m.to_string()
 }
 
 fn ingest(host: &Host, id: &str, uom: &str) -> String {

@@ -63,6 +63,14 @@ pub fn send(method: &str, url: &str, content_type: &str, headers: &[(&str, &str)
     }
 }
 
+/// A canonical replenishment recommendation for tenant acme's tests: item
+/// SKU-100 at DC-1, 5 EA from supplier SUP-7, keyed by `id`.
+pub fn recommendation(id: &str) -> Value {
+    serde_json::json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id,
+           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": "EA", "need-by": "2026-12-21",
+                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}})
+}
+
 /// GET `url` as text (e.g. `/metrics`).
 pub fn get_text(url: &str) -> String {
     agent().get(url).call().map(|mut r| r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default()

@@ -32,10 +32,9 @@ fn order(id: &str, then: Option<&str>) -> String {
     if let Some(t) = then {
         headers["then"] = json!(t);
     }
-    json!({"schema-version": "1.0.0", "kind": "replenishment-recommendation", "idempotency-key": id, "headers": headers,
-           "body": {"id": id, "item": "SKU-100", "location": "DC-1", "quantity": 5.0, "uom": "EA", "need-by": "2026-12-21",
-                    "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}})
-    .to_string()
+    let mut m = recommendation(id);
+    m["headers"] = headers;
+    m.to_string()
 }
 
 #[test]
