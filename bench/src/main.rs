@@ -27,6 +27,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The host's allocator (see `host/src/main.rs`), for the host this binary
+/// runs in-process and for the hand-written service alike.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "syncline-bench",

@@ -10,6 +10,12 @@ use syncline::plugin_test;
 use syncline::runtime::{CompileCache, EngineOptions, Plugin, Runtime, World};
 use syncline::scaffold;
 
+/// jemalloc instead of glibc's allocator: the host allocates and frees many
+/// small buffers per message on several threads, where glibc's malloc was
+/// about 15 % of its CPU (docs/benchmarks-analysis.md has the measurement).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Syncline: the integration host between ERP and demand planning.
 #[derive(Parser)]
 #[command(name = "syncline", version, about)]
