@@ -9,6 +9,7 @@ mod audit;
 pub mod auth;
 mod baselines;
 mod capture;
+mod correlations;
 mod dead_letters;
 mod exceptions;
 mod plugins;
@@ -175,6 +176,7 @@ pub fn router(app: App) -> Router {
         .add("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/messages", ingest_one)
         .add("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", ingest_batch)
         .add("GET", "/v1/messages/{id}", trace)
+        .add("GET", "/v1/correlations/{id}", correlations::show)
         .add("GET", "/v1/pipelines", pipelines)
         .add("GET", "/v1/reloads", reloads)
         .add("POST", "/v1/reload", reload)
@@ -314,6 +316,36 @@ fn is_canonical(headers: &HeaderMap, q: &IngestQuery) -> bool {
     }
 }
 
+/// The correlation a caller sends with its messages: `X-Correlation-Id`,
+/// else the trace id of a W3C `traceparent`; a message's own envelope
+/// `correlation-id` wins over both.
+///
+/// # Errors
+///
+/// 400 `bad-correlation-id` for an id of control characters or over 128
+/// characters, or a `traceparent` that does not read.
+fn correlation_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-correlation-id", m);
+    if let Some(v) = headers.get("x-correlation-id") {
+        let text = v.to_str().map_err(|_| bad("X-Correlation-Id is not plain text".into()))?.trim();
+        if text.is_empty() || text.len() > 128 || text.chars().any(char::is_control) {
+            return Err(bad("X-Correlation-Id must be 1 to 128 printable characters".into()));
+        }
+        return Ok(Some(text.to_string()));
+    }
+    let Some(v) = headers.get("traceparent") else { return Ok(None) };
+    // version-traceid-parentid-flags: 00-<32 hex>-<16 hex>-<2 hex>, trace id not all zeros.
+    let text = v.to_str().unwrap_or("");
+    let parts: Vec<&str> = text.trim().split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    match parts.as_slice() {
+        [version, trace, parent, flags] if hex(version, 2) && *version != "ff" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2) && trace.bytes().any(|b| b != b'0') => {
+            Ok(Some(trace.to_string()))
+        }
+        _ => Err(bad(format!("traceparent `{}` is not `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`", text.chars().take(80).collect::<String>()))),
+    }
+}
+
 async fn accept(app: &App, p: &Arc<LivePipeline>, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, ApiError> {
     app.ingest.accept_async(p, messages).await.map_err(Into::into)
 }
@@ -346,6 +378,10 @@ async fn ingest_one(
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
         Message::new(MsgBody::Raw(Raw { content_type: content_type.to_string(), data: bytes.to_vec() }))
     };
+    let mut msg = msg;
+    if msg.correlation_id.is_empty() {
+        msg.correlation_id = correlation_header(&headers)?.unwrap_or_default();
+    }
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let prepared = app.ingest.prepare(p, msg, "http", key)?;
     app.quotas.messages(&applicable, 1)?;
@@ -360,6 +396,7 @@ async fn ingest_batch(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Params((tenant, pipeline)): Params<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let topology = app.topology.current();
@@ -368,8 +405,12 @@ async fn ingest_batch(
     let bytes = read_body(&app, body, applicable.max_body(topology.config.server.max_body.0)).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed-message", "the body is not UTF-8 text"))?;
     let mut prepared = Vec::new();
+    let correlation = correlation_header(&headers)?;
     for (line, msg) in mjson::from_ndjson(text) {
-        let msg = msg.map_err(|e| ApiError::from(IngestError::from(e)).at_line(line))?;
+        let mut msg = msg.map_err(|e| ApiError::from(IngestError::from(e)).at_line(line))?;
+        if msg.correlation_id.is_empty() {
+            msg.correlation_id = correlation.clone().unwrap_or_default();
+        }
         prepared.push(app.ingest.prepare(p, msg, "http", None).map_err(|e| ApiError::from(e).at_line(line))?);
     }
     if prepared.is_empty() {

@@ -26,11 +26,23 @@ struct Cli {
     /// Do not use the on-disk compile cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Log lines on stderr: `text` (colored only on a terminal) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SYNCLINE_LOG_FORMAT")]
+    log_format: LogFormat,
     /// API token for commands that call a running host.
     #[arg(long, global = true, env = "SYNCLINE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, the event's fields (plugin, tenant, correlation id...) at its top level.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -162,7 +174,11 @@ enum Command {
     /// Show where a message went: stages, plugin digests, timings, outputs, deliveries.
     Trace {
         /// Message id (an accepted message or one of its outputs).
-        id: String,
+        #[arg(required_unless_present = "correlation", conflicts_with = "correlation")]
+        id: Option<String>,
+        /// A whole flow instead: every message with this correlation id, as one timeline.
+        #[arg(long, value_name = "ID")]
+        correlation: Option<String>,
         /// The running host.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         server: String,
@@ -414,11 +430,17 @@ fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => {
+            syncline::server::JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            logs.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+        }
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -500,7 +522,22 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             println!("  syncline test target/wasm32-wasip2/release/{}.wasm --cases cases", name.replace('-', "_"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trace { id, server, json } => {
+        Command::Trace { id: None, correlation: Some(c), server, json } => {
+            let (status, body) = api_call("GET", server, &format!("/v1/correlations/{c}"))?;
+            if status != 200 {
+                eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));
+                return Ok(ExitCode::FAILURE);
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                let events: Vec<syncline::store::timeline::TimelineEntry> = serde_json::from_value(body["timeline"].clone()).context("the server's timeline does not read as one")?;
+                print!("{}", syncline::report::timeline_lines(&events));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { id, server, json, .. } => {
+            let id = id.as_deref().unwrap_or_default();
             let (status, body) = api_call("GET", server, &format!("/v1/messages/{id}"))?;
             if status != 200 {
                 eprintln!("error: {}", body["error"]["message"].as_str().unwrap_or("unexpected answer"));

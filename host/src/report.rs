@@ -269,3 +269,13 @@ pub fn audit_lines(rows: &[AuditRecord]) -> String {
     }
     out
 }
+
+/// A flow's timeline as one line per event: time, message, kind, event, detail.
+pub fn timeline_lines(events: &[crate::store::timeline::TimelineEntry]) -> String {
+    let mut out = String::new();
+    for e in events {
+        let kind = if e.kind.is_empty() { String::new() } else { format!(" ({})", e.kind) };
+        out += &format!("{}  {}{kind}  {}  {}\n", crate::pipeline::rfc3339(e.at), e.message, e.event, e.detail);
+    }
+    out
+}

@@ -13,6 +13,10 @@ use crate::runtime::{CompileCache, EngineOptions, Runtime};
 use crate::store::records::{AuditEntry, AuditEvent, LivePipelineRecord};
 use crate::store::{SqliteStore, Store};
 
+/// Whether the process logs JSON (`--log-format json`): then nothing but
+/// log objects goes to stderr.
+pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Loads a config and every plugin and table it names, without starting
 /// anything: what `syncline check` reports.
 ///
@@ -136,7 +140,10 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
         None
     };
     tracing::info!(%addr, watch, "listening on http://{addr}");
-    eprintln!("syncline listening on http://{addr}");
+    // The plain line scripts wait for; JSON logs stay one object per line.
+    if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("syncline listening on http://{addr}");
+    }
 
     let app = crate::api::router(crate::api::App::new(&engine, reloader.clone()));
     let served = rt.block_on(async {

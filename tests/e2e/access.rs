@@ -220,7 +220,7 @@ fn fill(path: &str, params: &[(&str, &str)]) -> String {
 }
 
 fn id_for<'a>(path: &str, ids: &'a HashMap<&str, String>) -> &'a str {
-    let family = if path.starts_with("/v1/messages") {
+    let family = if path.starts_with("/v1/messages") || path.starts_with("/v1/correlations") {
         "message"
     } else if path.starts_with("/v1/exceptions") {
         "exception"

@@ -129,7 +129,7 @@ fn spawn_until(mut cmd: Command, marker: &str, from_stderr: bool, log: Arc<Mutex
 
 fn address(line: &str) -> String {
     let i = line.find("http://").expect("an address");
-    line[i..].split_whitespace().next().unwrap().to_string()
+    line[i..].split(|c: char| c.is_whitespace() || c == '"').next().unwrap().to_string()
 }
 
 /// A running simulated ERP.
@@ -263,7 +263,8 @@ impl Host {
         cmd.arg("run").arg(config).args(args).env("SYNCLINE_LOG", "info,syncline::delivery=debug").env("ERP_TOKEN", "test-token");
         cmd.envs(env.iter().copied());
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, line) = spawn_until(cmd, "syncline listening on", true, log.clone());
+        // The log line (text or JSON) saying where it listens.
+        let (child, line) = spawn_until(cmd, "listening on http://", true, log.clone());
         Host { child: Some(child), url: address(&line), log }
     }
 

@@ -113,6 +113,7 @@ impl Ingest {
             pipeline: pipeline.cfg.id.to_string(),
             key_hash,
             idempotency_key: msg.idempotency_key.clone(),
+            correlation: (msg.correlation_id != msg.id).then(|| msg.correlation_id.clone()),
             json: syncline_model::json::to_string(&msg),
         })
     }

@@ -14,6 +14,7 @@ pub fn msg(id: &str, key: Option<&str>) -> NewMessage {
         pipeline: "p".into(),
         key_hash: 0,
         idempotency_key: key.map(Into::into),
+        correlation: None,
         json: format!("{{\"id\":\"{id}\"}}"),
     }
 }
@@ -416,4 +417,15 @@ pub fn tiers_are_served_in_lanes_keeping_order_per_key(s: &dyn Store) {
     let b = s.backlog().unwrap();
     let lanes: Vec<(Tier, i64)> = b.lanes.iter().map(|(_, t, n, _)| (*t, *n)).collect();
     assert_eq!(lanes, [(Tier::Critical, 2), (Tier::Standard, 1), (Tier::Bulk, 2)]);
+}
+
+pub fn finds_messages_by_correlation(s: &dyn Store) {
+    let with = |id: &str, tenant: &str, correlation: Option<&str>| NewMessage { tenant: tenant.into(), correlation: correlation.map(Into::into), ..msg(id, None) };
+    s.append(vec![with("flow-1", "acme", None), with("m2", "acme", Some("flow-1")), with("m3", "globex", Some("flow-1")), with("m4", "acme", Some("other"))], None)
+        .wait()
+        .unwrap();
+    assert_eq!(s.correlated("flow-1", &None, 10).unwrap(), ["flow-1", "m2", "m3"], "its own id and those naming it, oldest first");
+    assert_eq!(s.correlated("flow-1", &Some(vec!["acme".into()]), 10).unwrap(), ["flow-1", "m2"], "cut to the scope");
+    assert_eq!(s.correlated("flow-1", &None, 2).unwrap().len(), 2);
+    assert!(s.correlated("nothing", &None, 10).unwrap().is_empty());
 }

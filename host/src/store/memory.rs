@@ -18,6 +18,7 @@ struct Msg {
     tenant: String,
     pipeline: String,
     key_hash: u32,
+    correlation: Option<String>,
     state: &'static str,
     received_at: i64,
     processed_at: Option<i64>,
@@ -169,6 +170,7 @@ impl Store for MemoryStore {
                     tenant: m.tenant,
                     pipeline: m.pipeline,
                     key_hash: m.key_hash,
+                    correlation: m.correlation,
                     state: "accepted",
                     received_at: now,
                     processed_at: None,
@@ -538,6 +540,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        let found = s.messages.values().filter(|m| m.id == correlation || m.correlation.as_deref() == Some(correlation));
+        Ok(found.filter(|m| scope.as_ref().is_none_or(|t| t.contains(&m.tenant))).take(limit).map(|m| m.id.clone()).collect())
+    }
+
     fn dead_letters(&self, filter: &DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let s = self.inner.lock().unwrap();
         Ok(s.dead_letters.iter().map(|(d, _)| d).filter(|d| d.id > after && filter.matches(d)).take(limit).cloned().collect())
@@ -749,6 +757,7 @@ mod tests {
         contract::acked_outputs_are_delivered_in_order_per_key(&MemoryStore::new());
         contract::prune_keeps_dead_letters_and_pending_work(&MemoryStore::new());
         contract::keeps_state_archive_and_audit(&MemoryStore::new());
+        contract::finds_messages_by_correlation(&MemoryStore::new());
         contract::keeps_each_processing_record(&MemoryStore::new());
         contract::dead_letters_are_listed_replayed_and_purged(&MemoryStore::new());
         contract::sink_pauses_are_kept_until_resumed(&MemoryStore::new());

@@ -22,6 +22,7 @@ mod contract;
 mod memory;
 pub mod records;
 mod sqlite;
+pub mod timeline;
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -240,6 +241,9 @@ pub struct NewMessage {
     pub key_hash: u32,
     /// Idempotency key to deduplicate on, if any.
     pub idempotency_key: Option<String>,
+    /// Its correlation id when the sender gave one (none: the message's
+    /// own id is its correlation, and nothing more is stored for it).
+    pub correlation: Option<String>,
     /// The message as JSON.
     pub json: String,
 }
@@ -619,6 +623,15 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`].
     fn audit_events(&self, filter: &records::AuditFilter, after: i64, limit: usize) -> Result<Vec<records::AuditRecord>, StoreError>;
+
+    /// The accepted messages of correlation `correlation` (those whose
+    /// correlation id or own id it is) within `scope` (none: every
+    /// tenant), oldest first, at most `limit`: their ids.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// Dead letters matching `filter` with numbers above `after`, oldest
     /// first, at most `limit`.

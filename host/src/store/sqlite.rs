@@ -246,6 +246,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("exceptions", "overdue_at", "INTEGER"),
     ("deliveries", "tier", "INTEGER NOT NULL DEFAULT 1"),
     ("audit", "actor", "TEXT NOT NULL DEFAULT 'host'"),
+    ("messages", "correlation", "TEXT"),
     ("audit", "tenant", "TEXT"),
 ];
 
@@ -259,6 +260,8 @@ CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(sink, tier, seq) WHERE 
 -- Replaced by deliveries_lane (a lane's pending deliveries in order).
 DROP INDEX IF EXISTS deliveries_pending;
 CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries(sink, ordering_key, seq) WHERE state = 'pending';
+-- Only messages whose sender named a correlation: the rest are found by id.
+CREATE INDEX IF NOT EXISTS messages_correlation ON messages(correlation, seq) WHERE correlation IS NOT NULL;
 ";
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -427,7 +430,7 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
     let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
     let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (id, tenant, pipeline, key_hash, state, received_at, body) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
+        "INSERT INTO messages (id, tenant, pipeline, key_hash, state, received_at, body, correlation) VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6, ?7)",
     )?;
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
@@ -438,7 +441,7 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
             }
             remember.execute(params![m.tenant, key, m.id, now])?;
         }
-        insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json])?;
+        insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json, m.correlation])?;
         out.push(IngestOutcome::Accepted { id: m.id });
     }
     if let Some(c) = cursor {
@@ -996,6 +999,16 @@ impl Store for SqliteStore {
         Ok(Some(Trace { id: id.to_string(), input, outputs, deliveries, dead_letters, exceptions }))
     }
 
+    fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM (SELECT seq, id, tenant FROM messages WHERE id = ?1 UNION SELECT seq, id, tenant FROM messages WHERE correlation = ?1)
+             WHERE ?2 IS NULL OR tenant IN (SELECT value FROM json_each(?2)) ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![correlation, scope_json(scope), limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn dead_letters(&self, filter: &DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut stmt = conn.prepare_cached(&format!(
@@ -1294,6 +1307,7 @@ mod tests {
         contract::acked_outputs_are_delivered_in_order_per_key(&store().1);
         contract::prune_keeps_dead_letters_and_pending_work(&store().1);
         contract::keeps_state_archive_and_audit(&store().1);
+        contract::finds_messages_by_correlation(&store().1);
         contract::keeps_each_processing_record(&store().1);
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
         contract::sink_pauses_are_kept_until_resumed(&store().1);
