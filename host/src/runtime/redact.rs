@@ -16,9 +16,11 @@ use super::error::{CallError, Failure};
 /// What a secret is replaced by.
 pub const REDACTED: &str = "[redacted]";
 
-/// Shorter values are not treated as secrets: replacing every `1` or `on`
-/// in a plugin's output would garble it and hide nothing worth hiding.
-const MIN_LEN: usize = 4;
+/// Shorter values are not treated as secrets: replacing every `1234` or
+/// `on` in a plugin's output would garble its messages (a quantity that
+/// happens to equal it) and hide nothing worth hiding; credentials are
+/// longer.
+const MIN_LEN: usize = 8;
 
 /// A plugin's secret values.
 #[derive(Debug, Clone, Default)]
@@ -122,10 +124,10 @@ mod tests {
 
     #[test]
     fn every_occurrence_goes_and_short_values_stay() {
-        let s = Secrets::new(["s3cr3t-token".to_string(), "s3cr3t".to_string(), "on".to_string()]);
-        assert_eq!(s.text("auth s3cr3t-token, again s3cr3t, on"), "auth [redacted], again [redacted], on");
+        let s = Secrets::new(["s3cr3t-token".to_string(), "s3cr3t-x".to_string(), "on".to_string(), "1234".to_string()]);
+        assert_eq!(s.text("auth s3cr3t-token, again s3cr3t-x, on, 1234"), "auth [redacted], again [redacted], on, 1234");
         assert!(matches!(s.text("nothing here"), Cow::Borrowed(_)));
-        assert!(Secrets::new(["abc".to_string()]).is_empty());
+        assert!(Secrets::new(["1234567".to_string()]).is_empty());
     }
 
     #[test]
