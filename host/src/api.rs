@@ -10,6 +10,7 @@ pub mod auth;
 mod baselines;
 mod capture;
 mod correlations;
+mod loops;
 mod dead_letters;
 mod exceptions;
 mod plugins;
@@ -177,6 +178,7 @@ pub fn router(app: App) -> Router {
         .add("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", ingest_batch)
         .add("GET", "/v1/messages/{id}", trace)
         .add("GET", "/v1/correlations/{id}", correlations::show)
+        .add("GET", "/v1/loops", loops::list)
         .add("GET", "/v1/pipelines", pipelines)
         .add("GET", "/v1/reloads", reloads)
         .add("POST", "/v1/reload", reload)

@@ -13,6 +13,7 @@ mod exceptions;
 mod fallback;
 mod hardening;
 mod logs;
+mod loops;
 mod ordering;
 mod harness;
 mod pipeline;

@@ -55,6 +55,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/v1/tenants/{tenant}/pipelines/{pipeline}/messages:batch", Role::Publisher, Reach::Tenant),
     ep("GET", "/v1/messages/{id}", Role::Reader, Reach::Tenant),
     ep("GET", "/v1/correlations/{id}", Role::Reader, Reach::Tenant),
+    ep("GET", "/v1/loops", Role::Reader, Reach::Tenant),
     ep("GET", "/v1/pipelines", Role::Reader, Reach::Tenant),
     ep("GET", "/v1/tenants/{tenant}/baselines/{pipeline}", Role::Reader, Reach::Tenant),
     ep("POST", "/v1/tenants/{tenant}/baselines/{pipeline}/release", Role::Operator, Reach::Tenant),

@@ -297,6 +297,10 @@ impl Checker<'_> {
                     queue: b.get_ref().exception_queue.clone().unwrap_or_else(|| "planning-feed".into()),
                 }),
                 fallback,
+                expect_status: p.expect_status.as_ref().map(|e| ExpectStatus {
+                    within: e.get_ref().within.0,
+                    queue: e.get_ref().exception_queue.clone().unwrap_or_else(|| "open-loops".into()),
+                }),
             });
         }
 

@@ -409,6 +409,30 @@ pub struct PipelineFile {
     /// Take a planning pipeline's baseline when its feed goes stale. Example:
     /// `fallback = { from = "planning-feed", release = "auto" }`
     pub fallback: Option<Spanned<FallbackFile>>,
+    /// Close the loop: each purchase requisition or transfer proposal this
+    /// pipeline delivers must be answered by an execution status within
+    /// `within`, else an exception is parked. Example:
+    /// `expect-status = { within = "2d", exception-queue = "open-loops" }`
+    pub expect_status: Option<Spanned<ExpectStatusFile>>,
+}
+
+/// `expect-status = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExpectStatusFile {
+    /// How long after delivery the status may take.
+    pub within: Span,
+    /// Where a missing status is reported (default `open-loops`).
+    pub exception_queue: Option<String>,
+}
+
+/// A pipeline's closed loop: execution statuses expected for its orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectStatus {
+    /// How long after delivery the status may take.
+    pub within: Duration,
+    /// Where a missing status is reported.
+    pub queue: String,
 }
 
 /// `baseline = { ... }` as written.
@@ -964,6 +988,8 @@ pub struct Pipeline {
     pub baseline: Option<BaselinePolicy>,
     /// The planning pipeline whose baseline it takes when that feed is stale.
     pub fallback: Option<FallbackPolicy>,
+    /// Execution statuses expected for the orders it delivers.
+    pub expect_status: Option<ExpectStatus>,
 }
 
 /// A checked sink.

@@ -114,6 +114,10 @@ impl Ingest {
             key_hash,
             idempotency_key: msg.idempotency_key.clone(),
             correlation: (msg.correlation_id != msg.id).then(|| msg.correlation_id.clone()),
+            answers: match &msg.body {
+                syncline_model::Body::ExecutionStatus(st) => Some(crate::store::LoopAnswer { correlation: msg.correlation_id.clone(), order_ref: st.order_ref.clone() }),
+                _ => None,
+            },
             json: syncline_model::json::to_string(&msg),
         })
     }

@@ -3,7 +3,8 @@
 //! their queue's SLA (once each: logged and audited) and sink lanes whose
 //! oldest delivery waited past its tier's `alert-after` (once until the
 //! lane catches up); check planning feeds against their freshness
-//! ([`super::fallback`]).
+//! ([`super::fallback`]) and delivered orders against their expected
+//! execution status ([`super::loops`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -88,6 +89,7 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, ingest: &Ingest) {
             report_overdue(ctx, topology, crate::store::now_ms(), &mut overdue_seen);
             report_late_lanes(ctx, topology, crate::store::now_ms(), &mut late);
             super::fallback::check(ctx, topology, ingest, crate::store::now_ms(), &mut stale);
+            super::loops::check(ctx, topology, crate::store::now_ms());
             next_sla = Instant::now() + SLA_EVERY;
         }
         if Instant::now() >= next {

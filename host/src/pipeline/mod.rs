@@ -21,6 +21,7 @@ pub mod fields;
 mod ingest;
 pub mod keys;
 mod lease;
+mod loops;
 mod live;
 mod maintain;
 pub mod process;

@@ -15,6 +15,7 @@ pub fn msg(id: &str, key: Option<&str>) -> NewMessage {
         key_hash: 0,
         idempotency_key: key.map(Into::into),
         correlation: None,
+        answers: None,
         json: format!("{{\"id\":\"{id}\"}}"),
     }
 }
@@ -42,7 +43,7 @@ fn commit(processed: Vec<Processed>) -> Commit {
 }
 
 fn out(id: &str, key: &str) -> NewDelivery {
-    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier: Default::default(), json: "{}".into() }
+    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier: Default::default(), expect_ms: None, json: "{}".into() }
 }
 
 fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
@@ -428,4 +429,50 @@ pub fn finds_messages_by_correlation(s: &dyn Store) {
     assert_eq!(s.correlated("flow-1", &Some(vec!["acme".into()]), 10).unwrap(), ["flow-1", "m2"], "cut to the scope");
     assert_eq!(s.correlated("flow-1", &None, 2).unwrap().len(), 2);
     assert!(s.correlated("nothing", &None, 10).unwrap().is_empty());
+}
+
+pub fn closes_loops(s: &dyn Store) {
+    use records::LoopFilter;
+    // Two requisitions delivered with a status expected within 1 s; one plain delivery.
+    let order = |id: &str| format!("{{\"kind\":\"purchase-requisition\",\"correlation-id\":\"flow-{id}\",\"id\":\"{id}\"}}");
+    let expect = |id: &str, ms: Option<i64>| NewDelivery { expect_ms: ms, json: order(id), ..out(id, id) };
+    s.append(vec![msg("m", None)], None).wait().unwrap();
+    s.ack(&lease_all(s), commit(vec![settled("m", vec![expect("r1", Some(1000)), expect("r2", Some(1000)), expect("plain", None)])])).unwrap();
+    let sink = sink_lease(s);
+    let due = s.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+    assert_eq!(due.len(), 3);
+    let delivered = due.iter().map(|d| Attempt { seq: d.seq, digest: "sha256:x".into(), result: AttemptResult::Delivered(format!("ERP-{}", d.id)) }).collect();
+    s.ack_deliveries(&sink, delivered).unwrap();
+    let all = s.loops(&LoopFilter::default(), 0, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|l| (l.message_id.as_str(), l.state.as_str(), l.kind.as_str(), l.tenant.as_str())).collect::<Vec<_>>(),
+        [("r1", "open", "purchase-requisition", "acme"), ("r2", "open", "purchase-requisition", "acme")]
+    );
+    assert_eq!(all[0].due_at - all[0].delivered_at, 1000);
+    assert_eq!((all[0].correlation.as_deref(), all[0].reference.as_deref()), (Some("flow-r1"), Some("ERP-r1")));
+    assert_eq!(s.loops(&LoopFilter { due_before: Some(all[0].due_at), ..Default::default() }, 0, 10).unwrap().len(), 0);
+
+    // r1 goes overdue: an exception is parked with it, once.
+    let exception = |id: &str| NewException {
+        queue: "open-loops".into(),
+        message_id: id.into(),
+        detail: records::ExceptionDetail::Record { code: "no-execution-status".into(), text: "late".into(), severity: "error".into() },
+        json: "{}".into(),
+    };
+    let parked = s.loop_overdue(all[0].id, exception("r1")).unwrap().expect("parked");
+    assert_eq!(s.loop_overdue(all[0].id, exception("r1")).unwrap(), None, "only an open loop goes overdue");
+    assert_eq!(s.exception(parked).unwrap().unwrap().0.queue, "open-loops");
+
+    // A status answering r2 by correlation, one answering r1 by reference (late), one of another tenant.
+    let status = |id: &str, tenant: &str, correlation: &str, order_ref: &str| NewMessage {
+        tenant: tenant.into(),
+        answers: Some(LoopAnswer { correlation: correlation.into(), order_ref: order_ref.into() }),
+        ..msg(id, None)
+    };
+    s.append(vec![status("s0", "globex", "flow-r2", "ERP-r1"), status("s2", "acme", "flow-r2", "PO-9"), status("s1", "acme", "s1", "ERP-r1")], None).wait().unwrap();
+    let closed: Vec<(String, Option<String>)> = s.loops(&LoopFilter { state: Some("closed".into()), ..Default::default() }, 0, 10).unwrap().into_iter().map(|l| (l.message_id, l.closed_by)).collect();
+    assert_eq!(closed, [("r1".to_string(), Some("s1".to_string())), ("r2".to_string(), Some("s2".to_string()))]);
+    let late = s.loops(&LoopFilter { closed_late_unsettled: true, ..Default::default() }, 0, 10).unwrap();
+    assert_eq!((late.len(), late[0].exception_id), (1, Some(parked)), "closed late with its exception open");
+    assert!(s.loops(&LoopFilter { scope: Some(vec!["globex".into()]), ..Default::default() }, 0, 10).unwrap().is_empty());
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::records::{
-    Approval, AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
+    Approval, AttemptRecord, AuditEntry, LoopFilter, LoopRecord, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionFilter, ExceptionRecord, Input, Processing, Replayed, Settle, SinkPause, Trace,
 };
 use super::*;
 use crate::config::Tier;
@@ -45,6 +45,7 @@ struct Del {
     delivered_at: Option<i64>,
     outcome_unknown: bool,
     log: Vec<AttemptRecord>,
+    expect_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -66,6 +67,7 @@ struct Inner {
     archive: HashMap<String, Vec<u8>>,
     pauses: BTreeMap<String, SinkPause>,
     approvals: BTreeMap<(String, String), Approval>,
+    loops: Vec<LoopRecord>,
     /// (tenant, pipeline, kind, item, location) -> (message id, at, JSON).
     baselines: BTreeMap<(String, String, String, String, String), (String, i64, String)>,
 }
@@ -93,6 +95,32 @@ impl Inner {
     fn next_seq(&mut self) -> i64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Opens the loop of delivery `seq`, delivered at `now`, due `ms` later.
+    fn open_loop(&mut self, seq: i64, ms: i64, now: i64) {
+        let Some(d) = self.deliveries.get(&seq) else { return };
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap_or_default();
+        let source = self.message_seq.get(&d.source_id).and_then(|q| self.messages.get(q));
+        let (tenant, pipeline) = source.map(|m| (m.tenant.clone(), m.pipeline.clone())).unwrap_or_default();
+        let record = LoopRecord {
+            id: 0,
+            tenant,
+            pipeline,
+            sink: d.sink.clone(),
+            message_id: d.id.clone(),
+            kind: body["kind"].as_str().unwrap_or_default().to_string(),
+            correlation: body["correlation-id"].as_str().map(str::to_string),
+            reference: d.reference.clone(),
+            delivered_at: now,
+            due_at: now + ms,
+            state: "open".into(),
+            exception_id: None,
+            closed_by: None,
+            closed_at: None,
+        };
+        let id = self.next_seq();
+        self.loops.push(LoopRecord { id, ..record });
     }
 
     fn fenced(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -163,6 +191,15 @@ impl Store for MemoryStore {
             let seq = s.next_seq();
             s.message_seq.insert(m.id.clone(), seq);
             out.push(IngestOutcome::Accepted { id: m.id.clone() });
+            if let Some(a) = &m.answers {
+                for l in s.loops.iter_mut().filter(|l| l.tenant == m.tenant && l.state != "closed") {
+                    if l.correlation.as_deref() == Some(a.correlation.as_str()) || l.reference.as_deref() == Some(a.order_ref.as_str()) {
+                        l.state = "closed".into();
+                        l.closed_by = Some(m.id.clone());
+                        l.closed_at = Some(now);
+                    }
+                }
+            }
             s.messages.insert(
                 seq,
                 Msg {
@@ -271,6 +308,7 @@ impl Store for MemoryStore {
                         delivered_at: None,
                         outcome_unknown: false,
                         log: Vec::new(),
+                        expect_ms: d.expect_ms,
                     },
                 );
             }
@@ -365,6 +403,7 @@ impl Store for MemoryStore {
         let s = &mut *guard;
         s.fenced(lease)?;
         let now = now_ms();
+        let mut opened = Vec::new();
         for a in attempts {
             let Some(d) = s.deliveries.get_mut(&a.seq) else { continue };
             d.attempts += 1;
@@ -374,9 +413,13 @@ impl Store for MemoryStore {
             };
             match a.result {
                 AttemptResult::Delivered(reference) => {
+                    let first = d.state != "delivered";
                     d.state = "delivered";
                     d.reference = Some(reference);
                     d.delivered_at = Some(now);
+                    if let (true, Some(ms)) = (first, d.expect_ms) {
+                        opened.push((a.seq, ms));
+                    }
                 }
                 AttemptResult::Retry { error, next_at, outcome_unknown } => {
                     failed("retry", error);
@@ -409,6 +452,9 @@ impl Store for MemoryStore {
                     s.dead_letters.push((record, dl.json));
                 }
             }
+        }
+        for (seq, ms) in opened {
+            s.open_loop(seq, ms, now);
         }
         Ok(())
     }
@@ -538,6 +584,48 @@ impl Store for MemoryStore {
             None => s.pauses.remove(sink),
         };
         Ok(())
+    }
+
+    fn loops(&self, f: &LoopFilter, after: i64, limit: usize) -> Result<Vec<LoopRecord>, StoreError> {
+        let s = self.inner.lock().unwrap();
+        let open_exception = |id: Option<i64>| id.is_some_and(|id| s.exceptions.iter().any(|(e, _)| e.id == id && e.state == "open"));
+        Ok(s.loops
+            .iter()
+            .filter(|l| {
+                l.id > after
+                    && f.state.as_ref().is_none_or(|st| *st == l.state)
+                    && f.scope.as_ref().is_none_or(|t| t.contains(&l.tenant))
+                    && f.due_before.is_none_or(|b| l.due_at < b)
+                    && (!f.closed_late_unsettled || (l.state == "closed" && open_exception(l.exception_id)))
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn loop_overdue(&self, id: i64, e: NewException) -> Result<Option<i64>, StoreError> {
+        let mut s = self.write()?;
+        let Some(i) = s.loops.iter().position(|l| l.id == id && l.state == "open") else { return Ok(None) };
+        let exception = s.next_seq();
+        let (tenant, pipeline) = (s.loops[i].tenant.clone(), s.loops[i].pipeline.clone());
+        let record = ExceptionRecord {
+            id: exception,
+            tenant,
+            pipeline,
+            source_id: String::new(),
+            at: now_ms(),
+            queue: e.queue,
+            detail: e.detail,
+            state: "open".into(),
+            message_id: e.message_id,
+            settled_at: None,
+            note: None,
+            overdue_at: None,
+        };
+        s.exceptions.push((record, e.json));
+        s.loops[i].state = "overdue".into();
+        s.loops[i].exception_id = Some(exception);
+        Ok(Some(exception))
     }
 
     fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -758,6 +846,7 @@ mod tests {
         contract::prune_keeps_dead_letters_and_pending_work(&MemoryStore::new());
         contract::keeps_state_archive_and_audit(&MemoryStore::new());
         contract::finds_messages_by_correlation(&MemoryStore::new());
+        contract::closes_loops(&MemoryStore::new());
         contract::keeps_each_processing_record(&MemoryStore::new());
         contract::dead_letters_are_listed_replayed_and_purged(&MemoryStore::new());
         contract::sink_pauses_are_kept_until_resumed(&MemoryStore::new());

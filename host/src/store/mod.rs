@@ -244,8 +244,20 @@ pub struct NewMessage {
     /// Its correlation id when the sender gave one (none: the message's
     /// own id is its correlation, and nothing more is stored for it).
     pub correlation: Option<String>,
+    /// An execution status: the loops it closes (same tenant, and the
+    /// loop's correlation is this one's, or its reference is `order_ref`).
+    pub answers: Option<LoopAnswer>,
     /// The message as JSON.
     pub json: String,
+}
+
+/// What an execution status answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopAnswer {
+    /// The status's correlation id.
+    pub correlation: String,
+    /// The order it is about.
+    pub order_ref: String,
 }
 
 /// What became of a message offered for ingest.
@@ -344,6 +356,9 @@ pub struct NewDelivery {
     pub ordering_key: String,
     /// Service tier.
     pub tier: crate::config::Tier,
+    /// An order that must be answered by an execution status: how long
+    /// after its delivery (ms).
+    pub expect_ms: Option<i64>,
     /// The output message as JSON.
     pub json: String,
 }
@@ -632,6 +647,25 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`].
     fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Closed-loop records matching `filter` with numbers above `after`,
+    /// oldest first, at most `limit`. A loop opens when an order whose
+    /// delivery expects a status is delivered (in the same commit), and
+    /// closes when a status answering it is accepted (in that commit).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn loops(&self, filter: &records::LoopFilter, after: i64, limit: usize) -> Result<Vec<records::LoopRecord>, StoreError>;
+
+    /// Parks `exception` for open loop `id` and marks it overdue, in one
+    /// write; the exception's number, or none when the loop was not open
+    /// any more (a status came meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn loop_overdue(&self, id: i64, exception: NewException) -> Result<Option<i64>, StoreError>;
 
     /// Dead letters matching `filter` with numbers above `after`, oldest
     /// first, at most `limit`.

@@ -415,6 +415,54 @@ pub struct ExceptionRecord {
     pub overdue_at: Option<i64>,
 }
 
+/// A delivered purchase requisition or transfer proposal and the execution
+/// status it waits for (the closed loop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LoopRecord {
+    /// Its number.
+    pub id: i64,
+    /// Tenant.
+    pub tenant: String,
+    /// The pipeline that delivered it.
+    pub pipeline: String,
+    /// The sink it went to.
+    pub sink: String,
+    /// The delivered message.
+    pub message_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its correlation id.
+    pub correlation: Option<String>,
+    /// The reference the downstream gave it (what a status's `order-ref` names).
+    pub reference: Option<String>,
+    /// When it was delivered (ms since the epoch).
+    pub delivered_at: i64,
+    /// When the status is due.
+    pub due_at: i64,
+    /// `open`, `overdue` (an exception was parked) or `closed`.
+    pub state: String,
+    /// The exception parked when it went overdue.
+    pub exception_id: Option<i64>,
+    /// The execution status that closed it.
+    pub closed_by: Option<String>,
+    /// When.
+    pub closed_at: Option<i64>,
+}
+
+/// Which loops to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoopFilter {
+    /// `open`, `overdue`, `closed`, or all when none.
+    pub state: Option<String>,
+    /// Only these tenants; none: every tenant.
+    pub scope: Option<Vec<String>>,
+    /// Due before this time.
+    pub due_before: Option<i64>,
+    /// Closed late, with the exception of their overdue spell still open.
+    pub closed_late_unsettled: bool,
+}
+
 /// Which exceptions to list. Every field given must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -677,6 +725,15 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "is_zero")]
         suppressed: u64,
     },
+    /// A delivered order got no execution status in time.
+    LoopOverdue {
+        /// The loop.
+        id: i64,
+        /// The delivered message.
+        message_id: String,
+        /// The exception parked.
+        exception_id: i64,
+    },
     /// A plugin version was approved to run.
     PluginApproved {
         /// Plugin name.
@@ -728,6 +785,7 @@ impl AuditEvent {
             AuditEvent::SinkResumed { .. } => "sink-resumed",
             AuditEvent::Denied { .. } => "denied",
             AuditEvent::PluginApproved { .. } => "plugin-approved",
+            AuditEvent::LoopOverdue { .. } => "loop-overdue",
             AuditEvent::PluginApprovalRevoked { .. } => "plugin-approval-revoked",
         }
     }

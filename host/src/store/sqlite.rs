@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::records::{
-    Approval, AttemptRecord, AuditEntry, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, scope_json, Replayed, Settle, SinkPause, Trace,
+    Approval, AttemptRecord, AuditEntry, LoopFilter, LoopRecord, AuditFilter, AuditRecord, BaselineRecord, DeadLetterFilter, DeadLetterRecord, DeliveryRecord, ExceptionDetail, ExceptionFilter, ExceptionRecord, Input, scope_json, Replayed, Settle, SinkPause, Trace,
 };
 use super::compact;
 use super::*;
@@ -191,6 +191,26 @@ CREATE TABLE IF NOT EXISTS baselines (
     PRIMARY KEY (tenant, pipeline, kind, item, location)
 ) WITHOUT ROWID;
 -- Sinks an operator paused.
+CREATE TABLE IF NOT EXISTS loops (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_seq INTEGER NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    correlation TEXT,
+    reference TEXT,
+    delivered_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open',
+    exception_id INTEGER,
+    closed_by TEXT,
+    closed_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS loops_due ON loops(due_at) WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS loops_correlation ON loops(tenant, correlation) WHERE state != 'closed';
+CREATE INDEX IF NOT EXISTS loops_reference ON loops(tenant, reference) WHERE state != 'closed';
 CREATE TABLE IF NOT EXISTS plugin_approvals (
     plugin TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -247,6 +267,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("deliveries", "tier", "INTEGER NOT NULL DEFAULT 1"),
     ("audit", "actor", "TEXT NOT NULL DEFAULT 'host'"),
     ("messages", "correlation", "TEXT"),
+    ("deliveries", "expect_ms", "INTEGER"),
     ("audit", "tenant", "TEXT"),
 ];
 
@@ -260,6 +281,15 @@ CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(sink, tier, seq) WHERE 
 -- Replaced by deliveries_lane (a lane's pending deliveries in order).
 DROP INDEX IF EXISTS deliveries_pending;
 CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries(sink, ordering_key, seq) WHERE state = 'pending';
+-- A delivered order that expects an execution status opens a loop in the
+-- same commit as its acknowledgement.
+CREATE TRIGGER IF NOT EXISTS loops_open AFTER UPDATE OF state ON deliveries
+WHEN NEW.state = 'delivered' AND OLD.state != 'delivered' AND NEW.expect_ms IS NOT NULL
+BEGIN
+    INSERT OR IGNORE INTO loops (delivery_seq, tenant, pipeline, sink, message_id, kind, correlation, reference, delivered_at, due_at)
+    VALUES (NEW.seq, NEW.tenant, NEW.pipeline, NEW.sink, NEW.id, json_extract(NEW.body, '$.kind'), json_extract(NEW.body, '$.correlation-id'),
+            NEW.reference, NEW.delivered_at, NEW.delivered_at + NEW.expect_ms);
+END;
 -- Only messages whose sender named a correlation: the rest are found by id.
 CREATE INDEX IF NOT EXISTS messages_correlation ON messages(correlation, seq) WHERE correlation IS NOT NULL;
 ";
@@ -442,6 +472,14 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
             remember.execute(params![m.tenant, key, m.id, now])?;
         }
         insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json, m.correlation])?;
+        if let Some(a) = &m.answers {
+            // An execution status closes the loops it answers, in the commit that accepts it.
+            tx.prepare_cached(
+                "UPDATE loops SET state = 'closed', closed_by = ?1, closed_at = ?2
+                 WHERE tenant = ?3 AND state != 'closed' AND (correlation = ?4 OR reference = ?5)",
+            )?
+            .execute(params![m.id, now, m.tenant, a.correlation, a.order_ref])?;
+        }
         out.push(IngestOutcome::Accepted { id: m.id });
     }
     if let Some(c) = cursor {
@@ -591,8 +629,8 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlit
     let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, processed_at = ?3 WHERE id = ?1 AND state = 'accepted' RETURNING seq")?;
     let mut trace = tx.prepare_cached("INSERT OR REPLACE INTO traces (seq, data) VALUES (?1, ?2)")?;
     let mut queue = tx.prepare_cached(
-        "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at, tier)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8, ?10)",
+        "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at, tier, expect_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, 'pending', ?7, ?8, ?10, ?11)",
     )?;
     let mut dead = tx.prepare_cached(
         "INSERT INTO dead_letters (at, tenant, pipeline, message_id, source_id, place, plugin, digest, reason, attempts, body)
@@ -616,7 +654,7 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlit
         }
         for d in p.deliveries {
             let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
-            queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64])?;
+            queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64, d.expect_ms])?;
         }
         for d in p.dead_letters {
             let attempts = serde_json::to_string(&d.attempts).unwrap();
@@ -999,6 +1037,53 @@ impl Store for SqliteStore {
         Ok(Some(Trace { id: id.to_string(), input, outputs, deliveries, dead_letters, exceptions }))
     }
 
+    fn loops(&self, f: &LoopFilter, after: i64, limit: usize) -> Result<Vec<LoopRecord>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tenant, pipeline, sink, message_id, kind, correlation, reference, delivered_at, due_at, state, exception_id, closed_by, closed_at FROM loops l
+             WHERE id > ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR tenant IN (SELECT value FROM json_each(?3))) AND (?4 IS NULL OR due_at < ?4)
+               AND (?5 = 0 OR (state = 'closed' AND EXISTS (SELECT 1 FROM exceptions e WHERE e.id = l.exception_id AND e.state = 'open')))
+             ORDER BY id LIMIT ?6",
+        )?;
+        let rows = stmt.query_map(params![after, f.state, scope_json(&f.scope), f.due_before, f.closed_late_unsettled, limit as i64], |r| {
+            Ok(LoopRecord {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                pipeline: r.get(2)?,
+                sink: r.get(3)?,
+                message_id: r.get(4)?,
+                kind: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                correlation: r.get(6)?,
+                reference: r.get(7)?,
+                delivered_at: r.get(8)?,
+                due_at: r.get(9)?,
+                state: r.get(10)?,
+                exception_id: r.get(11)?,
+                closed_by: r.get(12)?,
+                closed_at: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn loop_overdue(&self, id: i64, e: NewException) -> Result<Option<i64>, StoreError> {
+        self.write(move |tx| {
+            let Some((tenant, pipeline)) = tx
+                .query_row("SELECT tenant, pipeline FROM loops WHERE id = ?1 AND state = 'open'", params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            tx.execute(
+                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+                params![now_ms(), tenant, pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json],
+            )?;
+            let exception = tx.last_insert_rowid();
+            tx.execute("UPDATE loops SET state = 'overdue', exception_id = ?2 WHERE id = ?1", params![id, exception])?;
+            Ok(Some(exception))
+        })
+    }
+
     fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut stmt = conn.prepare_cached(
@@ -1308,6 +1393,7 @@ mod tests {
         contract::prune_keeps_dead_letters_and_pending_work(&store().1);
         contract::keeps_state_archive_and_audit(&store().1);
         contract::finds_messages_by_correlation(&store().1);
+        contract::closes_loops(&store().1);
         contract::keeps_each_processing_record(&store().1);
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
         contract::sink_pauses_are_kept_until_resumed(&store().1);

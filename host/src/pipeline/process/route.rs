@@ -44,9 +44,14 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
                     r.baseline.push(NewBaseline { kind: msg.body.kind().to_string(), item, location, message_id: msg.id.clone(), json: json.clone() });
                 }
             }
+            // An order the pipeline expects an execution status for.
+            let expect_ms = match (&cfg.expect_status, &msg.body) {
+                (Some(e), Body::PurchaseRequisition(_) | Body::TransferProposal(_)) => Some(e.within.as_millis() as i64),
+                _ => None,
+            };
             for sink in &route.to {
                 let tier = Tier::of(msg.priority, cfg.tier);
-                r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, json: json.clone() });
+                r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, expect_ms, json: json.clone() });
             }
         }
         None => r.dead.push(NewDeadLetter {
