@@ -503,6 +503,10 @@ async fn metrics(State(app): State<App>) -> Response {
         for (queue, n, _) in &backlog.exceptions {
             let _ = writeln!(body, "syncline_exceptions_open{{queue=\"{queue}\"}} {n}");
         }
+        body.push_str("# HELP syncline_loops Delivered orders waiting for their execution status, per tenant and state (open, overdue).\n# TYPE syncline_loops gauge\n");
+        for ((tenant, state), n) in &backlog.loops {
+            let _ = writeln!(body, "syncline_loops{{tenant=\"{tenant}\",state=\"{state}\"}} {n}");
+        }
         body.push_str("# HELP syncline_exception_oldest_age_seconds Age of the oldest open exception per queue.\n# TYPE syncline_exception_oldest_age_seconds gauge\n");
         for (queue, _, at) in &backlog.exceptions {
             let _ = writeln!(body, "syncline_exception_oldest_age_seconds{{queue=\"{queue}\"}} {:.3}", (now - at).max(0) as f64 / 1000.0);

@@ -79,6 +79,8 @@ fn an_unanswered_requisition_parks_an_exception_and_its_late_status_resolves_it(
     // ERP-2 gets no answer in 2 s: an exception in the business queue, audited.
     let overdue = eventually(Duration::from_secs(20), "the overdue loop", || loops(&host, "overdue").pop());
     let exception_id = overdue["exception-id"].as_i64().expect("an exception");
+    let metrics = get_text(&format!("{}/metrics", host.url));
+    assert!(metrics.contains("syncline_loops{tenant=\"acme\",state=\"overdue\"} 1"), "{metrics}");
     let (_, exception) = get(&format!("{}/v1/exceptions/{exception_id}", host.url));
     assert_eq!((exception["queue"].as_str(), exception["owner"].as_str(), exception["state"].as_str()), (Some("open-loops"), Some("Supply planning"), Some("open")), "{exception}");
     assert_eq!(exception["detail"]["code"], "no-execution-status", "{exception}");

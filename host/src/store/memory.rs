@@ -820,6 +820,13 @@ impl Store for MemoryStore {
                 }
                 lanes.into_iter().map(|((sink, tier), (n, at))| (sink, tier, n, at)).collect()
             },
+            loops: {
+                let mut loops: BTreeMap<(String, String), i64> = BTreeMap::new();
+                for l in s.loops.iter().filter(|l| l.state != "closed") {
+                    *loops.entry((l.tenant.clone(), l.state.clone())).or_default() += 1;
+                }
+                loops.into_iter().collect()
+            },
         })
     }
 

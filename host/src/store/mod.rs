@@ -544,6 +544,9 @@ pub struct Backlog {
     /// Pending deliveries per sink and tier: how many, and when the oldest
     /// was queued (ms).
     pub lanes: Vec<(String, crate::config::Tier, i64, i64)>,
+    /// Loops waiting for an execution status, per (tenant, state `open` or
+    /// `overdue`): how many.
+    pub loops: Vec<((String, String), i64)>,
 }
 
 /// One plugin-state entry: (tenant, plugin, key) and its value.

@@ -1353,7 +1353,9 @@ impl Store for SqliteStore {
         let exceptions = e.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         let mut l = conn.prepare("SELECT sink, tier, COUNT(*), MIN(queued_at) FROM deliveries WHERE state = 'pending' GROUP BY sink, tier")?;
         let lanes = l.query_map([], |r| Ok((r.get(0)?, Tier::from_index(r.get(1)?), r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
-        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions, lanes })
+        let mut o = conn.prepare_cached("SELECT tenant, state, COUNT(*) FROM loops WHERE state != 'closed' GROUP BY tenant, state")?;
+        let loops = o.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
+        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions, lanes, loops })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
