@@ -469,7 +469,10 @@ pub fn closes_loops(s: &dyn Store) {
         answers: Some(LoopAnswer { correlation: correlation.into(), order_ref: order_ref.into() }),
         ..msg(id, None)
     };
-    s.append(vec![status("s0", "globex", "flow-r2", "ERP-r1"), status("s2", "acme", "flow-r2", "PO-9"), status("s1", "acme", "s1", "ERP-r1")], None).wait().unwrap();
+    // (s1 names r1's reference and r2's flow: the reference wins, r2 stays open until s2.)
+    s.append(vec![status("s0", "globex", "flow-r2", "ERP-r1"), status("s1", "acme", "flow-r2", "ERP-r1")], None).wait().unwrap();
+    assert_eq!(s.loops(&LoopFilter { state: Some("open".into()), ..Default::default() }, 0, 10).unwrap()[0].message_id, "r2");
+    s.append(vec![status("s2", "acme", "flow-r2", "PO-9")], None).wait().unwrap();
     let closed: Vec<(String, Option<String>)> = s.loops(&LoopFilter { state: Some("closed".into()), ..Default::default() }, 0, 10).unwrap().into_iter().map(|l| (l.message_id, l.closed_by)).collect();
     assert_eq!(closed, [("r1".to_string(), Some("s1".to_string())), ("r2".to_string(), Some("s2".to_string()))]);
     let late = s.loops(&LoopFilter { closed_late_unsettled: true, ..Default::default() }, 0, 10).unwrap();

@@ -192,8 +192,11 @@ impl Store for MemoryStore {
             s.message_seq.insert(m.id.clone(), seq);
             out.push(IngestOutcome::Accepted { id: m.id.clone() });
             if let Some(a) = &m.answers {
-                for l in s.loops.iter_mut().filter(|l| l.tenant == m.tenant && l.state != "closed") {
-                    if l.correlation.as_deref() == Some(a.correlation.as_str()) || l.reference.as_deref() == Some(a.order_ref.as_str()) {
+                let open = |l: &LoopRecord| l.tenant == m.tenant && l.state != "closed";
+                let by_reference = s.loops.iter().any(|l| open(l) && l.reference.as_deref() == Some(a.order_ref.as_str()));
+                for l in s.loops.iter_mut().filter(|l| open(l)) {
+                    let answered = if by_reference { l.reference.as_deref() == Some(a.order_ref.as_str()) } else { l.correlation.as_deref() == Some(a.correlation.as_str()) };
+                    if answered {
                         l.state = "closed".into();
                         l.closed_by = Some(m.id.clone());
                         l.closed_at = Some(now);

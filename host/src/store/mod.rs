@@ -244,8 +244,9 @@ pub struct NewMessage {
     /// Its correlation id when the sender gave one (none: the message's
     /// own id is its correlation, and nothing more is stored for it).
     pub correlation: Option<String>,
-    /// An execution status: the loops it closes (same tenant, and the
-    /// loop's correlation is this one's, or its reference is `order_ref`).
+    /// An execution status: the loops it closes (same tenant; the open
+    /// order whose reference is `order_ref`, or, when none is, the open
+    /// orders of its correlation).
     pub answers: Option<LoopAnswer>,
     /// The message as JSON.
     pub json: String,

@@ -473,10 +473,14 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
         }
         insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json, m.correlation])?;
         if let Some(a) = &m.answers {
-            // An execution status closes the loops it answers, in the commit that accepts it.
+            // An execution status closes the loops it answers, in the commit
+            // that accepts it: the order its reference names, or, when it
+            // names none open, the orders of its flow.
             tx.prepare_cached(
                 "UPDATE loops SET state = 'closed', closed_by = ?1, closed_at = ?2
-                 WHERE tenant = ?3 AND state != 'closed' AND (correlation = ?4 OR reference = ?5)",
+                 WHERE tenant = ?3 AND state != 'closed'
+                   AND (reference = ?5 OR (correlation = ?4 AND NOT EXISTS
+                        (SELECT 1 FROM loops r WHERE r.tenant = ?3 AND r.state != 'closed' AND r.reference = ?5)))",
             )?
             .execute(params![m.id, now, m.tenant, a.correlation, a.order_ref])?;
         }
