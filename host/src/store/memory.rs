@@ -97,6 +97,27 @@ impl Inner {
         self.seq
     }
 
+    /// Parks an exception about a pipeline (not one of its messages); its number.
+    fn park(&mut self, tenant: String, pipeline: String, e: NewException) -> i64 {
+        let id = self.next_seq();
+        let record = ExceptionRecord {
+            id,
+            tenant,
+            pipeline,
+            source_id: String::new(),
+            at: now_ms(),
+            queue: e.queue,
+            detail: e.detail,
+            state: "open".into(),
+            message_id: e.message_id,
+            settled_at: None,
+            note: None,
+            overdue_at: None,
+        };
+        self.exceptions.push((record, e.json));
+        id
+    }
+
     /// Opens the loop of delivery `seq`, delivered at `now`, due `ms` later.
     fn open_loop(&mut self, seq: i64, ms: i64, now: i64) {
         let Some(d) = self.deliveries.get(&seq) else { return };
@@ -542,22 +563,7 @@ impl Store for MemoryStore {
     }
 
     fn park(&self, tenant: &str, pipeline: &str, e: NewException) -> Result<(), StoreError> {
-        let mut s = self.write()?;
-        let record = ExceptionRecord {
-            id: s.next_seq(),
-            tenant: tenant.to_string(),
-            pipeline: pipeline.to_string(),
-            source_id: String::new(),
-            at: now_ms(),
-            queue: e.queue,
-            detail: e.detail,
-            state: "open".into(),
-            message_id: e.message_id,
-            settled_at: None,
-            note: None,
-            overdue_at: None,
-        };
-        s.exceptions.push((record, e.json));
+        self.write()?.park(tenant.to_string(), pipeline.to_string(), e);
         Ok(())
     }
 
@@ -609,23 +615,8 @@ impl Store for MemoryStore {
     fn loop_overdue(&self, id: i64, e: NewException) -> Result<Option<i64>, StoreError> {
         let mut s = self.write()?;
         let Some(i) = s.loops.iter().position(|l| l.id == id && l.state == "open") else { return Ok(None) };
-        let exception = s.next_seq();
         let (tenant, pipeline) = (s.loops[i].tenant.clone(), s.loops[i].pipeline.clone());
-        let record = ExceptionRecord {
-            id: exception,
-            tenant,
-            pipeline,
-            source_id: String::new(),
-            at: now_ms(),
-            queue: e.queue,
-            detail: e.detail,
-            state: "open".into(),
-            message_id: e.message_id,
-            settled_at: None,
-            note: None,
-            overdue_at: None,
-        };
-        s.exceptions.push((record, e.json));
+        let exception = s.park(tenant, pipeline, e);
         s.loops[i].state = "overdue".into();
         s.loops[i].exception_id = Some(exception);
         Ok(Some(exception))

@@ -495,6 +495,15 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
     Ok(out)
 }
 
+/// Parks an exception about a pipeline (not one of its messages); its number.
+fn park(tx: &Transaction, tenant: &str, pipeline: &str, e: &NewException) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
+        params![now_ms(), tenant, pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
 /// The columns [`dead_letter_row`] reads.
 const DEAD_LETTER: &str = "id, tenant, pipeline, source_id, at, place, plugin, digest, reason, attempts, message_id, outcome_unknown, state, resolved_at, note";
 
@@ -1078,11 +1087,7 @@ impl Store for SqliteStore {
             else {
                 return Ok(None);
             };
-            tx.execute(
-                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
-                params![now_ms(), tenant, pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json],
-            )?;
-            let exception = tx.last_insert_rowid();
+            let exception = park(tx, &tenant, &pipeline, &e)?;
             tx.execute("UPDATE loops SET state = 'overdue', exception_id = ?2 WHERE id = ?1", params![id, exception])?;
             Ok(Some(exception))
         })
@@ -1239,13 +1244,7 @@ impl Store for SqliteStore {
 
     fn park(&self, tenant: &str, pipeline: &str, e: NewException) -> Result<(), StoreError> {
         let (tenant, pipeline) = (tenant.to_string(), pipeline.to_string());
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7)",
-                params![now_ms(), tenant, pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json],
-            )
-            .map(drop)
-        })
+        self.write(move |tx| park(tx, &tenant, &pipeline, &e).map(drop))
     }
 
     fn approve_plugin(&self, a: &Approval) -> Result<(), StoreError> {
