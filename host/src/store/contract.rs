@@ -478,4 +478,7 @@ pub fn closes_loops(s: &dyn Store) {
     let late = s.loops(&LoopFilter { closed_late_unsettled: true, ..Default::default() }, 0, 10).unwrap();
     assert_eq!((late.len(), late[0].exception_id), (1, Some(parked)), "closed late with its exception open");
     assert!(s.loops(&LoopFilter { scope: Some(vec!["globex".into()]), ..Default::default() }, 0, 10).unwrap().is_empty());
+    // Closed loops go with the retention.
+    s.prune(now_ms() + 1_000).unwrap();
+    assert!(s.loops(&LoopFilter::default(), 0, 10).unwrap().is_empty());
 }

@@ -764,6 +764,7 @@ impl Store for MemoryStore {
         }
         s.dead_letters.retain(|(d, _)| d.state == "open" || d.resolved_at.is_none_or(|at| at >= before_ms));
         s.exceptions.retain(|(e, _)| e.state == "open" || e.settled_at.is_none_or(|at| at >= before_ms));
+        s.loops.retain(|l| l.state != "closed" || l.closed_at.is_none_or(|at| at >= before_ms));
         // A message goes once nothing refers to it any more.
         let referred: std::collections::HashSet<String> = (s.deliveries.values().map(|d| d.source_id.clone()))
             .chain(s.exceptions.iter().map(|(e, _)| e.source_id.clone()))

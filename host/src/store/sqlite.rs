@@ -1310,6 +1310,8 @@ impl Store for SqliteStore {
                     "DELETE FROM exceptions WHERE id IN (SELECT id FROM exceptions WHERE state != 'open' AND settled_at < ?1 LIMIT ?2)",
                     params![before_ms, CHUNK],
                 )?;
+                // Closed loops (open and overdue ones stay until a status comes).
+                tx.execute("DELETE FROM loops WHERE id IN (SELECT id FROM loops WHERE state = 'closed' AND closed_at < ?1 LIMIT ?2)", params![before_ms, CHUNK])?;
                 // Dead letters replayed or purged (open ones stay until then).
                 tx.execute(
                     "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE state != 'open' AND resolved_at < ?1 LIMIT ?2)",
