@@ -12,6 +12,7 @@ mod capture;
 mod correlations;
 mod loops;
 mod dead_letters;
+mod metrics;
 mod exceptions;
 mod plugins;
 mod quota;
@@ -47,6 +48,8 @@ pub struct App {
     store: Arc<dyn Store>,
     /// Plugin log counters.
     runtime: Arc<Runtime>,
+    /// The live instruments.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Reloads and their history.
     reloader: Arc<crate::reload::Reloader>,
     /// Refusals kept in the audit log.
@@ -63,6 +66,7 @@ impl App {
             topology: engine.view(),
             store: engine.store().clone(),
             runtime: engine.runtime().clone(),
+            metrics: engine.metrics().clone(),
             reloader,
             denials: Arc::default(),
             quotas: Arc::default(),
@@ -202,7 +206,7 @@ pub fn router(app: App) -> Router {
         .add("POST", "/v1/dead-letters/{id}/replay", dead_letters::replay)
         .add("POST", "/v1/dead-letters/{id}/purge", dead_letters::purge)
         .add("GET", "/v1/audit", audit::list)
-        .add("GET", "/metrics", metrics)
+        .add("GET", "/metrics", metrics::metrics)
         .router
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -465,54 +469,6 @@ async fn rollback(State(app): State<App>, Extension(caller): Extension<Caller>, 
         Ok(Err(why)) => ApiError::new(StatusCode::CONFLICT, "no-rollback", why).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
-}
-
-/// Prometheus text. (The full metric set comes with observability; reload
-/// outcomes and dropped plugin log lines are here because a rejected
-/// reload and a plugin flooding the log must be visible.)
-async fn metrics(State(app): State<App>) -> Response {
-    use std::fmt::Write;
-    let (applied, rejected) = app.reloader.counts();
-    let mut body = format!(
-        "# HELP syncline_reloads_total Reloads by outcome.\n# TYPE syncline_reloads_total counter\nsyncline_reloads_total{{outcome=\"applied\"}} {applied}\nsyncline_reloads_total{{outcome=\"rejected\"}} {rejected}\n"
-    );
-    body.push_str("# HELP syncline_plugin_log_lines_dropped_total Plugin log lines dropped by the log limits.\n# TYPE syncline_plugin_log_lines_dropped_total counter\n");
-    for (plugin, n) in app.runtime.logs().dropped() {
-        let _ = writeln!(body, "syncline_plugin_log_lines_dropped_total{{plugin=\"{plugin}\"}} {n}");
-    }
-    let now = crate::store::now_ms();
-    let sinks: Vec<_> = app.topology.current().sinks.values().map(|s| (s.cfg.name.to_string(), s.control.view(now))).collect();
-    body.push_str("# HELP syncline_sink_breaker_state A sink's circuit breaker: 0 closed, 1 open, 2 half-open.\n# TYPE syncline_sink_breaker_state gauge\n");
-    for (sink, view) in &sinks {
-        if let Some(b) = &view.breaker {
-            let _ = writeln!(body, "syncline_sink_breaker_state{{sink=\"{sink}\"}} {}", b.state.gauge());
-        }
-    }
-    body.push_str("# HELP syncline_sink_push_backs_total Calls a sink's downstream pushed back on (429 or Retry-After).\n# TYPE syncline_sink_push_backs_total counter\n");
-    for (sink, view) in &sinks {
-        let _ = writeln!(body, "syncline_sink_push_backs_total{{sink=\"{sink}\"}} {}", view.throttle.push_backs);
-    }
-    body.push_str("# HELP syncline_sink_held Whether a sink's queue is held: paused by an operator or in a maintenance window.\n# TYPE syncline_sink_held gauge\n");
-    for (sink, view) in &sinks {
-        let held = u8::from(view.paused.is_some() || view.maintenance.is_some());
-        let _ = writeln!(body, "syncline_sink_held{{sink=\"{sink}\"}} {held}");
-    }
-    let store = app.store.clone();
-    if let Ok(Ok(backlog)) = tokio::task::spawn_blocking(move || store.backlog()).await {
-        body.push_str("# HELP syncline_exceptions_open Open exceptions per queue.\n# TYPE syncline_exceptions_open gauge\n");
-        for (queue, n, _) in &backlog.exceptions {
-            let _ = writeln!(body, "syncline_exceptions_open{{queue=\"{queue}\"}} {n}");
-        }
-        body.push_str("# HELP syncline_loops Delivered orders waiting for their execution status, per tenant and state (open, overdue).\n# TYPE syncline_loops gauge\n");
-        for ((tenant, state), n) in &backlog.loops {
-            let _ = writeln!(body, "syncline_loops{{tenant=\"{tenant}\",state=\"{state}\"}} {n}");
-        }
-        body.push_str("# HELP syncline_exception_oldest_age_seconds Age of the oldest open exception per queue.\n# TYPE syncline_exception_oldest_age_seconds gauge\n");
-        for (queue, _, at) in &backlog.exceptions {
-            let _ = writeln!(body, "syncline_exception_oldest_age_seconds{{queue=\"{queue}\"}} {:.3}", (now - at).max(0) as f64 / 1000.0);
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn pipelines(State(app): State<App>, Extension(caller): Extension<Caller>) -> Json<Value> {

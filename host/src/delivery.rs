@@ -24,9 +24,10 @@ pub use crate::breaker::{BreakerState, BreakerView, Tally};
 pub use control::{ControlView, Gate, SinkControl};
 pub use throttle::ThrottleView;
 
-use syncline_model::{json as mjson, DeliveryOutcome, Message};
+use syncline_model::{json as mjson, Body, DeliveryOutcome, Kind, Message};
 
 use crate::config::{Tier, Tiers};
+use crate::metrics::DeliveryFacts;
 use crate::pipeline::{LeaseKeeper, LiveSink, WorkerCtx};
 use crate::runtime::{CallError, Failure, PluginInstance};
 use crate::store::records::{AuditEntry, AuditEvent};
@@ -175,7 +176,7 @@ fn announce(ctx: &WorkerCtx, sink: &str, change: crate::breaker::Change) {
 /// to `out`. A failed call of several messages is split in halves, each
 /// delivered at once. Gives up (leaving the rest pending, unrecorded)
 /// when `cancelled` says the worker must stop.
-fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, cancelled: &dyn Fn() -> bool, out: &mut Vec<Attempt>, health: &mut Health) {
+fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, cancelled: &dyn Fn() -> bool, out: &mut Recorded, health: &mut Health) {
     if batch.is_empty() || cancelled() {
         return;
     }
@@ -193,24 +194,25 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
             Err(e) => {
                 let outcome = DeliveryOutcome::Permanent { reason: format!("stored message no longer parses: {e}") };
                 let result = judge(sink, instance, &d, Judged { outcome, unknown: false }, now);
-                out.push(Attempt { seq: d.seq, digest: digest.clone(), result });
+                out.push(sink, &d, None, Attempt { seq: d.seq, digest: digest.clone(), result });
             }
         }
     }
     if sendable.is_empty() {
         return;
     }
+    let about: Vec<About> = messages.iter().map(About::of).collect();
     let (result, report) = instance.deliver_reported(messages);
     let now = now_ms();
     match result {
         Ok(outcomes) => {
-            for (d, o) in sendable.iter().zip(outcomes) {
+            for ((d, o), about) in sendable.iter().zip(outcomes).zip(&about) {
                 if let DeliveryOutcome::Retryable { reason, .. } | DeliveryOutcome::Permanent { reason } = &o {
                     tracing::debug!(sink = name, delivery = %d.id, attempt = d.attempts + 1, %reason, "delivery failed");
                 }
                 health.count(&o);
                 let result = judge(sink, instance, d, Judged { outcome: o, unknown: false }, now);
-                out.push(Attempt { seq: d.seq, digest: digest.clone(), result });
+                out.push(sink, d, Some(about), Attempt { seq: d.seq, digest: digest.clone(), result });
             }
         }
         Err(e) if sendable.len() > 1 => {
@@ -228,8 +230,55 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
                 health.count(&judged.outcome);
             }
             let result = judge(sink, instance, d, judged, now);
-            out.push(Attempt { seq: d.seq, digest, result });
+            out.push(sink, d, about.first(), Attempt { seq: d.seq, digest, result });
         }
+    }
+}
+
+/// The attempts of one sink call, and what the metrics count of each.
+#[derive(Default)]
+struct Recorded {
+    attempts: Vec<Attempt>,
+    facts: Vec<DeliveryFacts>,
+}
+
+impl Recorded {
+    fn push(&mut self, sink: &LiveSink, d: &Delivery, about: Option<&About>, attempt: Attempt) {
+        let outcome = match &attempt.result {
+            AttemptResult::Delivered(_) => "delivered",
+            AttemptResult::Retry { .. } => "retry",
+            AttemptResult::Dead(_) => "dead-lettered",
+        };
+        self.facts.push(DeliveryFacts {
+            tenant: about.map(|a| a.tenant.clone()).unwrap_or_default(),
+            kind: about.map_or(Kind::Raw, |a| a.kind),
+            accepted_ms: ulid::Ulid::from_string(&d.id).ok().map(|u| u.timestamp_ms() as i64),
+            occurred_ms: about.and_then(|a| a.occurred_ms),
+            alert_after: sink.cfg.tiers.get(d.tier).alert_after,
+            outcome,
+        });
+        self.attempts.push(attempt);
+    }
+}
+
+/// What the metrics need of a message, taken before the call consumes it.
+struct About {
+    tenant: String,
+    kind: Kind,
+    /// When an inventory position's stock was counted (ms).
+    occurred_ms: Option<i64>,
+}
+
+impl About {
+    fn of(m: &Message) -> About {
+        let ms = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok().map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+        // An inventory position's event: when the stock was counted (its
+        // `as-of`), else when the message says it happened.
+        let occurred_ms = match &m.body {
+            Body::InventoryPosition(p) => ms(&p.as_of).or_else(|| ms(&m.occurred_at)),
+            _ => None,
+        };
+        About { tenant: m.tenant.clone(), kind: m.body.kind(), occurred_ms }
     }
 }
 
@@ -299,9 +348,9 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
         }
         // This call's version: a swap affects the next call.
         let instance = sink.instance.load_full();
-        let mut attempts = Vec::with_capacity(chosen.len());
+        let mut recorded = Recorded::default();
         let mut health = Health::default();
-        deliver(sink, &instance, chosen, &cancelled, &mut attempts, &mut health);
+        deliver(sink, &instance, chosen, &cancelled, &mut recorded, &mut health);
         match health.pushed_back {
             Some(ms) => {
                 tracing::info!(sink = name, wait_ms = ms, "the downstream pushed back: holding the sink and slowing down");
@@ -315,12 +364,15 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             // Other workers wait on the breaker's time, or deliver again.
             sink.signal.notify();
         }
-        if let Err(e) = ctx.store().ack_deliveries(&lease, attempts) {
-            // Not recorded: these deliveries stay pending and are sent again
-            // with the same idempotency keys.
-            tracing::error!(sink = name, error = %e, "cannot record delivery outcomes");
-            keeper.refused(&e);
-            std::thread::sleep(Duration::from_millis(500));
+        match ctx.store().ack_deliveries(&lease, recorded.attempts) {
+            Ok(()) => ctx.metrics().delivered(name, &recorded.facts, now_ms()),
+            Err(e) => {
+                // Not recorded: these deliveries stay pending and are sent
+                // again with the same idempotency keys.
+                tracing::error!(sink = name, error = %e, "cannot record delivery outcomes");
+                keeper.refused(&e);
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod config;
 pub mod delivery;
 pub mod pipeline;
+pub mod metrics;
 pub mod plugin_test;
 pub mod runtime;
 pub mod reload;

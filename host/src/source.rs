@@ -31,8 +31,9 @@ pub fn run(ctx: &WorkerCtx, ingest: &Ingest, p: &LivePipeline) {
                     }
                     let cursor = batch.cursor.map(|position| crate::store::Cursor { source: name.clone(), position });
                     match ctx.store().append(prepared, cursor).wait() {
-                        Ok(_) => {
+                        Ok(outcomes) => {
                             p.signal.notify();
+                            ingest.counted(p, &outcomes);
                             tracing::debug!(source = %name, count, "polled");
                             again = batch.more;
                         }

@@ -95,7 +95,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 
 /// Starts a child, reads its output until a line contains `marker`, and
 /// keeps collecting the rest. Returns the marker line.
-fn spawn_until(mut cmd: Command, marker: &str, from_stderr: bool, log: Arc<Mutex<String>>) -> (Child, String) {
+pub(crate) fn spawn_until(mut cmd: Command, marker: &str, from_stderr: bool, log: Arc<Mutex<String>>) -> (Child, String) {
     if from_stderr {
         cmd.stderr(Stdio::piped()).stdout(Stdio::null());
     } else {

@@ -14,6 +14,7 @@ mod fallback;
 mod hardening;
 mod logs;
 mod loops;
+mod metrics;
 mod ordering;
 mod harness;
 mod pipeline;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What a worker thread gets.
@@ -17,9 +18,15 @@ pub struct WorkerCtx {
     store: Arc<dyn Store>,
     holder: Arc<str>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkerCtx {
+    /// The live instruments.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
@@ -98,10 +105,11 @@ pub(crate) struct Crews {
 }
 
 impl Crews {
-    /// No workers yet; they will use `store` and lease as `holder`.
-    pub(crate) fn new(store: Arc<dyn Store>, holder: &str) -> Crews {
+    /// No workers yet; they will use `store`, lease as `holder` and record
+    /// into `metrics`.
+    pub(crate) fn new(store: Arc<dyn Store>, holder: &str, metrics: Arc<Metrics>) -> Crews {
         Crews {
-            ctx: WorkerCtx { store, holder: holder.into(), stop: Arc::default() },
+            ctx: WorkerCtx { store, holder: holder.into(), stop: Arc::default(), metrics },
             workers: Mutex::default(),
             retiring: Mutex::default(),
             previous: Mutex::default(),

@@ -49,12 +49,20 @@ pub enum IngestError {
 pub struct Ingest {
     topology: TopologyView,
     store: Arc<dyn Store>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ingest {
-    /// Ingest into `store` for the pipelines of `topology`.
-    pub fn new(topology: TopologyView, store: Arc<dyn Store>) -> Ingest {
-        Ingest { topology, store }
+    /// Ingest into `store` for the pipelines of `topology`, counting into `metrics`.
+    pub fn new(topology: TopologyView, store: Arc<dyn Store>, metrics: Arc<crate::metrics::Metrics>) -> Ingest {
+        Ingest { topology, store, metrics }
+    }
+
+    /// Counts what the store answered for messages of `pipeline` (once durable).
+    pub fn counted(&self, pipeline: &LivePipeline, outcomes: &[IngestOutcome]) {
+        let accepted = outcomes.iter().filter(|o| matches!(o, IngestOutcome::Accepted { .. })).count() as u64;
+        let duplicate = outcomes.len() as u64 - accepted;
+        self.metrics.ingested(pipeline.cfg.tenant.as_str(), pipeline.cfg.id.as_str(), accepted, duplicate);
     }
 
     /// The pipeline for an ingest request.
@@ -130,6 +138,7 @@ impl Ingest {
     pub fn accept(&self, pipeline: &LivePipeline, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, IngestError> {
         let out = self.store.append(messages, None).wait()?;
         pipeline.signal.notify();
+        self.counted(pipeline, &out);
         Ok(out)
     }
 
@@ -142,6 +151,7 @@ impl Ingest {
     pub async fn accept_async(&self, pipeline: &LivePipeline, messages: Vec<NewMessage>) -> Result<Vec<IngestOutcome>, IngestError> {
         let out = self.store.append(messages, None).committed().await?;
         pipeline.signal.notify();
+        self.counted(pipeline, &out);
         Ok(out)
     }
 }

@@ -49,6 +49,7 @@ pub use versions::Versions;
 
 use crate::config::{Config, PluginRef, PluginSettings};
 use crate::runtime::{flatten_config, PluginContext, PluginInstance, Runtime, StateStore};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crew::{Crews, Owner};
 
@@ -117,9 +118,10 @@ impl Engine {
         restore_pauses(store.as_ref(), topology.sinks.values()).context("cannot read paused sinks from the store")?;
         went_live(&versions, &topology);
         let topology = TopologyView::new(topology);
+        let metrics = Arc::new(Metrics::new(runtime.calls()));
         Ok(Engine {
-            ingest: Arc::new(Ingest::new(topology.clone(), store.clone())),
-            crews: Crews::new(store.clone(), "local"),
+            ingest: Arc::new(Ingest::new(topology.clone(), store.clone(), metrics.clone())),
+            crews: Crews::new(store.clone(), "local", metrics),
             runtime,
             store,
             topology,
@@ -147,6 +149,11 @@ impl Engine {
     /// The store (for reads: traces, counts, backlog; and audit events).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The live instruments (what `/metrics` exposes besides the store's backlog).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.crews.ctx().metrics()
     }
 
     /// The component runtime.

@@ -96,15 +96,20 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
             p.return_probe(crate::store::now_ms());
         }
         announce(ctx, p);
-        let Some(commit) = processed else {
+        let Some((commit, allocated)) = processed else {
             // Stopping or retired mid-batch: nothing is acked; the rows
             // stay claimable for whoever runs the pipeline next.
             break;
         };
         let sinks: std::collections::BTreeSet<String> =
             commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
+        // Counted once durable; the store takes the commit.
+        let observed = crate::metrics::Observed::of(&commit, allocated);
         match ctx.store().ack(&lease, commit) {
-            Ok(()) => sinks.iter().for_each(|s| topology.notify_sink(s)),
+            Ok(()) => {
+                sinks.iter().for_each(|s| topology.notify_sink(s));
+                ctx.metrics().processed(observed);
+            }
             Err(e) => {
                 // Nothing was recorded: the same rows are processed again (same ids, same keys).
                 tracing::error!(pipeline = id, error = %e, "cannot ack processed messages; will process them again");
@@ -146,6 +151,10 @@ routes = [{ to = "erp" }]
 plugin = "http-sink"
 "#;
 
+    fn metrics() -> Arc<crate::metrics::Metrics> {
+        Arc::new(crate::metrics::Metrics::new(&crate::metrics::PluginCalls::default()))
+    }
+
     /// A pipeline without stages (it only routes) over `store`.
     fn setup(store: Arc<MemoryStore>) -> (tempfile::TempDir, Arc<LivePipeline>, TopologyView, Ingest) {
         let dir = tempfile::tempdir().unwrap();
@@ -163,7 +172,7 @@ plugin = "http-sink"
         let mut pipelines = BTreeMap::new();
         pipelines.insert(("acme".to_string(), "recs".to_string()), p.clone());
         let view = TopologyView::new(Topology { config, pipelines, sinks: BTreeMap::new() });
-        let ingest = Ingest::new(view.clone(), store);
+        let ingest = Ingest::new(view.clone(), store, metrics());
         (dir, p, view, ingest)
     }
 
@@ -192,7 +201,7 @@ plugin = "http-sink"
     fn a_shard_claims_routes_and_acks_in_order_per_key() {
         let store = Arc::new(MemoryStore::new());
         let (_dir, p, view, ingest) = setup(store.clone());
-        let crews = Crews::new(store.clone(), "host-a");
+        let crews = Crews::new(store.clone(), "host-a", metrics());
         let (pp, v) = (p.clone(), view.clone());
         crews.spawn(super::super::crew::Owner::Maintenance, "shard".into(), move |ctx| super::run(&ctx, &v, &pp, 0));
         let ids: Vec<String> = (0..6).map(|n| send(&ingest, &p, if n % 2 == 0 { "A" } else { "B" }, n)).collect();
@@ -225,7 +234,7 @@ plugin = "http-sink"
         let (_dir, p, view, ingest) = setup(store.clone());
         let partition = Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "recs".into() }, index: 0, of: 1 };
         let other = store.lease(&partition, "host-b", now_ms(), LEASE_TTL_MS).unwrap();
-        let crews = Crews::new(store.clone(), "host-a");
+        let crews = Crews::new(store.clone(), "host-a", metrics());
         let (pp, v) = (p.clone(), view.clone());
         crews.spawn(super::super::crew::Owner::Maintenance, "shard".into(), move |ctx| super::run(&ctx, &v, &pp, 0));
         send(&ingest, &p, "A", 0);

@@ -113,6 +113,19 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Its class, as the `result` label of `syncline_plugin_calls_total`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Plugin(_) => "plugin-error",
+            Failure::Timeout(_) => "timeout",
+            Failure::MemoryLimit { .. } => "memory-limit",
+            Failure::OutputLimit { .. } => "output-limit",
+            Failure::Trap(_) => "trap",
+            Failure::Contract(_) => "contract",
+            Failure::Instantiate(_) => "instantiate",
+        }
+    }
+
     /// Whether the same input may succeed on a later attempt.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -95,19 +95,20 @@ pub struct PluginInstance {
     idle: Mutex<Vec<Warm>>,
     slots: Arc<Slots>,
     gate: Arc<LogGate>,
+    meter: crate::metrics::CallMeter,
     #[cfg(feature = "native-stages")]
     native: Option<Arc<dyn NativeStage>>,
 }
 
 impl PluginInstance {
-    /// Binds `plugin` to `ctx`, logging through `gate`. Instances are
-    /// created on first use.
+    /// Binds `plugin` to `ctx`, logging through `gate` and counting its
+    /// calls with `meter`. Instances are created on first use.
     ///
     /// # Errors
     ///
     /// When the plugin's exports do not have the shape of its world (a
     /// plugin that passed loading always does).
-    pub(crate) fn new(plugin: Arc<Plugin>, ctx: PluginContext, gate: Arc<LogGate>) -> anyhow::Result<PluginInstance> {
+    pub(crate) fn new(plugin: Arc<Plugin>, ctx: PluginContext, gate: Arc<LogGate>, meter: crate::metrics::CallMeter) -> anyhow::Result<PluginInstance> {
         let pre = plugin.pre.clone();
         let pre = match plugin.world {
             World::Transformer => Pre::Transformer(transformer::TransformerPre::new(pre)?),
@@ -123,6 +124,7 @@ impl PluginInstance {
             idle: Mutex::default(),
             slots: Arc::default(),
             gate,
+            meter,
             #[cfg(feature = "native-stages")]
             native: None,
         })
@@ -141,6 +143,7 @@ impl PluginInstance {
             idle: Mutex::default(),
             slots: Arc::default(),
             gate: self.gate.clone(),
+            meter: self.meter.clone(),
             native: Some(native),
         }
     }
@@ -254,7 +257,9 @@ impl PluginInstance {
     /// One call: what the plugin answered with its secrets taken out (see
     /// [`super::redact`]), a failure of the whole call logged.
     fn call(&self, info: CallInfo, request: Request) -> (Result<Response, CallError>, CallReport) {
+        let started = Instant::now();
         let (result, report) = self.call_raw(info, request);
+        self.meter.record(result.as_ref().map_or_else(|e| e.failure.class(), |_| "ok"), started.elapsed());
         let secrets = &self.ctx.secrets;
         let result = if secrets.is_empty() {
             result

@@ -51,6 +51,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: Option<CompileCache>,
     logs: LogCounters,
+    calls: crate::metrics::PluginCalls,
 }
 
 impl Runtime {
@@ -74,7 +75,7 @@ impl Runtime {
         host_api::reference::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         host_api::state::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         let cache = cache_dir.map(|dir| CompileCache::new(dir, &engine));
-        Ok(Runtime { engine, linker, cache, logs: LogCounters::default() })
+        Ok(Runtime { engine, linker, cache, logs: LogCounters::default(), calls: crate::metrics::PluginCalls::default() })
     }
 
     /// The engine.
@@ -85,6 +86,11 @@ impl Runtime {
     /// Log lines dropped per plugin name by the plugins' log limits.
     pub fn logs(&self) -> &LogCounters {
         &self.logs
+    }
+
+    /// Every bound plugin's calls: how many by result, and their time.
+    pub fn calls(&self) -> &crate::metrics::PluginCalls {
+        &self.calls
     }
 
     /// The compile cache, when on.
@@ -166,7 +172,8 @@ impl Runtime {
     /// When the plugin's exports do not match its world's shape.
     pub fn bind(&self, plugin: Arc<Plugin>, ctx: PluginContext) -> anyhow::Result<Arc<PluginInstance>> {
         let gate = Arc::new(logs::LogGate::new(&plugin.name, &self.logs));
-        Ok(Arc::new(PluginInstance::new(plugin, ctx, gate)?))
+        let meter = self.calls.meter(&plugin.name, plugin.world.as_str());
+        Ok(Arc::new(PluginInstance::new(plugin, ctx, gate, meter)?))
     }
 }
 

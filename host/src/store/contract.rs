@@ -309,6 +309,8 @@ pub fn dead_letters_are_listed_replayed_and_purged(s: &dyn Store) {
 
     let list = |f: DeadLetterFilter| s.dead_letters(&f, 0, 100).unwrap().into_iter().map(|d| d.message_id).collect::<Vec<_>>();
     assert_eq!(list(DeadLetterFilter::default()), ["in1-a", "in1-b", "in3", "in2-out"]);
+    let open = |s: &dyn Store| s.backlog().unwrap().dead_letters.into_iter().map(|(t, n, at)| (t, n, at > 0)).collect::<Vec<_>>();
+    assert_eq!(open(s), [("acme".to_string(), 4, true)], "open dead letters per tenant, with the oldest's time");
     assert_eq!(list(DeadLetterFilter { place: Some("sink".into()), ..Default::default() }), ["in2-out"]);
     assert_eq!(list(DeadLetterFilter { reason: Some("HTTP 422".into()), tenant: Some("acme".into()), ..Default::default() }), ["in2-out"]);
     assert_eq!(list(DeadLetterFilter { tenant: Some("other".into()), ..Default::default() }), Vec::<String>::new());
@@ -337,6 +339,7 @@ pub fn dead_letters_are_listed_replayed_and_purged(s: &dyn Store) {
     assert_eq!((purged.state.as_str(), purged.note.as_deref()), ("purged", Some("test data")));
     assert!(matches!(s.purge_dead_letter(id_of("in3"), "again"), Err(StoreError::Conflict(_))));
     assert_eq!(list(DeadLetterFilter::default()), Vec::<String>::new());
+    assert_eq!(open(s), [], "replayed and purged ones are not open");
     assert!(s.replay_dead_letter(9_999_999).unwrap().is_none());
     assert!(s.purge_dead_letter(9_999_999, "x").unwrap().is_none());
     // Resolved dead letters are pruned with the rest.

@@ -822,6 +822,14 @@ impl Store for MemoryStore {
                 }
                 loops.into_iter().collect()
             },
+            dead_letters: {
+                let mut dead: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+                for (d, _) in s.dead_letters.iter().filter(|(d, _)| d.state == "open") {
+                    let slot = dead.entry(d.tenant.clone()).or_insert((0, d.at));
+                    *slot = (slot.0 + 1, slot.1.min(d.at));
+                }
+                dead.into_iter().map(|(t, (n, at))| (t, n, at)).collect()
+            },
         })
     }
 

@@ -548,6 +548,9 @@ pub struct Backlog {
     /// Loops waiting for an execution status, per (tenant, state `open` or
     /// `overdue`): how many.
     pub loops: Vec<((String, String), i64)>,
+    /// Dead letters kept (not yet replayed or purged), per tenant: how
+    /// many, and when the oldest was written (ms).
+    pub dead_letters: Vec<(String, i64, i64)>,
 }
 
 /// One plugin-state entry: (tenant, plugin, key) and its value.

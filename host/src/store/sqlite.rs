@@ -276,6 +276,7 @@ const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS messages_waiting ON messages(tenant, pipeline, key_hash, seq) WHERE state = 'accepted' AND next_at > 0;
 CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(sink, next_at) WHERE state = 'pending' AND next_at > 0;
 CREATE INDEX IF NOT EXISTS dead_letters_resolved ON dead_letters(resolved_at) WHERE state != 'open';
+CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters(tenant, at) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS exceptions_open ON exceptions(queue, id) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(sink, tier, seq) WHERE state = 'pending';
 -- Replaced by deliveries_lane (a lane's pending deliveries in order).
@@ -1360,7 +1361,9 @@ impl Store for SqliteStore {
         let lanes = l.query_map([], |r| Ok((r.get(0)?, Tier::from_index(r.get(1)?), r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
         let mut o = conn.prepare_cached("SELECT tenant, state, COUNT(*) FROM loops WHERE state != 'closed' GROUP BY tenant, state")?;
         let loops = o.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?.collect::<Result<_, _>>()?;
-        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions, lanes, loops })
+        let mut x = conn.prepare_cached("SELECT tenant, COUNT(*), MIN(at) FROM dead_letters WHERE state = 'open' GROUP BY tenant")?;
+        let dead_letters = x.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        Ok(Backlog { messages, deliveries, oldest_delivery, exceptions, lanes, loops, dead_letters })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use syncline_model::Kind;
+
 use super::{adopt, call, error, failed, step, Cancelled, Item, RowResult, Stage};
 use crate::pipeline::capture::Answer;
 use crate::store::records::StepOutcome;
@@ -29,14 +31,25 @@ pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowRes
             let index: HashMap<&str, usize> = batch.iter().enumerate().map(|(k, it)| (it.msg.id.as_str(), k)).collect();
             let mut per_parent: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
             let mut produced = Vec::with_capacity(outs.len());
+            // Which inputs became an order (for the acceptance rate).
+            let mut ordered = vec![false; batch.len()];
             for o in outs {
                 let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
+                ordered[k] |= matches!(o.body.kind(), Kind::PurchaseRequisition | Kind::TransferProposal);
                 let n = per_parent[k].len();
                 let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, at.tenant) };
                 per_parent[k].push(o.msg.id.clone());
                 produced.push(o);
             }
             for (k, it) in batch.iter().enumerate() {
+                if it.msg.body.kind() == Kind::ReplenishmentRecommendation {
+                    let a = &mut results[it.row].allocated;
+                    if ordered[k] {
+                        a.ordered += 1
+                    } else {
+                        a.deferred += 1
+                    }
+                }
                 let outcome = StepOutcome::Outputs { batch: Some(batch.len()), outputs: per_parent[k].clone() };
                 results[it.row].steps.push(step(at.no, instance, &it.msg.id, started, &report, outcome));
             }

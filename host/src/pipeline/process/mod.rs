@@ -32,6 +32,7 @@ use syncline_model::{json as mjson, Message};
 
 use super::{keys, LivePipeline};
 use crate::config::{RetryPolicy, StageKind};
+use crate::metrics::Allocated;
 use crate::runtime::{CallError, CallReport, PluginInstance};
 use crate::store::records::{Processing, ShardRef, StageStep, Step, StepOutcome};
 use crate::store::{Commit, Final, NewBaseline, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
@@ -53,6 +54,8 @@ struct RowResult {
     exceptions: Vec<NewException>,
     baseline: Vec<NewBaseline>,
     dropped: usize,
+    /// What became of the recommendations of this row at allocate stages.
+    allocated: Allocated,
     /// A retryable failure with attempts left: the whole row is tried again
     /// later (from its first stage), nothing else of it is kept.
     retry: Option<String>,
@@ -169,13 +172,15 @@ struct Stage<'a> {
     cancel: &'a dyn Fn() -> bool,
 }
 
-/// Processes `rows` (in order) through `pipeline`; `None` when `cancel`
-/// said to stop before the end (nothing of the batch is to be committed).
-pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<Commit> {
+/// Processes `rows` (in order) through `pipeline`: the commit, and what
+/// became of the recommendations of the rows it records; `None` when
+/// `cancel` said to stop before the end (nothing of the batch is to be
+/// committed).
+pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
     process_all(pipeline, shard, rows, cancel).ok()
 }
 
-fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<Commit, Cancelled> {
+fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<(Commit, Allocated), Cancelled> {
     let cfg = &pipeline.cfg;
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
@@ -231,21 +236,22 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
         route::place(cfg, item, &mut results);
     }
 
-    let processed = settle(shard, rows, results);
-    Ok(Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed })
+    let (processed, allocated) = settle(shard, rows, results);
+    Ok((Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed }, allocated))
 }
 
 /// What to record for each row: a row set aside for a retry is nacked and
 /// holds its key — later rows of the same key in this batch are left out
 /// (they stay claimable and are taken once it has gone through); every
 /// other row is settled with its end state, outputs, dead letters and
-/// exceptions.
-fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Processed> {
+/// exceptions. Also sums what became of the recorded rows' recommendations.
+fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> (Vec<Processed>, Allocated) {
     // A message set aside for a retry holds its key: later messages of the
     // same key in this batch are not recorded (they stay pending, and are
     // taken once it has gone through).
     let mut held = std::collections::HashSet::new();
-    rows
+    let mut allocated = Allocated::default();
+    let processed = rows
         .iter()
         .zip(results)
         .filter(|(p, r)| {
@@ -273,6 +279,8 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Pro
                     baseline: vec![],
                 };
             }
+            allocated.ordered += r.allocated.ordered;
+            allocated.deferred += r.allocated.deferred;
             let state = if !r.deliveries.is_empty() {
                 Final::Done
             } else if !r.exceptions.is_empty() {
@@ -295,7 +303,8 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> Vec<Pro
                 baseline: r.baseline,
             }
         })
-        .collect()
+        .collect();
+    (processed, allocated)
 }
 
 #[cfg(test)]
@@ -313,7 +322,10 @@ mod tests {
         results[0].retry = Some("flaky".into());
         results[3].dropped = 1;
         let shard = ShardRef { index: 0, of: 1 };
-        let out = settle(shard, &rows, results);
+        results[1].allocated = Allocated { ordered: 2, deferred: 1 };
+        results[2].allocated = Allocated { ordered: 5, deferred: 5 };
+        let (out, allocated) = settle(shard, &rows, results);
+        assert_eq!(allocated, Allocated { ordered: 2, deferred: 1 }, "only recorded rows count: a2 stays pending, a1 is tried again");
         let ids: Vec<&str> = out.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["a1", "b1", "b2"], "a2 stays claimable behind a1");
         let retry = out[0].retry.as_ref().unwrap();
