@@ -13,6 +13,7 @@ mod correlations;
 mod loops;
 mod dead_letters;
 mod metrics;
+mod openapi;
 mod exceptions;
 mod plugins;
 mod quota;
@@ -25,7 +26,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter};
 use axum::{Extension, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use syncline_model::{json as mjson, Body as MsgBody, Message, Raw};
@@ -140,13 +141,34 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
+/// Every error answer's body: `{"error": {"code", "message", ...}}`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error: a machine code, a sentence for people, and fields some codes
+/// add (`line` for a batch's bad line, `retry-after-seconds`...).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable machine code (`unknown-pipeline`, `quota-exceeded`, `forbidden`...).
+    pub code: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+    /// Fields some codes add.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Value::Object(extra) = self.extra {
-            error.as_object_mut().unwrap().extend(extra);
-        }
-        (self.status, self.headers, Json(json!({"error": error}))).into_response()
+        let extra = match self.extra {
+            Value::Object(extra) => extra,
+            _ => serde_json::Map::new(),
+        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message, extra } };
+        (self.status, self.headers, Json(body)).into_response()
     }
 }
 
@@ -210,7 +232,8 @@ pub fn router(app: App) -> Router {
         .router
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see /v1/pipelines") })
+        .route("/v1/openapi.json", get(openapi::serve))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-such-endpoint", "no such endpoint; see /v1/openapi.json") })
         .with_state(app)
 }
 
@@ -300,8 +323,8 @@ fn http_pipeline(app: &App, tenant: &str, pipeline: &str) -> Result<Arc<LivePipe
     Ok(p)
 }
 
-#[derive(Deserialize, Default)]
-struct IngestQuery {
+#[derive(Deserialize, Default, schemars::JsonSchema)]
+pub(crate) struct IngestQuery {
     /// Force the body to be taken as a raw payload.
     #[serde(default)]
     raw: bool,

@@ -15,6 +15,7 @@ mod hardening;
 mod logs;
 mod loops;
 mod metrics;
+mod openapi;
 mod ordering;
 mod harness;
 mod pipeline;

@@ -20,11 +20,14 @@ use crate::store::records::AuditFilter;
 const PAGE: usize = 1000;
 
 /// The query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Event kind (`reload`, `denied`, `dead-letter-replayed`, ...).
     kind: Option<String>,
+    /// Who did it: `token:ID`, `host`, `open`, `cli:USER`.
     actor: Option<String>,
+    /// Tenant the event is about.
     tenant: Option<String>,
     /// RFC 3339 time, or a duration ago (`15m`, `7d`).
     since: Option<String>,
@@ -32,6 +35,7 @@ pub struct AuditQuery {
     until: Option<String>,
     /// Events with numbers above this one.
     after: Option<i64>,
+    /// At most this many (up to 1000).
     limit: Option<usize>,
     /// `json` (default) or `jsonl`.
     format: Option<String>,

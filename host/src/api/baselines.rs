@@ -14,11 +14,14 @@ use super::{blocking, store_error, ApiError, App, Params, SmallBody};
 use crate::pipeline::fallback;
 
 /// The baseline query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BaselineQuery {
+    /// Message kind.
     kind: Option<String>,
+    /// Item id.
     item: Option<String>,
+    /// Location id.
     location: Option<String>,
 }
 
@@ -52,9 +55,10 @@ pub async fn show(
 }
 
 /// The release request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
+    /// The execution pipeline (of the same tenant) to release the baseline to.
     to: String,
 }
 

@@ -17,7 +17,7 @@ use crate::pipeline::capture::{Capture, MAX_CASES};
 use crate::pipeline::LiveStage;
 
 /// A capture request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// How long: `30s`, `10m`.

@@ -20,18 +20,24 @@ use crate::store::StoreError;
 const PAGE: usize = 500;
 
 /// The list's query: the filter's fields, `older-than` as a duration, paging.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ListQuery {
+    /// Tenant.
     tenant: Option<String>,
+    /// Pipeline.
     pipeline: Option<String>,
+    /// Where it died, by prefix: `sink`, `sink erp`, `stage 2`.
     place: Option<String>,
+    /// Text its reason contains (`HTTP 422`, `trapped`, `timed out`).
     reason: Option<String>,
+    /// `open` (default), `replayed`, `purged` or `all`.
     state: Option<String>,
     /// Died at least this long ago (`15m`, `2h`, `7d`).
     older_than: Option<String>,
     /// Dead letters with numbers above this one.
     after: Option<i64>,
+    /// At most this many (up to 1000).
     limit: Option<usize>,
 }
 
@@ -161,9 +167,10 @@ pub async fn replay_matching(State(app): State<App>, Extension(caller): Extensio
 }
 
 /// The purge request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeRequest {
+    /// Why (kept with the dead letter and in the audit log).
     reason: String,
 }
 

@@ -16,16 +16,22 @@ use crate::config::Span;
 use crate::store::records::{AuditEvent, ExceptionFilter, ExceptionRecord, Settle};
 
 /// The list's query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ListQuery {
+    /// Exception queue.
     queue: Option<String>,
+    /// Tenant.
     tenant: Option<String>,
+    /// Pipeline.
     pipeline: Option<String>,
+    /// `open` (default), `resolved`, `discarded`, `retried` or `all`.
     state: Option<String>,
     /// Parked at least this long ago (`15m`, `2h`, `7d`).
     older_than: Option<String>,
+    /// Exceptions with numbers above this one.
     after: Option<i64>,
+    /// At most this many (up to 1000).
     limit: Option<usize>,
 }
 
@@ -82,6 +88,17 @@ pub async fn show(State(app): State<App>, Extension(caller): Extension<Caller>, 
     Ok(Json(body).into_response())
 }
 
+/// What a settlement says.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct SettleRequest {
+    /// What was done (`resolve` needs it; `retry` may have it).
+    #[serde(default)]
+    comment: Option<String>,
+    /// Why it is dropped (`discard` needs it).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
 /// `POST /v1/exceptions/{id}/{action}` with `{"comment": ...}` (resolve,
 /// retry) or `{"reason": ...}` (discard).
 pub async fn settle(
@@ -90,12 +107,12 @@ pub async fn settle(
     Params((id, action)): Params<(i64, String)>,
     SmallBody(body): SmallBody,
 ) -> Result<Response, ApiError> {
-    let text: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body does not read as JSON: {e}")))?;
-    let field = |name: &str| text.get(name).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+    let request: SettleRequest = serde_json::from_slice(&body).map_err(|e| bad(format!("the body does not read: {e}")))?;
+    let given = |text: Option<String>| text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     let how = match action.as_str() {
-        "resolve" => Settle::Resolve { comment: field("comment").ok_or_else(|| bad("a resolve needs {\"comment\": \"...\"}"))? },
-        "retry" => Settle::Retry { comment: field("comment").unwrap_or_else(|| "retried".into()) },
-        "discard" => Settle::Discard { reason: field("reason").ok_or_else(|| bad("a discard needs {\"reason\": \"...\"}"))? },
+        "resolve" => Settle::Resolve { comment: given(request.comment).ok_or_else(|| bad("a resolve needs {\"comment\": \"...\"}"))? },
+        "retry" => Settle::Retry { comment: given(request.comment).unwrap_or_else(|| "retried".into()) },
+        "discard" => Settle::Discard { reason: given(request.reason).ok_or_else(|| bad("a discard needs {\"reason\": \"...\"}"))? },
         other => return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown-action", format!("`{other}`: resolve, retry or discard"))),
     };
     let store = app.store.clone();

@@ -13,12 +13,14 @@ use super::{blocking, store_error, ApiError, App};
 use crate::store::records::LoopFilter;
 
 /// The query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LoopQuery {
     /// `open`, `overdue`, `closed`; all when not given.
     state: Option<String>,
+    /// Loops with numbers above this one.
     after: Option<i64>,
+    /// At most this many (up to 1000).
     limit: Option<usize>,
 }
 

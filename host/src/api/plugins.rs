@@ -23,11 +23,13 @@ pub async fn approvals(State(app): State<App>) -> Result<Response, ApiError> {
 }
 
 /// The body of an approval or a revocation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRequest {
+    /// The version approved or withdrawn: `sha256:<hex>`.
     digest: String,
     #[serde(default)]
+    /// Why (kept in the audit log).
     note: Option<String>,
 }
 

@@ -65,9 +65,10 @@ pub async fn list(State(app): State<App>) -> Result<Response, ApiError> {
 }
 
 /// The pause request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
+    /// Why (shown with the sink and kept in the audit log).
     reason: String,
 }
 

@@ -241,7 +241,7 @@ fn open() -> String {
 }
 
 /// Which dead letters to list or replay. Every field given must match.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DeadLetterFilter {
     /// Tenant.
