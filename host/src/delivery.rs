@@ -202,7 +202,9 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
         return;
     }
     let about: Vec<About> = messages.iter().map(About::of).collect();
-    let (result, report) = instance.deliver_reported(messages);
+    let plugin = instance.plugin();
+    let span = tracing::debug_span!("deliver", sink = name, plugin = %plugin.name, digest = %plugin.digest, messages = messages.len());
+    let (result, report) = span.in_scope(|| instance.deliver_reported(messages));
     let now = now_ms();
     match result {
         Ok(outcomes) => {

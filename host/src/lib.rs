@@ -21,3 +21,4 @@ pub mod server;
 pub mod source;
 pub mod store;
 pub mod stub_http;
+pub mod telemetry;

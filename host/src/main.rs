@@ -431,23 +431,29 @@ fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SYNCLINE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    let format = match cli.log_format {
+        LogFormat::Text => syncline::telemetry::LogFormat::Text,
         LogFormat::Json => {
             syncline::server::JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
-            logs.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+            syncline::telemetry::LogFormat::Json
         }
-    }
-    match run(&cli) {
+    };
+    let telemetry = match syncline::telemetry::Telemetry::init(format, matches!(cli.command, Command::Run { .. })) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot export spans: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run(&cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 /// The token calls of a running host send (from --token or $SYNCLINE_TOKEN).

@@ -24,5 +24,6 @@ mod runtime;
 mod scaffold;
 mod secrets;
 mod sinks;
+mod spans;
 mod schema;
 mod support;

@@ -89,7 +89,8 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
         }
         let cancel = || ctx.stopping() || p.retired();
         let shard_ref = crate::store::records::ShardRef { index: shard, of: p.shards };
-        let processed = process::process(p, shard_ref, &rows, &cancel);
+        let batch = tracing::debug_span!("batch", tenant = p.cfg.tenant.as_str(), pipeline = id, shard, messages = rows.len());
+        let processed = batch.in_scope(|| process::process(p, shard_ref, &rows, &cancel));
         if gate == StageGate::Probe {
             // A stage the probe never reached (an earlier one failed, or
             // processing stopped) gives its probe back.

@@ -20,7 +20,7 @@ pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowRes
     let instance = instance.as_ref();
     let started = Instant::now();
     // A copy for the call: the batch's own messages stay the outputs' parents.
-    let (result, report) = call(at, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
+    let (result, report) = call(at, None, instance, || instance.allocate_reported(batch.iter().map(|it| it.msg.clone()).collect()))?;
     let inputs: Vec<&syncline_model::Message> = batch.iter().map(|it| &it.msg).collect();
     at.live.captured(&inputs, match &result {
         Ok(outs) => Answer::Outputs(outs),

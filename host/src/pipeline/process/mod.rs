@@ -101,14 +101,24 @@ fn adopt(parent: &Message, parent_key: &str, mut out: Message, n: usize, tenant:
 /// Why processing stopped before its end.
 struct Cancelled;
 
-/// One call of `at`'s plugin, unless processing was cancelled before it;
-/// the stage's breaker counts a call that failed as a whole (trap, time or
-/// memory limit) against the plugin.
-fn call<R>(at: &Stage, f: impl FnOnce() -> (Result<R, CallError>, CallReport)) -> Result<(Result<R, CallError>, CallReport), Cancelled> {
+/// One call of `at`'s plugin by `instance` for the message of `row` (none:
+/// a batch), unless processing was cancelled before it; the call runs in a
+/// `stage` span under the message's (or the batch's). The stage's breaker
+/// counts a call that failed as a whole (trap, time or memory limit)
+/// against the plugin.
+fn call<R>(
+    at: &Stage,
+    row: Option<usize>,
+    instance: &PluginInstance,
+    f: impl FnOnce() -> (Result<R, CallError>, CallReport),
+) -> Result<(Result<R, CallError>, CallReport), Cancelled> {
     if (at.cancel)() {
         return Err(Cancelled);
     }
-    let (result, report) = f();
+    let plugin = instance.plugin();
+    let parent = row.and_then(|r| at.spans.get(r)).cloned().unwrap_or_else(tracing::Span::current);
+    let span = tracing::debug_span!(parent: &parent, "stage", stage = at.no, plugin = %plugin.name, digest = %plugin.digest);
+    let (result, report) = span.in_scope(f);
     match &result {
         // No free instance is load, not the plugin's fault.
         Err(e) if e.failure.is_whole_call() && !matches!(e.failure, crate::runtime::Failure::Instantiate(_)) => at.live.record(Some(&e.to_string())),
@@ -162,13 +172,15 @@ fn error(e: &CallError) -> StepOutcome {
 }
 
 /// A stage as a call site: its number, the live stage, the pipeline's
-/// attempts, the tenant, the batch's rows and the cancel check.
+/// attempts, the tenant, the batch's rows and their `message` spans, and
+/// the cancel check.
 struct Stage<'a> {
     no: usize,
     live: &'a super::LiveStage,
     max_attempts: u32,
     tenant: &'a str,
     rows: &'a [Pending],
+    spans: &'a [tracing::Span],
     cancel: &'a dyn Fn() -> bool,
 }
 
@@ -185,10 +197,17 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
     let mut items: Vec<Item> = Vec::with_capacity(rows.len());
+    // Each message's span (disabled, and free, unless spans are exported or logged at debug).
+    let spans: Vec<tracing::Span> = rows
+        .iter()
+        .map(|p| tracing::debug_span!("message", tenant, pipeline = cfg.id.as_str(), message_id = %p.id, correlation_id = tracing::field::Empty, attempt = p.attempts + 1))
+        .collect();
     for (row, p) in rows.iter().enumerate() {
         match mjson::from_str(&p.json) {
             Ok(msg) => {
                 let key = keys::root(tenant, cfg.id.as_str(), msg.idempotency_key.as_deref(), &msg.id);
+                spans[row].record("correlation_id", msg.correlation_id.as_str());
+                crate::telemetry::join_flow(&spans[row], &msg.correlation_id);
                 items.push(Item { row, msg, key })
             }
             Err(e) => results[row].dead.push(NewDeadLetter {
@@ -206,7 +225,7 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
 
     for (i, stage) in pipeline.stages.iter().enumerate() {
         let no = i + 1;
-        let at = |no: usize| Stage { no, live: stage, max_attempts: cfg.max_attempts, tenant, rows, cancel };
+        let at = |no: usize| Stage { no, live: stage, max_attempts: cfg.max_attempts, tenant, rows, spans: &spans, cancel };
         let mut next = Vec::with_capacity(items.len());
         match stage.cfg.kind {
             StageKind::Transform => {

@@ -14,7 +14,7 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
     let instance = at.live.instance.load_full();
     let instance = instance.as_ref();
     let started = Instant::now();
-    let (result, report) = call(at, || instance.transform_reported(msg.clone()))?;
+    let (result, report) = call(at, Some(row), instance, || instance.transform_reported(msg.clone()))?;
     at.live.captured(&[&msg], match &result {
         Ok(outs) => Answer::Outputs(outs),
         Err(e) => Answer::Error(e),

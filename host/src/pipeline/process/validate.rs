@@ -19,7 +19,7 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
     let instance = at.live.instance.load_full();
     let instance = instance.as_ref();
     let started = Instant::now();
-    let (result, report) = call(at, || instance.validate_reported(msg.clone()))?;
+    let (result, report) = call(at, Some(row), instance, || instance.validate_reported(msg.clone()))?;
     at.live.captured(&[&msg], match &result {
         Ok(v) => Answer::Violations(v),
         Err(e) => Answer::Error(e),
