@@ -9,6 +9,7 @@ mod audit;
 pub mod auth;
 mod baselines;
 mod capture;
+mod console;
 mod correlations;
 mod loops;
 mod dead_letters;
@@ -233,6 +234,9 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::serve))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-such-endpoint", "no such endpoint; see /v1/openapi.json") })
         .with_state(app)
 }

@@ -7,6 +7,7 @@ mod approval;
 mod capture;
 mod cli;
 mod config_errors;
+mod console;
 mod correlation;
 mod dead_letters;
 mod exceptions;
