@@ -101,3 +101,26 @@ fn an_unanswered_requisition_parks_an_exception_and_its_late_status_resolves_it(
     assert!(kinds.contains(&"loop-overdue") && kinds.contains(&"exception-settled"), "{kinds:?}");
     assert_eq!(get(&format!("{}/v1/loops?state=lost", host.url)).0, 400);
 }
+
+#[test]
+fn a_lead_time_window_gives_each_order_its_own_due_time() {
+    let config = CONFIG.replace(r#"expect-status = { within = "2s", exception-queue = "open-loops" }"#, r#"expect-status = { within = "lead-time", exception-queue = "open-loops" }"#);
+    assert!(config.contains("lead-time"));
+    let erp = Erp::start(&[]);
+    let site = Site::new(&config, &erp);
+    let host = Host::start(&site);
+    // SUP-7 supplies in 14 days; the transfer from DC-CENTRAL takes 3.
+    let mut transfer = recommendation("R-T");
+    transfer["body"]["source"] = json!({"location": "DC-CENTRAL"});
+    for body in [recommendation("R-P"), transfer] {
+        let (status, answer) = host.ingest("acme", "recs", "messages", "application/json", &[], body.to_string().as_bytes());
+        assert_eq!(status, 202, "{answer}");
+    }
+    let open = eventually(Duration::from_secs(10), "two open loops", || Some(loops(&host, "open")).filter(|l| l.len() == 2));
+    let window_days = |kind: &str| {
+        let l = open.iter().find(|l| l["kind"] == kind).unwrap_or_else(|| panic!("no {kind} loop: {open:?}"));
+        (l["due-at"].as_i64().unwrap() - l["delivered-at"].as_i64().unwrap()) / 86_400_000
+    };
+    assert_eq!(window_days("purchase-requisition"), 14, "{open:?}");
+    assert_eq!(window_days("transfer-proposal"), 3, "{open:?}");
+}

@@ -14,7 +14,7 @@ mod values;
 pub use access::{hash_token, is_loopback, new_token, HashSource, IngestQuota, IngestQuotaFile, Role, TenantScope, Token, TokenFile, TOKEN_PREFIX};
 pub use error::{nearest, suggestion, ConfigError, ConfigErrors};
 pub use model::*;
-pub use values::{Name, Size, Span, Window};
+pub use values::{Name, Size, Span, StatusWindow, Window};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -298,7 +298,8 @@ impl Checker<'_> {
                 }),
                 fallback,
                 expect_status: p.expect_status.as_ref().map(|e| ExpectStatus {
-                    within: e.get_ref().within.0,
+                    within: e.get_ref().within,
+                    at_least: e.get_ref().at_least.map_or(std::time::Duration::from_secs(86_400), |a| a.0),
                     queue: e.get_ref().exception_queue.clone().unwrap_or_else(|| "open-loops".into()),
                 }),
             });

@@ -420,8 +420,12 @@ pub struct PipelineFile {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ExpectStatusFile {
-    /// How long after delivery the status may take.
-    pub within: Span,
+    /// How long after delivery the status may take: a duration, or
+    /// `lead-time` (each order's own). Example: `within = "lead-time"`
+    pub within: super::values::StatusWindow,
+    /// The shortest window `lead-time` gives (default `1d`): an order due
+    /// the day it is placed, or whose dates do not read, still gets this.
+    pub at_least: Option<Span>,
     /// Where a missing status is reported (default `open-loops`).
     pub exception_queue: Option<String>,
 }
@@ -430,7 +434,9 @@ pub struct ExpectStatusFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpectStatus {
     /// How long after delivery the status may take.
-    pub within: Duration,
+    pub within: super::values::StatusWindow,
+    /// The shortest `lead-time` window.
+    pub at_least: Duration,
     /// Where a missing status is reported.
     pub queue: String,
 }

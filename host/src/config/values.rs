@@ -83,6 +83,29 @@ impl TryFrom<String> for Span {
     }
 }
 
+/// How long a delivered order may wait for its execution status: a fixed
+/// duration, or `lead-time` — the order's own (need-by minus order-by for a
+/// requisition, minus ship-by for a transfer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum StatusWindow {
+    /// The same for every order.
+    Fixed(Duration),
+    /// Each order's lead time.
+    LeadTime,
+}
+
+impl TryFrom<String> for StatusWindow {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<StatusWindow, String> {
+        if s.trim() == "lead-time" {
+            return Ok(StatusWindow::LeadTime);
+        }
+        Span::try_from(s.clone()).map(|d| StatusWindow::Fixed(d.0)).map_err(|_| format!("`{s}` is neither `lead-time` nor a duration (`2h`, `3d`)"))
+    }
+}
+
 /// A size in bytes: `512KiB`, `1MiB`, `2GiB`, `64MB`, or a plain number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "SizeText")]

@@ -7,7 +7,11 @@
 use syncline_model::{json as mjson, Body};
 
 use super::{Item, RowResult};
-use crate::config::{Pipeline, Tier};
+use std::time::Duration;
+
+use syncline_model::date::Date;
+
+use crate::config::{Pipeline, StatusWindow, Tier};
 use crate::pipeline::fields::View;
 use crate::store::records::{ExceptionDetail, RouteStep, Step};
 use crate::store::{NewBaseline, NewDeadLetter, NewDelivery, NewException};
@@ -45,10 +49,7 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
                 }
             }
             // An order the pipeline expects an execution status for.
-            let expect_ms = match (&cfg.expect_status, &msg.body) {
-                (Some(e), Body::PurchaseRequisition(_) | Body::TransferProposal(_)) => Some(e.within.as_millis() as i64),
-                _ => None,
-            };
+            let expect_ms = cfg.expect_status.as_ref().and_then(|e| window(e, &msg.body)).map(|w| w.as_millis() as i64);
             for sink in &route.to {
                 let tier = Tier::of(msg.priority, cfg.tier);
                 r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, expect_ms, json: json.clone() });
@@ -65,6 +66,26 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
             outcome_unknown: false,
         }),
     }
+}
+
+/// How long after its delivery `body`, an order, may wait for its
+/// execution status (`None`: not an order).
+fn window(expect: &crate::config::ExpectStatus, body: &Body) -> Option<Duration> {
+    let (need_by, placed_by) = match body {
+        Body::PurchaseRequisition(r) => (&r.need_by, &r.order_by),
+        Body::TransferProposal(t) => (&t.need_by, &t.ship_by),
+        _ => return None,
+    };
+    Some(match expect.within {
+        StatusWindow::Fixed(d) => d,
+        StatusWindow::LeadTime => {
+            let days = match (Date::parse(need_by), Date::parse(placed_by)) {
+                (Ok(need), Ok(placed)) => need.days_since(placed).max(0) as u64,
+                _ => 0,
+            };
+            Duration::from_secs(days * 86_400).max(expect.at_least)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -144,5 +165,33 @@ plugin = "http-sink"
         place(&cfg, exception, &mut results);
         assert_eq!(results[0].exceptions[0].queue, "master-data");
         assert!(results[0].deliveries.is_empty(), "an exception record is not routed to sinks");
+    }
+
+    #[test]
+    fn an_orders_status_window_is_fixed_or_its_own_lead_time_and_never_below_the_floor() {
+        use crate::config::ExpectStatus;
+        let requisition = |need_by: &str, order_by: &str| {
+            Body::PurchaseRequisition(syncline_model::PurchaseRequisition {
+                id: "PR-1".into(),
+                item: "SKU-1".into(),
+                location: "DC-1".into(),
+                supplier: "SUP-7".into(),
+                quantity: 10.0,
+                uom: "EA".into(),
+                need_by: need_by.into(),
+                order_by: order_by.into(),
+                recommendation: None,
+                rule: String::new(),
+                extensions: vec![],
+            })
+        };
+        let day = Duration::from_secs(86_400);
+        let fixed = ExpectStatus { within: StatusWindow::Fixed(Duration::from_secs(7200)), at_least: day, queue: "q".into() };
+        let lead = ExpectStatus { within: StatusWindow::LeadTime, at_least: day, queue: "q".into() };
+        assert_eq!(window(&fixed, &requisition("2026-12-21", "2026-12-14")), Some(Duration::from_secs(7200)));
+        assert_eq!(window(&lead, &requisition("2026-12-21", "2026-12-14")), Some(7 * day), "need-by minus order-by");
+        assert_eq!(window(&lead, &requisition("2026-12-21", "2026-12-21")), Some(day), "a same-day order gets the floor");
+        assert_eq!(window(&lead, &requisition("soon", "2026-12-21")), Some(day), "dates that do not read get the floor");
+        assert_eq!(window(&lead, &Body::Raw(Raw { content_type: "text/csv".into(), data: b"a,b".to_vec() })), None, "not an order");
     }
 }
