@@ -120,6 +120,14 @@ struct DeadLabels {
     place: String,
 }
 
+/// A pipeline's messages out to a sink.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    tenant: String,
+    pipeline: String,
+    sink: String,
+}
+
 /// An exception queue.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
@@ -206,6 +214,8 @@ pub struct Observed {
     dead_letters: u64,
     /// The queue of each exception raised.
     exceptions: Vec<String>,
+    /// The sink of each delivery queued.
+    routed: Vec<String>,
     allocated: Allocated,
 }
 
@@ -213,7 +223,7 @@ impl Observed {
     /// What `commit` records, with its recommendations' fate.
     pub fn of(commit: &Commit, allocated: Allocated) -> Observed {
         let mut stages = Vec::new();
-        let (mut dead_letters, mut exceptions) = (0, Vec::new());
+        let (mut dead_letters, mut exceptions, mut routed) = (0, Vec::new(), Vec::new());
         for row in &commit.processed {
             for step in &row.processing.steps {
                 let Step::Stage(s) = step else { continue };
@@ -227,8 +237,9 @@ impl Observed {
             }
             dead_letters += row.dead_letters.len() as u64;
             exceptions.extend(row.exceptions.iter().map(|e| e.queue.clone()));
+            routed.extend(row.deliveries.iter().map(|d| d.sink.clone()));
         }
-        Observed { tenant: commit.tenant.clone(), pipeline: commit.pipeline.clone(), stages, dead_letters, exceptions, allocated }
+        Observed { tenant: commit.tenant.clone(), pipeline: commit.pipeline.clone(), stages, dead_letters, exceptions, routed, allocated }
     }
 }
 
@@ -255,6 +266,7 @@ pub struct Metrics {
     registry: Registry,
     accepted: Family<PipelineLabels, Counter>,
     duplicates: Family<PipelineLabels, Counter>,
+    routed: Family<RouteLabels, Counter>,
     stage_messages: Family<StageResult, Counter>,
     stage_seconds: Timing<StageLabels>,
     deliveries: Family<SinkOutcome, Counter>,
@@ -273,6 +285,7 @@ impl Metrics {
             registry: Registry::with_prefix("syncline"),
             accepted: Family::default(),
             duplicates: Family::default(),
+            routed: Family::default(),
             stage_messages: Family::default(),
             stage_seconds: Family::new_with_constructor(call_buckets),
             deliveries: Family::default(),
@@ -286,6 +299,7 @@ impl Metrics {
         let r = &mut m.registry;
         r.register("messages_accepted", "Messages accepted (durably stored) per pipeline, from ingest and sources.", m.accepted.clone());
         r.register("messages_duplicate", "Messages refused as duplicates of an earlier idempotency key, per pipeline.", m.duplicates.clone());
+        r.register("messages_routed", "Messages a pipeline queued for a sink (its messages out), per tenant, pipeline and sink.", m.routed.clone());
         r.register("stage_messages", "Messages through a stage by outcome: passed, dropped, invalid, failed.", m.stage_messages.clone());
         r.register("stage_seconds", "Time of a stage's plugin call per message (an allocate batch's call counts for each of its messages).", m.stage_seconds.clone());
         r.register("plugin_calls", "Plugin calls by plugin, world and result: ok, or the failure class (plugin-error, timeout, memory-limit, output-limit, trap, contract, instantiate).", plugin_calls.calls.clone());
@@ -318,7 +332,10 @@ impl Metrics {
 
     /// A processed batch, once the store acknowledged it.
     pub fn processed(&self, batch: Observed) {
-        let Observed { tenant, pipeline, stages, dead_letters, exceptions, allocated } = batch;
+        let Observed { tenant, pipeline, stages, dead_letters, exceptions, routed, allocated } = batch;
+        for sink in routed {
+            self.routed.get_or_create(&RouteLabels { tenant: tenant.clone(), pipeline: pipeline.clone(), sink }).inc();
+        }
         for (stage, plugin, micros, outcome) in stages {
             let labels = StageLabels { tenant: tenant.clone(), pipeline: pipeline.clone(), stage: stage.to_string(), plugin };
             self.stage_seconds.get_or_create(&labels).observe(micros as f64 / 1e6);

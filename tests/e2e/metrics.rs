@@ -169,6 +169,7 @@ fn prometheus_scrapes_the_flow_and_the_business_kpis() {
     // Messages in, through the stages, out to the sinks.
     prometheus.expect(r#"sum(syncline_messages_accepted_total{tenant="acme"})"#, 6.0);
     prometheus.expect(r#"syncline_stage_messages_total{pipeline="recs",stage="1",plugin="moq-leadtime",outcome="passed"}"#, 3.0);
+    prometheus.expect(r#"syncline_messages_routed_total{tenant="acme",pipeline="recs",sink="erp"}"#, 2.0);
     prometheus.expect(r#"syncline_deliveries_total{sink="erp",outcome="delivered"}"#, 2.0);
     prometheus.expect(r#"syncline_deliveries_total{sink="planning",outcome="delivered"}"#, 2.0);
     prometheus.expect(r#"syncline_delivery_latency_seconds_count{tenant="acme",sink="erp"}"#, 2.0);
