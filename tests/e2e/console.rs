@@ -39,9 +39,6 @@ allowed-hosts = ["{ERP}"]
 "#
 );
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
-}
 
 /// chromedriver on a loopback port, killed on drop.
 struct Driver {

@@ -71,6 +71,11 @@ pub fn recommendation(id: &str) -> Value {
                     "source": {"supplier": "SUP-7"}, "reason": "below-safety-stock", "priority": 2}})
 }
 
+/// The file `name` on `PATH` (a command the project's setup installs).
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
 /// GET `url` as text (e.g. `/metrics`).
 pub fn get_text(url: &str) -> String {
     agent().get(url).call().map(|mut r| r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default()

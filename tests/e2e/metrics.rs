@@ -7,7 +7,6 @@
 //! deliveries and the latency histograms. A scrape Prometheus cannot parse
 //! would leave `up` at 0 and every query empty.
 
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,9 +120,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
-}
 
 fn inventory(id: &str, as_of: &str) -> String {
     json!({"schema-version": "1.0.0", "kind": "inventory-position", "idempotency-key": id,
