@@ -1,6 +1,7 @@
 //! `erp-sim`: a simulated ERP for demos and tests. It accepts requisitions,
 //! transfer proposals (any JSON POSTed to any path; a JSON array is a bulk
-//! request whose documents carry their own `idempotency-key`), dedupes them by
+//! request whose documents carry their own `idempotency-key`; a body of
+//! another content type, such as a CSV import, is kept as text), dedupes them by
 //! `Idempotency-Key` per path (each path stands for one receiving system),
 //! records what it received, and can be told to answer
 //! slowly, with 429/503/422, or to hang, so every failure path of delivery
@@ -121,9 +122,18 @@ async fn receive(State(sim): State<Shared>, uri: Uri, headers: HeaderMap, body: 
         }
         _ => {}
     }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}")).into_response(),
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let value: Value = if content_type.starts_with("application/json") {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("not JSON: {e}")).into_response(),
+        }
+    } else {
+        // A document in another format (a CSV import, an EDI file): kept as text.
+        match std::str::from_utf8(&body) {
+            Ok(text) => json!({"content-type": content_type, "text": text}),
+            Err(_) => return (StatusCode::BAD_REQUEST, "the document is not UTF-8 text").into_response(),
+        }
     };
     let correlation = headers.get("x-correlation-id").and_then(|v| v.to_str().ok());
     if let Value::Array(items) = value {

@@ -75,6 +75,13 @@ impl Date {
     }
 }
 
+impl Date {
+    /// Its year, month (1-12) and day (1-31).
+    pub fn ymd(self) -> (i64, u32, u32) {
+        civil_from_days(self.days)
+    }
+}
+
 impl std::fmt::Display for Date {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (y, m, d) = civil_from_days(self.days);

@@ -12,6 +12,7 @@ mod correlation;
 mod dead_letters;
 mod exceptions;
 mod fallback;
+mod formatting;
 mod hardening;
 mod logs;
 mod loops;

@@ -1,4 +1,7 @@
-//! `http-sink`: delivers each message as canonical JSON over `wasi:http`.
+//! `http-sink`: delivers each message over `wasi:http`: a canonical
+//! message as its JSON form, a `raw` message (what `json-formatter` or
+//! `csv-formatter` made: a target system's own document) as its bytes with
+//! its content type.
 //!
 //! Every request carries `Idempotency-Key` (the message's idempotency key, or
 //! its id), `X-Correlation-Id`, `X-Message-Id` and, when configured, a bearer
@@ -8,7 +11,8 @@
 //! seconds); other 4xx and a denied destination permanent.
 //!
 //! With `bulk = "true"` the whole batch goes in one request: a JSON array of
-//! messages (each carries its own `idempotency-key`), answered by a JSON
+//! canonical messages (each carries its own `idempotency-key`; a batch
+//! holding a `raw` message is sent one request per message), answered by a JSON
 //! array with one result per message: `{"id": REF}` (delivered) or
 //! `{"error": TEXT, "retryable": BOOL}`. A non-2xx answer applies to every
 //! message of the batch.
@@ -56,12 +60,16 @@ pub fn classify(resp: &Response) -> DeliveryOutcome {
 /// The request that delivers `msg`.
 fn request_for(url: &str, token: Option<&str>, timeout: Duration, msg: &Message) -> Request {
     let key = msg.idempotency_key.clone().unwrap_or_else(|| msg.id.clone());
+    let (content_type, body) = match &msg.body {
+        Body::Raw(raw) => (raw.content_type.as_str(), raw.data.clone()),
+        _ => ("application/json", json::to_string(msg).into_bytes()),
+    };
     let mut req = Request::new("POST", url)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("idempotency-key", &key)
         .header("x-correlation-id", &msg.correlation_id)
         .header("x-message-id", &msg.id)
-        .body(json::to_string(msg))
+        .body(body)
         .timeout(timeout);
     if let Some(c) = &msg.causation_id {
         req = req.header("x-causation-id", c);
@@ -162,7 +170,8 @@ impl Sink for HttpSink {
         };
         let token = config::get("token");
         let timeout = Duration::from_millis(config::get("timeout-ms").and_then(|t| t.parse().ok()).unwrap_or(10_000));
-        if config::get("bulk").as_deref() == Some("true") {
+        let raw = messages.iter().any(|m| matches!(m.body, Body::Raw(_)));
+        if config::get("bulk").as_deref() == Some("true") && !raw {
             return deliver_bulk(&url, token.as_deref(), timeout, &messages);
         }
         let concurrency = config::get("concurrency").and_then(|c| c.parse().ok()).unwrap_or(8);
@@ -222,5 +231,20 @@ mod tests {
         let sent = &h.requests()[0];
         assert!(sent.headers.contains(&("idempotency-key".into(), "K1".into())));
         assert!(sent.headers.contains(&("x-correlation-id".into(), "C1".into())));
+    }
+
+    #[test]
+    fn a_raw_message_is_sent_as_its_own_document_even_in_bulk_mode() {
+        let h = TestHost::new()
+            .config("url", "http://127.0.0.1:9/orders")
+            .config("bulk", "true")
+            .http(|_| Ok(resp(201, &[], r#"{"id":"PO-1"}"#)))
+            .install();
+        let mut m = Message::new(Body::Raw(Raw { content_type: "text/csv".into(), data: b"ITEM,QTY\r\nSKU-1,5\r\n".to_vec() }));
+        m.idempotency_key = Some("K1".into());
+        assert_eq!(HttpSink::deliver(vec![m]), vec![DeliveryOutcome::Delivered { reference: "PO-1".into() }]);
+        let sent = &h.requests()[0];
+        assert!(sent.headers.contains(&("content-type".into(), "text/csv".into())), "{:?}", sent.headers);
+        assert_eq!(sent.body, b"ITEM,QTY\r\nSKU-1,5\r\n");
     }
 }
