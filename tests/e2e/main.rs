@@ -3,6 +3,7 @@
 //! module per topic.
 
 mod access;
+mod allocate;
 mod approval;
 mod capture;
 mod cli;

@@ -1,5 +1,6 @@
-//! An allocate stage: a batch per call; outputs matched to their parents by
-//! causation id; a call that fails as a whole is split in halves.
+//! An allocate stage: a batch per call; outputs matched to their parents (a
+//! message passed through by its own id, a derived one by its causation
+//! id); a call that fails as a whole is split in halves.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -34,7 +35,13 @@ pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowRes
             // Which inputs became an order (for the acceptance rate).
             let mut ordered = vec![false; batch.len()];
             for o in outs {
-                let k = o.causation_id.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
+                // A message passed through unchanged keeps its own id; a
+                // derived one names its input as its cause.
+                let k = index
+                    .get(o.id.as_str())
+                    .or_else(|| o.causation_id.as_deref().and_then(|c| index.get(c)))
+                    .copied()
+                    .unwrap_or(0);
                 ordered[k] |= matches!(o.body.kind(), Kind::PurchaseRequisition | Kind::TransferProposal);
                 let n = per_parent[k].len();
                 let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, at.tenant) };
