@@ -22,6 +22,7 @@ mod openapi;
 mod ordering;
 mod harness;
 mod pipeline;
+mod reconcile;
 mod reload;
 mod runtime;
 mod scaffold;

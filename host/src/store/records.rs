@@ -725,6 +725,19 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "is_zero")]
         suppressed: u64,
     },
+    /// A plugin decided about a message and said why (its output's
+    /// `decision` header): e.g. a reconciler accepting one recommendation
+    /// and deferring another.
+    Decision {
+        /// The pipeline.
+        pipeline: String,
+        /// The message the plugin was given.
+        message_id: String,
+        /// The output that carries the decision.
+        output_id: String,
+        /// What was decided and why.
+        decision: String,
+    },
     /// A delivered order got no execution status in time.
     LoopOverdue {
         /// The loop.
@@ -786,6 +799,7 @@ impl AuditEvent {
             AuditEvent::Denied { .. } => "denied",
             AuditEvent::PluginApproved { .. } => "plugin-approved",
             AuditEvent::LoopOverdue { .. } => "loop-overdue",
+            AuditEvent::Decision { .. } => "decision",
             AuditEvent::PluginApprovalRevoked { .. } => "plugin-approval-revoked",
         }
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use syncline_model::Kind;
 
-use super::{adopt, call, error, failed, step, Cancelled, Item, RowResult, Stage};
+use super::{adopt, call, error, failed, note_decision, step, Cancelled, Item, RowResult, Stage};
 use crate::pipeline::capture::Answer;
 use crate::store::records::StepOutcome;
 
@@ -45,6 +45,7 @@ pub(super) fn call_batch(at: &Stage, mut batch: Vec<Item>, results: &mut [RowRes
                 ordered[k] |= matches!(o.body.kind(), Kind::PurchaseRequisition | Kind::TransferProposal);
                 let n = per_parent[k].len();
                 let o = Item { row: batch[k].row, ..adopt(&batch[k].msg, &batch[k].key, o, n, at.tenant) };
+                note_decision(&mut results[batch[k].row], &instance.plugin().name, &batch[k].msg, &o.msg);
                 per_parent[k].push(o.msg.id.clone());
                 produced.push(o);
             }

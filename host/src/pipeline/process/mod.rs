@@ -56,6 +56,8 @@ struct RowResult {
     dropped: usize,
     /// What became of the recommendations of this row at allocate stages.
     allocated: Allocated,
+    /// Decisions plugins stated on this row's outputs.
+    decisions: Vec<Decision>,
     /// A retryable failure with attempts left: the whole row is tried again
     /// later (from its first stage), nothing else of it is kept.
     retry: Option<String>,
@@ -96,6 +98,38 @@ fn adopt(parent: &Message, parent_key: &str, mut out: Message, n: usize, tenant:
         out.source_system = parent.source_system.clone();
     }
     Item { row: 0, msg: out, key }
+}
+
+/// A decision a plugin stated on an output (its `decision` header, new at
+/// that stage): kept in the audit log once the batch is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The message the plugin was given.
+    pub input: String,
+    /// The output that carries the decision.
+    pub output: String,
+    /// The plugin.
+    pub plugin: String,
+    /// What it decided and why.
+    pub text: String,
+}
+
+/// What a processed batch says besides its commit: counted and audited once
+/// the commit is durable (rows set aside for a retry say nothing yet).
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// What became of its recommendations.
+    pub allocated: Allocated,
+    /// The decisions plugins stated.
+    pub decisions: Vec<Decision>,
+}
+
+/// Records `out`'s decision when its plugin stated one at this stage (a
+/// header inherited from `parent` is not a new decision).
+fn note_decision(r: &mut RowResult, plugin: &str, parent: &Message, out: &Message) {
+    if let Some(text) = out.header("decision").filter(|d| parent.header("decision") != Some(*d)) {
+        r.decisions.push(Decision { input: parent.id.clone(), output: out.id.clone(), plugin: plugin.to_string(), text: text.to_string() });
+    }
 }
 
 /// Why processing stopped before its end.
@@ -188,11 +222,11 @@ struct Stage<'a> {
 /// became of the recommendations of the rows it records; `None` when
 /// `cancel` said to stop before the end (nothing of the batch is to be
 /// committed).
-pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
+pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Notes)> {
     process_all(pipeline, shard, rows, cancel).ok()
 }
 
-fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<(Commit, Allocated), Cancelled> {
+fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<(Commit, Notes), Cancelled> {
     let cfg = &pipeline.cfg;
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
@@ -255,21 +289,22 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
         route::place(cfg, item, &mut results);
     }
 
-    let (processed, allocated) = settle(shard, rows, results);
-    Ok((Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed }, allocated))
+    let (processed, notes) = settle(shard, rows, results);
+    Ok((Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed }, notes))
 }
 
 /// What to record for each row: a row set aside for a retry is nacked and
 /// holds its key — later rows of the same key in this batch are left out
 /// (they stay claimable and are taken once it has gone through); every
 /// other row is settled with its end state, outputs, dead letters and
-/// exceptions. Also sums what became of the recorded rows' recommendations.
-fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> (Vec<Processed>, Allocated) {
+/// exceptions. Also gathers the recorded rows' notes (recommendations'
+/// fate, decisions).
+fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> (Vec<Processed>, Notes) {
     // A message set aside for a retry holds its key: later messages of the
     // same key in this batch are not recorded (they stay pending, and are
     // taken once it has gone through).
     let mut held = std::collections::HashSet::new();
-    let mut allocated = Allocated::default();
+    let mut notes = Notes::default();
     let processed = rows
         .iter()
         .zip(results)
@@ -298,8 +333,9 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> (Vec<Pr
                     baseline: vec![],
                 };
             }
-            allocated.ordered += r.allocated.ordered;
-            allocated.deferred += r.allocated.deferred;
+            notes.allocated.ordered += r.allocated.ordered;
+            notes.allocated.deferred += r.allocated.deferred;
+            notes.decisions.extend(r.decisions);
             let state = if !r.deliveries.is_empty() {
                 Final::Done
             } else if !r.exceptions.is_empty() {
@@ -323,7 +359,7 @@ fn settle(shard: ShardRef, rows: &[Pending], results: Vec<RowResult>) -> (Vec<Pr
             }
         })
         .collect();
-    (processed, allocated)
+    (processed, notes)
 }
 
 #[cfg(test)]
@@ -343,8 +379,8 @@ mod tests {
         let shard = ShardRef { index: 0, of: 1 };
         results[1].allocated = Allocated { ordered: 2, deferred: 1 };
         results[2].allocated = Allocated { ordered: 5, deferred: 5 };
-        let (out, allocated) = settle(shard, &rows, results);
-        assert_eq!(allocated, Allocated { ordered: 2, deferred: 1 }, "only recorded rows count: a2 stays pending, a1 is tried again");
+        let (out, notes) = settle(shard, &rows, results);
+        assert_eq!(notes.allocated, Allocated { ordered: 2, deferred: 1 }, "only recorded rows count: a2 stays pending, a1 is tried again");
         let ids: Vec<&str> = out.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["a1", "b1", "b2"], "a2 stays claimable behind a1");
         let retry = out[0].retry.as_ref().unwrap();

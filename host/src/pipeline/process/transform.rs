@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{adopt, call, error, failed, step, Cancelled, Item, RowResult, Stage};
+use super::{adopt, call, error, failed, note_decision, step, Cancelled, Item, RowResult, Stage};
 use crate::pipeline::capture::Answer;
 use crate::store::records::StepOutcome;
 
@@ -23,6 +23,9 @@ pub(super) fn call_one(at: &Stage, item: Item, results: &mut [RowResult], next: 
         Ok(outs) => {
             let outs: Vec<Item> =
                 outs.into_iter().enumerate().map(|(n, o)| Item { row, ..adopt(&msg, &key, o, n, at.tenant) }).collect();
+            for o in &outs {
+                note_decision(&mut results[row], &instance.plugin().name, &msg, &o.msg);
+            }
             let outputs = outs.iter().map(|o| o.msg.id.clone()).collect();
             results[row].steps.push(step(at.no, instance, &msg.id, started, &report, StepOutcome::Outputs { batch: None, outputs }));
             next.extend(outs);
