@@ -23,6 +23,7 @@ mod ordering;
 mod harness;
 mod pipeline;
 mod reconcile;
+mod regional;
 mod reload;
 mod runtime;
 mod scaffold;
