@@ -30,5 +30,6 @@ mod scaffold;
 mod secrets;
 mod sinks;
 mod spans;
+mod scenarios;
 mod schema;
 mod support;

@@ -1,0 +1,109 @@
+//! The scenarios under `examples/`, run from their own files (config,
+//! reference tables, sample data) against a test host and the simulated
+//! ERP: what each scenario's README says it shows is checked here.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::support::root;
+
+/// An example's folder copied to a temporary site: its config pointed at
+/// this test's ERP and an ephemeral port, its tables, and every standard
+/// plugin in `plugins/shared/`.
+struct Scenario {
+    site: Site,
+    data: PathBuf,
+}
+
+impl Scenario {
+    fn new(name: &str, erp: &Erp) -> Scenario {
+        let example = root().join("examples").join(name);
+        let config = std::fs::read_to_string(example.join("syncline.toml")).unwrap();
+        let config = config.replace("127.0.0.1:19001", &erp.authority).replace("listen = \"127.0.0.1:18080\"", "listen = \"127.0.0.1:0\"");
+        assert!(config.contains("127.0.0.1:0"), "the example listens on 127.0.0.1:18080");
+        let site = Site::new(&config, erp);
+        let refs = example.join("ref");
+        if refs.is_dir() {
+            for f in std::fs::read_dir(&refs).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, site.dir.path().join("ref").join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        Scenario { site, data: example.join("data-in") }
+    }
+
+    fn file(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.data.join(name)).unwrap()
+    }
+}
+
+/// Every document the ERP holds, with its path.
+fn documents(erp: &Erp) -> Vec<Value> {
+    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    keys.iter()
+        .map(|k| {
+            let encoded: String = k.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+            get(&format!("{}/_admin/record/{encoded}", erp.url)).1["record"].clone()
+        })
+        .collect()
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn planning_engines_are_reconciled_and_each_system_gets_its_own_format() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("planning-engines", &erp);
+    let host = Host::start(&scenario.site);
+    let mut sent = Vec::new();
+    for engine in ["retail-engine.ndjson", "b2b-engine.ndjson"] {
+        let (status, answer) = host.ingest("acme", "recommendations", "messages:batch", "application/x-ndjson", &[], &scenario.file(engine));
+        assert_eq!(status, 202, "{answer}");
+        sent.extend(ids(&answer));
+    }
+    sent.iter().for_each(|id| {
+        host.settled(id);
+    });
+    eventually(Duration::from_secs(20), "three documents", || (erp.unique() == 3).then_some(()));
+    let docs = documents(&erp);
+    let orders: Vec<&Value> = docs.iter().filter(|d| d["path"] == "/erp/purchase-orders").map(|d| &d["body"]).collect();
+    let mut lines: Vec<(String, i64)> = orders.iter().map(|o| (o["items"][0]["material"].as_str().unwrap().to_string(), o["items"][0]["quantity"].as_i64().unwrap())).collect();
+    lines.sort();
+    assert_eq!(lines, [("SKU-100".to_string(), 120), ("SKU-300".to_string(), 48)], "{docs:#?}");
+    assert!(orders.iter().all(|o| o["header"]["doc-type"] == "NB" && o["items"][0]["unit"] == "PCE"), "{orders:#?}");
+    let imports: Vec<&Value> = docs.iter().filter(|d| d["path"] == "/wms/transfer-imports").collect();
+    assert_eq!(imports.len(), 1, "{docs:#?}");
+    let csv = imports[0]["body"]["text"].as_str().unwrap();
+    assert!(csv.starts_with("MATERIAL;FROM_SITE;TO_SITE;QTY;SHIP_DATE\r\nSKU-200;DC-CENTRAL;STORE-9;18;"), "{csv:?}");
+
+    // B2B's SKU-100 at DC-1 waits in the reconciliation queue, with the reason.
+    let (_, queue) = get(&format!("{}/v1/exceptions?queue=reconciliation", host.url));
+    let waiting = queue["exceptions"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{queue}");
+    assert_eq!(waiting[0]["owner"], "Demand planning");
+    assert!(waiting[0]["detail"]["text"].as_str().unwrap().starts_with("deferred: B-100 from b2b-engine for SKU-100 at DC-1: R-100 from retail-engine ranks first"), "{queue}");
+    let (_, audit) = get(&format!("{}/v1/audit?kind=decision", host.url));
+    assert_eq!(audit["events"].as_array().unwrap().len(), 2, "one accepted, one deferred: {audit}");
+}
+
+#[test]
+fn every_scenario_has_its_readme_data_and_demo_steps() {
+    let examples = root().join("examples");
+    let mut found = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("syncline.toml").is_file() {
+            continue;
+        }
+        found += 1;
+        let has = |p: &str| dir.join(p).exists();
+        assert!(has("demo.sh") && has("data-in"), "{} needs demo.sh and data-in/", dir.display());
+        assert!(has("README.md") || dir.ends_with(Path::new("forecast-release")), "{} needs a README", dir.display());
+    }
+    assert!(found >= 2, "{found} scenarios");
+}
