@@ -5,7 +5,9 @@
 //! `Idempotency-Key` per path (each path stands for one receiving system),
 //! records what it received, and can be told to answer
 //! slowly, with 429/503/422, or to hang, so every failure path of delivery
-//! can be shown for real.
+//! can be shown for real. `GET /status-feed` answers, as the ERP would, with
+//! an execution status for each order it received (its reference, the
+//! flow's correlation id).
 //!
 //! ```sh
 //! erp-sim --listen 127.0.0.1:9001
@@ -66,6 +68,8 @@ struct Sim {
     /// (path, idempotency key) -> (reference, record).
     by_key: HashMap<(String, String), (String, Value)>,
     order: Vec<String>,
+    /// (path, key) of each document, in the order received.
+    slots: Vec<(String, String)>,
     /// Receive time (ms since the epoch) of each document, in `order`.
     times: Vec<u64>,
     requests: u64,
@@ -177,7 +181,8 @@ fn store(s: &mut Sim, path: &str, key: String, correlation: Option<&str>, doc: V
     }
     let reference = format!("ERP-{}", s.by_key.len() + 1);
     let record = json!({"path": path, "correlation-id": correlation, "body": doc});
-    s.by_key.insert(slot, (reference.clone(), record));
+    s.by_key.insert(slot.clone(), (reference.clone(), record));
+    s.slots.push(slot);
     s.order.push(key);
     s.times.push(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0));
     (reference, false)
@@ -249,6 +254,55 @@ async fn feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) -> Json<Val
     Json(json!({"messages": messages, "cursor": end.to_string(), "more": end < s.feed}))
 }
 
+/// A page of execution statuses about the orders received (`cursor..`): the
+/// ERP answering each requisition or transfer proposal it took, by its own
+/// reference, in the flow's correlation id. Statuses cycle through
+/// confirmed, delayed (three days later), short (80 %) and received.
+async fn status_feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) -> Json<Value> {
+    let s = sim.lock().unwrap();
+    let orders: Vec<(&String, &Value)> = s
+        .slots
+        .iter()
+        .filter_map(|slot| s.by_key.get(slot))
+        .filter(|(_, rec)| matches!(rec["body"]["kind"].as_str(), Some("purchase-requisition" | "transfer-proposal")))
+        .map(|(reference, rec)| (reference, rec))
+        .collect();
+    let start = (q.cursor.unwrap_or(0) as usize).min(orders.len());
+    let end = (start + q.limit as usize).min(orders.len());
+    let messages: Vec<Value> = orders[start..end]
+        .iter()
+        .enumerate()
+        .map(|(i, (reference, rec))| {
+            let order = &rec["body"];
+            let body = &order["body"];
+            let quantity = body["quantity"].as_f64().unwrap_or(0.0);
+            let (status, quantity, expected) = match (start + i) % 4 {
+                0 => ("confirmed", quantity, body["need-by"].clone()),
+                1 => ("delayed", quantity, json!(later(body["need-by"].as_str().unwrap_or(""), 3))),
+                2 => ("short", (quantity * 0.8).floor(), body["need-by"].clone()),
+                _ => ("received", quantity, Value::Null),
+            };
+            let kind = if order["kind"] == "transfer-proposal" { "transfer" } else { "purchase" };
+            let mut m = json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": format!("status-{reference}"),
+                               "body": {"order-ref": reference, "kind": kind, "status": status, "quantity": quantity, "uom": body["uom"],
+                                        "recommendation": body["recommendation"]}});
+            if !expected.is_null() {
+                m["body"]["expected-date"] = expected;
+            }
+            if let Some(c) = rec["correlation-id"].as_str() {
+                m["correlation-id"] = json!(c);
+            }
+            m
+        })
+        .collect();
+    Json(json!({"messages": messages, "cursor": end.to_string(), "more": end < orders.len()}))
+}
+
+/// `date` (YYYY-MM-DD) plus `days`, or `date` itself when it does not read.
+fn later(date: &str, days: i64) -> String {
+    syncline_model::date::Date::parse(date).map(|d| d.add_days(days).to_string()).unwrap_or_else(|_| date.to_string())
+}
+
 async fn set_mode(State(sim): State<Shared>, Json(mode): Json<Mode>) -> Response {
     if !["ok", "slow", "429", "503", "422", "hang"].contains(&mode.mode.as_str()) {
         return (StatusCode::BAD_REQUEST, "mode is one of ok, slow, 429, 503, 422, hang").into_response();
@@ -270,6 +324,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/_admin/record/{key}", get(record))
         .route("/_admin/mode", post(set_mode))
         .route("/feed", get(feed))
+        .route("/status-feed", get(status_feed))
         .fallback(post(receive))
         // Large documents (and bulk posts of them) are legal.
         .layer(axum::extract::DefaultBodyLimit::max(256 << 20))

@@ -107,3 +107,45 @@ fn every_scenario_has_its_readme_data_and_demo_steps() {
     }
     assert!(found >= 2, "{found} scenarios");
 }
+
+#[test]
+fn the_erps_statuses_reach_planning_correlated_and_close_every_loop() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("status-feedback", &erp);
+    let host = Host::start(&scenario.site);
+    let (status, answer) = host.ingest("acme", "release", "messages:batch", "application/x-ndjson", &[], &scenario.file("recommendations.ndjson"));
+    assert_eq!(status, 202, "{answer}");
+    // Four orders out, four statuses back (the feed is polled every second).
+    eventually(Duration::from_secs(30), "4 orders and 4 statuses", || (erp.unique() == 8).then_some(()));
+    let docs = documents(&erp);
+    let statuses: Vec<&Value> = docs.iter().filter(|d| d["path"] == "/planning/order-status").collect();
+    assert_eq!(statuses.len(), 4, "{docs:#?}");
+    let mut seen: Vec<(String, String, String)> = statuses
+        .iter()
+        .map(|d| (d["body"]["recommendation"].as_str().unwrap().to_string(), d["body"]["state"].as_str().unwrap().to_string(), d["correlation-id"].as_str().unwrap_or("").to_string()))
+        .collect();
+    seen.sort();
+    // Each status names the recommendation it answers and travels in its flow.
+    for (rec, _, flow) in &seen {
+        assert_eq!(flow, &format!("plan-2026-W49-{rec}"), "{seen:?}");
+    }
+    let mut states: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    states.sort();
+    assert_eq!(states, ["confirmed", "delayed", "received", "short"], "{seen:?}");
+    let delayed = statuses.iter().find(|d| d["body"]["state"] == "delayed").unwrap();
+    assert_eq!(delayed["body"]["expected"], "2026-12-24", "three days after need-by: {delayed}");
+
+    // Every order's loop closed by its status.
+    let closed = eventually(Duration::from_secs(20), "4 closed loops", || {
+        let (_, loops) = get(&format!("{}/v1/loops?state=closed", host.url));
+        loops["loops"].as_array().filter(|l| l.len() == 4).cloned()
+    });
+    assert!(closed.iter().all(|l| l["closed-by"].is_string()), "{closed:?}");
+    let (_, open) = get(&format!("{}/v1/loops?state=open", host.url));
+    assert_eq!(open["loops"].as_array().map(Vec::len), Some(0), "{open}");
+
+    // One flow as one timeline: its status delivered to planning is in it.
+    let (_, flow) = get(&format!("{}/v1/correlations/plan-2026-W49-R-2", host.url));
+    let kinds: Vec<&str> = flow["messages"].as_array().unwrap().iter().filter_map(|m| m["input"]["message"]["kind"].as_str()).collect();
+    assert!(kinds.contains(&"replenishment-recommendation") && kinds.contains(&"execution-status"), "{flow}");
+}
