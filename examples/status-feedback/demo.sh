@@ -8,7 +8,8 @@ echo "== the closed loop: every order answered"
 curl -sS "$api/v1/loops?state=closed"; echo
 echo "== what planning received (its own format, correlated to the recommendation)"
 for key in $(curl -sS "http://127.0.0.1:19001/_admin/received?keys=true" | grep -o '"keys":\[[^]]*\]' | grep -o '"[^"]*"' | tail -n +2 | tr -d '"'); do
-  case "$key" in status-*) echo "   $(curl -sS "http://127.0.0.1:19001/_admin/record/$(printf %s "$key" | sed 's|/|%2F|g;s|:|%3A|g')")" ;; esac
+  record=$(curl -sS "http://127.0.0.1:19001/_admin/record/$(printf %s "$key" | sed 's|/|%2F|g;s|:|%3A|g')")
+  case "$record" in *'"/planning/order-status"'*) echo "   $record" ;; esac
 done
 echo "== one flow as a timeline: recommendation, requisition, its status, the status at planning"
 "$bin/syncline" trace --correlation plan-2026-W49-R-2 --server "$api"
