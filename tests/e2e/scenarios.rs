@@ -149,3 +149,32 @@ fn the_erps_statuses_reach_planning_correlated_and_close_every_loop() {
     let kinds: Vec<&str> = flow["messages"].as_array().unwrap().iter().filter_map(|m| m["input"]["message"]["kind"].as_str()).collect();
     assert!(kinds.contains(&"replenishment-recommendation") && kinds.contains(&"execution-status"), "{flow}");
 }
+
+#[test]
+fn master_data_reaches_planning_clean_and_the_rest_waits_for_the_stewards() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("master-sync", &erp);
+    let host = Host::start(&scenario.site);
+    for (pipeline, file) in [("items", "items.csv"), ("locations", "locations.csv")] {
+        let (status, answer) = host.ingest("acme", pipeline, "messages", "text/csv", &[], &scenario.file(file));
+        assert_eq!(status, 202, "{answer}");
+        host.settled(answer["id"].as_str().unwrap());
+    }
+    eventually(Duration::from_secs(20), "six clean records at planning", || (erp.unique() == 6).then_some(()));
+    let docs = documents(&erp);
+    let mut nodes: Vec<(String, String)> = docs.iter().map(|d| (d["body"]["node"]["type"].as_str().unwrap().to_string(), d["body"]["node"]["id"].as_str().unwrap().to_string())).collect();
+    nodes.sort();
+    let expected: Vec<(String, String)> =
+        [("PRODUCT", "SKU-100"), ("PRODUCT", "SKU-200"), ("PRODUCT", "SKU-300"), ("SITE", "DC-1"), ("SITE", "DC-2"), ("SITE", "STORE-9")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(nodes, expected, "{docs:#?}");
+    let bolts = docs.iter().find(|d| d["body"]["node"]["id"] == "SKU-100").unwrap();
+    assert_eq!((bolts["body"]["attributes"]["uom"].as_str(), bolts["body"]["attributes"]["status"].as_str()), (Some("EA"), Some("active")), "{bolts}");
+
+    let (_, queue) = get(&format!("{}/v1/exceptions?queue=master-data", host.url));
+    let waiting = queue["exceptions"].as_array().unwrap();
+    assert_eq!(waiting.len(), 5, "{queue}");
+    let text = queue.to_string();
+    for why in ["`MEINS` is empty", "`BAG` is not in its code table", "WIDGET-9", "`REGION` is empty", "shop 12"] {
+        assert!(text.contains(why), "no exception saying {why}: {queue}");
+    }
+}
