@@ -178,3 +178,34 @@ fn master_data_reaches_planning_clean_and_the_rest_waits_for_the_stewards() {
         assert!(text.contains(why), "no exception saying {why}: {queue}");
     }
 }
+
+#[test]
+fn two_businesses_formats_feed_one_view_in_the_groups_ids() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("merged-businesses", &erp);
+    let host = Host::start(&scenario.site);
+    for (pipeline, file, media) in [("nordic-stock", "nordic-stock.json", "application/vnd.nordic.stock+json"), ("southern-stock", "southern-stock.csv", "text/csv")] {
+        let (status, answer) = host.ingest("acme", pipeline, "messages", media, &[], &scenario.file(file));
+        assert_eq!(status, 202, "{answer}");
+        host.settled(answer["id"].as_str().unwrap());
+    }
+    eventually(Duration::from_secs(20), "four positions", || (erp.unique() == 4).then_some(()));
+    let docs = documents(&erp);
+    let mut view: Vec<(String, String, String, f64)> = docs
+        .iter()
+        .map(|d| {
+            let m = &d["body"];
+            (m["source-system"].as_str().unwrap().to_string(), m["body"]["item"].as_str().unwrap().to_string(), m["body"]["location"].as_str().unwrap().to_string(), m["body"]["available"].as_f64().unwrap())
+        })
+        .collect();
+    view.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let expected = [("nordic-erp", "SKU-100", "DC-1", 360.0), ("nordic-erp", "SKU-200", "DC-3", 75.0), ("southern-erp", "SKU-100", "DC-2", 120.0), ("southern-erp", "SKU-400", "DC-4", 18.5)];
+    let expected: Vec<(String, String, String, f64)> = expected.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d)).collect();
+    assert_eq!(view, expected, "{docs:#?}");
+    assert!(docs.iter().all(|d| d["body"]["kind"] == "inventory-position"), "one canonical model: {docs:#?}");
+
+    let (_, queue) = get(&format!("{}/v1/exceptions?queue=master-data", host.url));
+    let waiting = queue["exceptions"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{queue}");
+    assert!(waiting[0]["detail"]["text"].as_str().unwrap().contains("`1009999` is not in its code table"), "{queue}");
+}

@@ -6,8 +6,10 @@
 //! - `records`: JSON pointer to the array of records (default: the document
 //!   itself when it is an array, else the document as one record)
 //! - `fields`: object of canonical field path -> JSON pointer into a record,
-//!   or `{ path = "/qty", type = "number", default = ... }`; nested canonical
-//!   fields use dots (`bucket.start`)
+//!   or `{ path = "/qty", type = "number", default = ..., codes = { A-100 =
+//!   "SKU-100" } }` (a code table from the record's values to canonical
+//!   ones; a value not in it fails the record); nested canonical fields use
+//!   dots (`bucket.start`)
 //! - `constants`: object of canonical field path -> fixed value
 //! - `extensions`: object of extension key -> JSON pointer
 //! - `source-system`: set on every output
@@ -71,17 +73,27 @@ fn map_record(record: &Value, fields: &Map<String, Value>, constants: &Map<Strin
         set_path(&mut out, field, spec.clone());
     }
     for (field, spec) in fields {
-        let (pointer, ty, default) = match spec {
-            Value::String(p) => (p.as_str(), None, None),
+        let (pointer, ty, default, codes) = match spec {
+            Value::String(p) => (p.as_str(), None, None, None),
             Value::Object(o) => (
                 o.get("path").and_then(Value::as_str).unwrap_or(""),
                 o.get("type").and_then(Value::as_str),
                 o.get("default"),
+                o.get("codes").and_then(Value::as_object),
             ),
             other => return Err(format!("mapping for `{field}` must be a JSON pointer or a table, not {other}")),
         };
-        let found = record.pointer(pointer).filter(|v| !v.is_null()).cloned().or_else(|| default.cloned());
-        match found {
+        let found = record.pointer(pointer).filter(|v| !v.is_null()).cloned();
+        let found = match (found, codes) {
+            // A code table translates what the record says (a merged
+            // business's own item or site codes) into canonical values.
+            (Some(v), Some(codes)) => {
+                let key = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                Some(codes.get(&key).cloned().ok_or_else(|| format!("`{field}`: `{key}` is not in its code table"))?)
+            }
+            (found, _) => found,
+        };
+        match found.or_else(|| default.cloned()) {
             Some(v) => set_path(&mut out, field, coerce(v, ty, field)?),
             None => return Err(format!("`{field}`: the record has nothing at `{pointer}` and no default is set")),
         }
