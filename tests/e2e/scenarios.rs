@@ -209,3 +209,72 @@ fn two_businesses_formats_feed_one_view_in_the_groups_ids() {
     assert_eq!(waiting.len(), 1, "{queue}");
     assert!(waiting[0]["detail"]["text"].as_str().unwrap().contains("`1009999` is not in its code table"), "{queue}");
 }
+
+/// The recommendation each document at the ERP answers, and which ERP has it.
+fn by_recommendation(docs: &[Value]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in docs {
+        let path = d["path"].as_str().unwrap().to_string();
+        match d["body"]["content-type"].as_str() {
+            Some("text/csv") => {
+                let text = d["body"]["text"].as_str().unwrap();
+                let mut lines = text.split("\r\n");
+                let header: Vec<&str> = lines.next().unwrap().split(';').collect();
+                let at = header.iter().position(|h| *h == "RECOMMENDATION").unwrap();
+                for line in lines.filter(|l| !l.is_empty()) {
+                    out.push((line.split(';').nth(at).unwrap().to_string(), path.clone()));
+                }
+            }
+            _ => out.push((d["body"]["recommendation"].as_str().unwrap().to_string(), path)),
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_site_moves_to_the_cloud_erp_by_editing_the_config_while_requisitions_keep_coming() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("erp-cutover", &erp);
+    let host = Host::start(&scenario.site);
+    let (status, answer) = host.ingest("acme", "replenishment", "messages:batch", "application/x-ndjson", &[], &scenario.file("week-49.ndjson"));
+    assert_eq!(status, 202, "{answer}");
+    eventually(Duration::from_secs(20), "the first half delivered", || (erp.unique() == 15).then_some(()));
+
+    // Requisitions for DC-2 keep coming while the cutover applies.
+    let url = host.url.clone();
+    let sender = std::thread::spawn(move || {
+        for n in 1..=40 {
+            let body = recommendation(&format!("X-{n:03}")).to_string().replace("\"DC-1\"", "\"DC-2\"");
+            let (status, _) = send("POST", &format!("{url}/v1/tenants/acme/pipelines/replenishment/messages"), "application/json", &[], body.as_bytes());
+            assert_eq!(status, 202);
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let out = std::process::Command::new(root().join("examples/erp-cutover/cutover.sh")).arg(scenario.site.config()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sender.join().unwrap();
+    eventually(Duration::from_secs(20), "the cutover applied", || host.reloads().iter().any(|r| r["outcome"] == "applied").then_some(()));
+
+    let (status, answer) = host.ingest("acme", "replenishment", "messages:batch", "application/x-ndjson", &[], &scenario.file("week-49-late.ndjson"));
+    assert_eq!(status, 202, "{answer}");
+    eventually(Duration::from_secs(30), "70 documents", || (erp.unique() == 70).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    let docs = documents(&erp);
+    let sent = by_recommendation(&docs);
+    // Exactly once: 70 recommendations, each at one ERP.
+    let mut ids: Vec<&str> = sent.iter().map(|(r, _)| r.as_str()).collect();
+    ids.dedup();
+    assert_eq!((sent.len(), ids.len()), (70, 70), "{sent:?}");
+    assert_eq!(erp.received()["duplicates"], 0);
+    // The second half: DC-2 and DC-1 at the cloud ERP, DC-3 still at the legacy one.
+    let late = std::fs::read_to_string(root().join("examples/erp-cutover/data-in/week-49-late.ndjson")).unwrap();
+    for line in late.lines() {
+        let m: Value = serde_json::from_str(line).unwrap();
+        let (id, site) = (m["body"]["id"].as_str().unwrap(), m["body"]["location"].as_str().unwrap());
+        let at = &sent.iter().find(|(r, _)| r == id).unwrap_or_else(|| panic!("{id} missing: {sent:?}")).1;
+        let expected = if site == "DC-3" { "/legacy-erp/import" } else { "/cloud-erp/purchase-orders" };
+        assert_eq!(at, expected, "{id} at {site}");
+    }
+}

@@ -13,8 +13,10 @@
 //! - `header`: `true` (default) or `false`
 //! - `kinds`: canonical kinds to format (default: every kind; others and
 //!   `raw` messages pass through unchanged)
+//! - `only`: field path -> values: format only messages with those values
+//!   (`only = { "body.location" = ["DC-1"] }`); the others pass unchanged
 //! - `content-type`: default `text/csv`
-use outbound::{bad_config, canonical, formatted, kinds, wanted, Spec};
+use outbound::{bad_config, canonical, formatted, selection, wanted, Selection, Spec};
 use serde_json::Value;
 use syncline_sdk::prelude::*;
 
@@ -26,7 +28,7 @@ struct Layout {
     columns: Vec<(String, Spec)>,
     delimiter: char,
     header: bool,
-    kinds: Option<Vec<Kind>>,
+    selection: Selection,
     content_type: String,
 }
 
@@ -53,7 +55,7 @@ impl Layout {
             Some(h) => return Err(bad_config(format!("`header`: `{h}` is not true or false"))),
         };
         let content_type = config::get("content-type").unwrap_or_else(|| "text/csv".into());
-        Ok(Layout { columns, delimiter, header, kinds: kinds()?, content_type })
+        Ok(Layout { columns, delimiter, header, selection: selection()?, content_type })
     }
 }
 
@@ -91,7 +93,7 @@ fn document(layout: &Layout, msg: &Message) -> Result<String, String> {
 impl Transformer for CsvFormatter {
     fn transform(msg: Message) -> Result<Vec<Message>, PluginError> {
         let layout = config::cached(Layout::load)?;
-        if !wanted(&layout.kinds, &msg) {
+        if !wanted(&layout.selection, &msg) {
             return Ok(vec![msg]);
         }
         let doc = document(&layout, &msg).map_err(|e| PluginError::permanent("format-failed", format!("{} {}: {e}", msg.body.kind().as_str(), msg.id)))?;

@@ -11,11 +11,13 @@
 //! - `constants`: object of target JSON pointer -> fixed value
 //! - `kinds`: canonical kinds to format (default: every kind; `raw`
 //!   messages always pass through unchanged, as do kinds not listed)
+//! - `only`: field path -> values: format only messages with those values
+//!   (`only = { "body.location" = ["DC-1"] }`); the others pass unchanged
 //! - `content-type`: default `application/json`
 //!
 //! A message a field cannot be made for fails permanently, naming the
 //! field (it is dead-lettered with that reason, not sent half-formatted).
-use outbound::{bad_config, canonical, formatted, kinds, wanted, Spec};
+use outbound::{bad_config, canonical, formatted, selection, wanted, Selection, Spec};
 use serde_json::{Map, Value};
 use syncline_sdk::prelude::*;
 
@@ -26,7 +28,7 @@ pub struct JsonFormatter;
 struct Layout {
     fields: Vec<(String, Spec)>,
     constants: Map<String, Value>,
-    kinds: Option<Vec<Kind>>,
+    selection: Selection,
     content_type: String,
 }
 
@@ -44,7 +46,7 @@ impl Layout {
         }
         let fields = fields.iter().map(|(p, v)| Spec::parse(p, v).map(|s| (p.clone(), s))).collect::<Result<_, _>>()?;
         let content_type = config::get("content-type").unwrap_or_else(|| "application/json".into());
-        Ok(Layout { fields, constants, kinds: kinds()?, content_type })
+        Ok(Layout { fields, constants, selection: selection()?, content_type })
     }
 }
 
@@ -98,7 +100,7 @@ fn document(layout: &Layout, msg: &Message) -> Result<Value, String> {
 impl Transformer for JsonFormatter {
     fn transform(msg: Message) -> Result<Vec<Message>, PluginError> {
         let layout = config::cached(Layout::load)?;
-        if !wanted(&layout.kinds, &msg) {
+        if !wanted(&layout.selection, &msg) {
             return Ok(vec![msg]);
         }
         let doc = document(&layout, &msg).map_err(|e| PluginError::permanent("format-failed", format!("{} {}: {e}", msg.body.kind().as_str(), msg.id)))?;

@@ -15,7 +15,11 @@
 //!
 //! Kinds: `kinds = ["purchase-requisition", "transfer-proposal"]` limits a
 //! formatter to those kinds (others pass through unchanged); by default it
-//! formats every canonical kind and passes `raw` messages through.
+//! formats every canonical kind and passes `raw` messages through. `only =
+//! { "body.location" = ["DC-1", "DC-2"] }` limits it further to messages
+//! whose fields have one of those values (every field listed must match):
+//! two formatters, one per target system, split a flow between them (a
+//! phased cutover by site, business unit or product family).
 
 use serde_json::{Map, Value};
 use syncline_sdk::prelude::*;
@@ -162,10 +166,42 @@ pub fn kinds() -> Result<Option<Vec<Kind>>, PluginError> {
         .map(Some)
 }
 
+/// Which messages a formatter formats.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Kinds (none: every canonical kind).
+    pub kinds: Option<Vec<Kind>>,
+    /// Field path -> the values it may have.
+    pub only: Vec<(String, Vec<String>)>,
+}
+
+/// The selection in the formatter's config (`kinds`, `only`).
+pub fn selection() -> Result<Selection, PluginError> {
+    let mut only = Vec::new();
+    for (path, values) in config::json::<Map<String, Value>>("only")?.unwrap_or_default() {
+        let values = match values {
+            Value::String(v) => vec![v],
+            Value::Array(vs) => vs.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
+            other => return Err(bad_config(format!("`only.{path}`: write a value or a list of values, not {other}"))),
+        };
+        only.push((path, values));
+    }
+    Ok(Selection { kinds: kinds()?, only })
+}
+
 /// Whether `msg` is one to format.
-pub fn wanted(kinds: &Option<Vec<Kind>>, msg: &Message) -> bool {
+pub fn wanted(selection: &Selection, msg: &Message) -> bool {
     let kind = msg.body.kind();
-    kind != Kind::Raw && kinds.as_ref().is_none_or(|k| k.contains(&kind))
+    if kind == Kind::Raw || !selection.kinds.as_ref().is_none_or(|k| k.contains(&kind)) {
+        return false;
+    }
+    if selection.only.is_empty() {
+        return true;
+    }
+    let doc = canonical(msg);
+    selection.only.iter().all(|(path, values)| {
+        lookup(&doc, path).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).is_some_and(|v| values.contains(&v))
+    })
 }
 
 /// The formatted document as the message that carries it: a `raw` body
