@@ -3,14 +3,15 @@ echo "== week 49, first half: DC-1 is on the cloud ERP, DC-2 and DC-3 on the leg
 a=$(post replenishment messages:batch application/x-ndjson "$ex/data-in/week-49.ndjson")
 wait_documents 15
 echo "== cutover: DC-2 moves to the cloud ERP (one edit of syncline.toml, picked up while running)"
-applied_before=$(curl -sS "$api/v1/reloads" | grep -o '"outcome":"applied"' | wc -l)
+applied() { curl -sS "$api/v1/reloads" | { grep -o '"outcome":"applied"' || true; } | wc -l; }
+applied_before=$(applied)
 cp "$ex/syncline.toml" "$logs/erp-cutover.before.toml"
 "$ex/cutover.sh" "$ex/syncline.toml"
 for _ in $(seq 100); do
-  [ "$(curl -sS "$api/v1/reloads" | grep -o '"outcome":"applied"' | wc -l)" -gt "$applied_before" ] && break
+  [ "$(applied)" -gt "$applied_before" ] && break
   sleep 0.1
 done
-echo "   $(curl -sS "$api/v1/reloads" | grep -o '"trigger":"[^"]*"' | tail -1), applied"
+echo "   reloads applied: $(applied)"
 echo "== week 49, second half"
 b=$(post replenishment messages:batch application/x-ndjson "$ex/data-in/week-49-late.ndjson")
 wait_documents 30
