@@ -162,6 +162,19 @@ impl Erp {
         get(&format!("{}/_admin/received?keys=true", self.url)).1
     }
 
+    /// Every document it holds, in the order received: `{path,
+    /// correlation-id, body}` (a body in another format than JSON is
+    /// `{content-type, text}`).
+    pub fn documents(&self) -> Vec<Value> {
+        let keys: Vec<String> = self.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+        keys.iter()
+            .map(|k| {
+                let encoded: String = k.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+                get(&format!("{}/_admin/record/{encoded}", self.url)).1["record"].clone()
+            })
+            .collect()
+    }
+
     /// Number of distinct documents it holds.
     pub fn unique(&self) -> u64 {
         self.received()["unique"].as_u64().unwrap_or(0)

@@ -40,17 +40,6 @@ impl Scenario {
     }
 }
 
-/// Every document the ERP holds, with its path.
-fn documents(erp: &Erp) -> Vec<Value> {
-    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
-    keys.iter()
-        .map(|k| {
-            let encoded: String = k.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-            get(&format!("{}/_admin/record/{encoded}", erp.url)).1["record"].clone()
-        })
-        .collect()
-}
-
 fn ids(answer: &Value) -> Vec<String> {
     answer["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
 }
@@ -70,7 +59,7 @@ fn planning_engines_are_reconciled_and_each_system_gets_its_own_format() {
         host.settled(id);
     });
     eventually(Duration::from_secs(20), "three documents", || (erp.unique() == 3).then_some(()));
-    let docs = documents(&erp);
+    let docs = erp.documents();
     let orders: Vec<&Value> = docs.iter().filter(|d| d["path"] == "/erp/purchase-orders").map(|d| &d["body"]).collect();
     let mut lines: Vec<(String, i64)> = orders.iter().map(|o| (o["items"][0]["material"].as_str().unwrap().to_string(), o["items"][0]["quantity"].as_i64().unwrap())).collect();
     lines.sort();
@@ -117,7 +106,7 @@ fn the_erps_statuses_reach_planning_correlated_and_close_every_loop() {
     assert_eq!(status, 202, "{answer}");
     // Four orders out, four statuses back (the feed is polled every second).
     eventually(Duration::from_secs(30), "4 orders and 4 statuses", || (erp.unique() == 8).then_some(()));
-    let docs = documents(&erp);
+    let docs = erp.documents();
     let statuses: Vec<&Value> = docs.iter().filter(|d| d["path"] == "/planning/order-status").collect();
     assert_eq!(statuses.len(), 4, "{docs:#?}");
     let mut seen: Vec<(String, String, String)> = statuses
@@ -161,7 +150,7 @@ fn master_data_reaches_planning_clean_and_the_rest_waits_for_the_stewards() {
         host.settled(answer["id"].as_str().unwrap());
     }
     eventually(Duration::from_secs(20), "six clean records at planning", || (erp.unique() == 6).then_some(()));
-    let docs = documents(&erp);
+    let docs = erp.documents();
     let mut nodes: Vec<(String, String)> = docs.iter().map(|d| (d["body"]["node"]["type"].as_str().unwrap().to_string(), d["body"]["node"]["id"].as_str().unwrap().to_string())).collect();
     nodes.sort();
     let expected: Vec<(String, String)> =
@@ -190,7 +179,7 @@ fn two_businesses_formats_feed_one_view_in_the_groups_ids() {
         host.settled(answer["id"].as_str().unwrap());
     }
     eventually(Duration::from_secs(20), "four positions", || (erp.unique() == 4).then_some(()));
-    let docs = documents(&erp);
+    let docs = erp.documents();
     let mut view: Vec<(String, String, String, f64)> = docs
         .iter()
         .map(|d| {
@@ -261,7 +250,7 @@ fn a_site_moves_to_the_cloud_erp_by_editing_the_config_while_requisitions_keep_c
     assert_eq!(status, 202, "{answer}");
     eventually(Duration::from_secs(30), "70 documents", || (erp.unique() == 70).then_some(()));
     std::thread::sleep(Duration::from_millis(300));
-    let docs = documents(&erp);
+    let docs = erp.documents();
     let sent = by_recommendation(&docs);
     // Exactly once: 70 recommendations, each at one ERP.
     let mut ids: Vec<&str> = sent.iter().map(|(r, _)| r.as_str()).collect();
