@@ -19,7 +19,7 @@
 //! - `channel-from`: where a message's channel is, as a path into its JSON
 //!   form (default `source-system`; e.g. `body.extensions.channel`)
 //! - `exception-queue`: where deferred ones go (default `reconciliation`)
-use outbound::{bad_config, canonical, lookup};
+use plugin_fields::{bad_config, canonical, lookup};
 use syncline_sdk::prelude::*;
 
 /// The plugin.

@@ -6,7 +6,7 @@
 //! Config:
 //! - `columns`: array of `{ name = "ITEM", from = "body.item", ... }` in
 //!   column order; each is a field spec (`type`, `date`, `codes`,
-//!   `keep-unknown`, `default`; see the `outbound` crate) with its column
+//!   `keep-unknown`, `default`; see the `plugin-fields` crate) with its column
 //!   name
 //! - `delimiter`: one character (default `,`; `;` for many European ERPs,
 //!   `\t` for a tab)
@@ -16,7 +16,7 @@
 //! - `only`: field path -> values: format only messages with those values
 //!   (`only = { "body.location" = ["DC-1"] }`); the others pass unchanged
 //! - `content-type`: default `text/csv`
-use outbound::{bad_config, canonical, formatted, selection, wanted, Selection, Spec};
+use plugin_fields::{bad_config, canonical, formatted, selection, wanted, Selection, Spec};
 use serde_json::Value;
 use syncline_sdk::prelude::*;
 

@@ -23,6 +23,7 @@
 //! Empty cells count as missing. Every output is derived from the input
 //! (same tenant and correlation) with the header `mapped-by: csv-mapper`.
 use serde_json::{Map, Value};
+use plugin_fields::set_path;
 use syncline_sdk::prelude::*;
 
 /// The plugin.
@@ -93,23 +94,6 @@ impl Layout {
             source_system: config::get("source-system"),
             exceptions,
         })
-    }
-}
-
-/// Sets `value` at the dotted `path` inside `target`.
-fn set_path(target: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts = path.split('.').peekable();
-    let mut cur = target;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            cur.insert(part.to_string(), value);
-            return;
-        }
-        let next = cur.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
-        if !next.is_object() {
-            *next = Value::Object(Map::new());
-        }
-        cur = next.as_object_mut().expect("just made an object");
     }
 }
 

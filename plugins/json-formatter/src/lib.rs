@@ -7,7 +7,7 @@
 //! - `fields`: object of target JSON pointer (`/header/supplier`,
 //!   `/lines/0/qty`) -> field spec: a path into the canonical message
 //!   (`body.supplier`) or a table `{ from, type, date, codes, keep-unknown,
-//!   default }` (see the `outbound` crate)
+//!   default }` (see the `plugin-fields` crate)
 //! - `constants`: object of target JSON pointer -> fixed value
 //! - `kinds`: canonical kinds to format (default: every kind; `raw`
 //!   messages always pass through unchanged, as do kinds not listed)
@@ -17,7 +17,7 @@
 //!
 //! A message a field cannot be made for fails permanently, naming the
 //! field (it is dead-lettered with that reason, not sent half-formatted).
-use outbound::{bad_config, canonical, formatted, selection, wanted, Selection, Spec};
+use plugin_fields::{bad_config, canonical, formatted, selection, wanted, Selection, Spec};
 use serde_json::{Map, Value};
 use syncline_sdk::prelude::*;
 

@@ -18,6 +18,7 @@
 //! and carries the header `mapped-by: json-mapper`. A record that cannot be
 //! mapped fails the message with an error naming the record and field.
 use serde_json::{Map, Value};
+use plugin_fields::set_path;
 use syncline_sdk::prelude::*;
 
 /// The plugin.
@@ -25,23 +26,6 @@ pub struct JsonMapper;
 
 fn bad_config(text: String) -> PluginError {
     PluginError::permanent("bad-config", text)
-}
-
-/// Sets `value` at the dotted `path` inside `target`.
-fn set_path(target: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts = path.split('.').peekable();
-    let mut cur = target;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            cur.insert(part.to_string(), value);
-            return;
-        }
-        let next = cur.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
-        if !next.is_object() {
-            *next = Value::Object(Map::new());
-        }
-        cur = next.as_object_mut().expect("just made an object");
-    }
 }
 
 fn coerce(value: Value, ty: Option<&str>, field: &str) -> Result<Value, String> {

@@ -1,7 +1,8 @@
-//! What the outbound formatters (`json-formatter`, `csv-formatter`) share:
-//! a canonical message's fields read by dotted path from its JSON form
-//! (`body.need-by`, `idempotency-key`, `extensions.buyer`), and the field
-//! spec that turns one into what a target system wants:
+//! What the standard mappers and formatters share: canonical fields written
+//! by dotted path ([`set_path`], the mappers) and read by dotted path from a
+//! message's JSON form ([`lookup`]: `body.need-by`, `idempotency-key`), and
+//! the field spec that turns one into what a target system wants (the
+//! formatters):
 //!
 //! - `"body.item"`: the value as it is;
 //! - `{ from = "body.need-by", date = "YYYYMMDD" }`: a date rewritten with
@@ -42,6 +43,24 @@ pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
         Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
         _ => None,
     })
+}
+
+/// Sets `value` at the dotted `path` (`bucket.start`) inside `target`,
+/// making objects on the way.
+pub fn set_path(target: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts = path.split('.').peekable();
+    let mut cur = target;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            cur.insert(part.to_string(), value);
+            return;
+        }
+        let next = cur.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        cur = next.as_object_mut().expect("just made an object");
+    }
 }
 
 /// How one target field is made from the message.
