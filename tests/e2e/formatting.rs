@@ -4,8 +4,10 @@
 //! formats, unit codes) and `csv-formatter` the transfer as the WMS's CSV
 //! import; routes by the canonical kind send each to its system, and
 //! `http-sink` sends the documents as they are (their content type, the
-//! same idempotency key on a retry). A message the ERP has no unit code for
-//! is dead-lettered with the reason instead of being sent half-formatted.
+//! same idempotency key on a retry). A formatted order is still an order to
+//! the closed loop (its window is its own lead time). A message the ERP has
+//! no unit code for is dead-lettered with the reason instead of being sent
+//! half-formatted.
 
 use std::time::Duration;
 
@@ -15,6 +17,9 @@ use crate::harness::*;
 
 const CONFIG: &str = crate::site_config!(
     r#"
+[exception-queue.open-orders]
+owner = "Buyers"
+
 [[pipeline]]
 id = "recs"
 tenant = "acme"
@@ -33,6 +38,7 @@ routes = [
   { when = { "headers.canonical-kind" = ["purchase-requisition"] }, to = "erp" },
   { when = { "headers.canonical-kind" = ["transfer-proposal"] }, to = "wms" },
 ]
+expect-status = { within = "lead-time", exception-queue = "open-orders" }
 
 [sink.erp]
 plugin = "http-sink"
@@ -79,6 +85,12 @@ fn each_system_receives_its_own_format_and_an_unformattable_order_is_dead_letter
     let lines: Vec<&str> = csv.split("\r\n").collect();
     assert_eq!(lines[0], "MATERIAL;FROM;TO;QTY;SHIP_DATE", "{csv:?}");
     assert!(lines[1].starts_with("SKU-100;DC-CENTRAL;DC-1;"), "{csv:?}");
+
+    // Both formatted orders wait for their status within their own lead time (14 and 3 days).
+    let (_, loops) = get(&format!("{}/v1/loops?state=open", host.url));
+    let mut days: Vec<i64> = loops["loops"].as_array().unwrap().iter().map(|l| (l["due-at"].as_i64().unwrap() - l["delivered-at"].as_i64().unwrap()) / 86_400_000).collect();
+    days.sort();
+    assert_eq!(days, [3, 14], "{loops}");
 
     // A requisition in a unit the ERP has no code for: dead-lettered with the reason.
     let mut kilos = recommendation("R-KG");

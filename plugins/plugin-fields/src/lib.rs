@@ -225,11 +225,19 @@ pub fn wanted(selection: &Selection, msg: &Message) -> bool {
 
 /// The formatted document as the message that carries it: a `raw` body
 /// of `content_type`, derived from `msg` (same tenant, correlation and key
-/// lineage), with headers naming the formatter and the canonical kind.
+/// lineage), with headers naming the formatter and the canonical kind; an
+/// order also keeps its `need-by` and `placed-by` (order-by or ship-by)
+/// dates there, so the host's closed loop still knows it as an order.
 pub fn formatted(msg: &Message, formatter: &str, content_type: &str, data: Vec<u8>) -> Message {
-    msg.derive(Body::Raw(Raw { content_type: content_type.to_string(), data }))
+    let out = msg
+        .derive(Body::Raw(Raw { content_type: content_type.to_string(), data }))
         .with_header("formatted-by", formatter)
-        .with_header("canonical-kind", msg.body.kind().as_str())
+        .with_header("canonical-kind", msg.body.kind().as_str());
+    match &msg.body {
+        Body::PurchaseRequisition(r) => out.with_header("need-by", r.need_by.clone()).with_header("placed-by", r.order_by.clone()),
+        Body::TransferProposal(t) => out.with_header("need-by", t.need_by.clone()).with_header("placed-by", t.ship_by.clone()),
+        _ => out,
+    }
 }
 
 #[cfg(test)]

@@ -4,13 +4,12 @@
 //! service tier, carrying its scoped idempotency key; with no route, a dead
 //! letter.
 
-use syncline_model::{json as mjson, Body};
-
-use super::{Item, RowResult};
 use std::time::Duration;
 
 use syncline_model::date::Date;
+use syncline_model::{json as mjson, Body, Message};
 
+use super::{Item, RowResult};
 use crate::config::{Pipeline, StatusWindow, Tier};
 use crate::pipeline::fields::View;
 use crate::store::records::{ExceptionDetail, RouteStep, Step};
@@ -49,7 +48,7 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
                 }
             }
             // An order the pipeline expects an execution status for.
-            let expect_ms = cfg.expect_status.as_ref().and_then(|e| window(e, &msg.body)).map(|w| w.as_millis() as i64);
+            let expect_ms = cfg.expect_status.as_ref().and_then(|e| window(e, &msg)).map(|w| w.as_millis() as i64);
             for sink in &route.to {
                 let tier = Tier::of(msg.priority, cfg.tier);
                 r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, expect_ms, json: json.clone() });
@@ -68,12 +67,17 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
     }
 }
 
-/// How long after its delivery `body`, an order, may wait for its
-/// execution status (`None`: not an order).
-fn window(expect: &crate::config::ExpectStatus, body: &Body) -> Option<Duration> {
-    let (need_by, placed_by) = match body {
-        Body::PurchaseRequisition(r) => (&r.need_by, &r.order_by),
-        Body::TransferProposal(t) => (&t.need_by, &t.ship_by),
+/// How long after its delivery `msg`, an order, may wait for its execution
+/// status (`None`: not an order). An order a formatter wrote in a target
+/// system's own format (a `raw` body) is still one: its headers say which
+/// canonical kind it was and its need-by and placed-by dates.
+fn window(expect: &crate::config::ExpectStatus, msg: &Message) -> Option<Duration> {
+    let (need_by, placed_by) = match &msg.body {
+        Body::PurchaseRequisition(r) => (r.need_by.as_str(), r.order_by.as_str()),
+        Body::TransferProposal(t) => (t.need_by.as_str(), t.ship_by.as_str()),
+        Body::Raw(_) if matches!(msg.header("canonical-kind"), Some("purchase-requisition" | "transfer-proposal")) => {
+            (msg.header("need-by").unwrap_or(""), msg.header("placed-by").unwrap_or(""))
+        }
         _ => return None,
     };
     Some(match expect.within {
@@ -90,7 +94,7 @@ fn window(expect: &crate::config::ExpectStatus, body: &Body) -> Option<Duration>
 
 #[cfg(test)]
 mod tests {
-    use syncline_model::{Body, Message, Raw};
+    use syncline_model::Raw;
 
     use super::*;
 
@@ -188,10 +192,16 @@ plugin = "http-sink"
         let day = Duration::from_secs(86_400);
         let fixed = ExpectStatus { within: StatusWindow::Fixed(Duration::from_secs(7200)), at_least: day, queue: "q".into() };
         let lead = ExpectStatus { within: StatusWindow::LeadTime, at_least: day, queue: "q".into() };
-        assert_eq!(window(&fixed, &requisition("2026-12-21", "2026-12-14")), Some(Duration::from_secs(7200)));
-        assert_eq!(window(&lead, &requisition("2026-12-21", "2026-12-14")), Some(7 * day), "need-by minus order-by");
-        assert_eq!(window(&lead, &requisition("2026-12-21", "2026-12-21")), Some(day), "a same-day order gets the floor");
-        assert_eq!(window(&lead, &requisition("soon", "2026-12-21")), Some(day), "dates that do not read get the floor");
-        assert_eq!(window(&lead, &Body::Raw(Raw { content_type: "text/csv".into(), data: b"a,b".to_vec() })), None, "not an order");
+        let msg = |body: Body| Message::new(body);
+        assert_eq!(window(&fixed, &msg(requisition("2026-12-21", "2026-12-14"))), Some(Duration::from_secs(7200)));
+        assert_eq!(window(&lead, &msg(requisition("2026-12-21", "2026-12-14"))), Some(7 * day), "need-by minus order-by");
+        assert_eq!(window(&lead, &msg(requisition("2026-12-21", "2026-12-21"))), Some(day), "a same-day order gets the floor");
+        assert_eq!(window(&lead, &msg(requisition("soon", "2026-12-21"))), Some(day), "dates that do not read get the floor");
+        let csv = || msg(Body::Raw(Raw { content_type: "text/csv".into(), data: b"a,b".to_vec() }));
+        assert_eq!(window(&lead, &csv()), None, "not an order");
+        // An order a formatter wrote as the ERP's CSV is still one.
+        let formatted = csv().with_header("canonical-kind", "purchase-requisition").with_header("need-by", "2026-12-21").with_header("placed-by", "2026-12-07");
+        assert_eq!(window(&lead, &formatted), Some(14 * day));
+        assert_eq!(window(&fixed, &formatted), Some(Duration::from_secs(7200)));
     }
 }
