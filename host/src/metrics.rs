@@ -415,6 +415,7 @@ mod tests {
         };
         let passed = StepOutcome::Outputs { batch: None, outputs: vec!["o".into()] };
         let commit = Commit {
+            audit: vec![],
             tenant: "acme".into(),
             pipeline: "recs".into(),
             processed: vec![

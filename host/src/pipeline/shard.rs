@@ -26,18 +26,6 @@ fn announce(ctx: &WorkerCtx, p: &LivePipeline) {
     }
 }
 
-/// Keeps the decisions plugins stated in a durable batch in the audit log,
-/// each by its plugin (`plugin:NAME`).
-fn audit_decisions(ctx: &WorkerCtx, tenant: &str, pipeline: &str, decisions: Vec<process::Decision>) {
-    for d in decisions {
-        let event = AuditEvent::Decision { pipeline: pipeline.to_string(), message_id: d.input, output_id: d.output, decision: d.text };
-        let entry = AuditEntry { actor: format!("plugin:{}", d.plugin), tenant: Some(tenant.to_string()), event };
-        if let Err(e) = ctx.store().audit(&entry) {
-            tracing::warn!(pipeline, error = %e, "a plugin's decision could not be audited");
-        }
-    }
-}
-
 /// One shard's loop: lease the shard's partition, claim due messages in
 /// order, process, ack. It claims from the head of the partition each
 /// time, so a message waiting for a retry is taken again once it is due.
@@ -109,7 +97,7 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
             p.return_probe(crate::store::now_ms());
         }
         announce(ctx, p);
-        let Some((commit, notes)) = processed else {
+        let Some((commit, allocated)) = processed else {
             // Stopping or retired mid-batch: nothing is acked; the rows
             // stay claimable for whoever runs the pipeline next.
             break;
@@ -117,12 +105,11 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
         let sinks: std::collections::BTreeSet<String> =
             commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
         // Counted once durable; the store takes the commit.
-        let observed = crate::metrics::Observed::of(&commit, notes.allocated);
+        let observed = crate::metrics::Observed::of(&commit, allocated);
         match ctx.store().ack(&lease, commit) {
             Ok(()) => {
                 sinks.iter().for_each(|s| topology.notify_sink(s));
                 ctx.metrics().processed(observed);
-                audit_decisions(ctx, tenant, id, notes.decisions);
             }
             Err(e) => {
                 // Nothing was recorded: the same rows are processed again (same ids, same keys).

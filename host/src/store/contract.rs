@@ -39,7 +39,7 @@ fn settled(id: &str, deliveries: Vec<NewDelivery>) -> Processed {
 }
 
 fn commit(processed: Vec<Processed>) -> Commit {
-    Commit { tenant: "acme".into(), pipeline: "p".into(), processed }
+    Commit { tenant: "acme".into(), pipeline: "p".into(), processed, audit: vec![] }
 }
 
 fn out(id: &str, key: &str) -> NewDelivery {
@@ -78,11 +78,22 @@ pub fn a_lease_fences_acks(s: &dyn Store) {
     // host-a's lease runs out; host-b takes the partition over.
     let b = s.lease(&partition(), "host-b", now + 2_000, 1_000).unwrap();
     assert!(b.token > a.token);
-    let stale = s.ack(&a, commit(vec![settled("a", vec![out("o", "k")])])).unwrap_err();
+    // An ack carries the audit entries of its batch: kept with it, or not at all.
+    let decided = |text: &str| {
+        let event = records::AuditEvent::Decision { pipeline: "p".into(), message_id: "a".into(), output_id: "o".into(), decision: text.into() };
+        Commit { audit: vec![records::AuditEntry { actor: "plugin:r".into(), tenant: Some("acme".into()), event }], ..commit(vec![settled("a", vec![])]) }
+    };
+    let decisions = || {
+        let filter = records::AuditFilter { kind: Some("decision".into()), ..Default::default() };
+        s.audit_events(&filter, 0, 10).unwrap().into_iter().map(|r| (r.actor, r.tenant)).collect::<Vec<_>>()
+    };
+    let stale = s.ack(&a, decided("stale")).unwrap_err();
     assert!(matches!(stale, StoreError::Conflict(_)), "{stale}");
     assert_eq!(s.claim(&b, 0, now_ms(), 10).unwrap().rows.len(), 1, "the refused ack recorded nothing");
-    s.ack(&b, commit(vec![settled("a", vec![])])).unwrap();
+    assert!(decisions().is_empty(), "nor its audit entries");
+    s.ack(&b, decided("kept")).unwrap();
     assert!(s.claim(&b, 0, now_ms(), 10).unwrap().rows.is_empty());
+    assert_eq!(decisions(), [("plugin:r".to_string(), Some("acme".to_string()))]);
     // Released, the partition is free at once.
     s.release(&b).unwrap();
     assert!(s.lease(&partition(), "host-c", now + 2_001, 1_000).is_ok());

@@ -97,15 +97,22 @@ impl Inner {
         self.seq
     }
 
-    /// Parks an exception about a pipeline (not one of its messages); its number.
-    fn park(&mut self, tenant: String, pipeline: String, e: NewException) -> i64 {
+    /// Appends `entry` to the audit log, at `at`.
+    fn record_audit(&mut self, entry: &AuditEntry, at: i64) {
+        let id = self.audit.len() as i64 + 1;
+        self.audit.push(AuditRecord { id, at, actor: entry.actor.clone(), tenant: entry.tenant.clone(), event: entry.event.clone() });
+    }
+
+    /// Parks an open exception of `pipeline` at `at`, about the accepted
+    /// message `source_id` (empty: about the pipeline itself); its number.
+    fn park(&mut self, tenant: String, pipeline: String, source_id: String, at: i64, e: NewException) -> i64 {
         let id = self.next_seq();
         let record = ExceptionRecord {
             id,
             tenant,
             pipeline,
-            source_id: String::new(),
-            at: now_ms(),
+            source_id,
+            at,
             queue: e.queue,
             detail: e.detail,
             state: "open".into(),
@@ -291,6 +298,9 @@ impl Store for MemoryStore {
         let mut s = self.write()?;
         s.fenced(lease)?;
         let now = now_ms();
+        for entry in &commit.audit {
+            s.record_audit(entry, now);
+        }
         for p in commit.processed {
             let Some(seq) = s.message_seq.get(&p.id).copied() else { continue };
             let m = s.messages.get_mut(&seq).expect("indexed message");
@@ -361,21 +371,7 @@ impl Store for MemoryStore {
                 s.baselines.insert(slot, (b.message_id, now, b.json));
             }
             for e in p.exceptions {
-                let record = ExceptionRecord {
-                    id: s.next_seq(),
-                    tenant: commit.tenant.clone(),
-                    pipeline: commit.pipeline.clone(),
-                    source_id: p.id.clone(),
-                    at: now,
-                    queue: e.queue,
-                    detail: e.detail,
-                    state: "open".into(),
-                    message_id: e.message_id,
-                    settled_at: None,
-                    note: None,
-                    overdue_at: None,
-                };
-                s.exceptions.push((record, e.json));
+                s.park(commit.tenant.clone(), commit.pipeline.clone(), p.id.clone(), now, e);
             }
         }
         Ok(())
@@ -488,9 +484,7 @@ impl Store for MemoryStore {
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut s = self.write()?;
-        let id = s.audit.len() as i64 + 1;
-        s.audit.push(AuditRecord { id, at: now_ms(), actor: entry.actor.clone(), tenant: entry.tenant.clone(), event: entry.event.clone() });
+        self.write()?.record_audit(entry, now_ms());
         Ok(())
     }
 
@@ -563,7 +557,7 @@ impl Store for MemoryStore {
     }
 
     fn park(&self, tenant: &str, pipeline: &str, e: NewException) -> Result<(), StoreError> {
-        self.write()?.park(tenant.to_string(), pipeline.to_string(), e);
+        self.write()?.park(tenant.to_string(), pipeline.to_string(), String::new(), now_ms(), e);
         Ok(())
     }
 
@@ -616,7 +610,7 @@ impl Store for MemoryStore {
         let mut s = self.write()?;
         let Some(i) = s.loops.iter().position(|l| l.id == id && l.state == "open") else { return Ok(None) };
         let (tenant, pipeline) = (s.loops[i].tenant.clone(), s.loops[i].pipeline.clone());
-        let exception = s.park(tenant, pipeline, e);
+        let exception = s.park(tenant, pipeline, String::new(), now_ms(), e);
         s.loops[i].state = "overdue".into();
         s.loops[i].exception_id = Some(exception);
         Ok(Some(exception))

@@ -448,6 +448,10 @@ pub struct Commit {
     pub pipeline: String,
     /// Processed messages.
     pub processed: Vec<Processed>,
+    /// Audit entries recorded in the same commit (the decisions plugins
+    /// stated about these messages), so none is kept for a batch that is not
+    /// and none lost for one that is.
+    pub audit: Vec<records::AuditEntry>,
 }
 
 /// A queued delivery.

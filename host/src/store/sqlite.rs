@@ -638,8 +638,11 @@ fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
 /// Records processed messages (settled or nacked) in `tx`.
 /// `traces` holds each processed message's record in its stored form
 /// (`None` for a nack).
-fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlite::Result<()> {
+fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>, audit: Vec<AuditRow>) -> rusqlite::Result<()> {
     let now = now_ms();
+    for row in &audit {
+        row.insert(tx, now)?;
+    }
     let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, processed_at = ?3 WHERE id = ?1 AND state = 'accepted' RETURNING seq")?;
     let mut trace = tx.prepare_cached("INSERT OR REPLACE INTO traces (seq, data) VALUES (?1, ?2)")?;
     let mut queue = tx.prepare_cached(
@@ -685,6 +688,27 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>) -> rusqlit
         }
     }
     Ok(())
+}
+
+/// An audit entry encoded for its table (on the caller's thread).
+struct AuditRow {
+    kind: &'static str,
+    detail: String,
+    actor: String,
+    tenant: Option<String>,
+}
+
+impl AuditRow {
+    fn of(entry: &AuditEntry) -> Result<AuditRow, StoreError> {
+        let detail = serde_json::to_string(&entry.event).map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(AuditRow { kind: entry.event.kind(), detail, actor: entry.actor.clone(), tenant: entry.tenant.clone() })
+    }
+
+    fn insert(&self, tx: &Transaction, at: i64) -> rusqlite::Result<()> {
+        tx.prepare_cached("INSERT INTO audit (at, kind, detail, actor, tenant) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![at, self.kind, self.detail, self.actor, self.tenant])?;
+        Ok(())
+    }
 }
 
 /// Records delivery attempts of `sink` in `tx`.
@@ -834,7 +858,8 @@ impl Store for SqliteStore {
                 None => compact::encode(&p.processing, |plugin, digest| self.version(plugin, digest)).map(Some),
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.fenced_write(lease, move |tx| ack(tx, commit, traces))
+        let audit = commit.audit.iter().map(AuditRow::of).collect::<Result<Vec<_>, _>>()?;
+        self.fenced_write(lease, move |tx| ack(tx, commit, traces, audit))
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
@@ -904,12 +929,8 @@ impl Store for SqliteStore {
     }
 
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let (kind, detail) = (entry.event.kind(), serde_json::to_string(&entry.event).map_err(|e| StoreError::Other(e.to_string()))?);
-        let (actor, tenant) = (entry.actor.clone(), entry.tenant.clone());
-        self.write(move |tx| {
-            tx.execute("INSERT INTO audit (at, kind, detail, actor, tenant) VALUES (?1, ?2, ?3, ?4, ?5)", params![now_ms(), kind, detail, actor, tenant])?;
-            Ok(())
-        })
+        let row = AuditRow::of(entry)?;
+        self.write(move |tx| row.insert(tx, now_ms()))
     }
 
     fn audit_events(&self, filter: &AuditFilter, after: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {

@@ -34,7 +34,7 @@ use super::{keys, LivePipeline};
 use crate::config::{RetryPolicy, StageKind};
 use crate::metrics::Allocated;
 use crate::runtime::{CallError, CallReport, PluginInstance};
-use crate::store::records::{Processing, ShardRef, StageStep, Step, StepOutcome};
+use crate::store::records::{AuditEntry, AuditEvent, Processing, ShardRef, StageStep, Step, StepOutcome};
 use crate::store::{Commit, Final, NewBaseline, NewDeadLetter, NewDelivery, NewException, Pending, Processed, Retry};
 
 /// A message in flight: which input row it descends from, and the key a
@@ -101,9 +101,9 @@ fn adopt(parent: &Message, parent_key: &str, mut out: Message, n: usize, tenant:
 }
 
 /// A decision a plugin stated on an output (its `decision` header, new at
-/// that stage): kept in the audit log once the batch is durable.
+/// that stage): kept in the audit log in the batch's own commit.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+struct Decision {
     /// The message the plugin was given.
     pub input: String,
     /// The output that carries the decision.
@@ -114,14 +114,22 @@ pub struct Decision {
     pub text: String,
 }
 
-/// What a processed batch says besides its commit: counted and audited once
-/// the commit is durable (rows set aside for a retry say nothing yet).
+impl Decision {
+    /// Its audit entry, by its plugin.
+    fn entry(self, tenant: &str, pipeline: &str) -> AuditEntry {
+        let event = AuditEvent::Decision { pipeline: pipeline.to_string(), message_id: self.input, output_id: self.output, decision: self.text };
+        AuditEntry { actor: format!("plugin:{}", self.plugin), tenant: Some(tenant.to_string()), event }
+    }
+}
+
+/// What the recorded rows of a batch say besides their results (rows set
+/// aside for a retry say nothing yet).
 #[derive(Debug, Default)]
-pub struct Notes {
+struct Notes {
     /// What became of its recommendations.
-    pub allocated: Allocated,
+    allocated: Allocated,
     /// The decisions plugins stated.
-    pub decisions: Vec<Decision>,
+    decisions: Vec<Decision>,
 }
 
 /// Records `out`'s decision when its plugin stated one at this stage (a
@@ -218,15 +226,15 @@ struct Stage<'a> {
     cancel: &'a dyn Fn() -> bool,
 }
 
-/// Processes `rows` (in order) through `pipeline`: the commit, and what
-/// became of the recommendations of the rows it records; `None` when
-/// `cancel` said to stop before the end (nothing of the batch is to be
-/// committed).
-pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Notes)> {
+/// Processes `rows` (in order) through `pipeline`: the commit (with the
+/// decisions its plugins stated, for the audit log), and what became of the
+/// recommendations of the rows it records; `None` when `cancel` said to
+/// stop before the end (nothing of the batch is to be committed).
+pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
     process_all(pipeline, shard, rows, cancel).ok()
 }
 
-fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<(Commit, Notes), Cancelled> {
+fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<(Commit, Allocated), Cancelled> {
     let cfg = &pipeline.cfg;
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
@@ -290,7 +298,8 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
     }
 
     let (processed, notes) = settle(shard, rows, results);
-    Ok((Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed }, notes))
+    let audit = notes.decisions.into_iter().map(|d| d.entry(tenant, cfg.id.as_str())).collect();
+    Ok((Commit { tenant: tenant.to_string(), pipeline: cfg.id.to_string(), processed, audit }, notes.allocated))
 }
 
 /// What to record for each row: a row set aside for a retry is nacked and
