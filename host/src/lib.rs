@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod pipeline;
 pub mod metrics;
 pub mod plugin_test;
+pub mod precompile;
 pub mod runtime;
 pub mod reload;
 pub mod report;

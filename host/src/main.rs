@@ -71,6 +71,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
     },
+    /// Compile plugins into the compile cache ahead of time: every plugin a
+    /// config names, or the given .wasm files (exits non-zero if one fails).
+    Precompile {
+        /// Configs (*.toml) and plugin files (*.wasm).
+        #[arg(required = true, value_name = "CONFIG|PLUGIN")]
+        targets: Vec<PathBuf>,
+    },
     /// Show a plugin's world, versions, imports, exports, digest and size.
     Inspect {
         /// The plugin's .wasm file.
@@ -404,13 +411,16 @@ enum PluginCmd {
 
 #[derive(Subcommand)]
 enum New {
-    /// Scaffold a plugin crate that builds and passes its sample case.
+    /// Scaffold a plugin project (Rust, Python or JavaScript) that builds and passes its sample case.
     Plugin {
         /// Plugin name: lower-case words separated by '-'.
         name: String,
         /// transformer, validator, allocator, source or sink.
         #[arg(long, value_parser = parse_world)]
         kind: World,
+        /// The plugin's language: rust, python (componentize-py) or js (componentize-js).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
         /// Parent folder (default: the current one).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -422,6 +432,33 @@ enum New {
 
 fn parse_world(s: &str) -> Result<World, String> {
     World::parse(s).ok_or_else(|| format!("`{s}` is not a plugin kind; expected transformer, validator, allocator, source or sink"))
+}
+
+fn precompile(cli: &Cli, targets: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!cli.no_cache, "--no-cache leaves nothing to precompile into");
+    let plan = syncline::precompile::plan(targets, cli.cache_dir.as_deref())?;
+    let mut failed = 0;
+    for w in syncline::precompile::warm(&plan)? {
+        match w.result {
+            Ok(c) => println!(
+                "{} {} ({}, {}, {:.1} MiB) in {:.2} s",
+                if c.cached { "cached  " } else { "compiled" },
+                w.path.display(),
+                c.world,
+                &c.digest.trim_start_matches("sha256:")[..12],
+                c.size as f64 / (1 << 20) as f64,
+                c.elapsed.as_secs_f64()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED   {}: {e}", w.path.display());
+            }
+        }
+    }
+    if let Some((_, dir)) = plan.first() {
+        println!("cache: {}", dir.display());
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
@@ -511,6 +548,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Test { plugin, cases, junit } => test(cli, plugin, cases, junit.as_deref()),
+        Command::Precompile { targets } => precompile(cli, targets),
         Command::Inspect { plugin, json } => {
             let plugin = runtime(cli)?.load_file(plugin)?;
             if *json {
@@ -520,12 +558,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::New { what: New::Plugin { name, kind, dir, sdk } } => {
+        Command::New { what: New::Plugin { name, kind, lang, dir, sdk } } => {
             let sdk = sdk.clone().unwrap_or_else(scaffold::default_sdk_path);
-            let created = scaffold::new_plugin(dir, name, *kind, &sdk)?;
+            let created = scaffold::new_plugin(dir, name, *kind, *lang, &sdk)?;
             println!("created {kind} plugin `{name}` in {}", created.display());
-            println!("next:\n  cd {}\n  cargo build --release --target wasm32-wasip2", created.display());
-            println!("  syncline test target/wasm32-wasip2/release/{}.wasm --cases cases", name.replace('-', "_"));
+            println!("{}", scaffold::next_steps(&created, name, *lang));
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace { id: None, correlation: Some(c), server, json } => {
@@ -864,6 +901,7 @@ fn inspect_json(p: &Plugin) -> serde_json::Value {
         "name": p.name, "digest": p.digest, "size": p.size, "world": p.world.as_str(),
         "package": format!("syncline:plugin@{}", p.api_version),
         "imports": p.imports, "exports": p.exports,
+        "beyond-world": p.beyond_world().into_iter().map(|(i, g)| serde_json::json!({"interface": i, "grant": g})).collect::<Vec<_>>(),
     })
 }
 
@@ -883,6 +921,14 @@ fn inspect_text(p: &Plugin) -> String {
     s += "imports\n";
     for i in &p.imports {
         s += &format!("  {i}\n");
+    }
+    let beyond = p.beyond_world();
+    if !beyond.is_empty() {
+        s += &format!("imports its {} world does not need (linked; nothing granted)\n", p.world);
+        let width = beyond.iter().map(|(i, _)| i.len()).max().unwrap_or(0);
+        for (i, grant) in beyond {
+            s += &format!("  {i:width$}  {grant}\n");
+        }
     }
     s
 }

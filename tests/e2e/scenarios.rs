@@ -267,3 +267,69 @@ fn a_site_moves_to_the_cloud_erp_by_editing_the_config_while_requisitions_keep_c
         assert_eq!(at, expected, "{id} at {site}");
     }
 }
+
+#[test]
+fn python_and_javascript_plugins_work_beside_the_rust_ones() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("partner-plugins", &erp);
+    for p in ["acme-xml-mapper", "erp-order-sink"] {
+        scenario.site.share_plugin(p, p);
+    }
+    let host = Host::start(&scenario.site);
+    // The ERP is down for the first two requests: the JavaScript connector's
+    // 503s are retried, and no order arrives twice.
+    erp.mode("503", Some(2));
+    let release = scenario.file("release-w49.xml");
+    let (status, answer) = host.ingest("acme", "plan-release", "messages", "application/xml", &[("idempotency-key", "release-2026-W49")], &release);
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+    let trace = host.settled(&id);
+    eventually(Duration::from_secs(30), "three orders at the ERP", || (erp.unique() == 3).then_some(()));
+
+    // Python mapped the XML (decimal comma, unit code, plant table, DD.MM.YYYY),
+    // Rust applied MOQ and packs, JavaScript wrote the ERP's documents.
+    let docs = erp.documents();
+    let mut orders: Vec<(String, String, String, i64, String)> = docs
+        .iter()
+        .map(|d| {
+            let b = &d["body"];
+            (d["path"].as_str().unwrap().into(), b["orderType"].as_str().unwrap().into(), b["material"].as_str().unwrap().into(), b["quantity"].as_i64().unwrap(), b["unit"].as_str().unwrap().into())
+        })
+        .collect();
+    orders.sort();
+    assert_eq!(
+        orders,
+        [
+            ("/erp/purchase-orders".into(), "NB".into(), "SKU-100".into(), 120, "PCE".into()),
+            ("/erp/purchase-orders".into(), "NB".into(), "SKU-300".into(), 48, "PCE".into()),
+            ("/erp/transfer-orders".into(), "UB".into(), "SKU-200".into(), 18, "PCE".into()),
+        ],
+        "{docs:#?}"
+    );
+    let transfer = docs.iter().find(|d| d["path"] == "/erp/transfer-orders").unwrap();
+    assert_eq!((transfer["body"]["supplyingPlant"].as_str(), transfer["body"]["plant"].as_str(), transfer["body"]["deliveryDate"].as_str()), (Some("DC-CENTRAL"), Some("DC-2"), Some("2026-12-28")));
+    assert!(docs.iter().all(|d| d["correlation-id"] == trace["input"]["correlation-id"]), "the connector passes the flow's correlation id: {docs:#?}");
+    assert_eq!(erp.received()["duplicates"], 0, "retries after 503 never order twice");
+    // The trace names each language's plugin at its stage.
+    let text = trace.to_string();
+    assert!(text.contains("acme-xml-mapper") && text.contains("moq-leadtime") && text.contains("erp-order-sink"), "{trace:#}");
+
+    // The negative quantity waits for the master data team.
+    let (_, queue) = get(&format!("{}/v1/exceptions?queue=master-data", host.url));
+    assert_eq!(queue["exceptions"].as_array().unwrap().len(), 1, "{queue}");
+
+    // A plant the table lacks: the plugin's own refusal; a quantity it cannot
+    // read: a Python exception whose traceback is kept with the dead letter.
+    for file in ["release-unknown-plant.xml", "release-bad-quantity.xml"] {
+        let (status, answer) = host.ingest("acme", "plan-release", "messages", "application/xml", &[], &scenario.file(file));
+        assert_eq!(status, 202, "{answer}");
+        host.settled(answer["id"].as_str().unwrap());
+    }
+    let (_, letters) = get(&format!("{}/v1/dead-letters?tenant=acme", host.url));
+    let reasons: Vec<&str> = letters["dead-letters"].as_array().unwrap().iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 2, "{letters:#}");
+    assert!(reasons.iter().any(|r| r.contains("unknown-plant") && r.contains("proposal P-2001: plant 4711 is not in the plants table")), "{reasons:#?}");
+    let traceback = reasons.iter().find(|r| r.contains("ValueError")).unwrap_or_else(|| panic!("{reasons:#?}"));
+    assert!(traceback.contains("Traceback (most recent call last)") && traceback.contains("could not convert string to float: 'twelve'"), "{traceback}");
+    assert_eq!(erp.unique(), 3, "nothing of the refused releases reached the ERP");
+}

@@ -90,6 +90,12 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// The WASI interfaces it imports that its world does not need, each
+    /// with what the host grants through it (see [`beyond_world`]).
+    pub fn beyond_world(&self) -> Vec<(&str, &'static str)> {
+        beyond_world(self.world, &self.imports)
+    }
+
     /// The first 12 hex digits of the digest, for log lines.
     pub fn short_digest(&self) -> &str {
         let hex = self.digest.trim_start_matches("sha256:");
@@ -106,6 +112,33 @@ impl fmt::Debug for Plugin {
             .field("size", &self.size)
             .finish()
     }
+}
+
+/// The imports in `imports` that `world` does not need, each with what the
+/// host grants through it. A language runtime (CPython, a JavaScript engine)
+/// imports files, sockets and HTTP whether the plugin uses them or not; the
+/// host links them so such a plugin loads, and grants nothing through them.
+/// The runtime's own needs (streams, clocks, random, stdout/stderr, empty
+/// environment) are not listed: they are part of every plugin.
+pub fn beyond_world<'a>(world: World, imports: &'a [String]) -> Vec<(&'a str, &'static str)> {
+    imports
+        .iter()
+        .filter_map(|i| {
+            let grant = if i.starts_with("wasi:http/") {
+                if matches!(world, World::Source | World::Sink) {
+                    return None;
+                }
+                "not in this world: requests are refused unless the stage lists `allowed-hosts` (a JavaScript build drops it with `componentize-js -d http fetch-event`)"
+            } else if i.starts_with("wasi:sockets/") {
+                "no sockets are granted"
+            } else if i.starts_with("wasi:filesystem/") {
+                "no folder is granted: there is nothing to open"
+            } else {
+                return None;
+            };
+            Some((i.as_str(), grant))
+        })
+        .collect()
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -130,4 +163,20 @@ pub(crate) fn describe(engine: &Engine, component: &Component) -> (Option<(World
         Some((world, version.to_string()))
     });
     (world, imports, exports)
+}
+
+#[cfg(test)]
+mod beyond_tests {
+    use super::*;
+
+    #[test]
+    fn http_is_beyond_every_world_but_the_connectors_and_files_and_sockets_beyond_all() {
+        let imports: Vec<String> = ["wasi:http/outgoing-handler@0.2.12", "wasi:io/streams@0.2.12", "wasi:filesystem/preopens@0.2.12", "wasi:sockets/tcp@0.2.12", "syncline:plugin/log@1.0.0"]
+            .map(String::from)
+            .to_vec();
+        let names = |w| beyond_world(w, &imports).into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(names(World::Validator), ["wasi:http/outgoing-handler@0.2.12", "wasi:filesystem/preopens@0.2.12", "wasi:sockets/tcp@0.2.12"]);
+        assert_eq!(names(World::Sink), ["wasi:filesystem/preopens@0.2.12", "wasi:sockets/tcp@0.2.12"]);
+        assert!(beyond_world(World::Transformer, &imports[1..2]).is_empty(), "streams are every plugin's");
+    }
 }

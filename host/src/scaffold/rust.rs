@@ -1,10 +1,10 @@
-//! `syncline new plugin`: writes a plugin crate for one world that builds
-//! to a component and passes its own sample case out of the box.
+//! Rust plugin projects: a crate on the syncline-sdk.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
+use super::{camel, sample_case};
 use crate::runtime::World;
 
 /// Where the SDK is, for the new crate's path dependency: `$SYNCLINE_SDK`,
@@ -13,20 +13,6 @@ pub fn default_sdk_path() -> PathBuf {
     std::env::var_os("SYNCLINE_SDK")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"))
-}
-
-fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-}
-
-fn camel(name: &str) -> String {
-    name.split('-').map(|w| {
-        let mut c = w.chars();
-        c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
-    }).collect()
 }
 
 fn source(world: World, ty: &str) -> String {
@@ -50,39 +36,8 @@ fn source(world: World, ty: &str) -> String {
     format!("//! A Syncline {world} plugin.\nuse syncline_sdk::prelude::*;\n\n/// The plugin.\npub struct {ty};\n\n{body}")
 }
 
-const FORECAST: &str = r#"{"kind": "forecast", "body": {"item": "SKU-1", "location": "DC-1",
-      "bucket": {"start": "2026-12-07", "granularity": "week"}, "quantity": 10, "uom": "EA",
-      "forecast-version": "v1", "scenario": "baseline", "channel": "retail", "source-engine": "stat"}}"#;
-
-fn sample_case(world: World, name: &str) -> String {
-    let ty = camel(name);
-    let with_header = |h: &str| {
-        FORECAST.replacen("{\"kind\"", &format!("{{\"headers\": {{\"{h}\": \"{ty}\"}}, \"kind\""), 1)
-    };
-    let (input, expect) = match world {
-        World::Transformer => (format!("\"input\": {FORECAST}"), format!("\"outputs\": [{}]", with_header("mapped-by"))),
-        World::Validator => (format!("\"input\": {FORECAST}"), "\"violations\": []".to_string()),
-        World::Allocator => (format!("\"inputs\": [{FORECAST}]"), format!("\"outputs\": [{}]", with_header("allocated-by"))),
-        World::Source => ("\"cursor\": \"41\"".to_string(), "\"batch\": {\"messages\": [], \"cursor\": \"42\", \"more\": false}".to_string()),
-        World::Sink => (format!("\"inputs\": [{FORECAST}]"), "\"outcomes\": [{\"outcome\": \"delivered\", \"reference\": \"sample-0\"}]".to_string()),
-    };
-    format!("{{\n  \"description\": \"the sample passes\",\n  {input},\n  \"expect\": {{{expect}}}\n}}\n")
-}
-
-/// Writes a new plugin crate `name` of `world` into `parent/name`.
-///
-/// # Errors
-///
-/// When the name is not lower-case words joined by `-`, the folder exists,
-/// or files cannot be written.
-pub fn new_plugin(parent: &Path, name: &str, world: World, sdk: &Path) -> anyhow::Result<PathBuf> {
-    if !is_valid_name(name) {
-        bail!("`{name}` is not a valid plugin name: use lower-case words separated by '-', e.g. `acme-forecast-mapper`");
-    }
-    let dir = parent.join(name);
-    if dir.exists() {
-        bail!("{} already exists; choose another name or remove it", dir.display());
-    }
+/// Writes the crate into `dir`.
+pub(super) fn write(dir: &Path, name: &str, world: World, sdk: &Path) -> anyhow::Result<()> {
     let sdk = sdk.canonicalize().with_context(|| format!("the SDK is not at {} (set SYNCLINE_SDK)", sdk.display()))?;
     std::fs::create_dir_all(dir.join("src"))?;
     std::fs::create_dir_all(dir.join("cases"))?;
@@ -102,5 +57,5 @@ pub fn new_plugin(parent: &Path, name: &str, world: World, sdk: &Path) -> anyhow
             "# {name}\n\nA Syncline `{world}` plugin.\n\n```sh\ncargo build --release --target wasm32-wasip2\nsyncline test target/wasm32-wasip2/release/{file}.wasm --cases cases\n```\n\nThen copy the `.wasm` into the host's plugins folder as `{name}.wasm`.\n"
         ),
     )?;
-    Ok(dir)
+    Ok(())
 }

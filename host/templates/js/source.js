@@ -1,0 +1,34 @@
+// __NAME__: a Syncline source plugin in JavaScript; polls a JSON feed with
+// `fetch`. Each poll is `GET {url}?since={cursor}`; the feed answers
+// `{"records": [...], "cursor": "...", "more": false}` and each record becomes
+// a raw JSON message for the pipeline's mapping stage.
+//
+// Build: npm run build       Test: syncline test __NAME__.wasm --cases cases
+import { get } from 'syncline:plugin/config@1.0.0';
+
+/** A raw JSON message; the host gives it an id and correlation id. */
+function raw(record) {
+  return {
+    id: '', correlationId: '', causationId: undefined, tenant: '', sourceSystem: '__NAME__',
+    schemaVersion: '1.0.0', occurredAt: '', priority: 'normal', idempotencyKey: undefined, headers: [],
+    body: { tag: 'raw', val: { contentType: 'application/json', data: new TextEncoder().encode(JSON.stringify(record)) } },
+  };
+}
+
+export const poll = {
+  async poll(cursor) {
+    let url = get('url');
+    if (cursor !== undefined) url += (url.includes('?') ? '&' : '?') + 'since=' + encodeURIComponent(cursor);
+    let resp;
+    try {
+      resp = await fetch(url);
+    } catch (e) {
+      throw { code: 'feed-unreachable', message: String(e), retryable: true };
+    }
+    if (resp.status !== 200) {
+      throw { code: 'feed-unavailable', message: `HTTP ${resp.status}`, retryable: resp.status >= 500 };
+    }
+    const page = await resp.json();
+    return { messages: (page.records ?? []).map(raw), cursor: page.cursor ?? undefined, more: Boolean(page.more) };
+  },
+};

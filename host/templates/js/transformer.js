@@ -1,0 +1,24 @@
+// __NAME__: a Syncline transformer plugin in JavaScript.
+//
+// Build: npm run build       Test: syncline test __NAME__.wasm --cases cases
+// The type mapping (camelCase fields, variants as {tag, val}), errors, config,
+// tables, state and logging are in the plugin guide (docs/PLUGINS.md of Syncline).
+import { get } from 'syncline:plugin/config@1.0.0';
+import { log } from 'syncline:plugin/log@1.0.0';
+
+/** A refusal the host records with its code (dead letter, trace). */
+function pluginError(code, message, retryable = false) {
+  return { code, message, retryable };
+}
+
+export const transform = {
+  /** The messages that replace `msg`: [] drops it, several split it. */
+  transform(msg) {
+    if (msg.body.tag === 'raw' && msg.body.val.data.length === 0) {
+      throw pluginError('empty-payload', 'the raw payload is empty');
+    }
+    log('debug', `mapping ${msg.id}`);
+    msg.headers.push({ key: 'mapped-by', value: get('mapped-by') ?? '__TYPE__' });
+    return [msg];
+  },
+};
