@@ -3,7 +3,8 @@
 //! the time from the rename until the stage's live instance is the new
 //! digest. Cold: a digest never compiled; warm: two variants alternate from
 //! the on-disk compile cache. A message is ingested every 2 ms meanwhile,
-//! and its processing delay is reported.
+//! and its processing delay is reported. The Rust tagger (small, and padded
+//! to 5 MB) and the same tagging in JavaScript (12 MB) are measured.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +68,12 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
         std::fs::read(plugins.join("tagger-v1.wasm"))?,
         std::fs::read(plugins.join("tagger-v2.wasm"))?,
     );
-    for (label, pad) in [("tagger (small)", 0usize), ("tagger + 5 MB", 5 << 20)] {
+    // The same tagging in JavaScript: a 12 MB component (its engine inside);
+    // its versions differ by a custom section.
+    let js = std::fs::read(plugins.join("js-tagger.wasm"))?;
+    let kinds: [(&str, &Vec<u8>, &Vec<u8>, usize); 3] =
+        [("tagger (small)", &v1, &v2, 0), ("tagger + 5 MB", &v1, &v2, 5 << 20), ("JavaScript tagger", &js, &js, 0)];
+    for (label, v1, v2, pad) in kinds {
         for warm in [false, true] {
             let site = tempfile::tempdir()?;
             let shared = site.path().join("plugins/shared");
@@ -75,7 +81,7 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Case>> {
             let cache = site.path().join("cache");
             let variant = |n: u64| -> Vec<u8> {
                 // Warm: two fixed variants, compiled once. Cold: a digest never seen.
-                let base = if n % 2 == 0 { &v1 } else { &v2 };
+                let base = if n % 2 == 0 { v1 } else { v2 };
                 let seed = if warm { n % 2 } else { 1000 + n };
                 with_custom_section(base, pad, seed)
             };

@@ -14,6 +14,7 @@ mod dead_letters;
 mod exceptions;
 mod fallback;
 mod formatting;
+mod guests;
 mod hardening;
 mod logs;
 mod loops;

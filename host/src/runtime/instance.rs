@@ -28,7 +28,7 @@ use super::host::{CallInfo, HostState, PluginContext};
 use super::logs::LogGate;
 #[cfg(feature = "native-stages")]
 use super::native::NativeStage;
-use super::output::{panic_message, Written};
+use super::output::{panic_message, python_exception, Written};
 use super::plugin::{Plugin, World};
 
 #[derive(Clone)]
@@ -538,6 +538,16 @@ fn explain(mut e: CallError, written: Written) -> CallError {
         return e;
     }
     if let Failure::Trap(cause) = &mut e.failure {
+        // componentize-py turns an uncaught exception into a panic of its
+        // runtime ("Python function threw an unexpected exception"): the
+        // exception is what the user needs to read first.
+        if let Some(exception) = python_exception(&written.tail) {
+            cause.push_str(": uncaught Python exception ");
+            cause.push_str(&exception);
+            let at = written.tail.rfind("thread ").filter(|&i| written.tail[i..].contains("panicked at ")).unwrap_or(written.tail.len());
+            e.output = Some(written.tail[..at].trim_end().to_string());
+            return e;
+        }
         if let Some(panic) = panic_message(&written.tail) {
             cause.push_str(": ");
             cause.push_str(&panic);

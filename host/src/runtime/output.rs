@@ -131,6 +131,19 @@ pub fn panic_message(tail: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The exception line of the last Python traceback in `tail` (e.g.
+/// `ValueError: could not convert string to float: 'twelve'`), if there is one.
+pub fn python_exception(tail: &str) -> Option<String> {
+    let start = tail.rfind("Traceback (most recent call last):")?;
+    tail[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("thread ") && !l.contains("panicked at "))
+        .filter(|l| !l.starts_with(' ') && !l.trim().is_empty())
+        .last()
+        .map(|l| l.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +168,12 @@ mod tests {
         let tail = "starting\n\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nfixture asked to trap\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(panic_message(tail).as_deref(), Some("panicked at src/lib.rs:12:9: fixture asked to trap"));
         assert_eq!(panic_message("nothing here"), None);
+    }
+
+    #[test]
+    fn finds_the_python_exception() {
+        let tail = "hi\nTraceback (most recent call last):\n  File \"/0/app.py\", line 14, in transform\n    x = float(q)\nValueError: could not convert string to float: 'twelve'\n\nthread '<unnamed>' panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
+        assert_eq!(python_exception(tail).as_deref(), Some("ValueError: could not convert string to float: 'twelve'"));
+        assert_eq!(python_exception("no traceback"), None);
     }
 }

@@ -15,20 +15,36 @@ function raw(record) {
   };
 }
 
+/** A plugin error as it is; any other exception (a bug, bad JSON) as an
+ * `uncaught` plugin error naming it (thrown as it is, it would abort the call
+ * with no text). */
+function asPluginError(e) {
+  if (e && typeof e.code === 'string' && typeof e.message === 'string' && !(e instanceof Error)) return e;
+  return { code: 'uncaught', message: e instanceof Error ? `${e.name}: ${e.message}\n${e.stack}` : String(e), retryable: false };
+}
+
+async function readPage(cursor) {
+  let url = get('url');
+  if (cursor !== undefined) url += (url.includes('?') ? '&' : '?') + 'since=' + encodeURIComponent(cursor);
+  let resp;
+  try {
+    resp = await fetch(url);
+  } catch (e) {
+    throw { code: 'feed-unreachable', message: String(e), retryable: true };
+  }
+  if (resp.status !== 200) {
+    throw { code: 'feed-unavailable', message: `HTTP ${resp.status}`, retryable: resp.status >= 500 };
+  }
+  const page = await resp.json();
+  return { messages: (page.records ?? []).map(raw), cursor: page.cursor ?? undefined, more: Boolean(page.more) };
+}
+
 export const poll = {
   async poll(cursor) {
-    let url = get('url');
-    if (cursor !== undefined) url += (url.includes('?') ? '&' : '?') + 'since=' + encodeURIComponent(cursor);
-    let resp;
     try {
-      resp = await fetch(url);
+      return await readPage(cursor);
     } catch (e) {
-      throw { code: 'feed-unreachable', message: String(e), retryable: true };
+      throw asPluginError(e);
     }
-    if (resp.status !== 200) {
-      throw { code: 'feed-unavailable', message: `HTTP ${resp.status}`, retryable: resp.status >= 500 };
-    }
-    const page = await resp.json();
-    return { messages: (page.records ?? []).map(raw), cursor: page.cursor ?? undefined, more: Boolean(page.more) };
   },
 };
