@@ -88,8 +88,14 @@ export const deliver = {
     const units = unitTable();
     const outcomes = [];
     for (const msg of messages) {
-      const o = order(msg, units);
-      outcomes.push(o.reason ? { tag: 'permanent', val: o.reason } : await send(url, token, msg, o));
+      try {
+        const o = order(msg, units);
+        outcomes.push(o.reason ? { tag: 'permanent', val: o.reason } : await send(url, token, msg, o));
+      } catch (e) {
+        // A bug shown with this message (dead-lettered, replayable after a
+        // fix) rather than an abort that fails the whole batch without text.
+        outcomes.push({ tag: 'permanent', val: `connector error: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}` });
+      }
     }
     log('debug', `delivered ${messages.length} to ${url}`);
     return outcomes;

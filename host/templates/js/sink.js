@@ -19,9 +19,17 @@ export const deliver = {
     for (const msg of messages) {
       const headers = { 'content-type': 'application/json', 'idempotency-key': msg.idempotencyKey ?? msg.id };
       if (token) headers.authorization = `Bearer ${token}`;
+      let body;
+      try {
+        body = document(msg);
+      } catch (e) {
+        // A bug, shown with this message (dead-lettered, replayable after a fix).
+        outcomes.push({ tag: 'permanent', val: `cannot make the document: ${e}` });
+        continue;
+      }
       let resp;
       try {
-        resp = await fetch(url, { method: 'POST', headers, body: document(msg) });
+        resp = await fetch(url, { method: 'POST', headers, body });
       } catch (e) {
         outcomes.push({ tag: 'retryable', val: { reason: `unreachable: ${e}` } });
         continue;
