@@ -7,7 +7,8 @@
 //! slowly, with 429/503/422, or to hang, so every failure path of delivery
 //! can be shown for real. `GET /status-feed` answers, as the ERP would, with
 //! an execution status for each order it received (its reference, the
-//! flow's correlation id).
+//! flow's correlation id). `GET /forecast-feed` serves a planning system's
+//! forecast release in pages (`--forecasts N`).
 //!
 //! ```sh
 //! erp-sim --listen 127.0.0.1:9001
@@ -45,6 +46,10 @@ struct Cli {
     /// Serve this many execution statuses at `GET /feed?cursor=N&limit=M`.
     #[arg(long, default_value_t = 0)]
     feed: u64,
+    /// Serve a forecast release of this many weekly forecasts at
+    /// `GET /forecast-feed?cursor=N&limit=M` (the planning system's export).
+    #[arg(long, default_value_t = 0)]
+    forecasts: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +83,8 @@ struct Sim {
     no_key: u64,
     feed: u64,
     feed_cursors: Vec<Option<u64>>,
+    forecasts: u64,
+    forecast_cursors: Vec<Option<u64>>,
 }
 
 type Shared = Arc<Mutex<Sim>>;
@@ -210,6 +217,7 @@ async fn received(State(sim): State<Shared>, Query(q): Query<ReceivedQuery>) -> 
         "without-key": s.no_key,
         "by-path": by_path,
         "feed-cursors": s.feed_cursors,
+        "forecast-cursors": s.forecast_cursors,
     });
     if q.keys {
         out["keys"] = json!(s.order);
@@ -252,6 +260,28 @@ async fn feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) -> Json<Val
         })
         .collect();
     Json(json!({"messages": messages, "cursor": end.to_string(), "more": end < s.feed}))
+}
+
+/// A page of the planning system's forecast release: forecasts
+/// `cursor..cursor+limit` of `--forecasts` (items SKU-100.., DC-1 and DC-2,
+/// 26 weekly buckets from 2026-12-07 each).
+async fn forecast_feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) -> Json<Value> {
+    let mut s = sim.lock().unwrap();
+    s.forecast_cursors.push(q.cursor);
+    let start = q.cursor.unwrap_or(0).min(s.forecasts);
+    let end = (start + q.limit).min(s.forecasts);
+    let monday = syncline_model::date::Date::parse("2026-12-07").expect("a date");
+    let messages: Vec<Value> = (start..end)
+        .map(|i| {
+            let (week, series) = (i % 26, i / 26);
+            let (item, location) = (format!("SKU-{}", 100 + series / 2), if series % 2 == 0 { "DC-1" } else { "DC-2" });
+            json!({"schema-version": "1.0.0", "kind": "forecast", "idempotency-key": format!("fc-2026-W49-{item}-{location}-{week}"),
+                   "body": {"item": item, "location": location, "bucket": {"start": monday.add_days(7 * week as i64).to_string(), "granularity": "week"},
+                            "quantity": 20 + (i * 7) % 30, "uom": "EA", "forecast-version": "2026-W49", "scenario": "baseline",
+                            "channel": "retail", "source-engine": "stat"}})
+        })
+        .collect();
+    Json(json!({"messages": messages, "cursor": end.to_string(), "more": end < s.forecasts}))
 }
 
 /// A page of execution statuses about the orders received (`cursor..`): the
@@ -314,7 +344,7 @@ async fn set_mode(State(sim): State<Shared>, Json(mode): Json<Mode>) -> Response
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut sim = Sim { feed: cli.feed, ..Sim::default() };
+    let mut sim = Sim { feed: cli.feed, forecasts: cli.forecasts, ..Sim::default() };
     if cli.mode != "ok" {
         sim.mode = Some(Mode { mode: cli.mode.clone(), delay_ms: cli.delay_ms, times: None, every: None });
     }
@@ -325,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/_admin/mode", post(set_mode))
         .route("/feed", get(feed))
         .route("/status-feed", get(status_feed))
+        .route("/forecast-feed", get(forecast_feed))
         .fallback(post(receive))
         // Large documents (and bulk posts of them) are legal.
         .layer(axum::extract::DefaultBodyLimit::max(256 << 20))

@@ -333,3 +333,105 @@ fn python_and_javascript_plugins_work_beside_the_rust_ones() {
     assert!(traceback.contains("Traceback (most recent call last)") && traceback.contains("could not convert string to float: 'twelve'"), "{traceback}");
     assert_eq!(erp.unique(), 3, "nothing of the refused releases reached the ERP");
 }
+
+#[test]
+fn inventory_events_overtake_a_forecast_release_queued_at_the_same_planning_system() {
+    let args = std::fs::read_to_string(root().join("examples/inventory-events/erp-sim.args")).unwrap();
+    let erp = Erp::start(&args.split_whitespace().collect::<Vec<_>>());
+    let scenario = Scenario::new("inventory-events", &erp);
+    // A shorter cadence than the example's 10 minutes, to see a scheduled poll.
+    let config = std::fs::read_to_string(scenario.site.config()).unwrap().replace("every = \"10m\"", "every = \"2s\"");
+    std::fs::write(scenario.site.config(), config).unwrap();
+    let host = Host::start(&scenario.site);
+
+    // The release is read at start (pages of 500) and queues at the planning
+    // API (200/s); the WMS's events arrive while it drains.
+    eventually(Duration::from_secs(30), "the first forecasts at planning", || (erp.unique() >= 1).then_some(()));
+    let mut events = Vec::new();
+    for file in ["movement.json", "stock-out.json", "receipt.json"] {
+        let (status, answer) = host.ingest("acme", "wms-events", "messages", "application/json", &[], &scenario.file(file));
+        assert_eq!(status, 202, "{answer}");
+        events.push(answer["id"].as_str().unwrap().to_string());
+    }
+    eventually(Duration::from_secs(60), "the release and the events at planning", || (erp.unique() == 1043).then_some(()));
+
+    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let at = |pipeline: &str| keys.iter().enumerate().filter(|(_, k)| k.contains(&format!("/{pipeline}/"))).map(|(i, _)| i).collect::<Vec<_>>();
+    let (forecasts, wms) = (at("forecast-release"), at("wms-events"));
+    assert_eq!((forecasts.len(), wms.len()), (1040, 3), "{keys:?}");
+    let last_forecast = *forecasts.last().unwrap();
+    assert!(wms.iter().all(|&i| i < last_forecast), "each inventory event overtook the queued forecasts: events at {wms:?}, the release ended at {last_forecast}");
+    assert_eq!(erp.received()["duplicates"], 0);
+
+    // Mapped from the WMS's JSON, in the order they happened per item and site.
+    let docs = erp.documents();
+    let positions: Vec<(String, String, f64, String)> = docs
+        .iter()
+        .filter(|d| d["body"]["kind"] == "inventory-position")
+        .map(|d| {
+            let b = &d["body"]["body"];
+            (b["item"].as_str().unwrap().into(), b["location"].as_str().unwrap().into(), b["available"].as_f64().unwrap(), b["extensions"]["wms-event"].as_str().unwrap().into())
+        })
+        .collect();
+    let sku101: Vec<&str> = positions.iter().filter(|p| p.0 == "SKU-101").map(|p| p.3.as_str()).collect();
+    assert_eq!(sku101, ["stock-out", "goods-receipt"], "{positions:?}");
+    assert!(positions.contains(&("SKU-100".into(), "DC-1".into(), 34.0, "goods-issue".into())), "{positions:?}");
+
+    // The cadence: the release is polled again on schedule, from where it
+    // stopped (the cursor kept with the messages), and nothing is read twice.
+    eventually(Duration::from_secs(20), "a scheduled poll after the release", || {
+        erp.received()["forecast-cursors"].as_array().unwrap().iter().filter(|c| c.as_u64() == Some(1040)).count().ge(&1).then_some(())
+    });
+    assert_eq!(erp.unique(), 1043);
+    for id in &events {
+        let trace = host.settled(id);
+        assert_eq!(trace["outputs"][0]["state"], "delivered", "{trace:#}");
+    }
+}
+
+#[test]
+fn a_release_is_allocated_across_regions_and_reaches_the_erp_in_its_own_formats() {
+    let erp = Erp::start(&[]);
+    let scenario = Scenario::new("forecast-to-execution", &erp);
+    let host = Host::start(&scenario.site);
+    let (status, answer) = host.ingest("acme", "release", "messages:batch", "application/x-ndjson", &[], &scenario.file("release-w49.ndjson"));
+    assert_eq!(status, 202, "{answer}");
+    for id in ids(&answer) {
+        host.settled(&id);
+    }
+    eventually(Duration::from_secs(20), "five documents at the ERP", || (erp.unique() == 5).then_some(()));
+    let docs = erp.documents();
+
+    // Purchase orders in the ERP's JSON, sized by MOQ and packs.
+    let mut orders: Vec<(String, i64, String)> = docs
+        .iter()
+        .filter(|d| d["path"] == "/erp/purchase-orders")
+        .map(|d| {
+            let line = &d["body"]["items"][0];
+            (line["material"].as_str().unwrap().into(), line["quantity"].as_i64().unwrap(), line["unit"].as_str().unwrap().into())
+        })
+        .collect();
+    orders.sort();
+    assert_eq!(orders, [("SKU-100".into(), 120, "PCE".into()), ("SKU-300".into(), 48, "PCE".into())], "{docs:#?}");
+    assert!(docs.iter().filter(|d| d["path"] == "/erp/purchase-orders").all(|d| d["body"]["header"]["doc-type"] == "NB"), "{docs:#?}");
+
+    // Stock transfers in its CSV import: the central DC's 100 shared by
+    // priority (DC-1: 60) and fair share (DC-2 and DC-3: 27 and 13 of 40).
+    let mut transfers: Vec<String> = docs
+        .iter()
+        .filter(|d| d["path"] == "/erp/stock-transfers")
+        .map(|d| {
+            let csv = d["body"]["text"].as_str().unwrap();
+            assert!(csv.starts_with("MATERIAL;SUPPLYING_PLANT;RECEIVING_PLANT;QTY;UNIT;SHIP_DATE;RULE\r\n"), "{csv:?}");
+            csv.lines().nth(1).unwrap().split(';').take(5).collect::<Vec<_>>().join(";")
+        })
+        .collect();
+    transfers.sort();
+    assert_eq!(transfers, ["SKU-400;DC-CENTRAL;DC-1;60;PCE", "SKU-400;DC-CENTRAL;DC-2;27;PCE", "SKU-400;DC-CENTRAL;DC-3;13;PCE"], "{docs:#?}");
+
+    // Each cut is a decision in the audit log, with its reason.
+    let (_, audit) = get(&format!("{}/v1/audit?kind=decision", host.url));
+    let decisions: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["event"]["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions.len(), 2, "{audit}");
+    assert!(decisions.iter().any(|d| d.starts_with("cut: T-2004 gets 27 of 60 EA (priority 2): DC-CENTRAL has 100 EA")), "{decisions:?}");
+}
