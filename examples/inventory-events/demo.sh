@@ -6,9 +6,9 @@ for _ in $(seq 100); do
 done
 echo "   planning has $(echo "$got" | grep -o '"unique":[0-9]*' | cut -d: -f2) of 1040 forecasts; the rest wait in the bulk tier (the API takes 200/s)"
 echo "== the WMS pushes a goods issue, a stock-out and a goods receipt while the forecasts drain"
-a=$(post wms-events messages application/json "$ex/data-in/movement.json")
-b=$(post wms-events messages application/json "$ex/data-in/stock-out.json")
-c=$(post wms-events messages application/json "$ex/data-in/receipt.json")
+a=$(post wms-events messages application/vnd.acme.wms-event+json "$ex/data-in/movement.json")
+b=$(post wms-events messages application/vnd.acme.wms-event+json "$ex/data-in/stock-out.json")
+c=$(post wms-events messages application/vnd.acme.wms-event+json "$ex/data-in/receipt.json")
 echo "   $a"; echo "   $b"; echo "   $c"
 sleep 1
 echo "== where the three events are in the planning system's inbox (of $(curl -sS http://127.0.0.1:19001/_admin/received | grep -o '"unique":[0-9]*' | cut -d: -f2) documents so far)"

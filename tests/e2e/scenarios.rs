@@ -349,7 +349,7 @@ fn inventory_events_overtake_a_forecast_release_queued_at_the_same_planning_syst
     eventually(Duration::from_secs(30), "the first forecasts at planning", || (erp.unique() >= 1).then_some(()));
     let mut events = Vec::new();
     for file in ["movement.json", "stock-out.json", "receipt.json"] {
-        let (status, answer) = host.ingest("acme", "wms-events", "messages", "application/json", &[], &scenario.file(file));
+        let (status, answer) = host.ingest("acme", "wms-events", "messages", "application/vnd.acme.wms-event+json", &[], &scenario.file(file));
         assert_eq!(status, 202, "{answer}");
         events.push(answer["id"].as_str().unwrap().to_string());
     }
