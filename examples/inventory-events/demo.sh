@@ -10,9 +10,11 @@ a=$(post wms-events messages application/vnd.acme.wms-event+json "$ex/data-in/mo
 b=$(post wms-events messages application/vnd.acme.wms-event+json "$ex/data-in/stock-out.json")
 c=$(post wms-events messages application/vnd.acme.wms-event+json "$ex/data-in/receipt.json")
 echo "   $a"; echo "   $b"; echo "   $c"
-sleep 1
+# positions: where the WMS's documents are in the planning system's inbox.
+positions() { curl -sS "http://127.0.0.1:19001/_admin/received?keys=true" | grep -o '"keys":\[[^]]*\]' | tr ',' '\n' | grep -n 'wms-events' || true; }
+for _ in $(seq 100); do [ "$(positions | wc -l)" -ge 3 ] && break; sleep 0.1; done
 echo "== where the three events are in the planning system's inbox (of $(curl -sS http://127.0.0.1:19001/_admin/received | grep -o '"unique":[0-9]*' | cut -d: -f2) documents so far)"
-curl -sS "http://127.0.0.1:19001/_admin/received?keys=true" | grep -o '"keys":\[[^]]*\]' | tr ',' '\n' | grep -n 'wms-events' | sed 's/^/   position /'
+positions | sed 's/^/   position /'
 echo "== the sink's queue: forecasts still pending in the bulk tier"
 curl -sS "$api/v1/sinks"; echo
 wait_documents 1043

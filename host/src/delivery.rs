@@ -338,15 +338,22 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             sink.signal.wait(seen, Duration::from_millis(wait));
             continue;
         }
-        if let Err(at) = throttle.ready(chosen.len(), now) {
-            // Not sent, not recorded: they stay due for the next call. A
-            // sleep, not a wait on the signal: new work would only wake the
-            // worker to find the same limit.
-            if probe {
-                sink.control.record(now, Tally::default(), true, "");
+        let mut chosen = chosen;
+        // `choose` puts the most urgent lane first.
+        let lead = chosen[0].lane;
+        match throttle.take(chosen.len(), lead, now) {
+            // What the limit lets through now, most urgent lane first; the
+            // rest are not sent, not recorded: they stay due for the next call.
+            Ok(n) => chosen.truncate(n),
+            Err(at) => {
+                // A sleep, not a wait on the signal: new work would only wake
+                // the worker to find the same limit.
+                if probe {
+                    sink.control.record(now, Tally::default(), true, "");
+                }
+                std::thread::sleep(Duration::from_millis((at - now).clamp(1, 250) as u64));
+                continue;
             }
-            std::thread::sleep(Duration::from_millis((at - now).clamp(1, 250) as u64));
-            continue;
         }
         // This call's version: a swap affects the next call.
         let instance = sink.instance.load_full();

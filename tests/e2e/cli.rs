@@ -11,7 +11,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn every_standard_plugin_passes_its_golden_cases() {
-    for name in ["canonical-validator", "uom-normalizer", "json-mapper", "moq-leadtime", "http-sink", "http-source", "json-formatter", "csv-formatter", "channel-reconciler", "regional-allocator", "csv-mapper", "x12-formatter"] {
+    for name in ["canonical-validator", "uom-normalizer", "json-mapper", "moq-leadtime", "http-sink", "http-source", "json-formatter", "csv-formatter", "channel-reconciler", "regional-allocator", "csv-mapper", "x12-formatter", "edifact-formatter"] {
         let cases = root().join("plugins").join(name).join("cases");
         let out = syncline().arg("test").arg(plugin(name)).arg("--cases").arg(&cases).arg("--no-cache").output().unwrap();
         let t = text(&out);

@@ -220,7 +220,7 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("plugins/shared");
         std::fs::create_dir_all(&shared).unwrap();
-        for p in ["json-mapper", "canonical-validator", "moq-leadtime", "http-sink", "http-source", "json-formatter", "csv-formatter", "channel-reconciler", "regional-allocator", "csv-mapper", "x12-formatter"] {
+        for p in ["json-mapper", "canonical-validator", "moq-leadtime", "http-sink", "http-source", "json-formatter", "csv-formatter", "channel-reconciler", "regional-allocator", "csv-mapper", "x12-formatter", "edifact-formatter"] {
             std::fs::copy(plugin(p), shared.join(format!("{p}.wasm"))).unwrap();
         }
         let refs = dir.path().join("ref");

@@ -362,6 +362,22 @@ fn inventory_events_overtake_a_forecast_release_queued_at_the_same_planning_syst
     let last_forecast = *forecasts.last().unwrap();
     assert!(wms.iter().all(|&i| i < last_forecast), "each inventory event overtook the queued forecasts: events at {wms:?}, the release ended at {last_forecast}");
     assert_eq!(erp.received()["duplicates"], 0);
+    // How many queued forecasts went out between an event's queueing and its
+    // delivery: a few calls' worth, not the release's second (it was ~750 of
+    // them while a worker holding an event waited for room for its whole call
+    // in the rate limit that four workers share).
+    let db = rusqlite::Connection::open(scenario.site.dir.path().join("data/syncline.db")).unwrap();
+    let overtaken: Vec<i64> = db
+        .prepare(
+            "SELECT (SELECT COUNT(*) FROM deliveries f WHERE f.pipeline = 'forecast-release' AND f.delivered_at > e.queued_at AND f.delivered_at < e.delivered_at)
+             FROM deliveries e WHERE e.pipeline = 'wms-events'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(overtaken.len() == 3 && overtaken.iter().all(|&n| n < 100), "forecasts delivered while each event waited: {overtaken:?}");
 
     // Mapped from the WMS's JSON, in the order they happened per item and site.
     let docs = erp.documents();

@@ -7,16 +7,21 @@
 //! by a tenth again. Time is passed in (ms since the epoch) where it can be.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
-use crate::config::RateLimit;
+use crate::config::{RateLimit, Tier};
 
 /// The slowest pace push-back brings a sink to, as a share of its own.
 const SLOWEST: f64 = 0.1;
+
+/// How long a call of a more urgent lane that found no room keeps the
+/// bucket for itself: calls of less urgent lanes leave it alone meanwhile.
+const PRECEDENCE_MS: i64 = 50;
 
 /// What the API shows of a sink's pace.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +49,10 @@ struct Pace {
 pub struct Throttle {
     limit: Option<(RateLimit, DefaultDirectRateLimiter)>,
     pace: Mutex<Pace>,
+    /// Per lane: until when a call led by that lane waits for room (ms; 0:
+    /// none waits). The sink's workers share the bucket; this gives its
+    /// cells to the most urgent lane first.
+    waiting: [AtomicI64; 3],
 }
 
 impl std::fmt::Debug for Throttle {
@@ -62,7 +71,7 @@ pub(crate) fn limiter(limit: &RateLimit) -> DefaultDirectRateLimiter {
 impl Throttle {
     /// A throttle at full pace for `limit` (`None`: no limit of its own).
     pub fn new(limit: Option<RateLimit>) -> Throttle {
-        Throttle { limit: limit.map(|l| (l.clone(), limiter(&l))), pace: Mutex::new(Pace { share: 1.0, hold_until: 0, push_backs: 0 }) }
+        Throttle { limit: limit.map(|l| (l.clone(), limiter(&l))), pace: Mutex::new(Pace { share: 1.0, hold_until: 0, push_backs: 0 }), waiting: Default::default() }
     }
 
     /// The same pace under a new limit (a reload); the bucket starts full.
@@ -71,7 +80,11 @@ impl Throttle {
             return None;
         }
         let pace = self.pace.lock().unwrap();
-        Some(Throttle { limit: limit.map(|l| (l.clone(), limiter(&l))), pace: Mutex::new(Pace { share: pace.share, hold_until: pace.hold_until, push_backs: pace.push_backs }) })
+        Some(Throttle {
+            limit: limit.map(|l| (l.clone(), limiter(&l))),
+            pace: Mutex::new(Pace { share: pace.share, hold_until: pace.hold_until, push_backs: pace.push_backs }),
+            waiting: Default::default(),
+        })
     }
 
     /// Cells `n` messages take at the current pace.
@@ -89,20 +102,39 @@ impl Throttle {
         }
     }
 
-    /// Whether `n` messages may go at `now`: `Err(at)` says when to ask again.
-    pub fn ready(&self, n: usize, now: i64) -> Result<(), i64> {
+    /// How many of a call's `n` messages may go at `now` — as many as the
+    /// bucket holds cells for, at least one — taking their cells; `Err(at)`
+    /// when not even one may go yet. `lead` is the most urgent lane in the
+    /// call (its first messages). A call takes what there is rather than
+    /// waiting for room for all of it, and while a call of a more urgent lane
+    /// waits for room, calls of less urgent lanes take nothing: several
+    /// workers share one bucket, and without that a critical delivery could
+    /// lose race after race to bulk ones.
+    pub fn take(&self, n: usize, lead: Tier, now: i64) -> Result<usize, i64> {
         let hold_until = self.pace.lock().unwrap().hold_until;
         if now < hold_until {
             return Err(hold_until);
         }
-        let Some((l, limiter)) = &self.limit else { return Ok(()) };
-        let cells = NonZeroU32::new(self.cells(n).clamp(1, l.burst.max(1))).expect("at least 1");
-        match limiter.check_n(cells) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(now + not_until.wait_time_from(DefaultClock::default().now()).as_millis().max(1) as i64),
-            // More cells than the bucket holds: cannot happen (capped above); go at the bucket's pace.
-            Err(_) => Err(now + 1_000),
+        let Some((l, limiter)) = &self.limit else { return Ok(n) };
+        if let Some(until) = self.waiting[..lead.index()].iter().map(|w| w.load(Ordering::Relaxed)).filter(|&u| u > now).min() {
+            return Err(until.min(now + 5));
         }
+        let cells = NonZeroU32::new(self.cells(1).clamp(1, l.burst.max(1))).expect("at least 1");
+        let mut taken = 0;
+        while taken < n {
+            match limiter.check_n(cells) {
+                Ok(Ok(())) => taken += 1,
+                Ok(Err(not_until)) if taken == 0 => {
+                    self.waiting[lead.index()].store(now + PRECEDENCE_MS, Ordering::Relaxed);
+                    return Err(now + not_until.wait_time_from(DefaultClock::default().now()).as_millis().max(1) as i64);
+                }
+                // More cells than the bucket holds: cannot happen (capped above); go at the bucket's pace.
+                Err(_) if taken == 0 => return Err(now + 1_000),
+                _ => break,
+            }
+        }
+        self.waiting[lead.index()].store(0, Ordering::Relaxed);
+        Ok(taken)
     }
 
     /// The downstream pushed back and asked for `after_ms`: halve the pace
@@ -152,16 +184,36 @@ mod tests {
     fn a_burst_goes_at_once_and_then_the_rate_holds() {
         let t = Throttle::new(per_second(10, 5));
         assert_eq!(t.max_batch(50), 5, "no more than the bucket holds");
-        assert!(t.ready(5, 0).is_ok());
-        let at = t.ready(1, 0).unwrap_err();
+        assert_eq!(t.take(5, Tier::Standard, 0), Ok(5));
+        let at = t.take(1, Tier::Standard, 0).unwrap_err();
         assert!((1..=150).contains(&at), "one more after about 100 ms, not {at}");
+    }
+
+    #[test]
+    fn a_call_takes_what_the_bucket_holds_rather_than_waiting_for_room_for_all() {
+        let t = Throttle::new(per_second(10, 5));
+        assert_eq!(t.take(3, Tier::Bulk, 0), Ok(3));
+        assert_eq!(t.take(8, Tier::Bulk, 0), Ok(2), "the two cells left, not nothing");
+        assert!(t.take(8, Tier::Bulk, 0).is_err(), "an empty bucket gives none");
+    }
+
+    #[test]
+    fn while_a_more_urgent_call_waits_for_room_less_urgent_ones_take_nothing() {
+        let t = Throttle::new(per_second(1000, 1));
+        assert_eq!(t.take(1, Tier::Bulk, 0), Ok(1));
+        assert!(t.take(1, Tier::Critical, 0).is_err(), "no room: the critical call waits");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(t.take(1, Tier::Bulk, 1).is_err(), "a cell is back, but the critical call comes first");
+        assert_eq!(t.take(1, Tier::Critical, 1), Ok(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(t.take(1, Tier::Bulk, 2), Ok(1), "then bulk goes on");
     }
 
     #[test]
     fn push_back_halves_the_pace_holds_and_recovers() {
         let t = Throttle::new(per_second(10, 8));
         t.pushed_back(1_000, 2_000);
-        assert_eq!(t.ready(1, 1_500), Err(3_000), "held until the downstream's time");
+        assert_eq!(t.take(1, Tier::Standard, 1_500), Err(3_000), "held until the downstream's time");
         assert_eq!(t.view(1_500).pace, 0.5);
         assert_eq!(t.max_batch(50), 4, "half the bucket per call");
         assert_eq!(t.cells(3), 6, "each message takes two cells");
@@ -179,9 +231,9 @@ mod tests {
     fn without_a_limit_only_push_back_holds() {
         let t = Throttle::new(None);
         assert_eq!(t.max_batch(50), 50);
-        assert!(t.ready(1000, 0).is_ok());
+        assert_eq!(t.take(1000, Tier::Bulk, 0), Ok(1000));
         t.pushed_back(0, 500);
-        assert_eq!(t.ready(1, 100), Err(500));
-        assert!(t.ready(1, 500).is_ok());
+        assert_eq!(t.take(1, Tier::Bulk, 100), Err(500));
+        assert_eq!(t.take(1, Tier::Bulk, 500), Ok(1));
     }
 }

@@ -302,7 +302,33 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    conn.execute_batch(ADDED_INDEXES)
+    conn.execute_batch(ADDED_INDEXES)?;
+    scope_pending_keys(conn)
+}
+
+/// Deliveries queued by an older version carry their pipeline's key alone,
+/// which made the same item's deliveries of two tenants or pipelines wait
+/// for each other at a shared sink: scope the pending ones to their tenant
+/// and pipeline (and move them to that key's partition), as new ones are.
+fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
+    let old: Vec<(i64, String)> = conn
+        .prepare(
+            "SELECT seq, tenant || '/' || pipeline || '/' || ordering_key FROM deliveries
+             WHERE state = 'pending' AND substr(ordering_key, 1, length(tenant) + length(pipeline) + 2) != tenant || '/' || pipeline || '/'",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if old.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut update = tx.prepare("UPDATE deliveries SET ordering_key = ?2, key_hash = ?3 WHERE seq = ?1")?;
+        for (seq, key) in &old {
+            update.execute(params![seq, key, crate::pipeline::fields::key_hash(key)])?;
+        }
+    }
+    tx.commit()
 }
 
 fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> rusqlite::Result<Connection> {
@@ -1468,6 +1494,41 @@ mod tests {
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
         // The same holder (a restarted host) takes its partition back at once.
         assert_eq!(s.lease(&contract::partition(), "host-a", now_ms(), 60_000).unwrap().token, 1);
+    }
+
+    #[test]
+    fn pending_deliveries_of_an_older_version_are_scoped_to_their_pipeline_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(SqliteStore::open(&path, Sync::Normal, None).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (id, state, key) in [("d1", "pending", "SKU-1|DC-1"), ("d2", "delivered", "SKU-1|DC-1"), ("d3", "pending", "acme/p/SKU-2|DC-1")] {
+                conn.execute(
+                    "INSERT INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at) VALUES (?1, 's', 'acme', 'p', 'erp', ?3, 7, ?2, '{}', 0)",
+                    params![id, state, key],
+                )
+                .unwrap();
+            }
+        }
+        drop(SqliteStore::open(&path, Sync::Normal, None).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let rows: Vec<(String, String, u32)> = conn
+            .prepare("SELECT id, ordering_key, key_hash FROM deliveries ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let hash = crate::pipeline::fields::key_hash;
+        assert_eq!(
+            rows,
+            [
+                ("d1".into(), "acme/p/SKU-1|DC-1".into(), hash("acme/p/SKU-1|DC-1")),
+                ("d2".into(), "SKU-1|DC-1".into(), 7),
+                ("d3".into(), "acme/p/SKU-2|DC-1".into(), 7),
+            ]
+        );
     }
 
     #[test]

@@ -273,3 +273,42 @@ mod tests {
         assert!(Spec::parse("f", &json!({"type": "string"})).is_err());
     }
 }
+
+/// A control number for an EDI interchange from `key` (a message's
+/// idempotency key), 1 to 999,999,999: the same key, the same number, so a
+/// retry or a replay writes the very same document.
+pub fn control_number(key: &str) -> u32 {
+    // FNV-1a, folded to nine digits (never 0).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 999_999_999) as u32 + 1
+}
+
+/// `value` through a code table (`{ EA = "PCE" }`), or as it is when the
+/// table does not list it.
+pub fn code(table: &Map<String, Value>, value: &str) -> String {
+    match table.get(value) {
+        Some(Value::String(c)) => c.clone(),
+        Some(other) => other.to_string(),
+        None => value.to_string(),
+    }
+}
+
+/// A quantity as EDI writes it: whole numbers without a decimal point.
+pub fn edi_quantity(q: f64) -> String {
+    if q.fract() == 0.0 {
+        format!("{}", q as i64)
+    } else {
+        format!("{q}")
+    }
+}
+
+/// `YYYY-MM-DD` (or an RFC 3339 time's date) as `YYYYMMDD`.
+pub fn date8(text: &str, what: &str) -> Result<String, String> {
+    let day = text.get(..10).unwrap_or(text);
+    syncline_sdk::date::Date::parse(day).map_err(|e| format!("{what}: {e}"))?;
+    Ok(day.replace('-', ""))
+}

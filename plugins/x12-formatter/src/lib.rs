@@ -28,7 +28,7 @@
 //! `{ PCE = "EA" }`; default: the unit as it is). Other kinds pass through
 //! unchanged. The output is a `raw` message of content type
 //! `application/edi-x12`.
-use plugin_fields::{bad_config, formatted};
+use plugin_fields::{bad_config, code, control_number as control, date8, edi_quantity, formatted};
 use serde_json::{Map, Value};
 use syncline_sdk::prelude::*;
 
@@ -72,23 +72,6 @@ fn element(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// `YYYY-MM-DD` as `YYYYMMDD`.
-fn date8(text: &str, what: &str) -> Result<String, String> {
-    syncline_sdk::date::Date::parse(text.get(..10).unwrap_or(text)).map_err(|e| format!("{what}: {e}"))?;
-    Ok(text[..10].replace('-', ""))
-}
-
-/// A nine-digit control number from `key`: the same key, the same number.
-fn control(key: &str) -> u32 {
-    // FNV-1a, folded to nine digits (never 0).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % 999_999_999) as u32 + 1
-}
-
 /// The 850 interchange for requisition `r` of `msg`.
 fn interchange(env: &Envelope, msg: &Message, r: &PurchaseRequisition) -> Result<String, String> {
     let key = msg.idempotency_key.clone().unwrap_or_else(|| msg.id.clone());
@@ -96,12 +79,8 @@ fn interchange(env: &Envelope, msg: &Message, r: &PurchaseRequisition) -> Result
     let at = if msg.occurred_at.len() >= 16 { msg.occurred_at.clone() } else { format!("{}T00:00", r.order_by) };
     let day = date8(&at, "occurred-at")?;
     let time = at.get(11..16).unwrap_or("00:00").replace(':', "");
-    let unit = match env.units.get(&r.uom) {
-        Some(Value::String(u)) => u.clone(),
-        Some(other) => other.to_string(),
-        None => r.uom.clone(),
-    };
-    let quantity = if r.quantity.fract() == 0.0 { format!("{}", r.quantity as i64) } else { format!("{}", r.quantity) };
+    let unit = code(&env.units, &r.uom);
+    let quantity = edi_quantity(r.quantity);
     let body = [
         "ST*850*0001".to_string(),
         format!("BEG*00*SA*{}**{}", element(&r.id)?, date8(&r.order_by, "order-by")?),
