@@ -4,9 +4,7 @@ a=$(post release messages:batch application/x-ndjson "$ex/data-in/release-w49.nd
 echo "   $a"
 echo "== waiting for 5 documents: 2 purchase orders (ERP JSON), 3 stock transfer lines (ERP CSV import)"
 wait_documents 5
-for key in $(curl -sS "http://127.0.0.1:19001/_admin/received?keys=true" | grep -o '"keys":\[[^]]*\]' | grep -o '"[^"]*"' | tail -n +2 | tr -d '"'); do
-  echo "   $(curl -sS "http://127.0.0.1:19001/_admin/record/$(printf %s "$key" | sed 's|/|%2F|g;s|:|%3A|g')")"
-done
+documents
 echo "== the allocation's decisions in the audit log (each cut, with its reason)"
 curl -sS "$api/v1/audit?kind=decision"; echo
 echo "== where each recommendation went"

@@ -6,9 +6,7 @@ echo "   retail: $a"
 echo "   b2b:    $b"
 echo "== waiting for 3 documents: 2 purchase orders (ERP JSON), 1 transfer import (WMS CSV)"
 wait_documents 3
-for key in $(curl -sS "http://127.0.0.1:19001/_admin/received?keys=true" | grep -o '"keys":\[[^]]*\]' | grep -o '"[^"]*"' | tail -n +2 | tr -d '"'); do
-  echo "   $(curl -sS "http://127.0.0.1:19001/_admin/record/$(printf %s "$key" | sed 's|/|%2F|g;s|:|%3A|g')")"
-done
+documents
 echo "== the reconciliation queue: B2B's SKU-100 at DC-1 waits, with the reason"
 curl -sS "$api/v1/exceptions?queue=reconciliation"; echo
 echo "== the decisions in the audit log"

@@ -33,7 +33,7 @@
 //! indicator is set), `units` (a code table, e.g. `{ EA = "PCE" }`). Other
 //! kinds pass through unchanged. The output is a `raw` message of content
 //! type `application/EDIFACT`.
-use plugin_fields::{bad_config, code, control_number, date8, edi_quantity, formatted};
+use plugin_fields::{bad_config, code, control_number, date8, edi_quantity, edi_output};
 use serde_json::{Map, Value};
 use syncline_sdk::prelude::*;
 
@@ -133,8 +133,7 @@ impl Transformer for EdifactFormatter {
             return Ok(vec![msg]);
         };
         let env = config::cached(Envelope::load)?;
-        let doc = interchange(&env, &msg, r).map_err(|e| PluginError::permanent("format-failed", format!("purchase-requisition {}: {e}", msg.id)))?;
-        Ok(vec![formatted(&msg, "edifact-formatter", "application/EDIFACT", doc.into_bytes())])
+        edi_output(&msg, "edifact-formatter", "application/EDIFACT", interchange(&env, &msg, r))
     }
 }
 

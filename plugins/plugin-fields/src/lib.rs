@@ -312,3 +312,11 @@ pub fn date8(text: &str, what: &str) -> Result<String, String> {
     syncline_sdk::date::Date::parse(day).map_err(|e| format!("{what}: {e}"))?;
     Ok(day.replace('-', ""))
 }
+
+/// What an EDI formatter returns for a purchase requisition: its document
+/// as a `raw` message of `content_type` (see [`formatted`]), or the reason it
+/// could not be written, failing the message permanently with its id.
+pub fn edi_output(msg: &Message, formatter: &str, content_type: &str, doc: Result<String, String>) -> Result<Vec<Message>, PluginError> {
+    let doc = doc.map_err(|e| PluginError::permanent("format-failed", format!("purchase-requisition {}: {e}", msg.id)))?;
+    Ok(vec![formatted(msg, formatter, content_type, doc.into_bytes())])
+}

@@ -28,7 +28,7 @@
 //! `{ PCE = "EA" }`; default: the unit as it is). Other kinds pass through
 //! unchanged. The output is a `raw` message of content type
 //! `application/edi-x12`.
-use plugin_fields::{bad_config, code, control_number as control, date8, edi_quantity, formatted};
+use plugin_fields::{bad_config, code, control_number as control, date8, edi_quantity, edi_output};
 use serde_json::{Map, Value};
 use syncline_sdk::prelude::*;
 
@@ -111,8 +111,7 @@ impl Transformer for X12Formatter {
             return Ok(vec![msg]);
         };
         let env = config::cached(Envelope::load)?;
-        let doc = interchange(&env, &msg, r).map_err(|e| PluginError::permanent("format-failed", format!("purchase-requisition {}: {e}", msg.id)))?;
-        Ok(vec![formatted(&msg, "x12-formatter", "application/edi-x12", doc.into_bytes())])
+        edi_output(&msg, "x12-formatter", "application/edi-x12", interchange(&env, &msg, r))
     }
 }
 
