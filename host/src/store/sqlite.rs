@@ -311,13 +311,16 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// for each other at a shared sink: scope the pending ones to their tenant
 /// and pipeline (and move them to that key's partition), as new ones are.
 fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
-    let old: Vec<(i64, String)> = conn
-        .prepare(
-            "SELECT seq, tenant || '/' || pipeline || '/' || ordering_key FROM deliveries
-             WHERE state = 'pending' AND substr(ordering_key, 1, length(tenant) + length(pipeline) + 2) != tenant || '/' || pipeline || '/'",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    use crate::pipeline::fields::{delivery_key, key_hash};
+    let pending: Vec<(i64, String, String, String)> = conn
+        .prepare("SELECT seq, tenant, pipeline, ordering_key FROM deliveries WHERE state = 'pending'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
+    let old: Vec<(i64, String)> = pending
+        .into_iter()
+        .filter(|(_, tenant, pipeline, key)| !key.starts_with(&delivery_key(tenant, pipeline, "")))
+        .map(|(seq, tenant, pipeline, key)| (seq, delivery_key(&tenant, &pipeline, &key)))
+        .collect();
     if old.is_empty() {
         return Ok(());
     }
@@ -325,7 +328,7 @@ fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
     {
         let mut update = tx.prepare("UPDATE deliveries SET ordering_key = ?2, key_hash = ?3 WHERE seq = ?1")?;
         for (seq, key) in &old {
-            update.execute(params![seq, key, crate::pipeline::fields::key_hash(key)])?;
+            update.execute(params![seq, key, key_hash(key)])?;
         }
     }
     tx.commit()
@@ -1498,12 +1501,14 @@ mod tests {
 
     #[test]
     fn pending_deliveries_of_an_older_version_are_scoped_to_their_pipeline_on_open() {
+        use crate::pipeline::fields::{delivery_key, key_hash};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         drop(SqliteStore::open(&path, Sync::Normal, None).unwrap());
+        let scoped = delivery_key("acme", "p", "SKU-2|DC-1");
         {
             let conn = Connection::open(&path).unwrap();
-            for (id, state, key) in [("d1", "pending", "SKU-1|DC-1"), ("d2", "delivered", "SKU-1|DC-1"), ("d3", "pending", "acme/p/SKU-2|DC-1")] {
+            for (id, state, key) in [("d1", "pending", "SKU-1|DC-1"), ("d2", "delivered", "SKU-1|DC-1"), ("d3", "pending", scoped.as_str())] {
                 conn.execute(
                     "INSERT INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at) VALUES (?1, 's', 'acme', 'p', 'erp', ?3, 7, ?2, '{}', 0)",
                     params![id, state, key],
@@ -1520,15 +1525,8 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let hash = crate::pipeline::fields::key_hash;
-        assert_eq!(
-            rows,
-            [
-                ("d1".into(), "acme/p/SKU-1|DC-1".into(), hash("acme/p/SKU-1|DC-1")),
-                ("d2".into(), "SKU-1|DC-1".into(), 7),
-                ("d3".into(), "acme/p/SKU-2|DC-1".into(), 7),
-            ]
-        );
+        let d1 = delivery_key("acme", "p", "SKU-1|DC-1");
+        assert_eq!(rows, [("d1".into(), d1.clone(), key_hash(&d1)), ("d2".into(), "SKU-1|DC-1".into(), 7), ("d3".into(), scoped, 7)]);
     }
 
     #[test]
