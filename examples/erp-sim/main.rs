@@ -269,7 +269,7 @@ async fn forecast_feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) ->
     let mut s = sim.lock().unwrap();
     s.forecast_cursors.push(q.cursor);
     let start = q.cursor.unwrap_or(0).min(s.forecasts);
-    let end = (start + q.limit).min(s.forecasts);
+    let end = start.saturating_add(q.limit).min(s.forecasts);
     let monday = syncline_model::date::Date::parse("2026-12-07").expect("a date");
     let messages: Vec<Value> = (start..end)
         .map(|i| {

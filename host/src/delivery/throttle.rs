@@ -19,8 +19,9 @@ use crate::config::{RateLimit, Tier};
 /// The slowest pace push-back brings a sink to, as a share of its own.
 const SLOWEST: f64 = 0.1;
 
-/// How long a call of a more urgent lane that found no room keeps the
-/// bucket for itself: calls of less urgent lanes leave it alone meanwhile.
+/// How long past the moment its cell is due a call of a more urgent lane
+/// that found no room keeps the bucket for itself (calls of less urgent
+/// lanes leave it alone until then; it sleeps at most until that moment).
 const PRECEDENCE_MS: i64 = 50;
 
 /// What the API shows of a sink's pace.
@@ -116,8 +117,8 @@ impl Throttle {
             return Err(hold_until);
         }
         let Some((l, limiter)) = &self.limit else { return Ok(n) };
-        if let Some(until) = self.waiting[..lead.index()].iter().map(|w| w.load(Ordering::Relaxed)).filter(|&u| u > now).min() {
-            return Err(until.min(now + 5));
+        if let Some(until) = self.waiting[..lead.index()].iter().map(|w| w.load(Ordering::Relaxed)).filter(|&u| u > now).max() {
+            return Err(until);
         }
         let cells = NonZeroU32::new(self.cells(1).clamp(1, l.burst.max(1))).expect("at least 1");
         let mut taken = 0;
@@ -125,8 +126,11 @@ impl Throttle {
             match limiter.check_n(cells) {
                 Ok(Ok(())) => taken += 1,
                 Ok(Err(not_until)) if taken == 0 => {
-                    self.waiting[lead.index()].store(now + PRECEDENCE_MS, Ordering::Relaxed);
-                    return Err(now + not_until.wait_time_from(DefaultClock::default().now()).as_millis().max(1) as i64);
+                    let at = now + not_until.wait_time_from(DefaultClock::default().now()).as_millis().max(1) as i64;
+                    // Less urgent calls leave the bucket alone until a little
+                    // after the cell this call waits for is there.
+                    self.waiting[lead.index()].fetch_max(at + PRECEDENCE_MS, Ordering::Relaxed);
+                    return Err(at);
                 }
                 // More cells than the bucket holds: cannot happen (capped above); go at the bucket's pace.
                 Err(_) if taken == 0 => return Err(now + 1_000),

@@ -131,10 +131,16 @@ pub fn panic_message(tail: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// The exception line of the last Python traceback in `tail` (e.g.
-/// `ValueError: could not convert string to float: 'twelve'`), if there is one.
+/// What componentize-py's runtime writes when a Python export raised.
+const PYTHON_RAISED: &str = "Python function threw an unexpected exception";
+
+/// The exception line of the Python traceback that ended the call (e.g.
+/// `ValueError: could not convert string to float: 'twelve'`): only when
+/// componentize-py's runtime says an export raised (a traceback the plugin
+/// printed itself and then went on is not the cause of a later trap).
 pub fn python_exception(tail: &str) -> Option<String> {
-    let start = tail.rfind("Traceback (most recent call last):")?;
+    let raised = tail.rfind(PYTHON_RAISED)?;
+    let start = tail[..raised].rfind("Traceback (most recent call last):")?;
     tail[start..]
         .lines()
         .skip(1)
@@ -175,5 +181,7 @@ mod tests {
         let tail = "hi\nTraceback (most recent call last):\n  File \"/0/app.py\", line 14, in transform\n    x = float(q)\nValueError: could not convert string to float: 'twelve'\n\nthread '<unnamed>' panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
         assert_eq!(python_exception(tail).as_deref(), Some("ValueError: could not convert string to float: 'twelve'"));
         assert_eq!(python_exception("no traceback"), None);
+        let printed = "Traceback (most recent call last):\n  File \"/0/app.py\", line 3\nKeyError: 'x'\nhandled, going on\n";
+        assert_eq!(python_exception(printed), None, "a traceback the plugin printed and survived is not the cause");
     }
 }

@@ -310,8 +310,13 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// which made the same item's deliveries of two tenants or pipelines wait
 /// for each other at a shared sink: scope the pending ones to their tenant
 /// and pipeline (and move them to that key's partition), as new ones are.
+/// Once per store (`user_version` 1 marks it done).
 fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
     use crate::pipeline::fields::{delivery_key, key_hash};
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= 1 {
+        return Ok(());
+    }
     let pending: Vec<(i64, String, String, String)> = conn
         .prepare("SELECT seq, tenant, pipeline, ordering_key FROM deliveries WHERE state = 'pending'")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -321,9 +326,6 @@ fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
         .filter(|(_, tenant, pipeline, key)| !key.starts_with(&delivery_key(tenant, pipeline, "")))
         .map(|(seq, tenant, pipeline, key)| (seq, delivery_key(&tenant, &pipeline, &key)))
         .collect();
-    if old.is_empty() {
-        return Ok(());
-    }
     let tx = conn.unchecked_transaction()?;
     {
         let mut update = tx.prepare("UPDATE deliveries SET ordering_key = ?2, key_hash = ?3 WHERE seq = ?1")?;
@@ -331,6 +333,7 @@ fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
             update.execute(params![seq, key, key_hash(key)])?;
         }
     }
+    tx.pragma_update(None, "user_version", 1)?;
     tx.commit()
 }
 
@@ -1508,6 +1511,8 @@ mod tests {
         let scoped = delivery_key("acme", "p", "SKU-2|DC-1");
         {
             let conn = Connection::open(&path).unwrap();
+            // A store an older version wrote.
+            conn.pragma_update(None, "user_version", 0).unwrap();
             for (id, state, key) in [("d1", "pending", "SKU-1|DC-1"), ("d2", "delivered", "SKU-1|DC-1"), ("d3", "pending", scoped.as_str())] {
                 conn.execute(
                     "INSERT INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at) VALUES (?1, 's', 'acme', 'p', 'erp', ?3, 7, ?2, '{}', 0)",
@@ -1527,6 +1532,11 @@ mod tests {
             .unwrap();
         let d1 = delivery_key("acme", "p", "SKU-1|DC-1");
         assert_eq!(rows, [("d1".into(), d1.clone(), key_hash(&d1)), ("d2".into(), "SKU-1|DC-1".into(), 7), ("d3".into(), scoped, 7)]);
+        // Done once: a key written later is left as it is.
+        conn.execute("UPDATE deliveries SET ordering_key = 'x' WHERE id = 'd1'", []).unwrap();
+        drop(SqliteStore::open(&path, Sync::Normal, None).unwrap());
+        let d1: String = conn.query_row("SELECT ordering_key FROM deliveries WHERE id = 'd1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(d1, "x");
     }
 
     #[test]
