@@ -356,6 +356,11 @@ fn open(path: &Path, sync: Sync, max_size: Option<usize>) -> rusqlite::Result<Co
     // After a checkpoint the WAL file is cut back to this size, so a burst
     // does not leave a large log behind for good.
     conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
+    // Plans that do not depend on bound values. Without this a query with
+    // `next_at > ?` beside a partial index `WHERE next_at > 0` is compiled
+    // again whenever the value changes (the planner checks whether the
+    // value makes the index usable): every claim re-parsed its SQL.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -649,6 +654,15 @@ fn fenced(tx: &Transaction, lease: &Lease) -> rusqlite::Result<Result<(), StoreE
     })
 }
 
+/// A message partition's keys waiting for a retry (few): the first of each
+/// key blocks the key's later messages until it is due.
+const MESSAGES_BLOCKED: &str = "SELECT key_hash, MIN(seq), MIN(next_at) FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
+     AND next_at > 0 AND next_at > ?5 AND key_hash % ?3 = ?4 GROUP BY key_hash";
+
+/// A delivery partition's keys waiting for a retry, as [`MESSAGES_BLOCKED`].
+const DELIVERIES_BLOCKED: &str = "SELECT ordering_key, MIN(seq), MIN(next_at) FROM deliveries WHERE sink = ?1 AND state = 'pending'
+     AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 GROUP BY ordering_key";
+
 /// For each ordering key (`key_col`) of a partition with an item not due
 /// at `now`, the first such item's seq; and the earliest next-attempt time.
 fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
@@ -851,8 +865,7 @@ impl Store for SqliteStore {
         // the key's later messages until it is due.
         let (blocked, next_at) = blocked_keys::<u32>(
             &conn,
-            "SELECT key_hash, MIN(seq), MIN(next_at) FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
-             AND next_at > 0 AND next_at > ?5 AND key_hash % ?3 = ?4 GROUP BY key_hash",
+            MESSAGES_BLOCKED,
             params![tenant, pipeline, of, index, now_ms],
         )?;
         let mut stmt = conn.prepare_cached(
@@ -902,8 +915,7 @@ impl Store for SqliteStore {
         let conn = self.read.lock().unwrap();
         let (blocked, next_at) = blocked_keys::<String>(
             &conn,
-            "SELECT ordering_key, MIN(seq), MIN(next_at) FROM deliveries WHERE sink = ?1 AND state = 'pending'
-             AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 GROUP BY ordering_key",
+            DELIVERIES_BLOCKED,
             params![sink, of, index, now_ms],
         )?;
         // Which tiers wait here: with one, queue order is all there is.
@@ -1462,6 +1474,25 @@ mod tests {
         contract::sink_pauses_are_kept_until_resumed(&store().1);
         contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);
         contract::tiers_are_served_in_lanes_keeping_order_per_key(&store().1);
+    }
+
+    #[test]
+    fn claims_are_not_compiled_again_when_the_time_moves() {
+        let (_d, s) = store();
+        s.append(vec![contract::msg("a", None)], None).wait().unwrap();
+        let lease = contract::lease_all(&s);
+        let sink = s.lease(&Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 0, of: 1 }, "test", now_ms(), 60_000).unwrap();
+        for t in 0..5 {
+            s.claim(&lease, 0, now_ms() + t, 10).unwrap();
+            s.claim_deliveries(&sink, now_ms() + t, 10).unwrap();
+        }
+        let conn = s.read.lock().unwrap();
+        let mut reprepared = 0;
+        // Every statement the claims cached on the read connection.
+        for sql in [DELIVERIES_BLOCKED, MESSAGES_BLOCKED] {
+            reprepared += conn.prepare_cached(sql).unwrap().get_status(rusqlite::StatementStatus::RePrepare);
+        }
+        assert_eq!(reprepared, 0, "a claim's statement was compiled again for a new time");
     }
 
     #[test]
