@@ -93,16 +93,6 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// The order key of a delivery: `key` within its tenant and pipeline, so at
-/// a sink several pipelines or tenants share, the same item's deliveries of
-/// another pipeline neither wait for these nor hold them. The scope is a
-/// 32-bit hash of `tenant/pipeline` in hex (9 bytes per row rather than the
-/// names), stored with every delivery; two pipelines whose hashes collide
-/// would share order for equal keys, nothing more.
-pub fn delivery_key(tenant: &str, pipeline: &str, key: &str) -> String {
-    format!("{:08x}/{key}", key_hash(&format!("{tenant}/{pipeline}")))
-}
-
 /// A stable 32-bit hash of an ordering key (FNV-1a), the same in every process.
 pub fn key_hash(key: &str) -> u32 {
     let mut h: u32 = 0x811c9dc5;

@@ -434,6 +434,37 @@ pub fn tiers_are_served_in_lanes_keeping_order_per_key(s: &dyn Store) {
     assert_eq!(lanes, [(Tier::Critical, 2), (Tier::Standard, 1), (Tier::Bulk, 2)]);
 }
 
+/// At a sink several tenants and pipelines share, a key is theirs alone:
+/// another pipeline's equal key neither waits for theirs nor lifts it.
+pub fn a_key_keeps_order_within_its_tenant_and_pipeline_only(s: &dyn Store) {
+    use crate::config::Tier;
+    let of = |id: &str, tier: Tier| NewDelivery { tier, ..out(id, "k") };
+    for (tenant, pipeline, outputs) in [
+        ("acme", "p", vec![of("p1", Tier::Bulk), of("p2", Tier::Bulk)]),
+        ("acme", "q", vec![of("q1", Tier::Bulk), of("q2", Tier::Critical)]),
+        ("globex", "p", vec![of("g1", Tier::Standard)]),
+    ] {
+        let id = format!("m-{tenant}-{pipeline}");
+        s.append(vec![NewMessage { tenant: tenant.into(), pipeline: pipeline.into(), ..msg(&id, None) }], None).wait().unwrap();
+        let part = Partition { queue: Queue::Messages { tenant: tenant.into(), pipeline: pipeline.into() }, index: 0, of: 1 };
+        let lease = s.lease(&part, "test", now_ms(), 60_000).unwrap();
+        s.ack(&lease, Commit { tenant: tenant.into(), pipeline: pipeline.into(), ..commit(vec![settled(&id, outputs)]) }).unwrap();
+    }
+    let sink = sink_lease(s);
+    let now = now_ms();
+    let due = s.claim_deliveries(&sink, now, 10).unwrap().rows;
+    let lanes: Vec<(&str, Tier)> = due.iter().map(|d| (d.id.as_str(), d.lane)).collect();
+    // q2 lifts its own key's q1, not acme/p's earlier p1.
+    assert_eq!(lanes, [("q1", Tier::Critical), ("g1", Tier::Standard), ("p1", Tier::Bulk)]);
+    let seq = |id: &str| due.iter().find(|d| d.id == id).unwrap().seq;
+    let retry = AttemptResult::Retry { error: "HTTP 503".into(), next_at: now + 60_000, outcome_unknown: false };
+    let delivered = |id: &str| Attempt { seq: seq(id), digest: "sha256:x".into(), result: AttemptResult::Delivered(id.into()) };
+    s.ack_deliveries(&sink, vec![Attempt { seq: seq("p1"), digest: "sha256:x".into(), result: retry }, delivered("q1"), delivered("g1")]).unwrap();
+    let due = s.claim_deliveries(&sink, now, 10).unwrap();
+    assert_eq!(ids(&due.rows, |d| &d.id), ["q2"], "p1's retry holds p2 only");
+    assert_eq!(due.next_at, Some(now + 60_000));
+}
+
 pub fn finds_messages_by_correlation(s: &dyn Store) {
     let with = |id: &str, tenant: &str, correlation: Option<&str>| NewMessage { tenant: tenant.into(), correlation: correlation.map(Into::into), ..msg(id, None) };
     s.append(vec![with("flow-1", "acme", None), with("m2", "acme", Some("flow-1")), with("m3", "globex", Some("flow-1")), with("m4", "acme", Some("other"))], None)

@@ -33,6 +33,7 @@ struct Del {
     id: String,
     source_id: String,
     sink: String,
+    /// Scoped to its tenant and pipeline.
     ordering_key: String,
     key_hash: u32,
     tier: Tier,
@@ -324,13 +325,14 @@ impl Store for MemoryStore {
                 let seq = s.next_seq();
                 s.delivery_seq.insert((d.id.clone(), d.sink.clone()), seq);
                 let key_hash = crate::pipeline::fields::key_hash(&d.ordering_key);
+                let ordering_key = scoped_key(&commit.tenant, &commit.pipeline, &d.ordering_key);
                 s.deliveries.insert(
                     seq,
                     Del {
                         id: d.id,
                         source_id: p.id.clone(),
                         sink: d.sink,
-                        ordering_key: d.ordering_key,
+                        ordering_key,
                         key_hash,
                         tier: d.tier,
                         state: "pending",
@@ -856,6 +858,7 @@ mod tests {
         contract::sink_pauses_are_kept_until_resumed(&MemoryStore::new());
         contract::exceptions_are_listed_resolved_retried_and_discarded(&MemoryStore::new());
         contract::tiers_are_served_in_lanes_keeping_order_per_key(&MemoryStore::new());
+        contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&MemoryStore::new());
     }
 
     #[test]

@@ -353,7 +353,9 @@ pub struct NewDelivery {
     pub id: String,
     /// Sink name.
     pub sink: String,
-    /// Ordering key (deliveries with the same key go in order).
+    /// Ordering key within the commit's tenant and pipeline (their
+    /// deliveries with the same key go in order; another pipeline's or
+    /// tenant's equal key is another key).
     pub ordering_key: String,
     /// Service tier.
     pub tier: crate::config::Tier,
@@ -454,6 +456,25 @@ pub struct Commit {
     pub audit: Vec<records::AuditEntry>,
 }
 
+/// What separates tenant, pipeline and key in a [`scoped_key`] (ASCII unit
+/// separator: config ids cannot hold it).
+const SCOPE_SEPARATOR: char = '\u{1f}';
+
+/// A delivery's ordering key within its tenant and pipeline, as claims hand
+/// it out: at a sink several pipelines or tenants share, the same item's
+/// deliveries of another pipeline neither wait for these nor hold them.
+/// Stores keep the three parts in their own columns.
+pub fn scoped_key(tenant: &str, pipeline: &str, key: &str) -> String {
+    format!("{tenant}{SCOPE_SEPARATOR}{pipeline}{SCOPE_SEPARATOR}{key}")
+}
+
+/// The tenant, pipeline and key of a [`scoped_key`].
+pub fn unscoped(scoped: &str) -> (&str, &str, &str) {
+    let mut parts = scoped.splitn(3, SCOPE_SEPARATOR);
+    let mut next = || parts.next().unwrap_or("");
+    (next(), next(), next())
+}
+
 /// A queued delivery.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -461,7 +482,8 @@ pub struct Delivery {
     pub seq: i64,
     /// Output message id.
     pub id: String,
-    /// Ordering key.
+    /// Ordering key scoped to its tenant and pipeline ([`scoped_key`]):
+    /// equal only for deliveries that must go in order.
     pub ordering_key: String,
     /// Its own service tier.
     pub tier: crate::config::Tier,

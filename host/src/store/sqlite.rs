@@ -281,7 +281,9 @@ CREATE INDEX IF NOT EXISTS exceptions_open ON exceptions(queue, id) WHERE state 
 CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(sink, tier, seq) WHERE state = 'pending';
 -- Replaced by deliveries_lane (a lane's pending deliveries in order).
 DROP INDEX IF EXISTS deliveries_pending;
-CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries(sink, ordering_key, seq) WHERE state = 'pending';
+-- A key's pending deliveries in order; a key is scoped to its tenant and pipeline.
+DROP INDEX IF EXISTS deliveries_key;
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(sink, tenant, pipeline, ordering_key, seq) WHERE state = 'pending';
 -- A delivered order that expects an execution status opens a loop in the
 -- same commit as its acknowledgement.
 CREATE TRIGGER IF NOT EXISTS loops_open AFTER UPDATE OF state ON deliveries
@@ -303,37 +305,44 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     conn.execute_batch(ADDED_INDEXES)?;
-    scope_pending_keys(conn)
+    unscope_keys(conn)
 }
 
-/// Deliveries queued by an older version carry their pipeline's key alone,
-/// which made the same item's deliveries of two tenants or pipelines wait
-/// for each other at a shared sink: scope the pending ones to their tenant
-/// and pipeline (and move them to that key's partition), as new ones are.
-/// Once per store (`user_version` 1 marks it done).
-fn scope_pending_keys(conn: &Connection) -> rusqlite::Result<()> {
-    use crate::pipeline::fields::{delivery_key, key_hash};
+/// Stores written by the version before this one kept a delivery's scope
+/// inside its ordering key (`{fnv32(tenant/pipeline):08x}/key`, and pending
+/// deliveries of older stores were rewritten to that form): 9 bytes more per
+/// row, which tipped the workload's delivery rows from five to four per page.
+/// The scope is now the row's own tenant and pipeline columns: strip the
+/// prefix where a row carries its own scope's, and put pending ones back on
+/// their plain key's partition. Once per store (`user_version` 2).
+fn unscope_keys(conn: &Connection) -> rusqlite::Result<()> {
+    use crate::pipeline::fields::key_hash;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= 1 {
+    if version >= 2 {
         return Ok(());
     }
-    let pending: Vec<(i64, String, String, String)> = conn
-        .prepare("SELECT seq, tenant, pipeline, ordering_key FROM deliveries WHERE state = 'pending'")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+    let prefixed: Vec<(i64, String)> = conn
+        .prepare("SELECT seq, tenant, pipeline, ordering_key FROM deliveries WHERE ordering_key GLOB '[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]/*'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
+        .filter_map(|row| match row {
+            Ok((seq, tenant, pipeline, key)) => {
+                let scope = format!("{:08x}/", key_hash(&format!("{tenant}/{pipeline}")));
+                key.strip_prefix(&scope).map(|plain| Ok((seq, plain.to_string())))
+            }
+            Err(e) => Some(Err(e)),
+        })
         .collect::<Result<_, _>>()?;
-    let old: Vec<(i64, String)> = pending
-        .into_iter()
-        .filter(|(_, tenant, pipeline, key)| !key.starts_with(&delivery_key(tenant, pipeline, "")))
-        .map(|(seq, tenant, pipeline, key)| (seq, delivery_key(&tenant, &pipeline, &key)))
-        .collect();
     let tx = conn.unchecked_transaction()?;
     {
         let mut update = tx.prepare("UPDATE deliveries SET ordering_key = ?2, key_hash = ?3 WHERE seq = ?1")?;
-        for (seq, key) in &old {
+        for (seq, key) in &prefixed {
             update.execute(params![seq, key, key_hash(key)])?;
         }
     }
-    tx.pragma_update(None, "user_version", 1)?;
+    if !prefixed.is_empty() {
+        tracing::info!(deliveries = prefixed.len(), "delivery ordering keys of an older store rewritten to their plain form");
+    }
+    tx.pragma_update(None, "user_version", 2)?;
     tx.commit()
 }
 
@@ -586,7 +595,8 @@ fn reaccept(tx: &Transaction, id: &str) -> rusqlite::Result<bool> {
 }
 
 /// The columns [`delivery_row`] reads.
-const DELIVERY: &str = "seq, id, ordering_key, attempts, next_at, body, outcome_unknown, tier";
+/// The ordering key comes scoped (as [`scoped_key`] makes it).
+const DELIVERY: &str = "seq, id, tenant || char(31) || pipeline || char(31) || ordering_key, attempts, next_at, body, outcome_unknown, tier";
 
 fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
     let tier = Tier::from_index(r.get(7)?);
@@ -660,8 +670,8 @@ const MESSAGES_BLOCKED: &str = "SELECT key_hash, MIN(seq), MIN(next_at) FROM mes
      AND next_at > 0 AND next_at > ?5 AND key_hash % ?3 = ?4 GROUP BY key_hash";
 
 /// A delivery partition's keys waiting for a retry, as [`MESSAGES_BLOCKED`].
-const DELIVERIES_BLOCKED: &str = "SELECT ordering_key, MIN(seq), MIN(next_at) FROM deliveries WHERE sink = ?1 AND state = 'pending'
-     AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 GROUP BY ordering_key";
+const DELIVERIES_BLOCKED: &str = "SELECT tenant || char(31) || pipeline || char(31) || ordering_key, MIN(seq), MIN(next_at) FROM deliveries
+     WHERE sink = ?1 AND state = 'pending' AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 GROUP BY tenant, pipeline, ordering_key";
 
 /// For each ordering key (`key_col`) of a partition with an item not due
 /// at `now`, the first such item's seq; and the earliest next-attempt time.
@@ -930,7 +940,9 @@ impl Store for SqliteStore {
             "SELECT {DELIVERY} FROM deliveries
              WHERE sink = ?1 AND state = 'pending' AND tier = ?2 AND key_hash % ?3 = ?4 AND next_at <= ?5 ORDER BY seq LIMIT ?6"
         ))?;
-        let mut head = conn.prepare_cached(&format!("SELECT {DELIVERY} FROM deliveries WHERE sink = ?1 AND state = 'pending' AND ordering_key = ?2 ORDER BY seq LIMIT 1"))?;
+        let mut head = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY} FROM deliveries WHERE sink = ?1 AND state = 'pending' AND tenant = ?2 AND pipeline = ?3 AND ordering_key = ?4 ORDER BY seq LIMIT 1"
+        ))?;
         let mut errors = conn.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
         let mut taken = std::collections::HashSet::new();
         let mut due = Vec::new();
@@ -943,7 +955,12 @@ impl Store for SqliteStore {
                 }
                 // Its key's first pending delivery goes first (with one
                 // tier waiting, queue order makes it this one).
-                let mut d = if tiers.len() > 1 { head.query_row(params![sink, d.ordering_key], delivery_row)? } else { d };
+                let mut d = if tiers.len() > 1 {
+                    let (tenant, pipeline, key) = unscoped(&d.ordering_key);
+                    head.query_row(params![sink, tenant, pipeline, key], delivery_row)?
+                } else {
+                    d
+                };
                 if d.next_at > now_ms {
                     continue;
                 }
@@ -1474,6 +1491,7 @@ mod tests {
         contract::sink_pauses_are_kept_until_resumed(&store().1);
         contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);
         contract::tiers_are_served_in_lanes_keeping_order_per_key(&store().1);
+        contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&store().1);
     }
 
     #[test]
@@ -1534,20 +1552,27 @@ mod tests {
     }
 
     #[test]
-    fn pending_deliveries_of_an_older_version_are_scoped_to_their_pipeline_on_open() {
-        use crate::pipeline::fields::{delivery_key, key_hash};
+    fn ordering_keys_an_older_version_scoped_in_the_key_are_plain_again_on_open() {
+        use crate::pipeline::fields::key_hash;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         drop(SqliteStore::open(&path, Sync::Normal, None).unwrap());
-        let scoped = delivery_key("acme", "p", "SKU-2|DC-1");
+        // How that version scoped a key: a hash of tenant/pipeline in hex.
+        let old = |tenant: &str, pipeline: &str, key: &str| format!("{:08x}/{key}", key_hash(&format!("{tenant}/{pipeline}")));
         {
             let conn = Connection::open(&path).unwrap();
-            // A store an older version wrote.
-            conn.pragma_update(None, "user_version", 0).unwrap();
-            for (id, state, key) in [("d1", "pending", "SKU-1|DC-1"), ("d2", "delivered", "SKU-1|DC-1"), ("d3", "pending", scoped.as_str())] {
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let rows = [
+                ("d1", "pending", "p", old("acme", "p", "SKU-1|DC-1")),
+                ("d2", "delivered", "p", old("acme", "p", "SKU-1|DC-1")),
+                // Not its own scope's prefix: a key that merely looks like one.
+                ("d3", "pending", "q", old("acme", "p", "SKU-2|DC-1")),
+                ("d4", "pending", "p", "SKU-3|DC-1".to_string()),
+            ];
+            for (id, state, pipeline, key) in rows {
                 conn.execute(
-                    "INSERT INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at) VALUES (?1, 's', 'acme', 'p', 'erp', ?3, 7, ?2, '{}', 0)",
-                    params![id, state, key],
+                    "INSERT INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at) VALUES (?1, 's', 'acme', ?3, 'erp', ?4, 7, ?2, '{}', 0)",
+                    params![id, state, pipeline, key],
                 )
                 .unwrap();
             }
@@ -1561,13 +1586,22 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let d1 = delivery_key("acme", "p", "SKU-1|DC-1");
-        assert_eq!(rows, [("d1".into(), d1.clone(), key_hash(&d1)), ("d2".into(), "SKU-1|DC-1".into(), 7), ("d3".into(), scoped, 7)]);
+        let plain = "SKU-1|DC-1".to_string();
+        assert_eq!(
+            rows,
+            [
+                ("d1".into(), plain.clone(), key_hash(&plain)),
+                ("d2".into(), plain.clone(), key_hash(&plain)),
+                ("d3".into(), old("acme", "p", "SKU-2|DC-1"), 7),
+                ("d4".into(), "SKU-3|DC-1".into(), 7)
+            ]
+        );
         // Done once: a key written later is left as it is.
-        conn.execute("UPDATE deliveries SET ordering_key = 'x' WHERE id = 'd1'", []).unwrap();
+        let looks_old = old("acme", "p", "x");
+        conn.execute("UPDATE deliveries SET ordering_key = ?1 WHERE id = 'd1'", [&looks_old]).unwrap();
         drop(SqliteStore::open(&path, Sync::Normal, None).unwrap());
         let d1: String = conn.query_row("SELECT ordering_key FROM deliveries WHERE id = 'd1'", [], |r| r.get(0)).unwrap();
-        assert_eq!(d1, "x");
+        assert_eq!(d1, looks_old);
     }
 
     #[test]

@@ -30,9 +30,8 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
     }
     let (route, ordering_key) = {
         let view = View::new(&msg);
-        // Order is kept per key within the pipeline.
-        let key = crate::pipeline::fields::delivery_key(cfg.tenant.as_str(), cfg.id.as_str(), &view.ordering_key(&cfg.ordering_key));
-        (cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c))), key)
+        // Order is kept per key within the pipeline (the store scopes it).
+        (cfg.routes.iter().find(|r| r.when.as_ref().is_none_or(|c| view.matches(c))), view.ordering_key(&cfg.ordering_key))
     };
     match route {
         Some(route) => {
@@ -138,16 +137,14 @@ plugin = "http-sink"
     }
 
     #[test]
-    fn the_first_matching_route_wins_and_fans_out_with_the_scoped_key() {
+    fn the_first_matching_route_wins_and_fans_out_with_the_output_key() {
         let (_d, cfg) = pipeline();
         let mut results = vec![RowResult::default()];
         place(&cfg, item("eu", "PO-1"), &mut results);
         let r = &results[0];
         let sinks: Vec<&str> = r.deliveries.iter().map(|d| d.sink.as_str()).collect();
         assert_eq!(sinks, ["eu", "archive"]);
-        let key = crate::pipeline::fields::delivery_key("acme", "p", "PO-1");
-        assert!(key.ends_with("/PO-1") && key != crate::pipeline::fields::delivery_key("acme", "q", "PO-1"));
-        assert!(r.deliveries.iter().all(|d| d.ordering_key == key), "keyed by the output's own fields, within its tenant and pipeline");
+        assert!(r.deliveries.iter().all(|d| d.ordering_key == "PO-1"), "keyed by the output's own fields");
         let sent: Message = mjson::from_str(&r.deliveries[0].json).unwrap();
         assert_eq!(sent.idempotency_key.as_deref(), Some("acme/p/k:PO-1/0"), "the sink gets the scoped key");
         assert!(matches!(&r.steps[0], Step::Route(s) if s.to == ["eu", "archive"]));
