@@ -284,15 +284,10 @@ DROP INDEX IF EXISTS deliveries_pending;
 -- A key's pending deliveries in order; a key is scoped to its tenant and pipeline.
 DROP INDEX IF EXISTS deliveries_key;
 CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(sink, tenant, pipeline, ordering_key, seq) WHERE state = 'pending';
--- A delivered order that expects an execution status opens a loop in the
--- same commit as its acknowledgement.
-CREATE TRIGGER IF NOT EXISTS loops_open AFTER UPDATE OF state ON deliveries
-WHEN NEW.state = 'delivered' AND OLD.state != 'delivered' AND NEW.expect_ms IS NOT NULL
-BEGIN
-    INSERT OR IGNORE INTO loops (delivery_seq, tenant, pipeline, sink, message_id, kind, correlation, reference, delivered_at, due_at)
-    VALUES (NEW.seq, NEW.tenant, NEW.pipeline, NEW.sink, NEW.id, json_extract(NEW.body, '$.kind'), json_extract(NEW.body, '$.correlation-id'),
-            NEW.reference, NEW.delivered_at, NEW.delivered_at + NEW.expect_ms);
-END;
+-- Loops are opened by the delivery's acknowledgement itself (see
+-- `ack_deliveries`): a trigger on every delivery's update made each one run
+-- with a statement journal.
+DROP TRIGGER IF EXISTS loops_open;
 -- Only messages whose sender named a correlation: the rest are found by id.
 CREATE INDEX IF NOT EXISTS messages_correlation ON messages(correlation, seq) WHERE correlation IS NOT NULL;
 ";
@@ -464,6 +459,24 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
         let mut results: Vec<Result<Box<dyn Any + Send>, StoreError>> = Vec::with_capacity(ops.len());
         let outcome = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
+            if ops.len() == 1 {
+                // Alone in its group: no savepoint needed (each costs copies of
+                // the pages it changes); a failure rolls the group back, which
+                // is the job alone.
+                let op = ops.into_iter().next().expect("one job");
+                match op(&tx) {
+                    Ok(v) => results.push(Ok(v)),
+                    // The error ended the transaction (a full disk): the group
+                    // failed, as below.
+                    Err(e) if tx.is_autocommit() => return Err(e),
+                    Err(e) => {
+                        drop(tx);
+                        results.push(Err(e.into()));
+                        return Ok(());
+                    }
+                }
+                return tx.commit();
+            }
             for op in ops {
                 tx.prepare_cached("SAVEPOINT job")?.execute([])?;
                 match op(&tx) {
@@ -699,7 +712,10 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>, audit: Vec
     for row in &audit {
         row.insert(tx, now)?;
     }
-    let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, processed_at = ?3 WHERE id = ?1 AND state = 'accepted' RETURNING seq")?;
+    // Found, then updated by its row id: an UPDATE … RETURNING costs a
+    // temporary table and a statement journal per message.
+    let mut find = tx.prepare_cached("SELECT seq FROM messages WHERE id = ?1 AND state = 'accepted'")?;
+    let mut mark = tx.prepare_cached("UPDATE messages SET state = ?2, processed_at = ?3 WHERE seq = ?1")?;
     let mut trace = tx.prepare_cached("INSERT OR REPLACE INTO traces (seq, data) VALUES (?1, ?2)")?;
     let mut queue = tx.prepare_cached(
         "INSERT OR IGNORE INTO deliveries (id, source_id, tenant, pipeline, sink, ordering_key, key_hash, state, body, queued_at, tier, expect_ms)
@@ -718,10 +734,11 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>, audit: Vec
             retry.execute(params![p.id, r.next_at, serde_json::to_string(&r.errors).unwrap()])?;
             continue;
         }
-        let Some(seq) = mark.query_row(params![p.id, p.state.as_str(), now], |r| r.get::<_, i64>(0)).optional()? else {
+        let Some(seq) = find.query_row(params![p.id], |r| r.get::<_, i64>(0)).optional()? else {
             // Already processed (e.g. by a worker that raced a restart): keep the first result.
             continue;
         };
+        mark.execute(params![seq, p.state.as_str(), now])?;
         if let Some(data) = data {
             trace.execute(params![seq, data])?;
         }
@@ -774,13 +791,24 @@ fn ack_deliveries(tx: &Transaction, sink: &str, attempts: Vec<Attempt>) -> rusql
         "INSERT INTO attempts (delivery_seq, attempt, at, outcome, detail, digest)
          SELECT ?1, attempts + 1, ?2, ?3, ?4, ?5 FROM deliveries WHERE seq = ?1",
     )?;
+    let mut delivered = tx.prepare_cached("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1")?;
+    let mut expects = tx.prepare_cached("SELECT expect_ms FROM deliveries WHERE seq = ?1")?;
     for a in attempts {
         match a.result {
             AttemptResult::Delivered(reference) => {
                 // The success itself lives on the delivery row (reference,
                 // delivered-at, attempts); only failures get attempt rows.
-                tx.prepare_cached("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1")?
-                    .execute(params![a.seq, reference, now])?;
+                delivered.execute(params![a.seq, reference, now])?;
+                // A delivered order that expects an execution status opens
+                // its loop in the same commit.
+                if expects.query_row(params![a.seq], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten().is_some() {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO loops (delivery_seq, tenant, pipeline, sink, message_id, kind, correlation, reference, delivered_at, due_at)
+                         SELECT seq, tenant, pipeline, sink, id, json_extract(body, '$.kind'), json_extract(body, '$.correlation-id'),
+                                reference, delivered_at, delivered_at + expect_ms FROM deliveries WHERE seq = ?1",
+                    )?
+                    .execute(params![a.seq])?;
+                }
             }
             AttemptResult::Retry { error, next_at, outcome_unknown } => {
                 log.execute(params![a.seq, now, "retry", error, a.digest])?;
@@ -1648,3 +1676,4 @@ mod tests {
         assert!(err.to_string().starts_with("the store is full: commit failed: "), "{err}");
     }
 }
+
