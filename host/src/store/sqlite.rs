@@ -22,7 +22,9 @@ use super::compact;
 use super::*;
 use crate::config::{Sync, Tier};
 
-type Op = Box<dyn FnOnce(&Transaction) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
+/// A job of a group commit; it may be run a second time (see [`group`]), so
+/// it borrows what it writes rather than consuming it.
+type Op = Box<dyn FnMut(&Transaction) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
 type Reply = tokio::sync::oneshot::Sender<Committed>;
 
 /// The SQLite store.
@@ -426,7 +428,7 @@ impl SqliteStore {
     /// on the returned receiver.
     fn submit<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static,
+        mut f: impl FnMut(&Transaction) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Committed>, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |tx| f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>));
@@ -436,14 +438,14 @@ impl SqliteStore {
 
     /// Runs `f` in the next group commit and waits (blocking the thread)
     /// until it is committed. Not for async tasks: they use [`Self::submit`].
-    fn write<R: Send + 'static>(&self, f: impl FnOnce(&Transaction) -> rusqlite::Result<R> + Send + 'static) -> Result<R, StoreError> {
+    fn write<R: Send + 'static>(&self, f: impl FnMut(&Transaction) -> rusqlite::Result<R> + Send + 'static) -> Result<R, StoreError> {
         let out = self.submit(f)?.blocking_recv().map_err(|_| StoreError::stopped())??;
         Ok(*out.downcast::<R>().expect("store op returns its own type"))
     }
 }
 
-/// The writer thread: take every queued job, run each in a savepoint of one
-/// transaction, commit once, then answer every caller. If the transaction
+/// The writer thread: take every queued job, run them in one transaction
+/// ([`group`]), commit once, then answer every caller. If the transaction
 /// itself fails (e.g. the disk is full), every caller of the group gets the
 /// error: none of their writes was kept.
 fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
@@ -455,49 +457,9 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<Op>, Vec<Reply>) = jobs.into_iter().unzip();
-        let mut results: Vec<Result<Box<dyn Any + Send>, StoreError>> = Vec::with_capacity(ops.len());
-        let outcome = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            if ops.len() == 1 {
-                // Alone in its group: no savepoint needed (each costs copies of
-                // the pages it changes); a failure rolls the group back, which
-                // is the job alone.
-                let op = ops.into_iter().next().expect("one job");
-                match op(&tx) {
-                    Ok(v) => results.push(Ok(v)),
-                    // The error ended the transaction (a full disk): the group
-                    // failed, as below.
-                    Err(e) if tx.is_autocommit() => return Err(e),
-                    Err(e) => {
-                        drop(tx);
-                        results.push(Err(e.into()));
-                        return Ok(());
-                    }
-                }
-                return tx.commit();
-            }
-            for op in ops {
-                tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-                match op(&tx) {
-                    Ok(v) => {
-                        tx.prepare_cached("RELEASE job")?.execute([])?;
-                        results.push(Ok(v));
-                    }
-                    Err(e) => {
-                        if tx.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
-                            // The error ended the whole transaction (SQLite does
-                            // that for a full disk): the group fails with it.
-                            return Err(e);
-                        }
-                        results.push(Err(e.into()));
-                    }
-                }
-            }
-            tx.commit()
-        })();
-        match outcome {
-            Ok(()) => {
+        let (mut ops, replies): (Vec<Op>, Vec<Reply>) = jobs.into_iter().unzip();
+        match group(&mut conn, &mut ops) {
+            Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
@@ -513,9 +475,62 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>) {
     }
 }
 
+/// Runs a group's jobs in one transaction and commits it, answering each
+/// job's own outcome. The jobs run straight through first: a savepoint per
+/// job would copy every page each one touches, and a job fails only when
+/// SQLite does (the disk, not the data). Then the group is rolled back and
+/// run again with each job in its own savepoint, so that a failing job
+/// loses its own writes and no one else's. An error that ends the
+/// transaction itself (a full disk) fails the group.
+fn group(conn: &mut Connection, ops: &mut [Op]) -> rusqlite::Result<Vec<Committed>> {
+    {
+        let tx = conn.transaction()?;
+        let mut results = Vec::with_capacity(ops.len());
+        let mut failed = None;
+        for op in ops.iter_mut() {
+            match op(&tx) {
+                Ok(v) => results.push(Ok(v)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                tx.commit()?;
+                return Ok(results);
+            }
+            Some(e) if tx.is_autocommit() => return Err(e),
+            // Alone in its group: the rollback is the job's alone.
+            Some(e) if ops.len() == 1 => return Ok(vec![Err(e.into())]),
+            Some(e) => tracing::debug!(error = %e, "a job of a group commit failed; running the group job by job"),
+        }
+    }
+    let tx = conn.transaction()?;
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops.iter_mut() {
+        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+        match op(&tx) {
+            Ok(v) => {
+                tx.prepare_cached("RELEASE job")?.execute([])?;
+                results.push(Ok(v));
+            }
+            Err(e) => {
+                if tx.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
+                    return Err(e);
+                }
+                results.push(Err(e.into()));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
 /// Accepts messages in `tx`: deduplicates on tenant + idempotency key,
 /// inserts the new ones, and moves a source's cursor when given.
-fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> rusqlite::Result<Vec<IngestOutcome>> {
+fn ingest(tx: &Transaction, messages: &[NewMessage], cursor: Option<&Cursor>) -> rusqlite::Result<Vec<IngestOutcome>> {
     let now = now_ms();
     let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
     let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
@@ -544,7 +559,7 @@ fn ingest(tx: &Transaction, messages: Vec<NewMessage>, cursor: Option<Cursor>) -
             )?
             .execute(params![m.id, now, m.tenant, a.correlation, a.order_ref])?;
         }
-        out.push(IngestOutcome::Accepted { id: m.id });
+        out.push(IngestOutcome::Accepted { id: m.id.clone() });
     }
     if let Some(c) = cursor {
         tx.execute(
@@ -707,9 +722,9 @@ fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
 /// Records processed messages (settled or nacked) in `tx`.
 /// `traces` holds each processed message's record in its stored form
 /// (`None` for a nack).
-fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>, audit: Vec<AuditRow>) -> rusqlite::Result<()> {
+fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[AuditRow]) -> rusqlite::Result<()> {
     let now = now_ms();
-    for row in &audit {
+    for row in audit {
         row.insert(tx, now)?;
     }
     // Found, then updated by its row id: an UPDATE … RETURNING costs a
@@ -729,7 +744,7 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>, audit: Vec
         "INSERT INTO exceptions (at, tenant, pipeline, queue, message_id, source_id, detail, body) VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7)",
     )?;
     let mut retry = tx.prepare_cached("UPDATE messages SET attempts = attempts + 1, next_at = ?2, errors = ?3 WHERE id = ?1 AND state = 'accepted'")?;
-    for (p, data) in commit.processed.into_iter().zip(traces) {
+    for (p, data) in commit.processed.iter().zip(traces) {
         if let Some(r) = &p.retry {
             retry.execute(params![p.id, r.next_at, serde_json::to_string(&r.errors).unwrap()])?;
             continue;
@@ -742,21 +757,21 @@ fn ack(tx: &Transaction, commit: Commit, traces: Vec<Option<String>>, audit: Vec
         if let Some(data) = data {
             trace.execute(params![seq, data])?;
         }
-        for d in p.deliveries {
+        for d in &p.deliveries {
             let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
             queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64, d.expect_ms])?;
         }
-        for d in p.dead_letters {
+        for d in &p.dead_letters {
             let attempts = serde_json::to_string(&d.attempts).unwrap();
             dead.execute(params![now, commit.tenant, commit.pipeline, d.message_id, d.place, d.plugin, d.digest, d.reason, attempts, d.json, p.id])?;
         }
-        for b in p.baseline {
+        for b in &p.baseline {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO baselines (tenant, pipeline, kind, item, location, message_id, body, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![commit.tenant, commit.pipeline, b.kind, b.item, b.location, b.message_id, b.json, now])?;
         }
-        for e in p.exceptions {
+        for e in &p.exceptions {
             exception.execute(params![now, commit.tenant, commit.pipeline, e.queue, e.message_id, serde_json::to_string(&e.detail).unwrap(), e.json, p.id])?;
         }
     }
@@ -785,7 +800,7 @@ impl AuditRow {
 }
 
 /// Records delivery attempts of `sink` in `tx`.
-fn ack_deliveries(tx: &Transaction, sink: &str, attempts: Vec<Attempt>) -> rusqlite::Result<()> {
+fn ack_deliveries(tx: &Transaction, sink: &str, attempts: &[Attempt]) -> rusqlite::Result<()> {
     let now = now_ms();
     let mut log = tx.prepare_cached(
         "INSERT INTO attempts (delivery_seq, attempt, at, outcome, detail, digest)
@@ -794,7 +809,7 @@ fn ack_deliveries(tx: &Transaction, sink: &str, attempts: Vec<Attempt>) -> rusql
     let mut delivered = tx.prepare_cached("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, reference = ?2, delivered_at = ?3 WHERE seq = ?1")?;
     let mut expects = tx.prepare_cached("SELECT expect_ms FROM deliveries WHERE seq = ?1")?;
     for a in attempts {
-        match a.result {
+        match &a.result {
             AttemptResult::Delivered(reference) => {
                 // The success itself lives on the delivery row (reference,
                 // delivered-at, attempts); only failures get attempt rows.
@@ -846,7 +861,7 @@ fn ack_deliveries(tx: &Transaction, sink: &str, attempts: Vec<Attempt>) -> rusql
 impl SqliteStore {
     /// Runs `f` in the next group commit if `lease` still holds the
     /// partition; otherwise records nothing and says who has it.
-    fn fenced_write(&self, lease: &Lease, f: impl FnOnce(&Transaction) -> rusqlite::Result<()> + Send + 'static) -> Result<(), StoreError> {
+    fn fenced_write(&self, lease: &Lease, mut f: impl FnMut(&Transaction) -> rusqlite::Result<()> + Send + 'static) -> Result<(), StoreError> {
         let lease = lease.clone();
         self.write(move |tx| match fenced(tx, &lease)? {
             Ok(()) => f(tx).map(Ok),
@@ -857,7 +872,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> Submitted<Vec<IngestOutcome>> {
-        match self.submit(move |tx| ingest(tx, messages, cursor)) {
+        match self.submit(move |tx| ingest(tx, &messages, cursor.as_ref())) {
             Ok(rx) => Submitted::waiting(rx),
             Err(e) => Submitted::ready(Err(e)),
         }
@@ -878,7 +893,7 @@ impl Store for SqliteStore {
                  ON CONFLICT (queue, part, parts) DO UPDATE SET holder = ?4, token = ?5, until = ?6",
             )?
             .execute(params![partition.queue.name(), partition.index, partition.of, holder, token, until_ms])?;
-            Ok(Ok(Lease { partition, holder, token, until_ms }))
+            Ok(Ok(Lease { partition: partition.clone(), holder: holder.clone(), token, until_ms }))
         })?
     }
 
@@ -942,7 +957,7 @@ impl Store for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let audit = commit.audit.iter().map(AuditRow::of).collect::<Result<Vec<_>, _>>()?;
-        self.fenced_write(lease, move |tx| ack(tx, commit, traces, audit))
+        self.fenced_write(lease, move |tx| ack(tx, &commit, &traces, &audit))
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
@@ -1009,7 +1024,7 @@ impl Store for SqliteStore {
         let Queue::Deliveries { sink } = lease.partition.queue.clone() else {
             return Err(StoreError::Other(format!("ack_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
         };
-        self.fenced_write(lease, move |tx| ack_deliveries(tx, &sink, attempts))
+        self.fenced_write(lease, move |tx| ack_deliveries(tx, &sink, &attempts))
     }
 
     fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
@@ -1055,7 +1070,7 @@ impl Store for SqliteStore {
     fn put_state(&self, tenant: &str, plugin: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Submitted<()> {
         let (tenant, plugin) = (tenant.to_string(), plugin.to_string());
         let submitted = self.submit(move |tx| {
-            for (key, value) in writes {
+            for (key, value) in &writes {
                 match value {
                     Some(v) => tx
                         .prepare_cached("INSERT INTO plugin_state (tenant, plugin, key, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET value = ?4")?
@@ -1280,7 +1295,7 @@ impl Store for SqliteStore {
             };
             let now = now_ms();
             tx.execute("UPDATE dead_letters SET state = 'purged', resolved_at = ?2, note = ?3 WHERE id = ?1", params![id, now, reason])?;
-            (d.state, d.resolved_at, d.note) = ("purged".into(), Some(now), Some(reason));
+            (d.state, d.resolved_at, d.note) = ("purged".into(), Some(now), Some(reason.clone()));
             Ok(Ok(Some(d)))
         })?
     }
@@ -1388,7 +1403,7 @@ impl Store for SqliteStore {
     fn set_sink_pause(&self, sink: &str, pause: Option<&SinkPause>) -> Result<(), StoreError> {
         let (sink, pause) = (sink.to_string(), pause.cloned());
         self.write(move |tx| {
-            match pause {
+            match &pause {
                 Some(p) => tx.execute("INSERT OR REPLACE INTO sink_pauses (sink, reason, at) VALUES (?1, ?2, ?3)", params![sink, p.reason, p.at])?,
                 None => tx.execute("DELETE FROM sink_pauses WHERE sink = ?1", params![sink])?,
             };
@@ -1558,6 +1573,46 @@ mod tests {
         threads.into_iter().for_each(|t| t.join().unwrap());
         let lease = contract::lease_all(s.as_ref());
         assert_eq!(s.claim(&lease, 0, now_ms(), 10_000).unwrap().rows.len(), 1600);
+    }
+
+    #[test]
+    fn a_failing_job_loses_its_own_writes_only() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(&dir.path().join("s.db"), Sync::Normal, None).unwrap());
+        let mut conn = open(&dir.path().join("s.db"), Sync::Normal, None).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let cursor = |source: &'static str, runs: Option<Arc<AtomicUsize>>| -> Op {
+            Box::new(move |tx| {
+                if let Some(r) = &runs {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                tx.execute("INSERT OR REPLACE INTO cursors (source, cursor, at) VALUES (?1, 'c', 0)", params![source])?;
+                Ok(Box::new(()) as Box<dyn Any + Send>)
+            })
+        };
+        // Writes, then fails: its write must not survive.
+        let broken: Op = Box::new(|tx| {
+            tx.execute("INSERT INTO cursors (source, cursor, at) VALUES ('broken', 'c', 0)", [])?;
+            tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(Box::new(()) as Box<dyn Any + Send>)
+        });
+        let mut ops = vec![cursor("first", Some(runs.clone())), broken, cursor("last", None)];
+        let results = group(&mut conn, &mut ops).unwrap();
+        assert_eq!(results.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "run straight through, then job by job");
+        let sources = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT source FROM cursors ORDER BY source").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(sources(&conn), ["first", "last"]);
+        // Alone in its group, the same.
+        let broken: Op = Box::new(|tx| {
+            tx.execute("INSERT INTO cursors (source, cursor, at) VALUES ('alone', 'c', 0)", [])?;
+            tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(Box::new(()) as Box<dyn Any + Send>)
+        });
+        assert!(group(&mut conn, &mut [broken]).unwrap()[0].is_err());
+        assert_eq!(sources(&conn), ["first", "last"]);
     }
 
     #[test]
