@@ -421,3 +421,60 @@ fn a_state_flood_is_one_write_per_key_and_a_trapped_call_writes_nothing() {
     assert_eq!(recorded.commits.lock().unwrap().len(), 2, "a timed-out call commits nothing");
     assert_eq!(recorded.get(&tenant, "hostile", "hot"), before);
 }
+
+/// A downstream that closes each keep-alive connection shortly after
+/// answering, without saying so (as servers with a short keep-alive timeout
+/// do): the connection the sink pooled between two calls is gone when the
+/// next call comes, and that call must still be delivered, not failed.
+#[test]
+fn a_keep_alive_connection_the_downstream_closed_between_calls_is_not_a_failure() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // One request (head and body), one answer, then the close.
+                loop {
+                    let Ok(n) = stream.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf);
+                    let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}");
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    let rt = runtime();
+    let p = rt.load_file(&plugin("http-sink")).unwrap();
+    let mut ctx = PluginContext::new("http-sink");
+    ctx.config.insert("url".into(), format!("http://{addr}/requisitions"));
+    ctx.allowed_hosts = vec![addr.to_string()];
+    let sink = rt.bind(p, ctx).unwrap();
+    for round in 0..3 {
+        let out = sink.deliver(vec![forecast(&format!("m{round}"))]).unwrap();
+        assert!(matches!(out[0], DeliveryOutcome::Delivered { .. }), "round {round}: {out:?}");
+        // The server closes the connection meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+}

@@ -117,29 +117,24 @@ impl Body for DeadlineBody {
     }
 }
 
-type PooledClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, WasiBody>;
-
-thread_local! {
-    /// One HTTP/1.1 client per calling thread, keeping connections alive
-    /// between requests (the stock sender opens a connection per request).
-    /// Per thread because a connection's task runs on the runtime of the
-    /// thread that opened it, which drives it only during that thread's
-    /// calls (see `io.rs`).
-    static CLIENT: PooledClient = {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+/// One HTTP/1.1 client for every plugin, keeping connections alive between
+/// requests (the stock sender opens a connection per request).
+fn pooled_client() -> &'static hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, WasiBody> {
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    static CLIENT: std::sync::OnceLock<Client<HttpConnector, WasiBody>> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector)
-    };
+    })
 }
 
-/// Sends a plain-HTTP request over this thread's pooled client (the caller
-/// bounds it).
+/// Sends a plain-HTTP request over the pooled client (the caller bounds it).
 async fn pooled_send(request: http::Request<WasiBody>) -> Result<(WasiResponse, IoFuture), Error> {
-    let pending = CLIENT.with(|client| client.request(request));
-    let response = match pending.await {
+    let response = match pooled_client().request(request).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Err(Error::ConnectionRefused),
         Err(e) => {

@@ -457,7 +457,9 @@ pub struct Commit {
 }
 
 /// What separates tenant, pipeline and key in a [`scoped_key`] (ASCII unit
-/// separator: config ids cannot hold it).
+/// separator, which no sane tenant or pipeline id holds; one that did would
+/// only lose the lifting of its key's earlier deliveries, see the SQLite
+/// claim).
 const SCOPE_SEPARATOR: char = '\u{1f}';
 
 /// A delivery's ordering key within its tenant and pipeline, as claims hand

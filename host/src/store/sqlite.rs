@@ -305,12 +305,12 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     unscope_keys(conn)
 }
 
-/// Stores written by the version before this one kept a delivery's scope
-/// inside its ordering key (`{fnv32(tenant/pipeline):08x}/key`, and pending
-/// deliveries of older stores were rewritten to that form): 9 bytes more per
-/// row, which tipped the workload's delivery rows from five to four per page.
-/// The scope is now the row's own tenant and pipeline columns: strip the
-/// prefix where a row carries its own scope's, and put pending ones back on
+/// Earlier versions kept a delivery's scope inside its ordering key — first
+/// as `tenant/pipeline/key`, then as `{fnv32(tenant/pipeline):08x}/key` —
+/// and rewrote older pending keys to their form: bytes in every row (9 of
+/// them tipped the workload's delivery rows from five to four per page).
+/// The scope is now the row's own tenant and pipeline columns: strip either
+/// prefix where a row carries its own scope's, and put the keys back on
 /// their plain key's partition. Once per store (`user_version` 2).
 fn unscope_keys(conn: &Connection) -> rusqlite::Result<()> {
     use crate::pipeline::fields::key_hash;
@@ -319,12 +319,17 @@ fn unscope_keys(conn: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     let prefixed: Vec<(i64, String)> = conn
-        .prepare("SELECT seq, tenant, pipeline, ordering_key FROM deliveries WHERE ordering_key GLOB '[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]/*'")?
+        .prepare(
+            "SELECT seq, tenant, pipeline, ordering_key FROM deliveries
+             WHERE ordering_key GLOB '[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]/*'
+                OR substr(ordering_key, 1, length(tenant) + length(pipeline) + 2) = tenant || '/' || pipeline || '/'",
+        )?
         .query_map([], |r| Ok((r.get(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
         .filter_map(|row| match row {
             Ok((seq, tenant, pipeline, key)) => {
-                let scope = format!("{:08x}/", key_hash(&format!("{tenant}/{pipeline}")));
-                key.strip_prefix(&scope).map(|plain| Ok((seq, plain.to_string())))
+                let named = format!("{tenant}/{pipeline}/");
+                let hashed = format!("{:08x}/", key_hash(&format!("{tenant}/{pipeline}")));
+                key.strip_prefix(&named).or_else(|| key.strip_prefix(&hashed)).map(|plain| Ok((seq, plain.to_string())))
             }
             Err(e) => Some(Err(e)),
         })
@@ -1000,7 +1005,7 @@ impl Store for SqliteStore {
                 // tier waiting, queue order makes it this one).
                 let mut d = if tiers.len() > 1 {
                     let (tenant, pipeline, key) = unscoped(&d.ordering_key);
-                    head.query_row(params![sink, tenant, pipeline, key], delivery_row)?
+                    head.query_row(params![sink, tenant, pipeline, key], delivery_row).optional()?.unwrap_or(d)
                 } else {
                     d
                 };
@@ -1635,7 +1640,7 @@ mod tests {
     }
 
     #[test]
-    fn ordering_keys_an_older_version_scoped_in_the_key_are_plain_again_on_open() {
+    fn ordering_keys_older_versions_scoped_in_the_key_are_plain_again_on_open() {
         use crate::pipeline::fields::key_hash;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
@@ -1651,6 +1656,8 @@ mod tests {
                 // Not its own scope's prefix: a key that merely looks like one.
                 ("d3", "pending", "q", old("acme", "p", "SKU-2|DC-1")),
                 ("d4", "pending", "p", "SKU-3|DC-1".to_string()),
+                // Scoped by the names, as the version before that wrote it.
+                ("d5", "pending", "p", "acme/p/SKU-4|DC-1".to_string()),
             ];
             for (id, state, pipeline, key) in rows {
                 conn.execute(
@@ -1676,7 +1683,8 @@ mod tests {
                 ("d1".into(), plain.clone(), key_hash(&plain)),
                 ("d2".into(), plain.clone(), key_hash(&plain)),
                 ("d3".into(), old("acme", "p", "SKU-2|DC-1"), 7),
-                ("d4".into(), "SKU-3|DC-1".into(), 7)
+                ("d4".into(), "SKU-3|DC-1".into(), 7),
+                ("d5".into(), "SKU-4|DC-1".into(), key_hash("SKU-4|DC-1"))
             ]
         );
         // Done once: a key written later is left as it is.
