@@ -36,6 +36,7 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
     };
     let versions = crate::pipeline::Versions::new(store);
     let mut unapproved = Vec::new();
+    let mut rebuild = Vec::new();
     for r in config.plugin_refs() {
         let (settings, pin) = settings_of(&config, r);
         let (bytes, digest) = versions.desired(r, pin)?;
@@ -44,12 +45,43 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
                 unapproved.push(e.to_string());
             }
         }
-        let instance = crate::pipeline::bind_plugin(&runtime, r, &bytes, settings, state.clone(), &mut tables)?;
+        let instance = match crate::pipeline::bind_plugin(&runtime, r, &bytes, settings, state.clone(), &mut tables) {
+            Ok(instance) => instance,
+            Err(e) => match e.downcast_ref::<crate::runtime::LoadError>() {
+                Some(crate::runtime::LoadError::Version { version, .. }) => {
+                    rebuild.push(format!("{} ({}, for {}): built against syncline:plugin@{version}", r.name, r.path.display(), r.needed_by));
+                    continue;
+                }
+                _ => return Err(e),
+            },
+        };
         let p = instance.plugin();
-        lines.push(format!("{} ({}) {} {} for {}", p.name, p.world, p.digest, r.path.display(), r.needed_by));
+        lines.push(format!("{} ({}) {} {} for {}{}", p.name, p.world, p.digest, r.path.display(), r.needed_by, api_note(&p.api_version)));
     }
+    anyhow::ensure!(
+        rebuild.is_empty(),
+        "{} plugin(s) must be rebuilt against syncline:plugin@{} before this host can run them:\n  {}",
+        rebuild.len(),
+        crate::runtime::plugin::PLUGIN_API_VERSION,
+        rebuild.join("\n  ")
+    );
     anyhow::ensure!(unapproved.is_empty(), "{}", unapproved.join("\n"));
     Ok((config, lines))
+}
+
+/// What `check` says of a plugin built against an older minor version.
+fn api_note(api_version: &str) -> String {
+    use crate::runtime::plugin::{api_fit, ApiFit, PLUGIN_API_VERSION};
+    let ApiFit::OlderMinor(minor) = api_fit(api_version) else { return String::new() };
+    let fields: Vec<String> = syncline_model::versions::PROMOTIONS
+        .iter()
+        .filter(|p| u64::from(p.since_minor) > minor)
+        .map(|p| format!("{}.{}", p.kind.as_str(), p.field))
+        .collect();
+    format!(
+        "\n    built against syncline:plugin@{api_version}: runs through the 1.{minor} bindings, which show it {} as extensions; rebuild against {PLUGIN_API_VERSION} to use the fields",
+        fields.join(", ")
+    )
 }
 
 /// The settings (and pin) that go with a plugin reference of the config.

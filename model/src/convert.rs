@@ -17,6 +17,95 @@
 #[macro_export]
 macro_rules! wit_conversions {
     ($w:ident) => {
+        $crate::__conv_common!($w);
+
+        $crate::__conv_records!($w;
+            Item { id, description, base_uom, pack_size, product_family, lifecycle, gtin, extensions }
+            InventoryPosition { item, location, on_hand, allocated, in_transit, available, uom, as_of,
+                                safety_stock, extensions }
+            Message { id, correlation_id, causation_id, tenant, source_system, schema_version,
+                      occurred_at, priority, idempotency_key, headers, body }
+        );
+    };
+}
+
+/// [`wit_conversions!`] for bindings generated from the frozen 1.0 WIT
+/// (`wit/1.0/`): what a plugin built against `syncline:canonical@1.0.0`
+/// sees and returns. Fields 1.0 lacks are shown to it as extensions and
+/// lifted back from what it returns ([`crate::versions`]); its messages are
+/// labelled 1.0.0 on the way in and this crate's version on the way out.
+#[macro_export]
+macro_rules! wit_conversions_1_0 {
+    ($w:ident) => {
+        $crate::__conv_common!($w);
+
+        impl Conv<$w::Item> for $crate::Item {
+            fn conv(mut self) -> $w::Item {
+                $crate::versions::Evolve::lower(&mut self, 0);
+                let $crate::Item { id, description, base_uom, pack_size, product_family, lifecycle, gtin: _, extensions } = self;
+                $w::Item { id, description, base_uom, pack_size, product_family, lifecycle: lifecycle.conv(), extensions: extensions.conv() }
+            }
+        }
+        impl Conv<$crate::Item> for $w::Item {
+            fn conv(self) -> $crate::Item {
+                let $w::Item { id, description, base_uom, pack_size, product_family, lifecycle, extensions } = self;
+                let mut item = $crate::Item { id, description, base_uom, pack_size, product_family, lifecycle: lifecycle.conv(), gtin: None, extensions: extensions.conv() };
+                $crate::versions::Evolve::lift(&mut item, 0);
+                item
+            }
+        }
+        impl Conv<$w::InventoryPosition> for $crate::InventoryPosition {
+            fn conv(mut self) -> $w::InventoryPosition {
+                $crate::versions::Evolve::lower(&mut self, 0);
+                let $crate::InventoryPosition { item, location, on_hand, allocated, in_transit, available, uom, as_of, safety_stock: _, extensions } = self;
+                $w::InventoryPosition { item, location, on_hand, allocated, in_transit, available, uom, as_of, extensions: extensions.conv() }
+            }
+        }
+        impl Conv<$crate::InventoryPosition> for $w::InventoryPosition {
+            fn conv(self) -> $crate::InventoryPosition {
+                let $w::InventoryPosition { item, location, on_hand, allocated, in_transit, available, uom, as_of, extensions } = self;
+                let mut p = $crate::InventoryPosition { item, location, on_hand, allocated, in_transit, available, uom, as_of, safety_stock: None, extensions: extensions.conv() };
+                $crate::versions::Evolve::lift(&mut p, 0);
+                p
+            }
+        }
+        impl Conv<$w::Message> for $crate::Message {
+            fn conv(self) -> $w::Message {
+                let schema_version = match $crate::versions::minor_of(&self.schema_version) {
+                    Some(minor) if minor > 0 => "1.0.0".to_string(),
+                    _ => self.schema_version,
+                };
+                $w::Message {
+                    id: self.id, correlation_id: self.correlation_id, causation_id: self.causation_id, tenant: self.tenant,
+                    source_system: self.source_system, schema_version, occurred_at: self.occurred_at,
+                    priority: self.priority.conv(), idempotency_key: self.idempotency_key, headers: self.headers.conv(),
+                    body: self.body.conv(),
+                }
+            }
+        }
+        impl Conv<$crate::Message> for $w::Message {
+            fn conv(self) -> $crate::Message {
+                let schema_version = match $crate::versions::minor_of(&self.schema_version) {
+                    Some(0) => $crate::SCHEMA_VERSION.to_string(),
+                    _ => self.schema_version,
+                };
+                $crate::Message {
+                    id: self.id, correlation_id: self.correlation_id, causation_id: self.causation_id, tenant: self.tenant,
+                    source_system: self.source_system, schema_version, occurred_at: self.occurred_at,
+                    priority: self.priority.conv(), idempotency_key: self.idempotency_key, headers: self.headers.conv(),
+                    body: self.body.conv(),
+                }
+            }
+        }
+    };
+}
+
+/// What every version's conversions share: the trait, identities,
+/// containers, and the records, enums and variants no minor changed.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conv_common {
+    ($w:ident) => {
         /// A move from one representation of a canonical value to another.
         pub trait Conv<T> {
             /// Converts `self` into `T`.
@@ -40,7 +129,6 @@ macro_rules! wit_conversions {
         $crate::__conv_records!($w;
             Extension { key, value }
             Header { key, value }
-            Item { id, description, base_uom, pack_size, product_family, lifecycle, extensions }
             Location { id, kind, region, business_unit, extensions }
             Supplier { id, name, lead_time_days, extensions }
             UomConversion { item, from_uom, to_uom, factor, extensions }
@@ -49,8 +137,6 @@ macro_rules! wit_conversions {
                        source_engine, extensions }
             ReplenishmentRecommendation { id, item, location, quantity, uom, need_by, source, reason,
                                           priority, extensions }
-            InventoryPosition { item, location, on_hand, allocated, in_transit, available, uom, as_of,
-                                extensions }
             PurchaseRequisition { id, item, location, supplier, quantity, uom, need_by, order_by,
                                   recommendation, rule, extensions }
             TransferProposal { id, item, from_location, to_location, quantity, uom, need_by, ship_by,
@@ -60,8 +146,6 @@ macro_rules! wit_conversions {
             EntityRef { kind, id }
             Exception { code, severity, domain, entities, text, queue, extensions }
             Raw { content_type, data }
-            Message { id, correlation_id, causation_id, tenant, source_system, schema_version,
-                      occurred_at, priority, idempotency_key, headers, body }
         );
 
         $crate::__conv_enums!($w;

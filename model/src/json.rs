@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::message::{Body, Header, Kind, Message};
 use crate::records::{Priority, Raw};
+use crate::versions::Evolve;
 use crate::{pairs, SCHEMA_MAJOR, SCHEMA_MINOR, SCHEMA_VERSION};
 
 /// Why a JSON message was refused.
@@ -37,6 +38,14 @@ pub enum JsonError {
     },
     /// The `kind` names no canonical record.
     UnknownKind(String),
+    /// The body sets a field that the declared (older) minor version does
+    /// not have.
+    FieldNotInVersion {
+        /// Path of the field (`body.gtin`).
+        path: String,
+        /// The version the message declared.
+        version: String,
+    },
 }
 
 impl std::fmt::Display for JsonError {
@@ -56,6 +65,10 @@ impl std::fmt::Display for JsonError {
                 let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
                 write!(f, "unknown message kind `{kind}`; expected one of: {}", all.join(", "))
             }
+            JsonError::FieldNotInVersion { path, version } => write!(
+                f,
+                "`{path}` is not part of schema version {version}: declare schema-version {SCHEMA_VERSION} to send it, or send it as the extension of the same name"
+            ),
         }
     }
 }
@@ -69,6 +82,7 @@ impl JsonError {
             JsonError::Malformed { .. } => "malformed-message",
             JsonError::UnsupportedSchemaVersion { .. } => "unsupported-schema-version",
             JsonError::UnknownKind(_) => "unknown-kind",
+            JsonError::FieldNotInVersion { .. } => "field-not-in-version",
         }
     }
 }
@@ -77,6 +91,16 @@ impl JsonError {
 /// numbers written plainly (digits only, no leading zeros, no sign), the
 /// same major version and a minor version no newer than its own.
 pub fn check_schema_version(version: &str) -> Result<(), JsonError> {
+    schema_minor(version).map(drop)
+}
+
+/// The minor version of `version`, when it is one this host can read (see
+/// [`check_schema_version`]).
+///
+/// # Errors
+///
+/// [`JsonError::UnsupportedSchemaVersion`].
+pub fn schema_minor(version: &str) -> Result<u32, JsonError> {
     let unsupported = || JsonError::UnsupportedSchemaVersion {
         found: version.to_string(),
         supported: SCHEMA_VERSION,
@@ -86,11 +110,8 @@ pub fn check_schema_version(version: &str) -> Result<(), JsonError> {
         plain.then(|| p.parse().ok()).flatten()
     };
     let mut parts = version.split('.').map(number);
-    // `minor <= SCHEMA_MINOR` is the rule (older minors are accepted); it
-    // only looks absurd while SCHEMA_MINOR is 0.
-    #[allow(clippy::absurd_extreme_comparisons)]
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(Some(major)), Some(Some(minor)), Some(Some(_)), None) if major == SCHEMA_MAJOR && minor <= SCHEMA_MINOR => Ok(()),
+        (Some(Some(major)), Some(Some(minor)), Some(Some(_)), None) if major == SCHEMA_MAJOR && minor <= SCHEMA_MINOR => Ok(minor),
         _ => Err(unsupported()),
     }
 }
@@ -176,16 +197,27 @@ struct Wire {
 
 impl Wire {
     fn into_message(self) -> Result<Message, JsonError> {
-        check_schema_version(&self.schema_version)?;
+        let minor = schema_minor(&self.schema_version)?;
         let kind = Kind::parse(&self.kind).ok_or_else(|| JsonError::UnknownKind(self.kind.clone()))?;
-        let body = body_from_str(kind, self.body.get())?;
+        let mut body = body_from_str(kind, self.body.get())?;
+        let mut schema_version = self.schema_version;
+        if minor < SCHEMA_MINOR {
+            // An older minor: refuse what it cannot say, then upgrade it
+            // (promoted extensions become their fields); it is stored as
+            // this version.
+            if let Some(field) = body.newer_field(minor) {
+                return Err(JsonError::FieldNotInVersion { path: format!("body.{field}"), version: schema_version });
+            }
+            body.lift(minor);
+            schema_version = SCHEMA_VERSION.to_string();
+        }
         Ok(Message {
             id: self.id,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             tenant: self.tenant,
             source_system: self.source_system,
-            schema_version: self.schema_version,
+            schema_version,
             occurred_at: self.occurred_at,
             priority: self.priority,
             idempotency_key: self.idempotency_key,
@@ -394,11 +426,40 @@ mod tests {
         assert!(err.to_string().contains("body.quantity"), "{err}");
     }
 
+    const ITEM_1_0: &str = r#"{"schema-version":"1.0.0","kind":"item","tenant":"acme",
+        "body":{"id":"SKU-1","description":"Cola","base-uom":"EA","pack-size":24,"product-family":"beverages",
+        "lifecycle":"active","extensions":{"gtin":"04012345678901","buyer":"B7"}}}"#;
+
+    #[test]
+    fn an_older_minor_is_upgraded_by_its_rules() {
+        let m = from_str(ITEM_1_0).unwrap();
+        assert_eq!(m.schema_version, SCHEMA_VERSION);
+        let crate::Body::Item(item) = &m.body else { panic!("{m:?}") };
+        assert_eq!(item.gtin.as_deref(), Some("04012345678901"));
+        assert_eq!(item.extensions.len(), 1, "{:?}", item.extensions);
+
+        // The same text declared as 1.1: the extension is the tenant's own.
+        let current = from_str(&ITEM_1_0.replace("1.0.0", "1.1.0")).unwrap();
+        let crate::Body::Item(item) = &current.body else { panic!() };
+        assert_eq!((item.gtin.as_deref(), item.extensions.len()), (None, 2));
+    }
+
+    #[test]
+    fn an_older_minor_cannot_send_a_newer_field() {
+        let text = ITEM_1_0.replace(r#""lifecycle":"active""#, r#""lifecycle":"active","gtin":"1""#);
+        let err = from_str(&text).unwrap_err();
+        assert_eq!(err, JsonError::FieldNotInVersion { path: "body.gtin".into(), version: "1.0.0".into() });
+        assert_eq!(err.code(), "field-not-in-version");
+        assert!(err.to_string().contains("declare schema-version 1.1.0"), "{err}");
+        assert!(from_str(&text.replace("1.0.0", "1.1.0")).is_ok());
+    }
+
     #[test]
     fn schema_versions() {
         assert!(check_schema_version("1.0.0").is_ok());
         assert!(check_schema_version("1.0.7").is_ok());
-        for v in ["2.0.0", "1.9.0", "1.0", "one", "", "01.0.0", "1.00.0", "1.0.00", "+1.0.0", "1.0.0.", " 1.0.0", "1.0.-0"] {
+        assert_eq!(schema_minor("1.1.0"), Ok(1));
+        for v in ["2.0.0", "1.9.0", "1.2.0", "0.9.0", "1.0", "one", "", "01.0.0", "1.00.0", "1.0.00", "+1.0.0", "1.0.0.", " 1.0.0", "1.0.-0"] {
             assert!(matches!(
                 check_schema_version(v),
                 Err(JsonError::UnsupportedSchemaVersion { .. })

@@ -1,7 +1,7 @@
 //! Canonical distribution records and the message envelope, as plain Rust
 //! values shared by the Syncline host, its SDK and its plugins.
 //!
-//! The WIT package `syncline:canonical@1.0.0` (in `wit/`) is the contract;
+//! The WIT package `syncline:canonical@1.1.0` (in `wit/`) is the contract;
 //! this crate is its Rust form with a JSON form ([`json`]) for files, HTTP
 //! and tests. Bindings generated from the WIT (host or guest side) convert to
 //! and from these types with [`wit_conversions!`], so plugin logic written
@@ -16,6 +16,7 @@ mod outcome;
 mod pairs;
 mod records;
 pub mod table;
+pub mod versions;
 #[cfg(feature = "schema")]
 pub mod schema;
 
@@ -24,8 +25,8 @@ pub use outcome::{DeliveryOutcome, PluginError, PollBatch, Violation};
 pub use records::*;
 
 /// The canonical schema version this crate speaks.
-pub const SCHEMA_VERSION: &str = "1.0.0";
+pub const SCHEMA_VERSION: &str = "1.1.0";
 /// Major part of [`SCHEMA_VERSION`].
 pub const SCHEMA_MAJOR: u32 = 1;
 /// Minor part of [`SCHEMA_VERSION`].
-pub const SCHEMA_MINOR: u32 = 0;
+pub const SCHEMA_MINOR: u32 = 1;

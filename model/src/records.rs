@@ -1,4 +1,4 @@
-//! The canonical distribution records (`syncline:canonical/types@1.0.0`) as
+//! The canonical distribution records (`syncline:canonical/types@1.1.0`) as
 //! plain Rust values. Field docs live in `wit/deps/syncline-canonical.wit`.
 
 use serde::{Deserialize, Serialize};
@@ -171,6 +171,9 @@ record!(
         product_family: String,
         /// Lifecycle state.
         lifecycle: Lifecycle,
+        /// GS1 Global Trade Item Number, when the item has one (since 1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gtin: Option<String>,
     }
 );
 
@@ -304,6 +307,9 @@ record!(
         uom: String,
         /// When taken (RFC 3339).
         as_of: String,
+        /// Stock kept back against uncertainty, in `uom` (since 1.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        safety_stock: Option<f64>,
     }
 );
 

@@ -30,11 +30,11 @@ macro_rules! __export_world {
                 runtime_path: "::syncline_sdk::__private::wit_bindgen::rt",
                 generate_all,
                 with: {
-                    "syncline:canonical/types@1.0.0": ::syncline_sdk::__private::bindings::syncline::canonical::types,
-                    "syncline:plugin/log@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::log,
-                    "syncline:plugin/config@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::config,
-                    "syncline:plugin/reference@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::reference,
-                    "syncline:plugin/state@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::state,
+                    "syncline:canonical/types@1.1.0": ::syncline_sdk::__private::bindings::syncline::canonical::types,
+                    "syncline:plugin/log@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::log,
+                    "syncline:plugin/config@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::config,
+                    "syncline:plugin/reference@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::reference,
+                    "syncline:plugin/state@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::state,
                     $($with)*
                 },
             });
@@ -58,7 +58,7 @@ macro_rules! __export_world {
 #[macro_export]
 macro_rules! export_transformer {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/transformer", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
+        $crate::__export_world!("syncline:plugin/transformer", { "syncline:plugin/plugin-types@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::transform::Guest for __Plugin {
                 fn transform(
                     msg: ::syncline_sdk::__private::wit::Message,
@@ -74,7 +74,7 @@ macro_rules! export_transformer {
 #[macro_export]
 macro_rules! export_validator {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/validator", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
+        $crate::__export_world!("syncline:plugin/validator", { "syncline:plugin/plugin-types@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::validate::Guest for __Plugin {
                 fn validate(
                     msg: ::syncline_sdk::__private::wit::Message,
@@ -90,7 +90,7 @@ macro_rules! export_validator {
 #[macro_export]
 macro_rules! export_allocator {
     ($t:ty) => {
-        $crate::__export_world!("syncline:plugin/allocator", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
+        $crate::__export_world!("syncline:plugin/allocator", { "syncline:plugin/plugin-types@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::allocate::Guest for __Plugin {
                 fn allocate(
                     batch: Vec<::syncline_sdk::__private::wit::Message>,
@@ -106,7 +106,7 @@ macro_rules! export_allocator {
 #[macro_export]
 macro_rules! export_source {
     ($t:ty) => {
-        $crate::__wasi_http_with!("syncline:plugin/source", { "syncline:plugin/plugin-types@1.0.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
+        $crate::__wasi_http_with!("syncline:plugin/source", { "syncline:plugin/plugin-types@1.1.0": ::syncline_sdk::__private::bindings::syncline::plugin::plugin_types, },
             impl exports::syncline::plugin::poll::Guest for __Plugin {
                 fn poll(
                     cursor: Option<String>,

@@ -66,8 +66,8 @@ fn inspect_shows_world_versions_imports_exports_digest_and_size() {
     assert!(t.contains("name     http-sink"), "{t}");
     assert!(t.contains(&format!("digest   {digest}")), "{t}");
     assert!(t.contains(&format!("({} bytes)", bytes.len())), "{t}");
-    assert!(t.contains("world    syncline:plugin/sink@1.0.0"), "{t}");
-    assert!(t.contains("syncline:plugin/deliver@1.0.0"), "{t}");
+    assert!(t.contains("world    syncline:plugin/sink@1.1.0"), "{t}");
+    assert!(t.contains("syncline:plugin/deliver@1.1.0"), "{t}");
     assert!(t.contains("wasi:http/outgoing-handler@0.2"), "{t}");
 
     let out = syncline().arg("inspect").arg(&path).arg("--json").arg("--no-cache").output().unwrap();

@@ -34,3 +34,4 @@ mod spans;
 mod scenarios;
 mod schema;
 mod support;
+mod versions;

@@ -3,5 +3,5 @@
 set -e
 cd "$(dirname "$0")"
 componentize-py -d "${SYNCLINE_WIT:-wit}" -w transformer \
-  --import-interface-name syncline:canonical/types@1.0.0=canonical \
+  --import-interface-name syncline:canonical/types@1.1.0=canonical \
   componentize app -o "${OUT:-acme-xml-mapper.wasm}"

@@ -15,8 +15,8 @@
 // Config: `url` (required), `token` (a secret: a bearer token), `units` (a
 // table of canonical unit -> ERP unit, e.g. {EA = "PCE"}).
 // Build: npm run build       Test: syncline test erp-order-sink.wasm --cases cases
-import { get, entries } from 'syncline:plugin/config@1.0.0';
-import { log } from 'syncline:plugin/log@1.0.0';
+import { get, entries } from 'syncline:plugin/config@1.1.0';
+import { log } from 'syncline:plugin/log@1.1.0';
 
 /** The ERP's order document and path for one message, or a reason it has none. */
 export function order(msg, units) {

@@ -42,8 +42,13 @@ pub enum LoadError {
         /// What it exports.
         exports: String,
     },
-    /// Built against a `syncline:plugin` major version this host does not run.
-    #[error("plugin `{name}` ({digest}) was built for syncline:plugin@{version}; this host runs 1.x")]
+    /// Built against a `syncline:plugin` version this host does not run
+    /// (another major, or a newer minor).
+    #[error(
+        "plugin `{name}` ({digest}) was built for syncline:plugin@{version}; this host runs syncline:plugin 1.0 to {}: rebuild it against syncline:plugin@{}",
+        super::plugin::PLUGIN_API_VERSION,
+        super::plugin::PLUGIN_API_VERSION
+    )]
     Version {
         /// Plugin name.
         name: String,

@@ -21,8 +21,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use syncline_model::{DeliveryOutcome, Message, PluginError, PollBatch, Violation};
 
-use super::bindings::convert::Conv;
-use super::bindings::{allocator, sink, source, transformer, validator};
+use super::calls::{Exports, Pre};
 use super::error::{CallError, Failure};
 use super::host::{CallInfo, HostState, PluginContext};
 use super::logs::LogGate;
@@ -30,23 +29,6 @@ use super::logs::LogGate;
 use super::native::NativeStage;
 use super::output::{panic_message, python_exception, Written};
 use super::plugin::{Plugin, World};
-
-#[derive(Clone)]
-enum Pre {
-    Transformer(transformer::TransformerPre<HostState>),
-    Validator(validator::ValidatorPre<HostState>),
-    Allocator(allocator::AllocatorPre<HostState>),
-    Source(source::SourcePre<HostState>),
-    Sink(sink::SinkPre<HostState>),
-}
-
-enum Exports {
-    Transformer(transformer::Transformer),
-    Validator(validator::Validator),
-    Allocator(allocator::Allocator),
-    Source(source::Source),
-    Sink(sink::Sink),
-}
 
 /// How many instances of one bound plugin are alive.
 #[derive(Default)]
@@ -109,14 +91,7 @@ impl PluginInstance {
     /// When the plugin's exports do not have the shape of its world (a
     /// plugin that passed loading always does).
     pub(crate) fn new(plugin: Arc<Plugin>, ctx: PluginContext, gate: Arc<LogGate>, meter: crate::metrics::CallMeter) -> anyhow::Result<PluginInstance> {
-        let pre = plugin.pre.clone();
-        let pre = match plugin.world {
-            World::Transformer => Pre::Transformer(transformer::TransformerPre::new(pre)?),
-            World::Validator => Pre::Validator(validator::ValidatorPre::new(pre)?),
-            World::Allocator => Pre::Allocator(allocator::AllocatorPre::new(pre)?),
-            World::Source => Pre::Source(source::SourcePre::new(pre)?),
-            World::Sink => Pre::Sink(sink::SinkPre::new(pre)?),
-        };
+        let pre = Pre::new(plugin.world, plugin.api_minor(), plugin.pre.clone())?;
         Ok(PluginInstance {
             plugin,
             ctx: Arc::new(ctx),
@@ -163,11 +138,11 @@ impl PluginInstance {
         *self.slots.live.lock().unwrap()
     }
 
-    fn error(&self, failure: Failure) -> CallError {
+    pub(super) fn error(&self, failure: Failure) -> CallError {
         CallError { plugin: self.plugin.name.clone(), digest: self.plugin.digest.clone(), failure, output: None }
     }
 
-    fn wrong_world(&self, wanted: World) -> CallError {
+    pub(super) fn wrong_world(&self, wanted: World) -> CallError {
         self.error(Failure::Contract(format!("called as a {wanted} but it implements the {} world", self.plugin.world)))
     }
 
@@ -209,13 +184,7 @@ impl PluginInstance {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         });
         store.set_epoch_deadline(1);
-        let exports = match &self.pre {
-            Pre::Transformer(p) => p.instantiate_async(&mut store).await.map(Exports::Transformer),
-            Pre::Validator(p) => p.instantiate_async(&mut store).await.map(Exports::Validator),
-            Pre::Allocator(p) => p.instantiate_async(&mut store).await.map(Exports::Allocator),
-            Pre::Source(p) => p.instantiate_async(&mut store).await.map(Exports::Source),
-            Pre::Sink(p) => p.instantiate_async(&mut store).await.map(Exports::Sink),
-        };
+        let exports = self.pre.instantiate(&mut store).await;
         match exports {
             Ok(exports) => Ok(Warm { store, exports, _slot: slot }),
             Err(e) => {
@@ -301,7 +270,7 @@ impl PluginInstance {
         warm.store.data_mut().begin(info, deadline);
         warm.store.set_epoch_deadline(1);
         let Warm { store, exports, .. } = &mut warm;
-        let ran = super::io::run_until(deadline, self.dispatch(store, exports, request));
+        let ran = super::io::run_until(deadline, exports.dispatch(self, store, request));
         // Dropped at the deadline while the guest waited in a host call.
         let mut result = ran.unwrap_or_else(|| Err(self.error(Failure::Timeout(limits.timeout))));
         let data = warm.store.data_mut();
@@ -328,67 +297,13 @@ impl PluginInstance {
         (result.map_err(|e| explain(e, written)), report)
     }
 
-    /// Calls the export `request` names.
-    async fn dispatch(&self, store: &mut Store<HostState>, exports: &Exports, request: Request) -> Result<Response, CallError> {
-        use sink::exports::syncline::plugin::deliver::DeliveryOutcome as W;
-        match (request, exports) {
-            (Request::Transform(msg), Exports::Transformer(t)) => {
-                match t.syncline_plugin_transform().call_transform(&mut *store, &msg.conv()).await {
-                    Ok(Ok(out)) => self.bounded(out.conv()).map(Response::Messages),
-                    Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
-                    Err(e) => Err(self.failed(store, e)),
-                }
-            }
-            (Request::Validate(msg), Exports::Validator(v)) => match v.syncline_plugin_validate().call_validate(&mut *store, &msg.conv()).await {
-                Ok(out) => self
-                    .bounded(out.into_iter().map(|v| Violation { field: v.field, code: v.code, severity: v.severity.conv(), text: v.text }).collect())
-                    .map(Response::Violations),
-                Err(e) => Err(self.failed(store, e)),
-            },
-            (Request::Allocate(batch), Exports::Allocator(a)) => {
-                let input: Vec<_> = batch.conv();
-                match a.syncline_plugin_allocate().call_allocate(&mut *store, &input).await {
-                    Ok(Ok(out)) => self.bounded(out.conv()).map(Response::Messages),
-                    Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
-                    Err(e) => Err(self.failed(store, e)),
-                }
-            }
-            (Request::Poll(cursor), Exports::Source(s)) => match s.syncline_plugin_poll().call_poll(&mut *store, cursor.as_deref()).await {
-                Ok(Ok(b)) => {
-                    let messages: Vec<Message> = self.bounded(b.messages.conv())?;
-                    Ok(Response::Batch(PollBatch { messages, cursor: b.cursor, more: b.more }))
-                }
-                Ok(Err(e)) => Err(self.error(Failure::Plugin(plugin_error(e)))),
-                Err(e) => Err(self.failed(store, e)),
-            },
-            (Request::Deliver(messages), Exports::Sink(s)) => {
-                let count = messages.len();
-                let input: Vec<_> = messages.conv();
-                let out = s.syncline_plugin_deliver().call_deliver(&mut *store, &input).await.map_err(|e| self.failed(store, e))?;
-                if out.len() != count {
-                    return Err(self.error(Failure::Contract(format!("returned {} outcomes for {count} messages", out.len()))));
-                }
-                let outcomes = out
-                    .into_iter()
-                    .map(|o| match o {
-                        W::Delivered(reference) => DeliveryOutcome::Delivered { reference },
-                        W::Retryable(r) => DeliveryOutcome::Retryable { reason: r.reason, after_ms: r.after_ms },
-                        W::Permanent(reason) => DeliveryOutcome::Permanent { reason },
-                    })
-                    .collect();
-                self.bounded(outcomes).map(Response::Outcomes)
-            }
-            (request, _) => Err(self.wrong_world(request.world())),
-        }
-    }
-
     /// A trap or limit hit during a call.
-    fn failed(&self, store: &Store<HostState>, e: wasmtime::Error) -> CallError {
+    pub(super) fn failed(&self, store: &Store<HostState>, e: wasmtime::Error) -> CallError {
         self.error(self.classify(e, store))
     }
 
     /// Fails the call when what it returned is larger than the output limit.
-    fn bounded<T: Serialize>(&self, value: T) -> Result<T, CallError> {
+    pub(super) fn bounded<T: Serialize>(&self, value: T) -> Result<T, CallError> {
         let limit = self.ctx.limits.output;
         let size = super::size::size_of(&value, limit);
         if size > limit {
@@ -494,7 +409,7 @@ impl PluginInstance {
 }
 
 /// One call into a plugin's export.
-enum Request {
+pub(super) enum Request {
     Transform(Message),
     Validate(Message),
     Allocate(Vec<Message>),
@@ -503,7 +418,7 @@ enum Request {
 }
 
 impl Request {
-    fn world(&self) -> World {
+    pub(super) fn world(&self) -> World {
         match self {
             Request::Transform(_) => World::Transformer,
             Request::Validate(_) => World::Validator,
@@ -515,7 +430,7 @@ impl Request {
 }
 
 /// What the export answered.
-enum Response {
+pub(super) enum Response {
     Messages(Vec<Message>),
     Violations(Vec<Violation>),
     Batch(PollBatch),
@@ -560,10 +475,6 @@ fn explain(mut e: CallError, written: Written) -> CallError {
     }
     e.output = Some(written.tail);
     e
-}
-
-fn plugin_error(e: super::bindings::host_api::plugin_types::PluginError) -> PluginError {
-    PluginError { code: e.code, message: e.message, retryable: e.retryable }
 }
 
 fn call_info(first: Option<&Message>) -> CallInfo {

@@ -6,6 +6,7 @@
 //! This module knows nothing of pipelines, stores or HTTP serving.
 
 mod bindings;
+mod calls;
 pub mod cache;
 pub mod engine;
 mod error;
@@ -130,8 +131,7 @@ impl Runtime {
         let Some((world, api_version)) = world else {
             return Err(LoadError::NoWorld { name: name.into(), digest, exports: exports.join(", ") });
         };
-        let major = api_version.split('.').next().and_then(|m| m.parse::<u64>().ok());
-        if major != Some(plugin::PLUGIN_API_MAJOR) {
+        if plugin::api_fit(&api_version) == plugin::ApiFit::Rebuild {
             return Err(LoadError::Version { name: name.into(), digest, version: api_version });
         }
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link {

@@ -67,6 +67,34 @@ impl fmt::Display for World {
 
 /// The major version of `syncline:plugin` this host runs.
 pub const PLUGIN_API_MAJOR: u64 = 1;
+/// The newest minor version of `syncline:plugin` 1.x this host runs; plugins
+/// built against 1.0 run through the 1.0 bindings.
+pub const PLUGIN_API_MINOR: u64 = 1;
+/// The `syncline:plugin` version this host's WIT declares.
+pub const PLUGIN_API_VERSION: &str = "1.1.0";
+
+/// How a plugin built against `syncline:plugin@version` can run on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFit {
+    /// Built against this host's version.
+    Current,
+    /// Built against an older minor of this major: runs through that minor's
+    /// bindings; fields added since reach it as extensions.
+    OlderMinor(u64),
+    /// Built against another major, or a newer minor: must be rebuilt
+    /// against this host's version (or run on a host that speaks it).
+    Rebuild,
+}
+
+/// How a plugin built against `syncline:plugin@version` fits this host.
+pub fn api_fit(version: &str) -> ApiFit {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(PLUGIN_API_MAJOR), Some(PLUGIN_API_MINOR)) => ApiFit::Current,
+        (Some(PLUGIN_API_MAJOR), Some(minor)) if minor < PLUGIN_API_MINOR => ApiFit::OlderMinor(minor),
+        _ => ApiFit::Rebuild,
+    }
+}
 
 /// A compiled plugin, linked against the host and ready to instantiate.
 pub struct Plugin {
@@ -94,6 +122,15 @@ impl Plugin {
     /// with what the host grants through it (see [`beyond_world`]).
     pub fn beyond_world(&self) -> Vec<(&str, &'static str)> {
         beyond_world(self.world, &self.imports)
+    }
+
+    /// The minor version of `syncline:plugin` 1.x it was built against
+    /// (loading refuses other majors and newer minors).
+    pub fn api_minor(&self) -> u32 {
+        match api_fit(&self.api_version) {
+            ApiFit::OlderMinor(m) => m as u32,
+            _ => PLUGIN_API_MINOR as u32,
+        }
     }
 
     /// The first 12 hex digits of the digest, for log lines.
@@ -168,6 +205,17 @@ pub(crate) fn describe(engine: &Engine, component: &Component) -> (Option<(World
 #[cfg(test)]
 mod beyond_tests {
     use super::*;
+
+    #[test]
+    fn plugin_versions_fit_by_major_and_minor() {
+        assert_eq!(api_fit("1.1.0"), ApiFit::Current);
+        assert_eq!(api_fit("1.1.4"), ApiFit::Current);
+        assert_eq!(api_fit("1.0.0"), ApiFit::OlderMinor(0));
+        for v in ["1.2.0", "2.0.0", "0.9.0", "", "x.y"] {
+            assert_eq!(api_fit(v), ApiFit::Rebuild, "{v}");
+        }
+        assert_eq!(PLUGIN_API_VERSION, format!("{PLUGIN_API_MAJOR}.{PLUGIN_API_MINOR}.0"));
+    }
 
     #[test]
     fn http_is_beyond_every_world_but_the_connectors_and_files_and_sockets_beyond_all() {

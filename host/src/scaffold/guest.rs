@@ -47,8 +47,9 @@ pub fn python_build(name: &str, world: World) -> String {
     // One module name for the canonical types in every world (the connector
     // worlds also import wasi:http's `types`, which the HTTP helper expects).
     let http = if connects(world) { " \\\n  --import-interface-name wasi:http/types@0.2.12=types" } else { "" };
+    let canonical = syncline_model::SCHEMA_VERSION;
     format!(
-        "componentize-py -d \"${{SYNCLINE_WIT:-wit}}\" -w {world} \\\n  --import-interface-name syncline:canonical/types@1.0.0=canonical{http} \\\n  componentize app -o \"${{OUT:-{name}.wasm}}\""
+        "componentize-py -d \"${{SYNCLINE_WIT:-wit}}\" -w {world} \\\n  --import-interface-name syncline:canonical/types@{canonical}=canonical{http} \\\n  componentize app -o \"${{OUT:-{name}.wasm}}\""
     )
 }
 
@@ -89,7 +90,11 @@ pub(super) fn write(dir: &Path, name: &str, world: World, lang: Lang) -> anyhow:
     for (path, text) in WIT {
         std::fs::write(dir.join("wit").join(path), text)?;
     }
-    let source = template(lang, world).replace("__NAME__", name).replace("__TYPE__", &camel(name));
+    let source = template(lang, world)
+        .replace("__NAME__", name)
+        .replace("__TYPE__", &camel(name))
+        .replace("__PLUGIN_API__", crate::runtime::plugin::PLUGIN_API_VERSION)
+        .replace("__SCHEMA_VERSION__", syncline_model::SCHEMA_VERSION);
     std::fs::write(dir.join("cases/sample.json"), sample(world, name, lang))?;
     let (build, test) = match lang {
         Lang::Python => {

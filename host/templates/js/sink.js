@@ -3,7 +3,7 @@
 //
 // Config: `url` (required), `token` (a secret, sent as a bearer token).
 // Build: npm run build       Test: syncline test __NAME__.wasm --cases cases
-import { get } from 'syncline:plugin/config@1.0.0';
+import { get } from 'syncline:plugin/config@__PLUGIN_API__';
 
 /** The downstream's document for one message (shape it here). */
 function document(msg) {

@@ -4,13 +4,13 @@
 // a raw JSON message for the pipeline's mapping stage.
 //
 // Build: npm run build       Test: syncline test __NAME__.wasm --cases cases
-import { get } from 'syncline:plugin/config@1.0.0';
+import { get } from 'syncline:plugin/config@__PLUGIN_API__';
 
 /** A raw JSON message; the host gives it an id and correlation id. */
 function raw(record) {
   return {
     id: '', correlationId: '', causationId: undefined, tenant: '', sourceSystem: '__NAME__',
-    schemaVersion: '1.0.0', occurredAt: '', priority: 'normal', idempotencyKey: undefined, headers: [],
+    schemaVersion: '__SCHEMA_VERSION__', occurredAt: '', priority: 'normal', idempotencyKey: undefined, headers: [],
     body: { tag: 'raw', val: { contentType: 'application/json', data: new TextEncoder().encode(JSON.stringify(record)) } },
   };
 }

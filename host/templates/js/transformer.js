@@ -3,8 +3,8 @@
 // Build: npm run build       Test: syncline test __NAME__.wasm --cases cases
 // The type mapping (camelCase fields, variants as {tag, val}), errors, config,
 // tables, state and logging are in the plugin guide (docs/PLUGINS.md of Syncline).
-import { get } from 'syncline:plugin/config@1.0.0';
-import { log } from 'syncline:plugin/log@1.0.0';
+import { get } from 'syncline:plugin/config@__PLUGIN_API__';
+import { log } from 'syncline:plugin/log@__PLUGIN_API__';
 
 /** A refusal the host records with its code (dead letter, trace). */
 function pluginError(code, message, retryable = false) {

@@ -20,7 +20,7 @@ def raw(record) -> canonical.Message:
     """A raw JSON message; the host gives it an id and correlation id."""
     body = canonical.Body_Raw(canonical.Raw(content_type="application/json", data=json.dumps(record).encode()))
     return canonical.Message(id="", correlation_id="", causation_id=None, tenant="", source_system="__NAME__",
-                             schema_version="1.0.0", occurred_at="", priority=canonical.Priority.NORMAL,
+                             schema_version="__SCHEMA_VERSION__", occurred_at="", priority=canonical.Priority.NORMAL,
                              idempotency_key=None, headers=[], body=body)
 
 

@@ -1,0 +1,168 @@
+//! Schema evolution end to end: a 1.1 host runs a plugin built against
+//! `syncline:plugin@1.0.0` (the `legacy-tagger` fixture, built from the
+//! frozen `wit/1.0/`) and loses none of the 1.1 fields on the way through
+//! it; messages declared 1.0 are upgraded on ingest; another major is
+//! refused, and `syncline check` names the plugins to rebuild.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::support::{plugin, runtime, syncline};
+
+const CONFIG: &str = crate::site_config!(
+    r#"
+[[pipeline]]
+id = "items"
+tenant = "acme"
+stages = [{ transform = "legacy-tagger" }]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+config = { url = "http://{ERP}/items" }
+allowed-hosts = ["{ERP}"]
+"#
+);
+
+fn item(version: &str, body_extra: Value) -> Vec<u8> {
+    let mut body = json!({"id": "SKU-1", "description": "Cola 0.33", "base-uom": "EA", "pack-size": 24, "product-family": "beverages", "lifecycle": "active"});
+    body.as_object_mut().unwrap().extend(body_extra.as_object().unwrap().clone());
+    json!({"schema-version": version, "kind": "item", "body": body}).to_string().into_bytes()
+}
+
+fn header<'a>(msg: &'a Value, key: &str) -> &'a str {
+    msg["headers"][key].as_str().unwrap_or_else(|| panic!("no header {key} in {msg}"))
+}
+
+/// The one output of the message `answer` accepted, once delivered.
+fn output(host: &Host, answer: (u16, Value)) -> Value {
+    assert_eq!(answer.0, 202, "{answer:?}");
+    let t = host.settled(answer.1["id"].as_str().unwrap());
+    assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+    t["outputs"][0]["message"].clone()
+}
+
+#[test]
+fn a_plugin_built_against_1_0_keeps_working_under_1_1_and_loses_no_new_field() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(CONFIG, &erp);
+    site.share_plugin("legacy-tagger", "legacy-tagger");
+    let host = Host::start(&site);
+    let post = |body: Vec<u8>| host.ingest("acme", "items", "messages", "application/json", &[], &body);
+
+    // A 1.1 item: the 1.0 plugin sees its `gtin` as the extension and a
+    // 1.0 label; what it returns gets the field back, and nothing twice.
+    let out = output(&host, post(item("1.1.0", json!({"gtin": "04012345678901", "extensions": {"buyer": "B7"}}))));
+    assert_eq!(header(&out, "seen-schema-version"), "1.0.0");
+    assert_eq!(header(&out, "seen-gtin"), "04012345678901");
+    assert_eq!(out["schema-version"], "1.1.0");
+    assert_eq!(out["body"]["gtin"], "04012345678901");
+    assert_eq!(out["body"]["description"], "Cola 0.33 (tagged by a 1.0 plugin)");
+    assert_eq!(out["body"]["extensions"], json!({"buyer": "B7"}), "{out}");
+
+    // A 1.1 item without one: nothing is made up.
+    let out = output(&host, post(item("1.1.0", json!({}))));
+    assert_eq!(header(&out, "seen-gtin"), "none");
+    assert!(out["body"].get("gtin").is_none(), "{out}");
+
+    // A 1.0 mapping's way of saying it (an extension) becomes the field:
+    // here the plugin itself writes the `gtin` extension from an `ean`.
+    let out = output(&host, post(item("1.0.0", json!({"extensions": {"ean": "4000000000017"}}))));
+    assert_eq!(out["body"]["gtin"], "4000000000017");
+    assert!(out["body"].get("extensions").is_none(), "{out}");
+
+    // A 1.1 inventory position's safety stock travels as the extension and back.
+    let position = json!({"schema-version": "1.1.0", "kind": "inventory-position", "body": {
+        "item": "SKU-1", "location": "DC-1", "on-hand": 40, "allocated": 5, "in-transit": 0, "available": 35,
+        "uom": "EA", "as-of": "2026-11-30T08:00:00Z", "safety-stock": 12.5}});
+    let out = output(&host, post(position.to_string().into_bytes()));
+    assert_eq!(header(&out, "seen-safety-stock"), "12.5");
+    assert_eq!(out["body"]["safety-stock"], 12.5);
+    assert!(out["body"].get("extensions").is_none(), "{out}");
+
+    // The ERP got the 1.1 form from the current sink.
+    let docs = erp.documents();
+    assert_eq!(docs.len(), 4, "{docs:?}");
+    assert!(docs[0]["body"].to_string().contains(r#""gtin":"04012345678901""#), "{:?}", docs[0]);
+}
+
+#[test]
+fn messages_declared_1_0_are_upgraded_and_may_not_use_1_1_fields() {
+    let erp = Erp::start(&[]);
+    let site = Site::new(CONFIG, &erp);
+    site.share_plugin("legacy-tagger", "legacy-tagger");
+    let host = Host::start(&site);
+    let post = |body: Vec<u8>| host.ingest("acme", "items", "messages", "application/json", &[], &body);
+
+    // Upgraded by the rule: the 1.0 extension is the 1.1 field.
+    let out = output(&host, post(item("1.0.0", json!({"extensions": {"gtin": "04012345678901"}}))));
+    assert_eq!((out["schema-version"].as_str(), out["body"]["gtin"].as_str()), (Some("1.1.0"), Some("04012345678901")));
+
+    // A 1.1 field under a 1.0 label is refused, naming the field and the fix.
+    let (status, body) = post(item("1.0.0", json!({"gtin": "04012345678901"})));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "field-not-in-version", "{body}");
+    let text = body["error"]["message"].as_str().unwrap();
+    assert!(text.contains("`body.gtin` is not part of schema version 1.0.0") && text.contains("schema-version 1.1.0"), "{text}");
+
+    // A newer minor and another major are refused, saying what the host reads.
+    for v in ["1.2.0", "2.0.0", "0.9.0"] {
+        let (status, body) = post(item(v, json!({})));
+        assert_eq!(status, 422, "{v}: {body}");
+        assert_eq!(body["error"]["code"], "unsupported-schema-version");
+        assert!(body["error"]["message"].as_str().unwrap().contains("this host reads 1.x up to 1.1.0"), "{body}");
+    }
+}
+
+#[test]
+fn a_plugin_of_another_major_is_refused_and_check_names_what_to_rebuild() {
+    // Loading says what it was built for and what to rebuild against.
+    let err = runtime().load_file(&plugin("future-major")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, syncline::runtime::LoadError::Version { ref version, .. } if version == "2.0.0"), "{text}");
+    assert!(text.contains("built for syncline:plugin@2.0.0") && text.contains("rebuild it against syncline:plugin@1.1.0"), "{text}");
+    let legacy = runtime().load_file(&plugin("legacy-tagger")).unwrap();
+    assert_eq!(legacy.api_version, "1.0.0");
+
+    let erp = Erp::start(&[]);
+    let config = CONFIG.to_string()
+        + r#"
+[[pipeline]]
+id = "future"
+tenant = "acme"
+stages = [{ transform = "future-major" }, { transform = "legacy-tagger" }]
+routes = [{ to = "erp" }]
+"#;
+    let site = Site::new(&config, &erp);
+    site.share_plugin("legacy-tagger", "legacy-tagger");
+    site.share_plugin("future-major", "future-major");
+
+    // check names every plugin that must be rebuilt, and notes the ones
+    // running through older bindings.
+    let out = syncline().arg("check").arg(site.config()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 plugin(s) must be rebuilt against syncline:plugin@1.1.0"), "{err}");
+    assert!(err.contains("future-major (") && err.contains("stage 1 of pipeline `future`") && err.contains("built against syncline:plugin@2.0.0"), "{err}");
+    assert!(!err.contains("legacy-tagger"), "{err}");
+
+    // The host refuses to start with it, with the same reason.
+    let out = syncline().arg("run").arg(site.config()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("was built for syncline:plugin@2.0.0"), "{err}");
+
+    // Without it, check passes and says what the 1.0 plugin does not see.
+    site.rewrite(CONFIG, &erp);
+    let out = syncline().arg("check").arg(site.config()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("built against syncline:plugin@1.0.0: runs through the 1.0 bindings, which show it item.gtin, inventory-position.safety-stock as extensions"),
+        "{stdout}"
+    );
+
+    // inspect tells the version too.
+    let out = syncline().arg("inspect").arg(plugin("legacy-tagger")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("world    syncline:plugin/transformer@1.0.0"), "{stdout}");
+}
