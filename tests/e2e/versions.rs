@@ -80,9 +80,18 @@ fn a_plugin_built_against_1_0_keeps_working_under_1_1_and_loses_no_new_field() {
     assert_eq!(out["body"]["safety-stock"], 12.5);
     assert!(out["body"].get("extensions").is_none(), "{out}");
 
+    // Whatever label a plugin writes, its output is stored and delivered
+    // as the version of the bindings it came through.
+    for label in ["1.0.0", "banana", "2.0.0"] {
+        let mut msg: Value = serde_json::from_slice(&item("1.1.0", json!({"gtin": "1"}))).unwrap();
+        msg["headers"] = json!({"relabel": label});
+        let out = output(&host, post(msg.to_string().into_bytes()));
+        assert_eq!((out["schema-version"].as_str(), out["body"]["gtin"].as_str()), (Some("1.1.0"), Some("1")), "{label}: {out}");
+    }
+
     // The ERP got the 1.1 form from the current sink.
     let docs = erp.documents();
-    assert_eq!(docs.len(), 4, "{docs:?}");
+    assert_eq!(docs.len(), 7, "{docs:?}");
     assert!(docs[0]["body"].to_string().contains(r#""gtin":"04012345678901""#), "{:?}", docs[0]);
 }
 

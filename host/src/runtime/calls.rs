@@ -54,6 +54,19 @@ impl Exports {
     }
 }
 
+/// A plugin's outputs have the shape of the bindings they came through,
+/// whatever `schema-version` the plugin wrote on them (a stale copy of its
+/// input's, a typo): they are labelled with this host's version, which is
+/// the form they are stored and delivered in.
+fn relabelled(mut messages: Vec<syncline_model::Message>) -> Vec<syncline_model::Message> {
+    for m in &mut messages {
+        if m.schema_version != syncline_model::SCHEMA_VERSION {
+            m.schema_version = syncline_model::SCHEMA_VERSION.to_string();
+        }
+    }
+    messages
+}
+
 macro_rules! calls {
     ($version:ident) => {
         mod $version {
@@ -121,7 +134,7 @@ macro_rules! calls {
                 match (request, exports) {
                     (Request::Transform(msg), Exports::Transformer(t)) => {
                         match t.syncline_plugin_transform().call_transform(&mut *store, &msg.conv()).await {
-                            Ok(Ok(out)) => inst.bounded(out.conv()).map(Response::Messages),
+                            Ok(Ok(out)) => inst.bounded(out.conv()).map(|m| Response::Messages(super::relabelled(m))),
                             Ok(Err(e)) => Err(plugin_error(e)),
                             Err(e) => Err(inst.failed(store, e)),
                         }
@@ -135,14 +148,14 @@ macro_rules! calls {
                     (Request::Allocate(batch), Exports::Allocator(a)) => {
                         let input: Vec<_> = batch.conv();
                         match a.syncline_plugin_allocate().call_allocate(&mut *store, &input).await {
-                            Ok(Ok(out)) => inst.bounded(out.conv()).map(Response::Messages),
+                            Ok(Ok(out)) => inst.bounded(out.conv()).map(|m| Response::Messages(super::relabelled(m))),
                             Ok(Err(e)) => Err(plugin_error(e)),
                             Err(e) => Err(inst.failed(store, e)),
                         }
                     }
                     (Request::Poll(cursor), Exports::Source(s)) => match s.syncline_plugin_poll().call_poll(&mut *store, cursor.as_deref()).await {
                         Ok(Ok(b)) => {
-                            let messages: Vec<Message> = inst.bounded(b.messages.conv())?;
+                            let messages: Vec<Message> = super::relabelled(inst.bounded(b.messages.conv())?);
                             Ok(Response::Batch(PollBatch { messages, cursor: b.cursor, more: b.more }))
                         }
                         Ok(Err(e)) => Err(plugin_error(e)),
