@@ -93,6 +93,16 @@ fn a_plugin_built_against_1_0_keeps_working_under_1_1_and_loses_no_new_field() {
     let docs = erp.documents();
     assert_eq!(docs.len(), 7, "{docs:?}");
     assert!(docs[0]["body"].to_string().contains(r#""gtin":"04012345678901""#), "{:?}", docs[0]);
+
+    // A plugin of another major dropped over the live one is rejected on
+    // reload, saying why; the 1.0 version keeps serving.
+    let live = site.dir.path().join("plugins/shared/legacy-tagger.wasm");
+    replace_file(&live, &std::fs::read(plugin("future-major")).unwrap());
+    let record = host.effective_reload(1);
+    assert_eq!(record["outcome"], "rejected", "{record}");
+    assert!(record["error"].as_str().unwrap().contains("was built for syncline:plugin@2.0.0"), "{record}");
+    let out = output(&host, post(item("1.1.0", json!({"gtin": "2"}))));
+    assert_eq!((header(&out, "seen-gtin"), out["body"]["gtin"].as_str()), ("2", Some("2")));
 }
 
 #[test]
