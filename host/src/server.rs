@@ -45,7 +45,7 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
                 unapproved.push(e.to_string());
             }
         }
-        let instance = match crate::pipeline::bind_plugin(&runtime, r, &bytes, settings, state.clone(), &mut tables) {
+        let instance = match crate::pipeline::bind_plugin(&runtime, r, (&bytes, &digest), settings, state.clone(), &mut tables) {
             Ok(instance) => instance,
             Err(e) => match e.downcast_ref::<crate::runtime::LoadError>() {
                 Some(crate::runtime::LoadError::Version { version, .. }) => {

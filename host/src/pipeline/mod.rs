@@ -82,12 +82,12 @@ fn table(cache: &mut BTreeMap<PathBuf, Arc<RefTable>>, path: &PathBuf) -> anyhow
 pub fn bind_plugin(
     runtime: &Runtime,
     plugin: &PluginRef,
-    bytes: &[u8],
+    (bytes, digest): (&[u8], &str),
     settings: &PluginSettings,
     state: Arc<dyn StateStore>,
     tables: &mut BTreeMap<PathBuf, Arc<RefTable>>,
 ) -> anyhow::Result<Arc<PluginInstance>> {
-    let loaded = runtime.load_bytes(&plugin.name, bytes)?;
+    let loaded = runtime.load_digested(&plugin.name, bytes, digest.to_string())?;
     crate::runtime::check_world(&loaded, plugin.world, &plugin.needed_by)?;
     let mut ctx = PluginContext::new(plugin.name.clone());
     ctx.config = flatten_config(&settings.config);

@@ -88,7 +88,7 @@ impl Builder<'_> {
         if self.approved_only {
             self.versions.check_approved(plugin, digest)?;
         }
-        let instance = bind_plugin(self.runtime, plugin, bytes, settings, self.state.clone(), &mut self.tables)?;
+        let instance = bind_plugin(self.runtime, plugin, (bytes, digest), settings, self.state.clone(), &mut self.tables)?;
         self.versions.archive(digest, bytes);
         Ok(instance)
     }
@@ -106,8 +106,11 @@ impl Builder<'_> {
         settings: &PluginSettings,
         pin: Option<&str>,
     ) -> anyhow::Result<Option<(Arc<PluginInstance>, String)>> {
-        let (bytes, digest) = self.versions.desired(plugin, pin)?;
         let old = running.load().plugin().digest.clone();
+        if pin.is_none() && self.versions.unchanged(plugin, &old) {
+            return Ok(None);
+        }
+        let (bytes, digest) = self.versions.desired(plugin, pin)?;
         if digest == old {
             return Ok(None);
         }

@@ -18,17 +18,64 @@ struct Override {
     file_digest: String,
 }
 
+/// What identifies a file's content without reading it: a file replaced
+/// by rename has another inode, one written in place another change time.
+/// File times move by the kernel's clock tick, so a stamp taken less than
+/// [`RACY`] after the file was changed is not trusted (a second write in
+/// the same tick would keep it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// The last change of content or metadata (on Unix the change time,
+    /// which no tool can set back).
+    changed: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64),
+}
+
+/// How long after a file's last change its stamp starts to be trusted:
+/// longer than a clock tick (10 ms at most).
+const RACY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Stamp {
+    /// Whether a file with this stamp may have changed again unseen when
+    /// the stamp was taken at `at`.
+    fn racy(&self, at: std::time::SystemTime) -> bool {
+        self.changed.is_none_or(|c| at.duration_since(c).map_or(true, |d| d < RACY))
+    }
+
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        #[cfg(unix)]
+        let changed = u64::try_from(m.ctime()).ok().map(|s| std::time::UNIX_EPOCH + std::time::Duration::new(s, m.ctime_nsec() as u32));
+        #[cfg(not(unix))]
+        let changed = m.modified().ok();
+        Stamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            changed,
+            #[cfg(unix)]
+            inode: (m.dev(), m.ino()),
+        }
+    }
+}
+
 /// The archive and the version history.
 pub struct Versions {
     store: Arc<dyn Store>,
     history: Mutex<BTreeMap<String, Vec<String>>>,
     overrides: Mutex<BTreeMap<String, Override>>,
+    /// The digest of each plugin file as last read, with its stamp then,
+    /// if the stamp can be trusted.
+    hashed: Mutex<BTreeMap<std::path::PathBuf, (Stamp, String)>>,
 }
 
 impl Versions {
     /// Versions archived in `store`.
     pub fn new(store: Arc<dyn Store>) -> Versions {
-        Versions { store, history: Mutex::default(), overrides: Mutex::default() }
+        Versions { store, history: Mutex::default(), overrides: Mutex::default(), hashed: Mutex::default() }
     }
 
     /// Fails unless version `digest` of `plugin` is approved (under
@@ -99,13 +146,12 @@ impl Versions {
     /// When the file cannot be read, or a pinned digest is neither the
     /// file's nor archived.
     pub fn desired(&self, plugin: &PluginRef, pin: Option<&str>) -> anyhow::Result<(Vec<u8>, String)> {
-        let read_file = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read plugin file {}: {e}", p.display()));
+        let read_file = |p: &Path| self.read(p).map_err(|e| anyhow::anyhow!("cannot read plugin file {}: {e}", p.display()));
         if let Some(pin) = pin {
             if let Some(bytes) = self.get(pin) {
                 return Ok((bytes, pin.to_string()));
             }
-            let bytes = read_file(&plugin.path)?;
-            let digest = crate::runtime::digest(&bytes);
+            let (bytes, digest) = read_file(&plugin.path)?;
             anyhow::ensure!(
                 digest == pin,
                 "{} pins plugin `{}` to {pin}, but {} is {digest} and that version was never loaded here",
@@ -115,8 +161,7 @@ impl Versions {
             );
             return Ok((bytes, digest));
         }
-        let bytes = read_file(&plugin.path)?;
-        let digest = crate::runtime::digest(&bytes);
+        let (bytes, digest) = read_file(&plugin.path)?;
         let mut overrides = self.overrides.lock().unwrap();
         if let Some(o) = overrides.get(&plugin.name).cloned() {
             if o.file_digest == digest {
@@ -129,5 +174,85 @@ impl Versions {
             }
         }
         Ok((bytes, digest))
+    }
+
+    /// Whether [`Versions::desired`] would give `running` again for an
+    /// unpinned plugin, known without reading its file: no rollback is in
+    /// force and the file is the one last read, which was `running`. A
+    /// reload reads only the plugin files that changed (reading and hashing
+    /// a 12 MB plugin takes ~17 ms).
+    pub fn unchanged(&self, plugin: &PluginRef, running: &str) -> bool {
+        if self.overrides.lock().unwrap().contains_key(&plugin.name) {
+            return false;
+        }
+        let Ok(meta) = std::fs::metadata(&plugin.path) else { return false };
+        let hashed = self.hashed.lock().unwrap();
+        hashed.get(&plugin.path).is_some_and(|(stamp, digest)| *stamp == Stamp::of(&meta) && digest == running)
+    }
+
+    /// A plugin file's bytes and digest, noting its stamp as read.
+    fn read(&self, path: &Path) -> std::io::Result<(Vec<u8>, String)> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let stamp = Stamp::of(&file.metadata()?);
+        let mut bytes = Vec::with_capacity(stamp.len as usize);
+        file.read_to_end(&mut bytes)?;
+        let digest = crate::runtime::digest(&bytes);
+        let mut hashed = self.hashed.lock().unwrap();
+        match stamp.racy(std::time::SystemTime::now()) {
+            true => hashed.remove(path),
+            false => hashed.insert(path.to_path_buf(), (stamp, digest.clone())),
+        };
+        Ok((bytes, digest))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::World;
+
+    #[test]
+    fn a_plugin_file_is_read_again_only_when_it_may_have_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.wasm");
+        // Stamps are trusted once files have not changed for a while.
+        let settle = || std::thread::sleep(RACY + RACY / 2);
+        std::fs::write(&path, b"version one").unwrap();
+        settle();
+        let plugin = PluginRef { name: "p".into(), path: path.clone(), world: World::Transformer, needed_by: "a test".into() };
+        let v = Versions::new(Arc::new(crate::store::MemoryStore::new()));
+        assert!(!v.unchanged(&plugin, "anything"), "never read");
+        let (_, one) = v.desired(&plugin, None).unwrap();
+        assert!(v.unchanged(&plugin, &one));
+        assert!(!v.unchanged(&plugin, "sha256:another-running-version"));
+
+        // Written in place, same length: the change time moves. Read at
+        // once, the stamp is not trusted (a second write within the same
+        // clock tick would not move it); once settled, it is.
+        std::fs::write(&path, b"version two").unwrap();
+        assert!(!v.unchanged(&plugin, &one));
+        let (_, two) = v.desired(&plugin, None).unwrap();
+        assert_ne!(one, two);
+        assert!(!v.unchanged(&plugin, &two), "a stamp taken right after a change");
+        settle();
+        v.desired(&plugin, None).unwrap();
+        assert!(v.unchanged(&plugin, &two));
+
+        // Replaced by a rename: another inode.
+        let tmp = dir.path().join("p.tmp");
+        std::fs::write(&tmp, b"version two").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(!v.unchanged(&plugin, &two));
+        settle();
+        v.desired(&plugin, None).unwrap();
+        assert!(v.unchanged(&plugin, &two));
+
+        // A rollback in force is the file's business no more.
+        v.roll_back("p", &one, &two);
+        assert!(!v.unchanged(&plugin, &two));
+
+        // A file that is gone is not unchanged.
+        std::fs::remove_file(&path).unwrap();
+        assert!(!v.unchanged(&plugin, &two));
     }
 }

@@ -1126,6 +1126,12 @@ impl Store for SqliteStore {
     }
 
     fn archive(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        // Most reloads bring back a version the archive has: asked first,
+        // so as not to copy (and bind) 12 MB for an insert that is ignored.
+        let known = self.read.lock().unwrap().query_row("SELECT 1 FROM plugin_archive WHERE digest = ?1", params![digest], |_| Ok(())).optional()?;
+        if known.is_some() {
+            return Ok(());
+        }
         let (digest, bytes) = (digest.to_string(), bytes.to_vec());
         self.write(move |tx| {
             tx.execute("INSERT OR IGNORE INTO plugin_archive (digest, bytes, at) VALUES (?1, ?2, ?3)", params![digest, bytes, now_ms()])?;
