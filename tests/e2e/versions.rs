@@ -1,7 +1,7 @@
-//! Schema evolution end to end: a 1.1 host runs a plugin built against
-//! `syncline:plugin@1.0.0` (the `legacy-tagger` fixture, built from the
-//! frozen `wit/1.0/`) and loses none of the 1.1 fields on the way through
-//! it; messages declared 1.0 are upgraded on ingest; another major is
+//! Schema evolution end to end: a 1.1 host runs plugins built against
+//! `syncline:plugin@1.0.0` (the `legacy-tagger` and `legacy-validator`
+//! fixtures, built from the frozen `wit/1.0/`) and loses none of the 1.1
+//! fields on the way through them; messages declared 1.0 are upgraded on ingest; another major is
 //! refused, and `syncline check` names the plugins to rebuild.
 
 use serde_json::{json, Value};
@@ -11,10 +11,19 @@ use crate::support::{plugin, runtime, syncline};
 
 const CONFIG: &str = crate::site_config!(
     r#"
+[exception-queue.master-data]
+owner = "Master data team"
+
 [[pipeline]]
 id = "items"
 tenant = "acme"
 stages = [{ transform = "legacy-tagger" }]
+routes = [{ to = "erp" }]
+
+[[pipeline]]
+id = "checked"
+tenant = "acme"
+stages = [{ validate = "legacy-validator", on-violation = "exception:master-data" }]
 routes = [{ to = "erp" }]
 
 [sink.erp]
@@ -28,6 +37,14 @@ fn item(version: &str, body_extra: Value) -> Vec<u8> {
     let mut body = json!({"id": "SKU-1", "description": "Cola 0.33", "base-uom": "EA", "pack-size": 24, "product-family": "beverages", "lifecycle": "active"});
     body.as_object_mut().unwrap().extend(body_extra.as_object().unwrap().clone());
     json!({"schema-version": version, "kind": "item", "body": body}).to_string().into_bytes()
+}
+
+/// A site running [`CONFIG`] with the 1.0 fixtures.
+fn legacy_site(erp: &Erp) -> Site {
+    let site = Site::new(CONFIG, erp);
+    site.share_plugin("legacy-tagger", "legacy-tagger");
+    site.share_plugin("legacy-validator", "legacy-validator");
+    site
 }
 
 fn header<'a>(msg: &'a Value, key: &str) -> &'a str {
@@ -45,8 +62,7 @@ fn output(host: &Host, answer: (u16, Value)) -> Value {
 #[test]
 fn a_plugin_built_against_1_0_keeps_working_under_1_1_and_loses_no_new_field() {
     let erp = Erp::start(&[]);
-    let site = Site::new(CONFIG, &erp);
-    site.share_plugin("legacy-tagger", "legacy-tagger");
+    let site = legacy_site(&erp);
     let host = Host::start(&site);
     let post = |body: Vec<u8>| host.ingest("acme", "items", "messages", "application/json", &[], &body);
 
@@ -106,10 +122,33 @@ fn a_plugin_built_against_1_0_keeps_working_under_1_1_and_loses_no_new_field() {
 }
 
 #[test]
+fn a_validator_built_against_1_0_checks_a_1_1_field_it_sees_as_an_extension() {
+    let erp = Erp::start(&[]);
+    let site = legacy_site(&erp);
+    let host = Host::start(&site);
+    let post = |body: Vec<u8>| host.ingest("acme", "checked", "messages", "application/json", &[], &body);
+
+    // A good GTIN passes and is delivered with its field.
+    let out = output(&host, post(item("1.1.0", json!({"gtin": "04012345678901"}))));
+    assert_eq!(out["body"]["gtin"], "04012345678901");
+
+    // A bad one is reported by the 1.0 validator, its severity and text
+    // carried through the 1.0 result types, and parked for master data.
+    let (status, answer) = post(item("1.1.0", json!({"gtin": "12"})));
+    assert_eq!(status, 202, "{answer}");
+    let t = host.settled(answer["id"].as_str().unwrap());
+    assert_eq!(t["input"]["state"], "exception", "{t}");
+    let exception = t["exceptions"][0].to_string();
+    for part in ["bad-gtin", "body.extensions.gtin", "`12` is not a GTIN", "error", "master-data"] {
+        assert!(exception.contains(part), "{part} in {exception}");
+    }
+    assert!(t["outputs"].as_array().is_none_or(Vec::is_empty), "{t}");
+}
+
+#[test]
 fn messages_declared_1_0_are_upgraded_and_may_not_use_1_1_fields() {
     let erp = Erp::start(&[]);
-    let site = Site::new(CONFIG, &erp);
-    site.share_plugin("legacy-tagger", "legacy-tagger");
+    let site = legacy_site(&erp);
     let host = Host::start(&site);
     let post = |body: Vec<u8>| host.ingest("acme", "items", "messages", "application/json", &[], &body);
 
@@ -152,8 +191,8 @@ tenant = "acme"
 stages = [{ transform = "future-major" }, { transform = "legacy-tagger" }]
 routes = [{ to = "erp" }]
 "#;
-    let site = Site::new(&config, &erp);
-    site.share_plugin("legacy-tagger", "legacy-tagger");
+    let site = legacy_site(&erp);
+    site.rewrite(&config, &erp);
     site.share_plugin("future-major", "future-major");
 
     // check names every plugin that must be rebuilt, and notes the ones
