@@ -32,8 +32,8 @@ macro_rules! wit_conversions {
 /// [`wit_conversions!`] for bindings generated from the frozen 1.0 WIT
 /// (`wit/1.0/`): what a plugin built against `syncline:canonical@1.0.0`
 /// sees and returns. Fields 1.0 lacks are shown to it as extensions and
-/// lifted back from what it returns ([`crate::versions`]); its messages are
-/// labelled 1.0.0 on the way in and this crate's version on the way out.
+/// lifted back from what it returns ([`crate::versions`]), and its input
+/// is labelled 1.0.0 (the host labels what a plugin returns itself).
 #[macro_export]
 macro_rules! wit_conversions_1_0 {
     ($w:ident) => {
@@ -70,33 +70,16 @@ macro_rules! wit_conversions_1_0 {
             }
         }
         impl Conv<$w::Message> for $crate::Message {
-            fn conv(self) -> $w::Message {
-                let schema_version = match $crate::versions::minor_of(&self.schema_version) {
-                    Some(minor) if minor > 0 => "1.0.0".to_string(),
-                    _ => self.schema_version,
-                };
-                $w::Message {
-                    id: self.id, correlation_id: self.correlation_id, causation_id: self.causation_id, tenant: self.tenant,
-                    source_system: self.source_system, schema_version, occurred_at: self.occurred_at,
-                    priority: self.priority.conv(), idempotency_key: self.idempotency_key, headers: self.headers.conv(),
-                    body: self.body.conv(),
+            fn conv(mut self) -> $w::Message {
+                if $crate::versions::minor_of(&self.schema_version).is_some_and(|minor| minor > 0) {
+                    self.schema_version = "1.0.0".to_string();
                 }
+                $crate::__conv_into!($w; self; Message { id, correlation_id, causation_id, tenant, source_system, schema_version,
+                                                         occurred_at, priority, idempotency_key, headers, body })
             }
         }
-        impl Conv<$crate::Message> for $w::Message {
-            fn conv(self) -> $crate::Message {
-                let schema_version = match $crate::versions::minor_of(&self.schema_version) {
-                    Some(0) => $crate::SCHEMA_VERSION.to_string(),
-                    _ => self.schema_version,
-                };
-                $crate::Message {
-                    id: self.id, correlation_id: self.correlation_id, causation_id: self.causation_id, tenant: self.tenant,
-                    source_system: self.source_system, schema_version, occurred_at: self.occurred_at,
-                    priority: self.priority.conv(), idempotency_key: self.idempotency_key, headers: self.headers.conv(),
-                    body: self.body.conv(),
-                }
-            }
-        }
+        $crate::__conv_from!($w; Message { id, correlation_id, causation_id, tenant, source_system, schema_version,
+                                           occurred_at, priority, idempotency_key, headers, body });
     };
 }
 
@@ -187,16 +170,34 @@ macro_rules! __conv_records {
         impl Conv<$w::$name> for $crate::$name {
             #[inline]
             fn conv(self) -> $w::$name {
-                $w::$name { $($f: Conv::conv(self.$f)),* }
+                $crate::__conv_into!($w; self; $name { $($f),* })
             }
         }
+        $crate::__conv_from!($w; $name { $($f),* });
+    )*};
+}
+
+/// The generated record built from this crate's `$v`, field by field.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conv_into {
+    ($w:ident; $v:ident; $name:ident { $($f:ident),* $(,)? }) => {
+        $w::$name { $($f: Conv::conv($v.$f)),* }
+    };
+}
+
+/// The move from a generated record to this crate's, field by field.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conv_from {
+    ($w:ident; $name:ident { $($f:ident),* $(,)? }) => {
         impl Conv<$crate::$name> for $w::$name {
             #[inline]
             fn conv(self) -> $crate::$name {
                 $crate::$name { $($f: Conv::conv(self.$f)),* }
             }
         }
-    )*};
+    };
 }
 
 #[doc(hidden)]

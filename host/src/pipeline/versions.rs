@@ -26,7 +26,6 @@ struct Override {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     len: u64,
-    modified: Option<std::time::SystemTime>,
     /// The last change of content or metadata (on Unix the change time,
     /// which no tool can set back).
     changed: Option<std::time::SystemTime>,
@@ -54,7 +53,6 @@ impl Stamp {
         let changed = m.modified().ok();
         Stamp {
             len: m.len(),
-            modified: m.modified().ok(),
             changed,
             #[cfg(unix)]
             inode: (m.dev(), m.ino()),
