@@ -15,6 +15,7 @@
 //! (a replay is safe: the downstream dedupes on the idempotency key).
 
 mod control;
+mod mirror;
 pub(crate) mod throttle;
 
 use std::collections::HashSet;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use crate::breaker::{BreakerState, BreakerView, Tally};
 pub use control::{ControlView, Gate, SinkControl};
+pub use mirror::{Handoff, Inboxes};
 pub use throttle::ThrottleView;
 
 use syncline_model::{json as mjson, Body, DeliveryOutcome, Kind, Message};
@@ -185,8 +187,13 @@ fn deliver(sink: &LiveSink, instance: &PluginInstance, batch: Vec<Delivery>, can
     let now = now_ms();
     let mut messages: Vec<Message> = Vec::with_capacity(batch.len());
     let mut sendable = Vec::with_capacity(batch.len());
-    for d in batch {
-        match mjson::from_str(&d.json) {
+    for mut d in batch {
+        // Handed over in memory, or read back from the store.
+        let parsed = match d.message.take() {
+            Some(m) => Ok(std::sync::Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone())),
+            None => mjson::from_str(&d.json),
+        };
+        match parsed {
             Ok(m) => {
                 messages.push(m);
                 sendable.push(d);
@@ -292,6 +299,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
     let cancelled = || ctx.stopping() || sink.retired();
     let partition = Partition { queue: Queue::Deliveries { sink: name.to_string() }, index: part, of: sink.cfg.workers };
     let mut keeper = LeaseKeeper::new(ctx.store(), partition, ctx.holder());
+    let mut mirror = mirror::Mirror::default();
     while !cancelled() {
         let seen = sink.signal.generation();
         let lease = match keeper.lease() {
@@ -316,7 +324,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
                 continue;
             }
         };
-        let due = match ctx.store().claim_deliveries(&lease, now, limit * 2) {
+        let (due, from) = match mirror.due(ctx.store(), &lease, sink.inboxes.part(part), now, limit * 2) {
             Ok(r) => r,
             Err(e) => {
                 if probe {
@@ -355,6 +363,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
                 continue;
             }
         }
+        ctx.metrics().taken(name, from.as_str(), chosen.len());
         // This call's version: a swap affects the next call.
         let instance = sink.instance.load_full();
         let mut recorded = Recorded::default();
@@ -373,9 +382,11 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             // Other workers wait on the breaker's time, or deliver again.
             sink.signal.notify();
         }
+        mirror.settled(&recorded.attempts);
         match ctx.store().ack_deliveries(&lease, recorded.attempts) {
             Ok(()) => ctx.metrics().delivered(name, &recorded.facts, now_ms()),
             Err(e) => {
+                mirror.forget();
                 // Not recorded: these deliveries stay pending and are sent
                 // again with the same idempotency keys.
                 tracing::error!(sink = name, error = %e, "cannot record delivery outcomes");
@@ -406,6 +417,7 @@ mod tests {
             json: "x".repeat(bytes),
             errors: vec![],
             outcome_unknown: false,
+            message: None,
         }
     }
 

@@ -98,6 +98,14 @@ struct SinkOutcome {
     outcome: &'static str,
 }
 
+/// Deliveries a sink's workers took, by where from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkFrom {
+    sink: String,
+    /// `memory` or `store`.
+    from: &'static str,
+}
+
 /// A tenant's messages at a sink.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantSink {
@@ -270,6 +278,7 @@ pub struct Metrics {
     stage_messages: Family<StageResult, Counter>,
     stage_seconds: Timing<StageLabels>,
     deliveries: Family<SinkOutcome, Counter>,
+    taken: Family<SinkFrom, Counter>,
     delivery_latency: Timing<TenantSink>,
     dead_letters: Family<DeadLabels, Counter>,
     exceptions: Family<QueueLabels, Counter>,
@@ -289,6 +298,7 @@ impl Metrics {
             stage_messages: Family::default(),
             stage_seconds: Family::new_with_constructor(call_buckets),
             deliveries: Family::default(),
+            taken: Family::default(),
             delivery_latency: Family::new_with_constructor(flow_buckets),
             dead_letters: Family::default(),
             exceptions: Family::default(),
@@ -305,6 +315,7 @@ impl Metrics {
         r.register("plugin_calls", "Plugin calls by plugin, world and result: ok, or the failure class (plugin-error, timeout, memory-limit, output-limit, trap, contract, instantiate).", plugin_calls.calls.clone());
         r.register("plugin_call_seconds", "Time of each plugin call, waiting in host calls included.", plugin_calls.seconds.clone());
         r.register("deliveries", "Delivery attempts per sink by outcome: delivered, retry, dead-lettered.", m.deliveries.clone());
+        r.register("deliveries_taken", "Deliveries sink workers took for a call, by where from: memory (handed over when their commit was durable) or store (read back: after a start, a retry, a replay, or while a backlog drains).", m.taken.clone());
         r.register("delivery_latency_seconds", "From a message's acceptance to the delivery of what it became, per tenant and sink.", m.delivery_latency.clone());
         r.register("dead_lettered", "Messages dead-lettered, per tenant and place (pipeline/ID or sink/NAME).", m.dead_letters.clone());
         r.register("exceptions_raised", "Messages parked in an exception queue, per tenant and queue.", m.exceptions.clone());
@@ -356,6 +367,13 @@ impl Metrics {
         };
         count("ordered", allocated.ordered);
         count("deferred", allocated.deferred);
+    }
+
+    /// `n` deliveries a worker of `sink` took for a call, from `memory` or the `store`.
+    pub fn taken(&self, sink: &str, from: &'static str, n: usize) {
+        if n > 0 {
+            self.taken.get_or_create(&SinkFrom { sink: sink.to_string(), from }).inc_by(n as u64);
+        }
     }
 
     /// Outcomes a sink's worker recorded, at `now_ms`.

@@ -164,6 +164,8 @@ pub struct LiveSink {
     pub signal: Signal,
     /// Pause, maintenance windows and circuit breaker (kept across reloads).
     pub control: Arc<SinkControl>,
+    /// What the store announced for each worker's partition.
+    pub inboxes: crate::delivery::Inboxes,
     pub(crate) retired: AtomicBool,
 }
 

@@ -118,6 +118,8 @@ impl Engine {
         restore_pauses(store.as_ref(), topology.sinks.values()).context("cannot read paused sinks from the store")?;
         went_live(&versions, &topology);
         let topology = TopologyView::new(topology);
+        // Queued deliveries go to the sink workers in memory once durable.
+        store.watch(Arc::new(crate::delivery::Handoff(topology.clone())));
         let metrics = Arc::new(Metrics::new(runtime.calls()));
         Ok(Engine {
             ingest: Arc::new(Ingest::new(topology.clone(), store.clone(), metrics.clone())),
@@ -185,8 +187,8 @@ impl Engine {
     fn start_pipeline(&self, p: &Arc<LivePipeline>) {
         let owner = Owner::Pipeline(p.cfg.tenant.to_string(), p.cfg.id.to_string());
         for shard in 0..p.shards {
-            let (p, view) = (p.clone(), self.topology.clone());
-            self.crews.spawn(owner.clone(), format!("pipeline-{}-{shard}", p.cfg.id), move |ctx| shard::run(&ctx, &view, &p, shard));
+            let p = p.clone();
+            self.crews.spawn(owner.clone(), format!("pipeline-{}-{shard}", p.cfg.id), move |ctx| shard::run(&ctx, &p, shard));
         }
         if p.source.is_some() {
             let (p, ingest) = (p.clone(), self.ingest.clone());

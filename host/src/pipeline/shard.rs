@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{process, LeaseKeeper, LivePipeline, StageGate, TopologyView, WorkerCtx};
+use super::{process, LeaseKeeper, LivePipeline, StageGate, WorkerCtx};
 use crate::breaker::BreakerState;
 use crate::store::records::{AuditEntry, AuditEvent};
 use crate::store::{Partition, Queue};
@@ -29,7 +29,7 @@ fn announce(ctx: &WorkerCtx, p: &LivePipeline) {
 /// One shard's loop: lease the shard's partition, claim due messages in
 /// order, process, ack. It claims from the head of the partition each
 /// time, so a message waiting for a retry is taken again once it is due.
-pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, shard: u32) {
+pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
     let (tenant, id) = (p.cfg.tenant.as_str(), p.cfg.id.as_str());
     let (batch_max, window) = p.batch_window();
     let queue = Queue::Messages { tenant: tenant.to_string(), pipeline: id.to_string() };
@@ -102,15 +102,11 @@ pub(crate) fn run(ctx: &WorkerCtx, topology: &TopologyView, p: &LivePipeline, sh
             // stay claimable for whoever runs the pipeline next.
             break;
         };
-        let sinks: std::collections::BTreeSet<String> =
-            commit.processed.iter().flat_map(|c| c.deliveries.iter().map(|d| d.sink.clone())).collect();
-        // Counted once durable; the store takes the commit.
+        // Counted once durable; the store takes the commit (and hands
+        // what it queues to the sink workers: see `delivery::Handoff`).
         let observed = crate::metrics::Observed::of(&commit, allocated);
         match ctx.store().ack(&lease, commit) {
-            Ok(()) => {
-                sinks.iter().for_each(|s| topology.notify_sink(s));
-                ctx.metrics().processed(observed);
-            }
+            Ok(()) => ctx.metrics().processed(observed),
             Err(e) => {
                 // Nothing was recorded: the same rows are processed again (same ids, same keys).
                 tracing::error!(pipeline = id, error = %e, "cannot ack processed messages; will process them again");
@@ -201,10 +197,10 @@ plugin = "http-sink"
     #[test]
     fn a_shard_claims_routes_and_acks_in_order_per_key() {
         let store = Arc::new(MemoryStore::new());
-        let (_dir, p, view, ingest) = setup(store.clone());
+        let (_dir, p, _view, ingest) = setup(store.clone());
         let crews = Crews::new(store.clone(), "host-a", metrics());
-        let (pp, v) = (p.clone(), view.clone());
-        crews.spawn(super::super::crew::Owner::Maintenance, "shard".into(), move |ctx| super::run(&ctx, &v, &pp, 0));
+        let pp = p.clone();
+        crews.spawn(super::super::crew::Owner::Maintenance, "shard".into(), move |ctx| super::run(&ctx, &pp, 0));
         let ids: Vec<String> = (0..6).map(|n| send(&ingest, &p, if n % 2 == 0 { "A" } else { "B" }, n)).collect();
         until("six messages processed", || done(&store) == 6);
         crews.stop(|| p.signal.notify());
@@ -232,12 +228,12 @@ plugin = "http-sink"
     #[test]
     fn a_shard_waits_while_another_host_holds_its_partition() {
         let store = Arc::new(MemoryStore::new());
-        let (_dir, p, view, ingest) = setup(store.clone());
+        let (_dir, p, _view, ingest) = setup(store.clone());
         let partition = Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "recs".into() }, index: 0, of: 1 };
         let other = store.lease(&partition, "host-b", now_ms(), LEASE_TTL_MS).unwrap();
         let crews = Crews::new(store.clone(), "host-a", metrics());
-        let (pp, v) = (p.clone(), view.clone());
-        crews.spawn(super::super::crew::Owner::Maintenance, "shard".into(), move |ctx| super::run(&ctx, &v, &pp, 0));
+        let pp = p.clone();
+        crews.spawn(super::super::crew::Owner::Maintenance, "shard".into(), move |ctx| super::run(&ctx, &pp, 0));
         send(&ingest, &p, "A", 0);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(done(&store), 0, "host-b holds the partition: host-a processes nothing");

@@ -170,7 +170,14 @@ pub fn build(
                 };
                 sinks.insert(
                     name.to_string(),
-                    Arc::new(LiveSink { cfg: cfg.clone(), instance: ArcSwap::new(instance), signal: Signal::default(), control, retired: AtomicBool::new(false) }),
+                    Arc::new(LiveSink {
+                        cfg: cfg.clone(),
+                        instance: ArcSwap::new(instance),
+                        signal: Signal::default(),
+                        control,
+                        inboxes: crate::delivery::Inboxes::new(cfg.workers),
+                        retired: AtomicBool::new(false),
+                    }),
                 );
             }
         }

@@ -43,7 +43,7 @@ fn commit(processed: Vec<Processed>) -> Commit {
 }
 
 fn out(id: &str, key: &str) -> NewDelivery {
-    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier: Default::default(), expect_ms: None, json: "{}".into() }
+    NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier: Default::default(), expect_ms: None, json: "{}".into(), message: None }
 }
 
 fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
@@ -526,4 +526,95 @@ pub fn closes_loops(s: &dyn Store) {
     // Closed loops go with the retention.
     s.prune(now_ms() + 1_000).unwrap();
     assert!(s.loops(&LoopFilter::default(), 0, 10).unwrap().is_empty());
+}
+
+/// Collects what a store announces.
+#[derive(Default)]
+struct Heard {
+    queued: std::sync::Mutex<Vec<Queued>>,
+    requeued: std::sync::Mutex<Vec<String>>,
+}
+
+impl QueueWatcher for Heard {
+    fn queued(&self, rows: Vec<Queued>) {
+        self.queued.lock().unwrap().extend(rows);
+    }
+    fn requeued(&self, sink: &str) {
+        self.requeued.lock().unwrap().push(sink.to_string());
+    }
+}
+
+pub fn queued_deliveries_are_announced_once_durable_in_queue_order(s: &dyn Store) {
+    let heard = std::sync::Arc::new(Heard::default());
+    s.watch(heard.clone());
+    s.append(vec![msg("a", None), msg("b", None), msg("c", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let message = std::sync::Arc::new(syncline_model::Message::new(syncline_model::Body::Raw(syncline_model::Raw { content_type: "text/plain".into(), data: b"o1".to_vec() })));
+    let o1 = NewDelivery { message: Some(message.clone()), ..out("o1", "k") };
+    s.ack(&lease, commit(vec![settled("a", vec![o1, out("o2", "j")]), settled("b", vec![out("o3", "k")])])).unwrap();
+    // A refused ack queues nothing and announces nothing.
+    let stale = Lease { token: lease.token - 1, ..lease.clone() };
+    assert!(s.ack(&stale, commit(vec![settled("c", vec![out("o4", "k")])])).is_err());
+    // Processed again (a worker that raced a restart): nothing new is queued.
+    s.ack(&lease, commit(vec![settled("a", vec![out("o1", "k")])])).unwrap();
+    let queued = heard.queued.lock().unwrap().clone();
+    assert_eq!(ids(&queued, |q| &q.delivery.id), ["o1", "o2", "o3"]);
+    let sink = sink_lease(s);
+    let claimed = s.claim_deliveries(&sink, now_ms(), 10).unwrap().rows;
+    for q in &queued {
+        assert_eq!(q.sink, "erp");
+        assert_eq!(q.key_hash, crate::pipeline::fields::key_hash(if q.delivery.id == "o2" { "j" } else { "k" }));
+        let d = &q.delivery;
+        assert_eq!((d.attempts, d.next_at, d.lane, d.json.as_str()), (0, 0, d.tier, "{}"));
+        if let Some(c) = claimed.iter().find(|c| c.id == d.id) {
+            assert_eq!((c.seq, &c.ordering_key), (d.seq, &d.ordering_key), "as the claim gives it");
+        }
+    }
+    assert!(queued.windows(2).all(|w| w[0].delivery.seq < w[1].delivery.seq), "in queue order");
+    assert!(std::sync::Arc::ptr_eq(queued[0].delivery.message.as_ref().unwrap(), &message), "the message handed in, handed on");
+    // A dead letter replayed to its sink is pending again, unannounced: the store says so.
+    let dead = NewDeadLetter {
+        message_id: "o2".into(),
+        place: "sink erp".into(),
+        plugin: "http-sink".into(),
+        digest: "sha256:x".into(),
+        reason: "HTTP 422".into(),
+        attempts: vec![],
+        json: "{}".into(),
+        outcome_unknown: false,
+    };
+    let o2 = queued[1].delivery.seq;
+    s.ack_deliveries(&sink, vec![Attempt { seq: o2, digest: "sha256:x".into(), result: AttemptResult::Dead(dead) }]).unwrap();
+    assert!(heard.requeued.lock().unwrap().is_empty());
+    let letter = s.dead_letters(&Default::default(), 0, 10).unwrap()[0].id;
+    s.replay_dead_letter(letter).unwrap();
+    assert_eq!(*heard.requeued.lock().unwrap(), ["erp"]);
+    assert_eq!(heard.queued.lock().unwrap().len(), 3);
+}
+
+pub fn a_snapshot_is_every_pending_delivery_or_none(s: &dyn Store) {
+    s.append(vec![msg("a", None), msg("b", None)], None).wait().unwrap();
+    let lease = lease_all(s);
+    let sink = sink_lease(s);
+    assert_eq!(s.snapshot_deliveries(&sink, now_ms(), 10).unwrap().map(|s| s.rows.len()), Some(0), "an empty queue");
+    s.ack(&lease, commit(vec![settled("a", vec![out("o1", "k"), out("o2", "k")])])).unwrap();
+    let snap = s.snapshot_deliveries(&sink, now_ms(), 10).unwrap().unwrap();
+    assert_eq!(ids(&snap.rows, |d| &d.id), ["o1", "o2"], "every pending one, not only each key's first");
+    assert!(snap.high >= snap.rows[1].seq);
+    assert!(s.snapshot_deliveries(&sink, now_ms(), 1).unwrap().is_none(), "more than asked for");
+    let other = Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 1, of: 2 };
+    let part = s.lease(&other, "test", now_ms(), 60_000).unwrap();
+    let in_part = s.snapshot_deliveries(&part, now_ms(), 10).unwrap().unwrap().rows.len();
+    assert_eq!(in_part, if crate::pipeline::fields::key_hash("k") % 2 == 1 { 2 } else { 0 }, "only the partition's keys");
+    // A retry waiting: no snapshot until it is due.
+    let now = now_ms();
+    let nack = AttemptResult::Retry { error: "HTTP 503".into(), next_at: now + 5_000, outcome_unknown: false };
+    s.ack_deliveries(&sink, vec![Attempt { seq: snap.rows[0].seq, digest: "sha256:x".into(), result: nack }]).unwrap();
+    assert!(s.snapshot_deliveries(&sink, now, 10).unwrap().is_none());
+    let due = s.snapshot_deliveries(&sink, now + 5_000, 10).unwrap().unwrap();
+    assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["HTTP 503".to_string()]));
+    // `high` tells later deliveries from those it holds.
+    s.ack(&lease, commit(vec![settled("b", vec![out("o3", "j")])])).unwrap();
+    let later = s.claim_deliveries(&sink, now + 5_000, 10).unwrap().rows.into_iter().find(|d| d.id == "o3").unwrap();
+    assert!(later.seq > snap.high);
 }

@@ -166,6 +166,7 @@ impl Inner {
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     failing: Mutex<Option<StoreError>>,
+    watcher: Mutex<Option<std::sync::Arc<dyn QueueWatcher>>>,
 }
 
 impl MemoryStore {
@@ -177,6 +178,14 @@ impl MemoryStore {
     /// Every write fails with `error` from now on (`None`: writes work again).
     pub fn fail_writes(&self, error: Option<StoreError>) {
         *self.failing.lock().unwrap() = error;
+    }
+
+    /// Tells the watcher, if any, of `rows` (called under the write lock,
+    /// so announcements keep queue order).
+    fn announce(&self, rows: Vec<Queued>) {
+        if let (false, Some(w)) = (rows.is_empty(), self.watcher.lock().unwrap().as_ref()) {
+            w.queued(rows);
+        }
     }
 
     /// The write lock, or the failure writes are told to return.
@@ -302,6 +311,7 @@ impl Store for MemoryStore {
         for entry in &commit.audit {
             s.record_audit(entry, now);
         }
+        let mut queued = Vec::new();
         for p in commit.processed {
             let Some(seq) = s.message_seq.get(&p.id).copied() else { continue };
             let m = s.messages.get_mut(&seq).expect("indexed message");
@@ -326,6 +336,7 @@ impl Store for MemoryStore {
                 s.delivery_seq.insert((d.id.clone(), d.sink.clone()), seq);
                 let key_hash = crate::pipeline::fields::key_hash(&d.ordering_key);
                 let ordering_key = scoped_key(&commit.tenant, &commit.pipeline, &d.ordering_key);
+                queued.push(Queued { sink: d.sink.clone(), key_hash, delivery: Delivery::queued(seq, &commit.tenant, &commit.pipeline, &d) });
                 s.deliveries.insert(
                     seq,
                     Del {
@@ -376,6 +387,7 @@ impl Store for MemoryStore {
                 s.park(commit.tenant.clone(), commit.pipeline.clone(), p.id.clone(), now, e);
             }
         }
+        self.announce(queued);
         Ok(())
     }
 
@@ -412,9 +424,42 @@ impl Store for MemoryStore {
                 json: d.body.clone(),
                 errors: d.log.iter().filter_map(|a| a.detail.clone()).collect(),
                 outcome_unknown: d.outcome_unknown,
+                message: None,
             }));
         }
         Ok(Due { rows, next_at })
+    }
+
+    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot>, StoreError> {
+        let Queue::Deliveries { sink } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("snapshot_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
+        };
+        let s = self.inner.lock().unwrap();
+        let mine: Vec<(&i64, &Del)> = s.deliveries.iter().filter(|(_, d)| d.state == "pending" && d.sink == *sink && lease.partition.holds(d.key_hash)).collect();
+        if mine.len() > max || mine.iter().any(|(_, d)| d.next_at > now_ms) {
+            return Ok(None);
+        }
+        let rows = mine
+            .into_iter()
+            .map(|(seq, d)| Delivery {
+                seq: *seq,
+                id: d.id.clone(),
+                ordering_key: d.ordering_key.clone(),
+                tier: d.tier,
+                lane: d.tier,
+                attempts: d.attempts,
+                next_at: d.next_at,
+                json: d.body.clone(),
+                errors: d.log.iter().filter_map(|a| a.detail.clone()).collect(),
+                outcome_unknown: d.outcome_unknown,
+                message: None,
+            })
+            .collect();
+        Ok(Some(Snapshot { rows, high: s.seq }))
+    }
+
+    fn watch(&self, watcher: std::sync::Arc<dyn QueueWatcher>) {
+        *self.watcher.lock().unwrap() = Some(watcher);
     }
 
     fn ack_deliveries(&self, lease: &Lease, attempts: Vec<Attempt>) -> Result<(), StoreError> {
@@ -645,6 +690,9 @@ impl Store for MemoryStore {
                 return Err(StoreError::Conflict(format!("the output {} of dead letter {id} is no longer dead in the store", d.message_id)));
             };
             (del.state, del.attempts, del.next_at) = ("pending", 0, 0);
+            if let Some(w) = self.watcher.lock().unwrap().as_ref() {
+                w.requeued(sink);
+            }
             Replayed::Delivery { sink: sink.to_string(), id: d.message_id.clone() }
         } else {
             reaccept(s, &d.source_id)
@@ -859,6 +907,8 @@ mod tests {
         contract::exceptions_are_listed_resolved_retried_and_discarded(&MemoryStore::new());
         contract::tiers_are_served_in_lanes_keeping_order_per_key(&MemoryStore::new());
         contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&MemoryStore::new());
+        contract::queued_deliveries_are_announced_once_durable_in_queue_order(&MemoryStore::new());
+        contract::a_snapshot_is_every_pending_delivery_or_none(&MemoryStore::new());
     }
 
     #[test]

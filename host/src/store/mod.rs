@@ -364,6 +364,10 @@ pub struct NewDelivery {
     pub expect_ms: Option<i64>,
     /// The output message as JSON.
     pub json: String,
+    /// The output itself, as the pipeline made it: not stored, handed with
+    /// the delivery's announcement to this process's sink workers, so they
+    /// need not parse `json` again.
+    pub message: Option<std::sync::Arc<syncline_model::Message>>,
 }
 
 /// A dead letter.
@@ -503,6 +507,67 @@ pub struct Delivery {
     pub errors: Vec<String>,
     /// Whether an earlier attempt may have delivered it although it failed.
     pub outcome_unknown: bool,
+    /// The message itself when it was handed over in memory (an announced
+    /// delivery); `None` when read from the store (parse `json`).
+    pub message: Option<std::sync::Arc<syncline_model::Message>>,
+}
+
+impl Delivery {
+    /// Delivery `seq` as a commit of `tenant`'s `pipeline` just queued it.
+    pub fn queued(seq: i64, tenant: &str, pipeline: &str, d: &NewDelivery) -> Delivery {
+        Delivery {
+            seq,
+            id: d.id.clone(),
+            ordering_key: scoped_key(tenant, pipeline, &d.ordering_key),
+            tier: d.tier,
+            lane: d.tier,
+            attempts: 0,
+            next_at: 0,
+            json: d.json.clone(),
+            errors: Vec::new(),
+            outcome_unknown: false,
+            message: d.message.clone(),
+        }
+    }
+}
+
+/// A delivery a commit queued, as the store announces it (see
+/// [`QueueWatcher`]).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The sink whose queue it joined.
+    pub sink: String,
+    /// Hash of its ordering key: which partition of the sink's queue holds it.
+    pub key_hash: u32,
+    /// The delivery as a claim would give it (new: no attempts yet).
+    pub delivery: Delivery,
+}
+
+/// Told what joins the delivery queues, so that this process's sink workers
+/// can take their work from memory instead of reading it back: every
+/// delivery a commit queues, once the commit is durable and in queue order
+/// (a delivery is announced only after every delivery queued before it);
+/// and a sink whose queue got pending deliveries another way (a replayed
+/// dead letter), which its workers must read from the store. Called on
+/// the committing thread: it must only hand over, never wait or call the
+/// store.
+pub trait QueueWatcher: Send + Sync {
+    /// Deliveries just queued, in queue order.
+    fn queued(&self, rows: Vec<Queued>);
+    /// Sink `sink` has pending deliveries that were not announced.
+    fn requeued(&self, sink: &str);
+}
+
+/// Every pending delivery of a sink partition at one moment, when there
+/// are few enough and none waits for a retry: what a worker that then
+/// follows the announcements ([`QueueWatcher`]) holds in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The pending deliveries, in queue order (`lane` is each one's own tier).
+    pub rows: Vec<Delivery>,
+    /// The highest delivery seq in the store at that moment: any delivery
+    /// announced with a higher one was queued after it.
+    pub high: i64,
 }
 
 /// What an attempt did.
@@ -650,6 +715,19 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Conflict`] when the lease was taken over, or another
     /// [`StoreError`]: nothing was recorded; the deliveries stay pending.
     fn ack_deliveries(&self, lease: &Lease, attempts: Vec<Attempt>) -> Result<(), StoreError>;
+
+    /// Every pending delivery of a leased sink partition, in queue order,
+    /// read at one moment — `None` when there are more than `max` or one
+    /// of them waits past `now_ms` for a retry (then claim instead).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Tells `watcher` of deliveries queued from now on (replacing any
+    /// watcher set before).
+    fn watch(&self, watcher: std::sync::Arc<dyn QueueWatcher>);
 
     /// A source's cursor.
     ///

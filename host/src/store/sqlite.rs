@@ -23,15 +23,21 @@ use super::*;
 use crate::config::{Sync, Tier};
 
 /// A job of a group commit; it may be run a second time (see [`group`]), so
-/// it borrows what it writes rather than consuming it.
-type Op = Box<dyn FnMut(&Transaction) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
+/// it borrows what it writes rather than consuming it. The deliveries it
+/// queues go into the announcement list it is given (announced once the
+/// group is committed).
+type Op = Box<dyn FnMut(&Transaction, &mut Vec<Queued>) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
 type Reply = tokio::sync::oneshot::Sender<Committed>;
+
+/// Who is told of queued deliveries (see [`QueueWatcher`]).
+type Watcher = Arc<arc_swap::ArcSwapOption<Arc<dyn QueueWatcher>>>;
 
 /// The SQLite store.
 pub struct SqliteStore {
     jobs: Mutex<mpsc::Sender<(Op, Reply)>>,
     read: Mutex<Connection>,
     closed: Arc<AtomicBool>,
+    watcher: Watcher,
     /// The numbers of the plugin versions traces name (see `trace_plugins`).
     versions: Mutex<HashMap<(String, String), i64>>,
 }
@@ -60,18 +66,15 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
 /// and never starts over. It grew by ~150 MB a second under batch ingest
 /// (past 700 MB in a 100,000-message run): disk the log keeps, new blocks
 /// the file system must zero, and a longer log for every read to search.
-/// When the log is
-/// longer than [`WAL_RESTART_FRAMES`], this raises `restart`, and the
-/// writer copies the last few frames itself between two commits (see
-/// [`writer`]): then nothing is added meanwhile, the copy completes, and the
-/// next commit starts the log over.
-fn checkpointer(conn: Connection, closed: Arc<AtomicBool>, restart: Arc<AtomicBool>) {
+/// So the writer, told the log's length by every commit, copies the last
+/// frames itself between two commits once the log is longer than
+/// [`WAL_RESTART_FRAMES`] (see [`writer`]): then nothing is added
+/// meanwhile, the copy completes, and the next commit starts the log over.
+fn checkpointer(conn: Connection, closed: Arc<AtomicBool>) {
     while !closed.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        match checkpoint(&conn) {
-            Ok((log, _)) if log > WAL_RESTART_FRAMES => restart.store(true, Ordering::Relaxed),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will try again"),
+        if let Err(e) = checkpoint(&conn) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
         }
     }
     let _ = checkpoint(&conn);
@@ -425,19 +428,28 @@ impl SqliteStore {
         let read = open(path, sync, max_size)?;
         let checkpoints = open(path, sync, max_size)?;
         let closed = Arc::new(AtomicBool::new(false));
-        let restart = Arc::new(AtomicBool::new(false));
+        // The log's length in frames after the last commit.
+        let frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let told = frames.clone();
+        let mut write = write;
+        write.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            told.store(i64::from(pages), Ordering::Relaxed);
+            Ok(())
+        }))?;
         let (tx, rx) = mpsc::channel::<(Op, Reply)>();
-        let wanted = restart.clone();
+
+        let watcher = Watcher::default();
+        let told = watcher.clone();
         std::thread::Builder::new()
             .name("syncline-store-writer".into())
-            .spawn(move || writer(write, rx, wanted))
+            .spawn(move || writer(write, rx, frames, told))
             .map_err(|e| StoreError::Other(e.to_string()))?;
         let flag = closed.clone();
         std::thread::Builder::new()
             .name("syncline-store-checkpoint".into())
-            .spawn(move || checkpointer(checkpoints, flag, restart))
+            .spawn(move || checkpointer(checkpoints, flag))
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed, versions: Mutex::default() })
+        Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed, watcher, versions: Mutex::default() })
     }
 
     /// The number traces use for a plugin version, given one on first use.
@@ -461,8 +473,16 @@ impl SqliteStore {
         &self,
         mut f: impl FnMut(&Transaction) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Committed>, StoreError> {
+        self.submit_queueing(move |tx, _| f(tx))
+    }
+
+    /// [`Self::submit`] for a job that queues deliveries (into its list).
+    fn submit_queueing<R: Send + 'static>(
+        &self,
+        mut f: impl FnMut(&Transaction, &mut Vec<Queued>) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<Committed>, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let op: Op = Box::new(move |tx| f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>));
+        let op: Op = Box::new(move |tx, queued| f(tx, queued).map(|r| Box::new(r) as Box<dyn Any + Send>));
         self.jobs.lock().unwrap().send((op, reply)).map_err(|_| StoreError::stopped())?;
         Ok(rx)
     }
@@ -476,10 +496,14 @@ impl SqliteStore {
 }
 
 /// The writer thread: take every queued job, run them in one transaction
-/// ([`group`]), commit once, then answer every caller. If the transaction
-/// itself fails (e.g. the disk is full), every caller of the group gets the
-/// error: none of their writes was kept.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, restart: Arc<AtomicBool>) {
+/// ([`group`]), commit once, announce the deliveries the group queued (in
+/// queue order: groups commit one after the other), then answer every
+/// caller. If the transaction itself fails (e.g. the disk is full), every
+/// caller of the group gets the error: none of their writes was kept.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, frames: Arc<std::sync::atomic::AtomicI64>, watcher: Watcher) {
+    // A copy that could not complete (a reader holds an older snapshot)
+    // is tried again once the log has grown by another quarter.
+    let mut next_try = WAL_RESTART_FRAMES;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < 4096 {
@@ -489,8 +513,13 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, restart: Arc<At
             }
         }
         let (mut ops, replies): (Vec<Op>, Vec<Reply>) = jobs.into_iter().unzip();
-        match group(&mut conn, &mut ops) {
+        let mut queued = Vec::new();
+        match group(&mut conn, &mut ops, &mut queued) {
             Ok(results) => {
+                drop(ops);
+                if let (false, Some(w)) = (queued.is_empty(), watcher.load().as_ref()) {
+                    w.queued(queued);
+                }
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
@@ -505,12 +534,15 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, restart: Arc<At
         }
         // Between two groups (the last one answered): finish the copy of
         // a long log so that the next commit starts it over.
-        if restart.load(Ordering::Relaxed) {
+        let log = frames.load(Ordering::Relaxed);
+        if log > next_try {
             match checkpoint(&conn) {
-                Ok((log, copied)) if copied >= log => restart.store(false, Ordering::Relaxed),
-                Ok(_) => {}
+                Ok((log, copied)) if copied >= log => next_try = WAL_RESTART_FRAMES,
+                Ok(_) => next_try = log + WAL_RESTART_FRAMES / 4,
                 Err(e) => tracing::debug!(error = %e, "the writer's WAL checkpoint did not run; will try again"),
             }
+        } else if log <= WAL_RESTART_FRAMES {
+            next_try = WAL_RESTART_FRAMES;
         }
     }
 }
@@ -521,14 +553,15 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, restart: Arc<At
 /// SQLite does (the disk, not the data). Then the group is rolled back and
 /// run again with each job in its own savepoint, so that a failing job
 /// loses its own writes and no one else's. An error that ends the
-/// transaction itself (a full disk) fails the group.
-fn group(conn: &mut Connection, ops: &mut [Op]) -> rusqlite::Result<Vec<Committed>> {
+/// transaction itself (a full disk) fails the group. `queued` gets the
+/// deliveries of the jobs that were kept, in queue order.
+fn group(conn: &mut Connection, ops: &mut [Op], queued: &mut Vec<Queued>) -> rusqlite::Result<Vec<Committed>> {
     {
         let tx = conn.transaction()?;
         let mut results = Vec::with_capacity(ops.len());
         let mut failed = None;
         for op in ops.iter_mut() {
-            match op(&tx) {
+            match op(&tx, queued) {
                 Ok(v) => results.push(Ok(v)),
                 Err(e) => {
                     failed = Some(e);
@@ -547,16 +580,19 @@ fn group(conn: &mut Connection, ops: &mut [Op]) -> rusqlite::Result<Vec<Committe
             Some(e) => tracing::debug!(error = %e, "a job of a group commit failed; running the group job by job"),
         }
     }
+    queued.clear();
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops.iter_mut() {
         tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-        match op(&tx) {
+        let before = queued.len();
+        match op(&tx, queued) {
             Ok(v) => {
                 tx.prepare_cached("RELEASE job")?.execute([])?;
                 results.push(Ok(v));
             }
             Err(e) => {
+                queued.truncate(before);
                 if tx.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
                     return Err(e);
                 }
@@ -679,6 +715,7 @@ fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
         json: r.get(5)?,
         errors: Vec::new(),
         outcome_unknown: r.get(6)?,
+        message: None,
     })
 }
 
@@ -762,7 +799,7 @@ fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
 /// Records processed messages (settled or nacked) in `tx`.
 /// `traces` holds each processed message's record in its stored form
 /// (`None` for a nack).
-fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[AuditRow]) -> rusqlite::Result<()> {
+fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[AuditRow], queued: &mut Vec<Queued>) -> rusqlite::Result<()> {
     let now = now_ms();
     for row in audit {
         row.insert(tx, now)?;
@@ -799,7 +836,9 @@ fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[Au
         }
         for d in &p.deliveries {
             let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
-            queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64, d.expect_ms])?;
+            if queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64, d.expect_ms])? == 1 {
+                queued.push(Queued { sink: d.sink.clone(), key_hash: hash, delivery: Delivery::queued(tx.last_insert_rowid(), &commit.tenant, &commit.pipeline, d) });
+            }
         }
         for d in &p.dead_letters {
             let attempts = serde_json::to_string(&d.attempts).unwrap();
@@ -901,12 +940,17 @@ fn ack_deliveries(tx: &Transaction, sink: &str, attempts: &[Attempt]) -> rusqlit
 impl SqliteStore {
     /// Runs `f` in the next group commit if `lease` still holds the
     /// partition; otherwise records nothing and says who has it.
-    fn fenced_write(&self, lease: &Lease, mut f: impl FnMut(&Transaction) -> rusqlite::Result<()> + Send + 'static) -> Result<(), StoreError> {
+    fn fenced_write(
+        &self,
+        lease: &Lease,
+        mut f: impl FnMut(&Transaction, &mut Vec<Queued>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), StoreError> {
         let lease = lease.clone();
-        self.write(move |tx| match fenced(tx, &lease)? {
-            Ok(()) => f(tx).map(Ok),
+        let rx = self.submit_queueing(move |tx, queued| match fenced(tx, &lease)? {
+            Ok(()) => f(tx, queued).map(Ok),
             Err(e) => Ok(Err(e)),
-        })?
+        })?;
+        Submitted::<Result<(), StoreError>>::waiting(rx).wait()?
     }
 }
 
@@ -997,7 +1041,7 @@ impl Store for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let audit = commit.audit.iter().map(AuditRow::of).collect::<Result<Vec<_>, _>>()?;
-        self.fenced_write(lease, move |tx| ack(tx, &commit, &traces, &audit))
+        self.fenced_write(lease, move |tx, queued| ack(tx, &commit, &traces, &audit, queued))
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
@@ -1064,7 +1108,49 @@ impl Store for SqliteStore {
         let Queue::Deliveries { sink } = lease.partition.queue.clone() else {
             return Err(StoreError::Other(format!("ack_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
         };
-        self.fenced_write(lease, move |tx| ack_deliveries(tx, &sink, &attempts))
+        self.fenced_write(lease, move |tx, _| ack_deliveries(tx, &sink, &attempts))
+    }
+
+    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot>, StoreError> {
+        let Queue::Deliveries { sink } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("snapshot_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
+        };
+        let (index, of) = (lease.partition.index, lease.partition.of.max(1));
+        let conn = self.read.lock().unwrap();
+        // One read transaction: the rows and `high` are of the same moment.
+        let tx = conn.unchecked_transaction()?;
+        // The highest seq ever given (a pruned top row does not lower it).
+        let high: i64 = tx
+            .prepare_cached("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0)")?
+            .query_row([], |r| r.get(0))?;
+        let waiting = tx
+            .prepare_cached("SELECT 1 FROM deliveries WHERE sink = ?1 AND state = 'pending' AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 LIMIT 1")?
+            .exists(params![sink, of, index, now_ms])?;
+        if waiting {
+            return Ok(None);
+        }
+        let mut lane = tx.prepare_cached(&format!(
+            "SELECT {DELIVERY} FROM deliveries WHERE sink = ?1 AND state = 'pending' AND tier = ?2 AND key_hash % ?3 = ?4 ORDER BY seq LIMIT ?5"
+        ))?;
+        let mut rows: Vec<Delivery> = Vec::new();
+        for tier in Tier::ALL {
+            for d in lane.query_map(params![sink, tier.index() as i64, of, index, max as i64 + 1], delivery_row)? {
+                rows.push(d?);
+                if rows.len() > max {
+                    return Ok(None);
+                }
+            }
+        }
+        rows.sort_by_key(|d| d.seq);
+        let mut errors = tx.prepare_cached("SELECT detail FROM attempts WHERE delivery_seq = ?1 ORDER BY attempt")?;
+        for d in rows.iter_mut().filter(|d| d.attempts > 0) {
+            d.errors = errors.query_map(params![d.seq], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        }
+        Ok(Some(Snapshot { rows, high }))
+    }
+
+    fn watch(&self, watcher: Arc<dyn QueueWatcher>) {
+        self.watcher.store(Some(Arc::new(watcher)));
     }
 
     fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
@@ -1298,7 +1384,7 @@ impl Store for SqliteStore {
     }
 
     fn replay_dead_letter(&self, id: i64) -> Result<Option<Replayed>, StoreError> {
-        self.write(move |tx| {
+        let replayed = self.write(move |tx| {
             let Some(d) = (match open_dead_letter(tx, id) {
                 Ok(d) => d,
                 Err(e) => return Ok(Err(e)),
@@ -1327,7 +1413,11 @@ impl Store for SqliteStore {
                 Replayed::Message { tenant: d.tenant, pipeline: d.pipeline, id: d.source_id }
             };
             Ok(Ok(Some(replayed)))
-        })?
+        })??;
+        if let (Some(Replayed::Delivery { sink, .. }), Some(w)) = (&replayed, self.watcher.load().as_ref()) {
+            w.requeued(sink);
+        }
+        Ok(replayed)
     }
 
     fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<DeadLetterRecord>, StoreError> {
@@ -1581,6 +1671,8 @@ mod tests {
         contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);
         contract::tiers_are_served_in_lanes_keeping_order_per_key(&store().1);
         contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&store().1);
+        contract::queued_deliveries_are_announced_once_durable_in_queue_order(&store().1);
+        contract::a_snapshot_is_every_pending_delivery_or_none(&store().1);
     }
 
     #[test]
@@ -1628,36 +1720,45 @@ mod tests {
         drop(SqliteStore::open(&dir.path().join("s.db"), Sync::Normal, None).unwrap());
         let mut conn = open(&dir.path().join("s.db"), Sync::Normal, None).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
+        // A job's announcement: a delivery to a sink named after the job.
+        let announce = |queued: &mut Vec<Queued>, name: &str| {
+            let d = NewDelivery { id: name.into(), sink: name.into(), ordering_key: "k".into(), tier: Tier::Standard, expect_ms: None, json: "{}".into(), message: None };
+            queued.push(Queued { sink: name.into(), key_hash: 0, delivery: Delivery::queued(0, "acme", "p", &d) });
+        };
         let cursor = |source: &'static str, runs: Option<Arc<AtomicUsize>>| -> Op {
-            Box::new(move |tx| {
+            Box::new(move |tx, queued| {
                 if let Some(r) = &runs {
                     r.fetch_add(1, Ordering::Relaxed);
                 }
                 tx.execute("INSERT OR REPLACE INTO cursors (source, cursor, at) VALUES (?1, 'c', 0)", params![source])?;
+                announce(queued, source);
                 Ok(Box::new(()) as Box<dyn Any + Send>)
             })
         };
-        // Writes, then fails: its write must not survive.
-        let broken: Op = Box::new(|tx| {
+        // Writes and announces, then fails: neither must survive.
+        let broken: Op = Box::new(move |tx, queued| {
             tx.execute("INSERT INTO cursors (source, cursor, at) VALUES ('broken', 'c', 0)", [])?;
+            announce(queued, "broken");
             tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
             Ok(Box::new(()) as Box<dyn Any + Send>)
         });
         let mut ops = vec![cursor("first", Some(runs.clone())), broken, cursor("last", None)];
-        let results = group(&mut conn, &mut ops).unwrap();
+        let mut queued = Vec::new();
+        let results = group(&mut conn, &mut ops, &mut queued).unwrap();
         assert_eq!(results.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
         assert_eq!(runs.load(Ordering::Relaxed), 2, "run straight through, then job by job");
         let sources = |conn: &Connection| -> Vec<String> {
             conn.prepare("SELECT source FROM cursors ORDER BY source").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
         };
         assert_eq!(sources(&conn), ["first", "last"]);
+        assert_eq!(queued.iter().map(|q| q.sink.as_str()).collect::<Vec<_>>(), ["first", "last"], "announced once each, the failed job not at all");
         // Alone in its group, the same.
-        let broken: Op = Box::new(|tx| {
+        let broken: Op = Box::new(|tx, _| {
             tx.execute("INSERT INTO cursors (source, cursor, at) VALUES ('alone', 'c', 0)", [])?;
             tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
             Ok(Box::new(()) as Box<dyn Any + Send>)
         });
-        assert!(group(&mut conn, &mut [broken]).unwrap()[0].is_err());
+        assert!(group(&mut conn, &mut [broken], &mut Vec::new()).unwrap()[0].is_err());
         assert_eq!(sources(&conn), ["first", "last"]);
     }
 

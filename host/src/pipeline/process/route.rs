@@ -50,9 +50,18 @@ pub(super) fn place(cfg: &Pipeline, item: Item, results: &mut [RowResult]) {
             }
             // An order the pipeline expects an execution status for.
             let expect_ms = cfg.expect_status.as_ref().and_then(|e| window(e, &msg)).map(|w| w.as_millis() as i64);
+            let tier = Tier::of(msg.priority, cfg.tier);
+            let message = std::sync::Arc::new(msg);
             for sink in &route.to {
-                let tier = Tier::of(msg.priority, cfg.tier);
-                r.deliveries.push(NewDelivery { id: msg.id.clone(), sink: sink.to_string(), ordering_key: ordering_key.clone(), tier, expect_ms, json: json.clone() });
+                r.deliveries.push(NewDelivery {
+                    id: message.id.clone(),
+                    sink: sink.to_string(),
+                    ordering_key: ordering_key.clone(),
+                    tier,
+                    expect_ms,
+                    json: json.clone(),
+                    message: Some(message.clone()),
+                });
             }
         }
         None => r.dead.push(NewDeadLetter {
