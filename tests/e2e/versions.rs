@@ -119,6 +119,16 @@ fn a_plugin_built_against_1_0_keeps_working_under_1_1_and_loses_no_new_field() {
     assert!(record["error"].as_str().unwrap().contains("was built for syncline:plugin@2.0.0"), "{record}");
     let out = output(&host, post(item("1.1.0", json!({"gtin": "2"}))));
     assert_eq!((header(&out, "seen-gtin"), out["body"]["gtin"].as_str()), ("2", Some("2")));
+
+    // One that names this version and the right export, with the wrong
+    // types, is refused on reload too — not at every call after it.
+    replace_file(&live, &std::fs::read(plugin("mistyped")).unwrap());
+    let record = host.effective_reload(2);
+    assert_eq!(record["outcome"], "rejected", "{record}");
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("plugin legacy-tagger (") && error.contains("does not match the transformer world") && error.contains("type mismatch"), "{record}");
+    let out = output(&host, post(item("1.1.0", json!({"gtin": "3"}))));
+    assert_eq!((header(&out, "seen-gtin"), out["body"]["gtin"].as_str()), ("3", Some("3")));
 }
 
 #[test]

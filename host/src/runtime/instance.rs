@@ -84,7 +84,8 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     /// Binds `plugin` to `ctx`, logging through `gate` and counting its
-    /// calls with `meter`. Instances are created on first use.
+    /// calls with `meter`. Instances are created when needed (the first by
+    /// [`PluginInstance::check`]).
     ///
     /// # Errors
     ///
@@ -120,6 +121,44 @@ impl PluginInstance {
             gate: self.gate.clone(),
             meter: self.meter.clone(),
             native: Some(native),
+        }
+    }
+
+    /// Instantiates the plugin once, so that one whose exports have its
+    /// world's names but not its types (the check happens when an instance
+    /// is made) is refused where it is bound — at start, on `check`, on a
+    /// reload, which then keeps the version it had — rather than failing
+    /// every call. The instance is kept for the first call (with `fresh`
+    /// limits, dropped).
+    ///
+    /// # Errors
+    ///
+    /// What instantiating it failed with (a mismatch, a trap or the time
+    /// limit in its start code), naming the plugin and its world.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.ctx.limits.timeout;
+        let slot = match self.checkout(deadline) {
+            Ok(Err(slot)) => slot,
+            // Someone has an instance already: it was made, so it matches.
+            Ok(Ok(warm)) => {
+                self.idle.lock().unwrap().push(warm);
+                return Ok(());
+            }
+            Err(e) => anyhow::bail!(e),
+        };
+        let made = super::io::run_until(deadline, self.instantiate(slot, deadline)).unwrap_or_else(|| Err(self.error(Failure::Timeout(self.ctx.limits.timeout))));
+        match made {
+            Ok(warm) if !self.ctx.limits.fresh => {
+                let _live = self.slots.live.lock().unwrap();
+                self.idle.lock().unwrap().push(warm);
+                self.slots.freed.notify_one();
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let p = &self.plugin;
+                anyhow::bail!("plugin {} ({}) does not match the {} world of syncline:plugin@{}: {}", p.name, p.short_digest(), p.world, p.api_version, e.failure)
+            }
         }
     }
 

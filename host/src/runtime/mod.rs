@@ -182,7 +182,9 @@ impl Runtime {
     pub fn bind(&self, plugin: Arc<Plugin>, ctx: PluginContext) -> anyhow::Result<Arc<PluginInstance>> {
         let gate = Arc::new(logs::LogGate::new(&plugin.name, &self.logs));
         let meter = self.calls.meter(&plugin.name, plugin.world.as_str());
-        Ok(Arc::new(PluginInstance::new(plugin, ctx, gate, meter)?))
+        let instance = PluginInstance::new(plugin, ctx, gate, meter)?;
+        instance.check()?;
+        Ok(Arc::new(instance))
     }
 }
 
