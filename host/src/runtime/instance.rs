@@ -84,8 +84,7 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     /// Binds `plugin` to `ctx`, logging through `gate` and counting its
-    /// calls with `meter`. Instances are created when needed (the first by
-    /// [`PluginInstance::check`]).
+    /// calls with `meter`. Instances are created on first use.
     ///
     /// # Errors
     ///
@@ -125,37 +124,24 @@ impl PluginInstance {
     }
 
     /// Instantiates the plugin once, so that one whose exports have its
-    /// world's names but not its types (the check happens when an instance
-    /// is made) is refused where it is bound — at start, on `check`, on a
-    /// reload, which then keeps the version it had — rather than failing
-    /// every call. The instance is kept for the first call (with `fresh`
-    /// limits, dropped).
+    /// world's names but not its types (wasmtime checks them when an
+    /// instance is made) is refused where it is bound — at start, on
+    /// `check`, on a reload, which then keeps the version it had — rather
+    /// than failing every call. Only the shape is checked: the instance
+    /// gets no memory cap and is not kept, and running out of time is left
+    /// to the calls to report, as are the limits (a stage given too little
+    /// memory fails its calls with `memory-limit`, as it always did).
     ///
     /// # Errors
     ///
-    /// What instantiating it failed with (a mismatch, a trap or the time
-    /// limit in its start code), naming the plugin and its world.
+    /// A mismatch, or a trap in the plugin's start code, naming the plugin
+    /// and its world.
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.ctx.limits.timeout;
-        let slot = match self.checkout(deadline) {
-            Ok(Err(slot)) => slot,
-            // Someone has an instance already: it was made, so it matches.
-            Ok(Ok(warm)) => {
-                self.idle.lock().unwrap().push(warm);
-                return Ok(());
-            }
-            Err(e) => anyhow::bail!(e),
-        };
-        let made = super::io::run_until(deadline, self.instantiate(slot, deadline)).unwrap_or_else(|| Err(self.error(Failure::Timeout(self.ctx.limits.timeout))));
-        match made {
-            Ok(warm) if !self.ctx.limits.fresh => {
-                let _live = self.slots.live.lock().unwrap();
-                self.idle.lock().unwrap().push(warm);
-                self.slots.freed.notify_one();
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
+        match super::io::run_until(deadline, self.make(deadline, usize::MAX)) {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) if matches!(e.failure, Failure::Timeout(_) | Failure::MemoryLimit { .. }) => Ok(()),
+            Some(Err(e)) => {
                 let p = &self.plugin;
                 anyhow::bail!("plugin {} ({}) does not match the {} world of syncline:plugin@{}: {}", p.name, p.short_digest(), p.world, p.api_version, e.failure)
             }
@@ -213,8 +199,15 @@ impl PluginInstance {
     }
 
     async fn instantiate(&self, slot: Slot, deadline: Instant) -> Result<Warm, CallError> {
+        let (store, exports) = self.make(deadline, self.ctx.limits.memory).await?;
+        Ok(Warm { store, exports, _slot: slot })
+    }
+
+    /// A new instance whose memory may grow to `memory` bytes.
+    async fn make(&self, deadline: Instant, memory: usize) -> Result<(Store<HostState>, Exports), CallError> {
         let engine = self.plugin.pre.engine();
         let mut store = Store::new(engine, HostState::new(self.ctx.clone(), self.gate.clone()));
+        store.data_mut().memory.limit = memory;
         // Start functions run guest code too: under the call's deadline.
         store.data_mut().deadline = deadline;
         store.limiter(|s| &mut s.memory);
@@ -223,9 +216,8 @@ impl PluginInstance {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         });
         store.set_epoch_deadline(1);
-        let exports = self.pre.instantiate(&mut store).await;
-        match exports {
-            Ok(exports) => Ok(Warm { store, exports, _slot: slot }),
+        match self.pre.instantiate(&mut store).await {
+            Ok(exports) => Ok((store, exports)),
             Err(e) => {
                 let failure = match self.classify(e, &store) {
                     Failure::Trap(t) => Failure::Instantiate(t),
