@@ -32,6 +32,21 @@ fn rec(k: usize, i: usize) -> String {
     format!(r#"{{"rec_id": "R{k}-{i:02}", "sku": "SKU-{k}", "site": "DC-{}", "qty": "{}", "unit": "EA", "need_by": "2026-12-21", "supplier": "SUP-7", "reason": "below-safety-stock", "prio": 2}}"#, k % 3, 1 + i)
 }
 
+/// Asserts the ERP got each of the `keys` keys' recommendations in order
+/// (its idempotency keys look like `acme/recs/k:K3-07/0`).
+fn in_order_per_key(erp: &Erp, keys: usize) {
+    let received: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let mut last: HashMap<String, String> = HashMap::new();
+    for key in &received {
+        let (group, seq) = key.trim_start_matches("acme/recs/k:").split_once('-').unwrap();
+        if let Some(prev) = last.get(group) {
+            assert!(seq >= prev.as_str(), "key {group}: {seq} arrived after {prev}; order {received:?}");
+        }
+        last.insert(group.to_string(), seq.to_string());
+    }
+    assert_eq!(last.len(), keys);
+}
+
 #[test]
 fn raw_payloads_spread_over_every_shard_and_keep_their_order_per_key() {
     let erp = Erp::start(&[]);
@@ -58,17 +73,7 @@ fn raw_payloads_spread_over_every_shard_and_keep_their_order_per_key() {
     ids.extend((EACH / 2..EACH).flat_map(|i| send(&host, i)));
     eventually(Duration::from_secs(60), "every recommendation at the ERP", || (erp.unique() == (KEYS * EACH) as u64).then_some(()));
 
-    // Order per key at the ERP: keys look like `acme/recs/k:K3-07/0`.
-    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
-    let mut last: HashMap<String, String> = HashMap::new();
-    for key in &keys {
-        let (group, seq) = key.trim_start_matches("acme/recs/k:").split_once('-').unwrap();
-        if let Some(prev) = last.get(group) {
-            assert!(seq >= prev.as_str(), "key {group}: {seq} arrived after {prev}; order {keys:?}");
-        }
-        last.insert(group.to_string(), seq.to_string());
-    }
-    assert_eq!(last.len(), KEYS);
+    in_order_per_key(&erp, KEYS);
 
     // Spread: the keys were processed by every shard of the pipeline.
     let mut used = BTreeSet::new();
@@ -125,14 +130,5 @@ fn outputs_reach_the_sink_in_memory_and_in_order_and_a_failing_erp_sends_it_back
     let n = send(&host, 10..20);
     eventually(Duration::from_secs(60), "every recommendation at the ERP", || (erp.unique() == n as u64).then_some(()));
     assert!(taken(&host, "store") > store, "retries are read back from the store");
-    let keys: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
-    let mut last: HashMap<String, String> = HashMap::new();
-    for key in &keys {
-        let (group, seq) = key.trim_start_matches("acme/recs/k:").split_once('-').unwrap();
-        if let Some(prev) = last.get(group) {
-            assert!(seq >= prev.as_str(), "key {group}: {seq} arrived after {prev}; order {keys:?}");
-        }
-        last.insert(group.to_string(), seq.to_string());
-    }
-    assert_eq!(last.len(), KEYS);
+    in_order_per_key(&erp, KEYS);
 }

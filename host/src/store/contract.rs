@@ -46,6 +46,20 @@ fn out(id: &str, key: &str) -> NewDelivery {
     NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier: Default::default(), expect_ms: None, json: "{}".into(), message: None }
 }
 
+/// Output `id` refused for good by sink `erp`.
+fn refused(id: &str) -> NewDeadLetter {
+    NewDeadLetter {
+        message_id: id.into(),
+        place: "sink erp".into(),
+        plugin: "http-sink".into(),
+        digest: "sha256:x".into(),
+        reason: "HTTP 422".into(),
+        attempts: vec![],
+        json: "{}".into(),
+        outcome_unknown: false,
+    }
+}
+
 fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
     rows.iter().map(|r| id(r).to_string()).collect()
 }
@@ -146,16 +160,7 @@ pub fn acked_outputs_are_delivered_in_order_per_key(s: &dyn Store) {
     assert_eq!(ids(&due.rows, |d| &d.id), ["o2"], "its key's next, once o1 is delivered");
     seqs.insert("o2".into(), due.rows[0].seq);
     let seq = |id: &str| seqs[id];
-    let dead = NewDeadLetter {
-        message_id: "o2".into(),
-        place: "sink erp".into(),
-        plugin: "http-sink".into(),
-        digest: "sha256:x".into(),
-        reason: "HTTP 422".into(),
-        attempts: vec!["HTTP 422".into()],
-        json: "{}".into(),
-        outcome_unknown: false,
-    };
+    let dead = NewDeadLetter { attempts: vec!["HTTP 422".into()], ..refused("o2") };
     s.ack_deliveries(&sink, vec![Attempt { seq: seq("o2"), digest: "sha256:x".into(), result: AttemptResult::Dead(dead) }]).unwrap();
     assert!(s.claim_deliveries(&sink, now + 5_000, 10).unwrap().rows.is_empty());
     let t = s.trace("a").unwrap().unwrap();
@@ -573,16 +578,7 @@ pub fn queued_deliveries_are_announced_once_durable_in_queue_order(s: &dyn Store
     assert!(queued.windows(2).all(|w| w[0].delivery.seq < w[1].delivery.seq), "in queue order");
     assert!(std::sync::Arc::ptr_eq(queued[0].delivery.message.as_ref().unwrap(), &message), "the message handed in, handed on");
     // A dead letter replayed to its sink is pending again, unannounced: the store says so.
-    let dead = NewDeadLetter {
-        message_id: "o2".into(),
-        place: "sink erp".into(),
-        plugin: "http-sink".into(),
-        digest: "sha256:x".into(),
-        reason: "HTTP 422".into(),
-        attempts: vec![],
-        json: "{}".into(),
-        outcome_unknown: false,
-    };
+    let dead = refused("o2");
     let o2 = queued[1].delivery.seq;
     s.ack_deliveries(&sink, vec![Attempt { seq: o2, digest: "sha256:x".into(), result: AttemptResult::Dead(dead) }]).unwrap();
     assert!(heard.requeued.lock().unwrap().is_empty());

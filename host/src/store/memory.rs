@@ -49,6 +49,25 @@ struct Del {
     expect_ms: Option<i64>,
 }
 
+impl Del {
+    /// It as a pending delivery `seq` served in `lane`.
+    fn pending(&self, seq: i64, lane: Tier) -> Delivery {
+        Delivery {
+            seq,
+            id: self.id.clone(),
+            ordering_key: self.ordering_key.clone(),
+            tier: self.tier,
+            lane,
+            attempts: self.attempts,
+            next_at: self.next_at,
+            json: self.body.clone(),
+            errors: self.log.iter().filter_map(|a| a.detail.clone()).collect(),
+            outcome_unknown: self.outcome_unknown,
+            message: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     seq: i64,
@@ -413,19 +432,7 @@ impl Store for MemoryStore {
                 .filter(|(_, d)| d.next_at <= now_ms)
                 .collect();
             served.sort_by_key(|(seq, _)| *seq);
-            rows.extend(served.into_iter().take(limit).map(|(seq, d)| Delivery {
-                seq,
-                id: d.id.clone(),
-                ordering_key: d.ordering_key.clone(),
-                tier: d.tier,
-                lane,
-                attempts: d.attempts,
-                next_at: d.next_at,
-                json: d.body.clone(),
-                errors: d.log.iter().filter_map(|a| a.detail.clone()).collect(),
-                outcome_unknown: d.outcome_unknown,
-                message: None,
-            }));
+            rows.extend(served.into_iter().take(limit).map(|(seq, d)| d.pending(seq, lane)));
         }
         Ok(Due { rows, next_at })
     }
@@ -439,22 +446,7 @@ impl Store for MemoryStore {
         if mine.len() > max || mine.iter().any(|(_, d)| d.next_at > now_ms) {
             return Ok(None);
         }
-        let rows = mine
-            .into_iter()
-            .map(|(seq, d)| Delivery {
-                seq: *seq,
-                id: d.id.clone(),
-                ordering_key: d.ordering_key.clone(),
-                tier: d.tier,
-                lane: d.tier,
-                attempts: d.attempts,
-                next_at: d.next_at,
-                json: d.body.clone(),
-                errors: d.log.iter().filter_map(|a| a.detail.clone()).collect(),
-                outcome_unknown: d.outcome_unknown,
-                message: None,
-            })
-            .collect();
+        let rows = mine.into_iter().map(|(seq, d)| d.pending(*seq, d.tier)).collect();
         Ok(Some(Snapshot { rows, high: s.seq }))
     }
 
