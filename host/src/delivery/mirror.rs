@@ -13,7 +13,8 @@
 //! from announcements puts it back to reading the store until the next
 //! snapshot: a retry (the delivery waits, with later ones of its key behind
 //! it), a failed ack, a replayed dead letter (pending again under its old
-//! seq), an inbox that overflowed while the sink was held, a new lease —
+//! seq), an inbox or a memory past 10,000 deliveries (a sink held, or
+//! slower than its input), a new lease —
 //! and, at least every [`RESYNC`], a fresh snapshot, so work queued by
 //! another process on the same store is never missed for longer.
 
@@ -25,8 +26,9 @@ use crate::config::Tier;
 use crate::pipeline::TopologyView;
 use crate::store::{Attempt, AttemptResult, Delivery, Due, Lease, QueueWatcher, Queued, Store, StoreError};
 
-/// Announced deliveries an inbox holds at most; past it, they are dropped
-/// and the worker reads the store again (a sink held for long).
+/// Announced deliveries an inbox holds at most, and pending deliveries a
+/// worker keeps in memory at most; past it, they are dropped and the worker
+/// reads the store again (a sink held for long, or slower than its input).
 const INBOX_MAX: usize = 10_000;
 
 /// Pending deliveries a snapshot may hold; a longer queue drains by claims.
@@ -188,18 +190,22 @@ impl Mirror {
                 self.synced_at = Instant::now();
             }
         }
-        let Some(rows) = self.rows.as_mut() else {
-            let due = store.claim_deliveries(lease, now_ms, limit)?;
-            self.short = due.rows.len() < limit && due.next_at.is_none();
-            return Ok((due, From::Store));
-        };
-        for d in arrived {
-            if d.seq > self.high {
-                self.high = d.seq;
-                rows.insert(d.seq, d);
+        if let Some(rows) = self.rows.as_mut() {
+            for d in arrived {
+                if d.seq > self.high {
+                    self.high = d.seq;
+                    rows.insert(d.seq, d);
+                }
             }
+            if rows.len() <= INBOX_MAX {
+                return Ok((Due { rows: heads(rows, limit), next_at: None }, From::Memory));
+            }
+            // The queue grows faster than the sink delivers: the store holds it.
+            self.rows = None;
         }
-        Ok((Due { rows: heads(rows, limit), next_at: None }, From::Memory))
+        let due = store.claim_deliveries(lease, now_ms, limit)?;
+        self.short = due.rows.len() < limit && due.next_at.is_none();
+        Ok((due, From::Store))
     }
 
     /// Follows a call's recorded attempts: what was delivered or
@@ -404,6 +410,24 @@ mod tests {
         let again = Lease { token: s.token + 1, ..s.clone() };
         mirror.due(&store, &again, &inbox, now_ms(), 10).unwrap();
         assert_eq!(mirror.token, again.token);
+    }
+
+    #[test]
+    fn a_queue_growing_past_what_memory_keeps_is_read_from_the_store() {
+        let (store, inbox, m, s) = setup();
+        let mut mirror = Mirror::default();
+        assert_eq!(mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap().1, From::Memory, "in sync on an empty queue");
+        let keys: Vec<String> = (0..INBOX_MAX / 2 + 1).map(|i| format!("k{i}")).collect();
+        let outs = |batch: &str| keys.iter().map(|k| (format!("{batch}-{k}"), k.clone())).collect::<Vec<_>>();
+        for batch in ["a", "b"] {
+            let outs = outs(batch);
+            let outs: Vec<(&str, &str, Tier)> = outs.iter().map(|(o, k)| (o.as_str(), k.as_str(), Tier::Standard)).collect();
+            queue(&store, &m, batch, &outs);
+            let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
+            assert_eq!(due.rows.len(), 10);
+            assert_eq!(from, if batch == "a" { From::Memory } else { From::Store }, "batch {batch}");
+        }
+        assert!(!mirror.in_sync());
     }
 
     #[test]
