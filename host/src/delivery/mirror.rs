@@ -36,7 +36,7 @@ const SNAPSHOT_MAX: usize = 1_000;
 
 /// How long a worker trusts its memory before checking it against a new
 /// snapshot.
-pub const RESYNC: Duration = Duration::from_secs(1);
+const RESYNC: Duration = Duration::from_secs(1);
 
 /// What the store announced for one partition of a sink, not yet taken.
 #[derive(Default)]
@@ -138,19 +138,19 @@ pub struct Mirror {
 
 /// Where a call's deliveries came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Taken {
     /// Handed over in memory.
     Memory,
     /// Claimed from the store.
     Store,
 }
 
-impl From {
+impl Taken {
     /// Its metric label.
     pub fn as_str(self) -> &'static str {
         match self {
-            From::Memory => "memory",
-            From::Store => "store",
+            Taken::Memory => "memory",
+            Taken::Store => "store",
         }
     }
 }
@@ -175,7 +175,7 @@ impl Mirror {
     /// # Errors
     ///
     /// [`StoreError`] of the snapshot or claim.
-    pub fn due(&mut self, store: &dyn Store, lease: &Lease, inbox: &Inbox, now_ms: i64, limit: usize) -> Result<(Due<Delivery>, From), StoreError> {
+    pub fn due(&mut self, store: &dyn Store, lease: &Lease, inbox: &Inbox, now_ms: i64, limit: usize) -> Result<(Due<Delivery>, Taken), StoreError> {
         let (arrived, lost) = inbox.take();
         if lost || lease.token != self.token || self.synced_at.elapsed() >= RESYNC {
             self.rows = None;
@@ -198,14 +198,14 @@ impl Mirror {
                 }
             }
             if rows.len() <= INBOX_MAX {
-                return Ok((Due { rows: heads(rows, limit), next_at: None }, From::Memory));
+                return Ok((Due { rows: heads(rows, limit), next_at: None }, Taken::Memory));
             }
             // The queue grows faster than the sink delivers: the store holds it.
             self.rows = None;
         }
         let due = store.claim_deliveries(lease, now_ms, limit)?;
         self.short = due.rows.len() < limit && due.next_at.is_none();
-        Ok((due, From::Store))
+        Ok((due, Taken::Store))
     }
 
     /// Follows a call's recorded attempts: what was delivered or
@@ -339,13 +339,13 @@ mod tests {
         queue(&store, &m, "a", &[("a1", "k", Tier::Bulk), ("a2", "j", Tier::Standard)]);
         // The first call snapshots (the queue is short, nothing waits).
         let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
-        assert_eq!(from, From::Memory);
+        assert_eq!(from, Taken::Memory);
         assert_eq!(ids(&due), ids(&store.claim_deliveries(&s, now_ms(), 10).unwrap()));
         // Later outputs arrive as announcements: a critical one of key k
         // lifts k's first delivery into the critical lane, as the claim does.
         queue(&store, &m, "b", &[("b1", "k", Tier::Critical), ("b2", "i", Tier::Standard)]);
         let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
-        assert_eq!(from, From::Memory);
+        assert_eq!(from, Taken::Memory);
         assert_eq!(ids(&due), [("a1".into(), Tier::Critical), ("a2".into(), Tier::Standard), ("b2".into(), Tier::Standard)]);
         assert_eq!(ids(&due), ids(&store.claim_deliveries(&s, now_ms(), 10).unwrap()));
         let attempts = delivered(&due);
@@ -369,22 +369,22 @@ mod tests {
         assert!(!mirror.in_sync());
         queue(&store, &m, "b", &[("b1", "k", Tier::Standard), ("b2", "j", Tier::Standard)]);
         let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
-        assert_eq!((ids(&due), from), (vec![("b2".into(), Tier::Standard)], From::Store), "b1 waits behind a1");
+        assert_eq!((ids(&due), from), (vec![("b2".into(), Tier::Standard)], Taken::Store), "b1 waits behind a1");
         assert!(!mirror.in_sync(), "no snapshot while something waits");
         // Once a1 is due again and delivered, the queue is short with
         // nothing waiting: the mirror syncs again.
         let (due, from) = mirror.due(&store, &s, &inbox, now_ms() + 60_000, 10).unwrap();
-        assert_eq!((ids(&due), from), (vec![("a1".into(), Tier::Standard), ("b2".into(), Tier::Standard)], From::Store));
+        assert_eq!((ids(&due), from), (vec![("a1".into(), Tier::Standard), ("b2".into(), Tier::Standard)], Taken::Store));
         let attempts = delivered(&due);
         store.ack_deliveries(&s, attempts.clone()).unwrap();
         mirror.settled(&attempts);
         let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
-        assert_eq!((ids(&due), from), (vec![("b1".into(), Tier::Standard)], From::Memory), "from a snapshot");
+        assert_eq!((ids(&due), from), (vec![("b1".into(), Tier::Standard)], Taken::Memory), "from a snapshot");
         let attempts = delivered(&due);
         store.ack_deliveries(&s, attempts.clone()).unwrap();
         mirror.settled(&attempts);
         let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
-        assert_eq!((due.rows.len(), from), (0, From::Memory), "in sync again: nothing is pending");
+        assert_eq!((due.rows.len(), from), (0, Taken::Memory), "in sync again: nothing is pending");
         // A delivery dead-lettered and replayed is pending again under its
         // old seq: the store says so, and the worker reads it back.
         queue(&store, &m, "c", &[("c1", "k", Tier::Standard)]);
@@ -416,7 +416,7 @@ mod tests {
     fn a_queue_growing_past_what_memory_keeps_is_read_from_the_store() {
         let (store, inbox, m, s) = setup();
         let mut mirror = Mirror::default();
-        assert_eq!(mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap().1, From::Memory, "in sync on an empty queue");
+        assert_eq!(mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap().1, Taken::Memory, "in sync on an empty queue");
         let keys: Vec<String> = (0..INBOX_MAX / 2 + 1).map(|i| format!("k{i}")).collect();
         let outs = |batch: &str| keys.iter().map(|k| (format!("{batch}-{k}"), k.clone())).collect::<Vec<_>>();
         for batch in ["a", "b"] {
@@ -425,7 +425,7 @@ mod tests {
             queue(&store, &m, batch, &outs);
             let (due, from) = mirror.due(&store, &s, &inbox, now_ms(), 10).unwrap();
             assert_eq!(due.rows.len(), 10);
-            assert_eq!(from, if batch == "a" { From::Memory } else { From::Store }, "batch {batch}");
+            assert_eq!(from, if batch == "a" { Taken::Memory } else { Taken::Store }, "batch {batch}");
         }
         assert!(!mirror.in_sync());
     }

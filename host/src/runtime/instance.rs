@@ -127,9 +127,9 @@ impl PluginInstance {
     /// world's names but not its types (wasmtime checks them when an
     /// instance is made) is refused where it is bound — at start, on
     /// `check`, on a reload, which then keeps the version it had — rather
-    /// than failing every call. Only the shape is checked: the instance
-    /// gets no memory cap and is not kept, and running out of time is left
-    /// to the calls to report, as are the limits (a stage given too little
+    /// than failing every call. Only the shape is checked: the instance is
+    /// not kept, and one that runs out of time or memory (under the call's
+    /// limits) is left to the calls to report (a stage given too little
     /// memory fails its calls with `memory-limit`, as it always did).
     ///
     /// # Errors
@@ -138,7 +138,7 @@ impl PluginInstance {
     /// and its world.
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.ctx.limits.timeout;
-        match super::io::run_until(deadline, self.make(deadline, usize::MAX)) {
+        match super::io::run_until(deadline, self.make(deadline)) {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(e)) if matches!(e.failure, Failure::Timeout(_) | Failure::MemoryLimit { .. }) => Ok(()),
             Some(Err(e)) => {
@@ -199,15 +199,14 @@ impl PluginInstance {
     }
 
     async fn instantiate(&self, slot: Slot, deadline: Instant) -> Result<Warm, CallError> {
-        let (store, exports) = self.make(deadline, self.ctx.limits.memory).await?;
+        let (store, exports) = self.make(deadline).await?;
         Ok(Warm { store, exports, _slot: slot })
     }
 
-    /// A new instance whose memory may grow to `memory` bytes.
-    async fn make(&self, deadline: Instant, memory: usize) -> Result<(Store<HostState>, Exports), CallError> {
+    /// A new instance under the context's limits, its start code under `deadline`.
+    async fn make(&self, deadline: Instant) -> Result<(Store<HostState>, Exports), CallError> {
         let engine = self.plugin.pre.engine();
         let mut store = Store::new(engine, HostState::new(self.ctx.clone(), self.gate.clone()));
-        store.data_mut().memory.limit = memory;
         // Start functions run guest code too: under the call's deadline.
         store.data_mut().deadline = deadline;
         store.limiter(|s| &mut s.memory);
