@@ -38,6 +38,13 @@ const SNAPSHOT_MAX: usize = 1_000;
 /// snapshot.
 const RESYNC: Duration = Duration::from_secs(1);
 
+/// How long a worker waits after a refused snapshot (a queue too long, or
+/// a delivery waiting) before asking again; doubled at each refusal in a
+/// row, up to [`RESYNC`]. A refusal reads up to [`SNAPSHOT_MAX`] rows, so
+/// asking at every claim while a backlog drains costs more than the
+/// claims themselves.
+const SNAPSHOT_BACKOFF_MS: i64 = 50;
+
 /// What the store announced for one partition of a sink, not yet taken.
 #[derive(Default)]
 pub struct Inbox(Mutex<Arrived>);
@@ -134,6 +141,14 @@ pub struct Mirror {
     /// Whether the last claim found a short queue with nothing waiting (a
     /// snapshot is worth taking).
     short: bool,
+    /// No snapshot is asked for before this time, ms since the epoch
+    /// (after a refusal).
+    snapshot_after: i64,
+    /// The wait after the next refusal, ms.
+    backoff: i64,
+    /// Snapshots asked for, refused or not.
+    #[cfg(test)]
+    asked: usize,
 }
 
 /// Where a call's deliveries came from.
@@ -157,7 +172,17 @@ impl Taken {
 
 impl Default for Mirror {
     fn default() -> Self {
-        Mirror { rows: None, high: 0, token: 0, synced_at: Instant::now(), short: true }
+        Mirror {
+            rows: None,
+            high: 0,
+            token: 0,
+            synced_at: Instant::now(),
+            short: true,
+            snapshot_after: 0,
+            backoff: SNAPSHOT_BACKOFF_MS,
+            #[cfg(test)]
+            asked: 0,
+        }
     }
 }
 
@@ -180,7 +205,14 @@ impl Mirror {
         if lost || lease.token != self.token || self.synced_at.elapsed() >= RESYNC {
             self.rows = None;
         }
-        if self.rows.is_none() && self.short {
+        // (A clock set back by more than the longest wait does not hold it off.)
+        let resync_ms = RESYNC.as_millis() as i64;
+        let may_ask = now_ms >= self.snapshot_after || self.snapshot_after - now_ms > resync_ms;
+        if self.rows.is_none() && self.short && may_ask {
+            #[cfg(test)]
+            {
+                self.asked += 1;
+            }
             // Taken after the inbox was emptied: what was announced before
             // is in it (or settled); what is announced after is newer.
             if let Some(snapshot) = store.snapshot_deliveries(lease, now_ms, SNAPSHOT_MAX)? {
@@ -188,6 +220,10 @@ impl Mirror {
                 self.high = snapshot.high;
                 self.token = lease.token;
                 self.synced_at = Instant::now();
+                self.backoff = SNAPSHOT_BACKOFF_MS;
+            } else {
+                self.snapshot_after = now_ms + self.backoff;
+                self.backoff = (self.backoff * 2).min(resync_ms);
             }
         }
         if let Some(rows) = self.rows.as_mut() {
@@ -428,6 +464,44 @@ mod tests {
             assert_eq!(from, if batch == "a" { Taken::Memory } else { Taken::Store }, "batch {batch}");
         }
         assert!(!mirror.in_sync());
+    }
+
+    #[test]
+    fn a_refused_snapshot_is_asked_for_again_only_after_a_growing_wait() {
+        let (store, inbox, m, s) = setup();
+        let mut mirror = Mirror::default();
+        // A backlog twice as long as a snapshot holds, on 100 keys: a claim
+        // of up to 200 gets each key's first, so it always looks short.
+        let outs: Vec<(String, String)> = (0..2 * SNAPSHOT_MAX).map(|i| (format!("o{i}"), format!("k{}", i % 100))).collect();
+        let outs: Vec<(&str, &str, Tier)> = outs.iter().map(|(o, k)| (o.as_str(), k.as_str(), Tier::Standard)).collect();
+        queue(&store, &m, "a", &outs);
+        let t0 = now_ms();
+        let mut drain = |mirror: &mut Mirror, at: i64| {
+            let (due, from) = mirror.due(&store, &s, &inbox, at, 200).unwrap();
+            let attempts = delivered(&due);
+            store.ack_deliveries(&s, attempts.clone()).unwrap();
+            mirror.settled(&attempts);
+            (due.rows.len(), from)
+        };
+        assert_eq!(drain(&mut mirror, t0), (100, Taken::Store));
+        assert_eq!(mirror.asked, 1, "refused: too long");
+        for _ in 0..5 {
+            assert_eq!(drain(&mut mirror, t0 + 49), (100, Taken::Store));
+        }
+        assert_eq!(mirror.asked, 1, "not asked again within the first wait");
+        drain(&mut mirror, t0 + 50);
+        assert_eq!(mirror.asked, 2, "asked again after it, and refused again");
+        drain(&mut mirror, t0 + 50 + 99);
+        assert_eq!(mirror.asked, 2, "the second wait is twice as long");
+        // Drained to below the snapshot's size: the next ask after the
+        // wait succeeds and memory serves again.
+        while drain(&mut mirror, t0 + 149).0 > 0 {}
+        assert_eq!(drain(&mut mirror, t0 + 150).1, Taken::Memory);
+        assert_eq!(mirror.asked, 3);
+        // A clock set back by an hour does not hold the next ask off.
+        mirror.forget();
+        mirror.snapshot_after = t0 + 3_600_000;
+        assert_eq!(drain(&mut mirror, t0).1, Taken::Memory);
     }
 
     #[test]
