@@ -476,7 +476,7 @@ mod tests {
         let outs: Vec<(&str, &str, Tier)> = outs.iter().map(|(o, k)| (o.as_str(), k.as_str(), Tier::Standard)).collect();
         queue(&store, &m, "a", &outs);
         let t0 = now_ms();
-        let mut drain = |mirror: &mut Mirror, at: i64| {
+        let drain = |mirror: &mut Mirror, at: i64| {
             let (due, from) = mirror.due(&store, &s, &inbox, at, 200).unwrap();
             let attempts = delivered(&due);
             store.ack_deliveries(&s, attempts.clone()).unwrap();
