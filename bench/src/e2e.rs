@@ -231,7 +231,7 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
                             "application/x-ndjson",
                         )
                     };
-                    let resp = agent
+                    let mut resp = agent
                         .post(&format!(
                             "{url}/v1/tenants/acme/pipelines/replenishment-release/{path}"
                         ))
@@ -240,6 +240,8 @@ fn send(url: &str, setup: &Setup, start_ms: f64) -> anyhow::Result<HashMap<Strin
                     if resp.status().as_u16() != 202 {
                         bail!("ingest answered {}", resp.status());
                     }
+                    // Read to its end so the connection is reused.
+                    resp.body_mut().read_to_vec()?;
                     sent.extend((lo..hi).map(|k| (k, at)));
                 }
                 Ok(sent)

@@ -110,7 +110,7 @@ pub fn per_tenant(extra: usize, f: &mut Figures) -> anyhow::Result<()> {
                 format!("tenant-{t}")
             };
             let body = e2e::rec(t);
-            let resp = agent
+            let mut resp = agent
                 .post(&format!(
                     "{url}/v1/tenants/{id}/pipelines/{}/messages",
                     pipeline_id(t)
@@ -122,6 +122,8 @@ pub fn per_tenant(extra: usize, f: &mut Figures) -> anyhow::Result<()> {
                 "ingest for {id} answered {}",
                 resp.status()
             );
+            // Read to its end so the connection is reused.
+            resp.body_mut().read_to_vec()?;
         }
         e2e::await_delivery(
             &erp_url,

@@ -65,8 +65,10 @@ pub fn run(waves: usize, per_wave: usize, retention: Duration) -> anyhow::Result
                         while i < first + per_wave {
                             let end = (i + 100).min(first + per_wave);
                             let body: Vec<String> = (i..end).map(rec).collect();
-                            let resp = agent.post(&ingest).header("content-type", "application/x-ndjson").send(body.join("\n").as_bytes())?;
+                            let mut resp = agent.post(&ingest).header("content-type", "application/x-ndjson").send(body.join("\n").as_bytes())?;
                             anyhow::ensure!(resp.status().as_u16() == 202, "batch ingest answered {}", resp.status());
+                            // Read to its end so the connection is reused.
+                            resp.body_mut().read_to_vec()?;
                             i += 400;
                         }
                         Ok(())

@@ -92,8 +92,11 @@ fn send(url: &str, content_type: &str, n: usize, concurrency: usize) -> anyhow::
                 let mut latencies = Vec::new();
                 for i in (t..n).step_by(concurrency) {
                     let at = Instant::now();
-                    let resp = agent.post(url.as_str()).header("content-type", &ct).send(flat(i).as_bytes())?;
+                    let mut resp = agent.post(url.as_str()).header("content-type", &ct).send(flat(i).as_bytes())?;
                     anyhow::ensure!(resp.status().as_u16() == 202, "recommendation {i} answered {}", resp.status());
+                    // Read to its end, or the agent closes the connection
+                    // instead of reusing it (a new TCP connection a message).
+                    resp.body_mut().read_to_vec()?;
                     latencies.push(at.elapsed().as_secs_f64() * 1000.0);
                 }
                 Ok(latencies)
