@@ -123,9 +123,15 @@ pub fn schema_minor(version: &str) -> Result<u32, JsonError> {
 /// [`JsonError`] naming the field path for malformed input, an unsupported
 /// schema version, or an unknown kind.
 pub fn from_str(text: &str) -> Result<Message, JsonError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    let wire: Wire = serde_path_to_error::deserialize(de).map_err(malformed)?;
+    let wire: Wire = tracked(text).map_err(malformed)?;
     wire.into_message()
+}
+
+/// Deserializes `text`, naming the path of a failure. Read without
+/// tracking the path first — most input is well-formed, and tracking costs
+/// on every field — and again with it only to explain a failure.
+fn tracked<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_json::from_str(text).or_else(|_| serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)))
 }
 
 /// Parses NDJSON text: one message per line, blank lines skipped; each
@@ -257,8 +263,8 @@ impl Parse<'_> {
             JsonError::Malformed { path, message: e.into_inner().to_string() }
         }
         match self.0.take().expect("a source is set") {
-            Source::Value(v) => serde_path_to_error::deserialize(v).map_err(located),
-            Source::Text(t) => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(t)).map_err(located),
+            Source::Value(v) => T::deserialize(&v).or_else(|_| serde_path_to_error::deserialize(v)).map_err(located),
+            Source::Text(t) => tracked(t).map_err(located),
         }
     }
 }
@@ -424,6 +430,13 @@ mod tests {
         let bad = FORECAST.replace("12.5", "\"many\"");
         let err = from_str(&bad).unwrap_err();
         assert!(err.to_string().contains("body.quantity"), "{err}");
+        // The same from a JSON value (what a mapping plugin builds), and in
+        // the envelope: a failure is read again to name its path.
+        let body: Value = serde_json::from_str::<Value>(&bad).unwrap()["body"].clone();
+        let err = body_from_value(Kind::Forecast, body).unwrap_err();
+        assert!(matches!(&err, JsonError::Malformed { path, .. } if path == "body.quantity"), "{err:?}");
+        let err = from_str(&FORECAST.replacen("\"kind\"", "\"priority\":\"asap\",\"kind\"", 1)).unwrap_err();
+        assert!(matches!(&err, JsonError::Malformed { path, .. } if path == "priority"), "{err:?}");
     }
 
     const ITEM_1_0: &str = r#"{"schema-version":"1.0.0","kind":"item","tenant":"acme",
