@@ -23,7 +23,6 @@ use std::time::Duration;
 
 pub use crate::breaker::{BreakerState, BreakerView, Tally};
 pub use control::{ControlView, Gate, SinkControl};
-pub use mirror::{Handoff, Inboxes};
 pub use throttle::ThrottleView;
 
 use syncline_model::{json as mjson, Body, DeliveryOutcome, Kind, Message};
@@ -299,7 +298,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
     let cancelled = || ctx.stopping() || sink.retired();
     let partition = Partition { queue: Queue::Deliveries { sink: name.to_string() }, index: part, of: sink.cfg.workers };
     let mut keeper = LeaseKeeper::new(ctx.store(), partition, ctx.holder());
-    let mut mirror = mirror::Mirror::default();
+    let mut mirror = crate::handoff::Mirror::default();
     while !cancelled() {
         let seen = sink.signal.generation();
         let lease = match keeper.lease() {
@@ -324,7 +323,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
                 continue;
             }
         };
-        let (due, from) = match mirror.due(ctx.store(), &lease, sink.inboxes.part(part), now, limit * 2) {
+        let (due, from) = match mirror::take(&mut mirror, ctx.store(), &lease, sink.inboxes.part(part), now, limit * 2) {
             Ok(r) => r,
             Err(e) => {
                 if probe {
@@ -382,7 +381,7 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             // Other workers wait on the breaker's time, or deliver again.
             sink.signal.notify();
         }
-        mirror.settled(&recorded.attempts);
+        mirror::follow(&mut mirror, &recorded.attempts);
         match ctx.store().ack_deliveries(&lease, recorded.attempts) {
             Ok(()) => ctx.metrics().delivered(name, &recorded.facts, now_ms()),
             Err(e) => {

@@ -10,6 +10,7 @@ pub mod approval;
 pub mod breaker;
 pub mod config;
 pub mod delivery;
+pub mod handoff;
 pub mod pipeline;
 pub mod metrics;
 pub mod plugin_test;

@@ -106,6 +106,15 @@ struct SinkFrom {
     from: &'static str,
 }
 
+/// Messages a pipeline's shards took, by where from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineFrom {
+    tenant: String,
+    pipeline: String,
+    /// `memory` or `store`.
+    from: &'static str,
+}
+
 /// A tenant's messages at a sink.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantSink {
@@ -279,6 +288,7 @@ pub struct Metrics {
     stage_seconds: Timing<StageLabels>,
     deliveries: Family<SinkOutcome, Counter>,
     taken: Family<SinkFrom, Counter>,
+    messages_taken: Family<PipelineFrom, Counter>,
     delivery_latency: Timing<TenantSink>,
     dead_letters: Family<DeadLabels, Counter>,
     exceptions: Family<QueueLabels, Counter>,
@@ -299,6 +309,7 @@ impl Metrics {
             stage_seconds: Family::new_with_constructor(call_buckets),
             deliveries: Family::default(),
             taken: Family::default(),
+            messages_taken: Family::default(),
             delivery_latency: Family::new_with_constructor(flow_buckets),
             dead_letters: Family::default(),
             exceptions: Family::default(),
@@ -314,6 +325,7 @@ impl Metrics {
         r.register("stage_seconds", "Time of a stage's plugin call per message (an allocate batch's call counts for each of its messages).", m.stage_seconds.clone());
         r.register("plugin_calls", "Plugin calls by plugin, world and result: ok, or the failure class (plugin-error, timeout, memory-limit, output-limit, trap, contract, instantiate).", plugin_calls.calls.clone());
         r.register("plugin_call_seconds", "Time of each plugin call, waiting in host calls included.", plugin_calls.seconds.clone());
+        r.register("messages_taken", "Messages pipeline shards took to process, by where from: memory (handed over when accepted) or store (read back: after a start, a retry, a replay, or while a backlog drains).", m.messages_taken.clone());
         r.register("deliveries", "Delivery attempts per sink by outcome: delivered, retry, dead-lettered.", m.deliveries.clone());
         r.register("deliveries_taken", "Deliveries sink workers took for a call, by where from: memory (handed over when their commit was durable) or store (read back: after a start, a retry, a replay, or while a backlog drains).", m.taken.clone());
         r.register("delivery_latency_seconds", "From a message's acceptance to the delivery of what it became, per tenant and sink.", m.delivery_latency.clone());
@@ -373,6 +385,14 @@ impl Metrics {
     pub fn taken(&self, sink: &str, from: &'static str, n: usize) {
         if n > 0 {
             self.taken.get_or_create(&SinkFrom { sink: sink.to_string(), from }).inc_by(n as u64);
+        }
+    }
+
+    /// `n` messages a shard of `tenant`'s `pipeline` took to process, from
+    /// `memory` or the `store`.
+    pub fn messages_taken(&self, tenant: &str, pipeline: &str, from: &'static str, n: usize) {
+        if n > 0 {
+            self.messages_taken.get_or_create(&PipelineFrom { tenant: tenant.to_string(), pipeline: pipeline.to_string(), from }).inc_by(n as u64);
         }
     }
 

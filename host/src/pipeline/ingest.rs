@@ -115,6 +115,7 @@ impl Ingest {
         }
         let view = fields::View::new(&msg);
         let key_hash = fields::key_hash(&view.ordering_key(&pipeline.cfg.ordering_key));
+        let json = syncline_model::json::to_string(&msg);
         Ok(NewMessage {
             id: msg.id.clone(),
             tenant: tenant.to_string(),
@@ -126,7 +127,9 @@ impl Ingest {
                 syncline_model::Body::ExecutionStatus(st) => Some(crate::store::LoopAnswer { correlation: msg.correlation_id.clone(), order_ref: st.order_ref.clone() }),
                 _ => None,
             },
-            json: syncline_model::json::to_string(&msg),
+            json,
+            // Handed to the shard once accepted: what parsing `json` gives.
+            message: Some(std::sync::Arc::new(msg)),
         })
     }
 

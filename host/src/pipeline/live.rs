@@ -84,6 +84,8 @@ pub struct LivePipeline {
     pub signal: Signal,
     /// Worker shards.
     pub shards: u32,
+    /// What the store announced for each shard (see [`crate::handoff`]).
+    pub inboxes: crate::handoff::Inboxes<crate::store::Pending>,
     pub(crate) retired: AtomicBool,
 }
 
@@ -165,7 +167,7 @@ pub struct LiveSink {
     /// Pause, maintenance windows and circuit breaker (kept across reloads).
     pub control: Arc<SinkControl>,
     /// What the store announced for each worker's partition.
-    pub inboxes: crate::delivery::Inboxes,
+    pub inboxes: crate::handoff::Inboxes<crate::store::Delivery>,
     pub(crate) retired: AtomicBool,
 }
 

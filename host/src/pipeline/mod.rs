@@ -119,7 +119,7 @@ impl Engine {
         went_live(&versions, &topology);
         let topology = TopologyView::new(topology);
         // Queued deliveries go to the sink workers in memory once durable.
-        store.watch(Arc::new(crate::delivery::Handoff(topology.clone())));
+        store.watch(Arc::new(crate::handoff::Handoff(topology.clone())));
         let metrics = Arc::new(Metrics::new(runtime.calls()));
         Ok(Engine {
             ingest: Arc::new(Ingest::new(topology.clone(), store.clone(), metrics.clone())),

@@ -1,13 +1,54 @@
-//! One pipeline shard's loop: lease the shard's partition, claim due
-//! messages in order (waiting up to an allocate stage's window for a fuller
-//! batch), process them ([`super::process`]) and ack the results at once.
+//! One pipeline shard's loop: lease the shard's partition, take due
+//! messages in order — handed over in memory when accepted, or claimed
+//! from the store ([`crate::handoff`]) — waiting up to an allocate stage's
+//! window for a fuller batch, process them ([`super::process`]) and ack
+//! the results at once.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{process, LeaseKeeper, LivePipeline, StageGate, WorkerCtx};
 use crate::breaker::BreakerState;
+use crate::handoff::{Mirror, Taken};
 use crate::store::records::{AuditEntry, AuditEvent};
-use crate::store::{Partition, Queue};
+use crate::store::{Commit, Due, Lease, Partition, Pending, Queue, StoreError};
+
+/// The due messages after seq `after`, up to `limit`, as
+/// [`crate::store::Store::claim`] gives them: from memory when in sync,
+/// else claimed from the store.
+fn take(ctx: &WorkerCtx, p: &LivePipeline, shard: u32, mirror: &mut Mirror<Pending>, lease: &Lease, after: i64, now: i64, limit: usize) -> Result<(Due<Pending>, Taken), StoreError> {
+    let store = ctx.store();
+    let (due, from) = mirror.due(
+        p.inboxes.part(shard),
+        lease.token,
+        now,
+        limit,
+        |max| store.snapshot_messages(lease, now, max),
+        |rows| serve(rows, after, limit),
+        || store.claim(lease, after, now, limit),
+    )?;
+    ctx.metrics().messages_taken(p.cfg.tenant.as_str(), p.cfg.id.as_str(), from.as_str(), due.rows.len());
+    Ok((due, from))
+}
+
+/// Of `rows` (every accepted message of a shard, none waiting), the first
+/// `limit` after seq `after`; each hands its message over (one served again
+/// later parses its JSON).
+fn serve(rows: &mut BTreeMap<i64, Pending>, after: i64, limit: usize) -> Vec<Pending> {
+    rows.range_mut(after + 1..).take(limit).map(|(_, p)| Pending { message: p.message.take(), ..p.clone() }).collect()
+}
+
+/// Follows a commit in memory: what it settled leaves; a message nacked for
+/// a retry (now waiting in the store) ends the sync.
+fn follow(mirror: &mut Mirror<Pending>, rows: &[Pending], commit: &Commit) {
+    for processed in &commit.processed {
+        let Some(row) = rows.iter().find(|r| r.id == processed.id) else { continue };
+        if processed.retry.is_some() {
+            return mirror.waits();
+        }
+        mirror.left(row.seq);
+    }
+}
 
 /// Logs and audits the changes of the pipeline's stage breakers.
 fn announce(ctx: &WorkerCtx, p: &LivePipeline) {
@@ -34,6 +75,7 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
     let (batch_max, window) = p.batch_window();
     let queue = Queue::Messages { tenant: tenant.to_string(), pipeline: id.to_string() };
     let mut keeper = LeaseKeeper::new(ctx.store(), Partition { queue, index: shard, of: p.shards }, ctx.holder());
+    let mut mirror = Mirror::default();
     while !ctx.stopping() && !p.retired() {
         let seen = p.signal.generation();
         let lease = match keeper.lease() {
@@ -56,8 +98,8 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
                 continue;
             }
         };
-        let due = match ctx.store().claim(&lease, 0, now, limit) {
-            Ok(d) => d,
+        let due = match take(ctx, p, shard, &mut mirror, &lease, 0, now, limit) {
+            Ok((d, _)) => d,
             Err(e) => {
                 if gate == StageGate::Probe {
                     p.return_probe(now);
@@ -82,15 +124,15 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
             let seen = p.signal.generation();
             p.signal.wait(seen, deadline.saturating_duration_since(Instant::now()));
             let last = rows.last().map(|r| r.seq).unwrap_or(0);
-            match ctx.store().claim(&lease, last, crate::store::now_ms(), limit - rows.len()) {
-                Ok(more) => rows.extend(more.rows),
+            match take(ctx, p, shard, &mut mirror, &lease, last, crate::store::now_ms(), limit - rows.len()) {
+                Ok((more, _)) => rows.extend(more.rows),
                 Err(_) => break,
             }
         }
         let cancel = || ctx.stopping() || p.retired();
         let shard_ref = crate::store::records::ShardRef { index: shard, of: p.shards };
         let batch = tracing::debug_span!("batch", tenant = p.cfg.tenant.as_str(), pipeline = id, shard, messages = rows.len());
-        let processed = batch.in_scope(|| process::process(p, shard_ref, &rows, &cancel));
+        let processed = batch.in_scope(|| process::process(p, shard_ref, &mut rows, &cancel));
         if gate == StageGate::Probe {
             // A stage the probe never reached (an earlier one failed, or
             // processing stopped) gives its probe back.
@@ -103,11 +145,13 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
             break;
         };
         // Counted once durable; the store takes the commit (and hands
-        // what it queues to the sink workers: see `delivery::Handoff`).
+        // what it queues to the sink workers: see `handoff::Handoff`).
         let observed = crate::metrics::Observed::of(&commit, allocated);
+        follow(&mut mirror, &rows, &commit);
         match ctx.store().ack(&lease, commit) {
             Ok(()) => ctx.metrics().processed(observed),
             Err(e) => {
+                mirror.forget();
                 // Nothing was recorded: the same rows are processed again (same ids, same keys).
                 tracing::error!(pipeline = id, error = %e, "cannot ack processed messages; will process them again");
                 keeper.refused(&e);
@@ -130,6 +174,7 @@ mod tests {
     use syncline_model::{Body, Message, Raw};
 
     use super::super::crew::Crews;
+    use super::{follow, serve, Mirror, Pending, Taken};
     use super::super::{Ingest, LivePipeline, Signal, Topology, TopologyView};
     use crate::store::{now_ms, Attempt, AttemptResult, MemoryStore, Partition, Queue, Store, LEASE_TTL_MS};
 
@@ -164,6 +209,7 @@ plugin = "http-sink"
             source: None,
             signal: Signal::default(),
             shards: 1,
+            inboxes: crate::handoff::Inboxes::new(1),
             retired: AtomicBool::new(false),
         });
         let mut pipelines = BTreeMap::new();
@@ -242,5 +288,62 @@ plugin = "http-sink"
         crews.stop(|| p.signal.notify());
         // host-a released it when it stopped: host-b may take it at once.
         assert!(store.lease(&partition, "host-b", now_ms(), LEASE_TTL_MS).unwrap().token > other.token);
+    }
+
+    #[test]
+    fn accepted_messages_are_served_from_memory_as_the_store_would_claim_them() {
+        use crate::handoff::Handoff;
+        use crate::store::{Commit, Final, Processed, Retry};
+        let store = Arc::new(MemoryStore::new());
+        let (_dir, p, view, ingest) = setup(store.clone());
+        store.watch(Arc::new(Handoff(view)));
+        let lease = store.lease(&Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "recs".into() }, index: 0, of: 1 }, "host-a", now_ms(), 60_000).unwrap();
+        let mut mirror = Mirror::default();
+        let take = |mirror: &mut Mirror<Pending>, after: i64, at: i64| {
+            let (due, from) = mirror
+                .due(p.inboxes.part(0), lease.token, at, 10, |max| store.snapshot_messages(&lease, at, max), |rows| serve(rows, after, 10), || store.claim(&lease, after, at, 10))
+                .unwrap();
+            (due.rows, from)
+        };
+        let ack = |mirror: &mut Mirror<Pending>, rows: &[Pending], processed: Vec<Processed>| {
+            let commit = Commit { tenant: "acme".into(), pipeline: "recs".into(), processed, audit: vec![] };
+            follow(mirror, rows, &commit);
+            store.ack(&lease, commit).unwrap();
+        };
+        let done = |id: &str| Processed { id: id.into(), state: Final::Done, processing: Default::default(), retry: None, deliveries: vec![], dead_letters: vec![], exceptions: vec![], baseline: vec![] };
+        let (rows, from) = take(&mut mirror, 0, now_ms());
+        assert_eq!((rows.len(), from), (0, Taken::Memory), "in sync on an empty queue");
+        let a = send(&ingest, &p, "A", 0);
+        let b = send(&ingest, &p, "B", 1);
+        let (rows, from) = take(&mut mirror, 0, now_ms());
+        assert_eq!((ids(&rows), from), (vec![a.clone(), b.clone()], Taken::Memory));
+        let claimed = store.claim(&lease, 0, now_ms(), 10).unwrap().rows;
+        assert_eq!(rows.iter().map(|r| (r.seq, &r.json)).collect::<Vec<_>>(), claimed.iter().map(|r| (r.seq, &r.json)).collect::<Vec<_>>(), "what the claim gives");
+        // The message is handed over, and is what its stored JSON says.
+        let handed = rows[0].message.as_deref().expect("handed over in memory");
+        assert_eq!(*handed, syncline_model::json::from_str(&rows[0].json).unwrap());
+        // The window's next take: only what came after.
+        let c = send(&ingest, &p, "A", 2);
+        let (more, _) = take(&mut mirror, rows[1].seq, now_ms());
+        assert_eq!(ids(&more), [c.clone()]);
+        // Acked: a and c leave; b is nacked and waits, so the store is read
+        // (c's key A is free, b's key B is held).
+        let all: Vec<Pending> = rows.into_iter().chain(more).collect();
+        let retry = Processed { retry: Some(Retry { next_at: now_ms() + 60_000, errors: vec!["flaky".into()] }), ..done(&b) };
+        ack(&mut mirror, &all, vec![done(&a), retry, done(&c)]);
+        let d = send(&ingest, &p, "B", 3);
+        let (rows, from) = take(&mut mirror, 0, now_ms());
+        assert_eq!((ids(&rows), from), (vec![], Taken::Store), "d waits behind b");
+        assert!(!mirror.in_sync());
+        // b due and done, d done: the queue is short with nothing waiting again.
+        let (rows, from) = take(&mut mirror, 0, now_ms() + 60_000);
+        assert_eq!((ids(&rows), from), (vec![b.clone(), d.clone()], Taken::Store));
+        ack(&mut mirror, &rows, vec![done(&b), done(&d)]);
+        let (rows, from) = take(&mut mirror, 0, now_ms());
+        assert_eq!((rows.len(), from), (0, Taken::Memory), "in sync again");
+    }
+
+    fn ids(rows: &[Pending]) -> Vec<String> {
+        rows.iter().map(|r| r.id.clone()).collect()
     }
 }

@@ -175,7 +175,7 @@ pub fn build(
                         instance: ArcSwap::new(instance),
                         signal: Signal::default(),
                         control,
-                        inboxes: crate::delivery::Inboxes::new(cfg.workers),
+                        inboxes: crate::handoff::Inboxes::new(cfg.workers),
                         retired: AtomicBool::new(false),
                     }),
                 );
@@ -214,7 +214,15 @@ pub fn build(
                 if prev.is_some() { changes.changed.push(label) } else if previous.is_some() { changes.added.push(label) }
                 pipelines.insert(
                     key,
-                    Arc::new(LivePipeline { cfg: cfg.clone(), stages, source, signal: Signal::default(), shards, retired: AtomicBool::new(false) }),
+                    Arc::new(LivePipeline {
+                        cfg: cfg.clone(),
+                        stages,
+                        source,
+                        signal: Signal::default(),
+                        shards,
+                        inboxes: crate::handoff::Inboxes::new(shards),
+                        retired: AtomicBool::new(false),
+                    }),
                 );
             }
         }

@@ -17,6 +17,7 @@ pub fn msg(id: &str, key: Option<&str>) -> NewMessage {
         correlation: None,
         answers: None,
         json: format!("{{\"id\":\"{id}\"}}"),
+        message: None,
     }
 }
 
@@ -536,11 +537,19 @@ pub fn closes_loops(s: &dyn Store) {
 /// Collects what a store announces.
 #[derive(Default)]
 struct Heard {
+    appended: std::sync::Mutex<Vec<Appended>>,
+    reopened: std::sync::Mutex<Vec<(String, String)>>,
     queued: std::sync::Mutex<Vec<Queued>>,
     requeued: std::sync::Mutex<Vec<String>>,
 }
 
 impl QueueWatcher for Heard {
+    fn appended(&self, rows: Vec<Appended>) {
+        self.appended.lock().unwrap().extend(rows);
+    }
+    fn reopened(&self, tenant: &str, pipeline: &str) {
+        self.reopened.lock().unwrap().push((tenant.to_string(), pipeline.to_string()));
+    }
     fn queued(&self, rows: Vec<Queued>) {
         self.queued.lock().unwrap().extend(rows);
     }
@@ -613,4 +622,53 @@ pub fn a_snapshot_is_every_pending_delivery_or_none(s: &dyn Store) {
     s.ack(&lease, commit(vec![settled("b", vec![out("o3", "j")])])).unwrap();
     let later = s.claim_deliveries(&sink, now + 5_000, 10).unwrap().rows.into_iter().find(|d| d.id == "o3").unwrap();
     assert!(later.seq > snap.high);
+}
+
+pub fn accepted_messages_are_announced_once_durable_and_snapshotted(s: &dyn Store) {
+    use records::Replayed;
+    let heard = std::sync::Arc::new(Heard::default());
+    s.watch(heard.clone());
+    let message = std::sync::Arc::new(syncline_model::Message::new(syncline_model::Body::Raw(syncline_model::Raw { content_type: "text/plain".into(), data: b"a".to_vec() })));
+    let a = NewMessage { message: Some(message.clone()), key_hash: 3, ..msg("a", Some("k1")) };
+    s.append(vec![a, msg("b", None)], None).wait().unwrap();
+    // A duplicate is not accepted, so not announced.
+    s.append(vec![msg("a-again", Some("k1")), msg("c", None)], None).wait().unwrap();
+    let appended = heard.appended.lock().unwrap().clone();
+    assert_eq!(ids(&appended, |a| &a.pending.id), ["a", "b", "c"]);
+    assert!(appended.iter().all(|a| (a.tenant.as_str(), a.pipeline.as_str()) == ("acme", "p")));
+    assert!(appended.windows(2).all(|w| w[0].pending.seq < w[1].pending.seq), "in queue order");
+    assert!(std::sync::Arc::ptr_eq(appended[0].pending.message.as_ref().unwrap(), &message), "the message handed in, handed on");
+    let lease = lease_all(s);
+    let now = now_ms();
+    let claimed = s.claim(&lease, 0, now, 10).unwrap().rows;
+    for (a, c) in appended.iter().zip(&claimed) {
+        let p = &a.pending;
+        assert_eq!((p.seq, &p.id, p.key_hash, &p.json, p.attempts, p.errors.is_empty()), (c.seq, &c.id, c.key_hash, &c.json, 0, true), "as the claim gives it");
+    }
+
+    // A snapshot: every accepted message of the partition, or none.
+    let snap = s.snapshot_messages(&lease, now, 10).unwrap().unwrap();
+    assert_eq!(ids(&snap.rows, |p| &p.id), ["a", "b", "c"]);
+    assert!(snap.high >= snap.rows[2].seq);
+    assert!(s.snapshot_messages(&lease, now, 2).unwrap().is_none(), "more than asked for");
+    let shard = |index| s.lease(&Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "p".into() }, index, of: 2 }, "test", now, 60_000).unwrap();
+    assert_eq!(ids(&s.snapshot_messages(&shard(1), now, 10).unwrap().unwrap().rows, |p| &p.id), ["a"], "only the shard's keys (a hashes to 3)");
+    let sink = sink_lease(s);
+    assert!(s.snapshot_messages(&sink, now, 10).is_err(), "not a message queue");
+    // Processed ones leave it; one waiting for a retry withholds it until due.
+    let retry = Processed { retry: Some(Retry { next_at: now + 5_000, errors: vec!["flaky".into()] }), ..settled("b", vec![]) };
+    s.ack(&lease, commit(vec![settled("a", vec![]), retry])).unwrap();
+    assert!(s.snapshot_messages(&lease, now, 10).unwrap().is_none());
+    let due = s.snapshot_messages(&lease, now + 5_000, 10).unwrap().unwrap();
+    assert_eq!(ids(&due.rows, |p| &p.id), ["b", "c"]);
+    assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["flaky".to_string()]));
+    assert!(heard.reopened.lock().unwrap().is_empty());
+    // A message dead-lettered in a stage and replayed is accepted again
+    // under its old seq, unannounced: the store says so.
+    let dead = Processed { state: Final::Dead, dead_letters: vec![dead_letter("c", "stage 1 (m)", "trapped")], ..settled("c", vec![]) };
+    s.ack(&lease, commit(vec![dead])).unwrap();
+    let letter = s.dead_letters(&Default::default(), 0, 10).unwrap()[0].id;
+    assert!(matches!(s.replay_dead_letter(letter).unwrap(), Some(Replayed::Message { .. })));
+    assert_eq!(*heard.reopened.lock().unwrap(), [("acme".to_string(), "p".to_string())]);
+    assert_eq!(heard.appended.lock().unwrap().len(), 3);
 }

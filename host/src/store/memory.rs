@@ -49,6 +49,13 @@ struct Del {
     expect_ms: Option<i64>,
 }
 
+impl Msg {
+    /// As a claim gives it.
+    fn pending(&self, seq: i64) -> Pending {
+        Pending { seq, id: self.id.clone(), json: self.body.clone(), key_hash: self.key_hash, attempts: self.attempts, errors: self.errors.clone(), message: None }
+    }
+}
+
 impl Del {
     /// It as a pending delivery `seq` served in `lane`.
     fn pending(&self, seq: i64, lane: Tier) -> Delivery {
@@ -207,6 +214,21 @@ impl MemoryStore {
         }
     }
 
+    /// The same for accepted messages.
+    fn announce_appended(&self, rows: Vec<Appended>) {
+        if let (false, Some(w)) = (rows.is_empty(), self.watcher.lock().unwrap().as_ref()) {
+            w.appended(rows);
+        }
+    }
+
+    /// Tells the watcher, if any, that `tenant`'s `pipeline` has accepted
+    /// messages it was not told of.
+    fn reopen(&self, tenant: &str, pipeline: &str) {
+        if let Some(w) = self.watcher.lock().unwrap().as_ref() {
+            w.reopened(tenant, pipeline);
+        }
+    }
+
     /// The write lock, or the failure writes are told to return.
     fn write(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
         match self.failing.lock().unwrap().clone() {
@@ -236,6 +258,7 @@ impl Store for MemoryStore {
         };
         let now = now_ms();
         let mut out = Vec::with_capacity(messages.len());
+        let mut appended = Vec::new();
         for m in messages {
             if let Some(key) = &m.idempotency_key {
                 let slot = (m.tenant.clone(), key.clone());
@@ -248,6 +271,7 @@ impl Store for MemoryStore {
             let seq = s.next_seq();
             s.message_seq.insert(m.id.clone(), seq);
             out.push(IngestOutcome::Accepted { id: m.id.clone() });
+            appended.push(Appended { tenant: m.tenant.clone(), pipeline: m.pipeline.clone(), pending: Pending::accepted(seq, &m) });
             if let Some(a) = &m.answers {
                 let open = |l: &LoopRecord| l.tenant == m.tenant && l.state != "closed";
                 let by_reference = s.loops.iter().any(|l| open(l) && l.reference.as_deref() == Some(a.order_ref.as_str()));
@@ -282,6 +306,7 @@ impl Store for MemoryStore {
         if let Some(c) = cursor {
             s.cursors.insert(c.source, c.position);
         }
+        self.announce_appended(appended);
         Submitted::ready(Ok(out))
     }
 
@@ -318,9 +343,22 @@ impl Store for MemoryStore {
         let rows = mine()
             .filter(|(seq, m)| **seq > after_seq && m.next_at <= now_ms && first.get(&m.key_hash).is_none_or(|f| f > *seq))
             .take(limit)
-            .map(|(seq, m)| Pending { seq: *seq, id: m.id.clone(), json: m.body.clone(), key_hash: m.key_hash, attempts: m.attempts, errors: m.errors.clone() })
+            .map(|(seq, m)| m.pending(*seq))
             .collect();
         Ok(Due { rows, next_at })
+    }
+
+    fn snapshot_messages(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot<Pending>>, StoreError> {
+        let Queue::Messages { tenant, pipeline } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("snapshot_messages: {} is not a message queue", lease.partition.queue.name())));
+        };
+        let s = self.inner.lock().unwrap();
+        let mine: Vec<(&i64, &Msg)> =
+            s.messages.iter().filter(|(_, m)| m.state == "accepted" && m.tenant == *tenant && m.pipeline == *pipeline && lease.partition.holds(m.key_hash)).collect();
+        if mine.len() > max || mine.iter().any(|(_, m)| m.next_at > now_ms) {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot { rows: mine.into_iter().map(|(seq, m)| m.pending(*seq)).collect(), high: s.seq }))
     }
 
     fn ack(&self, lease: &Lease, commit: Commit) -> Result<(), StoreError> {
@@ -437,7 +475,7 @@ impl Store for MemoryStore {
         Ok(Due { rows, next_at })
     }
 
-    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot>, StoreError> {
+    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot<Delivery>>, StoreError> {
         let Queue::Deliveries { sink } = &lease.partition.queue else {
             return Err(StoreError::Other(format!("snapshot_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
         };
@@ -549,9 +587,11 @@ impl Store for MemoryStore {
             return Err(StoreError::Conflict(format!("exception {id} was already {}", e.state)));
         }
         let source = e.source_id.clone();
+        let (tenant, pipeline) = (e.tenant.clone(), e.pipeline.clone());
         let now = now_ms();
         if let Settle::Retry { .. } = how {
             reaccept(s, &source).map_err(|()| StoreError::Conflict(format!("the message {source} of exception {id} is no longer in the store, or already at work")))?;
+            self.reopen(&tenant, &pipeline);
         }
         let mut settled = None;
         for (e, _) in s.exceptions.iter_mut() {
@@ -689,6 +729,7 @@ impl Store for MemoryStore {
         } else {
             reaccept(s, &d.source_id)
                 .map_err(|()| StoreError::Conflict(format!("the message {} of dead letter {id} is no longer in the store, or already at work", d.source_id)))?;
+            self.reopen(&d.tenant, &d.pipeline);
             Replayed::Message { tenant: d.tenant.clone(), pipeline: d.pipeline.clone(), id: d.source_id.clone() }
         };
         let stage_letter_of = |o: &DeadLetterRecord| o.source_id == d.source_id && !o.place.starts_with("sink ");
@@ -901,6 +942,7 @@ mod tests {
         contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&MemoryStore::new());
         contract::queued_deliveries_are_announced_once_durable_in_queue_order(&MemoryStore::new());
         contract::a_snapshot_is_every_pending_delivery_or_none(&MemoryStore::new());
+        contract::accepted_messages_are_announced_once_durable_and_snapshotted(&MemoryStore::new());
     }
 
     #[test]

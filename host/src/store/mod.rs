@@ -250,6 +250,9 @@ pub struct NewMessage {
     pub answers: Option<LoopAnswer>,
     /// The message as JSON.
     pub json: String,
+    /// The message itself, handed to this process's workers in memory once
+    /// accepted (not stored: `json` is its record).
+    pub message: Option<std::sync::Arc<syncline_model::Message>>,
 }
 
 /// What an execution status answers.
@@ -292,6 +295,28 @@ pub struct Pending {
     pub attempts: u32,
     /// Each earlier attempt's error.
     pub errors: Vec<String>,
+    /// The message itself when it was handed over in memory (an announced
+    /// message); `None` when read from the store (parse `json`).
+    pub message: Option<std::sync::Arc<syncline_model::Message>>,
+}
+
+impl Pending {
+    /// Message `seq` as an append just accepted it.
+    pub fn accepted(seq: i64, m: &NewMessage) -> Pending {
+        Pending { seq, id: m.id.clone(), json: m.json.clone(), key_hash: m.key_hash, attempts: 0, errors: Vec::new(), message: m.message.clone() }
+    }
+}
+
+/// A message an append accepted, as the store announces it (see
+/// [`QueueWatcher`]).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// The message as a claim would give it (new: no attempts yet).
+    pub pending: Pending,
 }
 
 /// Claimed work due now, and when the next waiting item is.
@@ -543,29 +568,37 @@ pub struct Queued {
     pub delivery: Delivery,
 }
 
-/// Told what joins the delivery queues, so that this process's sink workers
-/// can take their work from memory instead of reading it back: every
-/// delivery a commit queues, once the commit is durable and in queue order
-/// (a delivery is announced only after every delivery queued before it);
-/// and a sink whose queue got pending deliveries another way (a replayed
-/// dead letter), which its workers must read from the store. Called on
-/// the committing thread: it must only hand over, never wait or call the
+/// Told what joins the queues, so that this process's workers can take
+/// their work from memory instead of reading it back: every message an
+/// append accepts and every delivery a commit queues, once the commit is
+/// durable and in queue order (each is announced only after every one
+/// queued before it in its queue); and a pipeline or sink whose queue got
+/// pending work another way (a replayed dead letter, a reprocessed
+/// exception), which its workers must read from the store. Called on the
+/// committing thread: it must only hand over, never wait or call the
 /// store.
 pub trait QueueWatcher: Send + Sync {
+    /// Messages just accepted, in queue order.
+    fn appended(&self, rows: Vec<Appended>);
+    /// Pipeline `pipeline` of `tenant` has accepted messages that were not
+    /// announced.
+    fn reopened(&self, tenant: &str, pipeline: &str);
     /// Deliveries just queued, in queue order.
     fn queued(&self, rows: Vec<Queued>);
     /// Sink `sink` has pending deliveries that were not announced.
     fn requeued(&self, sink: &str);
 }
 
-/// Every pending delivery of a sink partition at one moment, when there
-/// are few enough and none waits for a retry: what a worker that then
-/// follows the announcements ([`QueueWatcher`]) holds in memory.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The pending deliveries, in queue order (`lane` is each one's own tier).
-    pub rows: Vec<Delivery>,
-    /// The highest delivery seq in the store at that moment: any delivery
+/// Every pending item of a partition at one moment — messages of a
+/// pipeline shard ([`Pending`]) or deliveries of a sink worker
+/// ([`Delivery`]) — when there are few enough and none waits for a retry:
+/// what a worker that then follows the announcements ([`QueueWatcher`])
+/// holds in memory.
+#[derive(Debug, Clone)]
+pub struct Snapshot<T> {
+    /// The pending items, in queue order (a delivery's `lane` is its own tier).
+    pub rows: Vec<T>,
+    /// The highest seq of the queue in the store at that moment: any item
     /// announced with a higher one was queued after it.
     pub high: i64,
 }
@@ -723,10 +756,19 @@ pub trait Store: Send + Sync {
     /// # Errors
     ///
     /// [`StoreError`].
-    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot>, StoreError>;
+    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot<Delivery>>, StoreError>;
 
-    /// Tells `watcher` of deliveries queued from now on (replacing any
-    /// watcher set before).
+    /// Every accepted message of a leased pipeline shard, in queue order,
+    /// read at one moment — `None` when there are more than `max` or one
+    /// of them waits past `now_ms` for a retry (then claim instead).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    fn snapshot_messages(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot<Pending>>, StoreError>;
+
+    /// Tells `watcher` of messages accepted and deliveries queued from now
+    /// on (replacing any watcher set before).
     fn watch(&self, watcher: std::sync::Arc<dyn QueueWatcher>);
 
     /// A source's cursor.

@@ -23,13 +23,42 @@ use super::*;
 use crate::config::{Sync, Tier};
 
 /// A job of a group commit; it may be run a second time (see [`group`]), so
-/// it borrows what it writes rather than consuming it. The deliveries it
-/// queues go into the announcement list it is given (announced once the
-/// group is committed).
-type Op = Box<dyn FnMut(&Transaction, &mut Vec<Queued>) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
+/// it borrows what it writes rather than consuming it. The messages it
+/// accepts and the deliveries it queues go into the announcements it is
+/// given (announced once the group is committed).
+type Op = Box<dyn FnMut(&Transaction, &mut Announcements) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
+
+/// What a group's jobs accepted and queued, each in queue order.
+#[derive(Default)]
+struct Announcements {
+    appended: Vec<Appended>,
+    queued: Vec<Queued>,
+}
+
+impl Announcements {
+    /// How far it is filled (to drop what a failing job added).
+    fn mark(&self) -> (usize, usize) {
+        (self.appended.len(), self.queued.len())
+    }
+
+    fn truncate(&mut self, (appended, queued): (usize, usize)) {
+        self.appended.truncate(appended);
+        self.queued.truncate(queued);
+    }
+
+    /// Hands them to `watcher`: messages first (their deliveries come later).
+    fn tell(self, watcher: &dyn QueueWatcher) {
+        if !self.appended.is_empty() {
+            watcher.appended(self.appended);
+        }
+        if !self.queued.is_empty() {
+            watcher.queued(self.queued);
+        }
+    }
+}
 type Reply = tokio::sync::oneshot::Sender<Committed>;
 
-/// Who is told of queued deliveries (see [`QueueWatcher`]).
+/// Who is told of accepted messages and queued deliveries (see [`QueueWatcher`]).
 type Watcher = Arc<arc_swap::ArcSwapOption<Arc<dyn QueueWatcher>>>;
 
 /// The SQLite store.
@@ -476,10 +505,11 @@ impl SqliteStore {
         self.submit_queueing(move |tx, _| f(tx))
     }
 
-    /// [`Self::submit`] for a job that queues deliveries (into its list).
+    /// [`Self::submit`] for a job that accepts messages or queues
+    /// deliveries (into its announcements).
     fn submit_queueing<R: Send + 'static>(
         &self,
-        mut f: impl FnMut(&Transaction, &mut Vec<Queued>) -> rusqlite::Result<R> + Send + 'static,
+        mut f: impl FnMut(&Transaction, &mut Announcements) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Committed>, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |tx, queued| f(tx, queued).map(|r| Box::new(r) as Box<dyn Any + Send>));
@@ -496,8 +526,9 @@ impl SqliteStore {
 }
 
 /// The writer thread: take every queued job, run them in one transaction
-/// ([`group`]), commit once, announce the deliveries the group queued (in
-/// queue order: groups commit one after the other), then answer every
+/// ([`group`]), commit once, announce the messages the group accepted and
+/// the deliveries it queued (in queue order: groups commit one after the
+/// other), then answer every
 /// caller. If the transaction itself fails (e.g. the disk is full), every
 /// caller of the group gets the error: none of their writes was kept.
 fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, frames: Arc<std::sync::atomic::AtomicI64>, watcher: Watcher) {
@@ -513,12 +544,14 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, frames: Arc<std
             }
         }
         let (mut ops, replies): (Vec<Op>, Vec<Reply>) = jobs.into_iter().unzip();
-        let mut queued = Vec::new();
-        match group(&mut conn, &mut ops, &mut queued) {
+        let mut told = Announcements::default();
+        match group(&mut conn, &mut ops, &mut told) {
             Ok(results) => {
+                // The jobs hold the messages they wrote: dropped first, the
+                // announcements are the messages' only holders.
                 drop(ops);
-                if let (false, Some(w)) = (queued.is_empty(), watcher.load().as_ref()) {
-                    w.queued(queued);
+                if let Some(w) = watcher.load().as_ref() {
+                    told.tell(w.as_ref().as_ref());
                 }
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
@@ -553,15 +586,15 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<(Op, Reply)>, frames: Arc<std
 /// SQLite does (the disk, not the data). Then the group is rolled back and
 /// run again with each job in its own savepoint, so that a failing job
 /// loses its own writes and no one else's. An error that ends the
-/// transaction itself (a full disk) fails the group. `queued` gets the
-/// deliveries of the jobs that were kept, in queue order.
-fn group(conn: &mut Connection, ops: &mut [Op], queued: &mut Vec<Queued>) -> rusqlite::Result<Vec<Committed>> {
+/// transaction itself (a full disk) fails the group. `told` gets the
+/// messages and deliveries of the jobs that were kept, in queue order.
+fn group(conn: &mut Connection, ops: &mut [Op], told: &mut Announcements) -> rusqlite::Result<Vec<Committed>> {
     {
         let tx = conn.transaction()?;
         let mut results = Vec::with_capacity(ops.len());
         let mut failed = None;
         for op in ops.iter_mut() {
-            match op(&tx, queued) {
+            match op(&tx, told) {
                 Ok(v) => results.push(Ok(v)),
                 Err(e) => {
                     failed = Some(e);
@@ -580,19 +613,19 @@ fn group(conn: &mut Connection, ops: &mut [Op], queued: &mut Vec<Queued>) -> rus
             Some(e) => tracing::debug!(error = %e, "a job of a group commit failed; running the group job by job"),
         }
     }
-    queued.clear();
+    *told = Announcements::default();
     let tx = conn.transaction()?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops.iter_mut() {
         tx.prepare_cached("SAVEPOINT job")?.execute([])?;
-        let before = queued.len();
-        match op(&tx, queued) {
+        let before = told.mark();
+        match op(&tx, told) {
             Ok(v) => {
                 tx.prepare_cached("RELEASE job")?.execute([])?;
                 results.push(Ok(v));
             }
             Err(e) => {
-                queued.truncate(before);
+                told.truncate(before);
                 if tx.execute_batch("ROLLBACK TO job; RELEASE job").is_err() {
                     return Err(e);
                 }
@@ -606,7 +639,7 @@ fn group(conn: &mut Connection, ops: &mut [Op], queued: &mut Vec<Queued>) -> rus
 
 /// Accepts messages in `tx`: deduplicates on tenant + idempotency key,
 /// inserts the new ones, and moves a source's cursor when given.
-fn ingest(tx: &Transaction, messages: &[NewMessage], cursor: Option<&Cursor>) -> rusqlite::Result<Vec<IngestOutcome>> {
+fn ingest(tx: &Transaction, messages: &[NewMessage], cursor: Option<&Cursor>, told: &mut Announcements) -> rusqlite::Result<Vec<IngestOutcome>> {
     let now = now_ms();
     let mut find = tx.prepare_cached("SELECT message_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?;
     let mut remember = tx.prepare_cached("INSERT INTO idempotency (tenant, key, message_id, at) VALUES (?1, ?2, ?3, ?4)")?;
@@ -623,6 +656,7 @@ fn ingest(tx: &Transaction, messages: &[NewMessage], cursor: Option<&Cursor>) ->
             remember.execute(params![m.tenant, key, m.id, now])?;
         }
         insert.execute(params![m.id, m.tenant, m.pipeline, m.key_hash, now, m.json, m.correlation])?;
+        told.appended.push(Appended { tenant: m.tenant.clone(), pipeline: m.pipeline.clone(), pending: Pending::accepted(tx.last_insert_rowid(), m) });
         if let Some(a) = &m.answers {
             // An execution status closes the loops it answers, in the commit
             // that accepts it: the order its reference names, or, when it
@@ -689,6 +723,22 @@ fn open_dead_letter(tx: &Transaction, id: i64) -> Result<Option<DeadLetterRecord
         return Err(StoreError::Conflict(format!("dead letter {id} was already {}", d.state)));
     }
     Ok(Some(d))
+}
+
+/// The columns [`pending_row`] reads.
+const PENDING: &str = "seq, id, body, key_hash, attempts, errors";
+
+fn pending_row(r: &rusqlite::Row) -> rusqlite::Result<Pending> {
+    let errors: Option<String> = r.get(5)?;
+    Ok(Pending {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        json: r.get(2)?,
+        key_hash: r.get(3)?,
+        attempts: r.get(4)?,
+        errors: errors.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default(),
+        message: None,
+    })
 }
 
 /// Puts accepted message `id` back to work from its first stage; false
@@ -799,7 +849,7 @@ fn blocked_keys<K: rusqlite::types::FromSql + std::hash::Hash + Eq>(
 /// Records processed messages (settled or nacked) in `tx`.
 /// `traces` holds each processed message's record in its stored form
 /// (`None` for a nack).
-fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[AuditRow], queued: &mut Vec<Queued>) -> rusqlite::Result<()> {
+fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[AuditRow], told: &mut Announcements) -> rusqlite::Result<()> {
     let now = now_ms();
     for row in audit {
         row.insert(tx, now)?;
@@ -837,7 +887,7 @@ fn ack(tx: &Transaction, commit: &Commit, traces: &[Option<String>], audit: &[Au
         for d in &p.deliveries {
             let hash = crate::pipeline::fields::key_hash(&d.ordering_key);
             if queue.execute(params![d.id, p.id, commit.tenant, commit.pipeline, d.sink, d.ordering_key, d.json, now, hash, d.tier.index() as i64, d.expect_ms])? == 1 {
-                queued.push(Queued { sink: d.sink.clone(), key_hash: hash, delivery: Delivery::queued(tx.last_insert_rowid(), &commit.tenant, &commit.pipeline, d) });
+                told.queued.push(Queued { sink: d.sink.clone(), key_hash: hash, delivery: Delivery::queued(tx.last_insert_rowid(), &commit.tenant, &commit.pipeline, d) });
             }
         }
         for d in &p.dead_letters {
@@ -943,11 +993,11 @@ impl SqliteStore {
     fn fenced_write(
         &self,
         lease: &Lease,
-        mut f: impl FnMut(&Transaction, &mut Vec<Queued>) -> rusqlite::Result<()> + Send + 'static,
+        mut f: impl FnMut(&Transaction, &mut Announcements) -> rusqlite::Result<()> + Send + 'static,
     ) -> Result<(), StoreError> {
         let lease = lease.clone();
-        let rx = self.submit_queueing(move |tx, queued| match fenced(tx, &lease)? {
-            Ok(()) => f(tx, queued).map(Ok),
+        let rx = self.submit_queueing(move |tx, told| match fenced(tx, &lease)? {
+            Ok(()) => f(tx, told).map(Ok),
             Err(e) => Ok(Err(e)),
         })?;
         Submitted::<Result<(), StoreError>>::waiting(rx).wait()?
@@ -956,7 +1006,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> Submitted<Vec<IngestOutcome>> {
-        match self.submit(move |tx| ingest(tx, &messages, cursor.as_ref())) {
+        match self.submit_queueing(move |tx, told| ingest(tx, &messages, cursor.as_ref(), told)) {
             Ok(rx) => Submitted::waiting(rx),
             Err(e) => Submitted::ready(Err(e)),
         }
@@ -1005,21 +1055,11 @@ impl Store for SqliteStore {
             MESSAGES_BLOCKED,
             params![tenant, pipeline, of, index, now_ms],
         )?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, id, body, key_hash, attempts, errors FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
-             AND seq > ?3 AND key_hash % ?4 = ?5 AND next_at <= ?6 ORDER BY seq LIMIT ?7",
-        )?;
-        let rows = stmt.query_map(params![tenant, pipeline, after_seq, of, index, now_ms, limit as i64], |r| {
-            let errors: Option<String> = r.get(5)?;
-            Ok(Pending {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                json: r.get(2)?,
-                key_hash: r.get(3)?,
-                attempts: r.get(4)?,
-                errors: errors.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or_default(),
-            })
-        })?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {PENDING} FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted'
+             AND seq > ?3 AND key_hash % ?4 = ?5 AND next_at <= ?6 ORDER BY seq LIMIT ?7"
+        ))?;
+        let rows = stmt.query_map(params![tenant, pipeline, after_seq, of, index, now_ms, limit as i64], pending_row)?;
         let mut due = Vec::new();
         for row in rows {
             let row = row?;
@@ -1041,7 +1081,7 @@ impl Store for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let audit = commit.audit.iter().map(AuditRow::of).collect::<Result<Vec<_>, _>>()?;
-        self.fenced_write(lease, move |tx, queued| ack(tx, &commit, &traces, &audit, queued))
+        self.fenced_write(lease, move |tx, told| ack(tx, &commit, &traces, &audit, told))
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
@@ -1111,7 +1151,33 @@ impl Store for SqliteStore {
         self.fenced_write(lease, move |tx, _| ack_deliveries(tx, &sink, &attempts))
     }
 
-    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot>, StoreError> {
+    fn snapshot_messages(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot<Pending>>, StoreError> {
+        let Queue::Messages { tenant, pipeline } = &lease.partition.queue else {
+            return Err(StoreError::Other(format!("snapshot_messages: {} is not a message queue", lease.partition.queue.name())));
+        };
+        let (index, of) = (lease.partition.index, lease.partition.of.max(1));
+        let conn = self.read.lock().unwrap();
+        // One read transaction: the rows and `high` are of the same moment.
+        let tx = conn.unchecked_transaction()?;
+        let high: i64 = tx
+            .prepare_cached("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)")?
+            .query_row([], |r| r.get(0))?;
+        let waiting = tx
+            .prepare_cached(
+                "SELECT 1 FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted' AND next_at > 0 AND next_at > ?5 AND key_hash % ?3 = ?4 LIMIT 1",
+            )?
+            .exists(params![tenant, pipeline, of, index, now_ms])?;
+        if waiting {
+            return Ok(None);
+        }
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {PENDING} FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted' AND key_hash % ?3 = ?4 ORDER BY seq LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(params![tenant, pipeline, of, index, max as i64 + 1], pending_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok((rows.len() <= max).then_some(Snapshot { rows, high }))
+    }
+
+    fn snapshot_deliveries(&self, lease: &Lease, now_ms: i64, max: usize) -> Result<Option<Snapshot<Delivery>>, StoreError> {
         let Queue::Deliveries { sink } = &lease.partition.queue else {
             return Err(StoreError::Other(format!("snapshot_deliveries: {} is not a delivery queue", lease.partition.queue.name())));
         };
@@ -1414,8 +1480,12 @@ impl Store for SqliteStore {
             };
             Ok(Ok(Some(replayed)))
         })??;
-        if let (Some(Replayed::Delivery { sink, .. }), Some(w)) = (&replayed, self.watcher.load().as_ref()) {
-            w.requeued(sink);
+        if let Some(w) = self.watcher.load().as_ref() {
+            match &replayed {
+                Some(Replayed::Delivery { sink, .. }) => w.requeued(sink),
+                Some(Replayed::Message { tenant, pipeline, .. }) => w.reopened(tenant, pipeline),
+                None => {}
+            }
         }
         Ok(replayed)
     }
@@ -1459,8 +1529,9 @@ impl Store for SqliteStore {
     }
 
     fn settle_exception(&self, id: i64, how: &Settle) -> Result<Option<ExceptionRecord>, StoreError> {
+        let retried = matches!(how, Settle::Retry { .. });
         let how = how.clone();
-        self.write(move |tx| {
+        let settled = self.write(move |tx| {
             let Some(mut e) = tx.query_row(&format!("SELECT {EXCEPTION} FROM exceptions WHERE id = ?1"), params![id], exception_row).optional()? else {
                 return Ok(Ok(None));
             };
@@ -1481,7 +1552,12 @@ impl Store for SqliteStore {
             tx.execute("UPDATE exceptions SET state = ?2, settled_at = ?3, note = ?4 WHERE id = ?1", params![id, how.state(), now, how.note()])?;
             (e.state, e.settled_at, e.note) = (how.state().into(), Some(now), Some(how.note().into()));
             Ok(Ok(Some(e)))
-        })?
+        })??;
+        if let (true, Some(e), Some(w)) = (retried, &settled, self.watcher.load().as_ref()) {
+            // Accepted again under its old seq: its shard reads the store.
+            w.reopened(&e.tenant, &e.pipeline);
+        }
+        Ok(settled)
     }
 
     fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError> {
@@ -1673,6 +1749,7 @@ mod tests {
         contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&store().1);
         contract::queued_deliveries_are_announced_once_durable_in_queue_order(&store().1);
         contract::a_snapshot_is_every_pending_delivery_or_none(&store().1);
+        contract::accepted_messages_are_announced_once_durable_and_snapshotted(&store().1);
     }
 
     #[test]
@@ -1721,9 +1798,10 @@ mod tests {
         let mut conn = open(&dir.path().join("s.db"), Sync::Normal, None).unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         // A job's announcement: a delivery to a sink named after the job.
-        let announce = |queued: &mut Vec<Queued>, name: &str| {
+        let announce = |told: &mut Announcements, name: &str| {
             let d = NewDelivery { id: name.into(), sink: name.into(), ordering_key: "k".into(), tier: Tier::Standard, expect_ms: None, json: "{}".into(), message: None };
-            queued.push(Queued { sink: name.into(), key_hash: 0, delivery: Delivery::queued(0, "acme", "p", &d) });
+            told.queued.push(Queued { sink: name.into(), key_hash: 0, delivery: Delivery::queued(0, "acme", "p", &d) });
+            told.appended.push(Appended { tenant: "acme".into(), pipeline: name.into(), pending: Pending::default() });
         };
         let cursor = |source: &'static str, runs: Option<Arc<AtomicUsize>>| -> Op {
             Box::new(move |tx, queued| {
@@ -1743,22 +1821,23 @@ mod tests {
             Ok(Box::new(()) as Box<dyn Any + Send>)
         });
         let mut ops = vec![cursor("first", Some(runs.clone())), broken, cursor("last", None)];
-        let mut queued = Vec::new();
-        let results = group(&mut conn, &mut ops, &mut queued).unwrap();
+        let mut told = Announcements::default();
+        let results = group(&mut conn, &mut ops, &mut told).unwrap();
         assert_eq!(results.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
         assert_eq!(runs.load(Ordering::Relaxed), 2, "run straight through, then job by job");
         let sources = |conn: &Connection| -> Vec<String> {
             conn.prepare("SELECT source FROM cursors ORDER BY source").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
         };
         assert_eq!(sources(&conn), ["first", "last"]);
-        assert_eq!(queued.iter().map(|q| q.sink.as_str()).collect::<Vec<_>>(), ["first", "last"], "announced once each, the failed job not at all");
+        assert_eq!(told.queued.iter().map(|q| q.sink.as_str()).collect::<Vec<_>>(), ["first", "last"], "announced once each, the failed job not at all");
+        assert_eq!(told.appended.iter().map(|a| a.pipeline.as_str()).collect::<Vec<_>>(), ["first", "last"]);
         // Alone in its group, the same.
         let broken: Op = Box::new(|tx, _| {
             tx.execute("INSERT INTO cursors (source, cursor, at) VALUES ('alone', 'c', 0)", [])?;
             tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
             Ok(Box::new(()) as Box<dyn Any + Send>)
         });
-        assert!(group(&mut conn, &mut [broken], &mut Vec::new()).unwrap()[0].is_err());
+        assert!(group(&mut conn, &mut [broken], &mut Announcements::default()).unwrap()[0].is_err());
         assert_eq!(sources(&conn), ["first", "last"]);
     }
 

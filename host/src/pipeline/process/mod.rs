@@ -229,12 +229,27 @@ struct Stage<'a> {
 /// Processes `rows` (in order) through `pipeline`: the commit (with the
 /// decisions its plugins stated, for the audit log), and what became of the
 /// recommendations of the rows it records; `None` when `cancel` said to
-/// stop before the end (nothing of the batch is to be committed).
-pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
-    process_all(pipeline, shard, rows, cancel).ok()
+/// stop before the end (nothing of the batch is to be committed). A row
+/// handed over in memory gives its message up; the others are parsed.
+pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &mut [Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
+    let messages: Vec<Result<Message, mjson::JsonError>> = rows
+        .iter_mut()
+        .map(|p| match p.message.take() {
+            // Alone with it (the usual case), the message moves; else a copy.
+            Some(m) => Ok(std::sync::Arc::try_unwrap(m).unwrap_or_else(|shared| (*shared).clone())),
+            None => mjson::from_str(&p.json),
+        })
+        .collect();
+    process_all(pipeline, shard, rows, messages, cancel).ok()
 }
 
-fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cancel: &dyn Fn() -> bool) -> Result<(Commit, Allocated), Cancelled> {
+fn process_all(
+    pipeline: &LivePipeline,
+    shard: ShardRef,
+    rows: &[Pending],
+    messages: Vec<Result<Message, mjson::JsonError>>,
+    cancel: &dyn Fn() -> bool,
+) -> Result<(Commit, Allocated), Cancelled> {
     let cfg = &pipeline.cfg;
     let tenant = cfg.tenant.as_str();
     let mut results: Vec<RowResult> = rows.iter().map(|_| RowResult::default()).collect();
@@ -244,8 +259,8 @@ fn process_all(pipeline: &LivePipeline, shard: ShardRef, rows: &[Pending], cance
         .iter()
         .map(|p| tracing::debug_span!("message", tenant, pipeline = cfg.id.as_str(), message_id = %p.id, correlation_id = tracing::field::Empty, attempt = p.attempts + 1))
         .collect();
-    for (row, p) in rows.iter().enumerate() {
-        match mjson::from_str(&p.json) {
+    for (row, (p, parsed)) in rows.iter().zip(messages).enumerate() {
+        match parsed {
             Ok(msg) => {
                 let key = keys::root(tenant, cfg.id.as_str(), msg.idempotency_key.as_deref(), &msg.id);
                 spans[row].record("correlation_id", msg.correlation_id.as_str());
@@ -376,7 +391,7 @@ mod tests {
     use super::*;
 
     fn row(id: &str, key_hash: u32) -> Pending {
-        Pending { seq: 0, id: id.into(), json: String::new(), key_hash, attempts: 1, errors: vec!["first".into()] }
+        Pending { seq: 0, id: id.into(), json: String::new(), key_hash, attempts: 1, errors: vec!["first".into()], message: None }
     }
 
     #[test]
