@@ -1,7 +1,7 @@
 //! Ordering keys for raw payloads: a mapping pipeline's raw JSON input is
 //! keyed by JSON pointers, spreads over every shard, and keeps its order
 //! per key end to end — through sink retries and a restart, and when the
-//! sink's workers take their deliveries in memory as the commits queue them.
+//! shards and the sink's workers take their work in memory as the commits queue it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -90,23 +90,33 @@ fn raw_payloads_spread_over_every_shard_and_keep_their_order_per_key() {
 
 /// The deliveries `host`'s workers of sink `erp` took from `from`.
 fn taken(host: &Host, from: &str) -> u64 {
+    counted(host, "syncline_deliveries_taken_total{", "sink=\"erp\"", from)
+}
+
+/// The messages `host`'s shards of pipeline `acme/recs` took from `from`.
+fn messages_taken(host: &Host, from: &str) -> u64 {
+    counted(host, "syncline_messages_taken_total{", "pipeline=\"recs\"", from)
+}
+
+fn counted(host: &Host, metric: &str, label: &str, from: &str) -> u64 {
     let metrics = get_text(&format!("{}/metrics", host.url));
     let line = format!("from=\"{from}\"");
     metrics
         .lines()
-        .filter(|l| l.starts_with("syncline_deliveries_taken_total{") && l.contains(&line) && l.contains("sink=\"erp\""))
+        .filter(|l| l.starts_with(metric) && l.contains(&line) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
 
 #[test]
-fn outputs_reach_the_sink_in_memory_and_in_order_and_a_failing_erp_sends_it_back_to_the_store() {
+fn messages_and_outputs_are_handed_over_in_memory_in_order_and_a_failing_erp_sends_the_sink_back_to_the_store() {
     let erp = Erp::start(&[]);
     let site = Site::new(RAW, &erp);
     let host = Host::start(&site);
     const KEYS: usize = 8;
-    // A steady trickle, as in production: each output is handed over in
-    // memory once its commit is durable, and order per key holds.
+    // A steady trickle, as in production: each message is handed to its
+    // shard, and each output to its sink, in memory once its commit is
+    // durable, and order per key holds.
     let mut sent = 0;
     let mut send = |host: &Host, rounds: std::ops::Range<usize>| {
         for i in rounds {
@@ -124,6 +134,9 @@ fn outputs_reach_the_sink_in_memory_and_in_order_and_a_failing_erp_sends_it_back
     let (memory, store) = (taken(&host, "memory"), taken(&host, "store"));
     assert!(memory > store, "most deliveries came from memory: {memory} from memory, {store} from the store");
     assert_eq!(memory + store, n as u64, "each taken once");
+    let (memory, store) = (messages_taken(&host, "memory"), messages_taken(&host, "store"));
+    assert!(memory > store, "most messages came from memory: {memory} from memory, {store} from the store");
+    assert_eq!(memory + store, n as u64, "each message taken once");
     // The ERP refuses for a while: the retries wait in the store, the
     // workers read it back, and order per key still holds.
     erp.mode("503", Some(30));
