@@ -16,6 +16,7 @@ use crate::store::{Commit, Due, Lease, Partition, Pending, Queue, StoreError};
 /// The due messages after seq `after`, up to `limit`, as
 /// [`crate::store::Store::claim`] gives them: from memory when in sync,
 /// else claimed from the store.
+#[allow(clippy::too_many_arguments)]
 fn take(ctx: &WorkerCtx, p: &LivePipeline, shard: u32, mirror: &mut Mirror<Pending>, lease: &Lease, after: i64, now: i64, limit: usize) -> Result<(Due<Pending>, Taken), StoreError> {
     let store = ctx.store();
     let (due, from) = mirror.due(
@@ -41,12 +42,13 @@ fn serve(rows: &mut BTreeMap<i64, Pending>, after: i64, limit: usize) -> Vec<Pen
 /// Follows a commit in memory: what it settled leaves; a message nacked for
 /// a retry (now waiting in the store) ends the sync.
 fn follow(mirror: &mut Mirror<Pending>, rows: &[Pending], commit: &Commit) {
+    let seq: std::collections::HashMap<&str, i64> = rows.iter().map(|r| (r.id.as_str(), r.seq)).collect();
     for processed in &commit.processed {
-        let Some(row) = rows.iter().find(|r| r.id == processed.id) else { continue };
+        let Some(seq) = seq.get(processed.id.as_str()) else { continue };
         if processed.retry.is_some() {
             return mirror.waits();
         }
-        mirror.left(row.seq);
+        mirror.left(*seq);
     }
 }
 
