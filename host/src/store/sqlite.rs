@@ -725,6 +725,11 @@ fn open_dead_letter(tx: &Transaction, id: i64) -> Result<Option<DeadLetterRecord
     Ok(Some(d))
 }
 
+/// The highest seq `table` ever gave (a pruned top row does not lower it).
+fn highest_seq(tx: &Transaction, table: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)")?.query_row(params![table], |r| r.get(0))
+}
+
 /// The columns [`pending_row`] reads.
 const PENDING: &str = "seq, id, body, key_hash, attempts, errors";
 
@@ -1159,9 +1164,7 @@ impl Store for SqliteStore {
         let conn = self.read.lock().unwrap();
         // One read transaction: the rows and `high` are of the same moment.
         let tx = conn.unchecked_transaction()?;
-        let high: i64 = tx
-            .prepare_cached("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)")?
-            .query_row([], |r| r.get(0))?;
+        let high = highest_seq(&tx, "messages")?;
         let waiting = tx
             .prepare_cached(
                 "SELECT 1 FROM messages WHERE tenant = ?1 AND pipeline = ?2 AND state = 'accepted' AND next_at > 0 AND next_at > ?5 AND key_hash % ?3 = ?4 LIMIT 1",
@@ -1185,10 +1188,7 @@ impl Store for SqliteStore {
         let conn = self.read.lock().unwrap();
         // One read transaction: the rows and `high` are of the same moment.
         let tx = conn.unchecked_transaction()?;
-        // The highest seq ever given (a pruned top row does not lower it).
-        let high: i64 = tx
-            .prepare_cached("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0)")?
-            .query_row([], |r| r.get(0))?;
+        let high = highest_seq(&tx, "deliveries")?;
         let waiting = tx
             .prepare_cached("SELECT 1 FROM deliveries WHERE sink = ?1 AND state = 'pending' AND next_at > 0 AND next_at > ?4 AND key_hash % ?2 = ?3 LIMIT 1")?
             .exists(params![sink, of, index, now_ms])?;
