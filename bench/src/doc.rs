@@ -332,6 +332,19 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
         }
         let ratio = crate::stats::Stat::of(ratios);
         let _ = writeln!(body, "\nDelivered msg/s, Syncline ÷ service: {}\n", ratio.show(2));
+        let _ = writeln!(
+            body,
+            "Where a message's CPU goes in Syncline (the keyed runs), by thread, µs per message (the hand-written \
+             service used {} in all):\n\n| thread | µs/msg | its work |\n|---|---|---|",
+            f.get("service:cpu").show(0)
+        );
+        let mut threads: Vec<(String, crate::stats::Stat)> =
+            f.names_with("syncline:thread:").into_iter().map(|k| (k["syncline:thread:".len()..].to_string(), f.get(&k))).collect();
+        threads.sort_by(|a, b| b.1.median().total_cmp(&a.1.median()));
+        for (thread, stat) in threads.iter().filter(|(_, s)| s.median() >= 0.5) {
+            let _ = writeln!(body, "| {thread} | {} | {} |", stat.show(0), thread_work(thread));
+        }
+        let _ = writeln!(body);
         let cpu = f.get("syncline:cpu").median();
         targets.push(("workload: CPU per message in Syncline".into(), "≤ 150 µs".into(), format!("{cpu:.0} µs"), cpu <= 150.0));
         targets.push((
@@ -656,4 +669,20 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
     println!("{doc}");
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// What a `syncline` thread (its name without the trailing number) does, for
+/// the workload's CPU-by-thread table.
+fn thread_work(thread: &str) -> &'static str {
+    match thread {
+        t if t.starts_with("pipeline-") => "the pipeline's shards: each stage call (the message lowered into the plugin and its answer lifted back, the plugin's own code), ids and keys of outputs, the commit's records",
+        t if t.starts_with("sink-") => "the sink workers: the sink call (the plugin's side of each wasi:http request, its JSON), acknowledgements",
+        "plugin-io" => "plugins' outbound HTTP: the pooled client's connections and sockets",
+        "store-writer" => "the store's writer: every accept, process and delivery job in group commits, the write-ahead log, fsync",
+        "store-checkpt" => "copying the write-ahead log into the database file",
+        "http-server" => "HTTP ingest: parsing requests, the envelope, the message's stored form, answers",
+        "plugin-epoch" => "the epoch tick that interrupts plugins at their deadline",
+        "maintenance" => "retention, leases, scheduled work",
+        _ => "",
+    }
 }

@@ -78,6 +78,11 @@ impl Figures {
         }
     }
 
+    /// The names recorded so far that start with `prefix`, in the order first recorded.
+    pub fn names_with(&self, prefix: &str) -> Vec<String> {
+        self.names.iter().filter(|n| n.starts_with(prefix)).cloned().collect()
+    }
+
     /// The figure `name` over all runs.
     pub fn get(&self, name: &str) -> Stat {
         let i = self

@@ -178,6 +178,7 @@ pub fn run(system: System, n: usize, f: &mut Figures) -> anyhow::Result<()> {
     };
     let pid = process.0.id();
     let (cpu0, threads0) = (procstat::cpu_seconds(pid), procstat::threads_by_full_name(pid));
+    let groups0 = procstat::threads(pid);
     let started = Instant::now();
     let (mut latencies, accept_ms) = send(&url, content_type, n, 32)?;
     let deliver_ms = delivered(&erp_url, n, started)?;
@@ -190,6 +191,14 @@ pub fn run(system: System, n: usize, f: &mut Figures) -> anyhow::Result<()> {
         .map(|(name, v)| v - threads0.get(&name).copied().unwrap_or(0.0))
         .collect();
     let total: f64 = shards.iter().sum();
+    // Where a message's CPU went, by thread (threads named by what they do;
+    // the shards and sink workers each summed under one name).
+    if matches!(system, System::Syncline) {
+        for (group, after) in procstat::threads(pid) {
+            let used = after - groups0.get(&group).copied().unwrap_or(0.0);
+            f.add(&format!("{label}:thread:{group}"), used * 1e6 / n as f64);
+        }
+    }
     if total > 0.0 {
         f.add(&format!("{label}:busiest-shard"), shards.iter().copied().fold(0.0, f64::max) / total);
     }

@@ -134,7 +134,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     let listen = topology.config.server.listen.clone();
     let header_read_timeout = topology.config.server.header_read_timeout.0;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().thread_name("http-server").enable_all().build()?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&listen))
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;

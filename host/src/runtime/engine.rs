@@ -63,7 +63,7 @@ pub fn build(options: &EngineOptions) -> anyhow::Result<Engine> {
     let engine = Engine::new(&config)?;
 
     let weak = engine.weak();
-    std::thread::Builder::new().name("syncline-epoch".into()).spawn(move || loop {
+    std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || loop {
         std::thread::sleep(EPOCH_TICK);
         match weak.upgrade() {
             Some(engine) => engine.increment_epoch(),

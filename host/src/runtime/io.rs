@@ -18,7 +18,7 @@ fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
         Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("syncline-plugin-io")
+            .thread_name("plugin-io")
             .enable_all()
             .build()
             .expect("the plugin I/O runtime starts")

@@ -470,12 +470,12 @@ impl SqliteStore {
         let watcher = Watcher::default();
         let told = watcher.clone();
         std::thread::Builder::new()
-            .name("syncline-store-writer".into())
+            .name("store-writer".into())
             .spawn(move || writer(write, rx, frames, told))
             .map_err(|e| StoreError::Other(e.to_string()))?;
         let flag = closed.clone();
         std::thread::Builder::new()
-            .name("syncline-store-checkpoint".into())
+            .name("store-checkpt".into())
             .spawn(move || checkpointer(checkpoints, flag))
             .map_err(|e| StoreError::Other(e.to_string()))?;
         Ok(SqliteStore { jobs: Mutex::new(tx), read: Mutex::new(read), closed, watcher, versions: Mutex::default() })
