@@ -355,15 +355,26 @@ impl Metrics {
 
     /// A processed batch, once the store acknowledged it.
     pub fn processed(&self, batch: Observed) {
-        let Observed { tenant, pipeline, stages, dead_letters, exceptions, routed, allocated } = batch;
-        for sink in routed {
-            self.routed.get_or_create(&RouteLabels { tenant: tenant.clone(), pipeline: pipeline.clone(), sink }).inc();
+        let Observed { tenant, pipeline, mut stages, dead_letters, exceptions, mut routed, allocated } = batch;
+        // One look-up per label set and batch, not per message: a batch's
+        // messages mostly share their stages, plugins and sinks.
+        routed.sort_unstable();
+        for same in routed.chunk_by(|a, b| a == b) {
+            self.routed.get_or_create(&RouteLabels { tenant: tenant.clone(), pipeline: pipeline.clone(), sink: same[0].clone() }).inc_by(same.len() as u64);
         }
-        for (stage, plugin, micros, outcome) in stages {
-            let labels = StageLabels { tenant: tenant.clone(), pipeline: pipeline.clone(), stage: stage.to_string(), plugin };
-            self.stage_seconds.get_or_create(&labels).observe(micros as f64 / 1e6);
-            let StageLabels { tenant, pipeline, stage, plugin } = labels;
-            self.stage_messages.get_or_create(&StageResult { tenant, pipeline, stage, plugin, outcome }).inc();
+        stages.sort_unstable_by(|a, b| (a.0, &a.1, a.3).cmp(&(b.0, &b.1, b.3)));
+        for step in stages.chunk_by(|a, b| (a.0, &a.1) == (b.0, &b.1)) {
+            let (stage, plugin) = (step[0].0.to_string(), step[0].1.clone());
+            let labels = StageLabels { tenant: tenant.clone(), pipeline: pipeline.clone(), stage, plugin };
+            let timing = self.stage_seconds.get_or_create(&labels);
+            for (_, _, micros, _) in step {
+                timing.observe(*micros as f64 / 1e6);
+            }
+            drop(timing);
+            for same in step.chunk_by(|a, b| a.3 == b.3) {
+                let StageLabels { tenant, pipeline, stage, plugin } = labels.clone();
+                self.stage_messages.get_or_create(&StageResult { tenant, pipeline, stage, plugin, outcome: same[0].3 }).inc_by(same.len() as u64);
+            }
         }
         if dead_letters > 0 {
             let place = format!("pipeline/{pipeline}");
@@ -460,16 +471,19 @@ mod tests {
                 row(vec![step(1, "mapper", passed.clone()), step(2, "rules", passed.clone())]),
                 row(vec![step(1, "mapper", StepOutcome::Outputs { batch: None, outputs: vec![] })]),
                 row(vec![step(1, "mapper", StepOutcome::Error { error: "boom".into() })]),
+                // Counted with the first row's, though not beside it.
+                row(vec![step(1, "mapper", passed.clone()), step(2, "rules", passed.clone())]),
             ],
         };
         m.processed(Observed::of(&commit, Allocated { ordered: 3, deferred: 1 }));
         let t = text(&m);
         for line in [
-            r#"syncline_stage_messages_total{tenant="acme",pipeline="recs",stage="1",plugin="mapper",outcome="passed"} 1"#,
+            r#"syncline_stage_messages_total{tenant="acme",pipeline="recs",stage="1",plugin="mapper",outcome="passed"} 2"#,
             r#"syncline_stage_messages_total{tenant="acme",pipeline="recs",stage="1",plugin="mapper",outcome="dropped"} 1"#,
             r#"syncline_stage_messages_total{tenant="acme",pipeline="recs",stage="1",plugin="mapper",outcome="failed"} 1"#,
-            r#"syncline_stage_messages_total{tenant="acme",pipeline="recs",stage="2",plugin="rules",outcome="passed"} 1"#,
-            r#"syncline_stage_seconds_count{tenant="acme",pipeline="recs",stage="1",plugin="mapper"} 3"#,
+            r#"syncline_stage_messages_total{tenant="acme",pipeline="recs",stage="2",plugin="rules",outcome="passed"} 2"#,
+            r#"syncline_stage_seconds_count{tenant="acme",pipeline="recs",stage="1",plugin="mapper"} 4"#,
+            r#"syncline_stage_seconds_count{tenant="acme",pipeline="recs",stage="2",plugin="rules"} 2"#,
             r#"syncline_recommendations_total{tenant="acme",pipeline="recs",outcome="ordered"} 3"#,
             r#"syncline_recommendations_total{tenant="acme",pipeline="recs",outcome="deferred"} 1"#,
         ] {
