@@ -14,7 +14,8 @@
 //! until the next snapshot: a retry (the item waits, with later ones of its
 //! key behind it), a failed ack, work made pending again under its old seq
 //! (a replayed dead letter, a reprocessed exception), an inbox or a memory
-//! past [`INBOX_MAX`] items (a worker held, or slower than its input), a
+//! past [`INBOX_MAX`] items or [`INBOX_BYTES`] (a worker held, or slower
+//! than its input), a
 //! new lease — and, at least every [`RESYNC`], a fresh snapshot, so work
 //! queued by another process on the same store is never missed for longer.
 //! A refused snapshot is asked for again only after a growing wait.
@@ -30,6 +31,12 @@ use crate::store::{Appended, Delivery, Due, Pending, QueueWatcher, Queued, Snaps
 /// in memory at most; past it, they are dropped and the worker reads the
 /// store again (a worker held for long, or slower than its input).
 pub const INBOX_MAX: usize = 10_000;
+
+/// What an inbox, and a worker's memory, hold at most in bytes (as
+/// [`Seq::bytes`] counts them); past it, the same as past [`INBOX_MAX`].
+/// The count alone would let a held partition keep its last 10,000 items
+/// whatever their size: gigabytes of large payloads.
+pub const INBOX_BYTES: usize = 16 << 20;
 
 /// Pending items a snapshot may hold; a longer queue drains by claims.
 pub const SNAPSHOT_MAX: usize = 1_000;
@@ -49,17 +56,36 @@ const SNAPSHOT_BACKOFF_MS: i64 = 50;
 pub trait Seq {
     /// Its place in its queue.
     fn seq(&self) -> i64;
+
+    /// About what it holds in memory: its stored JSON, as much again for
+    /// the message handed over with it (counted whether or not it still
+    /// is, so taking the message out does not change the count), and a
+    /// fixed part.
+    fn bytes(&self) -> usize;
+}
+
+/// [`Seq::bytes`] of an item whose stored form is `json`.
+fn item_bytes(json: &str) -> usize {
+    2 * json.len() + 256
 }
 
 impl Seq for Pending {
     fn seq(&self) -> i64 {
         self.seq
     }
+
+    fn bytes(&self) -> usize {
+        item_bytes(&self.json)
+    }
 }
 
 impl Seq for Delivery {
     fn seq(&self) -> i64 {
         self.seq
+    }
+
+    fn bytes(&self) -> usize {
+        item_bytes(&self.json)
     }
 }
 
@@ -68,37 +94,44 @@ pub struct Inbox<T>(Mutex<Arrived<T>>);
 
 struct Arrived<T> {
     rows: Vec<T>,
+    /// [`Seq::bytes`] of `rows`.
+    bytes: usize,
     /// Something joined the queue that is not in `rows` (an overflow, a replay).
     lost: bool,
 }
 
 impl<T> Default for Inbox<T> {
     fn default() -> Self {
-        Inbox(Mutex::new(Arrived { rows: Vec::new(), lost: false }))
+        Inbox(Mutex::new(Arrived { rows: Vec::new(), bytes: 0, lost: false }))
     }
 }
 
-impl<T> Inbox<T> {
+impl<T: Seq> Inbox<T> {
     pub(crate) fn push(&self, item: T) {
         let mut a = self.0.lock().unwrap();
-        if a.rows.len() >= INBOX_MAX {
+        let bytes = a.bytes + item.bytes();
+        if a.rows.len() >= INBOX_MAX || bytes > INBOX_BYTES {
             a.rows = Vec::new();
+            a.bytes = 0;
             a.lost = true;
         }
         if !a.lost {
             a.rows.push(item);
+            a.bytes = bytes;
         }
     }
 
     pub(crate) fn lose(&self) {
         let mut a = self.0.lock().unwrap();
         a.rows = Vec::new();
+        a.bytes = 0;
         a.lost = true;
     }
 
     /// What arrived since last taken, and whether some of it was lost.
     fn take(&self) -> (Vec<T>, bool) {
         let mut a = self.0.lock().unwrap();
+        a.bytes = 0;
         (std::mem::take(&mut a.rows), std::mem::take(&mut a.lost))
     }
 }
@@ -120,7 +153,9 @@ impl<T> Inboxes<T> {
     fn of_hash(&self, key_hash: u32) -> &Inbox<T> {
         &self.0[key_hash as usize % self.0.len()]
     }
+}
 
+impl<T: Seq> Inboxes<T> {
     fn lose(&self) {
         self.0.iter().for_each(Inbox::lose);
     }
@@ -202,6 +237,9 @@ impl Taken {
 pub struct Mirror<T> {
     /// Every pending item of the partition by seq, while in sync.
     rows: Option<BTreeMap<i64, T>>,
+    /// [`Seq::bytes`] of `rows` (at least: an item a `serve` removes
+    /// stays counted until the next snapshot).
+    bytes: usize,
     /// The highest seq known: an announcement above it is new.
     high: i64,
     /// The lease token the memory was built under.
@@ -225,6 +263,7 @@ impl<T> Default for Mirror<T> {
     fn default() -> Self {
         Mirror {
             rows: None,
+            bytes: 0,
             high: 0,
             token: 0,
             synced_at: Instant::now(),
@@ -278,6 +317,7 @@ impl<T: Seq> Mirror<T> {
             // Taken after the inbox was emptied: what was announced before
             // is in it (or settled); what is announced after is newer.
             if let Some(s) = snapshot(SNAPSHOT_MAX)? {
+                self.bytes = s.rows.iter().map(Seq::bytes).sum();
                 self.rows = Some(s.rows.into_iter().map(|r| (r.seq(), r)).collect());
                 self.high = s.high;
                 self.token = token;
@@ -292,10 +332,11 @@ impl<T: Seq> Mirror<T> {
             for r in arrived {
                 if r.seq() > self.high {
                     self.high = r.seq();
+                    self.bytes += r.bytes();
                     rows.insert(r.seq(), r);
                 }
             }
-            if rows.len() <= INBOX_MAX {
+            if rows.len() <= INBOX_MAX && self.bytes <= INBOX_BYTES {
                 return Ok((Due { rows: serve(rows), next_at: None }, Taken::Memory));
             }
             // The queue grows faster than the worker takes it: the store holds it.
@@ -308,8 +349,8 @@ impl<T: Seq> Mirror<T> {
 
     /// Item `seq` is settled (done, delivered, dead-lettered): it leaves the memory.
     pub fn left(&mut self, seq: i64) {
-        if let Some(rows) = self.rows.as_mut() {
-            rows.remove(&seq);
+        if let Some(r) = self.rows.as_mut().and_then(|rows| rows.remove(&seq)) {
+            self.bytes -= r.bytes();
         }
     }
 
@@ -354,5 +395,51 @@ mod tests {
         assert!(rows.is_empty() && lost, "dropped, and said so");
         inbox.push(p(1));
         assert_eq!(inbox.take().0.len(), 1, "taken: it fills again");
+    }
+
+    /// A message of `mib` MiB at `seq`.
+    fn large(seq: i64, mib: usize) -> Pending {
+        Pending { seq, json: "x".repeat(mib << 20), ..Pending::default() }
+    }
+
+    #[test]
+    fn an_inbox_holds_large_items_only_up_to_its_byte_budget() {
+        let inbox: Inbox<Pending> = Inbox::default();
+        let fit = INBOX_BYTES / large(0, 1).bytes();
+        for seq in 0..fit as i64 {
+            inbox.push(large(seq, 1));
+        }
+        let (rows, lost) = inbox.take();
+        assert_eq!((rows.len(), lost), (fit, false), "what fits is kept");
+        for seq in 0..=fit as i64 {
+            inbox.push(large(seq, 1));
+        }
+        let (rows, lost) = inbox.take();
+        assert!(rows.is_empty() && lost, "one more: dropped, and said so (not {} MiB held)", rows.len());
+    }
+
+    #[test]
+    fn a_memory_grown_past_its_byte_budget_is_read_from_the_store() {
+        let inbox: Inbox<Pending> = Inbox::default();
+        let mut mirror: Mirror<Pending> = Mirror::default();
+        let none = || Ok(Due { rows: Vec::new(), next_at: None });
+        let empty = |_| Ok(Some(Snapshot { rows: Vec::new(), high: 0 }));
+        let serve = |rows: &mut BTreeMap<i64, Pending>| rows.values().map(|p| Pending { json: String::new(), ..p.clone() }).collect();
+        let (_, from) = mirror.due(&inbox, 1, 0, 100, empty, serve, none).unwrap();
+        assert_eq!(from, Taken::Memory, "in sync on an empty queue");
+        // A worker slower than its input: each take fits the inbox, but
+        // nothing leaves the memory.
+        let per_take = INBOX_BYTES / large(0, 1).bytes() / 2;
+        let mut seq = 0;
+        let mut froms = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..per_take {
+                seq += 1;
+                inbox.push(large(seq, 1));
+            }
+            froms.push(mirror.due(&inbox, 1, 0, 100, |_| unreachable!("no snapshot while the queue is long"), serve, none).unwrap().1);
+        }
+        assert_eq!(froms, [Taken::Memory, Taken::Memory, Taken::Store], "past the budget the store holds the queue");
+        assert!(!mirror.in_sync());
     }
 }
