@@ -1,15 +1,17 @@
 //! Reading message fields by path (`kind`, `tenant`, `headers.NAME`,
-//! `body.location`, ...) for routes and ordering keys. The body's JSON form
-//! is built at most once per message.
+//! `body.location`, ...) for routes and ordering keys. A body field is read
+//! without building the body's JSON form ([`super::pick`]); where that
+//! cannot tell, the form is built, at most once per message.
 
 use std::cell::OnceCell;
 
 use serde_json::Value;
 use syncline_model::Message;
 
+use super::pick::Picked;
 use crate::config::{Condition, OrderingKey};
 
-/// A message with a lazily built JSON view of its body.
+/// A message, with its body's JSON form built only if a path needs it.
 pub struct View<'a> {
     msg: &'a Message,
     body: OnceCell<Value>,
@@ -36,11 +38,25 @@ impl<'a> View<'a> {
                     return m.header(h).map(str::to_string);
                 }
                 let rest = path.strip_prefix("body.")?;
-                let body = self.body.get_or_init(|| serde_json::to_value(&m.body).unwrap_or(Value::Null));
-                let mut cur = body;
-                for part in rest.split('.') {
-                    cur = cur.get(part)?;
-                }
+                let parts: Vec<&str> = rest.split('.').collect();
+                let picked = match self.body.get() {
+                    None => super::pick::pick(&m.body, &parts),
+                    Some(_) => Picked::Unsure,
+                };
+                let owned;
+                let cur = match picked {
+                    Picked::Found(v) => {
+                        owned = v?;
+                        &owned
+                    }
+                    Picked::Unsure => {
+                        let mut cur = self.body.get_or_init(|| serde_json::to_value(&m.body).unwrap_or(Value::Null));
+                        for part in parts {
+                            cur = cur.get(part)?;
+                        }
+                        cur
+                    }
+                };
                 match cur {
                     Value::String(s) => Some(s.clone()),
                     Value::Null => None,

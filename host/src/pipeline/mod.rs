@@ -18,6 +18,7 @@ pub mod capture;
 mod crew;
 pub mod fallback;
 pub mod fields;
+mod pick;
 mod ingest;
 pub mod keys;
 mod lease;
