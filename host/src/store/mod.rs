@@ -2,8 +2,8 @@
 //! attempts, dead letters, exception queues, audit events, idempotency keys,
 //! source cursors and plugin state. [`Store`] is what the engine sees;
 //! [`SqliteStore`] is the embedded engine, [`MemoryStore`] the in-memory one
-//! for tests of the engine's logic (a NATS JetStream engine can implement
-//! the same contract).
+//! for tests of the engine's logic; [`nats`] holds the NATS JetStream
+//! engine's parts built so far (not yet a [`Store`]).
 //!
 //! The contract is a queue's: **append** messages with dedupe (atomically
 //! with a source cursor); a worker takes a **lease** on a [`Partition`] of a
@@ -20,6 +20,7 @@ mod compact;
 #[cfg(test)]
 mod contract;
 mod memory;
+pub mod nats;
 pub mod records;
 mod sqlite;
 pub mod timeline;

@@ -1,0 +1,171 @@
+//! The streams and key-value buckets the NATS store keeps its data in:
+//! created on start when missing, brought to the config's settings
+//! (replicas, how long finished work is kept, the dedupe window) when they
+//! differ, and refused when a stream of one of these names exists with
+//! other subjects (another application's).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use super::{refused, unavailable, Connection};
+use crate::store::StoreError;
+
+/// The NATS store's settings (`[store]` with `kind = "nats"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The server, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Copies of every stream and bucket in the cluster (1, 3 or 5).
+    pub replicas: usize,
+    /// How long queued work and commit logs are kept (`retention`).
+    pub retention: Duration,
+    /// How long an idempotency key is remembered (`dedupe-window`).
+    pub dedupe_window: Duration,
+    /// How long connecting may take before the store is unavailable.
+    pub connect_timeout: Duration,
+}
+
+/// How long the server itself drops a repeated publish (a retried publish
+/// whose answer was lost); longer windows are the idempotency bucket's.
+const PUBLISH_DEDUPE: Duration = Duration::from_secs(120);
+
+/// The streams: name, subjects, whether `retention` applies.
+const STREAMS: &[(&str, &str, bool)] = &[
+    ("SYNCLINE_MESSAGES", "syncline.messages.>", true),
+    ("SYNCLINE_DELIVERIES", "syncline.deliveries.>", true),
+    ("SYNCLINE_COMMITS", "syncline.commits.>", true),
+    // Kept until purged by an operator, like SQLite's audit table.
+    ("SYNCLINE_AUDIT", "syncline.audit.>", false),
+];
+
+/// The key-value buckets, with whether entries expire after the dedupe window.
+const BUCKETS: &[(&str, bool)] = &[
+    ("syncline-leases", false),
+    ("syncline-idempotency", true),
+    ("syncline-cursors", false),
+    ("syncline-state", false),
+    ("syncline-control", false),
+    ("syncline-baselines", false),
+    ("syncline-archive", false),
+];
+
+/// The store's streams and buckets, as found or made on start.
+pub struct Layout {
+    /// Partition leases.
+    pub leases: kv::Store,
+    /// Streams and buckets created by this start.
+    pub created: Vec<String>,
+    /// Streams and buckets whose settings this start changed.
+    pub updated: Vec<String>,
+}
+
+fn stream_config(name: &str, subjects: &str, retention: Option<Duration>, settings: &Settings) -> stream::Config {
+    let max_age = retention.unwrap_or_default();
+    stream::Config {
+        name: name.to_string(),
+        subjects: vec![subjects.to_string()],
+        max_age,
+        duplicate_window: match retention {
+            Some(r) => PUBLISH_DEDUPE.min(r),
+            None => PUBLISH_DEDUPE,
+        },
+        num_replicas: settings.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// A bucket's stream as the key-value convention lays it out (what
+/// `create_key_value` would make, which cannot run against nats-server 2.9).
+fn bucket_config(bucket: &str, expires: bool, settings: &Settings) -> stream::Config {
+    let max_age = if expires { settings.dedupe_window } else { Duration::ZERO };
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        duplicate_window: if expires { PUBLISH_DEDUPE.min(max_age) } else { PUBLISH_DEDUPE },
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: settings.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// Whether `found` differs from `wanted` in what [`Layout::ensure`] sets
+/// (the server says -1 where a config left a limit out).
+fn differs(found: &stream::Config, wanted: &stream::Config) -> bool {
+    let per_subject = |n: i64| if n <= 0 { -1 } else { n };
+    found.max_age != wanted.max_age
+        || found.duplicate_window != wanted.duplicate_window
+        || found.num_replicas.max(1) != wanted.num_replicas.max(1)
+        || per_subject(found.max_messages_per_subject) != per_subject(wanted.max_messages_per_subject)
+}
+
+/// Makes `wanted` exist as it says; `Some(true)` created, `Some(false)`
+/// updated, `None` already so.
+async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config, url: &str) -> Result<Option<bool>, StoreError> {
+    let what = format!("stream `{}` on {url}", wanted.name);
+    use jetstream::context::GetStreamErrorKind as Kind;
+    let found = match js.get_stream(&wanted.name).await {
+        Ok(mut s) => Some(s.info().await.map_err(|e| unavailable(&what, e))?.config.clone()),
+        Err(e) => match e.kind() {
+            Kind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND => None,
+            Kind::Request => return Err(unavailable(&what, e)),
+            _ => return Err(refused(&what, e)),
+        },
+    };
+    match found {
+        None => {
+            js.create_stream(wanted).await.map_err(|e| refused(&format!("creating {what}"), e))?;
+            Ok(Some(true))
+        }
+        Some(found) if found.subjects != wanted.subjects => Err(StoreError::Conflict(format!(
+            "{what} takes subjects {:?}, not {:?}: is another application using that name?",
+            found.subjects, wanted.subjects
+        ))),
+        Some(found) if differs(&found, &wanted) => {
+            js.update_stream(wanted).await.map_err(|e| refused(&format!("updating {what}"), e))?;
+            Ok(Some(false))
+        }
+        Some(_) => Ok(None),
+    }
+}
+
+impl Layout {
+    /// Finds or makes every stream and bucket of the store on `conn`'s
+    /// server, with `settings`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when a stream of one of the store's names
+    /// takes other subjects; [`StoreError::Unavailable`] when the server
+    /// does not answer; [`StoreError::Other`] when it refuses (e.g. more
+    /// replicas than the cluster has servers).
+    pub fn ensure(conn: &Connection, settings: &Settings) -> Result<Layout, StoreError> {
+        let js = conn.jetstream();
+        let url = conn.url().to_string();
+        let settings = settings.clone();
+        conn.run(async move {
+            let mut created = Vec::new();
+            let mut updated = Vec::new();
+            let mut wanted: Vec<stream::Config> =
+                STREAMS.iter().map(|(name, subjects, kept)| stream_config(name, subjects, kept.then_some(settings.retention), &settings)).collect();
+            wanted.extend(BUCKETS.iter().map(|(bucket, expires)| bucket_config(bucket, *expires, &settings)));
+            for config in wanted {
+                let name = config.name.clone();
+                match ensure_stream(&js, config, &url).await? {
+                    Some(true) => created.push(name),
+                    Some(false) => updated.push(name),
+                    None => {}
+                }
+            }
+            let leases = js.get_key_value("syncline-leases").await.map_err(|e| unavailable("opening bucket `syncline-leases`", e))?;
+            Ok(Layout { leases, created, updated })
+        })
+    }
+}

@@ -1,0 +1,349 @@
+//! The store on NATS JetStream, for several hosts sharing one cluster —
+//! being built; not yet selectable in `[store]`. This module owns the
+//! connection, the layout of streams and buckets, and the partition leases
+//! with their fenced commit logs; the queues, records and the [`Store`]
+//! contract on top of them come next.
+//!
+//! # How the store contract maps onto JetStream
+//!
+//! - **Queues** are streams whose subjects carry the partition slot:
+//!   `syncline.messages.TENANT.PIPELINE.SLOT` and
+//!   `syncline.deliveries.SINK.SLOT`, the slot being the ordering-key hash
+//!   modulo [`SLOTS`]. A partition (index *i* of *n*) is the slots *s* with
+//!   *s* mod *n* = *i*, so every item of a key stays in one partition
+//!   whatever *n* the config sets. Idempotent ingest publishes with
+//!   `Nats-Msg-Id` (the server drops a repeat within the stream's duplicate
+//!   window and answers with the first copy's sequence).
+//! - **Leases** are keys of the `syncline-leases` bucket, taken and renewed
+//!   by compare-and-set on the key's revision ([`Leases`]); the token rises
+//!   each time the partition changes hands, as in SQLite.
+//! - **Acks are fenced by the server, not by a check before them**: every
+//!   partition has a commit log, subject
+//!   `syncline.commits.QUEUE….INDEX.OF`; a holder appends with
+//!   `Nats-Expected-Last-Subject-Sequence` set to the last entry it knows,
+//!   and a holder taking a partition over first appends a marker
+//!   ([`CommitLog::open`]). So a holder that lost its lease — however long
+//!   it was paused — has its next append refused (JetStream error 10071),
+//!   and nothing of that commit is kept: one commit is one stream message,
+//!   which is what makes a commit of many records atomic without
+//!   transactions across streams. What a commit queues (deliveries,
+//!   dead letters, traces) is then published from it with ids derived from
+//!   the commit, so a holder that dies between the two is repaired by its
+//!   successor replaying the log without doubling anything.
+//! - **Cursors, plugin state, breaker and pause state, baselines and the
+//!   plugin archive's index** are key-value buckets; the audit log is a
+//!   stream of its own.
+//!
+//! # Server versions
+//!
+//! Debian ships nats-server 2.9, and the tests run against it. Measured
+//! with async-nats 0.51 (its newer-server features off): publish
+//! deduplication, pull consumers with redelivery after `ack_wait`, key-value
+//! create/update by revision and expected-last-subject-sequence appends all
+//! behave as documented; `create_key_value` does not (it reads the
+//! account's JetStream info, which 2.9 answers in a form this client cannot
+//! parse), so [`layout`] creates each bucket's stream itself, as the
+//! key-value convention lays it out, and opens it as a bucket.
+//!
+//! The store's calls are synchronous like every other backend's; this
+//! module's own runtime (thread `store-nats`) drives the client, and a call
+//! waits for its answer on the calling thread ([`Connection::run`]), from
+//! any thread, inside a Tokio runtime or not.
+//!
+//! [`Store`]: super::Store
+
+mod layout;
+mod lease;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+pub use layout::{Layout, Settings};
+pub use lease::{CommitLog, Leases};
+
+use super::StoreError;
+
+/// How many slots a queue's subjects are cut into: the most partitions a
+/// queue can have on this store.
+pub const SLOTS: u32 = 64;
+
+/// A connection to a NATS server with JetStream.
+pub struct Connection {
+    runtime: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    url: String,
+}
+
+impl Connection {
+    /// Connects to `settings.url` within `settings.connect_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server cannot be reached or
+    /// has no JetStream.
+    pub fn open(settings: &Settings) -> Result<Connection, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("store-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Other(format!("the NATS store's runtime did not start: {e}")))?;
+        let url = settings.url.clone();
+        let timeout = settings.connect_timeout;
+        let js = wait_on(&runtime, async move {
+            let connecting = async_nats::ConnectOptions::new().connection_timeout(timeout).name("syncline").connect(url.as_str());
+            match tokio::time::timeout(timeout, connecting).await {
+                // The context spawns its own task: made on the runtime.
+                Ok(Ok(client)) => Ok(jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client)),
+                Ok(Err(e)) => Err(StoreError::Unavailable(format!("cannot connect to NATS at {url}: {e}"))),
+                Err(_) => Err(StoreError::Unavailable(format!("no answer from NATS at {url} within {timeout:?}"))),
+            }
+        })?;
+        Ok(Connection { runtime, js, url: settings.url.clone() })
+    }
+
+    /// Runs `work` on the store's runtime and waits for it on this thread.
+    pub(crate) fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
+        wait_on(&self.runtime, work)
+    }
+
+    /// The JetStream context (cheap to clone into a call's future).
+    pub(crate) fn jetstream(&self) -> jetstream::Context {
+        self.js.clone()
+    }
+
+    /// The server's URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Runs `work` on `runtime` and waits for it on this thread (which may be
+/// a Tokio worker: it is not `block_on`).
+fn wait_on<T: Send + 'static>(runtime: &tokio::runtime::Runtime, work: impl Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    rx.recv().expect("the NATS store's runtime runs until the store is dropped")
+}
+
+/// A name as one token of a subject or key: letters, digits, `-` and `_`
+/// (tenant, pipeline and sink names are lower-case words joined by `-`).
+///
+/// # Errors
+///
+/// [`StoreError::Other`] naming what cannot be a token.
+pub(crate) fn token(name: &str) -> Result<&str, StoreError> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(name)
+    } else {
+        Err(StoreError::Other(format!("`{name}` cannot name a NATS subject token (letters, digits, `-` and `_` only)")))
+    }
+}
+
+/// A request the server did not answer (not there, not in time).
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+/// A request the server answered with a refusal this store does not expect.
+pub(crate) fn refused(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("{what}: {e}"))
+}
+
+/// How long a JetStream request may wait for its answer: past it the
+/// store is unavailable for that call.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::testing::NatsServer;
+    use super::*;
+    use crate::store::{now_ms, Partition, Queue};
+
+    fn settings(url: &str) -> Settings {
+        Settings {
+            url: url.to_string(),
+            replicas: 1,
+            retention: Duration::from_secs(7 * 86400),
+            dedupe_window: Duration::from_secs(86400),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn connected(server: &NatsServer) -> (Arc<Connection>, Layout) {
+        let conn = Arc::new(Connection::open(&settings(&server.url())).unwrap());
+        let layout = Layout::ensure(&conn, &settings(&server.url())).unwrap();
+        (conn, layout)
+    }
+
+    fn partition() -> Partition {
+        Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "recs".into() }, index: 1, of: 4 }
+    }
+
+    /// A stream's settings as the server has them.
+    fn stream_config(conn: &Connection, name: &'static str) -> async_nats::jetstream::stream::Config {
+        let js = conn.jetstream();
+        conn.run(async move { js.get_stream(name).await.unwrap().info().await.unwrap().config.clone() })
+    }
+
+    #[test]
+    fn the_layout_is_made_once_and_follows_the_settings() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let mut made = layout.created.clone();
+        made.sort();
+        assert_eq!(
+            made,
+            [
+                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-idempotency",
+                "KV_syncline-leases", "KV_syncline-state", "SYNCLINE_AUDIT", "SYNCLINE_COMMITS", "SYNCLINE_DELIVERIES", "SYNCLINE_MESSAGES",
+            ]
+        );
+        assert_eq!(stream_config(&conn, "SYNCLINE_MESSAGES").max_age, Duration::from_secs(7 * 86400));
+        assert_eq!(stream_config(&conn, "KV_syncline-idempotency").max_age, Duration::from_secs(86400), "idempotency keys expire after the dedupe window");
+        assert_eq!(stream_config(&conn, "SYNCLINE_AUDIT").max_age, Duration::ZERO, "the audit log is kept");
+
+        let again = Layout::ensure(&conn, &settings(&server.url())).unwrap();
+        assert!(again.created.is_empty() && again.updated.is_empty(), "a second start changes nothing: {:?} {:?}", again.created, again.updated);
+
+        let shorter = Settings { retention: Duration::from_secs(86400), ..settings(&server.url()) };
+        let changed = Layout::ensure(&conn, &shorter).unwrap();
+        assert!(changed.created.is_empty());
+        assert_eq!(changed.updated, ["SYNCLINE_MESSAGES", "SYNCLINE_DELIVERIES", "SYNCLINE_COMMITS"]);
+        assert_eq!(stream_config(&conn, "SYNCLINE_COMMITS").max_age, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn a_stream_of_that_name_with_other_subjects_is_refused() {
+        let server = NatsServer::start();
+        let conn = Connection::open(&settings(&server.url())).unwrap();
+        let js = conn.jetstream();
+        conn.run(async move {
+            js.create_stream(async_nats::jetstream::stream::Config { name: "SYNCLINE_AUDIT".into(), subjects: vec!["billing.>".into()], ..Default::default() })
+                .await
+                .unwrap();
+        });
+        let refused = Layout::ensure(&conn, &settings(&server.url())).err().expect("refused");
+        assert!(matches!(&refused, StoreError::Conflict(t) if t.contains("SYNCLINE_AUDIT") && t.contains("billing.>")), "{refused}");
+    }
+
+    #[test]
+    fn a_server_that_is_not_there_is_unavailable_and_one_that_comes_back_serves_again() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let nowhere = Settings { connect_timeout: Duration::from_millis(500), ..settings(&format!("nats://127.0.0.1:{port}")) };
+        let refused = Connection::open(&nowhere).err().expect("no server");
+        assert!(matches!(&refused, StoreError::Unavailable(t) if t.contains(&format!("127.0.0.1:{port}"))), "{refused}");
+
+        let mut server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let leases = Leases::new(conn.clone(), layout.leases);
+        let now = now_ms();
+        let a = leases.take(&partition(), "host-a", now, 60_000).unwrap();
+        server.stop();
+        let down = leases.take(&partition(), "host-a", now + 10, 60_000).unwrap_err();
+        assert!(down.is_transient(), "{down}");
+        server.restart();
+        // The client reconnects by itself; the lease (kept on disk) is still host-a's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let renewed = loop {
+            match leases.take(&partition(), "host-a", now + 20, 60_000) {
+                Ok(l) => break l,
+                Err(e) if e.is_transient() && std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => panic!("the store did not come back: {e}"),
+            }
+        };
+        assert_eq!(renewed.token, a.token);
+        assert!(matches!(leases.take(&partition(), "host-b", now + 30, 60_000), Err(StoreError::Conflict(_))));
+    }
+
+    #[test]
+    fn leases_are_taken_renewed_refused_and_released_as_the_contract_says() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let leases = Leases::new(conn, layout.leases);
+        let now = now_ms();
+        let a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
+        assert_eq!(a.token, 1);
+        assert_eq!(leases.take(&partition(), "host-a", now + 10, 1_000).unwrap().token, a.token, "a renewal keeps the token");
+        let refused = leases.take(&partition(), "host-b", now + 500, 1_000).unwrap_err();
+        assert!(matches!(&refused, StoreError::Conflict(t) if t.contains("host-a")), "{refused}");
+        // Another partition of the same queue is free.
+        let other = Partition { index: 2, ..partition() };
+        assert_eq!(leases.take(&other, "host-b", now + 500, 1_000).unwrap().token, 1);
+        // host-a's lease runs out; host-b takes the partition over.
+        let b = leases.take(&partition(), "host-b", now + 2_000, 1_000).unwrap();
+        assert!(b.token > a.token);
+        // host-a's release of what it no longer holds changes nothing.
+        leases.release(&a).unwrap();
+        assert!(matches!(leases.take(&partition(), "host-c", now + 2_001, 1_000), Err(StoreError::Conflict(t)) if t.contains("host-b")));
+        // Released, the partition is free at once.
+        leases.release(&b).unwrap();
+        let c = leases.take(&partition(), "host-c", now + 2_001, 1_000).unwrap();
+        assert!(c.token > b.token);
+        // A name that cannot be a subject token is refused before it reaches the server.
+        let odd = Partition { queue: Queue::Deliveries { sink: "erp.prod".into() }, index: 0, of: 1 };
+        assert!(matches!(leases.take(&odd, "host-a", now, 1_000), Err(StoreError::Other(t)) if t.contains("erp.prod")));
+    }
+
+    #[test]
+    fn of_hosts_racing_for_a_free_partition_one_wins() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let leases = Arc::new(Leases::new(conn, layout.leases));
+        let now = now_ms();
+        let takers: Vec<_> = (0..6)
+            .map(|i| {
+                let leases = leases.clone();
+                std::thread::spawn(move || leases.take(&partition(), &format!("host-{i}"), now, 60_000))
+            })
+            .collect();
+        let results: Vec<_> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::Conflict(_))), "{results:?}");
+    }
+
+    #[test]
+    fn a_holder_that_lost_its_partition_has_its_commits_refused() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let leases = Leases::new(conn.clone(), layout.leases);
+        let now = now_ms();
+        let a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
+        let mut log_a = CommitLog::open(conn.clone(), &a).unwrap();
+        let first = log_a.append(b"c1".to_vec()).unwrap();
+
+        // host-a pauses past its lease; host-b takes the partition over.
+        let b = leases.take(&partition(), "host-b", now + 2_000, 1_000).unwrap();
+        // What host-a appends before host-b's log is open is in the log
+        // host-b reads up to its marker: both agree it was committed.
+        let before = log_a.append(b"c2".to_vec()).unwrap();
+        assert!(before > first);
+        let mut log_b = CommitLog::open(conn.clone(), &b).unwrap();
+        let marker = log_b.last_entry().unwrap().unwrap();
+        assert_eq!((marker.kind.as_str(), marker.holder.as_str(), marker.token), ("marker", "host-b", b.token));
+        assert!(marker.seq > before);
+
+        // From host-b's marker on, host-a's appends are refused and kept nowhere.
+        let stale = log_a.append(b"c3".to_vec()).unwrap_err();
+        assert!(matches!(&stale, StoreError::Conflict(t) if t.contains("host-a")), "{stale}");
+        assert_eq!(log_b.last_entry().unwrap().unwrap(), marker);
+        let kept = log_b.append(b"c4".to_vec()).unwrap();
+        let last = log_b.last_entry().unwrap().unwrap();
+        assert_eq!((last.seq, last.kind.as_str(), last.holder.as_str(), last.data.as_slice()), (kept, "commit", "host-b", b"c4".as_slice()));
+        // Each partition has a log of its own.
+        let other = leases.take(&Partition { index: 3, ..partition() }, "host-a", now + 2_000, 1_000).unwrap();
+        let mut log_other = CommitLog::open(conn, &other).unwrap();
+        log_other.append(b"elsewhere".to_vec()).unwrap();
+        assert_eq!(log_b.last_entry().unwrap().unwrap().seq, kept);
+    }
+}
