@@ -1,16 +1,23 @@
-//! Partition leases in the `syncline-leases` bucket, and each partition's
+//! Leases on queue slots in the `syncline-leases` bucket, and each slot's
 //! commit log, whose appends the server refuses once another holder has
-//! taken the partition over.
+//! taken the slot over.
 //!
-//! A lease is a key (`QUEUE….INDEX.OF`) holding who has it, its token and
-//! until when; it is taken and renewed by compare-and-set on the key's
-//! revision, so two hosts racing for a free partition cannot both win. The
-//! token follows the store contract: a renewal keeps it, a takeover of an
-//! expired lease raises it.
+//! A queue's items are cut into [`SLOTS`] slots by ordering-key hash; a
+//! partition (index *i* of *n*, *n* a power of two) is the slots whose
+//! number modulo *n* is *i*, so its items are exactly those
+//! [`Partition::holds`]. Leasing a partition leases each of its slots: a
+//! key (`QUEUE….SLOT`) holding who has it, its token and until when, taken
+//! and renewed by compare-and-set on the key's revision, in ascending slot
+//! order (two hosts racing for a partition meet at its first slot; hosts
+//! whose configs cut the queue differently exclude each other slot by
+//! slot). The state of the work lives with the slots, not with a
+//! partition, so a queue cut into another number of partitions (a reload)
+//! keeps it. The partition's token follows the store contract — a renewal
+//! keeps it, a takeover raises it — as the sum of its slots' tokens.
 //!
 //! A lease alone cannot fence an ack: a holder paused past its lease's
-//! end may wake and write. So acks go to the partition's commit log, and
-//! each append names the log's last entry as its holder knows it
+//! end may wake and write. So acks go to each slot's commit log, and each
+//! append names the log's last entry as its holder knows it
 //! (`Nats-Expected-Last-Subject-Sequence`); a new holder's first append is
 //! a marker. Whatever a stale holder appends after that marker is refused
 //! by the server, and whatever it appended before the marker is in the log
@@ -23,30 +30,75 @@ use async_nats::jetstream::{context::PublishErrorKind, kv, stream};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::{refused, token, unavailable, Connection};
+use super::{refused, token, unavailable, Connection, SLOTS};
 use crate::store::{lease_conflict, Lease, Partition, Queue, StoreError};
 
-/// What a lease key holds.
+/// What a slot's lease key holds.
 #[derive(Debug, Serialize, Deserialize)]
-struct Held {
+struct Holding {
     holder: String,
     token: i64,
     until_ms: i64,
 }
 
-/// The lease key of `partition`.
-fn lease_key(partition: &Partition) -> Result<String, StoreError> {
-    let queue = match &partition.queue {
-        Queue::Messages { tenant, pipeline } => format!("messages.{}.{}", token(tenant)?, token(pipeline)?),
-        Queue::Deliveries { sink } => format!("deliveries.{}", token(sink)?),
-    };
-    Ok(format!("{queue}.{}.{}", partition.index, partition.of))
+/// The slots of `partition`, ascending.
+///
+/// # Errors
+///
+/// [`StoreError::Other`] when its count does not divide [`SLOTS`] (on this
+/// store a queue has 1, 2, 4, … or 64 partitions, so that a key's slot and
+/// its partition agree).
+pub fn slots(partition: &Partition) -> Result<Vec<u32>, StoreError> {
+    let of = partition.of.max(1);
+    if SLOTS % of != 0 || partition.index >= of {
+        return Err(StoreError::Other(format!(
+            "partition {} of {} of {}: on the NATS store a queue has a power of two of partitions, at most {SLOTS}",
+            partition.index,
+            partition.of,
+            partition.queue.name()
+        )));
+    }
+    Ok((0..SLOTS).filter(|s| s % of == partition.index).collect())
 }
 
-/// Partition leases.
+/// The subject and key form of a queue's name.
+fn queue_key(queue: &Queue) -> Result<String, StoreError> {
+    Ok(match queue {
+        Queue::Messages { tenant, pipeline } => format!("messages.{}.{}", token(tenant)?, token(pipeline)?),
+        Queue::Deliveries { sink } => format!("deliveries.{}", token(sink)?),
+    })
+}
+
+/// One slot as its holder has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLease {
+    /// `QUEUE….SLOT`: the lease's key and the commit log's subject tail.
+    pub key: String,
+    /// The slot's own token.
+    pub token: i64,
+}
+
+/// A partition's lease with the slot leases it is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The lease as the store contract has it.
+    pub lease: Lease,
+    /// Its slots.
+    pub slots: Vec<SlotLease>,
+}
+
+/// Leases on queue slots.
 pub struct Leases {
     conn: Arc<Connection>,
     kv: kv::Store,
+}
+
+/// How taking one slot ended.
+enum Slot {
+    /// Taken, with its token; whether this holder had it before.
+    Taken(i64, bool),
+    /// Another holder has it until then.
+    HeldBy(String, i64),
 }
 
 /// How a compare-and-set write of a lease ended.
@@ -62,68 +114,103 @@ impl Leases {
         Leases { conn, kv: bucket }
     }
 
-    /// Takes or renews `partition` for `holder` until `now_ms + ttl_ms`,
-    /// as [`crate::store::Store::lease`] does.
+    /// Takes or renews every slot of `partition` for `holder` until
+    /// `now_ms + ttl_ms`, as [`crate::store::Store::lease`] takes a
+    /// partition; slots it took from no one or from an expired holder are
+    /// given back when a later slot is refused.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Conflict`] when another holder has it;
+    /// [`StoreError::Conflict`] when another holder has one of its slots;
     /// [`StoreError::Unavailable`] when the server does not answer.
-    pub fn take(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Lease, StoreError> {
-        let key = lease_key(partition)?;
+    pub fn take(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Held, StoreError> {
+        let queue = queue_key(&partition.queue)?;
+        let slots = slots(partition)?;
         let (kv, partition, holder) = (self.kv.clone(), partition.clone(), holder.to_string());
         self.conn.run(async move {
-            for _ in 0..8 {
-                let found = kv.entry(&key).await.map_err(|e| unavailable(&format!("reading lease `{key}`"), e))?;
-                let found = found.filter(|e| e.operation == kv::Operation::Put);
-                let (token, revision) = match &found {
-                    None => (1, None),
-                    Some(entry) => {
-                        let held: Held = serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt(format!("lease `{key}` does not read: {e}")))?;
-                        if held.holder == holder {
-                            (held.token, Some(entry.revision))
-                        } else if held.until_ms > now_ms {
-                            return Err(lease_conflict(&partition, &held.holder, held.until_ms));
-                        } else {
-                            (held.token + 1, Some(entry.revision))
+            let until_ms = now_ms + ttl_ms;
+            let mut taken = Vec::with_capacity(slots.len());
+            for slot in slots {
+                let key = format!("{queue}.{slot}");
+                match take_slot(&kv, &key, &holder, now_ms, until_ms).await {
+                    // Fresh: not this holder's before this call.
+                    Ok(Slot::Taken(token, ours)) => taken.push((SlotLease { key, token }, !ours)),
+                    outcome => {
+                        for (slot, _) in taken.iter().filter(|(_, fresh)| *fresh) {
+                            let _ = give_back(&kv, slot, &holder).await;
                         }
+                        return Err(match outcome {
+                            Ok(Slot::HeldBy(other, until)) => lease_conflict(&partition, &other, until),
+                            Err(e) => e,
+                            Ok(Slot::Taken(..)) => unreachable!("matched above"),
+                        });
                     }
-                };
-                let until_ms = now_ms + ttl_ms;
-                let value = serde_json::to_vec(&Held { holder: holder.clone(), token, until_ms }).expect("a lease serializes");
-                match write(&kv, &key, value, revision).await? {
-                    Written::Done => return Ok(Lease { partition, holder, token, until_ms }),
-                    Written::Raced => continue,
                 }
             }
-            Err(StoreError::Unavailable(format!("lease `{key}` kept changing while it was being taken")))
+            let slots: Vec<SlotLease> = taken.into_iter().map(|(s, _)| s).collect();
+            let token = slots.iter().map(|s| s.token).sum();
+            Ok(Held { lease: Lease { partition, holder, token, until_ms }, slots })
         })
     }
 
-    /// Gives `lease` up (its partition is free at once); nothing happens
-    /// when it has changed hands since.
+    /// Gives `held` up (its slots are free at once); a slot that has
+    /// changed hands since is left alone.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
-    pub fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let key = lease_key(&lease.partition)?;
-        let (kv, lease) = (self.kv.clone(), lease.clone());
+    pub fn release(&self, held: &Held) -> Result<(), StoreError> {
+        let (kv, held) = (self.kv.clone(), held.clone());
         self.conn.run(async move {
-            for _ in 0..8 {
-                let Some(entry) = kv.entry(&key).await.map_err(|e| unavailable(&format!("reading lease `{key}`"), e))? else { return Ok(()) };
-                let Ok(held) = serde_json::from_slice::<Held>(&entry.value) else { return Ok(()) };
-                if entry.operation != kv::Operation::Put || held.holder != lease.holder || held.token != lease.token {
-                    return Ok(());
-                }
-                let value = serde_json::to_vec(&Held { until_ms: 0, ..held }).expect("a lease serializes");
-                if let Written::Done = write(&kv, &key, value, Some(entry.revision)).await? {
-                    return Ok(());
-                }
+            for slot in &held.slots {
+                give_back(&kv, slot, &held.lease.holder).await?;
             }
-            Err(StoreError::Unavailable(format!("lease `{key}` kept changing while it was being released")))
+            Ok(())
         })
     }
+}
+
+/// Takes or renews one slot.
+async fn take_slot(kv: &kv::Store, key: &str, holder: &str, now_ms: i64, until_ms: i64) -> Result<Slot, StoreError> {
+    for _ in 0..8 {
+        let found = kv.entry(key).await.map_err(|e| unavailable(&format!("reading lease `{key}`"), e))?;
+        let found = found.filter(|e| e.operation == kv::Operation::Put);
+        let (token, ours, revision) = match &found {
+            None => (1, false, None),
+            Some(entry) => {
+                let held: Holding = serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt(format!("lease `{key}` does not read: {e}")))?;
+                if held.holder == holder {
+                    (held.token, true, Some(entry.revision))
+                } else if held.until_ms > now_ms {
+                    return Ok(Slot::HeldBy(held.holder, held.until_ms));
+                } else {
+                    (held.token + 1, false, Some(entry.revision))
+                }
+            }
+        };
+        let value = serde_json::to_vec(&Holding { holder: holder.to_string(), token, until_ms }).expect("a lease serializes");
+        if let Written::Done = write(kv, key, value, revision).await? {
+            return Ok(Slot::Taken(token, ours));
+        }
+    }
+    Err(StoreError::Unavailable(format!("lease `{key}` kept changing while it was being taken")))
+}
+
+/// Ends `holder`'s lease on `slot` (its token kept, so the next holder's raises it).
+async fn give_back(kv: &kv::Store, slot: &SlotLease, holder: &str) -> Result<(), StoreError> {
+    for _ in 0..8 {
+        let found = kv.entry(&slot.key).await.map_err(|e| unavailable(&format!("reading lease `{}`", slot.key), e))?;
+        let Some(entry) = found.filter(|e| e.operation == kv::Operation::Put) else { return Ok(()) };
+        let Ok(held) = serde_json::from_slice::<Holding>(&entry.value) else { return Ok(()) };
+        if held.holder != holder || held.token != slot.token {
+            return Ok(());
+        }
+        let value = serde_json::to_vec(&Holding { until_ms: 0, ..held }).expect("a lease serializes");
+        if let Written::Done = write(kv, &slot.key, value, Some(entry.revision)).await? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Unavailable(format!("lease `{}` kept changing while it was being released", slot.key)))
 }
 
 /// Creates `key` (`revision` none) or replaces it at `revision`.
@@ -144,7 +231,7 @@ async fn write(kv: &kv::Store, key: &str, value: Vec<u8>, revision: Option<u64>)
     }
 }
 
-/// The stream holding every partition's commit log.
+/// The stream holding every slot's commit log.
 const COMMITS: &str = "SYNCLINE_COMMITS";
 
 /// Headers of a commit-log entry: what it is and who appended it.
@@ -157,22 +244,23 @@ const TOKEN: &str = "Syncline-Token";
 pub struct Entry {
     /// Its sequence in the commits stream.
     pub seq: u64,
-    /// `marker` (a holder took the partition) or `commit`.
+    /// `marker` (a holder took the slot) or `commit`.
     pub kind: String,
     /// Who appended it.
     pub holder: String,
-    /// With which lease token.
+    /// With which slot token.
     pub token: i64,
     /// The commit (empty for a marker).
     pub data: Vec<u8>,
 }
 
-/// A partition's commit log as its lease holder appends to it.
+/// A slot's commit log as its lease holder appends to it.
 pub struct CommitLog {
     conn: Arc<Connection>,
     commits: stream::Stream,
     subject: String,
-    lease: Lease,
+    holder: String,
+    slot: SlotLease,
     /// The log's last entry as this holder knows it (0: empty).
     last: u64,
     /// A publish whose answer was lost: whether it was kept is not known
@@ -181,17 +269,17 @@ pub struct CommitLog {
 }
 
 impl CommitLog {
-    /// Opens `lease`'s partition's log by appending the marker that fences
-    /// every earlier holder's appends.
+    /// Opens the log of `holder`'s `slot` by appending the marker that
+    /// fences every earlier holder's appends.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
-    pub fn open(conn: Arc<Connection>, lease: &Lease) -> Result<CommitLog, StoreError> {
-        let subject = format!("syncline.commits.{}", lease_key(&lease.partition)?);
+    pub fn open(conn: Arc<Connection>, holder: &str, slot: &SlotLease) -> Result<CommitLog, StoreError> {
+        let subject = format!("syncline.commits.{}", slot.key);
         let js = conn.jetstream();
         let commits = conn.run(async move { js.get_stream(COMMITS).await.map_err(|e| unavailable(&format!("opening stream `{COMMITS}`"), e)) })?;
-        let mut log = CommitLog { conn, commits, subject, lease: lease.clone(), last: 0, unsure: true };
+        let mut log = CommitLog { conn, commits, subject, holder: holder.to_string(), slot: slot.clone(), last: 0, unsure: true };
         for _ in 0..8 {
             log.last = log.last_entry()?.map_or(0, |e| e.seq);
             log.unsure = false;
@@ -223,8 +311,8 @@ impl CommitLog {
         }
         let mut headers = HeaderMap::new();
         headers.insert(KIND, kind);
-        headers.insert(HOLDER, self.lease.holder.as_str());
-        headers.insert(TOKEN, self.lease.token.to_string().as_str());
+        headers.insert(HOLDER, self.holder.as_str());
+        headers.insert(TOKEN, self.slot.token.to_string().as_str());
         headers.insert("Nats-Expected-Last-Subject-Sequence", self.last.to_string().as_str());
         let js = self.conn.jetstream();
         let subject = self.subject.clone();
@@ -240,8 +328,8 @@ impl CommitLog {
                 Ok(ack.sequence)
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(StoreError::Conflict(format!(
-                "the commit log `{}` has entries this holder (`{}`, lease token {}) did not write: the partition was taken over",
-                self.subject, self.lease.holder, self.lease.token
+                "the commit log `{}` has entries this holder (`{}`, slot token {}) did not write: the slot was taken over",
+                self.subject, self.holder, self.slot.token
             ))),
             Err(e) if matches!(e.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) => {
                 self.unsure = true;
@@ -259,11 +347,11 @@ impl CommitLog {
         match last {
             Some(e) if e.seq == self.last => {}
             None if self.last == 0 => {}
-            Some(e) if e.holder == self.lease.holder && e.token == self.lease.token => self.last = e.seq,
+            Some(e) if e.holder == self.holder && e.token == self.slot.token => self.last = e.seq,
             _ => {
                 return Err(StoreError::Conflict(format!(
-                    "the commit log `{}` has entries this holder (`{}`, lease token {}) did not write: the partition was taken over",
-                    self.subject, self.lease.holder, self.lease.token
+                    "the commit log `{}` has entries this holder (`{}`, slot token {}) did not write: the slot was taken over",
+                    self.subject, self.holder, self.slot.token
                 )))
             }
         }

@@ -1,35 +1,38 @@
 //! The store on NATS JetStream, for several hosts sharing one cluster —
 //! being built; not yet selectable in `[store]`. This module owns the
-//! connection, the layout of streams and buckets, and the partition leases
-//! with their fenced commit logs; the queues, records and the [`Store`]
-//! contract on top of them come next.
+//! connection, the layout of streams and buckets, and the leases on queue
+//! slots with their fenced commit logs; the queues, records and the
+//! [`Store`] contract on top of them come next.
 //!
 //! # How the store contract maps onto JetStream
 //!
 //! - **Queues** are streams whose subjects carry the partition slot:
 //!   `syncline.messages.TENANT.PIPELINE.SLOT` and
 //!   `syncline.deliveries.SINK.SLOT`, the slot being the ordering-key hash
-//!   modulo [`SLOTS`]. A partition (index *i* of *n*) is the slots *s* with
-//!   *s* mod *n* = *i*, so every item of a key stays in one partition
-//!   whatever *n* the config sets. Idempotent ingest publishes with
-//!   `Nats-Msg-Id` (the server drops a repeat within the stream's duplicate
-//!   window and answers with the first copy's sequence).
-//! - **Leases** are keys of the `syncline-leases` bucket, taken and renewed
-//!   by compare-and-set on the key's revision ([`Leases`]); the token rises
-//!   each time the partition changes hands, as in SQLite.
+//!   modulo [`SLOTS`]. A partition (index *i* of *n*, *n* a power of two)
+//!   is the slots *s* with *s* mod *n* = *i* — exactly the items
+//!   [`crate::store::Partition::holds`] — and the state of the work lives
+//!   with the slots, so a queue cut into another number of partitions
+//!   (a reload) keeps it. Idempotent ingest publishes with `Nats-Msg-Id`
+//!   (the server drops a repeat within the stream's duplicate window and
+//!   answers with the first copy's sequence); keys remembered longer are
+//!   the `syncline-idempotency` bucket's.
+//! - **Leases** are keys of the `syncline-leases` bucket, one per slot,
+//!   taken and renewed by compare-and-set on the key's revision
+//!   ([`Leases`]); a slot's token rises each time it changes hands, and a
+//!   partition's token, the sum of its slots', follows the contract.
 //! - **Acks are fenced by the server, not by a check before them**: every
-//!   partition has a commit log, subject
-//!   `syncline.commits.QUEUE….INDEX.OF`; a holder appends with
-//!   `Nats-Expected-Last-Subject-Sequence` set to the last entry it knows,
-//!   and a holder taking a partition over first appends a marker
-//!   ([`CommitLog::open`]). So a holder that lost its lease — however long
-//!   it was paused — has its next append refused (JetStream error 10071),
-//!   and nothing of that commit is kept: one commit is one stream message,
-//!   which is what makes a commit of many records atomic without
-//!   transactions across streams. What a commit queues (deliveries,
-//!   dead letters, traces) is then published from it with ids derived from
-//!   the commit, so a holder that dies between the two is repaired by its
-//!   successor replaying the log without doubling anything.
+//!   slot has a commit log, subject `syncline.commits.QUEUE….SLOT`; a
+//!   holder appends with `Nats-Expected-Last-Subject-Sequence` set to the
+//!   last entry it knows, and a holder taking a slot over first appends a
+//!   marker ([`CommitLog::open`]). So a holder that lost its lease —
+//!   however long it was paused — has its next append refused (JetStream
+//!   error 10071), and nothing of that commit is kept: one commit is one
+//!   stream message, which is what makes a commit of many records atomic
+//!   without transactions across streams. What a commit queues
+//!   (deliveries, dead letters, traces) is then published from it with ids
+//!   derived from the commit, so a holder that dies between the two is
+//!   repaired by its successor replaying the log without doubling anything.
 //! - **Cursors, plugin state, breaker and pause state, baselines and the
 //!   plugin archive's index** are key-value buckets; the audit log is a
 //!   stream of its own.
@@ -63,7 +66,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 
 pub use layout::{Layout, Settings};
-pub use lease::{CommitLog, Leases};
+pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
 
 use super::StoreError;
 
@@ -261,7 +264,7 @@ mod tests {
                 Err(e) => panic!("the store did not come back: {e}"),
             }
         };
-        assert_eq!(renewed.token, a.token);
+        assert_eq!(renewed.lease.token, a.lease.token);
         assert!(matches!(leases.take(&partition(), "host-b", now + 30, 60_000), Err(StoreError::Conflict(_))));
     }
 
@@ -272,26 +275,38 @@ mod tests {
         let leases = Leases::new(conn, layout.leases);
         let now = now_ms();
         let a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
-        assert_eq!(a.token, 1);
-        assert_eq!(leases.take(&partition(), "host-a", now + 10, 1_000).unwrap().token, a.token, "a renewal keeps the token");
+        let slots: Vec<u32> = a.slots.iter().map(|s| s.key.rsplit('.').next().unwrap().parse().unwrap()).collect();
+        assert_eq!(slots, (0..SLOTS).filter(|s| s % 4 == 1).collect::<Vec<_>>(), "partition 1 of 4 is the slots ≡ 1 mod 4");
+        assert!(a.slots.iter().all(|s| s.key.starts_with("messages.acme.recs.") && s.token == 1));
+        assert_eq!(leases.take(&partition(), "host-a", now + 10, 1_000).unwrap().lease.token, a.lease.token, "a renewal keeps the token");
         let refused = leases.take(&partition(), "host-b", now + 500, 1_000).unwrap_err();
         assert!(matches!(&refused, StoreError::Conflict(t) if t.contains("host-a")), "{refused}");
-        // Another partition of the same queue is free.
-        let other = Partition { index: 2, ..partition() };
-        assert_eq!(leases.take(&other, "host-b", now + 500, 1_000).unwrap().token, 1);
+        // Another partition of the same queue is free; one cut otherwise
+        // that shares slots is not, and one that shares none is.
+        assert!(leases.take(&Partition { index: 2, ..partition() }, "host-b", now + 500, 1_000).is_ok());
+        let halves = |index| Partition { index, of: 2, ..partition() };
+        assert!(matches!(leases.take(&halves(1), "host-c", now + 500, 1_000), Err(StoreError::Conflict(t)) if t.contains("host-a")));
+        assert!(matches!(leases.take(&halves(0), "host-c", now + 500, 1_000), Err(StoreError::Conflict(t)) if t.contains("host-b")));
+        // host-c's refused take gave back the slot it took on the way
+        // (slot 0, before host-b's slot 2 refused it): the slots ≡ 0 mod 8
+        // are free.
+        let eighth = Partition { index: 0, of: 8, ..partition() };
+        assert!(leases.take(&eighth, "host-d", now + 500, 1_000).is_ok());
         // host-a's lease runs out; host-b takes the partition over.
         let b = leases.take(&partition(), "host-b", now + 2_000, 1_000).unwrap();
-        assert!(b.token > a.token);
+        assert!(b.lease.token > a.lease.token);
         // host-a's release of what it no longer holds changes nothing.
         leases.release(&a).unwrap();
         assert!(matches!(leases.take(&partition(), "host-c", now + 2_001, 1_000), Err(StoreError::Conflict(t)) if t.contains("host-b")));
         // Released, the partition is free at once.
         leases.release(&b).unwrap();
         let c = leases.take(&partition(), "host-c", now + 2_001, 1_000).unwrap();
-        assert!(c.token > b.token);
-        // A name that cannot be a subject token is refused before it reaches the server.
+        assert!(c.lease.token > b.lease.token);
+        // What this store cannot hold is refused before it reaches the server.
         let odd = Partition { queue: Queue::Deliveries { sink: "erp.prod".into() }, index: 0, of: 1 };
         assert!(matches!(leases.take(&odd, "host-a", now, 1_000), Err(StoreError::Other(t)) if t.contains("erp.prod")));
+        let thirds = Partition { index: 0, of: 3, ..partition() };
+        assert!(matches!(leases.take(&thirds, "host-a", now, 1_000), Err(StoreError::Other(t)) if t.contains("power of two")));
     }
 
     #[test]
@@ -310,27 +325,31 @@ mod tests {
         let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(won.len(), 1, "{results:?}");
         assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::Conflict(_))), "{results:?}");
+        // The winner has every slot.
+        assert_eq!(won[0].slots.len() as u32, SLOTS / 4);
     }
 
     #[test]
-    fn a_holder_that_lost_its_partition_has_its_commits_refused() {
+    fn a_holder_that_lost_its_slot_has_its_commits_refused() {
         let server = NatsServer::start();
         let (conn, layout) = connected(&server);
         let leases = Leases::new(conn.clone(), layout.leases);
         let now = now_ms();
         let a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
-        let mut log_a = CommitLog::open(conn.clone(), &a).unwrap();
+        let mut log_a = CommitLog::open(conn.clone(), "host-a", &a.slots[0]).unwrap();
         let first = log_a.append(b"c1".to_vec()).unwrap();
 
         // host-a pauses past its lease; host-b takes the partition over.
         let b = leases.take(&partition(), "host-b", now + 2_000, 1_000).unwrap();
+        assert_eq!(b.slots[0].key, a.slots[0].key);
+        assert!(b.slots[0].token > a.slots[0].token);
         // What host-a appends before host-b's log is open is in the log
         // host-b reads up to its marker: both agree it was committed.
         let before = log_a.append(b"c2".to_vec()).unwrap();
         assert!(before > first);
-        let mut log_b = CommitLog::open(conn.clone(), &b).unwrap();
+        let mut log_b = CommitLog::open(conn.clone(), "host-b", &b.slots[0]).unwrap();
         let marker = log_b.last_entry().unwrap().unwrap();
-        assert_eq!((marker.kind.as_str(), marker.holder.as_str(), marker.token), ("marker", "host-b", b.token));
+        assert_eq!((marker.kind.as_str(), marker.holder.as_str(), marker.token), ("marker", "host-b", b.slots[0].token));
         assert!(marker.seq > before);
 
         // From host-b's marker on, host-a's appends are refused and kept nowhere.
@@ -340,9 +359,8 @@ mod tests {
         let kept = log_b.append(b"c4".to_vec()).unwrap();
         let last = log_b.last_entry().unwrap().unwrap();
         assert_eq!((last.seq, last.kind.as_str(), last.holder.as_str(), last.data.as_slice()), (kept, "commit", "host-b", b"c4".as_slice()));
-        // Each partition has a log of its own.
-        let other = leases.take(&Partition { index: 3, ..partition() }, "host-a", now + 2_000, 1_000).unwrap();
-        let mut log_other = CommitLog::open(conn, &other).unwrap();
+        // Each slot has a log of its own.
+        let mut log_other = CommitLog::open(conn, "host-b", &b.slots[1]).unwrap();
         log_other.append(b"elsewhere".to_vec()).unwrap();
         assert_eq!(log_b.last_entry().unwrap().unwrap().seq, kept);
     }
