@@ -39,21 +39,37 @@ const STREAMS: &[(&str, &str, bool)] = &[
     ("SYNCLINE_AUDIT", "syncline.audit.>", false),
 ];
 
-/// The key-value buckets, with whether entries expire after the dedupe window.
-const BUCKETS: &[(&str, bool)] = &[
-    ("syncline-leases", false),
-    ("syncline-idempotency", true),
-    ("syncline-cursors", false),
-    ("syncline-state", false),
-    ("syncline-control", false),
-    ("syncline-baselines", false),
-    ("syncline-archive", false),
+/// When a bucket's entries expire.
+#[derive(Clone, Copy)]
+enum Expiry {
+    Never,
+    /// After the dedupe window (idempotency keys).
+    Dedupe,
+    /// After the retention (what is about stored messages).
+    Retention,
+}
+
+/// The key-value buckets.
+const BUCKETS: &[(&str, Expiry)] = &[
+    ("syncline-leases", Expiry::Never),
+    ("syncline-idempotency", Expiry::Dedupe),
+    // Which batches of more than one message were wholly published.
+    ("syncline-batches", Expiry::Retention),
+    ("syncline-cursors", Expiry::Never),
+    ("syncline-state", Expiry::Never),
+    ("syncline-control", Expiry::Never),
+    ("syncline-baselines", Expiry::Never),
+    ("syncline-archive", Expiry::Never),
 ];
 
 /// The store's streams and buckets, as found or made on start.
 pub struct Layout {
-    /// Partition leases.
+    /// Slot leases.
     pub leases: kv::Store,
+    /// Each tenant's idempotency keys.
+    pub idempotency: kv::Store,
+    /// Committed batches.
+    pub batches: kv::Store,
     /// Streams and buckets created by this start.
     pub created: Vec<String>,
     /// Streams and buckets whose settings this start changed.
@@ -78,8 +94,13 @@ fn stream_config(name: &str, subjects: &str, retention: Option<Duration>, settin
 
 /// A bucket's stream as the key-value convention lays it out (what
 /// `create_key_value` would make, which cannot run against nats-server 2.9).
-fn bucket_config(bucket: &str, expires: bool, settings: &Settings) -> stream::Config {
-    let max_age = if expires { settings.dedupe_window } else { Duration::ZERO };
+fn bucket_config(bucket: &str, expiry: Expiry, settings: &Settings) -> stream::Config {
+    let max_age = match expiry {
+        Expiry::Never => Duration::ZERO,
+        Expiry::Dedupe => settings.dedupe_window,
+        Expiry::Retention => settings.retention,
+    };
+    let expires = max_age > Duration::ZERO;
     stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
@@ -155,7 +176,7 @@ impl Layout {
             let mut updated = Vec::new();
             let mut wanted: Vec<stream::Config> =
                 STREAMS.iter().map(|(name, subjects, kept)| stream_config(name, subjects, kept.then_some(settings.retention), &settings)).collect();
-            wanted.extend(BUCKETS.iter().map(|(bucket, expires)| bucket_config(bucket, *expires, &settings)));
+            wanted.extend(BUCKETS.iter().map(|(bucket, expiry)| bucket_config(bucket, *expiry, &settings)));
             for config in wanted {
                 let name = config.name.clone();
                 match ensure_stream(&js, config, &url).await? {
@@ -164,8 +185,11 @@ impl Layout {
                     None => {}
                 }
             }
-            let leases = js.get_key_value("syncline-leases").await.map_err(|e| unavailable("opening bucket `syncline-leases`", e))?;
-            Ok(Layout { leases, created, updated })
+            let open = |bucket: &'static str| {
+                let js = js.clone();
+                async move { js.get_key_value(bucket).await.map_err(|e| unavailable(&format!("opening bucket `{bucket}`"), e)) }
+            };
+            Ok(Layout { leases: open("syncline-leases").await?, idempotency: open("syncline-idempotency").await?, batches: open("syncline-batches").await?, created, updated })
         })
     }
 }

@@ -55,6 +55,7 @@
 //!
 //! [`Store`]: super::Store
 
+mod append;
 mod layout;
 mod lease;
 #[cfg(test)]
@@ -65,6 +66,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
+pub use append::{Accepted, Appender, Verdict, BATCH_GRACE};
 pub use layout::{Layout, Settings};
 pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
 
@@ -168,25 +170,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::testing::NatsServer;
+    use super::testing::{connected, settings, NatsServer};
     use super::*;
     use crate::store::{now_ms, Partition, Queue};
-
-    fn settings(url: &str) -> Settings {
-        Settings {
-            url: url.to_string(),
-            replicas: 1,
-            retention: Duration::from_secs(7 * 86400),
-            dedupe_window: Duration::from_secs(86400),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-
-    fn connected(server: &NatsServer) -> (Arc<Connection>, Layout) {
-        let conn = Arc::new(Connection::open(&settings(&server.url())).unwrap());
-        let layout = Layout::ensure(&conn, &settings(&server.url())).unwrap();
-        (conn, layout)
-    }
 
     fn partition() -> Partition {
         Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "recs".into() }, index: 1, of: 4 }
@@ -207,7 +193,7 @@ mod tests {
         assert_eq!(
             made,
             [
-                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-idempotency",
+                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-batches", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-idempotency",
                 "KV_syncline-leases", "KV_syncline-state", "SYNCLINE_AUDIT", "SYNCLINE_COMMITS", "SYNCLINE_DELIVERIES", "SYNCLINE_MESSAGES",
             ]
         );
@@ -221,7 +207,7 @@ mod tests {
         let shorter = Settings { retention: Duration::from_secs(86400), ..settings(&server.url()) };
         let changed = Layout::ensure(&conn, &shorter).unwrap();
         assert!(changed.created.is_empty());
-        assert_eq!(changed.updated, ["SYNCLINE_MESSAGES", "SYNCLINE_DELIVERIES", "SYNCLINE_COMMITS"]);
+        assert_eq!(changed.updated, ["SYNCLINE_MESSAGES", "SYNCLINE_DELIVERIES", "SYNCLINE_COMMITS", "KV_syncline-batches"]);
         assert_eq!(stream_config(&conn, "SYNCLINE_COMMITS").max_age, Duration::from_secs(86400));
     }
 

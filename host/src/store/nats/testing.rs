@@ -5,7 +5,10 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::{Connection, Layout, Settings};
 
 /// A running `nats-server -js`.
 pub struct NatsServer {
@@ -73,4 +76,22 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The store's settings for the server at `url`.
+pub fn settings(url: &str) -> Settings {
+    Settings {
+        url: url.to_string(),
+        replicas: 1,
+        retention: Duration::from_secs(7 * 86400),
+        dedupe_window: Duration::from_secs(86400),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A connection to `server` and the store's layout on it.
+pub fn connected(server: &NatsServer) -> (Arc<Connection>, Layout) {
+    let conn = Arc::new(Connection::open(&settings(&server.url())).unwrap());
+    let layout = Layout::ensure(&conn, &settings(&server.url())).unwrap();
+    (conn, layout)
 }

@@ -1,0 +1,338 @@
+//! Accepting messages onto the message stream, with each tenant's
+//! idempotency keys, and telling later whether a stored message counts.
+//!
+//! JetStream has no transaction across messages or buckets, so a message
+//! in the stream is not yet an accepted one. It counts when
+//!
+//! - it owns its idempotency key, if it has one: the key's entry in
+//!   `syncline-idempotency` names its id. An append writes the key after
+//!   publishing (create-if-absent); whoever processes a message whose key
+//!   has no entry yet (its append died in between) writes it then. So of
+//!   copies of one key — a retried request, two racing ones — exactly one
+//!   ever counts, whichever took the key first, and the caller is told
+//!   which (`Duplicate` names the one that counts);
+//! - and its batch was wholly published, if it came in one of several
+//!   messages: the batch's entry in `syncline-batches` is written last. A
+//!   batch whose append died midway never counts (after a grace period in
+//!   which it may still be completing), as SQLite's rolled-back
+//!   transaction would not.
+//!
+//! A single message without a key counts once stored; its caller not
+//! hearing so (the answer lost) is the same as with any store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use super::{token, unavailable, Connection, Layout, SLOTS};
+use crate::store::{IngestOutcome, NewMessage, StoreError};
+
+/// The stream messages are accepted onto.
+const MESSAGES: &str = "SYNCLINE_MESSAGES";
+
+/// Headers a stored message carries.
+const KEY_HASH: &str = "Syncline-Key-Hash";
+const IDEMPOTENCY: &str = "Syncline-Idempotency";
+const BATCH: &str = "Syncline-Batch";
+
+/// How long a message of an uncommitted batch is waited for before it is
+/// taken for the remains of an append that died.
+pub const BATCH_GRACE: Duration = Duration::from_secs(60);
+
+/// What became of one message of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Accepted or a duplicate.
+    pub outcome: IngestOutcome,
+    /// Its sequence in the message stream (accepted only).
+    pub seq: Option<u64>,
+}
+
+/// Whether a stored message counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It is an accepted message: process it.
+    Counts,
+    /// Another copy owns its idempotency key (that copy's id).
+    Duplicate(String),
+    /// Its batch is not committed yet; ask again later.
+    Pending,
+    /// Its batch was never committed: the remains of an append that failed.
+    Void,
+}
+
+/// Publishes messages and keeps their idempotency keys.
+pub struct Appender {
+    conn: Arc<Connection>,
+    keys: kv::Store,
+    batches: kv::Store,
+}
+
+/// A message's key in `syncline-idempotency`: its tenant and a digest of
+/// the key (which may hold any characters).
+fn key_entry(tenant: &str, key: &str) -> Result<String, StoreError> {
+    Ok(format!("{}.{}", token(tenant)?, &hex::encode(Sha256::digest(key.as_bytes()))[..40]))
+}
+
+/// The subject of `m`'s slot.
+fn subject(m: &NewMessage) -> Result<String, StoreError> {
+    Ok(format!("syncline.messages.{}.{}.{}", token(&m.tenant)?, token(&m.pipeline)?, m.key_hash % SLOTS))
+}
+
+/// The id `key` is owned by, creating it for `id` when nobody owns it.
+async fn own(keys: &kv::Store, key: &str, id: &str) -> Result<String, StoreError> {
+    let what = || format!("keeping idempotency key `{key}`");
+    for _ in 0..8 {
+        match keys.create(key, id.as_bytes().to_vec().into()).await {
+            Ok(_) => return Ok(id.to_string()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(unavailable(&what(), e)),
+        }
+        // Taken: by whom (an entry that expired between the two is taken again).
+        if let Some(owner) = keys.get(key).await.map_err(|e| unavailable(&what(), e))? {
+            return Ok(String::from_utf8_lossy(&owner).into_owned());
+        }
+    }
+    Err(StoreError::Unavailable(format!("idempotency key `{key}` kept changing")))
+}
+
+impl Appender {
+    /// The appender of `layout`'s streams and buckets.
+    pub fn new(conn: Arc<Connection>, layout: &Layout) -> Appender {
+        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone() }
+    }
+
+    /// Accepts `messages` (deduplicating on tenant + idempotency key),
+    /// each outcome in order; answers once every accepted one is stored.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer: of the
+    /// messages of a batch none counts; a single message may (as when an
+    /// answer is lost with any store).
+    pub fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<Accepted>, StoreError> {
+        // Names are checked before anything is sent.
+        let mut sent = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let key = m.idempotency_key.as_deref().map(|k| key_entry(&m.tenant, k)).transpose()?;
+            sent.push((subject(m)?, key));
+        }
+        let (js, keys, batches) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone());
+        self.conn.run(async move {
+            // Keys seen in this batch or before it: duplicates, not sent.
+            let mut outcomes: Vec<Option<Accepted>> = vec![None; messages.len()];
+            let mut in_batch: HashMap<&str, &str> = HashMap::new();
+            for (i, (m, (_, key))) in messages.iter().zip(&sent).enumerate() {
+                let Some(key) = key.as_deref() else { continue };
+                if let Some(first) = in_batch.get(key) {
+                    outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id: first.to_string() }, seq: None });
+                    continue;
+                }
+                match keys.get(key).await.map_err(|e| unavailable("reading idempotency keys", e))? {
+                    Some(owner) => {
+                        let id = String::from_utf8_lossy(&owner).into_owned();
+                        outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id }, seq: None });
+                    }
+                    None => {
+                        in_batch.insert(key, &m.id);
+                    }
+                }
+            }
+            let to_send: Vec<usize> = (0..messages.len()).filter(|i| outcomes[*i].is_none()).collect();
+            let batch = (to_send.len() > 1).then(|| messages[to_send[0]].id.clone());
+            // Every publish sent before any answer is awaited.
+            let mut acks = Vec::with_capacity(to_send.len());
+            for &i in &to_send {
+                let (m, (subject, key)) = (&messages[i], &sent[i]);
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", m.id.as_str());
+                headers.insert(KEY_HASH, m.key_hash.to_string().as_str());
+                if let Some(key) = key {
+                    headers.insert(IDEMPOTENCY, key.as_str());
+                }
+                if let Some(batch) = &batch {
+                    headers.insert(BATCH, batch.as_str());
+                }
+                let ack = js.publish_with_headers(subject.clone(), headers, m.json.clone().into_bytes().into()).await;
+                acks.push(ack.map_err(|e| unavailable(&format!("publishing to `{subject}`"), e))?);
+            }
+            let mut seqs = Vec::with_capacity(acks.len());
+            for ack in acks {
+                seqs.push(ack.await.map_err(|e| unavailable("storing a message", e))?.sequence);
+            }
+            // Stored: now each key goes to its first copy.
+            for (&i, seq) in to_send.iter().zip(seqs) {
+                let (m, key) = (&messages[i], &sent[i].1);
+                let outcome = match key {
+                    Some(key) => match own(&keys, key, &m.id).await? {
+                        owner if owner == m.id => IngestOutcome::Accepted { id: owner },
+                        owner => IngestOutcome::Duplicate { id: owner },
+                    },
+                    None => IngestOutcome::Accepted { id: m.id.clone() },
+                };
+                let seq = matches!(outcome, IngestOutcome::Accepted { .. }).then_some(seq);
+                outcomes[i] = Some(Accepted { outcome, seq });
+            }
+            if let Some(batch) = &batch {
+                batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
+            }
+            Ok(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
+        })
+    }
+
+    /// Whether the message stored at `seq` counts, at `now_ms`; taking its
+    /// idempotency key for it when nobody has.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer;
+    /// [`StoreError::Corrupt`] when there is no message at `seq`.
+    pub fn verdict(&self, seq: u64, now_ms: i64) -> Result<Verdict, StoreError> {
+        let (js, keys, batches) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone());
+        self.conn.run(async move {
+            let stream = js.get_stream(MESSAGES).await.map_err(|e| unavailable(&format!("opening stream `{MESSAGES}`"), e))?;
+            let m = stream.get_raw_message(seq).await.map_err(|e| match e.kind() {
+                jetstream::stream::RawMessageErrorKind::NoMessageFound => StoreError::Corrupt(format!("no message at {seq} in `{MESSAGES}`")),
+                _ => unavailable(&format!("reading message {seq}"), e),
+            })?;
+            let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
+            if let Some(batch) = header(BATCH) {
+                if batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?.is_none() {
+                    let age_ms = now_ms - (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                    return Ok(if age_ms < BATCH_GRACE.as_millis() as i64 { Verdict::Pending } else { Verdict::Void });
+                }
+            }
+            let (Some(key), Some(id)) = (header(IDEMPOTENCY), header("Nats-Msg-Id")) else { return Ok(Verdict::Counts) };
+            let owner = own(&keys, &key, &id).await?;
+            Ok(if owner == id { Verdict::Counts } else { Verdict::Duplicate(owner) })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{connected, NatsServer};
+    use super::*;
+    use crate::store::now_ms;
+
+    fn message(id: &str, tenant: &str, key: Option<&str>, key_hash: u32) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            tenant: tenant.into(),
+            pipeline: "recs".into(),
+            key_hash,
+            idempotency_key: key.map(str::to_string),
+            correlation: None,
+            answers: None,
+            json: format!(r#"{{"id":"{id}"}}"#),
+            message: None,
+        }
+    }
+
+    fn accepted(id: &str) -> IngestOutcome {
+        IngestOutcome::Accepted { id: id.into() }
+    }
+
+    fn duplicate(id: &str) -> IngestOutcome {
+        IngestOutcome::Duplicate { id: id.into() }
+    }
+
+    /// Publishes what an append that died after publishing left behind.
+    fn leftover(conn: &Connection, m: &NewMessage, batch: Option<&str>) -> u64 {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", m.id.as_str());
+        if let Some(k) = &m.idempotency_key {
+            headers.insert(IDEMPOTENCY, key_entry(&m.tenant, k).unwrap().as_str());
+        }
+        if let Some(b) = batch {
+            headers.insert(BATCH, b);
+        }
+        let (js, subject, json) = (conn.jetstream(), subject(m).unwrap(), m.json.clone());
+        conn.run(async move { js.publish_with_headers(subject, headers, json.into_bytes().into()).await.unwrap().await.unwrap().sequence })
+    }
+
+    #[test]
+    fn appends_keep_each_tenant_s_idempotency_keys() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Appender::new(conn.clone(), &layout);
+        let out = appender.append(vec![message("a", "acme", Some("k1"), 5), message("b", "acme", Some("k1"), 5), message("c", "acme", None, 70)]).unwrap();
+        assert_eq!(out.iter().map(|o| o.outcome.clone()).collect::<Vec<_>>(), [accepted("a"), duplicate("a"), accepted("c")]);
+        assert!(out[0].seq.is_some() && out[1].seq.is_none() && out[2].seq > out[0].seq);
+        // Each on its slot's subject, as sent.
+        let (js, seqs) = (conn.jetstream(), (out[0].seq.unwrap(), out[2].seq.unwrap()));
+        let stored = conn.run(async move {
+            let stream = js.get_stream(MESSAGES).await.unwrap();
+            let mut found = Vec::new();
+            for seq in [seqs.0, seqs.1] {
+                let m = stream.get_raw_message(seq).await.unwrap();
+                found.push((m.subject.to_string(), String::from_utf8(m.payload.to_vec()).unwrap()));
+            }
+            found
+        });
+        assert_eq!(stored, [("syncline.messages.acme.recs.5".to_string(), r#"{"id":"a"}"#.to_string()), ("syncline.messages.acme.recs.6".into(), r#"{"id":"c"}"#.into())]);
+
+        assert_eq!(appender.append(vec![message("d", "acme", Some("k1"), 5)]).unwrap(), [Accepted { outcome: duplicate("a"), seq: None }]);
+        assert_eq!(appender.append(vec![message("e", "beta", Some("k1"), 5)]).unwrap()[0].outcome, accepted("e"), "keys are each tenant's own");
+        let e = appender.append(vec![message("f", "beta", Some("a key with spaces / and . dots"), 1)]).unwrap();
+        assert_eq!(e[0].outcome, accepted("f"));
+        for seq in [seqs.0, seqs.1, e[0].seq.unwrap()] {
+            assert_eq!(appender.verdict(seq, now_ms()).unwrap(), Verdict::Counts);
+        }
+    }
+
+    #[test]
+    fn of_copies_of_one_key_only_the_one_that_took_the_key_first_counts() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Appender::new(conn.clone(), &layout);
+        // An append died after publishing x, before keeping its key; the
+        // client retries (a new id): the retry takes the key.
+        let x = leftover(&conn, &message("x", "acme", Some("k2"), 3), None);
+        let y = appender.append(vec![message("y", "acme", Some("k2"), 3)]).unwrap();
+        assert_eq!(y[0].outcome, accepted("y"));
+        assert_eq!(appender.verdict(x, now_ms()).unwrap(), Verdict::Duplicate("y".into()));
+        assert_eq!(appender.verdict(y[0].seq.unwrap(), now_ms()).unwrap(), Verdict::Counts);
+        // One nobody retried: the processing takes the key for it, and a
+        // later copy is told it is a duplicate of it.
+        let z = leftover(&conn, &message("z", "acme", Some("k3"), 3), None);
+        assert_eq!(appender.verdict(z, now_ms()).unwrap(), Verdict::Counts);
+        assert_eq!(appender.append(vec![message("w", "acme", Some("k3"), 3)]).unwrap()[0].outcome, duplicate("z"));
+    }
+
+    #[test]
+    fn a_batch_counts_only_once_wholly_published() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Appender::new(conn.clone(), &layout);
+        // An append of a batch died before its commit.
+        let parts = [leftover(&conn, &message("p1", "acme", None, 1), Some("p1")), leftover(&conn, &message("p2", "acme", Some("k4"), 2), Some("p1"))];
+        for seq in parts {
+            assert_eq!(appender.verdict(seq, now_ms()).unwrap(), Verdict::Pending, "it may still be completing");
+            assert_eq!(appender.verdict(seq, now_ms() + BATCH_GRACE.as_millis() as i64 + 1_000).unwrap(), Verdict::Void);
+        }
+        // Its key was not taken by the void copy: a retry gets it.
+        let retried = appender.append(vec![message("q1", "acme", None, 1), message("q2", "acme", Some("k4"), 2)]).unwrap();
+        assert_eq!(retried.iter().map(|o| o.outcome.clone()).collect::<Vec<_>>(), [accepted("q1"), accepted("q2")]);
+        for o in &retried {
+            assert_eq!(appender.verdict(o.seq.unwrap(), now_ms()).unwrap(), Verdict::Counts);
+        }
+        assert!(matches!(appender.verdict(999_999, now_ms()), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn an_append_while_the_server_is_gone_is_unavailable() {
+        let mut server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Appender::new(conn, &layout);
+        server.stop();
+        let gone = appender.append(vec![message("a", "acme", Some("k1"), 5)]).unwrap_err();
+        assert!(matches!(gone, StoreError::Unavailable(_)), "{gone}");
+        let odd = appender.append(vec![message("b", "acme.corp", None, 5)]).unwrap_err();
+        assert!(matches!(odd, StoreError::Other(t) if t.contains("acme.corp")), "names are checked before anything is sent");
+    }
+}
