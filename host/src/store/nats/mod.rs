@@ -37,6 +37,25 @@
 //!   plugin archive's index** are key-value buckets; the audit log is a
 //!   stream of its own.
 //!
+//! # What comes next (the plan this module is built to)
+//!
+//! - **Claims**: a slot's state — the stream sequence below which all its
+//!   messages are settled, the settled ones above it, the waiting retries
+//!   with their attempts and next-attempt times — is folded from its
+//!   commit log, from a checkpoint kept in a bucket (a checkpoint only
+//!   moves forward, so a stale holder's cannot set it back). A holder
+//!   reads its slots' subjects from there with one ordered consumer per
+//!   slot, asks [`Appender::verdict`] of each message (a duplicate or void
+//!   copy is settled without a trace), and holds a key back behind its
+//!   earlier waiting retry, as SQLite's claim does.
+//! - **Acks**: one commit-log entry per slot a batch touched; what it
+//!   queues is published afterwards with ids derived from the entry
+//!   (`Nats-Msg-Id`), and a later entry records how far that went, so a
+//!   successor publishes again only what the last holder may not have.
+//! - **Sources**: a poll's messages and its cursor are one entry of the
+//!   source's own commit log under the source's lease, so the two move
+//!   together as SQLite's transaction moves them.
+//!
 //! # Server versions
 //!
 //! Debian ships nats-server 2.9, and the tests run against it. Measured
