@@ -215,23 +215,9 @@ impl Appender {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{connected, NatsServer};
+    use super::super::testing::{connected, message, NatsServer};
     use super::*;
     use crate::store::now_ms;
-
-    fn message(id: &str, tenant: &str, key: Option<&str>, key_hash: u32) -> NewMessage {
-        NewMessage {
-            id: id.into(),
-            tenant: tenant.into(),
-            pipeline: "recs".into(),
-            key_hash,
-            idempotency_key: key.map(str::to_string),
-            correlation: None,
-            answers: None,
-            json: format!(r#"{{"id":"{id}"}}"#),
-            message: None,
-        }
-    }
 
     fn accepted(id: &str) -> IngestOutcome {
         IngestOutcome::Accepted { id: id.into() }

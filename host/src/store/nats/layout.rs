@@ -14,7 +14,8 @@ use crate::store::StoreError;
 /// The NATS store's settings (`[store]` with `kind = "nats"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// The server, e.g. `nats://127.0.0.1:4222`.
+    /// The server, e.g. `nats://127.0.0.1:4222`, or a cluster's servers
+    /// separated by commas.
     pub url: String,
     /// Copies of every stream and bucket in the cluster (1, 3 or 5).
     pub replicas: usize,
@@ -127,6 +128,18 @@ fn differs(found: &stream::Config, wanted: &stream::Config) -> bool {
         || per_subject(found.max_messages_per_subject) != per_subject(wanted.max_messages_per_subject)
 }
 
+/// A stream that could not be made or changed: unavailable while the
+/// server (or its cluster, electing leaders) cannot say, refused otherwise
+/// (e.g. more replicas than the cluster has servers).
+fn made_or_changed(what: &str, e: jetstream::context::CreateStreamError) -> StoreError {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    match e.kind() {
+        Kind::TimedOut | Kind::JetStreamUnavailable => unavailable(what, e),
+        Kind::JetStream(j) if j.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE => unavailable(what, e),
+        _ => refused(what, e),
+    }
+}
+
 /// Makes `wanted` exist as it says; `Some(true)` created, `Some(false)`
 /// updated, `None` already so.
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config, url: &str) -> Result<Option<bool>, StoreError> {
@@ -136,13 +149,14 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config, url: &st
         Ok(mut s) => Some(s.info().await.map_err(|e| unavailable(&what, e))?.config.clone()),
         Err(e) => match e.kind() {
             Kind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND => None,
+            Kind::JetStream(j) if j.error_code() == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE => return Err(unavailable(&what, e)),
             Kind::Request => return Err(unavailable(&what, e)),
             _ => return Err(refused(&what, e)),
         },
     };
     match found {
         None => {
-            js.create_stream(wanted).await.map_err(|e| refused(&format!("creating {what}"), e))?;
+            js.create_stream(wanted).await.map_err(|e| made_or_changed(&format!("creating {what}"), e))?;
             Ok(Some(true))
         }
         Some(found) if found.subjects != wanted.subjects => Err(StoreError::Conflict(format!(
@@ -150,7 +164,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config, url: &st
             found.subjects, wanted.subjects
         ))),
         Some(found) if differs(&found, &wanted) => {
-            js.update_stream(wanted).await.map_err(|e| refused(&format!("updating {what}"), e))?;
+            js.update_stream(wanted).await.map_err(|e| made_or_changed(&format!("updating {what}"), e))?;
             Ok(Some(false))
         }
         Some(_) => Ok(None),

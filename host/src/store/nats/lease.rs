@@ -225,8 +225,10 @@ async fn write(kv: &kv::Store, key: &str, value: Vec<u8>, revision: Option<u64>)
         Some(revision) => match kv.update(key, value.into(), revision).await {
             Ok(_) => Ok(Written::Done),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Written::Raced),
-            Err(e) if e.kind() == kv::UpdateErrorKind::TimedOut => Err(unavailable(&what(), e)),
-            Err(e) => Err(refused(&what(), e)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::InvalidKey => Err(refused(&what(), e)),
+            // Not answered: no server, or (in a cluster) the bucket's
+            // stream between two leaders ("no stream found").
+            Err(e) => Err(unavailable(&what(), e)),
         },
     }
 }
@@ -331,7 +333,10 @@ impl CommitLog {
                 "the commit log `{}` has entries this holder (`{}`, slot token {}) did not write: the slot was taken over",
                 self.subject, self.holder, self.slot.token
             ))),
-            Err(e) if matches!(e.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe) => {
+            // Not answered (in a cluster, "no stream found" while the
+            // stream is between two leaders): whether it was kept is found
+            // out by the next append.
+            Err(e) if matches!(e.kind(), PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound) => {
                 self.unsure = true;
                 Err(unavailable(&format!("appending to `{}`", self.subject), e))
             }

@@ -119,7 +119,9 @@ impl Connection {
         let url = settings.url.clone();
         let timeout = settings.connect_timeout;
         let js = wait_on(&runtime, async move {
-            let connecting = async_nats::ConnectOptions::new().connection_timeout(timeout).name("syncline").connect(url.as_str());
+            // One server or a cluster's, comma-separated.
+            let servers: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let connecting = async_nats::ConnectOptions::new().connection_timeout(timeout).name("syncline").connect(servers);
             match tokio::time::timeout(timeout, connecting).await {
                 // The context spawns its own task: made on the runtime.
                 Ok(Ok(client)) => Ok(jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client)),
@@ -189,9 +191,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::testing::{connected, settings, NatsServer};
+    use super::testing::{connected, message, once_available, settings, urls, NatsServer};
     use super::*;
-    use crate::store::{now_ms, Partition, Queue};
+    use crate::store::{now_ms, IngestOutcome, Partition, Queue};
 
     fn partition() -> Partition {
         Partition { queue: Queue::Messages { tenant: "acme".into(), pipeline: "recs".into() }, index: 1, of: 4 }
@@ -368,5 +370,36 @@ mod tests {
         let mut log_other = CommitLog::open(conn, "host-b", &b.slots[1]).unwrap();
         log_other.append(b"elsewhere".to_vec()).unwrap();
         assert_eq!(log_b.last_entry().unwrap().unwrap().seq, kept);
+    }
+
+    #[test]
+    fn a_three_node_cluster_keeps_serving_with_one_node_stopped() {
+        let mut nodes = NatsServer::cluster();
+        let config = Settings { replicas: 3, ..settings(&urls(&nodes)) };
+        let conn = Arc::new(Connection::open(&config).unwrap());
+        // The cluster elects its JetStream leaders before it takes streams.
+        let layout = once_available(60, || Layout::ensure(&conn, &config));
+        assert_eq!(stream_config(&conn, "SYNCLINE_MESSAGES").num_replicas, 3);
+        assert_eq!(stream_config(&conn, "KV_syncline-leases").num_replicas, 3);
+        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let appender = Appender::new(conn.clone(), &layout);
+        let now = now_ms();
+        let a = once_available(30, || leases.take(&partition(), "host-a", now, 60_000));
+        let first = once_available(30, || appender.append(vec![message("m1", "acme", Some("k1"), 1)]));
+        assert_eq!(first[0].outcome, IngestOutcome::Accepted { id: "m1".into() });
+
+        // One node of three stops (perhaps the one this client talks to):
+        // two keep a quorum, elect new leaders where needed and serve on.
+        nodes[0].stop();
+        let renewed = once_available(60, || leases.take(&partition(), "host-a", now + 10, 60_000));
+        assert_eq!(renewed.lease.token, a.lease.token, "the lease survived");
+        assert!(matches!(leases.take(&partition(), "host-b", now + 20, 60_000), Err(StoreError::Conflict(_))));
+        let again = once_available(60, || appender.append(vec![message("m2", "acme", Some("k1"), 1)]));
+        assert_eq!(again[0].outcome, IngestOutcome::Duplicate { id: "m1".into() }, "the idempotency key survived");
+        let third = once_available(60, || appender.append(vec![message("m3", "acme", Some("k2"), 1)]));
+        assert_eq!(third[0].outcome, IngestOutcome::Accepted { id: "m3".into() });
+        for seq in [first[0].seq.unwrap(), third[0].seq.unwrap()] {
+            assert_eq!(once_available(30, || appender.verdict(seq, now_ms())), Verdict::Counts);
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! A NATS server with JetStream for a test: Debian's `nats-server` (which
-//! `scripts/setup` installs), on a loopback port and a storage folder of
-//! the test's own, stopped when dropped.
+//! NATS servers with JetStream for a test — one, or a cluster of three:
+//! Debian's `nats-server` (which `scripts/setup` installs), on loopback
+//! ports and storage folders of the test's own, stopped when dropped.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -9,12 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Connection, Layout, Settings};
+use crate::store::{NewMessage, StoreError};
 
 /// A running `nats-server -js`.
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// In a cluster: its name, its cluster port, the other nodes' cluster ports.
+    cluster: Option<(String, u16, Vec<u16>)>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 fn binary() -> PathBuf {
@@ -30,20 +37,36 @@ fn binary() -> PathBuf {
 impl NatsServer {
     /// Starts a server on a free loopback port.
     pub fn start() -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let mut server = NatsServer { child: None, port, dir: tempfile::tempdir().expect("a temporary folder") };
+        let mut server = NatsServer { child: None, port: free_port(), dir: tempfile::tempdir().expect("a temporary folder"), cluster: None };
         server.run();
         server
     }
 
+    /// Starts a cluster of three (JetStream replicated across them).
+    pub fn cluster() -> Vec<NatsServer> {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsServer> = (0..3)
+            .map(|i| NatsServer {
+                child: None,
+                port: free_port(),
+                dir: tempfile::tempdir().expect("a temporary folder"),
+                cluster: Some((format!("node-{i}"), routes[i], routes.iter().copied().filter(|p| *p != routes[i]).collect())),
+            })
+            .collect();
+        for node in &mut nodes {
+            node.run();
+        }
+        nodes
+    }
+
     fn run(&mut self) {
-        let child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
+        let mut command = Command::new(binary());
+        command.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"]).arg(self.dir.path());
+        if let Some((name, port, others)) = &self.cluster {
+            let routes: Vec<String> = others.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+            command.args(["-n", name, "--cluster_name", "syncline-test", "--cluster", &format!("nats://127.0.0.1:{port}"), "--routes", &routes.join(",")]);
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nats-server starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -89,9 +112,44 @@ pub fn settings(url: &str) -> Settings {
     }
 }
 
+/// The URLs of `nodes`, comma-separated, as `[store] url` takes them.
+pub fn urls(nodes: &[NatsServer]) -> String {
+    nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+}
+
 /// A connection to `server` and the store's layout on it.
 pub fn connected(server: &NatsServer) -> (Arc<Connection>, Layout) {
     let conn = Arc::new(Connection::open(&settings(&server.url())).unwrap());
     let layout = Layout::ensure(&conn, &settings(&server.url())).unwrap();
     (conn, layout)
+}
+
+/// A message of `tenant`'s pipeline `recs` to append.
+pub fn message(id: &str, tenant: &str, key: Option<&str>, key_hash: u32) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        tenant: tenant.into(),
+        pipeline: "recs".into(),
+        key_hash,
+        idempotency_key: key.map(str::to_string),
+        correlation: None,
+        answers: None,
+        json: format!(r#"{{"id":"{id}"}}"#),
+        message: None,
+    }
+}
+
+/// `call`'s result once it is not a transient failure, trying for up to
+/// `secs` seconds (a cluster electing its leaders answers "unavailable").
+pub fn once_available<T>(secs: u64, mut call: impl FnMut() -> Result<T, StoreError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match call() {
+            Ok(v) => return v,
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250))
+            }
+            Err(e) => panic!("the store did not serve within {secs} s: {e}"),
+        }
+    }
 }
