@@ -1,7 +1,8 @@
 //! The store on NATS JetStream, for several hosts sharing one cluster —
 //! being built; not yet selectable in `[store]`. This module owns the
-//! connection, the layout of streams and buckets, and the leases on queue
-//! slots with their fenced commit logs; the queues, records and the
+//! connection, the layout of streams and buckets, the leases on queue
+//! slots with their fenced commit logs, appends with idempotency keys, and
+//! a slot's state as its log tells it; claims, acks, records and the
 //! [`Store`] contract on top of them come next.
 //!
 //! # How the store contract maps onto JetStream
@@ -40,14 +41,15 @@
 //! # What comes next (the plan this module is built to)
 //!
 //! - **Claims**: a slot's state — the stream sequence below which all its
-//!   messages are settled, the settled ones above it, the waiting retries
+//!   items are settled, the settled ones above it, the waiting retries
 //!   with their attempts and next-attempt times — is folded from its
-//!   commit log, from a checkpoint kept in a bucket (a checkpoint only
-//!   moves forward, so a stale holder's cannot set it back). A holder
-//!   reads its slots' subjects from there with one ordered consumer per
-//!   slot, asks [`Appender::verdict`] of each message (a duplicate or void
-//!   copy is settled without a trace), and holds a key back behind its
-//!   earlier waiting retry, as SQLite's claim does.
+//!   commit log ([`SlotState`], built and tested), from a checkpoint kept
+//!   in a bucket (a checkpoint only moves forward, so a stale holder's
+//!   cannot set it back). A holder reads its slots' subjects from the
+//!   floor with one ordered consumer per slot, asks [`Appender::verdict`]
+//!   of each message (a duplicate or void copy is settled without a
+//!   trace), and takes what [`SlotState::due`] says, which holds a key
+//!   back behind its earlier waiting retry as SQLite's claim does.
 //! - **Acks**: one commit-log entry per slot a batch touched; what it
 //!   queues is published afterwards with ids derived from the entry
 //!   (`Nats-Msg-Id`), and a later entry records how far that went, so a
@@ -77,6 +79,7 @@
 mod append;
 mod layout;
 mod lease;
+mod slot;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -88,6 +91,7 @@ use async_nats::jetstream;
 pub use append::{Accepted, Appender, Verdict, BATCH_GRACE};
 pub use layout::{Layout, Settings};
 pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
+pub use slot::{Item, SlotCommit, SlotDue, SlotState, Waiting};
 
 use super::StoreError;
 
