@@ -50,7 +50,7 @@ struct Holding {
 /// its partition agree).
 pub fn slots(partition: &Partition) -> Result<Vec<u32>, StoreError> {
     let of = partition.of.max(1);
-    if SLOTS % of != 0 || partition.index >= of {
+    if !SLOTS.is_multiple_of(of) || partition.index >= of {
         return Err(StoreError::Other(format!(
             "partition {} of {} of {}: on the NATS store a queue has a power of two of partitions, at most {SLOTS}",
             partition.index,
