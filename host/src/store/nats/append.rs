@@ -12,10 +12,11 @@
 //!   ever counts, whichever took the key first, and the caller is told
 //!   which (`Duplicate` names the one that counts);
 //! - and its batch was wholly published, if it came in one of several
-//!   messages: the batch's entry in `syncline-batches` is written last. A
-//!   batch whose append died midway never counts (after a grace period in
-//!   which it may still be completing), as SQLite's rolled-back
-//!   transaction would not.
+//!   messages: the batch's entry in `syncline-batches` is written once
+//!   every message is stored, before any key is taken. A batch whose
+//!   append died midway never counts (after a grace period in which it may
+//!   still be completing), as SQLite's rolled-back transaction would not,
+//!   and its copies never hold a key a retry needs.
 //!
 //! A single message without a key counts once stored; its caller not
 //! hearing so (the answer lost) is the same as with any store.
@@ -125,11 +126,15 @@ impl Appender {
         self.conn.run(async move {
             // Keys seen in this batch or before it: duplicates, not sent.
             let mut outcomes: Vec<Option<Accepted>> = vec![None; messages.len()];
-            let mut in_batch: HashMap<&str, &str> = HashMap::new();
-            for (i, (m, (_, key))) in messages.iter().zip(&sent).enumerate() {
+            // A later message of a key an earlier one of the batch carries:
+            // a duplicate of whichever copy ends up owning the key.
+            let mut in_batch: HashMap<&str, usize> = HashMap::new();
+            let mut repeats: Vec<(usize, usize)> = Vec::new();
+            for (i, (_, key)) in sent.iter().enumerate() {
                 let Some(key) = key.as_deref() else { continue };
-                if let Some(first) = in_batch.get(key) {
-                    outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id: first.to_string() }, seq: None });
+                if let Some(&first) = in_batch.get(key) {
+                    repeats.push((i, first));
+                    outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id: messages[first].id.clone() }, seq: None });
                     continue;
                 }
                 match keys.get(key).await.map_err(|e| unavailable("reading idempotency keys", e))? {
@@ -138,7 +143,7 @@ impl Appender {
                         outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id }, seq: None });
                     }
                     None => {
-                        in_batch.insert(key, &m.id);
+                        in_batch.insert(key, i);
                     }
                 }
             }
@@ -164,7 +169,13 @@ impl Appender {
             for ack in acks {
                 seqs.push(ack.await.map_err(|e| unavailable("storing a message", e))?.sequence);
             }
-            // Stored: now each key goes to its first copy.
+            // Stored: the batch counts from here on. Committed before any
+            // key is taken, so that a copy whose batch never committed
+            // cannot own a key its retry needs.
+            if let Some(batch) = &batch {
+                batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
+            }
+            // Each key goes to its first copy.
             for (&i, seq) in to_send.iter().zip(seqs) {
                 let (m, key) = (&messages[i], &sent[i].1);
                 let outcome = match key {
@@ -177,8 +188,12 @@ impl Appender {
                 let seq = matches!(outcome, IngestOutcome::Accepted { .. }).then_some(seq);
                 outcomes[i] = Some(Accepted { outcome, seq });
             }
-            if let Some(batch) = &batch {
-                batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
+            for (i, first) in repeats {
+                let owner = match &outcomes[first] {
+                    Some(Accepted { outcome: IngestOutcome::Accepted { id } | IngestOutcome::Duplicate { id }, .. }) => id.clone(),
+                    None => unreachable!("the first copy has its outcome"),
+                };
+                outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id: owner }, seq: None });
             }
             Ok(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
         })
