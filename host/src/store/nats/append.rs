@@ -33,10 +33,10 @@ use super::{token, unavailable, Connection, Layout, SLOTS};
 use crate::store::{IngestOutcome, NewMessage, StoreError};
 
 /// The stream messages are accepted onto.
-const MESSAGES: &str = "SYNCLINE_MESSAGES";
+pub(super) const MESSAGES: &str = "SYNCLINE_MESSAGES";
 
 /// Headers a stored message carries.
-const KEY_HASH: &str = "Syncline-Key-Hash";
+pub(super) const KEY_HASH: &str = "Syncline-Key-Hash";
 const IDEMPOTENCY: &str = "Syncline-Idempotency";
 const BATCH: &str = "Syncline-Batch";
 
@@ -81,7 +81,12 @@ fn key_entry(tenant: &str, key: &str) -> Result<String, StoreError> {
 
 /// The subject of `m`'s slot.
 fn subject(m: &NewMessage) -> Result<String, StoreError> {
-    Ok(format!("syncline.messages.{}.{}.{}", token(&m.tenant)?, token(&m.pipeline)?, m.key_hash % SLOTS))
+    slot_subject(&m.tenant, &m.pipeline, m.key_hash % SLOTS)
+}
+
+/// The subject of a pipeline's messages in `slot`.
+pub(super) fn slot_subject(tenant: &str, pipeline: &str, slot: u32) -> Result<String, StoreError> {
+    Ok(format!("syncline.messages.{}.{}.{slot}", token(tenant)?, token(pipeline)?))
 }
 
 /// The id `key` is owned by, creating it for `id` when nobody owns it.
@@ -207,25 +212,60 @@ impl Appender {
     /// [`StoreError::Unavailable`] when the server does not answer;
     /// [`StoreError::Corrupt`] when there is no message at `seq`.
     pub fn verdict(&self, seq: u64, now_ms: i64) -> Result<Verdict, StoreError> {
-        let (js, keys, batches) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone());
-        self.conn.run(async move {
+        let js = self.conn.jetstream();
+        let m = self.conn.run(async move {
             let stream = js.get_stream(MESSAGES).await.map_err(|e| unavailable(&format!("opening stream `{MESSAGES}`"), e))?;
-            let m = stream.get_raw_message(seq).await.map_err(|e| match e.kind() {
+            stream.get_raw_message(seq).await.map_err(|e| match e.kind() {
                 jetstream::stream::RawMessageErrorKind::NoMessageFound => StoreError::Corrupt(format!("no message at {seq} in `{MESSAGES}`")),
                 _ => unavailable(&format!("reading message {seq}"), e),
-            })?;
-            let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
-            if let Some(batch) = header(BATCH) {
+            })
+        })?;
+        self.judge(&m, now_ms)
+    }
+
+    /// Whether stored message `m` counts, at `now_ms` (as [`Appender::verdict`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn judge(&self, m: &jetstream::message::StreamMessage, now_ms: i64) -> Result<Verdict, StoreError> {
+        let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
+        let (batch, key, id) = (header(BATCH), header(IDEMPOTENCY), header("Nats-Msg-Id"));
+        if batch.is_none() && key.is_none() {
+            // Nothing to ask the server.
+            return Ok(Verdict::Counts);
+        }
+        let stored_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+        let (keys, batches) = (self.keys.clone(), self.batches.clone());
+        self.conn.run(async move {
+            if let Some(batch) = batch {
                 if batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?.is_none() {
-                    let age_ms = now_ms - (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                    let age_ms = now_ms - stored_ms;
                     return Ok(if age_ms < BATCH_GRACE.as_millis() as i64 { Verdict::Pending } else { Verdict::Void });
                 }
             }
-            let (Some(key), Some(id)) = (header(IDEMPOTENCY), header("Nats-Msg-Id")) else { return Ok(Verdict::Counts) };
+            let (Some(key), Some(id)) = (key, id) else { return Ok(Verdict::Counts) };
             let owner = own(&keys, &key, &id).await?;
             Ok(if owner == id { Verdict::Counts } else { Verdict::Duplicate(owner) })
         })
     }
+}
+
+/// Publishes what an append that died after publishing `m` left behind
+/// (its idempotency key not taken; its batch, if any, not committed).
+#[cfg(test)]
+pub(super) fn leftover(conn: &Connection, m: &NewMessage, batch: Option<&str>) -> u64 {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", m.id.as_str());
+    headers.insert(KEY_HASH, m.key_hash.to_string().as_str());
+    if let Some(k) = &m.idempotency_key {
+        headers.insert(IDEMPOTENCY, key_entry(&m.tenant, k).unwrap().as_str());
+    }
+    if let Some(b) = batch {
+        headers.insert(BATCH, b);
+    }
+    let (js, subject, json) = (conn.jetstream(), subject(m).unwrap(), m.json.clone());
+    conn.run(async move { js.publish_with_headers(subject, headers, json.into_bytes().into()).await.unwrap().await.unwrap().sequence })
 }
 
 #[cfg(test)]
@@ -240,20 +280,6 @@ mod tests {
 
     fn duplicate(id: &str) -> IngestOutcome {
         IngestOutcome::Duplicate { id: id.into() }
-    }
-
-    /// Publishes what an append that died after publishing left behind.
-    fn leftover(conn: &Connection, m: &NewMessage, batch: Option<&str>) -> u64 {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", m.id.as_str());
-        if let Some(k) = &m.idempotency_key {
-            headers.insert(IDEMPOTENCY, key_entry(&m.tenant, k).unwrap().as_str());
-        }
-        if let Some(b) = batch {
-            headers.insert(BATCH, b);
-        }
-        let (js, subject, json) = (conn.jetstream(), subject(m).unwrap(), m.json.clone());
-        conn.run(async move { js.publish_with_headers(subject, headers, json.into_bytes().into()).await.unwrap().await.unwrap().sequence })
     }
 
     #[test]

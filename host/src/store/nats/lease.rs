@@ -373,21 +373,46 @@ impl CommitLog {
         let (commits, subject) = (self.commits.clone(), self.subject.clone());
         self.conn.run(async move {
             match commits.get_last_raw_message_by_subject(&subject).await {
-                Ok(m) => {
-                    let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
-                    Ok(Some(Entry {
-                        seq: m.sequence,
-                        kind: header(KIND),
-                        holder: header(HOLDER),
-                        token: header(TOKEN).parse().unwrap_or(0),
-                        data: m.payload.to_vec(),
-                    }))
-                }
+                Ok(m) => Ok(Some(entry(m))),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
                 Err(e) => Err(unavailable(&format!("reading the end of `{subject}`"), e)),
             }
         })
     }
+
+    /// The log's entries after sequence `after` up to the last this holder
+    /// knows (its marker or its latest commit), in order: what the slot's
+    /// earlier holders committed, for a holder taking it over.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn entries(&self, after: u64) -> Result<Vec<Entry>, StoreError> {
+        let (commits, subject, last) = (self.commits.clone(), self.subject.clone(), self.last);
+        self.conn.run(async move {
+            let mut found = Vec::new();
+            let mut from = after + 1;
+            while from <= last {
+                let next = commits.raw_message_builder().sequence(from).next_by_subject(subject.clone()).send().await;
+                match next {
+                    Ok(m) if m.sequence <= last => {
+                        from = m.sequence + 1;
+                        found.push(entry(m));
+                    }
+                    Ok(_) => break,
+                    Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
+                    Err(e) => return Err(unavailable(&format!("reading `{subject}`"), e)),
+                }
+            }
+            Ok(found)
+        })
+    }
+}
+
+/// A stored commit-log message as an [`Entry`].
+fn entry(m: async_nats::jetstream::message::StreamMessage) -> Entry {
+    let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+    Entry { seq: m.sequence, kind: header(KIND), holder: header(HOLDER), token: header(TOKEN).parse().unwrap_or(0), data: m.payload.to_vec() }
 }
 
 impl std::fmt::Debug for CommitLog {

@@ -1,8 +1,10 @@
 //! The store on NATS JetStream, for several hosts sharing one cluster —
 //! being built; not yet selectable in `[store]`. This module owns the
 //! connection, the layout of streams and buckets, the leases on queue
-//! slots with their fenced commit logs, appends with idempotency keys, and
-//! a slot's state as its log tells it; claims, acks, records and the
+//! slots with their fenced commit logs, appends with idempotency keys, a
+//! slot's state as its log tells it, and claims and acks (settle or retry)
+//! of a pipeline's messages; what an ack queues (deliveries, dead letters,
+//! exceptions, traces), the sinks' queues, sources, records and the
 //! [`Store`] contract on top of them come next.
 //!
 //! # How the store contract maps onto JetStream
@@ -40,7 +42,8 @@
 //!
 //! # What comes next (the plan this module is built to)
 //!
-//! - **Claims**: a slot's state — the stream sequence below which all its
+//! - **Claims** (built for pipelines' messages: [`MessageQueue`]; the
+//!   checkpoint is not yet kept): a slot's state — the stream sequence below which all its
 //!   items are settled, the settled ones above it, the waiting retries
 //!   with their attempts and next-attempt times — is folded from its
 //!   commit log ([`SlotState`], built and tested), from a checkpoint kept
@@ -79,6 +82,7 @@
 mod append;
 mod layout;
 mod lease;
+mod messages;
 mod slot;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -91,6 +95,7 @@ use async_nats::jetstream;
 pub use append::{Accepted, Appender, Verdict, BATCH_GRACE};
 pub use layout::{Layout, Settings};
 pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
+pub use messages::{MessageQueue, Settle};
 pub use slot::{Item, SlotCommit, SlotDue, SlotState, Waiting};
 
 use super::StoreError;
