@@ -1,12 +1,10 @@
 //! Claims and acks of a pipeline's accepted messages on the NATS store, by
-//! the holder of a partition's slot leases: each slot's state is folded
-//! from its commit log when the holder opens it (so a holder taking a slot
-//! over resumes exactly where the last one's commits left it), the slot's
-//! messages are read from the stream in order from its floor, each new one
-//! judged once (a copy that does not own its idempotency key, or the
-//! remains of a batch that never committed, is settled without being
-//! handed out), and an ack is one commit-log entry per slot it touches —
-//! refused by the server once another holder has taken the slot.
+//! the holder of a partition's slot leases ([`Slots`] reads and commits
+//! them): each new message is judged once — a copy that does not own its
+//! idempotency key, or the remains of a batch that never committed, is
+//! settled without being handed out, and one of a batch still being
+//! published holds its slot until it is known — and a key's messages come
+//! in order, a retry holding the later ones back.
 //!
 //! What an ack queues beside settling (outputs for sinks, dead letters,
 //! exceptions, traces) is not carried yet: it comes with the store
@@ -15,44 +13,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::jetstream::{message::StreamMessage, stream};
-
 use super::append::{slot_subject, KEY_HASH, MESSAGES};
-use super::{unavailable, Appender, CommitLog, Connection, Held, Item, SlotCommit, SlotState, Verdict, Waiting};
+use super::reader::{earliest, Judged, Slots};
+use super::{Appender, Connection, Held, SlotCommit, Verdict, Waiting};
 use crate::store::{Due, Lease, Pending, Queue, Retry, StoreError};
 
 /// How long a message of a batch still being published is waited for
 /// before it is read again.
 const PENDING_RECHECK_MS: i64 = 1_000;
-
-/// A message read from its slot that counts.
-#[derive(Debug, Clone)]
-struct Read {
-    item: Item,
-    id: String,
-    json: String,
-}
-
-/// One leased slot of the queue.
-#[derive(Debug)]
-struct Slot {
-    subject: String,
-    log: CommitLog,
-    state: SlotState,
-    /// Counting messages read at or above the floor, in stream order.
-    read: Vec<Read>,
-    /// The stream sequence the slot has been read up to.
-    read_to: u64,
-    /// Copies read that never count, to settle with the slot's next entry.
-    void: Vec<u64>,
-}
-
-impl Slot {
-    /// Where message `seq` is in `read` (kept in stream order).
-    fn position(&self, seq: u64) -> Option<usize> {
-        self.read.binary_search_by_key(&seq, |r| r.item.seq).ok()
-    }
-}
 
 /// How one claimed message's attempt ended, as an ack records it.
 #[derive(Debug, Clone)]
@@ -65,14 +33,10 @@ pub enum Settle {
 
 /// A pipeline partition's messages as their lease holder claims and acks them.
 pub struct MessageQueue {
-    conn: Arc<Connection>,
     appender: Arc<Appender>,
-    messages: stream::Stream,
-    lease: Lease,
-    slots: Vec<Slot>,
-    /// Where each message handed out and not yet acked is: its slot's
-    /// index in `slots` and its sequence.
-    claimed: HashMap<String, (usize, u64)>,
+    slots: Slots,
+    /// The sequence of each message handed out and not yet acked, by id.
+    claimed: HashMap<String, u64>,
 }
 
 impl MessageQueue {
@@ -87,27 +51,13 @@ impl MessageQueue {
         let Queue::Messages { tenant, pipeline } = &held.lease.partition.queue else {
             return Err(StoreError::Other(format!("{} is not a pipeline's message queue", held.lease.partition.queue.name())));
         };
-        let numbers = super::slots(&held.lease.partition)?;
-        let js = conn.jetstream();
-        let messages = conn.run(async move { js.get_stream(MESSAGES).await.map_err(|e| unavailable(&format!("opening stream `{MESSAGES}`"), e)) })?;
-        let mut slots = Vec::with_capacity(held.slots.len());
-        for (number, lease) in numbers.into_iter().zip(&held.slots) {
-            let log = CommitLog::open(conn.clone(), &held.lease.holder, lease)?;
-            let mut state = SlotState::default();
-            for entry in log.entries(0)?.into_iter().filter(|e| e.kind == "commit") {
-                let commit: SlotCommit = serde_json::from_slice(&entry.data)
-                    .map_err(|e| StoreError::Corrupt(format!("commit {} of slot `{}` does not read: {e}", entry.seq, lease.key)))?;
-                state.apply(entry.seq, &commit);
-            }
-            let subject = slot_subject(tenant, pipeline, number)?;
-            slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new() });
-        }
-        Ok(MessageQueue { conn, appender, messages, lease: held.lease.clone(), slots, claimed: HashMap::new() })
+        let subjects = super::slots(&held.lease.partition)?.into_iter().map(|n| slot_subject(tenant, pipeline, n)).collect::<Result<_, _>>()?;
+        Ok(MessageQueue { appender, slots: Slots::open(conn, MESSAGES, subjects, held)?, claimed: HashMap::new() })
     }
 
     /// The lease this queue was opened under.
     pub fn lease(&self) -> &Lease {
-        &self.lease
+        self.slots.lease()
     }
 
     /// As [`crate::store::Store::claim`]: the due messages after
@@ -119,19 +69,19 @@ impl MessageQueue {
     /// [`StoreError::Conflict`] when a slot was taken over;
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn claim(&mut self, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError> {
-        let mut next_at: Option<i64> = None;
-        let mut due: Vec<(usize, Item, Option<Waiting>)> = Vec::new();
-        for index in 0..self.slots.len() {
-            if self.read_slot(index, now_ms)? {
-                next_at = earliest(next_at, Some(now_ms + PENDING_RECHECK_MS));
-            }
-            let slot = &mut self.slots[index];
-            if !slot.void.is_empty() {
-                let commit = SlotCommit { settled: std::mem::take(&mut slot.void), ..SlotCommit::default() };
-                commit_to(slot, commit)?;
-            }
-            let items: Vec<Item> = slot.read.iter().map(|r| r.item).collect();
-            let slot_due = slot.state.due(&items, now_ms, usize::MAX, false);
+        let appender = self.appender.clone();
+        let stopped = self.slots.read(&mut |m| {
+            Ok(match appender.judge(m, now_ms)? {
+                Verdict::Counts => Judged::Counts(m.headers.get(KEY_HASH).and_then(|v| v.as_str().parse().ok()).ok_or_else(|| {
+                    StoreError::Corrupt(format!("message {} of `{}` has no ordering-key hash", m.sequence, m.subject))
+                })?),
+                Verdict::Duplicate(_) | Verdict::Void => Judged::Void,
+                Verdict::Pending => Judged::NotYet,
+            })
+        })?;
+        let mut next_at = stopped.then_some(now_ms + PENDING_RECHECK_MS);
+        let mut due = Vec::new();
+        for (index, slot_due) in self.slots.due(now_ms, false) {
             next_at = earliest(next_at, slot_due.next_at);
             due.extend(slot_due.items.into_iter().filter(|(i, _)| i.seq as i64 > after_seq).map(|(i, w)| (index, i, w)));
         }
@@ -139,18 +89,19 @@ impl MessageQueue {
         due.truncate(limit);
         let mut rows = Vec::with_capacity(due.len());
         for (index, item, waiting) in due {
-            let slot = &self.slots[index];
-            let read = &slot.read[slot.position(item.seq).expect("a due item was read")];
-            self.claimed.insert(read.id.clone(), (index, item.seq));
+            let m = &self.slots.get(index, item.seq).expect("a due item was read").message;
+            let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
+            let json = String::from_utf8(m.payload.to_vec()).map_err(|_| StoreError::Corrupt(format!("message {} is not UTF-8", item.seq)))?;
+            self.slots.hand_out(index, item.seq);
+            self.claimed.insert(id.clone(), item.seq);
             let (attempts, errors) = waiting.map_or((0, Vec::new()), |w| (w.attempts, w.errors));
-            rows.push(Pending { seq: item.seq as i64, id: read.id.clone(), json: read.json.clone(), key_hash: item.key_hash, attempts, errors, message: None });
+            rows.push(Pending { seq: item.seq as i64, id, json, key_hash: item.key_hash, attempts, errors, message: None });
         }
         Ok(Due { rows, next_at })
     }
 
     /// Records how claimed messages' attempts ended: one commit-log entry
-    /// per slot, each with the floor below which all of its messages are
-    /// settled. An id this holder did not hand out is refused before
+    /// per slot. An id this holder did not hand out is refused before
     /// anything is written.
     ///
     /// # Errors
@@ -165,92 +116,23 @@ impl MessageQueue {
             let id = match outcome {
                 Settle::Done(id) | Settle::Retry(id, _) => id,
             };
-            let &(index, seq) = self.claimed.get(id).ok_or_else(|| StoreError::Other(format!("message `{id}` was not claimed from {}", self.lease.partition.queue.name())))?;
+            let unknown = || StoreError::Other(format!("message `{id}` was not claimed from {}", self.lease().partition.queue.name()));
+            let seq = *self.claimed.get(id).ok_or_else(unknown)?;
+            let index = self.slots.claimed(seq).ok_or_else(unknown)?;
             let commit = commits.entry(index).or_default();
             match outcome {
                 Settle::Done(_) => commit.settled.push(seq),
                 Settle::Retry(_, retry) => {
-                    let slot = &self.slots[index];
-                    let key_hash = slot.position(seq).map_or(0, |at| slot.read[at].item.key_hash);
+                    let key_hash = self.slots.get(index, seq).map_or(0, |r| r.item.key_hash);
                     let attempts = u32::try_from(retry.errors.len()).unwrap_or(u32::MAX).max(1);
-                    commit.retries.push(Waiting { seq, key_hash, attempts, next_at: retry.next_at, errors: retry.errors.clone() });
+                    commit.retries.push(Waiting { seq, key_hash, attempts, next_at: retry.next_at, errors: retry.errors.clone(), outcome_unknown: false });
                 }
             }
         }
-        let mut indexes: Vec<usize> = commits.keys().copied().collect();
-        indexes.sort_unstable();
-        for index in indexes {
-            let mut commit = commits.remove(&index).expect("listed above");
-            let slot = &mut self.slots[index];
-            commit.settled.append(&mut slot.void);
-            // The floor after this entry: past the settled messages the slot begins with.
-            let mut after = slot.state.clone();
-            after.apply(after.through + 1, &commit);
-            let items: Vec<Item> = slot.read.iter().map(|r| r.item).collect();
-            let floor = after.due(&items, i64::MIN, 0, false).floor;
-            commit.floor = (floor > slot.state.floor).then_some(floor);
-            let acked: Vec<u64> = commit.settled.iter().chain(commit.retries.iter().map(|w| &w.seq)).copied().collect();
-            commit_to(slot, commit)?;
-            self.claimed.retain(|_, (i, seq)| !(*i == index && acked.contains(seq)));
-        }
+        self.slots.commit(commits)?;
+        let slots = &self.slots;
+        self.claimed.retain(|_, seq| slots.claimed(*seq).is_some());
         Ok(())
-    }
-
-    /// Reads the slot's messages stored since it was last read, judging
-    /// each; whether it stopped at one of a batch still being published.
-    fn read_slot(&mut self, index: usize, now_ms: i64) -> Result<bool, StoreError> {
-        loop {
-            let from = self.slots[index].read_to + 1;
-            let Some(m) = self.next_on(&self.slots[index].subject, from)? else { return Ok(false) };
-            let seq = m.sequence;
-            if !self.slots[index].state.is_settled(seq) {
-                match self.appender.judge(&m, now_ms)? {
-                    Verdict::Counts => {
-                        let key_hash = m.headers.get(KEY_HASH).and_then(|v| v.as_str().parse().ok()).ok_or_else(|| {
-                            StoreError::Corrupt(format!("message {seq} of `{}` has no ordering-key hash", self.slots[index].subject))
-                        })?;
-                        let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
-                        let json = String::from_utf8(m.payload.to_vec()).map_err(|_| StoreError::Corrupt(format!("message {seq} is not UTF-8")))?;
-                        self.slots[index].read.push(Read { item: Item { seq, key_hash }, id, json });
-                    }
-                    Verdict::Duplicate(_) | Verdict::Void => self.slots[index].void.push(seq),
-                    // Read again at the next claim; nothing after it either,
-                    // so that its key's later messages cannot overtake it.
-                    Verdict::Pending => return Ok(true),
-                }
-            }
-            self.slots[index].read_to = seq;
-        }
-    }
-
-    /// The first message on `subject` at or after sequence `from`.
-    fn next_on(&self, subject: &str, from: u64) -> Result<Option<StreamMessage>, StoreError> {
-        let (messages, subject) = (self.messages.clone(), subject.to_string());
-        self.conn.run(async move {
-            match messages.raw_message_builder().sequence(from).next_by_subject(subject.clone()).send().await {
-                Ok(m) => Ok(Some(m)),
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(e) => Err(unavailable(&format!("reading `{subject}`"), e)),
-            }
-        })
-    }
-}
-
-/// Appends `commit` to `slot`'s log and folds it into the slot's state,
-/// forgetting the messages below its new floor.
-fn commit_to(slot: &mut Slot, commit: SlotCommit) -> Result<(), StoreError> {
-    let data = serde_json::to_vec(&commit).expect("a slot commit serializes");
-    let seq = slot.log.append(data)?;
-    slot.state.apply(seq, &commit);
-    let floor = slot.state.floor;
-    slot.read.retain(|r| r.item.seq >= floor);
-    Ok(())
-}
-
-fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -258,7 +140,7 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 mod tests {
     use super::super::append::leftover;
     use super::super::testing::{connected, message, NatsServer};
-    use super::super::Leases;
+    use super::super::{Leases, BATCH_GRACE};
     use super::*;
     use crate::store::{now_ms, Partition};
 
@@ -317,10 +199,11 @@ mod tests {
         queue.ack(&[Settle::Done("a1".into()), Settle::Done("a2".into()), Settle::Done("b2".into())]).unwrap();
         assert!(queue.claim(0, later + 5_000, 100).unwrap().rows.is_empty());
         // Everything read is settled: the slots' floors passed it.
-        assert!(queue.slots.iter().all(|s| s.read.is_empty() && s.state.floor > 0), "{:?}", queue.slots);
+        assert_eq!(queue.slots.held(), 0);
+        assert!(queue.slots.floors().iter().all(|f| *f > 0), "{:?}", queue.slots.floors());
     }
 
-    const BATCH_GRACE_MS: i64 = super::super::BATCH_GRACE.as_millis() as i64;
+    const BATCH_GRACE_MS: i64 = BATCH_GRACE.as_millis() as i64;
 
     #[test]
     fn a_message_of_a_batch_still_being_published_holds_its_slot_until_it_is_known() {
@@ -376,7 +259,7 @@ mod tests {
         // messages below the floors again.
         let held_c = leases.take(&partition(), "host-c", now + 100_000, 30_000).unwrap();
         let mut c = MessageQueue::open(conn, appender, &held_c).unwrap();
-        assert!(c.slots.iter().all(|s| s.state.floor > 0));
+        assert!(c.slots.floors().iter().all(|f| *f > 0));
         assert!(c.claim(0, now + 100_000, 100).unwrap().rows.is_empty());
     }
 }

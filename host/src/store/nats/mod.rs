@@ -80,9 +80,11 @@
 //! [`Store`]: super::Store
 
 mod append;
+mod deliveries;
 mod layout;
 mod lease;
 mod messages;
+mod reader;
 mod slot;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -95,6 +97,7 @@ use async_nats::jetstream;
 pub use append::{Accepted, Appender, Verdict, BATCH_GRACE};
 pub use layout::{Layout, Settings};
 pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
+pub use deliveries::{publish as queue_deliveries, DeliveryQueue};
 pub use messages::{MessageQueue, Settle};
 pub use slot::{Item, SlotCommit, SlotDue, SlotState, Waiting};
 

@@ -22,6 +22,10 @@ pub struct Waiting {
     pub next_at: i64,
     /// Each attempt's error.
     pub errors: Vec<String>,
+    /// Whether an attempt may have done its work although it failed (a
+    /// delivery whose request went out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }
 
 /// What one commit-log entry says of a slot's items (the entry's body).
@@ -102,6 +106,11 @@ impl SlotState {
         }
     }
 
+    /// What item `seq` waits with, if an attempt at it failed.
+    pub fn waiting(&self, seq: u64) -> Option<&Waiting> {
+        self.waiting.get(&seq)
+    }
+
     /// Whether item `seq` is settled.
     pub fn is_settled(&self, seq: u64) -> bool {
         seq < self.floor || self.settled.contains(&seq)
@@ -156,7 +165,7 @@ mod tests {
     }
 
     fn waiting(seq: u64, key_hash: u32, next_at: i64) -> Waiting {
-        Waiting { seq, key_hash, attempts: 1, next_at, errors: vec!["HTTP 503".into()] }
+        Waiting { seq, key_hash, attempts: 1, next_at, errors: vec!["HTTP 503".into()], outcome_unknown: false }
     }
 
     fn seqs(d: &SlotDue) -> Vec<u64> {

@@ -1,0 +1,250 @@
+//! A leased partition's slots of one queue as their holder reads and
+//! commits them — what pipelines' messages ([`super::MessageQueue`]) and
+//! sinks' deliveries ([`super::DeliveryQueue`]) share: each slot's state
+//! folded from its commit log when the holder opens it (after appending
+//! the marker that fences every earlier holder), the slot's stored items
+//! read in stream order from its floor and judged once each, and commits
+//! of one log entry per slot, each with the floor below which all of the
+//! slot's items are settled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::jetstream::{message::StreamMessage, stream};
+
+use super::{unavailable, CommitLog, Connection, Held, Item, SlotCommit, SlotState, SlotDue, Waiting};
+use crate::store::{Lease, StoreError};
+
+/// An item read from its slot that counts.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// Its sequence and ordering hash.
+    pub item: Item,
+    /// The stored message (its headers say what kind of item it is).
+    pub message: StreamMessage,
+}
+
+/// What a queue makes of a stored item it reads for the first time.
+pub enum Judged {
+    /// It counts: hand it out, ordered by this hash.
+    Counts(u32),
+    /// It never counts (a duplicate copy, the remains of a failed append):
+    /// settle it with the slot's next entry.
+    Void,
+    /// Not known yet: stop reading the slot here until the next claim.
+    NotYet,
+}
+
+/// One leased slot.
+#[derive(Debug)]
+struct Slot {
+    subject: String,
+    log: CommitLog,
+    state: SlotState,
+    /// Counting items read at or above the floor, in stream order.
+    read: Vec<Read>,
+    /// The stream sequence the slot has been read up to.
+    read_to: u64,
+    /// Copies read that never count, to settle with the slot's next entry.
+    void: Vec<u64>,
+}
+
+impl Slot {
+    /// Where item `seq` is in `read` (kept in stream order).
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.read.binary_search_by_key(&seq, |r| r.item.seq).ok()
+    }
+}
+
+/// A partition's slots of one stream.
+pub struct Slots {
+    conn: Arc<Connection>,
+    stream: stream::Stream,
+    lease: Lease,
+    slots: Vec<Slot>,
+    /// The slot of each item handed out and not yet acked.
+    claimed: HashMap<u64, usize>,
+}
+
+impl Slots {
+    /// Opens `held`'s slots of stream `stream_name`, whose subjects are
+    /// `subjects` (one per slot, in `held`'s order).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer;
+    /// [`StoreError::Corrupt`] when a log entry does not read.
+    pub fn open(conn: Arc<Connection>, stream_name: &'static str, subjects: Vec<String>, held: &Held) -> Result<Slots, StoreError> {
+        let js = conn.jetstream();
+        let stream = conn.run(async move { js.get_stream(stream_name).await.map_err(|e| unavailable(&format!("opening stream `{stream_name}`"), e)) })?;
+        let mut slots = Vec::with_capacity(held.slots.len());
+        for (subject, lease) in subjects.into_iter().zip(&held.slots) {
+            let log = CommitLog::open(conn.clone(), &held.lease.holder, lease)?;
+            let mut state = SlotState::default();
+            for entry in log.entries(0)?.into_iter().filter(|e| e.kind == "commit") {
+                let commit: SlotCommit = serde_json::from_slice(&entry.data)
+                    .map_err(|e| StoreError::Corrupt(format!("commit {} of slot `{}` does not read: {e}", entry.seq, lease.key)))?;
+                state.apply(entry.seq, &commit);
+            }
+            slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new() });
+        }
+        Ok(Slots { conn, stream, lease: held.lease.clone(), slots, claimed: HashMap::new() })
+    }
+
+    /// The lease they were opened under.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Reads every slot's items stored since it was last read, judging
+    /// each new unsettled one; then settles the void ones. Whether a slot
+    /// stopped at an item not known yet.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when a slot was taken over;
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn read(&mut self, judge: &mut dyn FnMut(&StreamMessage) -> Result<Judged, StoreError>) -> Result<bool, StoreError> {
+        let mut stopped = false;
+        for index in 0..self.slots.len() {
+            stopped |= self.read_slot(index, judge)?;
+            let slot = &mut self.slots[index];
+            if !slot.void.is_empty() {
+                let commit = SlotCommit { settled: std::mem::take(&mut slot.void), ..SlotCommit::default() };
+                commit_to(slot, commit)?;
+            }
+        }
+        Ok(stopped)
+    }
+
+    fn read_slot(&mut self, index: usize, judge: &mut dyn FnMut(&StreamMessage) -> Result<Judged, StoreError>) -> Result<bool, StoreError> {
+        loop {
+            let from = self.slots[index].read_to + 1;
+            let Some(m) = self.next_on(&self.slots[index].subject, from)? else { return Ok(false) };
+            let seq = m.sequence;
+            let slot = &mut self.slots[index];
+            if !slot.state.is_settled(seq) {
+                match judge(&m)? {
+                    Judged::Counts(key_hash) => slot.read.push(Read { item: Item { seq, key_hash }, message: m }),
+                    Judged::Void => slot.void.push(seq),
+                    // Nothing after it either, so that its key's later items
+                    // cannot overtake it.
+                    Judged::NotYet => return Ok(true),
+                }
+            }
+            slot.read_to = seq;
+        }
+    }
+
+    /// The first message on `subject` at or after sequence `from`.
+    fn next_on(&self, subject: &str, from: u64) -> Result<Option<StreamMessage>, StoreError> {
+        let (stream, subject) = (self.stream.clone(), subject.to_string());
+        self.conn.run(async move {
+            match stream.raw_message_builder().sequence(from).next_by_subject(subject.clone()).send().await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(unavailable(&format!("reading `{subject}`"), e)),
+            }
+        })
+    }
+
+    /// Each slot's due items at `now_ms` ([`SlotState::due`]), with the
+    /// slot's index.
+    pub fn due(&self, now_ms: i64, one_per_key: bool) -> Vec<(usize, SlotDue)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let items: Vec<Item> = slot.read.iter().map(|r| r.item).collect();
+                (index, slot.state.due(&items, now_ms, usize::MAX, one_per_key))
+            })
+            .collect()
+    }
+
+    /// Slot `index`'s unsettled items read, in stream order.
+    pub fn unsettled(&self, index: usize) -> impl Iterator<Item = &Read> {
+        let slot = &self.slots[index];
+        slot.read.iter().filter(|r| !slot.state.is_settled(r.item.seq))
+    }
+
+    /// Item `seq` of slot `index`, as read.
+    pub fn get(&self, index: usize, seq: u64) -> Option<&Read> {
+        let slot = &self.slots[index];
+        slot.position(seq).map(|at| &slot.read[at])
+    }
+
+    /// Notes item `seq` of slot `index` as handed out.
+    pub fn hand_out(&mut self, index: usize, seq: u64) {
+        self.claimed.insert(seq, index);
+    }
+
+    /// The slot of item `seq` when it was handed out and not acked since.
+    pub fn claimed(&self, seq: u64) -> Option<usize> {
+        self.claimed.get(&seq).copied()
+    }
+
+    /// What item `seq` of slot `index` waits with, if an attempt at it failed.
+    pub fn waiting(&self, index: usize, seq: u64) -> Option<&Waiting> {
+        self.slots[index].state.waiting(seq)
+    }
+
+    /// Appends each slot's commit to its log, in slot order, with the floor
+    /// it allows; folds each in. A commit that is refused stops the rest.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when a slot was taken over (nothing of
+    /// that slot's entry is kept); [`StoreError::Unavailable`] when the
+    /// server does not answer.
+    pub fn commit(&mut self, commits: HashMap<usize, SlotCommit>) -> Result<(), StoreError> {
+        let mut commits: Vec<(usize, SlotCommit)> = commits.into_iter().collect();
+        commits.sort_by_key(|(index, _)| *index);
+        for (index, mut commit) in commits {
+            let slot = &mut self.slots[index];
+            commit.settled.append(&mut slot.void);
+            // The floor after this entry: past the settled items the slot begins with.
+            let mut after = slot.state.clone();
+            after.apply(after.through + 1, &commit);
+            let items: Vec<Item> = slot.read.iter().map(|r| r.item).collect();
+            let floor = after.due(&items, i64::MIN, 0, false).floor;
+            commit.floor = (floor > slot.state.floor).then_some(floor);
+            let acked: Vec<u64> = commit.settled.iter().chain(commit.retries.iter().map(|w| &w.seq)).copied().collect();
+            commit_to(slot, commit)?;
+            for seq in acked {
+                self.claimed.remove(&seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every slot's floor (for tests).
+    #[cfg(test)]
+    pub fn floors(&self) -> Vec<u64> {
+        self.slots.iter().map(|s| s.state.floor).collect()
+    }
+
+    /// How many items are read and held in memory (for tests).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.slots.iter().map(|s| s.read.len()).sum()
+    }
+}
+
+/// Appends `commit` to `slot`'s log and folds it into the slot's state,
+/// forgetting the items below its new floor.
+fn commit_to(slot: &mut Slot, commit: SlotCommit) -> Result<(), StoreError> {
+    let data = serde_json::to_vec(&commit).expect("a slot commit serializes");
+    let seq = slot.log.append(data)?;
+    slot.state.apply(seq, &commit);
+    let floor = slot.state.floor;
+    slot.read.retain(|r| r.item.seq >= floor);
+    Ok(())
+}
+
+/// The earlier of two times, either maybe absent.
+pub fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
