@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_nats::HeaderMap;
 
 use super::reader::{earliest, Judged, Slots};
-use super::{token, unavailable, Connection, Held, SlotCommit, Waiting, SLOTS};
+use super::{token, unavailable, Connection, Held, Output, SlotCommit, Waiting, SLOTS};
 use crate::config::Tier;
 use crate::pipeline::fields::key_hash;
 use crate::store::{scoped_key, Attempt, AttemptResult, Delivery, Due, Lease, NewDelivery, Queue, StoreError};
@@ -38,7 +38,7 @@ fn slot_subject(sink: &str, slot: u32) -> Result<String, StoreError> {
     Ok(format!("syncline.deliveries.{}.{slot}", token(sink)?))
 }
 
-/// Queues the deliveries a commit of `tenant`'s `pipeline` made; their
+/// Queues the outputs a commit of `tenant`'s `pipeline` made; their
 /// stream sequences, in order.
 ///
 /// # Errors
@@ -46,9 +46,9 @@ fn slot_subject(sink: &str, slot: u32) -> Result<String, StoreError> {
 /// [`StoreError::Unavailable`] when the server does not answer (publishing
 /// them again stores none twice); [`StoreError::Other`] for a sink name
 /// that cannot be a subject.
-pub fn publish(conn: &Connection, tenant: &str, pipeline: &str, deliveries: &[NewDelivery]) -> Result<Vec<u64>, StoreError> {
-    let mut sent = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
+pub fn publish(conn: &Connection, tenant: &str, pipeline: &str, outputs: &[Output]) -> Result<Vec<u64>, StoreError> {
+    let mut sent = Vec::with_capacity(outputs.len());
+    for d in outputs {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{}/{}", d.sink, d.id).as_str());
         headers.insert(ID, d.id.as_str());
@@ -69,6 +69,11 @@ pub fn publish(conn: &Connection, tenant: &str, pipeline: &str, deliveries: &[Ne
         }
         Ok(seqs)
     })
+}
+
+/// A delivery as a commit queues it.
+pub fn output(d: &NewDelivery) -> Output {
+    Output { sink: d.sink.clone(), id: d.id.clone(), ordering_key: d.ordering_key.clone(), tier: d.tier.as_str().to_string(), expect_ms: d.expect_ms, json: d.json.clone() }
 }
 
 /// A sink partition's deliveries as their lease holder claims and acks them.
@@ -213,8 +218,8 @@ mod tests {
     use super::*;
     use crate::store::{now_ms, NewDeadLetter, Partition};
 
-    fn delivery(id: &str, key: &str, tier: Tier) -> NewDelivery {
-        NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier, expect_ms: None, json: format!(r#"{{"id":"{id}"}}"#), message: None }
+    fn delivery(id: &str, key: &str, tier: Tier) -> Output {
+        output(&NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier, expect_ms: None, json: format!(r#"{{"id":"{id}"}}"#), message: None })
     }
 
     fn partition() -> Partition {
@@ -246,7 +251,7 @@ mod tests {
         ];
         publish(&conn, "acme", "recs", &sent).unwrap();
         // The same key in another pipeline is another key.
-        publish(&conn, "acme", "other", &[NewDelivery { id: "o1".into(), ..delivery("o1", "item-A", Tier::Standard) }]).unwrap();
+        publish(&conn, "acme", "other", &[delivery("o1", "item-A", Tier::Standard)]).unwrap();
         // Published again (a holder that died before recording it did):
         // stored once.
         publish(&conn, "acme", "recs", &sent[..1]).unwrap();

@@ -6,17 +6,22 @@
 //! published holds its slot until it is known — and a key's messages come
 //! in order, a retry holding the later ones back.
 //!
-//! What an ack queues beside settling (outputs for sinks, dead letters,
-//! exceptions, traces) is not carried yet: it comes with the store
-//! contract's full `ack`, as the module plan in [`super`] says.
+//! An ack's outputs for sinks are part of its commit-log entry and are
+//! published to the sinks' queues once it is appended (with ids from sink
+//! and output, so a repeat is stored once within the stream's duplicate
+//! window); a later entry records how far that went, and a holder taking
+//! the slot over publishes what its predecessor may not have. What else an
+//! ack keeps (dead letters, exceptions, traces, audit) is not carried yet:
+//! it comes with the store contract's records, as the plan in [`super`]
+//! says.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::append::{slot_subject, KEY_HASH, MESSAGES};
 use super::reader::{earliest, Judged, Slots};
-use super::{Appender, Connection, Held, SlotCommit, Verdict, Waiting};
-use crate::store::{Due, Lease, Pending, Queue, Retry, StoreError};
+use super::{output, queue_outputs, Appender, Connection, Held, SlotCommit, Verdict, Waiting};
+use crate::store::{Due, Lease, NewDelivery, Pending, Queue, Retry, StoreError};
 
 /// How long a message of a batch still being published is waited for
 /// before it is read again.
@@ -25,18 +30,25 @@ const PENDING_RECHECK_MS: i64 = 1_000;
 /// How one claimed message's attempt ended, as an ack records it.
 #[derive(Debug, Clone)]
 pub enum Settle {
-    /// At an end (processed, dead-lettered, parked, dropped): its id.
-    Done(String),
+    /// At an end (processed, dead-lettered, parked, dropped): its id and
+    /// the outputs it queues for sinks.
+    Done(String, Vec<NewDelivery>),
     /// To be tried again: its id and when.
     Retry(String, Retry),
 }
 
 /// A pipeline partition's messages as their lease holder claims and acks them.
 pub struct MessageQueue {
+    conn: Arc<Connection>,
     appender: Arc<Appender>,
+    tenant: String,
+    pipeline: String,
     slots: Slots,
     /// The sequence of each message handed out and not yet acked, by id.
     claimed: HashMap<String, u64>,
+    /// Acks append without publishing (a holder dying in between).
+    #[cfg(test)]
+    dies_before_publishing: bool,
 }
 
 impl MessageQueue {
@@ -52,7 +64,21 @@ impl MessageQueue {
             return Err(StoreError::Other(format!("{} is not a pipeline's message queue", held.lease.partition.queue.name())));
         };
         let subjects = super::slots(&held.lease.partition)?.into_iter().map(|n| slot_subject(tenant, pipeline, n)).collect::<Result<_, _>>()?;
-        Ok(MessageQueue { appender, slots: Slots::open(conn, MESSAGES, subjects, held)?, claimed: HashMap::new() })
+        let slots = Slots::open(conn.clone(), MESSAGES, subjects, held)?;
+        let mut queue = MessageQueue { conn, appender, tenant: tenant.clone(), pipeline: pipeline.clone(), slots, claimed: HashMap::new(), #[cfg(test)] dies_before_publishing: false };
+        // What the last holder committed and may not have published.
+        queue.publish()?;
+        Ok(queue)
+    }
+
+    /// Publishes the outputs of entries not known to be published, in log
+    /// order per slot.
+    fn publish(&mut self) -> Result<(), StoreError> {
+        for (index, seq, outputs) in self.slots.unpublished() {
+            queue_outputs(&self.conn, &self.tenant, &self.pipeline, &outputs)?;
+            self.slots.mark_published(index, seq);
+        }
+        Ok(())
     }
 
     /// The lease this queue was opened under.
@@ -69,6 +95,8 @@ impl MessageQueue {
     /// [`StoreError::Conflict`] when a slot was taken over;
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn claim(&mut self, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError> {
+        // Outputs an ack could not publish go out before anything new.
+        self.publish()?;
         let appender = self.appender.clone();
         let stopped = self.slots.read(&mut |m| {
             Ok(match appender.judge(m, now_ms)? {
@@ -101,8 +129,10 @@ impl MessageQueue {
     }
 
     /// Records how claimed messages' attempts ended: one commit-log entry
-    /// per slot. An id this holder did not hand out is refused before
-    /// anything is written.
+    /// per slot, with the outputs of its settled messages, which are then
+    /// published (if that fails, the ack still stands: they are published
+    /// again before the next claim, or by the next holder). An id this
+    /// holder did not hand out is refused before anything is written.
     ///
     /// # Errors
     ///
@@ -114,14 +144,17 @@ impl MessageQueue {
         let mut commits: HashMap<usize, SlotCommit> = HashMap::new();
         for outcome in outcomes {
             let id = match outcome {
-                Settle::Done(id) | Settle::Retry(id, _) => id,
+                Settle::Done(id, _) | Settle::Retry(id, _) => id,
             };
             let unknown = || StoreError::Other(format!("message `{id}` was not claimed from {}", self.lease().partition.queue.name()));
             let seq = *self.claimed.get(id).ok_or_else(unknown)?;
             let index = self.slots.claimed(seq).ok_or_else(unknown)?;
             let commit = commits.entry(index).or_default();
             match outcome {
-                Settle::Done(_) => commit.settled.push(seq),
+                Settle::Done(_, outputs) => {
+                    commit.settled.push(seq);
+                    commit.queued.extend(outputs.iter().map(output));
+                }
                 Settle::Retry(_, retry) => {
                     let key_hash = self.slots.get(index, seq).map_or(0, |r| r.item.key_hash);
                     let attempts = u32::try_from(retry.errors.len()).unwrap_or(u32::MAX).max(1);
@@ -132,6 +165,13 @@ impl MessageQueue {
         self.slots.commit(commits)?;
         let slots = &self.slots;
         self.claimed.retain(|_, seq| slots.claimed(*seq).is_some());
+        #[cfg(test)]
+        if self.dies_before_publishing {
+            return Ok(());
+        }
+        if let Err(e) = self.publish() {
+            tracing::warn!(queue = %self.lease().partition.queue.name(), error = %e, "outputs committed but not yet published; publishing them again before the next claim");
+        }
         Ok(())
     }
 }
@@ -151,6 +191,10 @@ mod tests {
 
     fn ids(due: &Due<Pending>) -> Vec<&str> {
         due.rows.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    fn done(id: &str) -> Settle {
+        Settle::Done(id.into(), Vec::new())
     }
 
     fn retry(next_at: i64, errors: &[&str]) -> Retry {
@@ -186,7 +230,7 @@ mod tests {
 
         // a1 fails retryably: a2 (its slot's, a later message of the key
         // hash) waits behind it; b1 is done.
-        queue.ack(&[Settle::Retry("a1".into(), retry(later + 5_000, &["HTTP 503"])), Settle::Done("b1".into())]).unwrap();
+        queue.ack(&[Settle::Retry("a1".into(), retry(later + 5_000, &["HTTP 503"])), done("b1")]).unwrap();
         let due = queue.claim(0, later, 100).unwrap();
         assert_eq!(ids(&due), ["b2"]);
         assert_eq!(due.next_at, Some(later + 5_000));
@@ -194,9 +238,9 @@ mod tests {
         assert_eq!(ids(&retried), ["a1", "a2", "b2"]);
         assert_eq!((retried.rows[0].attempts, retried.rows[0].errors.clone()), (1, vec!["HTTP 503".to_string()]));
 
-        let unknown = queue.ack(&[Settle::Done("x1".into())]).unwrap_err();
+        let unknown = queue.ack(&[done("x1")]).unwrap_err();
         assert!(matches!(&unknown, StoreError::Other(t) if t.contains("x1")), "{unknown}");
-        queue.ack(&[Settle::Done("a1".into()), Settle::Done("a2".into()), Settle::Done("b2".into())]).unwrap();
+        queue.ack(&[done("a1"), done("a2"), done("b2")]).unwrap();
         assert!(queue.claim(0, later + 5_000, 100).unwrap().rows.is_empty());
         // Everything read is settled: the slots' floors passed it.
         assert_eq!(queue.slots.held(), 0);
@@ -237,7 +281,7 @@ mod tests {
         let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
         let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();
         assert_eq!(ids(&a.claim(0, now, 100).unwrap()), ["m0", "m1", "m2", "m3", "m4", "m5"]);
-        a.ack(&[Settle::Done("m0".into()), Settle::Done("m1".into()), Settle::Retry("m2".into(), retry(now + 60_000, &["timeout"]))]).unwrap();
+        a.ack(&[done("m0"), done("m1"), Settle::Retry("m2".into(), retry(now + 60_000, &["timeout"]))]).unwrap();
 
         // host-a stalls past its lease; host-b takes over and reads the logs.
         let held_b = leases.take(&partition(), "host-b", now + 2_000, 30_000).unwrap();
@@ -250,10 +294,10 @@ mod tests {
         assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["timeout".to_string()]));
 
         // host-a wakes and acks what it still had: refused, nothing kept.
-        let stale = a.ack(&[Settle::Done("m3".into())]).unwrap_err();
+        let stale = a.ack(&[done("m3")]).unwrap_err();
         assert!(matches!(&stale, StoreError::Conflict(t) if t.contains("host-a")), "{stale}");
         assert_eq!(ids(&b.claim(0, now + 60_000, 100).unwrap()), ["m2", "m3", "m4", "m5"]);
-        b.ack(&[Settle::Done("m2".into()), Settle::Done("m3".into()), Settle::Done("m4".into()), Settle::Done("m5".into())]).unwrap();
+        b.ack(&[done("m2"), done("m3"), done("m4"), done("m5")]).unwrap();
 
         // A third holder finds everything settled, without reading the
         // messages below the floors again.
@@ -261,5 +305,63 @@ mod tests {
         let mut c = MessageQueue::open(conn, appender, &held_c).unwrap();
         assert!(c.slots.floors().iter().all(|f| *f > 0));
         assert!(c.claim(0, now + 100_000, 100).unwrap().rows.is_empty());
+    }
+
+    #[test]
+    fn an_ack_s_outputs_reach_their_sinks_once_even_when_its_holder_dies_before_publishing_them() {
+        use super::super::reader::Slots;
+        use super::super::{DeliveryQueue, Output};
+        use crate::config::Tier;
+        use crate::store::NewDelivery;
+
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Arc::new(Appender::new(conn.clone(), &layout));
+        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        appender.append(vec![message("m1", "acme", None, 5), message("m2", "acme", None, 37), message("m3", "acme", None, 5)]).unwrap();
+        let out = |id: &str| NewDelivery {
+            id: format!("out-{id}"),
+            sink: "erp".into(),
+            ordering_key: format!("item-{id}"),
+            tier: Tier::Standard,
+            expect_ms: None,
+            json: format!(r#"{{"from":"{id}"}}"#),
+            message: None,
+        };
+        let now = now_ms();
+        let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
+        let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();
+        assert_eq!(ids(&a.claim(0, now, 10).unwrap()), ["m1", "m2", "m3"]);
+        a.ack(&[Settle::Done("m1".into(), vec![out("m1")]), Settle::Done("m2".into(), vec![out("m2")])]).unwrap();
+        // host-a appends m3's entry and dies before publishing its output.
+        a.dies_before_publishing = true;
+        a.ack(&[Settle::Done("m3".into(), vec![out("m3")])]).unwrap();
+
+        let sink = Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 0, of: 1 };
+        let sink_held = leases.take(&sink, "sink-host", now, 600_000).unwrap();
+        let mut deliveries = DeliveryQueue::open(conn.clone(), &sink_held).unwrap();
+        let queued = |d: &mut DeliveryQueue| {
+            let mut found: Vec<String> = d.claim(now, 100).unwrap().rows.into_iter().map(|r| format!("{} {}", r.id, r.json)).collect();
+            found.sort();
+            found
+        };
+        assert_eq!(queued(&mut deliveries), [r#"out-m1 {"from":"m1"}"#, r#"out-m2 {"from":"m2"}"#]);
+
+        // The log says m1's output went out (m3's entry, in the same slot,
+        // records it); m3's may not have, nor m2's (no later entry of its
+        // slot says so).
+        let probe = leases.take(&partition(), "probe", now + 2_000, 1_000).unwrap();
+        let subjects = [5, 37].into_iter().map(|n| super::super::append::slot_subject("acme", "recs", n).unwrap()).collect();
+        let unpublished: Vec<Vec<Output>> = Slots::open(conn.clone(), MESSAGES, subjects, &probe).unwrap().unpublished().into_iter().map(|(_, _, o)| o).collect();
+        assert_eq!(unpublished.iter().map(|o| o.iter().map(|o| o.id.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(), [vec!["out-m3"], vec!["out-m2"]]);
+
+        // The next holder publishes what may be missing; nothing is stored twice.
+        let held_b = leases.take(&partition(), "host-b", now + 4_000, 30_000).unwrap();
+        let mut b = MessageQueue::open(conn.clone(), appender, &held_b).unwrap();
+        assert!(b.claim(0, now + 4_000, 10).unwrap().rows.is_empty());
+        assert_eq!(queued(&mut deliveries), [r#"out-m1 {"from":"m1"}"#, r#"out-m2 {"from":"m2"}"#, r#"out-m3 {"from":"m3"}"#]);
+        let js = conn.jetstream();
+        let stored = conn.run(async move { js.get_stream("SYNCLINE_DELIVERIES").await.unwrap().info().await.unwrap().state.messages });
+        assert_eq!(stored, 3);
     }
 }

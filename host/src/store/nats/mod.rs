@@ -2,10 +2,11 @@
 //! being built; not yet selectable in `[store]`. This module owns the
 //! connection, the layout of streams and buckets, the leases on queue
 //! slots with their fenced commit logs, appends with idempotency keys, a
-//! slot's state as its log tells it, and claims and acks (settle or retry)
-//! of a pipeline's messages; what an ack queues (deliveries, dead letters,
-//! exceptions, traces), the sinks' queues, sources, records and the
-//! [`Store`] contract on top of them come next.
+//! slot's state as its log tells it, claims and acks of a pipeline's
+//! messages (settled with the outputs they queue, or retried), and sinks'
+//! delivery queues with their claims by lane and acks; the other records
+//! an ack keeps (dead letters, exceptions, traces, audit), sources,
+//! checkpoints and the [`Store`] contract on top of them come next.
 //!
 //! # How the store contract maps onto JetStream
 //!
@@ -53,7 +54,9 @@
 //!   of each message (a duplicate or void copy is settled without a
 //!   trace), and takes what [`SlotState::due`] says, which holds a key
 //!   back behind its earlier waiting retry as SQLite's claim does.
-//! - **Acks**: one commit-log entry per slot a batch touched; what it
+//! - **Acks** (built for messages with their outputs, and for
+//!   deliveries: [`MessageQueue::ack`], [`DeliveryQueue::ack`]): one
+//!   commit-log entry per slot a batch touched; what it
 //!   queues is published afterwards with ids derived from the entry
 //!   (`Nats-Msg-Id`), and a later entry records how far that went, so a
 //!   successor publishes again only what the last holder may not have.
@@ -97,9 +100,9 @@ use async_nats::jetstream;
 pub use append::{Accepted, Appender, Verdict, BATCH_GRACE};
 pub use layout::{Layout, Settings};
 pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
-pub use deliveries::{publish as queue_deliveries, DeliveryQueue};
+pub use deliveries::{output, publish as queue_outputs, DeliveryQueue};
 pub use messages::{MessageQueue, Settle};
-pub use slot::{Item, SlotCommit, SlotDue, SlotState, Waiting};
+pub use slot::{Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
 
 use super::StoreError;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{message::StreamMessage, stream};
 
-use super::{unavailable, CommitLog, Connection, Held, Item, SlotCommit, SlotState, SlotDue, Waiting};
+use super::{unavailable, CommitLog, Connection, Held, Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
 use crate::store::{Lease, StoreError};
 
 /// An item read from its slot that counts.
@@ -47,6 +47,12 @@ struct Slot {
     read_to: u64,
     /// Copies read that never count, to settle with the slot's next entry.
     void: Vec<u64>,
+    /// Entries whose outputs are not known to be published: log sequence
+    /// and outputs, in log order.
+    unpublished: Vec<(u64, Vec<Output>)>,
+    /// Every entry up to this one has had its outputs published (the next
+    /// entry records it).
+    published: u64,
 }
 
 impl Slot {
@@ -81,12 +87,18 @@ impl Slots {
         for (subject, lease) in subjects.into_iter().zip(&held.slots) {
             let log = CommitLog::open(conn.clone(), &held.lease.holder, lease)?;
             let mut state = SlotState::default();
+            let mut unpublished = Vec::new();
             for entry in log.entries(0)?.into_iter().filter(|e| e.kind == "commit") {
-                let commit: SlotCommit = serde_json::from_slice(&entry.data)
+                let mut commit: SlotCommit = serde_json::from_slice(&entry.data)
                     .map_err(|e| StoreError::Corrupt(format!("commit {} of slot `{}` does not read: {e}", entry.seq, lease.key)))?;
                 state.apply(entry.seq, &commit);
+                if !commit.queued.is_empty() {
+                    unpublished.push((entry.seq, std::mem::take(&mut commit.queued)));
+                }
             }
-            slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new() });
+            unpublished.retain(|(seq, _)| *seq > state.published);
+            let published = state.published;
+            slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new(), unpublished, published });
         }
         Ok(Slots { conn, stream, lease: held.lease.clone(), slots, claimed: HashMap::new() })
     }
@@ -217,6 +229,24 @@ impl Slots {
         Ok(())
     }
 
+    /// Each slot's entries whose outputs are not known to be published,
+    /// in log order: slot index, log sequence, outputs.
+    pub fn unpublished(&self) -> Vec<(usize, u64, Vec<Output>)> {
+        let mut found = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            found.extend(slot.unpublished.iter().map(|(seq, outputs)| (index, *seq, outputs.clone())));
+        }
+        found
+    }
+
+    /// Notes that slot `index`'s entries up to log sequence `through` have
+    /// had their outputs published (the slot's next entry records it).
+    pub fn mark_published(&mut self, index: usize, through: u64) {
+        let slot = &mut self.slots[index];
+        slot.unpublished.retain(|(seq, _)| *seq > through);
+        slot.published = slot.published.max(through);
+    }
+
     /// Every slot's floor (for tests).
     #[cfg(test)]
     pub fn floors(&self) -> Vec<u64> {
@@ -230,12 +260,19 @@ impl Slots {
     }
 }
 
-/// Appends `commit` to `slot`'s log and folds it into the slot's state,
-/// forgetting the items below its new floor.
-fn commit_to(slot: &mut Slot, commit: SlotCommit) -> Result<(), StoreError> {
+/// Appends `commit` to `slot`'s log (with how far outputs are known to be
+/// published) and folds it into the slot's state, forgetting the items
+/// below its new floor; its outputs wait to be published.
+fn commit_to(slot: &mut Slot, mut commit: SlotCommit) -> Result<(), StoreError> {
+    if slot.published > slot.state.published {
+        commit.published = Some(slot.published);
+    }
     let data = serde_json::to_vec(&commit).expect("a slot commit serializes");
     let seq = slot.log.append(data)?;
     slot.state.apply(seq, &commit);
+    if !commit.queued.is_empty() {
+        slot.unpublished.push((seq, commit.queued));
+    }
     let floor = slot.state.floor;
     slot.read.retain(|r| r.item.seq >= floor);
     Ok(())

@@ -43,6 +43,35 @@ pub struct SlotCommit {
     /// saw them so, reading in order); lets the state forget them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<u64>,
+    /// Outputs the settled items queue for sinks: published after the
+    /// entry is appended, and again by a holder taking the slot over while
+    /// the log does not say they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<Output>,
+    /// Every entry of the log up to this sequence has had its outputs
+    /// published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<u64>,
+}
+
+/// An output a commit queues for a sink (the commit's tenant and pipeline
+/// are the slot's queue's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Output {
+    /// The sink.
+    pub sink: String,
+    /// The output message's id.
+    pub id: String,
+    /// Its ordering key within the tenant and pipeline.
+    pub ordering_key: String,
+    /// Its service tier (`critical`, `standard`, `bulk`).
+    pub tier: String,
+    /// How long after its delivery an execution status is expected (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_ms: Option<i64>,
+    /// The output message as JSON.
+    pub json: String,
 }
 
 /// A slot's state; also its checkpoint's form.
@@ -57,6 +86,9 @@ pub struct SlotState {
     waiting: BTreeMap<u64, Waiting>,
     /// The last log entry folded in (a replay starts after it).
     pub through: u64,
+    /// Every entry up to this one has had its outputs published.
+    #[serde(default)]
+    pub published: u64,
 }
 
 /// An item read from the slot, in stream order.
@@ -98,6 +130,9 @@ impl SlotState {
             if w.seq >= self.floor && !self.settled.contains(&w.seq) {
                 self.waiting.insert(w.seq, w.clone());
             }
+        }
+        if let Some(published) = commit.published {
+            self.published = self.published.max(published);
         }
         if let Some(floor) = commit.floor.filter(|f| *f > self.floor) {
             self.floor = floor;
@@ -191,7 +226,7 @@ mod tests {
     fn a_waiting_item_holds_its_key_until_due() {
         let read = [item(3, 1), item(7, 2), item(9, 1)];
         let mut state = SlotState::default();
-        state.apply(1, &SlotCommit { retries: vec![waiting(3, 1, 1_000)], settled: vec![7], floor: None });
+        state.apply(1, &SlotCommit { retries: vec![waiting(3, 1, 1_000)], settled: vec![7], ..Default::default() });
         let before = state.due(&read, 500, 10, false);
         assert!(before.items.is_empty(), "9 waits behind 3: {before:?}");
         assert_eq!(before.next_at, Some(1_000));
@@ -210,7 +245,7 @@ mod tests {
     #[test]
     fn a_replay_over_a_checkpoint_ends_where_the_log_does() {
         let log = [
-            SlotCommit { settled: vec![3], retries: vec![waiting(5, 2, 100)], floor: None },
+            SlotCommit { settled: vec![3], retries: vec![waiting(5, 2, 100)], ..Default::default() },
             SlotCommit { settled: vec![5], floor: Some(6), ..Default::default() },
             SlotCommit { retries: vec![waiting(8, 4, 900)], ..Default::default() },
         ];
