@@ -71,7 +71,13 @@ pub struct Appender {
     conn: Arc<Connection>,
     keys: kv::Store,
     batches: kv::Store,
+    /// Batches known to be committed (a commit is never undone): their
+    /// messages are judged without asking the server again.
+    committed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// How many committed batch ids [`Appender`] remembers (then it starts over).
+const COMMITTED_KEPT: usize = 10_000;
 
 /// A message's key in `syncline-idempotency`: its tenant and a digest of
 /// the key (which may hold any characters).
@@ -109,7 +115,7 @@ async fn own(keys: &kv::Store, key: &str, id: &str) -> Result<String, StoreError
 impl Appender {
     /// The appender of `layout`'s streams and buckets.
     pub fn new(conn: Arc<Connection>, layout: &Layout) -> Appender {
-        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone() }
+        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), committed: Default::default() }
     }
 
     /// Accepts `messages` (deduplicating on tenant + idempotency key),
@@ -230,24 +236,35 @@ impl Appender {
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn judge(&self, m: &jetstream::message::StreamMessage, now_ms: i64) -> Result<Verdict, StoreError> {
         let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
-        let (batch, key, id) = (header(BATCH), header(IDEMPOTENCY), header("Nats-Msg-Id"));
+        let (mut batch, key, id) = (header(BATCH), header(IDEMPOTENCY), header("Nats-Msg-Id"));
+        if batch.as_ref().is_some_and(|b| self.committed.lock().expect("not poisoned").contains(b)) {
+            batch = None;
+        }
         if batch.is_none() && key.is_none() {
             // Nothing to ask the server.
             return Ok(Verdict::Counts);
         }
         let stored_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
         let (keys, batches) = (self.keys.clone(), self.batches.clone());
-        self.conn.run(async move {
-            if let Some(batch) = batch {
+        let (verdict, committed): (Verdict, Option<String>) = self.conn.run(async move {
+            if let Some(batch) = &batch {
                 if batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?.is_none() {
                     let age_ms = now_ms - stored_ms;
-                    return Ok(if age_ms < BATCH_GRACE.as_millis() as i64 { Verdict::Pending } else { Verdict::Void });
+                    return Ok((if age_ms < BATCH_GRACE.as_millis() as i64 { Verdict::Pending } else { Verdict::Void }, None));
                 }
             }
-            let (Some(key), Some(id)) = (key, id) else { return Ok(Verdict::Counts) };
+            let (Some(key), Some(id)) = (key, id) else { return Ok((Verdict::Counts, batch)) };
             let owner = own(&keys, &key, &id).await?;
-            Ok(if owner == id { Verdict::Counts } else { Verdict::Duplicate(owner) })
-        })
+            Ok::<_, StoreError>((if owner == id { Verdict::Counts } else { Verdict::Duplicate(owner) }, batch))
+        })?;
+        if let Some(batch) = committed {
+            let mut known = self.committed.lock().expect("not poisoned");
+            if known.len() >= COMMITTED_KEPT {
+                known.clear();
+            }
+            known.insert(batch);
+        }
+        Ok(verdict)
     }
 }
 

@@ -10,10 +10,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::jetstream::{message::StreamMessage, stream};
+use async_nats::jetstream::{consumer, message::StreamMessage, stream};
 
 use super::{unavailable, CommitLog, Connection, Held, Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
 use crate::store::{Lease, StoreError};
+
+/// How many items of a slot are read ahead of their settling, at most.
+const READ_AHEAD: usize = 2_000;
+
+/// How many items one read of a slot asks for.
+const READ_BATCH: usize = 500;
 
 /// An item read from its slot that counts.
 #[derive(Debug, Clone)]
@@ -131,21 +137,75 @@ impl Slots {
 
     fn read_slot(&mut self, index: usize, judge: &mut dyn FnMut(&StreamMessage) -> Result<Judged, StoreError>) -> Result<bool, StoreError> {
         loop {
-            let from = self.slots[index].read_to + 1;
-            let Some(m) = self.next_on(&self.slots[index].subject, from)? else { return Ok(false) };
-            let seq = m.sequence;
-            let slot = &mut self.slots[index];
-            if !slot.state.is_settled(seq) {
-                match judge(&m)? {
-                    Judged::Counts(key_hash) => slot.read.push(Read { item: Item { seq, key_hash }, message: m }),
-                    Judged::Void => slot.void.push(seq),
-                    // Nothing after it either, so that its key's later items
-                    // cannot overtake it.
-                    Judged::NotYet => return Ok(true),
-                }
+            // Read ahead only so far: a backlog stays in the stream, not in memory.
+            let room = READ_AHEAD.saturating_sub(self.slots[index].read.len());
+            if room == 0 {
+                return Ok(false);
             }
-            slot.read_to = seq;
+            let batch = self.fetch(&self.slots[index].subject, self.slots[index].read_to + 1, room.min(READ_BATCH))?;
+            if batch.is_empty() {
+                return Ok(false);
+            }
+            let slot = &mut self.slots[index];
+            for m in batch {
+                let seq = m.sequence;
+                if !slot.state.is_settled(seq) {
+                    match judge(&m)? {
+                        Judged::Counts(key_hash) => slot.read.push(Read { item: Item { seq, key_hash }, message: m }),
+                        Judged::Void => slot.void.push(seq),
+                        // Nothing after it either, so that its key's later
+                        // items cannot overtake it.
+                        Judged::NotYet => return Ok(true),
+                    }
+                }
+                slot.read_to = seq;
+            }
         }
+    }
+
+    /// Up to `max` messages on `subject` from sequence `from` on, in order.
+    /// An idle slot costs one request; one with more to read, a consumer
+    /// made for the read (a request per message would bound a holder to a
+    /// few thousand messages a second).
+    fn fetch(&self, subject: &str, from: u64, max: usize) -> Result<Vec<StreamMessage>, StoreError> {
+        let Some(first) = self.next_on(subject, from)? else { return Ok(Vec::new()) };
+        if max <= 1 {
+            return Ok(vec![first]);
+        }
+        let (stream, subject) = (self.stream.clone(), subject.to_string());
+        self.conn.run(async move {
+            use futures_util::StreamExt;
+            let what = || format!("reading `{subject}`");
+            let config = consumer::pull::Config {
+                filter_subject: subject.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first.sequence + 1 },
+                ack_policy: consumer::AckPolicy::None,
+                memory_storage: true,
+                num_replicas: 1,
+                inactive_threshold: std::time::Duration::from_secs(30),
+                ..Default::default()
+            };
+            let reader = stream.create_consumer(config).await.map_err(|e| unavailable(&what(), e))?;
+            let mut found = vec![first];
+            let fetched = reader.fetch().max_messages(max - 1).messages().await;
+            let outcome = match fetched {
+                Ok(mut messages) => loop {
+                    match messages.next().await {
+                        None => break Ok(()),
+                        Some(Ok(m)) => {
+                            let Ok(info) = m.info() else { break Err(StoreError::Corrupt(format!("{}: a message without its stream position", what()))) };
+                            let (sequence, time) = (info.stream_sequence, info.published);
+                            found.push(StreamMessage { subject: m.subject.clone(), sequence, headers: m.headers.clone().unwrap_or_default(), payload: m.payload.clone(), time });
+                        }
+                        Some(Err(e)) => break Err(unavailable(&what(), e)),
+                    }
+                },
+                Err(e) => Err(unavailable(&what(), e)),
+            };
+            // Ephemeral: gone after its inactivity threshold if this fails.
+            let _ = stream.delete_consumer(&reader.cached_info().name).await;
+            outcome.map(|()| found)
+        })
     }
 
     /// The first message on `subject` at or after sequence `from`.
