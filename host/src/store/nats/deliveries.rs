@@ -109,13 +109,21 @@ impl DeliveryQueue {
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when a slot was taken over;
-    /// [`StoreError::Unavailable`] when the server does not answer;
-    /// [`StoreError::Corrupt`] for a stored delivery without its headers.
+    /// [`StoreError::Unavailable`] when the server does not answer (a
+    /// stored item without the headers this store writes is skipped).
     pub fn claim(&mut self, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
         self.slots.read(&mut |m| {
-            let key = m.headers.get(KEY).ok_or_else(|| StoreError::Corrupt(format!("delivery {} of `{}` has no ordering key", m.sequence, m.subject)))?;
-            // Ordered by the scoped key: another pipeline's equal key is another key.
-            Ok(Judged::Counts(key_hash(key.as_str())))
+            if std::str::from_utf8(&m.payload).is_err() {
+                return Ok(Judged::foreign(m, "a UTF-8 body"));
+            }
+            if tier_of(m).is_err() {
+                return Ok(Judged::foreign(m, TIER));
+            }
+            Ok(match m.headers.get(KEY) {
+                // Ordered by the scoped key: another pipeline's equal key is another key.
+                Some(key) => Judged::Counts(key_hash(key.as_str())),
+                None => Judged::foreign(m, KEY),
+            })
         })?;
         let mut next_at = None;
         let mut lanes: [Vec<(usize, Delivery)>; 3] = Default::default();
@@ -255,6 +263,15 @@ mod tests {
         // Published again (a holder that died before recording it did):
         // stored once.
         publish(&conn, "acme", "recs", &sent[..1]).unwrap();
+        // Published on the sink's subjects by some other client, without
+        // the headers deliveries carry: skipped, not wedging their slot.
+        let (js, slot) = (conn.jetstream(), key_hash("item-A") % SLOTS);
+        conn.run(async move {
+            let mut no_tier = HeaderMap::new();
+            no_tier.insert(KEY, "acme\u{1f}recs\u{1f}item-A");
+            js.publish(format!("syncline.deliveries.erp.{slot}"), "not ours".into()).await.unwrap().await.unwrap();
+            js.publish_with_headers(format!("syncline.deliveries.erp.{slot}"), no_tier, "no tier".into()).await.unwrap().await.unwrap();
+        });
 
         let now = now_ms();
         let held = leases.take(&partition(), "host-a", now, 30_000).unwrap();

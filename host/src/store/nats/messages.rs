@@ -99,10 +99,14 @@ impl MessageQueue {
         self.publish()?;
         let appender = self.appender.clone();
         let stopped = self.slots.read(&mut |m| {
+            if std::str::from_utf8(&m.payload).is_err() {
+                return Ok(Judged::foreign(m, "a UTF-8 body"));
+            }
             Ok(match appender.judge(m, now_ms)? {
-                Verdict::Counts => Judged::Counts(m.headers.get(KEY_HASH).and_then(|v| v.as_str().parse().ok()).ok_or_else(|| {
-                    StoreError::Corrupt(format!("message {} of `{}` has no ordering-key hash", m.sequence, m.subject))
-                })?),
+                Verdict::Counts => match m.headers.get(KEY_HASH).and_then(|v| v.as_str().parse().ok()) {
+                    Some(hash) => Judged::Counts(hash),
+                    None => Judged::foreign(m, KEY_HASH),
+                },
                 Verdict::Duplicate(_) | Verdict::Void => Judged::Void,
                 Verdict::Pending => Judged::NotYet,
             })
@@ -214,6 +218,14 @@ mod tests {
         // and a batch never committed. Neither is handed out.
         leftover(&conn, &message("a1-copy", "acme", Some("k-a1"), 5), None);
         leftover(&conn, &message("void", "acme", None, 37), Some("void"));
+        // Published on the queue's subject by some other client: no
+        // headers, or a body that is not text. Skipped, not wedging the slot.
+        let js = conn.jetstream();
+        conn.run(async move {
+            for body in [b"not ours".to_vec(), vec![0xff, 0xfe]] {
+                js.publish("syncline.messages.acme.recs.5", body.into()).await.unwrap().await.unwrap();
+            }
+        });
         appender.append(vec![message("b2", "acme", None, 37)]).unwrap();
 
         let now = now_ms();

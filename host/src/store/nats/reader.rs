@@ -41,6 +41,17 @@ pub enum Judged {
     NotYet,
 }
 
+impl Judged {
+    /// A stored item this store did not write (no header it needs — a
+    /// message some other client published on the subject): settled
+    /// without being handed out, and logged, so that it never wedges the
+    /// slot it sits in.
+    pub fn foreign(m: &StreamMessage, missing: &str) -> Judged {
+        tracing::warn!(subject = %m.subject, seq = m.sequence, missing, "skipping a stored item this store did not write");
+        Judged::Void
+    }
+}
+
 /// One leased slot.
 #[derive(Debug)]
 struct Slot {
@@ -165,8 +176,10 @@ impl Slots {
 
     /// Up to `max` messages on `subject` from sequence `from` on, in order.
     /// An idle slot costs one request; one with more to read, a consumer
-    /// made for the read (a request per message would bound a holder to a
-    /// few thousand messages a second).
+    /// made for the read (create, fetch, delete) instead of a request per
+    /// message. On nats-server 2.9 such a fetch still costs ≈ 9 ms for ~80
+    /// messages of one slot in a 5,000-message stream: a consumer kept per
+    /// partition is the next step.
     fn fetch(&self, subject: &str, from: u64, max: usize) -> Result<Vec<StreamMessage>, StoreError> {
         let Some(first) = self.next_on(subject, from)? else { return Ok(Vec::new()) };
         if max <= 1 {
