@@ -30,7 +30,7 @@ use async_nats::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::{token, unavailable, Connection, Layout, SLOTS};
-use crate::store::{IngestOutcome, NewMessage, StoreError};
+use crate::store::{Cursor, IngestOutcome, NewMessage, StoreError};
 
 /// The stream messages are accepted onto.
 pub(super) const MESSAGES: &str = "SYNCLINE_MESSAGES";
@@ -39,6 +39,22 @@ pub(super) const MESSAGES: &str = "SYNCLINE_MESSAGES";
 pub(super) const KEY_HASH: &str = "Syncline-Key-Hash";
 const IDEMPOTENCY: &str = "Syncline-Idempotency";
 const BATCH: &str = "Syncline-Batch";
+/// The source whose cursor commits the message's batch.
+const SOURCE: &str = "Syncline-Source";
+
+/// A source's cursor as kept in `syncline-cursors`: its position, and the
+/// batch whose writing moved it there (that write commits the batch).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Position {
+    position: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<String>,
+}
+
+/// A source's key in `syncline-cursors` (source names hold `/`).
+fn cursor_key(source: &str) -> String {
+    hex::encode(source.as_bytes())
+}
 
 /// How long a message of an uncommitted batch is waited for before it is
 /// taken for the remains of an append that died.
@@ -71,6 +87,7 @@ pub struct Appender {
     conn: Arc<Connection>,
     keys: kv::Store,
     batches: kv::Store,
+    cursors: kv::Store,
     /// Batches known to be committed (a commit is never undone): their
     /// messages are judged without asking the server again.
     committed: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -115,25 +132,29 @@ async fn own(keys: &kv::Store, key: &str, id: &str) -> Result<String, StoreError
 impl Appender {
     /// The appender of `layout`'s streams and buckets.
     pub fn new(conn: Arc<Connection>, layout: &Layout) -> Appender {
-        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), committed: Default::default() }
+        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), cursors: layout.cursors.clone(), committed: Default::default() }
     }
 
     /// Accepts `messages` (deduplicating on tenant + idempotency key),
-    /// each outcome in order; answers once every accepted one is stored.
+    /// each outcome in order, and moves `cursor` with them; answers once
+    /// every accepted one is stored. With a cursor the messages are a batch
+    /// however many they are, and writing the cursor is what commits it:
+    /// the source's messages and its position move together.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the server does not answer: of the
     /// messages of a batch none counts; a single message may (as when an
     /// answer is lost with any store).
-    pub fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<Accepted>, StoreError> {
+    pub fn append(&self, messages: Vec<NewMessage>, cursor: Option<&Cursor>) -> Result<Vec<Accepted>, StoreError> {
         // Names are checked before anything is sent.
         let mut sent = Vec::with_capacity(messages.len());
         for m in &messages {
             let key = m.idempotency_key.as_deref().map(|k| key_entry(&m.tenant, k)).transpose()?;
             sent.push((subject(m)?, key));
         }
-        let (js, keys, batches) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone());
+        let (js, keys, batches, cursors) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone(), self.cursors.clone());
+        let cursor = cursor.cloned();
         self.conn.run(async move {
             // Keys seen in this batch or before it: duplicates, not sent.
             let mut outcomes: Vec<Option<Accepted>> = vec![None; messages.len()];
@@ -159,7 +180,7 @@ impl Appender {
                 }
             }
             let to_send: Vec<usize> = (0..messages.len()).filter(|i| outcomes[*i].is_none()).collect();
-            let batch = (to_send.len() > 1).then(|| messages[to_send[0]].id.clone());
+            let batch = (to_send.len() > 1 || (cursor.is_some() && !to_send.is_empty())).then(|| messages[to_send[0]].id.clone());
             // Every publish sent before any answer is awaited.
             let mut acks = Vec::with_capacity(to_send.len());
             for &i in &to_send {
@@ -173,6 +194,9 @@ impl Appender {
                 if let Some(batch) = &batch {
                     headers.insert(BATCH, batch.as_str());
                 }
+                if let Some(c) = &cursor {
+                    headers.insert(SOURCE, cursor_key(&c.source).as_str());
+                }
                 let ack = js.publish_with_headers(subject.clone(), headers, m.json.clone().into_bytes().into()).await;
                 acks.push(ack.map_err(|e| unavailable(&format!("publishing to `{subject}`"), e))?);
             }
@@ -182,7 +206,15 @@ impl Appender {
             }
             // Stored: the batch counts from here on. Committed before any
             // key is taken, so that a copy whose batch never committed
-            // cannot own a key its retry needs.
+            // cannot own a key its retry needs. A source's batch is
+            // committed by its cursor; the batch entry after it is the
+            // index a reader looks in first ([`Appender::repair`] writes
+            // it again for a source whose poller died in between).
+            if let Some(c) = &cursor {
+                let position = Position { position: c.position.clone(), batch: batch.clone() };
+                let value = serde_json::to_vec(&position).expect("a cursor serializes");
+                cursors.put(cursor_key(&c.source), value.into()).await.map_err(|e| unavailable("moving a source's cursor", e))?;
+            }
             if let Some(batch) = &batch {
                 batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
             }
@@ -245,10 +277,11 @@ impl Appender {
             return Ok(Verdict::Counts);
         }
         let stored_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
-        let (keys, batches) = (self.keys.clone(), self.batches.clone());
+        let source = header(SOURCE);
+        let (keys, batches, cursors) = (self.keys.clone(), self.batches.clone(), self.cursors.clone());
         let (verdict, committed): (Verdict, Option<String>) = self.conn.run(async move {
             if let Some(batch) = &batch {
-                if batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?.is_none() {
+                if batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?.is_none() && !moved(&cursors, source.as_deref(), batch).await? {
                     let age_ms = now_ms - stored_ms;
                     return Ok((if age_ms < BATCH_GRACE.as_millis() as i64 { Verdict::Pending } else { Verdict::Void }, None));
                 }
@@ -268,10 +301,40 @@ impl Appender {
     }
 }
 
+/// Whether the cursor of `source` (a key of `syncline-cursors`) was last
+/// moved by `batch`: committed, though its poller died before indexing it.
+async fn moved(cursors: &kv::Store, source: Option<&str>, batch: &str) -> Result<bool, StoreError> {
+    let Some(source) = source else { return Ok(false) };
+    let Some(value) = cursors.get(source).await.map_err(|e| unavailable("reading a source's cursor", e))? else { return Ok(false) };
+    Ok(serde_json::from_slice::<Position>(&value).ok().and_then(|p| p.batch).as_deref() == Some(batch))
+}
+
+impl Appender {
+    /// Where `source`'s cursor is; first indexing the batch that moved it
+    /// there (its poller may have died between the two writes), so that
+    /// its messages keep counting once the cursor moves on.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer;
+    /// [`StoreError::Corrupt`] when the cursor does not read.
+    pub fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        let (cursors, batches, key) = (self.cursors.clone(), self.batches.clone(), cursor_key(source));
+        self.conn.run(async move {
+            let Some(value) = cursors.get(key.as_str()).await.map_err(|e| unavailable("reading a source's cursor", e))? else { return Ok(None) };
+            let p: Position = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("the cursor of `{source}` does not read: {e}")))?;
+            if let Some(batch) = &p.batch {
+                batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
+            }
+            Ok(Some(p.position))
+        })
+    }
+}
+
 /// Publishes what an append that died after publishing `m` left behind
 /// (its idempotency key not taken; its batch, if any, not committed).
 #[cfg(test)]
-pub(super) fn leftover(conn: &Connection, m: &NewMessage, batch: Option<&str>) -> u64 {
+pub(super) fn leftover(conn: &Connection, m: &NewMessage, batch: Option<&str>, source: Option<&str>) -> u64 {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", m.id.as_str());
     headers.insert(KEY_HASH, m.key_hash.to_string().as_str());
@@ -280,6 +343,9 @@ pub(super) fn leftover(conn: &Connection, m: &NewMessage, batch: Option<&str>) -
     }
     if let Some(b) = batch {
         headers.insert(BATCH, b);
+    }
+    if let Some(source) = source {
+        headers.insert(SOURCE, cursor_key(source).as_str());
     }
     let (js, subject, json) = (conn.jetstream(), subject(m).unwrap(), m.json.clone());
     conn.run(async move { js.publish_with_headers(subject, headers, json.into_bytes().into()).await.unwrap().await.unwrap().sequence })
@@ -304,7 +370,7 @@ mod tests {
         let server = NatsServer::start();
         let (conn, layout) = connected(&server);
         let appender = Appender::new(conn.clone(), &layout);
-        let out = appender.append(vec![message("a", "acme", Some("k1"), 5), message("b", "acme", Some("k1"), 5), message("c", "acme", None, 70)]).unwrap();
+        let out = appender.append(vec![message("a", "acme", Some("k1"), 5), message("b", "acme", Some("k1"), 5), message("c", "acme", None, 70)], None).unwrap();
         assert_eq!(out.iter().map(|o| o.outcome.clone()).collect::<Vec<_>>(), [accepted("a"), duplicate("a"), accepted("c")]);
         assert!(out[0].seq.is_some() && out[1].seq.is_none() && out[2].seq > out[0].seq);
         // Each on its slot's subject, as sent.
@@ -320,9 +386,9 @@ mod tests {
         });
         assert_eq!(stored, [("syncline.messages.acme.recs.5".to_string(), r#"{"id":"a"}"#.to_string()), ("syncline.messages.acme.recs.6".into(), r#"{"id":"c"}"#.into())]);
 
-        assert_eq!(appender.append(vec![message("d", "acme", Some("k1"), 5)]).unwrap(), [Accepted { outcome: duplicate("a"), seq: None }]);
-        assert_eq!(appender.append(vec![message("e", "beta", Some("k1"), 5)]).unwrap()[0].outcome, accepted("e"), "keys are each tenant's own");
-        let e = appender.append(vec![message("f", "beta", Some("a key with spaces / and . dots"), 1)]).unwrap();
+        assert_eq!(appender.append(vec![message("d", "acme", Some("k1"), 5)], None).unwrap(), [Accepted { outcome: duplicate("a"), seq: None }]);
+        assert_eq!(appender.append(vec![message("e", "beta", Some("k1"), 5)], None).unwrap()[0].outcome, accepted("e"), "keys are each tenant's own");
+        let e = appender.append(vec![message("f", "beta", Some("a key with spaces / and . dots"), 1)], None).unwrap();
         assert_eq!(e[0].outcome, accepted("f"));
         for seq in [seqs.0, seqs.1, e[0].seq.unwrap()] {
             assert_eq!(appender.verdict(seq, now_ms()).unwrap(), Verdict::Counts);
@@ -336,16 +402,16 @@ mod tests {
         let appender = Appender::new(conn.clone(), &layout);
         // An append died after publishing x, before keeping its key; the
         // client retries (a new id): the retry takes the key.
-        let x = leftover(&conn, &message("x", "acme", Some("k2"), 3), None);
-        let y = appender.append(vec![message("y", "acme", Some("k2"), 3)]).unwrap();
+        let x = leftover(&conn, &message("x", "acme", Some("k2"), 3), None, None);
+        let y = appender.append(vec![message("y", "acme", Some("k2"), 3)], None).unwrap();
         assert_eq!(y[0].outcome, accepted("y"));
         assert_eq!(appender.verdict(x, now_ms()).unwrap(), Verdict::Duplicate("y".into()));
         assert_eq!(appender.verdict(y[0].seq.unwrap(), now_ms()).unwrap(), Verdict::Counts);
         // One nobody retried: the processing takes the key for it, and a
         // later copy is told it is a duplicate of it.
-        let z = leftover(&conn, &message("z", "acme", Some("k3"), 3), None);
+        let z = leftover(&conn, &message("z", "acme", Some("k3"), 3), None, None);
         assert_eq!(appender.verdict(z, now_ms()).unwrap(), Verdict::Counts);
-        assert_eq!(appender.append(vec![message("w", "acme", Some("k3"), 3)]).unwrap()[0].outcome, duplicate("z"));
+        assert_eq!(appender.append(vec![message("w", "acme", Some("k3"), 3)], None).unwrap()[0].outcome, duplicate("z"));
     }
 
     #[test]
@@ -354,13 +420,13 @@ mod tests {
         let (conn, layout) = connected(&server);
         let appender = Appender::new(conn.clone(), &layout);
         // An append of a batch died before its commit.
-        let parts = [leftover(&conn, &message("p1", "acme", None, 1), Some("p1")), leftover(&conn, &message("p2", "acme", Some("k4"), 2), Some("p1"))];
+        let parts = [leftover(&conn, &message("p1", "acme", None, 1), Some("p1"), None), leftover(&conn, &message("p2", "acme", Some("k4"), 2), Some("p1"), None)];
         for seq in parts {
             assert_eq!(appender.verdict(seq, now_ms()).unwrap(), Verdict::Pending, "it may still be completing");
             assert_eq!(appender.verdict(seq, now_ms() + BATCH_GRACE.as_millis() as i64 + 1_000).unwrap(), Verdict::Void);
         }
         // Its key was not taken by the void copy: a retry gets it.
-        let retried = appender.append(vec![message("q1", "acme", None, 1), message("q2", "acme", Some("k4"), 2)]).unwrap();
+        let retried = appender.append(vec![message("q1", "acme", None, 1), message("q2", "acme", Some("k4"), 2)], None).unwrap();
         assert_eq!(retried.iter().map(|o| o.outcome.clone()).collect::<Vec<_>>(), [accepted("q1"), accepted("q2")]);
         for o in &retried {
             assert_eq!(appender.verdict(o.seq.unwrap(), now_ms()).unwrap(), Verdict::Counts);
@@ -369,14 +435,51 @@ mod tests {
     }
 
     #[test]
+    fn a_source_s_messages_and_cursor_move_together() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Appender::new(conn.clone(), &layout);
+        let cursor = |position: &str| Cursor { source: "acme/erp-items".into(), position: position.into() };
+        assert_eq!(appender.cursor("acme/erp-items").unwrap(), None);
+        // One message with a cursor is a batch the cursor commits.
+        let one = appender.append(vec![message("s1", "acme", None, 4)], Some(&cursor("page-1"))).unwrap();
+        assert_eq!(appender.cursor("acme/erp-items").unwrap().as_deref(), Some("page-1"));
+        assert_eq!(appender.verdict(one[0].seq.unwrap(), now_ms()).unwrap(), Verdict::Counts);
+        // Nothing new (a duplicate): the cursor moves all the same.
+        let dup = appender.append(vec![message("s1-again", "acme", None, 4)], Some(&cursor("page-2")));
+        assert!(dup.is_ok());
+        assert_eq!(appender.cursor("acme/erp-items").unwrap().as_deref(), Some("page-2"));
+
+        // A poller died after publishing its batch, before moving the
+        // cursor: the batch never counts and the cursor stays.
+        let lost = leftover(&conn, &message("s2", "acme", None, 4), Some("s2"), Some("acme/erp-items"));
+        let later = now_ms() + BATCH_GRACE.as_millis() as i64 + 1_000;
+        assert_eq!(appender.verdict(lost, later).unwrap(), Verdict::Void);
+        assert_eq!(appender.cursor("acme/erp-items").unwrap().as_deref(), Some("page-2"));
+
+        // One died after moving the cursor, before indexing the batch: the
+        // cursor committed it, so it counts — also once the source's next
+        // poller has moved the cursor on (it reads the cursor first, which
+        // indexes the batch).
+        let kept = leftover(&conn, &message("s3", "acme", None, 4), Some("s3"), Some("acme/erp-items"));
+        let (cursors, value) = (layout.cursors.clone(), serde_json::to_vec(&Position { position: "page-3".into(), batch: Some("s3".into()) }).unwrap());
+        conn.run(async move { cursors.put(cursor_key("acme/erp-items"), value.into()).await.unwrap() });
+        let fresh = Appender::new(conn.clone(), &layout);
+        assert_eq!(fresh.verdict(kept, later).unwrap(), Verdict::Counts, "the cursor names its batch");
+        assert_eq!(fresh.cursor("acme/erp-items").unwrap().as_deref(), Some("page-3"));
+        fresh.append(vec![message("s4", "acme", None, 4)], Some(&cursor("page-4"))).unwrap();
+        assert_eq!(Appender::new(conn.clone(), &layout).verdict(kept, later).unwrap(), Verdict::Counts, "indexed before the cursor moved on");
+    }
+
+    #[test]
     fn an_append_while_the_server_is_gone_is_unavailable() {
         let mut server = NatsServer::start();
         let (conn, layout) = connected(&server);
         let appender = Appender::new(conn, &layout);
         server.stop();
-        let gone = appender.append(vec![message("a", "acme", Some("k1"), 5)]).unwrap_err();
+        let gone = appender.append(vec![message("a", "acme", Some("k1"), 5)], None).unwrap_err();
         assert!(matches!(gone, StoreError::Unavailable(_)), "{gone}");
-        let odd = appender.append(vec![message("b", "acme.corp", None, 5)]).unwrap_err();
+        let odd = appender.append(vec![message("b", "acme.corp", None, 5)], None).unwrap_err();
         assert!(matches!(odd, StoreError::Other(t) if t.contains("acme.corp")), "names are checked before anything is sent");
     }
 }

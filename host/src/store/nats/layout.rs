@@ -71,6 +71,14 @@ pub struct Layout {
     pub idempotency: kv::Store,
     /// Committed batches.
     pub batches: kv::Store,
+    /// Sources' cursors.
+    pub cursors: kv::Store,
+    /// Plugins' state.
+    pub state: kv::Store,
+    /// Sink pauses and plugin approvals.
+    pub control: kv::Store,
+    /// The plugin archive.
+    pub archive: kv::Store,
     /// Streams and buckets created by this start.
     pub created: Vec<String>,
     /// Streams and buckets whose settings this start changed.
@@ -203,7 +211,17 @@ impl Layout {
                 let js = js.clone();
                 async move { js.get_key_value(bucket).await.map_err(|e| unavailable(&format!("opening bucket `{bucket}`"), e)) }
             };
-            Ok(Layout { leases: open("syncline-leases").await?, idempotency: open("syncline-idempotency").await?, batches: open("syncline-batches").await?, created, updated })
+            Ok(Layout {
+                leases: open("syncline-leases").await?,
+                idempotency: open("syncline-idempotency").await?,
+                batches: open("syncline-batches").await?,
+                cursors: open("syncline-cursors").await?,
+                state: open("syncline-state").await?,
+                control: open("syncline-control").await?,
+                archive: open("syncline-archive").await?,
+                created,
+                updated,
+            })
         })
     }
 }

@@ -364,6 +364,11 @@ impl CommitLog {
         Ok(())
     }
 
+    /// The log's subject (unique to its slot).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
     /// The log's last entry.
     ///
     /// # Errors

@@ -10,16 +10,17 @@
 //! published to the sinks' queues once it is appended (with ids from sink
 //! and output, so a repeat is stored once within the stream's duplicate
 //! window); a later entry records how far that went, and a holder taking
-//! the slot over publishes what its predecessor may not have. What else an
-//! ack keeps (dead letters, exceptions, traces, audit) is not carried yet:
-//! it comes with the store contract's records, as the plan in [`super`]
-//! says.
+//! the slot over publishes what its predecessor may not have. The ack's
+//! audit events travel the same way. What else an ack keeps (dead
+//! letters, exceptions, traces) is not carried yet: it comes with the
+//! store contract's records, as the plan in [`super`] says.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::append::{slot_subject, KEY_HASH, MESSAGES};
-use super::reader::{earliest, Judged, Slots};
+use super::audit::Event;
+use super::reader::{earliest, Judged, Slots, Unpublished};
 use super::{output, queue_outputs, Appender, Connection, Held, SlotCommit, Verdict, Waiting};
 use crate::store::{Due, Lease, NewDelivery, Pending, Queue, Retry, StoreError};
 
@@ -74,9 +75,13 @@ impl MessageQueue {
     /// Publishes the outputs of entries not known to be published, in log
     /// order per slot.
     fn publish(&mut self) -> Result<(), StoreError> {
-        for (index, seq, outputs) in self.slots.unpublished() {
-            queue_outputs(&self.conn, &self.tenant, &self.pipeline, &outputs)?;
-            self.slots.mark_published(index, seq);
+        let unpublished: Vec<(usize, String, Unpublished)> = self.slots.unpublished().into_iter().map(|(i, log, u)| (i, log.to_string(), u.clone())).collect();
+        for (index, log, u) in unpublished {
+            queue_outputs(&self.conn, &self.tenant, &self.pipeline, &u.outputs)?;
+            // Ids from the entry: published again, stored once.
+            let ids: Vec<String> = (0..u.audit.len()).map(|i| format!("{log}/{}/audit/{i}", u.seq)).collect();
+            Event::publish(&self.conn, &u.audit, Some(&ids))?;
+            self.slots.mark_published(index, u.seq);
         }
         Ok(())
     }
@@ -133,7 +138,8 @@ impl MessageQueue {
     }
 
     /// Records how claimed messages' attempts ended: one commit-log entry
-    /// per slot, with the outputs of its settled messages, which are then
+    /// per slot, with the outputs of its settled messages (and, in the
+    /// first slot's, the batch's audit events), which are then
     /// published (if that fails, the ack still stands: they are published
     /// again before the next claim, or by the next holder). An id this
     /// holder did not hand out is refused before anything is written.
@@ -144,7 +150,7 @@ impl MessageQueue {
     /// slot's entry is kept; the messages stay claimable by the new
     /// holder); [`StoreError::Unavailable`] when the server does not
     /// answer; [`StoreError::Other`] for an unknown id.
-    pub fn ack(&mut self, outcomes: &[Settle]) -> Result<(), StoreError> {
+    pub fn ack(&mut self, outcomes: &[Settle], audit: Vec<Event>) -> Result<(), StoreError> {
         let mut commits: HashMap<usize, SlotCommit> = HashMap::new();
         for outcome in outcomes {
             let id = match outcome {
@@ -165,6 +171,11 @@ impl MessageQueue {
                     commit.retries.push(Waiting { seq, key_hash, attempts, next_at: retry.next_at, errors: retry.errors.clone(), outcome_unknown: false });
                 }
             }
+        }
+        // The batch's audit entries ride in its first slot's entry.
+        if !audit.is_empty() {
+            let first = commits.keys().min().copied().unwrap_or(0);
+            commits.entry(first).or_default().audit = audit;
         }
         self.slots.commit(commits)?;
         let slots = &self.slots;
@@ -212,12 +223,12 @@ mod tests {
         let appender = Arc::new(Appender::new(conn.clone(), &layout));
         let leases = Leases::new(conn.clone(), layout.leases.clone());
         // Keys hashing to 5 and 37 (this partition's slots) and to 6 (another's).
-        appender.append(vec![message("a1", "acme", Some("k-a1"), 5), message("b1", "acme", None, 37), message("x1", "acme", None, 6)]).unwrap();
-        appender.append(vec![message("a2", "acme", None, 5)]).unwrap();
+        appender.append(vec![message("a1", "acme", Some("k-a1"), 5), message("b1", "acme", None, 37), message("x1", "acme", None, 6)], None).unwrap();
+        appender.append(vec![message("a2", "acme", None, 5)], None).unwrap();
         // The remains of an append that died: a copy whose key a retry took,
         // and a batch never committed. Neither is handed out.
-        leftover(&conn, &message("a1-copy", "acme", Some("k-a1"), 5), None);
-        leftover(&conn, &message("void", "acme", None, 37), Some("void"));
+        leftover(&conn, &message("a1-copy", "acme", Some("k-a1"), 5), None, None);
+        leftover(&conn, &message("void", "acme", None, 37), Some("void"), None);
         // Published on the queue's subject by some other client: no
         // headers, or a body that is not text. Skipped, not wedging the slot.
         let js = conn.jetstream();
@@ -226,7 +237,7 @@ mod tests {
                 js.publish("syncline.messages.acme.recs.5", body.into()).await.unwrap().await.unwrap();
             }
         });
-        appender.append(vec![message("b2", "acme", None, 37)]).unwrap();
+        appender.append(vec![message("b2", "acme", None, 37)], None).unwrap();
 
         let now = now_ms();
         let held = leases.take(&partition(), "host-a", now, 30_000).unwrap();
@@ -242,7 +253,7 @@ mod tests {
 
         // a1 fails retryably: a2 (its slot's, a later message of the key
         // hash) waits behind it; b1 is done.
-        queue.ack(&[Settle::Retry("a1".into(), retry(later + 5_000, &["HTTP 503"])), done("b1")]).unwrap();
+        queue.ack(&[Settle::Retry("a1".into(), retry(later + 5_000, &["HTTP 503"])), done("b1")], vec![]).unwrap();
         let due = queue.claim(0, later, 100).unwrap();
         assert_eq!(ids(&due), ["b2"]);
         assert_eq!(due.next_at, Some(later + 5_000));
@@ -250,9 +261,9 @@ mod tests {
         assert_eq!(ids(&retried), ["a1", "a2", "b2"]);
         assert_eq!((retried.rows[0].attempts, retried.rows[0].errors.clone()), (1, vec!["HTTP 503".to_string()]));
 
-        let unknown = queue.ack(&[done("x1")]).unwrap_err();
+        let unknown = queue.ack(&[done("x1")], vec![]).unwrap_err();
         assert!(matches!(&unknown, StoreError::Other(t) if t.contains("x1")), "{unknown}");
-        queue.ack(&[done("a1"), done("a2"), done("b2")]).unwrap();
+        queue.ack(&[done("a1"), done("a2"), done("b2")], vec![]).unwrap();
         assert!(queue.claim(0, later + 5_000, 100).unwrap().rows.is_empty());
         // Everything read is settled: the slots' floors passed it.
         assert_eq!(queue.slots.held(), 0);
@@ -267,8 +278,8 @@ mod tests {
         let (conn, layout) = connected(&server);
         let appender = Arc::new(Appender::new(conn.clone(), &layout));
         let leases = Leases::new(conn.clone(), layout.leases.clone());
-        leftover(&conn, &message("p1", "acme", None, 5), Some("p1"));
-        appender.append(vec![message("after", "acme", None, 5)]).unwrap();
+        leftover(&conn, &message("p1", "acme", None, 5), Some("p1"), None);
+        appender.append(vec![message("after", "acme", None, 5)], None).unwrap();
         let now = now_ms();
         let held = leases.take(&partition(), "host-a", now, 30_000).unwrap();
         let mut queue = MessageQueue::open(conn.clone(), appender.clone(), &held).unwrap();
@@ -293,7 +304,7 @@ mod tests {
         let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
         let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();
         assert_eq!(ids(&a.claim(0, now, 100).unwrap()), ["m0", "m1", "m2", "m3", "m4", "m5"]);
-        a.ack(&[done("m0"), done("m1"), Settle::Retry("m2".into(), retry(now + 60_000, &["timeout"]))]).unwrap();
+        a.ack(&[done("m0"), done("m1"), Settle::Retry("m2".into(), retry(now + 60_000, &["timeout"]))], vec![]).unwrap();
 
         // host-a stalls past its lease; host-b takes over and reads the logs.
         let held_b = leases.take(&partition(), "host-b", now + 2_000, 30_000).unwrap();
@@ -306,10 +317,10 @@ mod tests {
         assert_eq!((due.rows[0].attempts, due.rows[0].errors.clone()), (1, vec!["timeout".to_string()]));
 
         // host-a wakes and acks what it still had: refused, nothing kept.
-        let stale = a.ack(&[done("m3")]).unwrap_err();
+        let stale = a.ack(&[done("m3")], vec![]).unwrap_err();
         assert!(matches!(&stale, StoreError::Conflict(t) if t.contains("host-a")), "{stale}");
         assert_eq!(ids(&b.claim(0, now + 60_000, 100).unwrap()), ["m2", "m3", "m4", "m5"]);
-        b.ack(&[done("m2"), done("m3"), done("m4"), done("m5")]).unwrap();
+        b.ack(&[done("m2"), done("m3"), done("m4"), done("m5")], vec![]).unwrap();
 
         // A third holder finds everything settled, without reading the
         // messages below the floors again.
@@ -330,7 +341,7 @@ mod tests {
         let (conn, layout) = connected(&server);
         let appender = Arc::new(Appender::new(conn.clone(), &layout));
         let leases = Leases::new(conn.clone(), layout.leases.clone());
-        appender.append(vec![message("m1", "acme", None, 5), message("m2", "acme", None, 37), message("m3", "acme", None, 5)]).unwrap();
+        appender.append(vec![message("m1", "acme", None, 5), message("m2", "acme", None, 37), message("m3", "acme", None, 5)], None).unwrap();
         let out = |id: &str| NewDelivery {
             id: format!("out-{id}"),
             sink: "erp".into(),
@@ -344,10 +355,10 @@ mod tests {
         let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
         let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();
         assert_eq!(ids(&a.claim(0, now, 10).unwrap()), ["m1", "m2", "m3"]);
-        a.ack(&[Settle::Done("m1".into(), vec![out("m1")]), Settle::Done("m2".into(), vec![out("m2")])]).unwrap();
+        a.ack(&[Settle::Done("m1".into(), vec![out("m1")]), Settle::Done("m2".into(), vec![out("m2")])], vec![]).unwrap();
         // host-a appends m3's entry and dies before publishing its output.
         a.dies_before_publishing = true;
-        a.ack(&[Settle::Done("m3".into(), vec![out("m3")])]).unwrap();
+        a.ack(&[Settle::Done("m3".into(), vec![out("m3")])], vec![]).unwrap();
 
         let sink = Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 0, of: 1 };
         let sink_held = leases.take(&sink, "sink-host", now, 600_000).unwrap();
@@ -364,7 +375,7 @@ mod tests {
         // slot says so).
         let probe = leases.take(&partition(), "probe", now + 2_000, 1_000).unwrap();
         let subjects = [5, 37].into_iter().map(|n| super::super::append::slot_subject("acme", "recs", n).unwrap()).collect();
-        let unpublished: Vec<Vec<Output>> = Slots::open(conn.clone(), MESSAGES, subjects, &probe).unwrap().unpublished().into_iter().map(|(_, _, o)| o).collect();
+        let unpublished: Vec<Vec<Output>> = Slots::open(conn.clone(), MESSAGES, subjects, &probe).unwrap().unpublished().into_iter().map(|(_, _, u)| u.outputs.clone()).collect();
         assert_eq!(unpublished.iter().map(|o| o.iter().map(|o| o.id.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(), [vec!["out-m3"], vec!["out-m2"]]);
 
         // The next holder publishes what may be missing; nothing is stored twice.

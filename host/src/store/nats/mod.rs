@@ -1,12 +1,14 @@
 //! The store on NATS JetStream, for several hosts sharing one cluster —
 //! being built; not yet selectable in `[store]`. This module owns the
 //! connection, the layout of streams and buckets, the leases on queue
-//! slots with their fenced commit logs, appends with idempotency keys, a
-//! slot's state as its log tells it, claims and acks of a pipeline's
-//! messages (settled with the outputs they queue, or retried), and sinks'
-//! delivery queues with their claims by lane and acks; the other records
-//! an ack keeps (dead letters, exceptions, traces, audit), sources,
-//! checkpoints and the [`Store`] contract on top of them come next.
+//! slots with their fenced commit logs, appends with idempotency keys and
+//! sources' cursors, a slot's state as its log tells it, claims and acks
+//! of a pipeline's messages (settled with the outputs and audit events
+//! they queue, or retried), sinks' delivery queues with their claims by
+//! lane and acks, the audit log, and [`NatsStore`], the [`Store`] contract
+//! on top of them — which refuses, until they exist, the records an ack
+//! keeps beyond those (dead letters, exceptions, traces, baselines) and
+//! the queries over them.
 //!
 //! # How the store contract maps onto JetStream
 //!
@@ -60,9 +62,10 @@
 //!   queues is published afterwards with ids derived from the entry
 //!   (`Nats-Msg-Id`), and a later entry records how far that went, so a
 //!   successor publishes again only what the last holder may not have.
-//! - **Sources**: a poll's messages and its cursor are one entry of the
-//!   source's own commit log under the source's lease, so the two move
-//!   together as SQLite's transaction moves them.
+//! - **Sources** (built: [`Appender::append`] with a cursor): a poll's
+//!   messages are one batch, and writing the source's cursor (naming the
+//!   batch) is what commits it, so the two move together as SQLite's
+//!   transaction moves them.
 //!
 //! # Server versions
 //!
@@ -83,12 +86,14 @@
 //! [`Store`]: super::Store
 
 mod append;
+mod audit;
 mod deliveries;
 mod layout;
 mod lease;
 mod messages;
 mod reader;
 mod slot;
+mod store;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -103,6 +108,7 @@ pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
 pub use deliveries::{output, publish as queue_outputs, DeliveryQueue};
 pub use messages::{MessageQueue, Settle};
 pub use slot::{Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
+pub use store::NatsStore;
 
 use super::StoreError;
 
@@ -400,7 +406,7 @@ mod tests {
         let appender = Appender::new(conn.clone(), &layout);
         let now = now_ms();
         let a = once_available(30, || leases.take(&partition(), "host-a", now, 60_000));
-        let first = once_available(30, || appender.append(vec![message("m1", "acme", Some("k1"), 1)]));
+        let first = once_available(30, || appender.append(vec![message("m1", "acme", Some("k1"), 1)], None));
         assert_eq!(first[0].outcome, IngestOutcome::Accepted { id: "m1".into() });
 
         // One node of three stops (perhaps the one this client talks to):
@@ -409,9 +415,9 @@ mod tests {
         let renewed = once_available(60, || leases.take(&partition(), "host-a", now + 10, 60_000));
         assert_eq!(renewed.lease.token, a.lease.token, "the lease survived");
         assert!(matches!(leases.take(&partition(), "host-b", now + 20, 60_000), Err(StoreError::Conflict(_))));
-        let again = once_available(60, || appender.append(vec![message("m2", "acme", Some("k1"), 1)]));
+        let again = once_available(60, || appender.append(vec![message("m2", "acme", Some("k1"), 1)], None));
         assert_eq!(again[0].outcome, IngestOutcome::Duplicate { id: "m1".into() }, "the idempotency key survived");
-        let third = once_available(60, || appender.append(vec![message("m3", "acme", Some("k2"), 1)]));
+        let third = once_available(60, || appender.append(vec![message("m3", "acme", Some("k2"), 1)], None));
         assert_eq!(third[0].outcome, IngestOutcome::Accepted { id: "m3".into() });
         for seq in [first[0].seq.unwrap(), third[0].seq.unwrap()] {
             assert_eq!(once_available(30, || appender.verdict(seq, now_ms())), Verdict::Counts);

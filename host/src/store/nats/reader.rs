@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{consumer, message::StreamMessage, stream};
 
+use super::audit::Event;
 use super::{unavailable, CommitLog, Connection, Held, Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
 use crate::store::{Lease, StoreError};
 
@@ -52,6 +53,24 @@ impl Judged {
     }
 }
 
+/// What a commit-log entry queued, to be published after it.
+#[derive(Debug, Clone)]
+pub struct Unpublished {
+    /// The entry's sequence.
+    pub seq: u64,
+    /// Outputs for sinks.
+    pub outputs: Vec<Output>,
+    /// Audit events.
+    pub audit: Vec<Event>,
+}
+
+impl Unpublished {
+    /// What entry `seq` queues (taken out of it), if anything.
+    fn of(seq: u64, commit: &mut SlotCommit) -> Option<Unpublished> {
+        (!commit.queued.is_empty() || !commit.audit.is_empty()).then(|| Unpublished { seq, outputs: std::mem::take(&mut commit.queued), audit: std::mem::take(&mut commit.audit) })
+    }
+}
+
 /// One leased slot.
 #[derive(Debug)]
 struct Slot {
@@ -64,9 +83,8 @@ struct Slot {
     read_to: u64,
     /// Copies read that never count, to settle with the slot's next entry.
     void: Vec<u64>,
-    /// Entries whose outputs are not known to be published: log sequence
-    /// and outputs, in log order.
-    unpublished: Vec<(u64, Vec<Output>)>,
+    /// Entries whose outputs are not known to be published, in log order.
+    unpublished: Vec<Unpublished>,
     /// Every entry up to this one has had its outputs published (the next
     /// entry records it).
     published: u64,
@@ -109,11 +127,11 @@ impl Slots {
                 let mut commit: SlotCommit = serde_json::from_slice(&entry.data)
                     .map_err(|e| StoreError::Corrupt(format!("commit {} of slot `{}` does not read: {e}", entry.seq, lease.key)))?;
                 state.apply(entry.seq, &commit);
-                if !commit.queued.is_empty() {
-                    unpublished.push((entry.seq, std::mem::take(&mut commit.queued)));
+                if let Some(u) = Unpublished::of(entry.seq, &mut commit) {
+                    unpublished.push(u);
                 }
             }
-            unpublished.retain(|(seq, _)| *seq > state.published);
+            unpublished.retain(|u| u.seq > state.published);
             let published = state.published;
             slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new(), unpublished, published });
         }
@@ -153,7 +171,7 @@ impl Slots {
             if room == 0 {
                 return Ok(false);
             }
-            let batch = self.fetch(&self.slots[index].subject, self.slots[index].read_to + 1, room.min(READ_BATCH))?;
+            let batch = read_subject(&self.conn, &self.stream, &self.slots[index].subject, self.slots[index].read_to + 1, room.min(READ_BATCH))?;
             if batch.is_empty() {
                 return Ok(false);
             }
@@ -172,65 +190,6 @@ impl Slots {
                 slot.read_to = seq;
             }
         }
-    }
-
-    /// Up to `max` messages on `subject` from sequence `from` on, in order.
-    /// An idle slot costs one request; one with more to read, a consumer
-    /// made for the read (create, fetch, delete) instead of a request per
-    /// message. On nats-server 2.9 such a fetch still costs ≈ 9 ms for ~80
-    /// messages of one slot in a 5,000-message stream: a consumer kept per
-    /// partition is the next step.
-    fn fetch(&self, subject: &str, from: u64, max: usize) -> Result<Vec<StreamMessage>, StoreError> {
-        let Some(first) = self.next_on(subject, from)? else { return Ok(Vec::new()) };
-        if max <= 1 {
-            return Ok(vec![first]);
-        }
-        let (stream, subject) = (self.stream.clone(), subject.to_string());
-        self.conn.run(async move {
-            use futures_util::StreamExt;
-            let what = || format!("reading `{subject}`");
-            let config = consumer::pull::Config {
-                filter_subject: subject.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first.sequence + 1 },
-                ack_policy: consumer::AckPolicy::None,
-                memory_storage: true,
-                num_replicas: 1,
-                inactive_threshold: std::time::Duration::from_secs(30),
-                ..Default::default()
-            };
-            let reader = stream.create_consumer(config).await.map_err(|e| unavailable(&what(), e))?;
-            let mut found = vec![first];
-            let fetched = reader.fetch().max_messages(max - 1).messages().await;
-            let outcome = match fetched {
-                Ok(mut messages) => loop {
-                    match messages.next().await {
-                        None => break Ok(()),
-                        Some(Ok(m)) => {
-                            let Ok(info) = m.info() else { break Err(StoreError::Corrupt(format!("{}: a message without its stream position", what()))) };
-                            let (sequence, time) = (info.stream_sequence, info.published);
-                            found.push(StreamMessage { subject: m.subject.clone(), sequence, headers: m.headers.clone().unwrap_or_default(), payload: m.payload.clone(), time });
-                        }
-                        Some(Err(e)) => break Err(unavailable(&what(), e)),
-                    }
-                },
-                Err(e) => Err(unavailable(&what(), e)),
-            };
-            // Ephemeral: gone after its inactivity threshold if this fails.
-            let _ = stream.delete_consumer(&reader.cached_info().name).await;
-            outcome.map(|()| found)
-        })
-    }
-
-    /// The first message on `subject` at or after sequence `from`.
-    fn next_on(&self, subject: &str, from: u64) -> Result<Option<StreamMessage>, StoreError> {
-        let (stream, subject) = (self.stream.clone(), subject.to_string());
-        self.conn.run(async move {
-            match stream.raw_message_builder().sequence(from).next_by_subject(subject.clone()).send().await {
-                Ok(m) => Ok(Some(m)),
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(e) => Err(unavailable(&format!("reading `{subject}`"), e)),
-            }
-        })
     }
 
     /// Each slot's due items at `now_ms` ([`SlotState::due`]), with the
@@ -303,11 +262,11 @@ impl Slots {
     }
 
     /// Each slot's entries whose outputs are not known to be published,
-    /// in log order: slot index, log sequence, outputs.
-    pub fn unpublished(&self) -> Vec<(usize, u64, Vec<Output>)> {
+    /// in log order, with the slot's index and its log's subject.
+    pub fn unpublished(&self) -> Vec<(usize, &str, &Unpublished)> {
         let mut found = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
-            found.extend(slot.unpublished.iter().map(|(seq, outputs)| (index, *seq, outputs.clone())));
+            found.extend(slot.unpublished.iter().map(|u| (index, slot.log.subject(), u)));
         }
         found
     }
@@ -316,7 +275,7 @@ impl Slots {
     /// had their outputs published (the slot's next entry records it).
     pub fn mark_published(&mut self, index: usize, through: u64) {
         let slot = &mut self.slots[index];
-        slot.unpublished.retain(|(seq, _)| *seq > through);
+        slot.unpublished.retain(|u| u.seq > through);
         slot.published = slot.published.max(through);
     }
 
@@ -333,6 +292,69 @@ impl Slots {
     }
 }
 
+/// Up to `max` messages of `stream` on `subject` (which may be a
+/// wildcard) from sequence `from` on, in order. Nothing to read costs one
+/// request; more, a consumer made for the read (create, fetch, delete)
+/// instead of a request per message. On nats-server 2.9 such a fetch still
+/// costs ≈ 9 ms for ~80 messages of one slot in a 5,000-message stream: a
+/// consumer kept per partition is the next step.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server does not answer.
+pub fn read_subject(conn: &Connection, stream: &stream::Stream, subject: &str, from: u64, max: usize) -> Result<Vec<StreamMessage>, StoreError> {
+    let Some(first) = next_on(conn, stream, subject, from)? else { return Ok(Vec::new()) };
+    if max <= 1 {
+        return Ok(vec![first]);
+    }
+    let (stream, subject) = (stream.clone(), subject.to_string());
+    conn.run(async move {
+        use futures_util::StreamExt;
+        let what = || format!("reading `{subject}`");
+        let config = consumer::pull::Config {
+            filter_subject: subject.clone(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first.sequence + 1 },
+            ack_policy: consumer::AckPolicy::None,
+            memory_storage: true,
+            num_replicas: 1,
+            inactive_threshold: std::time::Duration::from_secs(30),
+            ..Default::default()
+        };
+        let reader = stream.create_consumer(config).await.map_err(|e| unavailable(&what(), e))?;
+        let mut found = vec![first];
+        let fetched = reader.fetch().max_messages(max - 1).messages().await;
+        let outcome = match fetched {
+            Ok(mut messages) => loop {
+                match messages.next().await {
+                    None => break Ok(()),
+                    Some(Ok(m)) => {
+                        let Ok(info) = m.info() else { break Err(StoreError::Corrupt(format!("{}: a message without its stream position", what()))) };
+                        let (sequence, time) = (info.stream_sequence, info.published);
+                        found.push(StreamMessage { subject: m.subject.clone(), sequence, headers: m.headers.clone().unwrap_or_default(), payload: m.payload.clone(), time });
+                    }
+                    Some(Err(e)) => break Err(unavailable(&what(), e)),
+                }
+            },
+            Err(e) => Err(unavailable(&what(), e)),
+        };
+        // Ephemeral: gone after its inactivity threshold if this fails.
+        let _ = stream.delete_consumer(&reader.cached_info().name).await;
+        outcome.map(|()| found)
+    })
+}
+
+/// The first message of `stream` on `subject` at or after sequence `from`.
+fn next_on(conn: &Connection, stream: &stream::Stream, subject: &str, from: u64) -> Result<Option<StreamMessage>, StoreError> {
+    let (stream, subject) = (stream.clone(), subject.to_string());
+    conn.run(async move {
+        match stream.raw_message_builder().sequence(from).next_by_subject(subject.clone()).send().await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(&format!("reading `{subject}`"), e)),
+        }
+    })
+}
+
 /// Appends `commit` to `slot`'s log (with how far outputs are known to be
 /// published) and folds it into the slot's state, forgetting the items
 /// below its new floor; its outputs wait to be published.
@@ -343,8 +365,8 @@ fn commit_to(slot: &mut Slot, mut commit: SlotCommit) -> Result<(), StoreError> 
     let data = serde_json::to_vec(&commit).expect("a slot commit serializes");
     let seq = slot.log.append(data)?;
     slot.state.apply(seq, &commit);
-    if !commit.queued.is_empty() {
-        slot.unpublished.push((seq, commit.queued));
+    if let Some(u) = Unpublished::of(seq, &mut commit) {
+        slot.unpublished.push(u);
     }
     let floor = slot.state.floor;
     slot.read.retain(|r| r.item.seq >= floor);

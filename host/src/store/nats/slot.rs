@@ -29,7 +29,7 @@ pub struct Waiting {
 }
 
 /// What one commit-log entry says of a slot's items (the entry's body).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SlotCommit {
     /// Items at an end: processed (or delivered), dead-lettered, or copies
@@ -48,6 +48,11 @@ pub struct SlotCommit {
     /// the log does not say they were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queued: Vec<Output>,
+    /// Audit entries of the ack (the decisions plugins stated about its
+    /// messages): published with the outputs, so kept with the commit or
+    /// not at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<super::audit::Event>,
     /// Every entry of the log up to this sequence has had its outputs
     /// published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
