@@ -319,7 +319,7 @@ impl Appender {
     /// [`StoreError::Unavailable`] when the server does not answer;
     /// [`StoreError::Corrupt`] when the cursor does not read.
     pub fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
-        let (cursors, batches, key) = (self.cursors.clone(), self.batches.clone(), cursor_key(source));
+        let (cursors, batches, key, source) = (self.cursors.clone(), self.batches.clone(), cursor_key(source), source.to_string());
         self.conn.run(async move {
             let Some(value) = cursors.get(key.as_str()).await.map_err(|e| unavailable("reading a source's cursor", e))? else { return Ok(None) };
             let p: Position = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("the cursor of `{source}` does not read: {e}")))?;

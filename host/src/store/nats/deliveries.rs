@@ -112,19 +112,7 @@ impl DeliveryQueue {
     /// [`StoreError::Unavailable`] when the server does not answer (a
     /// stored item without the headers this store writes is skipped).
     pub fn claim(&mut self, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
-        self.slots.read(&mut |m| {
-            if std::str::from_utf8(&m.payload).is_err() {
-                return Ok(Judged::foreign(m, "a UTF-8 body"));
-            }
-            if tier_of(m).is_err() {
-                return Ok(Judged::foreign(m, TIER));
-            }
-            Ok(match m.headers.get(KEY) {
-                // Ordered by the scoped key: another pipeline's equal key is another key.
-                Some(key) => Judged::Counts(key_hash(key.as_str())),
-                None => Judged::foreign(m, KEY),
-            })
-        })?;
+        self.read()?;
         let mut next_at = None;
         let mut lanes: [Vec<(usize, Delivery)>; 3] = Default::default();
         for (index, slot_due) in self.slots.due(now_ms, true) {
@@ -172,25 +160,55 @@ impl DeliveryQueue {
         Ok(Due { rows, next_at })
     }
 
+    /// Reads what the slots stored since they were last read.
+    fn read(&mut self) -> Result<bool, StoreError> {
+        self.slots.read(&mut |m| {
+            if std::str::from_utf8(&m.payload).is_err() {
+                return Ok(Judged::foreign(m, "a UTF-8 body"));
+            }
+            if tier_of(m).is_err() {
+                return Ok(Judged::foreign(m, TIER));
+            }
+            Ok(match m.headers.get(KEY) {
+                // Ordered by the scoped key: another pipeline's equal key is another key.
+                Some(key) => Judged::Counts(key_hash(key.as_str())),
+                None => Judged::foreign(m, KEY),
+            })
+        })
+    }
+
+    /// The slot of pending delivery `seq`: handed out by this queue, or
+    /// (its lease opened again since the claim) found among those read.
+    fn locate(&mut self, seq: u64) -> Result<Option<usize>, StoreError> {
+        if let Some(index) = self.slots.claimed(seq) {
+            return Ok(Some(index));
+        }
+        self.read()?;
+        let found = self.slots.find(|r| r.item.seq == seq).map(|(index, _)| index);
+        if let Some(index) = found {
+            self.slots.hand_out(index, seq);
+        }
+        Ok(found)
+    }
+
     /// Records delivery attempts: delivered and dead ones settled, failed
     /// ones waiting for their next attempt with every error so far. A
-    /// delivery this holder did not hand out is refused before anything is
-    /// written.
+    /// delivery not pending in the partition is refused before anything
+    /// is written.
     ///
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when a slot was taken over (nothing of that
     /// slot's entry is kept; the deliveries stay pending for the new
     /// holder); [`StoreError::Unavailable`] when the server does not
-    /// answer; [`StoreError::Other`] for a delivery not handed out.
+    /// answer; [`StoreError::Other`] for a delivery not pending.
     pub fn ack(&mut self, attempts: &[Attempt]) -> Result<(), StoreError> {
         let mut commits: HashMap<usize, SlotCommit> = HashMap::new();
         for a in attempts {
             let seq = u64::try_from(a.seq).unwrap_or(0);
-            let index = self
-                .slots
-                .claimed(seq)
-                .ok_or_else(|| StoreError::Other(format!("delivery {} was not claimed from {}", a.seq, self.lease().partition.queue.name())))?;
+            let Some(index) = self.locate(seq)? else {
+                return Err(StoreError::Other(format!("delivery {} is not pending in {}", a.seq, self.lease().partition.queue.name())));
+            };
             let commit = commits.entry(index).or_default();
             match &a.result {
                 AttemptResult::Delivered(_) | AttemptResult::Dead(_) => commit.settled.push(seq),

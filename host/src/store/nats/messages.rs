@@ -102,20 +102,7 @@ impl MessageQueue {
     pub fn claim(&mut self, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError> {
         // Outputs an ack could not publish go out before anything new.
         self.publish()?;
-        let appender = self.appender.clone();
-        let stopped = self.slots.read(&mut |m| {
-            if std::str::from_utf8(&m.payload).is_err() {
-                return Ok(Judged::foreign(m, "a UTF-8 body"));
-            }
-            Ok(match appender.judge(m, now_ms)? {
-                Verdict::Counts => match m.headers.get(KEY_HASH).and_then(|v| v.as_str().parse().ok()) {
-                    Some(hash) => Judged::Counts(hash),
-                    None => Judged::foreign(m, KEY_HASH),
-                },
-                Verdict::Duplicate(_) | Verdict::Void => Judged::Void,
-                Verdict::Pending => Judged::NotYet,
-            })
-        })?;
+        let stopped = self.read(now_ms)?;
         let mut next_at = stopped.then_some(now_ms + PENDING_RECHECK_MS);
         let mut due = Vec::new();
         for (index, slot_due) in self.slots.due(now_ms, false) {
@@ -137,12 +124,46 @@ impl MessageQueue {
         Ok(Due { rows, next_at })
     }
 
+    /// Reads what the slots stored since they were last read, judging each
+    /// new message once; whether a slot stopped at one not known yet.
+    fn read(&mut self, now_ms: i64) -> Result<bool, StoreError> {
+        let appender = self.appender.clone();
+        self.slots.read(&mut |m| {
+            if std::str::from_utf8(&m.payload).is_err() {
+                return Ok(Judged::foreign(m, "a UTF-8 body"));
+            }
+            Ok(match appender.judge(m, now_ms)? {
+                Verdict::Counts => match m.headers.get(KEY_HASH).and_then(|v| v.as_str().parse().ok()) {
+                    Some(hash) => Judged::Counts(hash),
+                    None => Judged::foreign(m, KEY_HASH),
+                },
+                Verdict::Duplicate(_) | Verdict::Void => Judged::Void,
+                Verdict::Pending => Judged::NotYet,
+            })
+        })
+    }
+
+    /// The slot and sequence of unsettled message `id`: handed out by this
+    /// queue, or (an ack of a message this queue did not hand out — its
+    /// lease was opened again since the claim) found among those read.
+    fn locate(&mut self, id: &str) -> Result<Option<(usize, u64)>, StoreError> {
+        if let Some(seq) = self.claimed.get(id).copied() {
+            return Ok(self.slots.claimed(seq).map(|index| (index, seq)));
+        }
+        self.read(crate::store::now_ms())?;
+        let found = self.slots.find(|r| r.message.headers.get("Nats-Msg-Id").is_some_and(|v| v.as_str() == id));
+        if let Some((index, seq)) = found {
+            self.slots.hand_out(index, seq);
+        }
+        Ok(found)
+    }
+
     /// Records how claimed messages' attempts ended: one commit-log entry
     /// per slot, with the outputs of its settled messages (and, in the
     /// first slot's, the batch's audit events), which are then
     /// published (if that fails, the ack still stands: they are published
-    /// again before the next claim, or by the next holder). An id this
-    /// holder did not hand out is refused before anything is written.
+    /// again before the next claim, or by the next holder). An id not
+    /// pending in the partition is refused before anything is written.
     ///
     /// # Errors
     ///
@@ -156,9 +177,9 @@ impl MessageQueue {
             let id = match outcome {
                 Settle::Done(id, _) | Settle::Retry(id, _) => id,
             };
-            let unknown = || StoreError::Other(format!("message `{id}` was not claimed from {}", self.lease().partition.queue.name()));
-            let seq = *self.claimed.get(id).ok_or_else(unknown)?;
-            let index = self.slots.claimed(seq).ok_or_else(unknown)?;
+            let Some((index, seq)) = self.locate(id)? else {
+                return Err(StoreError::Other(format!("message `{id}` is not pending in {}", self.lease().partition.queue.name())));
+            };
             let commit = commits.entry(index).or_default();
             match outcome {
                 Settle::Done(_, outputs) => {
@@ -299,7 +320,7 @@ mod tests {
         let appender = Arc::new(Appender::new(conn.clone(), &layout));
         let leases = Leases::new(conn.clone(), layout.leases.clone());
         let sent: Vec<_> = (0..6).map(|i| message(&format!("m{i}"), "acme", None, if i % 2 == 0 { 5 } else { 37 })).collect();
-        appender.append(sent).unwrap();
+        appender.append(sent, None).unwrap();
         let now = now_ms();
         let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
         let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();

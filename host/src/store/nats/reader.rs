@@ -217,6 +217,12 @@ impl Slots {
         slot.position(seq).map(|at| &slot.read[at])
     }
 
+    /// The slot and sequence of the first unsettled item read that
+    /// `matches`.
+    pub fn find(&self, matches: impl Fn(&Read) -> bool) -> Option<(usize, u64)> {
+        (0..self.slots.len()).find_map(|index| self.unsettled(index).find(|r| matches(r)).map(|r| (index, r.item.seq)))
+    }
+
     /// Notes item `seq` of slot `index` as handed out.
     pub fn hand_out(&mut self, index: usize, seq: u64) {
         self.claimed.insert(seq, index);
