@@ -29,7 +29,7 @@ use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::{token, unavailable, Connection, Layout, SLOTS};
+use super::{token, traces, unavailable, Connection, Layout, SLOTS};
 use crate::store::{Cursor, IngestOutcome, NewMessage, StoreError};
 
 /// The stream messages are accepted onto.
@@ -37,6 +37,9 @@ pub(super) const MESSAGES: &str = "SYNCLINE_MESSAGES";
 
 /// Headers a stored message carries.
 pub(super) const KEY_HASH: &str = "Syncline-Key-Hash";
+/// The id of a message accepted again (its `Nats-Msg-Id` tells this
+/// acceptance from the first).
+pub(super) const ID: &str = "Syncline-Id";
 const IDEMPOTENCY: &str = "Syncline-Idempotency";
 const BATCH: &str = "Syncline-Batch";
 /// The source whose cursor commits the message's batch.
@@ -155,7 +158,9 @@ impl Appender {
         }
         let (js, keys, batches, cursors) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone(), self.cursors.clone());
         let cursor = cursor.cloned();
-        self.conn.run(async move {
+        let at = crate::store::now_ms();
+        let traced: Vec<(String, String, String, Option<String>)> = messages.iter().map(|m| (m.id.clone(), m.tenant.clone(), m.pipeline.clone(), m.correlation.clone())).collect();
+        let accepted = self.conn.run(async move {
             // Keys seen in this batch or before it: duplicates, not sent.
             let mut outcomes: Vec<Option<Accepted>> = vec![None; messages.len()];
             // A later message of a key an earlier one of the batch carries:
@@ -238,7 +243,44 @@ impl Appender {
                 };
                 outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id: owner }, seq: None });
             }
-            Ok(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
+            Ok::<Vec<Accepted>, StoreError>(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
+        })?;
+        // Traced and indexed once accepted: a failure here loses no
+        // message (its processing traces it again), only this part of its
+        // trace.
+        let mut events = Vec::new();
+        let mut index = Vec::new();
+        for ((id, tenant, pipeline, correlation), a) in traced.into_iter().zip(&accepted) {
+            let Some(seq) = a.seq else { continue };
+            if let Some(c) = correlation {
+                index.push((c, id.clone(), tenant.clone()));
+            }
+            let dedupe = Some(format!("accepted/{id}"));
+            events.push((id, traces::Event::Accepted { tenant, pipeline, seq, at }, dedupe));
+        }
+        if let Err(e) = traces::publish(&self.conn, events).and_then(|()| traces::index(&self.conn, index)) {
+            tracing::warn!(error = %e, "accepted messages could not be traced");
+        }
+        Ok(accepted)
+    }
+
+    /// Accepts message `id` again (a dead letter replayed, an exception
+    /// retried): stored anew on `subject` with its JSON and key hash; its
+    /// sequence. `tag` tells this acceptance from the first (and a repeat
+    /// of it from another).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn accept_again(&self, id: &str, subject: &str, json: &str, key_hash: u32, tag: &str) -> Result<u64, StoreError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{id}/{tag}").as_str());
+        headers.insert(ID, id);
+        headers.insert(KEY_HASH, key_hash.to_string().as_str());
+        let (js, subject, body) = (self.conn.jetstream(), subject.to_string(), json.as_bytes().to_vec());
+        self.conn.run(async move {
+            let ack = js.publish_with_headers(subject.clone(), headers, body.into()).await.map_err(|e| unavailable(&format!("publishing to `{subject}`"), e))?;
+            ack.await.map(|a| a.sequence).map_err(|e| unavailable("storing a message", e))
         })
     }
 
@@ -298,6 +340,41 @@ impl Appender {
             known.insert(batch);
         }
         Ok(verdict)
+    }
+}
+
+impl Appender {
+    /// Forgets the idempotency keys taken before `before_ms` (the bucket
+    /// forgets them by itself after the dedupe window; this is for a
+    /// shorter window asked for); how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let js = self.conn.jetstream();
+        let stream = self.conn.run(async move { js.get_stream("KV_syncline-idempotency").await.map_err(|e| unavailable("opening the idempotency keys", e)) })?;
+        let mut old = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = super::reader::read_subject(&self.conn, &stream, "$KV.syncline-idempotency.>", from, 2_000)?;
+            let Some(last) = page.last() else { break };
+            from = last.sequence + 1;
+            for m in page {
+                let taken_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                if m.headers.get("KV-Operation").is_none() && taken_ms < before_ms {
+                    old.extend(m.subject.strip_prefix("$KV.syncline-idempotency.").map(str::to_string));
+                }
+            }
+        }
+        let (keys, count) = (self.keys.clone(), old.len());
+        self.conn.run(async move {
+            for key in old {
+                keys.purge(key).await.map_err(|e| unavailable("forgetting an idempotency key", e))?;
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(count)
     }
 }
 

@@ -11,19 +11,22 @@
 //! holder that publishes a commit's deliveries again (its predecessor died
 //! between committing and publishing) stores none twice within the
 //! stream's duplicate window. The records an attempt leaves beside its
-//! outcome (the attempt log, a dead letter, an opened loop) are not kept
-//! yet: they come with the store contract's records.
+//! outcome — its trace event, a dead letter, an opened loop — ride in the
+//! slot's commit entry and are published after it ([`Keeper`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
 
-use super::reader::{earliest, Judged, Slots};
-use super::{token, unavailable, Connection, Held, Output, SlotCommit, Waiting, SLOTS};
+use super::kept::{Keeper, Kept};
+use super::reader::{earliest, Entries, Judged, Slots, Unpublished};
+use super::traces::Event as TraceEvent;
+use super::{token, unavailable, Connection, Held, Output, Waiting, SLOTS};
 use crate::config::Tier;
 use crate::pipeline::fields::key_hash;
-use crate::store::{scoped_key, Attempt, AttemptResult, Delivery, Due, Lease, NewDelivery, Queue, StoreError};
+use crate::store::records::{DeadLetterRecord, LoopRecord};
+use crate::store::{scoped_key, unscoped, Attempt, AttemptResult, Delivery, Due, Lease, NewDelivery, Queue, StoreError};
 
 /// The stream deliveries are queued on.
 const DELIVERIES: &str = "SYNCLINE_DELIVERIES";
@@ -32,6 +35,8 @@ const DELIVERIES: &str = "SYNCLINE_DELIVERIES";
 const ID: &str = "Syncline-Id";
 const KEY: &str = "Syncline-Key";
 const TIER: &str = "Syncline-Tier";
+const SOURCE: &str = "Syncline-Source";
+const EXPECT: &str = "Syncline-Expect";
 
 /// The subject of `sink`'s deliveries in `slot`.
 fn slot_subject(sink: &str, slot: u32) -> Result<String, StoreError> {
@@ -47,10 +52,34 @@ fn slot_subject(sink: &str, slot: u32) -> Result<String, StoreError> {
 /// them again stores none twice); [`StoreError::Other`] for a sink name
 /// that cannot be a subject.
 pub fn publish(conn: &Connection, tenant: &str, pipeline: &str, outputs: &[Output]) -> Result<Vec<u64>, StoreError> {
+    send(conn, tenant, pipeline, outputs, None)
+}
+
+/// Queues `output` again (a dead letter replayed): a new item of its
+/// sink's queue, `tag` telling this queuing from the first one's.
+///
+/// # Errors
+///
+/// As [`publish`].
+pub fn publish_again(conn: &Connection, tenant: &str, pipeline: &str, output: &Output, tag: &str) -> Result<u64, StoreError> {
+    Ok(send(conn, tenant, pipeline, std::slice::from_ref(output), Some(tag))?[0])
+}
+
+fn send(conn: &Connection, tenant: &str, pipeline: &str, outputs: &[Output], tag: Option<&str>) -> Result<Vec<u64>, StoreError> {
     let mut sent = Vec::with_capacity(outputs.len());
     for d in outputs {
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{}/{}", d.sink, d.id).as_str());
+        let dedupe = match tag {
+            Some(tag) => format!("{}/{}/{tag}", d.sink, d.id),
+            None => format!("{}/{}", d.sink, d.id),
+        };
+        headers.insert("Nats-Msg-Id", dedupe.as_str());
+        if !d.source.is_empty() {
+            headers.insert(SOURCE, d.source.as_str());
+        }
+        if let Some(ms) = d.expect_ms {
+            headers.insert(EXPECT, ms.to_string().as_str());
+        }
         headers.insert(ID, d.id.as_str());
         headers.insert(KEY, scoped_key(tenant, pipeline, &d.ordering_key).as_str());
         headers.insert(TIER, d.tier.as_str());
@@ -71,13 +100,24 @@ pub fn publish(conn: &Connection, tenant: &str, pipeline: &str, outputs: &[Outpu
     })
 }
 
-/// A delivery as a commit queues it.
-pub fn output(d: &NewDelivery) -> Output {
-    Output { sink: d.sink.clone(), id: d.id.clone(), ordering_key: d.ordering_key.clone(), tier: d.tier.as_str().to_string(), expect_ms: d.expect_ms, json: d.json.clone() }
+/// A delivery as a commit of accepted message `source` queues it.
+pub fn output(d: &NewDelivery, source: &str) -> Output {
+    Output {
+        sink: d.sink.clone(),
+        id: d.id.clone(),
+        ordering_key: d.ordering_key.clone(),
+        tier: d.tier.as_str().to_string(),
+        expect_ms: d.expect_ms,
+        json: d.json.clone(),
+        source: source.to_string(),
+    }
 }
 
 /// A sink partition's deliveries as their lease holder claims and acks them.
 pub struct DeliveryQueue {
+    conn: Arc<Connection>,
+    keeper: Keeper,
+    sink: String,
     slots: Slots,
 }
 
@@ -89,12 +129,26 @@ impl DeliveryQueue {
     ///
     /// [`StoreError::Other`] when `held` is not a lease of a sink's
     /// deliveries; [`StoreError::Unavailable`] when the server does not answer.
-    pub fn open(conn: Arc<Connection>, held: &Held) -> Result<DeliveryQueue, StoreError> {
+    pub fn open(conn: Arc<Connection>, keeper: Keeper, held: &Held) -> Result<DeliveryQueue, StoreError> {
         let Queue::Deliveries { sink } = &held.lease.partition.queue else {
             return Err(StoreError::Other(format!("{} is not a sink's delivery queue", held.lease.partition.queue.name())));
         };
         let subjects = super::slots(&held.lease.partition)?.into_iter().map(|n| slot_subject(sink, n)).collect::<Result<_, _>>()?;
-        Ok(DeliveryQueue { slots: Slots::open(conn, DELIVERIES, subjects, held)? })
+        let slots = Slots::open(conn.clone(), DELIVERIES, subjects, held)?;
+        let mut queue = DeliveryQueue { conn, keeper, sink: sink.clone(), slots };
+        // What the last holder committed and may not have published.
+        queue.publish()?;
+        Ok(queue)
+    }
+
+    /// Publishes what entries not known to be published keep.
+    fn publish(&mut self) -> Result<(), StoreError> {
+        let unpublished: Vec<(usize, String, Unpublished)> = self.slots.unpublished().into_iter().map(|(i, log, u)| (i, log.to_string(), u.clone())).collect();
+        for (index, log, u) in unpublished {
+            self.keeper.publish(&self.conn, &log, u.seq, &u.kept)?;
+            self.slots.mark_published(index, u.seq);
+        }
+        Ok(())
     }
 
     /// The lease this queue was opened under.
@@ -112,6 +166,8 @@ impl DeliveryQueue {
     /// [`StoreError::Unavailable`] when the server does not answer (a
     /// stored item without the headers this store writes is skipped).
     pub fn claim(&mut self, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
+        // Records an ack could not publish go out before anything new.
+        self.publish()?;
         self.read()?;
         let mut next_at = None;
         let mut lanes: [Vec<(usize, Delivery)>; 3] = Default::default();
@@ -192,28 +248,90 @@ impl DeliveryQueue {
     }
 
     /// Records delivery attempts: delivered and dead ones settled, failed
-    /// ones waiting for their next attempt with every error so far. A
-    /// delivery not pending in the partition is refused before anything
-    /// is written.
+    /// ones waiting for their next attempt with every error so far, each
+    /// with its trace event (and a dead letter, or a delivered order's
+    /// loop). An attempt at a delivery not pending in the partition is
+    /// ignored, as SQLite ignores it.
     ///
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when a slot was taken over (nothing of that
     /// slot's entry is kept; the deliveries stay pending for the new
     /// holder); [`StoreError::Unavailable`] when the server does not
-    /// answer; [`StoreError::Other`] for a delivery not pending.
+    /// answer.
     pub fn ack(&mut self, attempts: &[Attempt]) -> Result<(), StoreError> {
-        let mut commits: HashMap<usize, SlotCommit> = HashMap::new();
+        let at = crate::store::now_ms();
+        let mut commits = Entries::default();
         for a in attempts {
             let seq = u64::try_from(a.seq).unwrap_or(0);
             let Some(index) = self.locate(seq)? else {
-                return Err(StoreError::Other(format!("delivery {} is not pending in {}", a.seq, self.lease().partition.queue.name())));
+                // Settled already (a worker that raced a restart), or
+                // another partition's: nothing to record, as SQLite.
+                tracing::debug!(seq = a.seq, queue = %self.lease().partition.queue.name(), "an attempt at a delivery not pending here is ignored");
+                continue;
             };
-            let commit = commits.entry(index).or_default();
+            let stored = &self.slots.get(index, seq).expect("a located delivery was read").message;
+            let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+            let (id, source, scoped) = (header(ID), header(SOURCE), header(KEY));
+            let (tenant, pipeline, key) = unscoped(&scoped);
+            let json = String::from_utf8_lossy(&stored.payload).into_owned();
+            let before = self.slots.waiting(index, seq).cloned();
+            let attempt = i64::from(before.as_ref().map_or(0, |w| w.attempts)) + 1;
+            let commit = commits.slot(index);
+            commit.at = at;
+            let sink = self.sink.clone();
             match &a.result {
-                AttemptResult::Delivered(_) | AttemptResult::Dead(_) => commit.settled.push(seq),
+                AttemptResult::Delivered(reference) => {
+                    commit.settled.push(seq);
+                    commit.kept.push(Kept::Trace { id: id.clone(), event: TraceEvent::Delivered { sink: sink.clone(), at, reference: reference.clone() } });
+                    if let Ok(expect) = header(EXPECT).parse::<i64>() {
+                        let order: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                        let text = |field: &str| order.get(field).and_then(|v| v.as_str()).map(str::to_string);
+                        commit.kept.push(Kept::Loop(LoopRecord {
+                            id: 0,
+                            tenant: tenant.to_string(),
+                            pipeline: pipeline.to_string(),
+                            sink,
+                            message_id: id,
+                            kind: text("kind").unwrap_or_default(),
+                            correlation: text("correlation-id"),
+                            reference: Some(reference.clone()),
+                            delivered_at: at,
+                            due_at: at + expect,
+                            state: "open".into(),
+                            exception_id: None,
+                            closed_by: None,
+                            closed_at: None,
+                        }));
+                    }
+                }
+                AttemptResult::Dead(d) => {
+                    commit.settled.push(seq);
+                    let event = TraceEvent::Attempt { sink: sink.clone(), attempt, at, outcome: "dead".into(), detail: d.reason.clone(), digest: a.digest.clone() };
+                    commit.kept.push(Kept::Trace { id: id.clone(), event });
+                    let record = DeadLetterRecord {
+                        id: 0,
+                        tenant: tenant.to_string(),
+                        pipeline: pipeline.to_string(),
+                        source_id: source.clone(),
+                        at,
+                        place: format!("sink {sink}"),
+                        plugin: d.plugin.clone(),
+                        digest: d.digest.clone(),
+                        reason: d.reason.clone(),
+                        attempts: d.attempts.clone(),
+                        message_id: d.message_id.clone(),
+                        outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
+                        state: "open".into(),
+                        resolved_at: None,
+                        note: None,
+                    };
+                    let tier = tier_of(stored)?.as_str().to_string();
+                    let expect_ms = header(EXPECT).parse().ok();
+                    let delivery = Output { sink, id, ordering_key: key.to_string(), tier, expect_ms, json, source };
+                    commit.kept.push(Kept::Dead { record, body: d.json.clone(), delivery: Some(delivery) });
+                }
                 AttemptResult::Retry { error, next_at, outcome_unknown } => {
-                    let before = self.slots.waiting(index, seq).cloned();
                     let key_hash = self.slots.get(index, seq).map_or(0, |r| r.item.key_hash);
                     let mut w = before.unwrap_or(Waiting { seq, key_hash, attempts: 0, next_at: 0, errors: Vec::new(), outcome_unknown: false });
                     w.attempts += 1;
@@ -221,12 +339,17 @@ impl DeliveryQueue {
                     w.errors.push(error.clone());
                     w.outcome_unknown |= *outcome_unknown;
                     commit.retries.push(w);
+                    let event = TraceEvent::Attempt { sink, attempt, at, outcome: "retry".into(), detail: error.clone(), digest: a.digest.clone() };
+                    commit.kept.push(Kept::Trace { id, event });
                 }
             }
         }
-        self.slots.commit(commits)
+        self.slots.commit(commits)?;
+        if let Err(e) = self.publish() {
+            tracing::warn!(queue = %self.lease().partition.queue.name(), error = %e, "delivery records committed but not yet published; publishing them again before the next claim");
+        }
+        Ok(())
     }
-
 }
 
 /// A stored delivery's tier.
@@ -245,7 +368,7 @@ mod tests {
     use crate::store::{now_ms, NewDeadLetter, Partition};
 
     fn delivery(id: &str, key: &str, tier: Tier) -> Output {
-        output(&NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier, expect_ms: None, json: format!(r#"{{"id":"{id}"}}"#), message: None })
+        output(&NewDelivery { id: id.into(), sink: "erp".into(), ordering_key: key.into(), tier, expect_ms: None, json: format!(r#"{{"id":"{id}"}}"#), message: None }, "m")
     }
 
     fn partition() -> Partition {
@@ -293,7 +416,7 @@ mod tests {
 
         let now = now_ms();
         let held = leases.take(&partition(), "host-a", now, 30_000).unwrap();
-        let mut queue = DeliveryQueue::open(conn.clone(), &held).unwrap();
+        let mut queue = DeliveryQueue::open(conn.clone(), Keeper::open(&conn, &layout).unwrap(), &held).unwrap();
         let due = queue.claim(now, 10).unwrap();
         assert_eq!(
             ids(&due),
@@ -328,7 +451,7 @@ mod tests {
 
         // A holder taking over finds a1 waiting with what its attempt left.
         let held_b = leases.take(&partition(), "host-b", now + 40_000, 30_000).unwrap();
-        let mut queue_b = DeliveryQueue::open(conn.clone(), &held_b).unwrap();
+        let mut queue_b = DeliveryQueue::open(conn.clone(), Keeper::open(&conn, &layout).unwrap(), &held_b).unwrap();
         let stale = queue.ack(&[attempt(find(&due, "o1"), AttemptResult::Delivered("ERP-2".into()))]).unwrap_err();
         assert!(matches!(&stale, StoreError::Conflict(_)), "{stale}");
         let due = queue_b.claim(now + 5_000, 10).unwrap();
@@ -341,7 +464,8 @@ mod tests {
         assert_eq!((a1.attempts, a1.errors.clone(), a1.outcome_unknown), (2, vec!["HTTP 503".to_string(), "timeout".to_string()], true), "errors and doubt accumulate");
         queue_b.ack(&[attempt(a1, AttemptResult::Delivered("ERP-3".into())), attempt(find(&due, "o1"), AttemptResult::Delivered("ERP-4".into()))]).unwrap();
         assert_eq!(ids(&queue_b.claim(now + 6_000, 10).unwrap()), [("a2", Tier::Critical)]);
-        let unknown = queue_b.ack(&[Attempt { seq: 999_999, digest: String::new(), result: AttemptResult::Delivered(String::new()) }]).unwrap_err();
-        assert!(matches!(&unknown, StoreError::Other(t) if t.contains("999999")), "{unknown}");
+        // Not pending here: ignored.
+        queue_b.ack(&[Attempt { seq: 999_999, digest: String::new(), result: AttemptResult::Delivered(String::new()) }]).unwrap();
+        assert_eq!(ids(&queue_b.claim(now + 6_000, 10).unwrap()), [("a2", Tier::Critical)]);
     }
 }

@@ -36,6 +36,8 @@ const STREAMS: &[(&str, &str, bool)] = &[
     ("SYNCLINE_MESSAGES", "syncline.messages.>", true),
     ("SYNCLINE_DELIVERIES", "syncline.deliveries.>", true),
     ("SYNCLINE_COMMITS", "syncline.commits.>", true),
+    // What happened to each message, and the correlation index.
+    ("SYNCLINE_TRACES", "syncline.trace.>", true),
     // Kept until purged by an operator, like SQLite's audit table.
     ("SYNCLINE_AUDIT", "syncline.audit.>", false),
 ];
@@ -61,6 +63,9 @@ const BUCKETS: &[(&str, Expiry)] = &[
     ("syncline-control", Expiry::Never),
     ("syncline-baselines", Expiry::Never),
     ("syncline-archive", Expiry::Never),
+    ("syncline-dead-letters", Expiry::Never),
+    ("syncline-exceptions", Expiry::Never),
+    ("syncline-loops", Expiry::Never),
 ];
 
 /// The store's streams and buckets, as found or made on start.
@@ -79,6 +84,8 @@ pub struct Layout {
     pub control: kv::Store,
     /// The plugin archive.
     pub archive: kv::Store,
+    /// Pipelines' baselines.
+    pub baselines: kv::Store,
     /// Streams and buckets created by this start.
     pub created: Vec<String>,
     /// Streams and buckets whose settings this start changed.
@@ -219,6 +226,7 @@ impl Layout {
                 state: open("syncline-state").await?,
                 control: open("syncline-control").await?,
                 archive: open("syncline-archive").await?,
+                baselines: open("syncline-baselines").await?,
                 created,
                 updated,
             })

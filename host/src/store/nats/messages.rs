@@ -19,29 +19,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::append::{slot_subject, KEY_HASH, MESSAGES};
+use async_nats::jetstream::message::StreamMessage;
+
 use super::audit::Event;
-use super::reader::{earliest, Judged, Slots, Unpublished};
-use super::{output, queue_outputs, Appender, Connection, Held, SlotCommit, Verdict, Waiting};
-use crate::store::{Due, Lease, NewDelivery, Pending, Queue, Retry, StoreError};
+use super::kept::{Baseline, Keeper, Kept};
+use super::reader::{earliest, Entries, Judged, Slots, Unpublished};
+use super::traces::{self, Event as TraceEvent, OutputRef};
+use super::{output, queue_outputs, Appender, Connection, Held, Verdict, Waiting};
+use crate::store::records::{DeadLetterRecord, ExceptionRecord};
+use crate::store::{Due, Lease, Pending, Processed, Queue, StoreError};
 
 /// How long a message of a batch still being published is waited for
 /// before it is read again.
 const PENDING_RECHECK_MS: i64 = 1_000;
 
-/// How one claimed message's attempt ended, as an ack records it.
-#[derive(Debug, Clone)]
-pub enum Settle {
-    /// At an end (processed, dead-lettered, parked, dropped): its id and
-    /// the outputs it queues for sinks.
-    Done(String, Vec<NewDelivery>),
-    /// To be tried again: its id and when.
-    Retry(String, Retry),
-}
-
 /// A pipeline partition's messages as their lease holder claims and acks them.
 pub struct MessageQueue {
     conn: Arc<Connection>,
     appender: Arc<Appender>,
+    keeper: Keeper,
     tenant: String,
     pipeline: String,
     slots: Slots,
@@ -60,13 +56,13 @@ impl MessageQueue {
     ///
     /// [`StoreError::Other`] when `held` is not a lease of a pipeline's
     /// messages; [`StoreError::Unavailable`] when the server does not answer.
-    pub fn open(conn: Arc<Connection>, appender: Arc<Appender>, held: &Held) -> Result<MessageQueue, StoreError> {
+    pub fn open(conn: Arc<Connection>, appender: Arc<Appender>, keeper: Keeper, held: &Held) -> Result<MessageQueue, StoreError> {
         let Queue::Messages { tenant, pipeline } = &held.lease.partition.queue else {
             return Err(StoreError::Other(format!("{} is not a pipeline's message queue", held.lease.partition.queue.name())));
         };
         let subjects = super::slots(&held.lease.partition)?.into_iter().map(|n| slot_subject(tenant, pipeline, n)).collect::<Result<_, _>>()?;
         let slots = Slots::open(conn.clone(), MESSAGES, subjects, held)?;
-        let mut queue = MessageQueue { conn, appender, tenant: tenant.clone(), pipeline: pipeline.clone(), slots, claimed: HashMap::new(), #[cfg(test)] dies_before_publishing: false };
+        let mut queue = MessageQueue { conn, appender, keeper, tenant: tenant.clone(), pipeline: pipeline.clone(), slots, claimed: HashMap::new(), #[cfg(test)] dies_before_publishing: false };
         // What the last holder committed and may not have published.
         queue.publish()?;
         Ok(queue)
@@ -81,6 +77,12 @@ impl MessageQueue {
             // Ids from the entry: published again, stored once.
             let ids: Vec<String> = (0..u.audit.len()).map(|i| format!("{log}/{}/audit/{i}", u.seq)).collect();
             Event::publish(&self.conn, &u.audit, Some(&ids))?;
+            let queued = u.outputs.iter().enumerate().map(|(i, o)| {
+                let event = TraceEvent::Queued { source_id: o.source.clone(), sink: o.sink.clone(), at: u.at, tier: o.tier.clone(), json: o.json.clone() };
+                (o.id.clone(), event, Some(format!("{log}/{}/queued/{i}", u.seq)))
+            });
+            traces::publish(&self.conn, queued.collect())?;
+            self.keeper.publish(&self.conn, &log, u.seq, &u.kept)?;
             self.slots.mark_published(index, u.seq);
         }
         Ok(())
@@ -114,7 +116,7 @@ impl MessageQueue {
         let mut rows = Vec::with_capacity(due.len());
         for (index, item, waiting) in due {
             let m = &self.slots.get(index, item.seq).expect("a due item was read").message;
-            let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
+            let id = message_id(m);
             let json = String::from_utf8(m.payload.to_vec()).map_err(|_| StoreError::Corrupt(format!("message {} is not UTF-8", item.seq)))?;
             self.slots.hand_out(index, item.seq);
             self.claimed.insert(id.clone(), item.seq);
@@ -151,52 +153,125 @@ impl MessageQueue {
             return Ok(self.slots.claimed(seq).map(|index| (index, seq)));
         }
         self.read(crate::store::now_ms())?;
-        let found = self.slots.find(|r| r.message.headers.get("Nats-Msg-Id").is_some_and(|v| v.as_str() == id));
+        let found = self.slots.find(|r| message_id(&r.message) == id);
         if let Some((index, seq)) = found {
             self.slots.hand_out(index, seq);
         }
         Ok(found)
     }
 
-    /// Records how claimed messages' attempts ended: one commit-log entry
-    /// per slot, with the outputs of its settled messages (and, in the
-    /// first slot's, the batch's audit events), which are then
-    /// published (if that fails, the ack still stands: they are published
-    /// again before the next claim, or by the next holder). An id not
-    /// pending in the partition is refused before anything is written.
+    /// Records how claimed messages' attempts ended, as
+    /// [`crate::store::Store::ack`]: one commit-log entry per slot, with
+    /// the outputs of its settled messages and what else they keep (trace
+    /// events, dead letters, exceptions, baseline entries; in the first
+    /// slot's entry, the batch's audit events), which are then published
+    /// (if that fails, the ack still stands: they are published again
+    /// before the next claim, or by the next holder). A message not
+    /// pending in the partition — processed already, by a worker that
+    /// raced a restart — is ignored, as SQLite ignores it.
     ///
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when a slot was taken over (nothing of that
     /// slot's entry is kept; the messages stay claimable by the new
     /// holder); [`StoreError::Unavailable`] when the server does not
-    /// answer; [`StoreError::Other`] for an unknown id.
-    pub fn ack(&mut self, outcomes: &[Settle], audit: Vec<Event>) -> Result<(), StoreError> {
-        let mut commits: HashMap<usize, SlotCommit> = HashMap::new();
-        for outcome in outcomes {
-            let id = match outcome {
-                Settle::Done(id, _) | Settle::Retry(id, _) => id,
+    /// answer.
+    pub fn ack(&mut self, processed: &[Processed], audit: Vec<Event>) -> Result<(), StoreError> {
+        let at = crate::store::now_ms();
+        let (tenant, pipeline) = (self.tenant.clone(), self.pipeline.clone());
+        let mut commits = Entries::default();
+        for p in processed {
+            let Some((index, seq)) = self.locate(&p.id)? else {
+                tracing::debug!(id = %p.id, queue = %self.lease().partition.queue.name(), "an ack of a message not pending here is ignored");
+                continue;
             };
-            let Some((index, seq)) = self.locate(id)? else {
-                return Err(StoreError::Other(format!("message `{id}` is not pending in {}", self.lease().partition.queue.name())));
+            let read = self.slots.get(index, seq).expect("a located message was read");
+            let (key_hash, received_at) = (read.item.key_hash, (read.message.time.unix_timestamp_nanos() / 1_000_000) as i64);
+            let commit = commits.slot(index);
+            commit.at = at;
+            let input = |state: &str, processing, attempts, retry_errors, next_attempt_at, outputs| TraceEvent::Input {
+                tenant: tenant.clone(),
+                pipeline: pipeline.clone(),
+                seq,
+                state: state.into(),
+                received_at,
+                processed_at: (state != "accepted").then_some(at),
+                processing,
+                attempts,
+                retry_errors,
+                next_attempt_at,
+                outputs,
             };
-            let commit = commits.entry(index).or_default();
-            match outcome {
-                Settle::Done(_, outputs) => {
-                    commit.settled.push(seq);
-                    commit.queued.extend(outputs.iter().map(output));
-                }
-                Settle::Retry(_, retry) => {
-                    let key_hash = self.slots.get(index, seq).map_or(0, |r| r.item.key_hash);
-                    let attempts = u32::try_from(retry.errors.len()).unwrap_or(u32::MAX).max(1);
-                    commit.retries.push(Waiting { seq, key_hash, attempts, next_at: retry.next_at, errors: retry.errors.clone(), outcome_unknown: false });
-                }
+            if let Some(retry) = &p.retry {
+                let attempts = u32::try_from(retry.errors.len()).unwrap_or(u32::MAX).max(1);
+                commit.retries.push(Waiting { seq, key_hash, attempts, next_at: retry.next_at, errors: retry.errors.clone(), outcome_unknown: false });
+                let event = input("accepted", None, i64::from(attempts), Some(retry.errors.clone()), retry.next_at, Vec::new());
+                commit.kept.push(Kept::Trace { id: p.id.clone(), event });
+                continue;
+            }
+            commit.settled.push(seq);
+            commit.queued.extend(p.deliveries.iter().map(|d| output(d, &p.id)));
+            let refs = p.deliveries.iter().map(|d| OutputRef { id: d.id.clone(), sink: d.sink.clone() }).collect();
+            let waiting = self.slots.waiting(index, seq).map(|w| (i64::from(w.attempts), Some(w.errors.clone())));
+            let (attempts, errors) = waiting.unwrap_or((0, None));
+            let event = input(p.state.as_str(), Some(p.processing.clone()), attempts, errors, 0, refs);
+            let commit = commits.slot(index);
+            commit.kept.push(Kept::Trace { id: p.id.clone(), event });
+            for d in &p.dead_letters {
+                let record = DeadLetterRecord {
+                    id: 0,
+                    tenant: tenant.clone(),
+                    pipeline: pipeline.clone(),
+                    source_id: p.id.clone(),
+                    at,
+                    place: d.place.clone(),
+                    plugin: d.plugin.clone(),
+                    digest: d.digest.clone(),
+                    reason: d.reason.clone(),
+                    attempts: d.attempts.clone(),
+                    message_id: d.message_id.clone(),
+                    outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
+                    state: "open".into(),
+                    resolved_at: None,
+                    note: None,
+                };
+                commit.kept.push(Kept::Dead { record, body: d.json.clone(), delivery: None });
+            }
+            for e in &p.exceptions {
+                let record = ExceptionRecord {
+                    id: 0,
+                    tenant: tenant.clone(),
+                    pipeline: pipeline.clone(),
+                    source_id: p.id.clone(),
+                    at,
+                    queue: e.queue.clone(),
+                    detail: e.detail.clone(),
+                    state: "open".into(),
+                    message_id: e.message_id.clone(),
+                    settled_at: None,
+                    note: None,
+                    overdue_at: None,
+                };
+                commit.kept.push(Kept::Exception { record, body: e.json.clone() });
+            }
+            for b in &p.baseline {
+                commit.kept.push(Kept::Baseline(Baseline {
+                    tenant: tenant.clone(),
+                    pipeline: pipeline.clone(),
+                    kind: b.kind.clone(),
+                    item: b.item.clone(),
+                    location: b.location.clone(),
+                    message_id: b.message_id.clone(),
+                    at,
+                    json: b.json.clone(),
+                }));
             }
         }
         // The batch's audit entries ride in its first slot's entry.
         if !audit.is_empty() {
-            let first = commits.keys().min().copied().unwrap_or(0);
-            commits.entry(first).or_default().audit = audit;
+            let commit = commits.first();
+            commit.audit = audit;
+            commit.at = at;
         }
         self.slots.commit(commits)?;
         let slots = &self.slots;
@@ -212,13 +287,24 @@ impl MessageQueue {
     }
 }
 
+/// A stored message's id: its own header when it was accepted again (a
+/// replay), else the id it was published with.
+fn message_id(m: &StreamMessage) -> String {
+    let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
+    header(super::append::ID).or_else(|| header("Nats-Msg-Id")).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::append::leftover;
     use super::super::testing::{connected, message, NatsServer};
     use super::super::{Leases, BATCH_GRACE};
     use super::*;
-    use crate::store::{now_ms, Partition};
+    use crate::store::{now_ms, Final, NewDelivery, Partition, Retry};
+
+    fn keeper(conn: &Connection, layout: &super::super::Layout) -> Keeper {
+        Keeper::open(conn, layout).unwrap()
+    }
 
     /// Slots 5 and 37 of `acme`'s `recs` (partition 5 of 32).
     fn partition() -> Partition {
@@ -229,8 +315,16 @@ mod tests {
         due.rows.iter().map(|p| p.id.as_str()).collect()
     }
 
-    fn done(id: &str) -> Settle {
-        Settle::Done(id.into(), Vec::new())
+    fn done(id: &str) -> Processed {
+        with_outputs(id, Vec::new())
+    }
+
+    fn with_outputs(id: &str, deliveries: Vec<NewDelivery>) -> Processed {
+        Processed { id: id.into(), state: Final::Done, processing: Default::default(), retry: None, deliveries, dead_letters: vec![], exceptions: vec![], baseline: vec![] }
+    }
+
+    fn retried(id: &str, retry: Retry) -> Processed {
+        Processed { retry: Some(retry), ..done(id) }
     }
 
     fn retry(next_at: i64, errors: &[&str]) -> Retry {
@@ -262,7 +356,7 @@ mod tests {
 
         let now = now_ms();
         let held = leases.take(&partition(), "host-a", now, 30_000).unwrap();
-        let mut queue = MessageQueue::open(conn.clone(), appender.clone(), &held).unwrap();
+        let mut queue = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held).unwrap();
         let later = now + BATCH_GRACE_MS + 1_000;
         let due = queue.claim(0, later, 100).unwrap();
         assert_eq!(ids(&due), ["a1", "b1", "a2", "b2"], "the partition's messages, in stream order");
@@ -274,7 +368,7 @@ mod tests {
 
         // a1 fails retryably: a2 (its slot's, a later message of the key
         // hash) waits behind it; b1 is done.
-        queue.ack(&[Settle::Retry("a1".into(), retry(later + 5_000, &["HTTP 503"])), done("b1")], vec![]).unwrap();
+        queue.ack(&[retried("a1", retry(later + 5_000, &["HTTP 503"])), done("b1")], vec![]).unwrap();
         let due = queue.claim(0, later, 100).unwrap();
         assert_eq!(ids(&due), ["b2"]);
         assert_eq!(due.next_at, Some(later + 5_000));
@@ -282,8 +376,8 @@ mod tests {
         assert_eq!(ids(&retried), ["a1", "a2", "b2"]);
         assert_eq!((retried.rows[0].attempts, retried.rows[0].errors.clone()), (1, vec!["HTTP 503".to_string()]));
 
-        let unknown = queue.ack(&[done("x1")], vec![]).unwrap_err();
-        assert!(matches!(&unknown, StoreError::Other(t) if t.contains("x1")), "{unknown}");
+        // Another partition's message: not this queue's to settle.
+        queue.ack(&[done("x1")], vec![]).unwrap();
         queue.ack(&[done("a1"), done("a2"), done("b2")], vec![]).unwrap();
         assert!(queue.claim(0, later + 5_000, 100).unwrap().rows.is_empty());
         // Everything read is settled: the slots' floors passed it.
@@ -303,7 +397,7 @@ mod tests {
         appender.append(vec![message("after", "acme", None, 5)], None).unwrap();
         let now = now_ms();
         let held = leases.take(&partition(), "host-a", now, 30_000).unwrap();
-        let mut queue = MessageQueue::open(conn.clone(), appender.clone(), &held).unwrap();
+        let mut queue = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held).unwrap();
         let due = queue.claim(0, now, 100).unwrap();
         assert!(due.rows.is_empty(), "nothing overtakes a message that may yet count: {:?}", ids(&due));
         assert!(due.next_at.is_some_and(|t| t > now));
@@ -323,13 +417,13 @@ mod tests {
         appender.append(sent, None).unwrap();
         let now = now_ms();
         let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
-        let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();
+        let mut a = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held_a).unwrap();
         assert_eq!(ids(&a.claim(0, now, 100).unwrap()), ["m0", "m1", "m2", "m3", "m4", "m5"]);
-        a.ack(&[done("m0"), done("m1"), Settle::Retry("m2".into(), retry(now + 60_000, &["timeout"]))], vec![]).unwrap();
+        a.ack(&[done("m0"), done("m1"), retried("m2", retry(now + 60_000, &["timeout"]))], vec![]).unwrap();
 
         // host-a stalls past its lease; host-b takes over and reads the logs.
         let held_b = leases.take(&partition(), "host-b", now + 2_000, 30_000).unwrap();
-        let mut b = MessageQueue::open(conn.clone(), appender.clone(), &held_b).unwrap();
+        let mut b = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held_b).unwrap();
         let due = b.claim(0, now + 2_000, 100).unwrap();
         assert_eq!(ids(&due), ["m3", "m5"], "m0 and m1 are done; m2 waits and holds m4 (its slot) behind it");
         assert_eq!(due.next_at, Some(now + 60_000));
@@ -346,7 +440,7 @@ mod tests {
         // A third holder finds everything settled, without reading the
         // messages below the floors again.
         let held_c = leases.take(&partition(), "host-c", now + 100_000, 30_000).unwrap();
-        let mut c = MessageQueue::open(conn, appender, &held_c).unwrap();
+        let mut c = MessageQueue::open(conn.clone(), appender, keeper(&conn, &layout), &held_c).unwrap();
         assert!(c.slots.floors().iter().all(|f| *f > 0));
         assert!(c.claim(0, now + 100_000, 100).unwrap().rows.is_empty());
     }
@@ -374,16 +468,16 @@ mod tests {
         };
         let now = now_ms();
         let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
-        let mut a = MessageQueue::open(conn.clone(), appender.clone(), &held_a).unwrap();
+        let mut a = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held_a).unwrap();
         assert_eq!(ids(&a.claim(0, now, 10).unwrap()), ["m1", "m2", "m3"]);
-        a.ack(&[Settle::Done("m1".into(), vec![out("m1")]), Settle::Done("m2".into(), vec![out("m2")])], vec![]).unwrap();
+        a.ack(&[with_outputs("m1", vec![out("m1")]), with_outputs("m2", vec![out("m2")])], vec![]).unwrap();
         // host-a appends m3's entry and dies before publishing its output.
         a.dies_before_publishing = true;
-        a.ack(&[Settle::Done("m3".into(), vec![out("m3")])], vec![]).unwrap();
+        a.ack(&[with_outputs("m3", vec![out("m3")])], vec![]).unwrap();
 
         let sink = Partition { queue: Queue::Deliveries { sink: "erp".into() }, index: 0, of: 1 };
         let sink_held = leases.take(&sink, "sink-host", now, 600_000).unwrap();
-        let mut deliveries = DeliveryQueue::open(conn.clone(), &sink_held).unwrap();
+        let mut deliveries = DeliveryQueue::open(conn.clone(), keeper(&conn, &layout), &sink_held).unwrap();
         let queued = |d: &mut DeliveryQueue| {
             let mut found: Vec<String> = d.claim(now, 100).unwrap().rows.into_iter().map(|r| format!("{} {}", r.id, r.json)).collect();
             found.sort();
@@ -401,7 +495,7 @@ mod tests {
 
         // The next holder publishes what may be missing; nothing is stored twice.
         let held_b = leases.take(&partition(), "host-b", now + 4_000, 30_000).unwrap();
-        let mut b = MessageQueue::open(conn.clone(), appender, &held_b).unwrap();
+        let mut b = MessageQueue::open(conn.clone(), appender, keeper(&conn, &layout), &held_b).unwrap();
         assert!(b.claim(0, now + 4_000, 10).unwrap().rows.is_empty());
         assert_eq!(queued(&mut deliveries), [r#"out-m1 {"from":"m1"}"#, r#"out-m2 {"from":"m2"}"#, r#"out-m3 {"from":"m3"}"#]);
         let js = conn.jetstream();

@@ -87,13 +87,16 @@
 
 mod append;
 mod audit;
+mod cases;
 mod deliveries;
+mod kept;
 mod layout;
 mod lease;
 mod messages;
 mod reader;
 mod slot;
 mod store;
+mod traces;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -106,7 +109,7 @@ pub use append::{Accepted, Appender, Verdict, BATCH_GRACE};
 pub use layout::{Layout, Settings};
 pub use lease::{slots, CommitLog, Entry, Held, Leases, SlotLease};
 pub use deliveries::{output, publish as queue_outputs, DeliveryQueue};
-pub use messages::{MessageQueue, Settle};
+pub use messages::MessageQueue;
 pub use slot::{Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
 pub use store::NatsStore;
 
@@ -235,8 +238,9 @@ mod tests {
         assert_eq!(
             made,
             [
-                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-batches", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-idempotency",
-                "KV_syncline-leases", "KV_syncline-state", "SYNCLINE_AUDIT", "SYNCLINE_COMMITS", "SYNCLINE_DELIVERIES", "SYNCLINE_MESSAGES",
+                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-batches", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-dead-letters",
+                "KV_syncline-exceptions", "KV_syncline-idempotency", "KV_syncline-leases", "KV_syncline-loops", "KV_syncline-state", "SYNCLINE_AUDIT",
+                "SYNCLINE_COMMITS", "SYNCLINE_DELIVERIES", "SYNCLINE_MESSAGES", "SYNCLINE_TRACES",
             ]
         );
         assert_eq!(stream_config(&conn, "SYNCLINE_MESSAGES").max_age, Duration::from_secs(7 * 86400));
@@ -249,7 +253,7 @@ mod tests {
         let shorter = Settings { retention: Duration::from_secs(86400), ..settings(&server.url()) };
         let changed = Layout::ensure(&conn, &shorter).unwrap();
         assert!(changed.created.is_empty());
-        assert_eq!(changed.updated, ["SYNCLINE_MESSAGES", "SYNCLINE_DELIVERIES", "SYNCLINE_COMMITS", "KV_syncline-batches"]);
+        assert_eq!(changed.updated, ["SYNCLINE_MESSAGES", "SYNCLINE_DELIVERIES", "SYNCLINE_COMMITS", "SYNCLINE_TRACES", "KV_syncline-batches"]);
         assert_eq!(stream_config(&conn, "SYNCLINE_COMMITS").max_age, Duration::from_secs(86400));
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use async_nats::jetstream::{consumer, message::StreamMessage, stream};
 
 use super::audit::Event;
+use super::kept::Kept;
 use super::{unavailable, CommitLog, Connection, Held, Item, Output, SlotCommit, SlotDue, SlotState, Waiting};
 use crate::store::{Lease, StoreError};
 
@@ -53,6 +54,31 @@ impl Judged {
     }
 }
 
+/// A batch's commit entries, one per slot it touched, in the order it
+/// first touched them.
+#[derive(Debug, Default)]
+pub struct Entries(Vec<(usize, SlotCommit)>);
+
+impl Entries {
+    /// Slot `index`'s entry.
+    pub fn slot(&mut self, index: usize) -> &mut SlotCommit {
+        let at = match self.0.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                self.0.push((index, SlotCommit::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    /// The first slot's entry (slot 0's when there is none).
+    pub fn first(&mut self) -> &mut SlotCommit {
+        let index = self.0.first().map_or(0, |(i, _)| *i);
+        self.slot(index)
+    }
+}
+
 /// What a commit-log entry queued, to be published after it.
 #[derive(Debug, Clone)]
 pub struct Unpublished {
@@ -62,12 +88,23 @@ pub struct Unpublished {
     pub outputs: Vec<Output>,
     /// Audit events.
     pub audit: Vec<Event>,
+    /// Other records.
+    pub kept: Vec<Kept>,
+    /// When the entry was committed.
+    pub at: i64,
 }
 
 impl Unpublished {
     /// What entry `seq` queues (taken out of it), if anything.
     fn of(seq: u64, commit: &mut SlotCommit) -> Option<Unpublished> {
-        (!commit.queued.is_empty() || !commit.audit.is_empty()).then(|| Unpublished { seq, outputs: std::mem::take(&mut commit.queued), audit: std::mem::take(&mut commit.audit) })
+        let empty = commit.queued.is_empty() && commit.audit.is_empty() && commit.kept.is_empty();
+        (!empty).then(|| Unpublished {
+            seq,
+            outputs: std::mem::take(&mut commit.queued),
+            audit: std::mem::take(&mut commit.audit),
+            kept: std::mem::take(&mut commit.kept),
+            at: commit.at,
+        })
     }
 }
 
@@ -238,18 +275,18 @@ impl Slots {
         self.slots[index].state.waiting(seq)
     }
 
-    /// Appends each slot's commit to its log, in slot order, with the floor
-    /// it allows; folds each in. A commit that is refused stops the rest.
+    /// Appends each slot's commit to its log, in the order the batch first
+    /// touched the slots (so what they keep is numbered in the batch's
+    /// order), with the floor it allows; folds each in. A commit that is
+    /// refused stops the rest.
     ///
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when a slot was taken over (nothing of
     /// that slot's entry is kept); [`StoreError::Unavailable`] when the
     /// server does not answer.
-    pub fn commit(&mut self, commits: HashMap<usize, SlotCommit>) -> Result<(), StoreError> {
-        let mut commits: Vec<(usize, SlotCommit)> = commits.into_iter().collect();
-        commits.sort_by_key(|(index, _)| *index);
-        for (index, mut commit) in commits {
+    pub fn commit(&mut self, commits: Entries) -> Result<(), StoreError> {
+        for (index, mut commit) in commits.0 {
             let slot = &mut self.slots[index];
             commit.settled.append(&mut slot.void);
             // The floor after this entry: past the settled items the slot begins with.

@@ -53,10 +53,21 @@ pub struct SlotCommit {
     /// not at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<super::audit::Event>,
+    /// The records the commit keeps besides: trace events, dead letters,
+    /// exceptions, baseline entries, loops (published with the outputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<super::kept::Kept>,
+    /// When it was committed (ms since the epoch).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at: i64,
     /// Every entry of the log up to this sequence has had its outputs
     /// published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<u64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// An output a commit queues for a sink (the commit's tenant and pipeline
@@ -77,6 +88,9 @@ pub struct Output {
     pub expect_ms: Option<i64>,
     /// The output message as JSON.
     pub json: String,
+    /// The accepted message it came from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// A slot's state; also its checkpoint's form.

@@ -1,18 +1,19 @@
-//! [`NatsStore`]: the [`Store`] contract on the NATS store's parts — being
-//! built; what it keeps so far: appends with sources' cursors, leases,
-//! claims and acks of messages and deliveries (with the outputs and audit
-//! events an ack carries), the audit log, plugin state, approvals, sink
-//! pauses and the plugin archive. The records an ack keeps beyond those
-//! (dead letters, exceptions, processing records, baselines) and the
-//! queries over them are refused with a clear error until they exist: an
-//! ack that carries one is refused before anything is written, so nothing
-//! is taken and then lost.
+//! [`NatsStore`]: the [`Store`] contract on the NATS store's parts —
+//! appends with sources' cursors, leases opening their partitions'
+//! queues, claims and acks of messages and deliveries (with everything an
+//! ack keeps: outputs, trace events, dead letters, exceptions, baseline
+//! entries, loops, audit events), the records' queries and their changes
+//! (replay, purge, settle), plugin state, approvals, sink pauses and the
+//! plugin archive.
 //!
 //! A partition's lease opens its queue here (each slot's log fenced by the
 //! holder's marker); a later lease of the same holder with the same token
 //! is a renewal. Opening a partition drops the open queues of this store
 //! that share slots with it, which the marker has fenced: a call under a
 //! dropped lease that still holds its slots opens them again.
+//!
+//! Counts, backlog and pruning read every trace kept ([`Traces::census`]):
+//! exact, at a cost that grows with the retention's worth of traces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,17 +21,16 @@ use std::sync::{Arc, Mutex};
 use async_nats::jetstream::kv;
 
 use super::audit::{AuditLog, Event};
-use super::{Appender, Connection, DeliveryQueue, Held, Layout, Leases, MessageQueue, Settings, Settle};
-use crate::store::records::{self, AuditEntry, AuditFilter, AuditRecord};
+use super::cases::{Case, Cases};
+use super::kept::{self, Keeper};
+use super::traces::{Event as TraceEvent, Traces};
+use super::{Appender, Connection, DeliveryQueue, Held, Layout, Leases, MessageQueue, Settings};
+use crate::config::Tier;
+use crate::store::records::{self, AuditEntry, AuditFilter, AuditRecord, DeadLetterRecord, ExceptionRecord, Replayed};
 use crate::store::{
-    now_ms, Attempt, AttemptResult, Backlog, Commit, Counts, Cursor, Delivery, Due, IngestOutcome, Lease, NewException, NewMessage, Partition, Pending, Pruned, Queue, QueueWatcher, Snapshot,
-    StateEntry, Store, StoreError, Submitted,
+    now_ms, Attempt, Backlog, Commit, Counts, Cursor, Delivery, Due, IngestOutcome, Lease, NewException, NewMessage, Partition, Pending, Pruned, Queue, QueueWatcher, Snapshot, StateEntry,
+    Store, StoreError, Submitted,
 };
-
-/// What a query of records the NATS store does not keep yet answers.
-fn not_yet(what: &str) -> StoreError {
-    StoreError::Other(format!("{what} are not kept by the NATS store yet"))
-}
 
 /// How large one entry of the archive bucket is (the server refuses
 /// messages over its `max_payload`, 1 MiB by default).
@@ -54,6 +54,8 @@ pub struct NatsStore {
     appender: Arc<Appender>,
     leases: Leases,
     audit: AuditLog,
+    keeper: Keeper,
+    traces: Traces,
     state: kv::Store,
     control: kv::Store,
     archive: kv::Store,
@@ -95,6 +97,8 @@ impl NatsStore {
             appender: Arc::new(Appender::new(conn.clone(), &layout)),
             leases: Leases::new(conn.clone(), layout.leases.clone()),
             audit: AuditLog::open(&conn)?,
+            keeper: Keeper::open(&conn, &layout)?,
+            traces: Traces::open(&conn)?,
             state: layout.state.clone(),
             control: layout.control.clone(),
             archive: layout.archive.clone(),
@@ -107,8 +111,8 @@ impl NatsStore {
     /// markers fenced.
     fn keep(&self, held: Held) -> Result<Arc<Mutex<Open>>, StoreError> {
         let queue = match &held.lease.partition.queue {
-            Queue::Messages { .. } => Opened::Messages(MessageQueue::open(self.conn.clone(), self.appender.clone(), &held)?),
-            Queue::Deliveries { .. } => Opened::Deliveries(DeliveryQueue::open(self.conn.clone(), &held)?),
+            Queue::Messages { .. } => Opened::Messages(MessageQueue::open(self.conn.clone(), self.appender.clone(), self.keeper.clone(), &held)?),
+            Queue::Deliveries { .. } => Opened::Deliveries(DeliveryQueue::open(self.conn.clone(), self.keeper.clone(), &held)?),
         };
         let partition = held.lease.partition.clone();
         let open = Arc::new(Mutex::new(Open { held, queue }));
@@ -202,7 +206,20 @@ impl NatsStore {
 
 impl Store for NatsStore {
     fn append(&self, messages: Vec<NewMessage>, cursor: Option<Cursor>) -> Submitted<Vec<IngestOutcome>> {
-        Submitted::ready(self.appender.append(messages, cursor.as_ref()).map(|accepted| accepted.into_iter().map(|a| a.outcome).collect()))
+        let answers: Vec<(String, String, Option<crate::store::LoopAnswer>)> = messages.iter().map(|m| (m.id.clone(), m.tenant.clone(), m.answers.clone())).collect();
+        let accepted = match self.appender.append(messages, cursor.as_ref()) {
+            Ok(accepted) => accepted,
+            Err(e) => return Submitted::ready(Err(e)),
+        };
+        // Execution statuses close the loops they answer, once accepted.
+        for ((id, tenant, answer), a) in answers.into_iter().zip(&accepted) {
+            if let (Some(answer), Some(_)) = (answer, a.seq) {
+                if let Err(e) = self.close_loops(&id, &tenant, &answer) {
+                    tracing::warn!(status = %id, error = %e, "an execution status was accepted but the loops it answers were not closed");
+                }
+            }
+        }
+        Submitted::ready(Ok(accepted.into_iter().map(|a| a.outcome).collect()))
     }
 
     fn lease(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Lease, StoreError> {
@@ -244,25 +261,9 @@ impl Store for NatsStore {
         if (tenant, pipeline) != (&commit.tenant, &commit.pipeline) {
             return Err(StoreError::Other(format!("a commit of {}/{} under a lease of {}", commit.tenant, commit.pipeline, lease.partition.queue.name())));
         }
-        let mut settles = Vec::with_capacity(commit.processed.len());
-        for p in commit.processed {
-            if !p.dead_letters.is_empty() {
-                return Err(not_yet("dead letters"));
-            }
-            if !p.exceptions.is_empty() {
-                return Err(not_yet("exceptions"));
-            }
-            if !p.baseline.is_empty() {
-                return Err(not_yet("baselines"));
-            }
-            settles.push(match p.retry {
-                Some(retry) => Settle::Retry(p.id, retry),
-                None => Settle::Done(p.id, p.deliveries),
-            });
-        }
         let at = now_ms();
         let audit = commit.audit.iter().map(|e| Event::new(e, at)).collect();
-        self.messages(lease, |q| q.ack(&settles, audit))
+        self.messages(lease, |q| q.ack(&commit.processed, audit))
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
@@ -270,9 +271,6 @@ impl Store for NatsStore {
     }
 
     fn ack_deliveries(&self, lease: &Lease, attempts: Vec<Attempt>) -> Result<(), StoreError> {
-        if attempts.iter().any(|a| matches!(a.result, AttemptResult::Dead(_))) {
-            return Err(not_yet("dead letters"));
-        }
         self.deliveries(lease, |q| q.ack(&attempts))
     }
 
@@ -303,60 +301,202 @@ impl Store for NatsStore {
         self.audit.list(&self.conn, filter, after, limit)
     }
 
-    fn correlated(&self, _correlation: &str, _scope: &Option<Vec<String>>, _limit: usize) -> Result<Vec<String>, StoreError> {
-        Err(not_yet("correlations"))
+    fn correlated(&self, correlation: &str, scope: &Option<Vec<String>>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        // The message whose own id it is, when there is one.
+        if let Some((trace, _)) = self.traces.trace(&self.conn, correlation)? {
+            if let Some(input) = trace.input {
+                found.push((correlation.to_string(), input.tenant));
+            }
+        }
+        found.extend(self.traces.correlated(&self.conn, correlation)?);
+        let in_scope = |t: &str| scope.as_ref().is_none_or(|s| s.iter().any(|x| x == t));
+        let mut ids: Vec<String> = Vec::new();
+        for (id, tenant) in found {
+            if in_scope(&tenant) && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.truncate(limit);
+        Ok(ids)
     }
 
-    fn loops(&self, _filter: &records::LoopFilter, _after: i64, _limit: usize) -> Result<Vec<records::LoopRecord>, StoreError> {
-        Err(not_yet("loops"))
+    fn loops(&self, filter: &records::LoopFilter, after: i64, limit: usize) -> Result<Vec<records::LoopRecord>, StoreError> {
+        let in_scope = |t: &str| filter.scope.as_ref().is_none_or(|s| s.iter().any(|x| x == t));
+        let mut found = Vec::new();
+        for (id, case) in self.keeper.loops.all(&self.conn)? {
+            let l = case.record;
+            let wanted = id > after
+                && filter.state.as_ref().is_none_or(|s| *s == l.state)
+                && in_scope(&l.tenant)
+                && filter.due_before.is_none_or(|t| l.due_at < t);
+            if !wanted {
+                continue;
+            }
+            if filter.closed_late_unsettled {
+                let open = match l.exception_id {
+                    Some(e) if l.state == "closed" => self.keeper.exceptions.get(&self.conn, e)?.is_some_and(|c| c.record.state == "open"),
+                    _ => false,
+                };
+                if !open {
+                    continue;
+                }
+            }
+            found.push(l);
+            if found.len() == limit {
+                break;
+            }
+        }
+        Ok(found)
     }
 
-    fn loop_overdue(&self, _id: i64, _exception: NewException) -> Result<Option<i64>, StoreError> {
-        Err(not_yet("loops"))
+    fn loop_overdue(&self, id: i64, exception: NewException) -> Result<Option<i64>, StoreError> {
+        let Some(open) = self.keeper.loops.get(&self.conn, id)? else { return Ok(None) };
+        if open.record.state != "open" {
+            return Ok(None);
+        }
+        // The exception first: a loop is never marked with one that is not
+        // there (a crash between the two parks it again at the next check).
+        let parked = self.park_exception(&open.record.tenant, &open.record.pipeline, &exception)?;
+        let marked = self.keeper.loops.update(&self.conn, id, |l| {
+            if l.state != "open" {
+                return Err(StoreError::Conflict(format!("loop {id} is {}", l.state)));
+            }
+            (l.state, l.exception_id) = ("overdue".into(), Some(parked));
+            Ok(())
+        });
+        match marked {
+            Ok(_) => Ok(Some(parked)),
+            Err(StoreError::Conflict(_)) => {
+                self.keeper.exceptions.delete(&self.conn, parked)?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    fn dead_letters(&self, _filter: &records::DeadLetterFilter, _after: i64, _limit: usize) -> Result<Vec<records::DeadLetterRecord>, StoreError> {
-        Err(not_yet("dead letters"))
+    fn dead_letters(&self, filter: &records::DeadLetterFilter, after: i64, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        Ok(self.keeper.dead.list(&self.conn, after, limit, |d| filter.matches(&d.record))?.into_iter().map(|c| c.record.record).collect())
     }
 
-    fn dead_letter(&self, _id: i64) -> Result<Option<(records::DeadLetterRecord, serde_json::Value)>, StoreError> {
-        Err(not_yet("dead letters"))
+    fn dead_letter(&self, id: i64) -> Result<Option<(DeadLetterRecord, serde_json::Value)>, StoreError> {
+        Ok(self.keeper.dead.get(&self.conn, id)?.map(|c| (c.record.record, serde_json::from_str(&c.body).unwrap_or(serde_json::Value::Null))))
     }
 
-    fn replay_dead_letter(&self, _id: i64) -> Result<Option<records::Replayed>, StoreError> {
-        Err(not_yet("dead letters"))
+    fn replay_dead_letter(&self, id: i64) -> Result<Option<Replayed>, StoreError> {
+        let Some(case) = self.keeper.dead.get(&self.conn, id)? else { return Ok(None) };
+        let d = case.record.record;
+        if d.state != "open" {
+            return Err(StoreError::Conflict(format!("dead letter {id} was already {}", d.state)));
+        }
+        let tag = format!("replay-{id}");
+        let replayed = if let Some(sink) = d.place.strip_prefix("sink ") {
+            let Some(delivery) = case.record.delivery else {
+                return Err(StoreError::Conflict(format!("the delivery of dead letter {id} is not kept")));
+            };
+            super::deliveries::publish_again(&self.conn, &d.tenant, &d.pipeline, &delivery, &tag)?;
+            super::traces::publish(&self.conn, vec![(d.message_id.clone(), TraceEvent::Requeued { sink: sink.to_string(), at: now_ms() }, Some(format!("{tag}/requeued")))])?;
+            Replayed::Delivery { sink: sink.to_string(), id: d.message_id.clone() }
+        } else {
+            self.accept_again(&d.source_id, &tag, &format!("dead letter {id}"))?;
+            Replayed::Message { tenant: d.tenant.clone(), pipeline: d.pipeline.clone(), id: d.source_id.clone() }
+        };
+        let now = now_ms();
+        let resolve = |r: &mut kept::DeadCase| {
+            if r.record.state != "open" {
+                return Err(StoreError::Conflict(format!("dead letter {} was already {}", r.record.id, r.record.state)));
+            }
+            (r.record.state, r.record.resolved_at) = ("replayed".into(), Some(now));
+            Ok(())
+        };
+        self.keeper.dead.update(&self.conn, id, resolve)?;
+        // A message put back to work takes its other stage dead letters with it.
+        if let Replayed::Message { .. } = &replayed {
+            for (other, c) in self.keeper.dead.all(&self.conn)? {
+                let r = &c.record.record;
+                if other != id && r.source_id == d.source_id && r.state == "open" && !r.place.starts_with("sink ") {
+                    let _ = self.keeper.dead.update(&self.conn, other, resolve);
+                }
+            }
+        }
+        Ok(Some(replayed))
     }
 
-    fn purge_dead_letter(&self, _id: i64, _reason: &str) -> Result<Option<records::DeadLetterRecord>, StoreError> {
-        Err(not_yet("dead letters"))
+    fn purge_dead_letter(&self, id: i64, reason: &str) -> Result<Option<DeadLetterRecord>, StoreError> {
+        let now = now_ms();
+        let purged = self.keeper.dead.update(&self.conn, id, |r| {
+            if r.record.state != "open" {
+                return Err(StoreError::Conflict(format!("dead letter {id} was already {}", r.record.state)));
+            }
+            (r.record.state, r.record.resolved_at, r.record.note) = ("purged".into(), Some(now), Some(reason.to_string()));
+            Ok(())
+        })?;
+        Ok(purged.map(|c| c.record.record))
     }
 
-    fn exceptions(&self, _filter: &records::ExceptionFilter, _after: i64, _limit: usize) -> Result<Vec<records::ExceptionRecord>, StoreError> {
-        Err(not_yet("exceptions"))
+    fn exceptions(&self, filter: &records::ExceptionFilter, after: i64, limit: usize) -> Result<Vec<ExceptionRecord>, StoreError> {
+        Ok(self.keeper.exceptions.list(&self.conn, after, limit, |e| filter.matches(e))?.into_iter().map(|c| c.record).collect())
     }
 
-    fn exception(&self, _id: i64) -> Result<Option<(records::ExceptionRecord, serde_json::Value)>, StoreError> {
-        Err(not_yet("exceptions"))
+    fn exception(&self, id: i64) -> Result<Option<(ExceptionRecord, serde_json::Value)>, StoreError> {
+        Ok(self.keeper.exceptions.get(&self.conn, id)?.map(|c| (c.record, serde_json::from_str(&c.body).unwrap_or(serde_json::Value::Null))))
     }
 
-    fn settle_exception(&self, _id: i64, _how: &records::Settle) -> Result<Option<records::ExceptionRecord>, StoreError> {
-        Err(not_yet("exceptions"))
+    fn settle_exception(&self, id: i64, how: &records::Settle) -> Result<Option<ExceptionRecord>, StoreError> {
+        let Some(case) = self.keeper.exceptions.get(&self.conn, id)? else { return Ok(None) };
+        let e = case.record;
+        if e.state != "open" {
+            return Err(StoreError::Conflict(format!("exception {id} was already {}", e.state)));
+        }
+        let retry = matches!(how, records::Settle::Retry { .. });
+        if retry {
+            self.accept_again(&e.source_id, &format!("retry-{id}"), &format!("exception {id}"))?;
+        }
+        let now = now_ms();
+        let settle = |r: &mut ExceptionRecord| {
+            if r.state != "open" {
+                return Err(StoreError::Conflict(format!("exception {} was already {}", r.id, r.state)));
+            }
+            (r.state, r.settled_at, r.note) = (how.state().into(), Some(now), Some(how.note().into()));
+            Ok(())
+        };
+        let settled = self.keeper.exceptions.update(&self.conn, id, settle)?;
+        // A message processed again takes its other open exceptions with it.
+        if retry {
+            for (other, c) in self.keeper.exceptions.all(&self.conn)? {
+                if other != id && c.record.source_id == e.source_id && c.record.state == "open" {
+                    let _ = self.keeper.exceptions.update(&self.conn, other, settle);
+                }
+            }
+        }
+        Ok(settled.map(|c| c.record))
     }
 
-    fn mark_exception_overdue(&self, _id: i64, _at: i64) -> Result<(), StoreError> {
-        Err(not_yet("exceptions"))
+    fn mark_exception_overdue(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        self.keeper.exceptions.update(&self.conn, id, |r| {
+            r.overdue_at = Some(at);
+            Ok(())
+        })?;
+        Ok(())
     }
 
-    fn baselines(&self, _tenant: &str, _pipeline: &str) -> Result<Vec<records::BaselineRecord>, StoreError> {
-        Err(not_yet("baselines"))
+    fn baselines(&self, tenant: &str, pipeline: &str) -> Result<Vec<records::BaselineRecord>, StoreError> {
+        let mut found = Vec::new();
+        for (key, value) in self.entries(&self.keeper.baselines, &format!("{}.", kept::prefix(tenant, pipeline)))? {
+            let b: kept::Baseline = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("baseline entry `{key}` does not read: {e}")))?;
+            let message = serde_json::from_str(&b.json).unwrap_or(serde_json::Value::Null);
+            found.push(records::BaselineRecord { kind: b.kind, item: b.item, location: b.location, message_id: b.message_id, at: b.at, message });
+        }
+        found.sort_by(|a, b| (&a.kind, &a.item, &a.location).cmp(&(&b.kind, &b.item, &b.location)));
+        Ok(found)
     }
 
-    fn baseline_updated(&self, _tenant: &str, _pipeline: &str) -> Result<Option<i64>, StoreError> {
-        Err(not_yet("baselines"))
+    fn baseline_updated(&self, tenant: &str, pipeline: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.baselines(tenant, pipeline)?.iter().map(|b| b.at).max())
     }
 
-    fn park(&self, _tenant: &str, _pipeline: &str, _exception: NewException) -> Result<(), StoreError> {
-        Err(not_yet("exceptions"))
+    fn park(&self, tenant: &str, pipeline: &str, exception: NewException) -> Result<(), StoreError> {
+        self.park_exception(tenant, pipeline, &exception).map(drop)
     }
 
     fn sink_pauses(&self) -> Result<BTreeMap<String, records::SinkPause>, StoreError> {
@@ -374,8 +514,17 @@ impl Store for NatsStore {
         self.write(&self.control, format!("pause.{}", key_token(sink)), value)
     }
 
-    fn trace(&self, _id: &str) -> Result<Option<records::Trace>, StoreError> {
-        Err(not_yet("traces"))
+    fn trace(&self, id: &str) -> Result<Option<records::Trace>, StoreError> {
+        let Some((mut trace, cases)) = self.traces.trace(&self.conn, id)? else { return Ok(None) };
+        for (kind, number) in cases {
+            match kind.as_str() {
+                "dead" => trace.dead_letters.extend(self.keeper.dead.get(&self.conn, number)?.map(|c| c.record.record)),
+                _ => trace.exceptions.extend(self.keeper.exceptions.get(&self.conn, number)?.map(|c| c.record)),
+            }
+        }
+        trace.dead_letters.sort_by_key(|d| d.id);
+        trace.exceptions.sort_by_key(|e| e.id);
+        Ok(Some(trace))
     }
 
     fn state(&self) -> Result<Vec<StateEntry>, StoreError> {
@@ -445,21 +594,182 @@ impl Store for NatsStore {
         Ok(Some(bytes))
     }
 
-    fn prune_idempotency(&self, _before_ms: i64) -> Result<usize, StoreError> {
-        // The bucket's entries expire after the dedupe window by themselves.
-        Ok(0)
+    fn prune_idempotency(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.appender.prune(before_ms)
     }
 
-    fn prune(&self, _before_ms: i64) -> Result<Pruned, StoreError> {
-        Err(not_yet("pruning and its records"))
+    fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+        let (conn, k) = (&self.conn, &self.keeper);
+        for (id, c) in k.dead.all(conn)? {
+            if c.record.record.state != "open" && c.record.record.resolved_at.is_some_and(|t| t < before_ms) {
+                k.dead.delete(conn, id)?;
+            }
+        }
+        for (id, c) in k.exceptions.all(conn)? {
+            if c.record.state != "open" && c.record.settled_at.is_some_and(|t| t < before_ms) {
+                k.exceptions.delete(conn, id)?;
+            }
+        }
+        for (id, c) in k.loops.all(conn)? {
+            if c.record.state == "closed" && c.record.closed_at.is_some_and(|t| t < before_ms) {
+                k.loops.delete(conn, id)?;
+            }
+        }
+        // Traces: delivered deliveries, then finished messages nothing
+        // refers to any more (no delivery, exception or dead letter left).
+        let census = self.traces.census(conn)?;
+        let mut pruned = Pruned::default();
+        let mut forget = Vec::new();
+        let mut left: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for ((id, _), d) in &census.deliveries {
+            if d.state == "delivered" && d.delivered_at.is_some_and(|t| t < before_ms) {
+                pruned.deliveries += 1;
+                forget.push(id.clone());
+            } else if let Some(source) = census.sources.get(id) {
+                left.insert(source.as_str());
+            }
+        }
+        let dead: std::collections::HashSet<String> = k.dead.all(conn)?.into_iter().map(|(_, c)| c.record.record.source_id).collect();
+        let parked: std::collections::HashSet<String> = k.exceptions.all(conn)?.into_iter().map(|(_, c)| c.record.source_id).collect();
+        for (id, m) in &census.inputs {
+            let finished = m.state != "accepted" && m.processed_at.is_some_and(|t| t < before_ms);
+            if finished && !left.contains(id.as_str()) && !dead.contains(id) && !parked.contains(id) {
+                pruned.messages += 1;
+                forget.push(id.clone());
+            }
+        }
+        self.traces.forget(conn, forget)?;
+        Ok(pruned)
     }
 
     fn backlog(&self) -> Result<Backlog, StoreError> {
-        Err(not_yet("backlog figures"))
+        use std::collections::BTreeMap as Map;
+        let census = self.traces.census(&self.conn)?;
+        let mut messages: Map<(String, String), i64> = Map::new();
+        for m in census.inputs.values().filter(|m| m.state == "accepted") {
+            *messages.entry((m.tenant.clone(), m.pipeline.clone())).or_default() += 1;
+        }
+        let mut sinks: Map<String, (i64, i64)> = Map::new();
+        let mut lanes: Map<(String, usize), (i64, i64)> = Map::new();
+        for ((_, sink), d) in census.deliveries.iter().filter(|(_, d)| d.state == "pending") {
+            let s = sinks.entry(sink.clone()).or_insert((0, i64::MAX));
+            (s.0, s.1) = (s.0 + 1, s.1.min(d.queued_at));
+            let tier = Tier::parse(&d.tier).unwrap_or_default();
+            let l = lanes.entry((sink.clone(), tier.index())).or_insert((0, i64::MAX));
+            (l.0, l.1) = (l.0 + 1, l.1.min(d.queued_at));
+        }
+        let mut exceptions: Map<String, (i64, i64)> = Map::new();
+        for (_, c) in self.keeper.exceptions.all(&self.conn)?.into_iter().filter(|(_, c)| c.record.state == "open") {
+            let e = exceptions.entry(c.record.queue.clone()).or_insert((0, i64::MAX));
+            (e.0, e.1) = (e.0 + 1, e.1.min(c.record.at));
+        }
+        let mut loops: Map<(String, String), i64> = Map::new();
+        for (_, c) in self.keeper.loops.all(&self.conn)?.into_iter().filter(|(_, c)| c.record.state != "closed") {
+            *loops.entry((c.record.tenant.clone(), c.record.state.clone())).or_default() += 1;
+        }
+        let mut dead: Map<String, (i64, i64)> = Map::new();
+        for (_, c) in self.keeper.dead.all(&self.conn)?.into_iter().filter(|(_, c)| c.record.record.state == "open") {
+            let d = dead.entry(c.record.record.tenant.clone()).or_insert((0, i64::MAX));
+            (d.0, d.1) = (d.0 + 1, d.1.min(c.record.record.at));
+        }
+        Ok(Backlog {
+            messages: messages.into_iter().collect(),
+            deliveries: sinks.iter().map(|(s, (n, _))| (s.clone(), *n)).collect(),
+            oldest_delivery: sinks.into_iter().map(|(s, (_, at))| (s, at)).collect(),
+            exceptions: exceptions.into_iter().map(|(q, (n, at))| (q, n, at)).collect(),
+            lanes: lanes.into_iter().map(|((s, t), (n, at))| (s, Tier::from_index(t as i64), n, at)).collect(),
+            loops: loops.into_iter().collect(),
+            dead_letters: dead.into_iter().map(|(t, (n, at))| (t, n, at)).collect(),
+        })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
-        Err(not_yet("counts"))
+        let census = self.traces.census(&self.conn)?;
+        let mut counts = Counts::default();
+        for m in census.inputs.values() {
+            *counts.messages.entry(m.state.clone()).or_default() += 1;
+        }
+        for d in census.deliveries.values() {
+            *counts.deliveries.entry(d.state.clone()).or_default() += 1;
+        }
+        counts.dead_letters = self.keeper.dead.all(&self.conn)?.len() as i64;
+        counts.exceptions = self.keeper.exceptions.all(&self.conn)?.len() as i64;
+        Ok(counts)
+    }
+}
+
+impl NatsStore {
+    /// Closes the loops execution status `id` of `tenant` answers: the
+    /// order its reference names, or, when none open does, its flow's.
+    fn close_loops(&self, id: &str, tenant: &str, answer: &crate::store::LoopAnswer) -> Result<(), StoreError> {
+        let open: Vec<(i64, Case<records::LoopRecord>)> = self.keeper.loops.all(&self.conn)?.into_iter().filter(|(_, c)| c.record.tenant == tenant && c.record.state != "closed").collect();
+        let by_reference: Vec<i64> = open.iter().filter(|(_, c)| c.record.reference.as_deref() == Some(answer.order_ref.as_str())).map(|(n, _)| *n).collect();
+        let closing = if by_reference.is_empty() {
+            open.iter().filter(|(_, c)| c.record.correlation.as_deref() == Some(answer.correlation.as_str())).map(|(n, _)| *n).collect()
+        } else {
+            by_reference
+        };
+        let now = now_ms();
+        for number in closing {
+            self.keeper.loops.update(&self.conn, number, |l| {
+                if l.state != "closed" {
+                    (l.state, l.closed_by, l.closed_at) = ("closed".into(), Some(id.to_string()), Some(now));
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Parks an exception outside a commit; its number.
+    fn park_exception(&self, tenant: &str, pipeline: &str, e: &NewException) -> Result<i64, StoreError> {
+        let id = Cases::<ExceptionRecord>::fresh_number(&self.conn)?;
+        let record = ExceptionRecord {
+            id,
+            tenant: tenant.to_string(),
+            pipeline: pipeline.to_string(),
+            source_id: String::new(),
+            at: now_ms(),
+            queue: e.queue.clone(),
+            detail: e.detail.clone(),
+            state: "open".into(),
+            message_id: e.message_id.clone(),
+            settled_at: None,
+            note: None,
+            overdue_at: None,
+        };
+        self.keeper.exceptions.put(&self.conn, id, &Case { record, body: e.json.clone() })?;
+        super::traces::publish(&self.conn, kept::refs("exception", id, &e.message_id, "", &format!("parked/{id}")))?;
+        Ok(id)
+    }
+
+    /// Puts accepted message `source` back to work (`what` put it back):
+    /// stored again under a new sequence, with no attempts.
+    fn accept_again(&self, source: &str, tag: &str, what: &str) -> Result<(), StoreError> {
+        let gone = || StoreError::Conflict(format!("the message {source} of {what} is no longer in the store, or already at work"));
+        let Some((trace, _)) = self.traces.trace(&self.conn, source)? else { return Err(gone()) };
+        let Some(input) = trace.input.filter(|i| i.state != "accepted") else { return Err(gone()) };
+        let seq = self.traces.events(&self.conn, source)?.iter().rev().find_map(|e| match e {
+            TraceEvent::Input { seq, .. } | TraceEvent::Accepted { seq, .. } => Some(*seq),
+            _ => None,
+        });
+        let Some((subject, json, key_hash)) = seq.map(|seq| self.traces.message(&self.conn, seq)).transpose()?.flatten() else { return Err(gone()) };
+        let seq = self.appender.accept_again(source, &subject, &json, key_hash, tag)?;
+        // At work again; its trace reads the message where it now is.
+        let event = TraceEvent::Input {
+            tenant: input.tenant,
+            pipeline: input.pipeline,
+            seq,
+            state: "accepted".into(),
+            received_at: input.received_at,
+            processed_at: None,
+            processing: None,
+            attempts: 0,
+            retry_errors: None,
+            next_attempt_at: 0,
+            outputs: Vec::new(),
+        };
+        super::traces::publish(&self.conn, vec![(source.to_string(), event, Some(format!("{source}/{tag}/at")))])
     }
 }
 
@@ -467,7 +777,7 @@ impl Store for NatsStore {
 mod tests {
     use super::super::testing::{settings, NatsServer};
     use super::*;
-    use crate::store::{contract, Final, NewDeadLetter, Processed};
+    use crate::store::contract;
 
     fn store(server: &NatsServer) -> NatsStore {
         NatsStore::open(&settings(&server.url())).unwrap()
@@ -502,27 +812,33 @@ mod tests {
         contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&store(&server));
     }
 
+    /// Each contract test on a server of its own.
+    fn each(tests: &[fn(&dyn Store)]) {
+        for test in tests {
+            let server = NatsServer::start();
+            test(&store(&server));
+        }
+    }
+
     #[test]
-    fn what_is_not_kept_yet_is_refused_before_anything_is_written() {
-        let server = NatsServer::start();
-        let s = store(&server);
-        s.append(vec![contract::msg("m", None)], None).wait().unwrap();
-        let lease = contract::lease_all(&s);
-        assert_eq!(s.claim(&lease, 0, now_ms(), 10).unwrap().rows.len(), 1);
-        let dead = NewDeadLetter {
-            message_id: "m".into(),
-            place: "stage 1".into(),
-            plugin: "x".into(),
-            digest: "sha256:x".into(),
-            reason: "trapped".into(),
-            attempts: vec![],
-            json: "{}".into(),
-            outcome_unknown: false,
-        };
-        let processed = Processed { id: "m".into(), state: Final::Dead, processing: Default::default(), retry: None, deliveries: vec![], dead_letters: vec![dead], exceptions: vec![], baseline: vec![] };
-        let refused = s.ack(&lease, Commit { tenant: "acme".into(), pipeline: "p".into(), processed: vec![processed], audit: vec![] }).unwrap_err();
-        assert!(matches!(&refused, StoreError::Other(t) if t.contains("dead letters are not kept by the NATS store yet")), "{refused}");
-        assert_eq!(s.claim(&lease, 0, now_ms(), 10).unwrap().rows.len(), 1, "the message is still there");
-        assert!(matches!(s.dead_letters(&Default::default(), 0, 10), Err(StoreError::Other(_))));
+    fn keeps_the_store_contract_for_queues() {
+        each(&[
+            contract::append_dedupes_and_moves_cursors,
+            contract::a_waiting_message_holds_its_key_only_until_due,
+            contract::acked_outputs_are_delivered_in_order_per_key,
+            contract::tiers_are_served_in_lanes_keeping_order_per_key,
+        ]);
+    }
+
+    #[test]
+    fn keeps_the_store_contract_for_records() {
+        each(&[
+            contract::prune_keeps_dead_letters_and_pending_work,
+            contract::keeps_each_processing_record,
+            contract::dead_letters_are_listed_replayed_and_purged,
+            contract::exceptions_are_listed_resolved_retried_and_discarded,
+            contract::finds_messages_by_correlation,
+            contract::closes_loops,
+        ]);
     }
 }
