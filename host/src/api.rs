@@ -58,6 +58,8 @@ pub struct App {
     denials: Arc<auth::Denials>,
     /// Ingest quotas' buckets.
     quotas: Arc<quota::Quotas>,
+    /// The name this process holds leases under.
+    holder: Arc<str>,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
             reloader,
             denials: Arc::default(),
             quotas: Arc::default(),
+            holder: engine.holder().into(),
         }
     }
 }
@@ -218,6 +221,7 @@ pub fn router(app: App) -> Router {
         .add("GET", "/v1/tenants/{tenant}/pipelines/{pipeline}/stages/{stage}/capture", capture::collect)
         .add("POST", "/v1/tenants/{tenant}/baselines/{pipeline}/release", baselines::release)
         .add("GET", "/v1/sinks", sinks::list)
+        .add("GET", "/v1/cluster", cluster)
         .add("POST", "/v1/sinks/{name}/pause", sinks::pause)
         .add("POST", "/v1/sinks/{name}/resume", sinks::resume)
         .add("GET", "/v1/exceptions", exceptions::list)
@@ -496,6 +500,21 @@ async fn rollback(State(app): State<App>, Extension(caller): Extension<Caller>, 
         Ok(Err(why)) => ApiError::new(StatusCode::CONFLICT, "no-rollback", why).into_response(),
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
+}
+
+/// `GET /v1/cluster`: the processes sharing the store and the queue slots
+/// each holds (on the embedded store, this process alone holds them all).
+async fn cluster(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    let store = app.store.clone();
+    let found = tokio::task::spawn_blocking(move || store.cluster())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e.to_string()))?;
+    let this = app.holder.to_string();
+    Ok(Json(match found {
+        Some(processes) => json!({"store": "nats", "this": this, "processes": processes}),
+        None => json!({"store": "sqlite", "this": this, "processes": [{"holder": this, "holds": "every queue"}]}),
+    }))
 }
 
 async fn pipelines(State(app): State<App>, Extension(caller): Extension<Caller>) -> Json<Value> {

@@ -304,6 +304,13 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
         let lease = match keeper.lease() {
             Ok(l) => l.clone(),
             Err(e) => {
+                // Another process holding it is the normal state of a cluster;
+                // its work is not this worker's until it lets go.
+                if matches!(e, crate::store::StoreError::Conflict(_)) {
+                    tracing::debug!(sink = name, part, error = %e, "the delivery queue is another holder's; trying again later");
+                    std::thread::sleep(LeaseKeeper::pause(&e));
+                    continue;
+                }
                 tracing::warn!(sink = name, part, error = %e, "cannot lease the delivery queue; trying again");
                 sink.signal.wait(seen, LeaseKeeper::pause(&e));
                 continue;
@@ -328,6 +335,13 @@ pub fn run(ctx: &WorkerCtx, sink: &LiveSink, part: u32) {
             Err(e) => {
                 if probe {
                     sink.control.record(now, Tally::default(), true, "");
+                }
+                // Taken over, or handed to the process that should hold it:
+                // lease it again (another's, it waits).
+                if matches!(e, crate::store::StoreError::Conflict(_)) {
+                    tracing::info!(sink = name, part, reason = %e, "this delivery queue's part is another process's now");
+                    keeper.refused(&e);
+                    continue;
                 }
                 tracing::error!(sink = name, error = %e, "cannot read the delivery queue; retrying");
                 std::thread::sleep(Duration::from_millis(500));

@@ -650,11 +650,15 @@ fn plugin(what: &PluginCmd) -> anyhow::Result<ExitCode> {
         PluginCmd::Approve { name, digest, note, config: Some(config), .. } => {
             let digest = syncline::approval::digest(digest).map_err(anyhow::Error::msg)?;
             let cfg = syncline::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let store = syncline::store::SqliteStore::open(&cfg.store.path, cfg.store.sync, None).with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
+            let store = syncline::server::open_store(&cfg.store)?;
             let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
             let record = syncline::store::records::Approval { plugin: name.clone(), digest: digest.clone(), by, at: syncline::store::now_ms(), note: note.clone() };
-            syncline::approval::approve(&store, &record)?;
-            println!("approved {name} {digest} in {}", cfg.store.path.display());
+            syncline::approval::approve(store.as_ref(), &record)?;
+            let place = match cfg.store.kind {
+                syncline::config::StoreKind::Nats => cfg.store.url.clone().unwrap_or_default(),
+                syncline::config::StoreKind::Sqlite => cfg.store.path.display().to_string(),
+            };
+            println!("approved {name} {digest} in {place}");
         }
         PluginCmd::Approve { name, digest, note, server, config: None } => {
             let (status, body) = api_request("POST", server, &format!("/v1/plugins/{name}/approve"), &[], Some(&serde_json::json!({"digest": digest, "note": note})))?;

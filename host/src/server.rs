@@ -17,6 +17,32 @@ use crate::store::{SqliteStore, Store};
 /// log objects goes to stderr.
 pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Opens the store `[store]` names: the SQLite file (made when missing),
+/// or the NATS server with the store's streams and buckets (made when
+/// missing).
+///
+/// # Errors
+///
+/// A store that cannot be opened, named with where it is.
+pub fn open_store(store: &config::Store) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match store.kind {
+        config::StoreKind::Sqlite => {
+            Arc::new(SqliteStore::open(&store.path, store.sync, store.max_size.map(|s| s.0)).with_context(|| format!("opening the store {}", store.path.display()))?)
+        }
+        config::StoreKind::Nats => {
+            let url = store.url.clone().unwrap_or_default();
+            let settings = crate::store::nats::Settings {
+                url: url.clone(),
+                replicas: store.replicas,
+                retention: store.retention.0,
+                dedupe_window: store.dedupe_window.0,
+                connect_timeout: std::time::Duration::from_secs(10),
+            };
+            Arc::new(crate::store::nats::NatsStore::open(&settings).with_context(|| format!("opening the NATS store at {url}"))?)
+        }
+    })
+}
+
 /// Loads a config and every plugin and table it names, without starting
 /// anything: what `syncline check` reports.
 ///
@@ -30,9 +56,10 @@ pub fn check(path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<(Config, V
     let mut tables = std::collections::BTreeMap::new();
     let state: Arc<dyn crate::runtime::StateStore> = Arc::new(crate::runtime::MemoryState::default());
     // Pinned versions come from the store's archive when there is a store.
-    let store: Arc<dyn Store> = match config.store.path.exists() {
-        true => Arc::new(SqliteStore::open(&config.store.path, config.store.sync, None)?),
-        false => Arc::new(crate::store::MemoryStore::new()),
+    let store: Arc<dyn Store> = match (config.store.kind, config.store.path.exists()) {
+        (config::StoreKind::Sqlite, true) => Arc::new(SqliteStore::open(&config.store.path, config.store.sync, None)?),
+        (config::StoreKind::Sqlite, false) => Arc::new(crate::store::MemoryStore::new()),
+        (config::StoreKind::Nats, _) => open_store(&config.store)?,
     };
     let versions = crate::pipeline::Versions::new(store);
     let mut unapproved = Vec::new();
@@ -125,9 +152,7 @@ pub fn run(path: &Path, cache_dir: Option<&Path>, watch: bool) -> anyhow::Result
 pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: impl FnOnce(&Engine) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime = Arc::new(runtime_for(&config, cache_dir)?);
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.store.path, config.store.sync, config.store.max_size.map(|s| s.0)).with_context(|| format!("opening the store {}", config.store.path.display()))?,
-    );
+    let store = open_store(&config.store)?;
     let engine = Arc::new(Engine::build(config, runtime, store.clone())?);
     prepare(&engine)?;
     let topology = engine.topology();

@@ -7,6 +7,7 @@ mod allocate;
 mod approval;
 mod capture;
 mod cli;
+mod cluster;
 mod config_errors;
 mod console;
 mod correlation;

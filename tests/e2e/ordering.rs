@@ -28,13 +28,13 @@ breaker = { failures = 0 }
 "#);
 
 /// Recommendation `i` of key `k` as the planning system exports it.
-fn rec(k: usize, i: usize) -> String {
+pub(crate) fn rec(k: usize, i: usize) -> String {
     format!(r#"{{"rec_id": "R{k}-{i:02}", "sku": "SKU-{k}", "site": "DC-{}", "qty": "{}", "unit": "EA", "need_by": "2026-12-21", "supplier": "SUP-7", "reason": "below-safety-stock", "prio": 2}}"#, k % 3, 1 + i)
 }
 
 /// Asserts the ERP got each of the `keys` keys' recommendations in order
 /// (its idempotency keys look like `acme/recs/k:K3-07/0`).
-fn in_order_per_key(erp: &Erp, keys: usize) {
+pub(crate) fn in_order_per_key(erp: &Erp, keys: usize) {
     let received: Vec<String> = erp.received()["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     let mut last: HashMap<String, String> = HashMap::new();
     for key in &received {

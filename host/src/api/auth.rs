@@ -71,6 +71,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("POST", "/v1/dead-letters/{id}/purge", Role::Operator, Reach::Tenant),
     ep("GET", "/v1/audit", Role::Operator, Reach::Tenant),
     ep("GET", "/v1/sinks", Role::Reader, Reach::Host),
+    ep("GET", "/v1/cluster", Role::Reader, Reach::Host),
     ep("POST", "/v1/sinks/{name}/pause", Role::Operator, Reach::Host),
     ep("POST", "/v1/sinks/{name}/resume", Role::Operator, Reach::Host),
     ep("GET", "/v1/reloads", Role::Reader, Reach::Host),

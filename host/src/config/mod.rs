@@ -103,6 +103,28 @@ impl Checker<'_> {
         OrderingKey::Keyed { fields, raw }
     }
 
+    /// `[store]`: a NATS store names its server and a replica count a
+    /// cluster can keep; the SQLite store takes neither.
+    fn store(&mut self, store: &Store) {
+        let span = self.source.find("[store]").map(|i| i..i + 7);
+        match store.kind {
+            StoreKind::Nats => {
+                if store.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                    self.err(span.clone(), "`[store] kind = \"nats\"` needs the server's `url`").help =
+                        Some("`url = \"nats://127.0.0.1:4222\"`, or a cluster's servers separated by commas".into());
+                }
+                if ![1, 3, 5].contains(&store.replicas) {
+                    self.err(span, format!("`[store] replicas = {}`: a NATS stream keeps 1, 3 or 5 copies", store.replicas));
+                }
+            }
+            StoreKind::Sqlite => {
+                if store.url.is_some() || store.replicas != 1 {
+                    self.err(span, "`url` and `replicas` are settings of the NATS store").help = Some("add `kind = \"nats\"`, or remove them".into());
+                }
+            }
+        }
+    }
+
     fn base(&self) -> PathBuf {
         self.path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
@@ -115,6 +137,7 @@ impl Checker<'_> {
         }
         let base = self.base();
         let plugins_dir = base.join(&file.plugins.dir);
+        self.store(&file.store);
 
         // Tenants.
         let mut tenants = BTreeSet::new();
@@ -184,6 +207,11 @@ impl Checker<'_> {
             let settings = self.settings(&sink.config, &sink.tables, &sink.allowed_hosts, &sink.limits);
             if sink.retry.attempts == 0 {
                 self.err(None, format!("sink `{name}`: retry.attempts must be at least 1"));
+            }
+            if file.store.kind == StoreKind::Nats && !(sink.workers.is_power_of_two() && sink.workers <= 64) {
+                let span = self.source.find(&format!("[sink.{name}]")).map(|i| i..i + name.as_str().len() + 7);
+                self.err(span, format!("sink `{name}`: workers = {} on the NATS store", sink.workers)).help =
+                    Some("on the NATS store a queue is cut into 1, 2, 4, 8, 16, 32 or 64 parts: write one of those".into());
             }
             let breaker = self.breaker(&format!("sink `{name}`"), sink.breaker.as_ref());
             let rate_limit = match &sink.rate_limit {

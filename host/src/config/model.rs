@@ -118,6 +118,8 @@ pub enum StoreKind {
     /// Embedded SQLite (WAL, group commit).
     #[default]
     Sqlite,
+    /// NATS JetStream, shared by several host processes (`url`, `replicas`).
+    Nats,
 }
 
 /// `[store]`.
@@ -145,6 +147,18 @@ pub struct Store {
     /// Example: `retention = "7d"`
     #[serde(default = "default_retention")]
     pub retention: Span,
+    /// The NATS server (`kind = "nats"`), or a cluster's servers separated
+    /// by commas. Example: `url = "nats://10.0.0.5:4222,nats://10.0.0.6:4222"`
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Copies of every stream and bucket in the NATS cluster: 1, 3 or 5.
+    /// Example: `replicas = 3`
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 fn default_retention() -> Span {
@@ -168,6 +182,8 @@ impl Default for Store {
             dedupe_window: default_window(),
             max_size: None,
             retention: default_retention(),
+            url: None,
+            replicas: default_replicas(),
         }
     }
 }

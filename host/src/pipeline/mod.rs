@@ -103,6 +103,20 @@ pub fn bind_plugin(
     runtime.bind(loaded, ctx)
 }
 
+/// The name this process holds leases under: `local` on the embedded
+/// store (a restarted host takes its partitions back at once); on a shared
+/// store, its machine and process id, so that no two processes share one
+/// (a restarted process waits for its predecessor's leases to run out).
+fn holder_name(kind: crate::config::StoreKind) -> String {
+    match kind {
+        crate::config::StoreKind::Sqlite => "local".into(),
+        crate::config::StoreKind::Nats => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
+            format!("{host}-{}", std::process::id())
+        }
+    }
+}
+
 impl Engine {
     /// Builds every pipeline and sink of `config`: loads and checks each
     /// plugin (world, imports) and each reference table; plugin state and
@@ -115,6 +129,7 @@ impl Engine {
     pub fn build(config: Config, runtime: Arc<Runtime>, store: Arc<dyn Store>) -> anyhow::Result<Engine> {
         let state: Arc<dyn StateStore> = Arc::new(state::StoredState::load(store.clone()).context("cannot load plugin state from the store")?);
         let versions = Arc::new(Versions::new(store.clone()));
+        let kind = config.store.kind;
         let (topology, _) = topology::build(&runtime, &state, &versions, config, None)?;
         restore_pauses(store.as_ref(), topology.sinks.values()).context("cannot read paused sinks from the store")?;
         went_live(&versions, &topology);
@@ -124,7 +139,7 @@ impl Engine {
         let metrics = Arc::new(Metrics::new(runtime.calls()));
         Ok(Engine {
             ingest: Arc::new(Ingest::new(topology.clone(), store.clone(), metrics.clone())),
-            crews: Crews::new(store.clone(), "local", metrics),
+            crews: Crews::new(store.clone(), &holder_name(kind), metrics),
             runtime,
             store,
             topology,
@@ -152,6 +167,11 @@ impl Engine {
     /// The store (for reads: traces, counts, backlog; and audit events).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The name this process holds leases under.
+    pub fn holder(&self) -> &str {
+        self.crews.ctx().holder()
     }
 
     /// The live instruments (what `/metrics` exposes besides the store's backlog).

@@ -83,6 +83,13 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
         let lease = match keeper.lease() {
             Ok(l) => l.clone(),
             Err(e) => {
+                // Another process holding it is the normal state of a cluster;
+                // its work is not this worker's until it lets go.
+                if matches!(e, crate::store::StoreError::Conflict(_)) {
+                    tracing::debug!(pipeline = id, shard, error = %e, "the shard is another holder's; trying again later");
+                    std::thread::sleep(LeaseKeeper::pause(&e));
+                    continue;
+                }
                 tracing::warn!(pipeline = id, shard, error = %e, "cannot lease the shard; trying again");
                 p.signal.wait(seen, LeaseKeeper::pause(&e));
                 continue;
@@ -105,6 +112,13 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
             Err(e) => {
                 if gate == StageGate::Probe {
                     p.return_probe(now);
+                }
+                // Taken over, or handed to the process that should hold it:
+                // lease it again (another's, it waits).
+                if matches!(e, StoreError::Conflict(_)) {
+                    tracing::info!(pipeline = id, shard, reason = %e, "this shard is another process's now");
+                    keeper.refused(&e);
+                    continue;
                 }
                 tracing::error!(pipeline = id, error = %e, "cannot read pending messages; retrying");
                 std::thread::sleep(Duration::from_millis(500));

@@ -141,7 +141,13 @@ pub fn build(
     config: Config,
     previous: Option<&Topology>,
 ) -> anyhow::Result<(Topology, Changes)> {
-    let shards = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2).max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2).max(1);
+    // On the NATS store a queue is cut into a power of two of parts, at
+    // most 64, the same on every process of a cluster sized alike.
+    let shards = match config.store.kind {
+        crate::config::StoreKind::Sqlite => cores,
+        crate::config::StoreKind::Nats => 1 << (31 - cores.min(64).leading_zeros()),
+    };
     let approved_only = config.plugin_mode == crate::config::PluginMode::Approved;
     let mut b = Builder { runtime, state, versions, tables: BTreeMap::new(), approved_only };
     let mut changes = Changes::default();

@@ -1018,4 +1018,14 @@ pub trait Store: Send + Sync {
     ///
     /// [`StoreError`].
     fn counts(&self) -> Result<Counts, StoreError>;
+
+    /// The processes sharing the store and what each holds; `None` for a
+    /// store only one process uses (the embedded one).
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    fn cluster(&self) -> Result<Option<Vec<records::ClusterMember>>, StoreError> {
+        Ok(None)
+    }
 }

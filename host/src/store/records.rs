@@ -818,6 +818,30 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A process sharing the store, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClusterMember {
+    /// The name it holds leases under (`host-pid`).
+    pub holder: String,
+    /// When it joined (ms since the epoch).
+    pub since: i64,
+    /// Its last sign of life (ms since the epoch).
+    pub seen_at: i64,
+    /// The queues it holds part of, and how many of each queue's 64 slots.
+    pub holds: Vec<QueueShare>,
+}
+
+/// A process's share of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct QueueShare {
+    /// `messages/TENANT/PIPELINE` or `deliveries/SINK`.
+    pub queue: String,
+    /// Slots held, of 64.
+    pub slots: u32,
+}
+
 /// An audit event to append: who did it and which tenant it concerns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {

@@ -170,6 +170,36 @@ impl Leases {
     }
 }
 
+impl Leases {
+    /// Every slot lease in force at `now_ms`: (queue name, holder).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn holders(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let js = self.conn.jetstream();
+        let stream = self.conn.run(async move { js.get_stream("KV_syncline-leases").await.map_err(|e| unavailable("opening the leases", e)) })?;
+        let mut found = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = super::reader::read_subject(&self.conn, &stream, "$KV.syncline-leases.>", from, 1_000)?;
+            let Some(last) = page.last() else { break };
+            from = last.sequence + 1;
+            for m in page {
+                let Some(key) = m.subject.strip_prefix("$KV.syncline-leases.") else { continue };
+                let Ok(held) = serde_json::from_slice::<Holding>(&m.payload) else { continue };
+                if held.until_ms <= now_ms {
+                    continue;
+                }
+                // `messages.T.P.SLOT` or `deliveries.SINK.SLOT`: the queue's name.
+                let queue = key.rsplit_once('.').map_or(key, |(q, _)| q).replace('.', "/");
+                found.push((queue, held.holder));
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Takes or renews one slot.
 async fn take_slot(kv: &kv::Store, key: &str, holder: &str, now_ms: i64, until_ms: i64) -> Result<Slot, StoreError> {
     for _ in 0..8 {

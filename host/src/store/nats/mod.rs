@@ -92,11 +92,14 @@ mod deliveries;
 mod kept;
 mod layout;
 mod lease;
+mod members;
 mod messages;
 mod reader;
 mod slot;
 mod store;
 mod traces;
+#[cfg(test)]
+mod test_server;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -23,6 +23,7 @@ use async_nats::jetstream::kv;
 use super::audit::{AuditLog, Event};
 use super::cases::{Case, Cases};
 use super::kept::{self, Keeper};
+use super::members::Members;
 use super::traces::{Event as TraceEvent, Traces};
 use super::{Appender, Connection, DeliveryQueue, Held, Layout, Leases, MessageQueue, Settings};
 use crate::config::Tier;
@@ -46,7 +47,13 @@ enum Opened {
 struct Open {
     held: Held,
     queue: Opened,
+    /// When it was last checked for a request from its preferred holder.
+    checked: std::time::Instant,
 }
+
+/// How often a held partition is checked for a request from its
+/// preferred holder.
+const HANDOVER_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The store on NATS JetStream.
 pub struct NatsStore {
@@ -60,11 +67,17 @@ pub struct NatsStore {
     control: kv::Store,
     archive: kv::Store,
     open: Mutex<HashMap<Partition, Arc<Mutex<Open>>>>,
+    members: Members,
 }
 
 /// Whether two partitions of one queue share a slot.
 fn overlap(a: &Partition, b: &Partition) -> bool {
     a.queue == b.queue && a.index % a.of.min(b.of).max(1) == b.index % a.of.min(b.of).max(1)
+}
+
+/// What a holder that let a partition go to `other` is told.
+fn handed_over(p: &Partition, other: &str) -> StoreError {
+    StoreError::Conflict(format!("partition {} of {} of {} was handed over to `{other}`, which should hold it", p.index, p.of, p.queue.name()))
 }
 
 /// Whether `open` is held under `lease` (same holder, same token).
@@ -103,6 +116,7 @@ impl NatsStore {
             control: layout.control.clone(),
             archive: layout.archive.clone(),
             open: Mutex::new(HashMap::new()),
+            members: Members::new(conn.clone(), layout.control.clone()),
             conn,
         })
     }
@@ -115,7 +129,7 @@ impl NatsStore {
             Queue::Deliveries { .. } => Opened::Deliveries(DeliveryQueue::open(self.conn.clone(), self.keeper.clone(), &held)?),
         };
         let partition = held.lease.partition.clone();
-        let open = Arc::new(Mutex::new(Open { held, queue }));
+        let open = Arc::new(Mutex::new(Open { held, queue, checked: std::time::Instant::now() }));
         let mut all = self.open.lock().expect("not poisoned");
         all.retain(|p, _| !overlap(p, &partition));
         all.insert(partition, open.clone());
@@ -134,11 +148,48 @@ impl NatsStore {
         if lease.until_ms <= now {
             return Err(stale());
         }
+        // Let go to the member that asked for it: not taken back here.
+        if let Some(other) = self.members.wanted_by_another(&lease.partition, &lease.holder)? {
+            return Err(handed_over(&lease.partition, &other));
+        }
         let held = self.leases.take(&lease.partition, &lease.holder, now, lease.until_ms - now)?;
         if held.lease.token != lease.token {
             return Err(stale());
         }
         self.keep(held)
+    }
+
+    /// Lets `held` go: its open queue dropped, its slots free.
+    fn let_go(&self, held: &Held) -> Result<(), StoreError> {
+        {
+            let mut all = self.open.lock().expect("not poisoned");
+            if all.get(&held.lease.partition).is_some_and(|o| holds(o, &held.lease)) {
+                all.remove(&held.lease.partition);
+            }
+        }
+        self.leases.release(held)
+    }
+
+    /// When the live member that should hold `lease`'s partition asked
+    /// for it: lets it go and says so ([`StoreError::Conflict`]). Checked
+    /// at most every [`HANDOVER_CHECK`], between batches.
+    fn hand_over_if_asked(&self, lease: &Lease) -> Result<(), StoreError> {
+        let open = self.held(lease)?;
+        let held = {
+            let mut open = open.lock().expect("not poisoned");
+            if open.checked.elapsed() < HANDOVER_CHECK {
+                return Ok(());
+            }
+            open.checked = std::time::Instant::now();
+            open.held.clone()
+        };
+        match self.members.wanted_by_another(&lease.partition, &lease.holder)? {
+            Some(other) => {
+                self.let_go(&held)?;
+                Err(handed_over(&lease.partition, &other))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Runs `work` on `lease`'s open message queue.
@@ -223,7 +274,24 @@ impl Store for NatsStore {
     }
 
     fn lease(&self, partition: &Partition, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<Lease, StoreError> {
-        let held = self.leases.take(partition, holder, now_ms, ttl_ms)?;
+        self.members.join(holder);
+        let held = match self.leases.take(partition, holder, now_ms, ttl_ms) {
+            Ok(held) => held,
+            Err(StoreError::Conflict(taken)) => {
+                // Another has it: ask for it when it should be this one's.
+                let live = self.members.live()?;
+                if Members::preferred(partition, &live) == Some(holder) {
+                    self.members.want(partition, holder)?;
+                }
+                return Err(StoreError::Conflict(taken));
+            }
+            Err(e) => return Err(e),
+        };
+        // Asked for by the member that should hold it: let go.
+        if let Some(other) = self.members.wanted_by_another(partition, holder)? {
+            self.let_go(&held)?;
+            return Err(handed_over(partition, &other));
+        }
         let kept = self.open.lock().expect("not poisoned").get(partition).cloned();
         if let Some(open) = kept {
             let mut open = open.lock().expect("not poisoned");
@@ -235,6 +303,9 @@ impl Store for NatsStore {
         }
         let lease = held.lease.clone();
         self.keep(held)?;
+        if Members::preferred(partition, &self.members.live()?) == Some(holder) {
+            self.members.granted(partition)?;
+        }
         Ok(lease)
     }
 
@@ -251,6 +322,7 @@ impl Store for NatsStore {
     }
 
     fn claim(&self, lease: &Lease, after_seq: i64, now_ms: i64, limit: usize) -> Result<Due<Pending>, StoreError> {
+        self.hand_over_if_asked(lease)?;
         self.messages(lease, |q| q.claim(after_seq, now_ms, limit))
     }
 
@@ -267,6 +339,7 @@ impl Store for NatsStore {
     }
 
     fn claim_deliveries(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Due<Delivery>, StoreError> {
+        self.hand_over_if_asked(lease)?;
         self.deliveries(lease, |q| q.claim(now_ms, limit))
     }
 
@@ -681,6 +754,23 @@ impl Store for NatsStore {
             loops: loops.into_iter().collect(),
             dead_letters: dead.into_iter().map(|(t, (n, at))| (t, n, at)).collect(),
         })
+    }
+
+    fn cluster(&self) -> Result<Option<Vec<records::ClusterMember>>, StoreError> {
+        let mut shares: std::collections::BTreeMap<(String, String), u32> = std::collections::BTreeMap::new();
+        for (queue, holder) in self.leases.holders(now_ms())? {
+            *shares.entry((holder, queue)).or_default() += 1;
+        }
+        let members = self.members.live()?;
+        Ok(Some(
+            members
+                .into_iter()
+                .map(|m| {
+                    let holds = shares.iter().filter(|((h, _), _)| *h == m.holder).map(|((_, q), n)| records::QueueShare { queue: q.clone(), slots: *n }).collect();
+                    records::ClusterMember { holder: m.holder, since: m.since, seen_at: m.at, holds }
+                })
+                .collect(),
+        ))
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

@@ -1,0 +1,175 @@
+//! Several `syncline run` processes on one NATS JetStream server: they
+//! share a pipeline's work, a process killed with `kill -9` mid-flight
+//! loses nothing (every accepted message reaches the ERP exactly once by
+//! its idempotency key, in order per key) and a restarted one rejoins;
+//! while the server is down ingest answers 503 and accepts nothing, and
+//! the hosts resume when it is back.
+
+#[path = "../../host/src/store/nats/test_server.rs"]
+#[allow(dead_code)]
+mod nats_server;
+
+use std::time::Duration;
+
+use nats_server::NatsServer;
+
+use crate::harness::*;
+use crate::ordering::{in_order_per_key, rec};
+
+/// The deliveries `host`'s workers of sink `erp` took (from memory or the store).
+fn deliveries_taken(host: &Host) -> u64 {
+    get_text(&format!("{}/metrics", host.url))
+        .lines()
+        .filter(|l| l.starts_with("syncline_deliveries_taken_total{") && l.contains("sink=\"erp\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The ordering tests' raw-JSON pipeline, on the NATS store at `{NATS}`.
+const CLUSTER: &str = r#"version = 1
+
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+kind = "nats"
+url = "{NATS}"
+
+[plugins]
+dir = "plugins"
+cache-dir = "{CACHE}"
+
+[[tenant]]
+id = "acme"
+
+[[pipeline]]
+id = "recs"
+tenant = "acme"
+ordering-key = { raw = ["/sku", "/site"] }
+stages = [
+  { transform = "json-mapper", config = { kind = "replenishment-recommendation", fields = { id = "/rec_id", item = "/sku", location = "/site", quantity = { path = "/qty", type = "number" }, uom = "/unit", need-by = "/need_by", "source.supplier" = "/supplier", reason = "/reason", priority = { path = "/prio", type = "integer" } } } },
+]
+routes = [{ to = "erp" }]
+
+[sink.erp]
+plugin = "http-sink"
+workers = 32
+config = { url = "http://{ERP}/requisitions" }
+allowed-hosts = ["{ERP}"]
+retry = { attempts = 50, initial = "20ms", max = "200ms" }
+breaker = { failures = 0 }
+"#;
+
+/// A site whose config names `nats`.
+fn site(nats: &NatsServer, erp: &Erp) -> Site {
+    Site::new(&CLUSTER.replace("{NATS}", &nats.url()), erp)
+}
+
+/// Sends recommendation `i` of each of `keys` keys to `host`; every one
+/// accepted. Their ids.
+fn send(host: &Host, keys: usize, i: usize) -> Vec<String> {
+    (0..keys)
+        .map(|k| {
+            let key = format!("K{k}-{i:02}");
+            let (s, body) = host.ingest("acme", "recs", "messages", "application/vnd.acme.recs+json", &[("Idempotency-Key", &key)], rec(k, i).as_bytes());
+            assert_eq!(s, 202, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The processes `/v1/cluster` lists, with how many slots of the sink's
+/// queue each holds.
+fn shares(host: &Host) -> Vec<(String, u64)> {
+    let (status, body) = get(&format!("{}/v1/cluster", host.url));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["store"], "nats");
+    body["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let holds = p["holds"].as_array().unwrap();
+            let slots = holds.iter().filter(|h| h["queue"] == "deliveries/erp").map(|h| h["slots"].as_u64().unwrap()).sum();
+            (p["holder"].as_str().unwrap().to_string(), slots)
+        })
+        .collect()
+}
+
+/// Waits until `n` processes are listed, none of them `gone`, each
+/// holding part of the sink's queue, and every slot of it held.
+fn balanced(host: &Host, n: usize, gone: &str) -> Vec<(String, u64)> {
+    eventually(Duration::from_secs(90), &format!("{n} processes sharing the sink's queue"), || {
+        let s = shares(host);
+        let all_held = s.iter().map(|(_, slots)| slots).sum::<u64>() == 64;
+        (s.len() == n && all_held && s.iter().all(|(h, slots)| *slots > 0 && h != gone)).then_some(s)
+    })
+}
+
+/// The name `host` holds leases under.
+fn this(host: &Host) -> String {
+    get(&format!("{}/v1/cluster", host.url)).1["this"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn three_hosts_share_the_work_and_one_killed_mid_flight_loses_nothing() {
+    let nats = NatsServer::start();
+    let erp = Erp::start(&[]);
+    let site = site(&nats, &erp);
+    let mut hosts: Vec<Host> = (0..3).map(|_| Host::start(&site)).collect();
+    // Each process asks for the parts that should be its own, and gets them.
+    balanced(&hosts[2], 3, "");
+    const KEYS: usize = 8;
+    const EACH: usize = 12;
+    // The ERP refuses a while: retries must not reorder a key.
+    erp.mode("503", Some(20));
+    let mut ids = Vec::new();
+    for i in 0..EACH / 2 {
+        ids.extend(send(&hosts[i % 3], KEYS, i));
+    }
+    // One host is killed mid-flight: its partitions' leases run out and
+    // the others take them over where its commits left them.
+    let killed = this(&hosts[1]);
+    hosts[1].kill9();
+    for i in EACH / 2..EACH {
+        send(&hosts[if i % 2 == 0 { 0 } else { 2 }], KEYS, i);
+    }
+    // It comes back and rejoins: its parts come back to it.
+    hosts[1] = Host::start(&site);
+    let after = balanced(&hosts[0], 3, &killed);
+    assert!(after.iter().any(|(h, _)| *h == this(&hosts[1])), "the restarted process holds its part: {after:?}");
+    eventually(Duration::from_secs(120), "every recommendation at the ERP", || (erp.unique() == (KEYS * EACH) as u64).then_some(()));
+    in_order_per_key(&erp, KEYS);
+    // Exactly once by idempotency key: each key received, none refused as
+    // a conflicting repeat.
+    let received = erp.received();
+    assert_eq!(received["unique"], (KEYS * EACH) as u64, "{received}");
+    // Any host traces any message, whichever host took or processed it.
+    for id in ids.iter().step_by(7) {
+        let t = hosts[2].settled(id);
+        assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
+    }
+    // The work was shared: the deliveries were made by every process.
+    let took: Vec<u64> = hosts.iter().map(|h| deliveries_taken(h)).collect();
+    assert!(took.iter().filter(|n| **n > 0).count() >= 2, "the processes shared the deliveries: {took:?}");
+}
+
+#[test]
+fn while_the_nats_server_is_down_ingest_answers_503_and_the_hosts_resume_when_it_is_back() {
+    let mut nats = NatsServer::start();
+    let erp = Erp::start(&[]);
+    let site = site(&nats, &erp);
+    let host = Host::start(&site);
+    send(&host, 2, 0);
+    eventually(Duration::from_secs(60), "the first two at the ERP", || (erp.unique() == 2).then_some(()));
+    nats.stop();
+    let (status, body) = host.ingest("acme", "recs", "messages", "application/vnd.acme.recs+json", &[("Idempotency-Key", "down")], rec(0, 1).as_bytes());
+    assert_eq!(status, 503, "nothing is accepted that cannot be kept: {body}");
+    nats.restart();
+    eventually(Duration::from_secs(60), "ingest accepting again", || {
+        let (s, _) = host.ingest("acme", "recs", "messages", "application/vnd.acme.recs+json", &[("Idempotency-Key", "K0-02")], rec(0, 2).as_bytes());
+        (s == 202).then_some(())
+    });
+    send(&host, 2, 3);
+    eventually(Duration::from_secs(60), "everything accepted at the ERP", || (erp.unique() == 5).then_some(()));
+}
