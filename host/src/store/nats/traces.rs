@@ -214,6 +214,10 @@ pub fn index(conn: &Connection, entries: Vec<(String, String, String)>) -> Resul
     })
 }
 
+/// A trace as read, and the (kind, number) of each dead letter and
+/// exception it points at.
+pub type Found = (Trace, Vec<(String, i64)>);
+
 /// Reads traces.
 pub struct Traces {
     traces: stream::Stream,
@@ -303,7 +307,7 @@ impl Traces {
     /// # Errors
     ///
     /// As [`Traces::events`].
-    pub fn trace(&self, conn: &Connection, id: &str) -> Result<Option<(Trace, Vec<(String, i64)>)>, StoreError> {
+    pub fn trace(&self, conn: &Connection, id: &str) -> Result<Option<Found>, StoreError> {
         let events = self.events(conn, id)?;
         if events.is_empty() {
             return Ok(None);
