@@ -6,6 +6,7 @@
 //!
 //! Run with `./scripts/bench` (`QUICK=1` for the quick mode).
 
+mod cluster;
 mod doc;
 mod drain;
 mod e2e;
@@ -58,6 +59,8 @@ enum Cmd {
     },
     /// One end-to-end run, figures on stdout.
     E2e(e2e::Setup),
+    /// Several hosts on one NATS store (or one on the embedded store).
+    Cluster(cluster::Setup),
     /// The hand-written service the workload benchmark compares with
     /// (a user's alternative to Syncline); used by `all`.
     Service {
@@ -90,6 +93,15 @@ fn main() -> anyhow::Result<()> {
             for (name, secs) in threads.iter().filter(|(_, s)| **s > 0.0) {
                 println!("{name:>24}: {:5.1} % of host CPU", secs * 100.0 / total);
             }
+            Ok(())
+        }
+        Cmd::Cluster(setup) => {
+            let f = cluster::run(&setup)?;
+            println!("{setup:?}");
+            println!("delivered: {:.0} msg/s", f.delivered);
+            println!("host CPU:  {:.0} µs/msg (all processes)", f.host_us);
+            println!("shares:    {}", f.shares.iter().map(|s| format!("{s:.0} %")).collect::<Vec<_>>().join(" / "));
+            println!("NATS CPU:  {:.0} µs/msg", f.nats_us);
             Ok(())
         }
         Cmd::Service { erp, tables } => service::serve(&erp, &tables),

@@ -14,7 +14,7 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::reader::read_subject;
-use super::{token, unavailable, Connection};
+use super::{publish_all, token, unavailable, Connection};
 use crate::store::records::{AuditEntry, AuditEvent, AuditFilter, AuditRecord};
 use crate::store::StoreError;
 
@@ -69,18 +69,7 @@ impl Event {
             }
             sent.push((e.subject()?, headers, serde_json::to_vec(e).expect("an audit event serializes")));
         }
-        let js = conn.jetstream();
-        conn.run(async move {
-            let mut acks = Vec::with_capacity(sent.len());
-            for (subject, headers, body) in sent {
-                acks.push(js.publish_with_headers(subject, headers, body.into()).await.map_err(|e| unavailable("keeping an audit event", e))?);
-            }
-            let mut kept = Vec::with_capacity(acks.len());
-            for ack in acks {
-                kept.push(ack.await.map_err(|e| unavailable("keeping an audit event", e))?.sequence as i64);
-            }
-            Ok(kept)
-        })
+        Ok(publish_all(conn, sent, "keeping an audit event")?.into_iter().map(|seq| seq as i64).collect())
     }
 }
 

@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 
-use super::kept::{Keeper, Kept};
+use super::kept::{self, Keeper, Kept};
 use super::reader::{earliest, Entries, Judged, Slots, Unpublished};
 use super::traces::Event as TraceEvent;
-use super::{token, unavailable, Connection, Held, Output, Waiting, SLOTS};
+use super::{publish_all, token, Connection, Held, Output, Waiting, SLOTS};
 use crate::config::Tier;
 use crate::pipeline::fields::key_hash;
-use crate::store::records::{DeadLetterRecord, LoopRecord};
+use crate::store::records::LoopRecord;
 use crate::store::{scoped_key, unscoped, Attempt, AttemptResult, Delivery, Due, Lease, NewDelivery, Queue, StoreError};
 
 /// The stream deliveries are queued on.
@@ -83,21 +83,9 @@ fn send(conn: &Connection, tenant: &str, pipeline: &str, outputs: &[Output], tag
         headers.insert(ID, d.id.as_str());
         headers.insert(KEY, scoped_key(tenant, pipeline, &d.ordering_key).as_str());
         headers.insert(TIER, d.tier.as_str());
-        sent.push((slot_subject(&d.sink, key_hash(&d.ordering_key) % SLOTS)?, headers, d.json.clone()));
+        sent.push((slot_subject(&d.sink, key_hash(&d.ordering_key) % SLOTS)?, headers, d.json.clone().into_bytes()));
     }
-    let js = conn.jetstream();
-    conn.run(async move {
-        let mut acks = Vec::with_capacity(sent.len());
-        for (subject, headers, json) in sent {
-            let ack = js.publish_with_headers(subject.clone(), headers, json.into_bytes().into()).await;
-            acks.push(ack.map_err(|e| unavailable(&format!("publishing to `{subject}`"), e))?);
-        }
-        let mut seqs = Vec::with_capacity(acks.len());
-        for ack in acks {
-            seqs.push(ack.await.map_err(|e| unavailable("queuing a delivery", e))?.sequence);
-        }
-        Ok(seqs)
-    })
+    publish_all(conn, sent, "queuing a delivery")
 }
 
 /// A delivery as a commit of accepted message `source` queues it.
@@ -309,23 +297,7 @@ impl DeliveryQueue {
                     commit.settled.push(seq);
                     let event = TraceEvent::Attempt { sink: sink.clone(), attempt, at, outcome: "dead".into(), detail: d.reason.clone(), digest: a.digest.clone() };
                     commit.kept.push(Kept::Trace { id: id.clone(), event });
-                    let record = DeadLetterRecord {
-                        id: 0,
-                        tenant: tenant.to_string(),
-                        pipeline: pipeline.to_string(),
-                        source_id: source.clone(),
-                        at,
-                        place: format!("sink {sink}"),
-                        plugin: d.plugin.clone(),
-                        digest: d.digest.clone(),
-                        reason: d.reason.clone(),
-                        attempts: d.attempts.clone(),
-                        message_id: d.message_id.clone(),
-                        outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
-                        state: "open".into(),
-                        resolved_at: None,
-                        note: None,
-                    };
+                    let record = kept::dead_letter(d, tenant, pipeline, &source, format!("sink {sink}"), at);
                     let tier = tier_of(stored)?.as_str().to_string();
                     let expect_ms = header(EXPECT).parse().ok();
                     let delivery = Output { sink, id, ordering_key: key.to_string(), tier, expect_ms, json, source };

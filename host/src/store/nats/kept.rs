@@ -12,7 +12,7 @@ use super::cases::{self, Case, Cases};
 use super::traces::{self, Event};
 use super::{unavailable, Connection, Layout, Output};
 use crate::store::records::{DeadLetterRecord, ExceptionRecord, LoopRecord};
-use crate::store::StoreError;
+use crate::store::{NewDeadLetter, NewException, StoreError};
 
 /// One record a commit keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +157,47 @@ impl Keeper {
             }
         }
         traces::publish(conn, events)
+    }
+}
+
+/// Dead letter `d` as kept: open, of `source_id`'s processing in `tenant`'s
+/// `pipeline`, died at `place` at `at` (its number comes when published).
+pub fn dead_letter(d: &NewDeadLetter, tenant: &str, pipeline: &str, source_id: &str, place: String, at: i64) -> DeadLetterRecord {
+    DeadLetterRecord {
+        id: 0,
+        tenant: tenant.to_string(),
+        pipeline: pipeline.to_string(),
+        source_id: source_id.to_string(),
+        at,
+        place,
+        plugin: d.plugin.clone(),
+        digest: d.digest.clone(),
+        reason: d.reason.clone(),
+        attempts: d.attempts.clone(),
+        message_id: d.message_id.clone(),
+        outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
+        state: "open".into(),
+        resolved_at: None,
+        note: None,
+    }
+}
+
+/// Exception `e` as kept: open, of `source_id`'s processing (none for one
+/// about the pipeline itself) in `tenant`'s `pipeline`, parked at `at`.
+pub fn exception(e: &NewException, tenant: &str, pipeline: &str, source_id: &str, at: i64) -> ExceptionRecord {
+    ExceptionRecord {
+        id: 0,
+        tenant: tenant.to_string(),
+        pipeline: pipeline.to_string(),
+        source_id: source_id.to_string(),
+        at,
+        queue: e.queue.clone(),
+        detail: e.detail.clone(),
+        state: "open".into(),
+        message_id: e.message_id.clone(),
+        settled_at: None,
+        note: None,
+        overdue_at: None,
     }
 }
 

@@ -22,11 +22,10 @@ use super::append::{slot_subject, KEY_HASH, MESSAGES};
 use async_nats::jetstream::message::StreamMessage;
 
 use super::audit::Event;
-use super::kept::{Baseline, Keeper, Kept};
+use super::kept::{self, Baseline, Keeper, Kept};
 use super::reader::{earliest, Entries, Judged, Slots, Unpublished};
 use super::traces::{self, Event as TraceEvent, OutputRef};
 use super::{output, queue_outputs, Appender, Connection, Held, Verdict, Waiting};
-use crate::store::records::{DeadLetterRecord, ExceptionRecord};
 use crate::store::{Due, Lease, Pending, Processed, Queue, StoreError};
 
 /// How long a message of a batch still being published is waited for
@@ -218,40 +217,11 @@ impl MessageQueue {
             let commit = commits.slot(index);
             commit.kept.push(Kept::Trace { id: p.id.clone(), event });
             for d in &p.dead_letters {
-                let record = DeadLetterRecord {
-                    id: 0,
-                    tenant: tenant.clone(),
-                    pipeline: pipeline.clone(),
-                    source_id: p.id.clone(),
-                    at,
-                    place: d.place.clone(),
-                    plugin: d.plugin.clone(),
-                    digest: d.digest.clone(),
-                    reason: d.reason.clone(),
-                    attempts: d.attempts.clone(),
-                    message_id: d.message_id.clone(),
-                    outcome: if d.outcome_unknown { "unknown" } else { "not-delivered" }.into(),
-                    state: "open".into(),
-                    resolved_at: None,
-                    note: None,
-                };
+                let record = kept::dead_letter(d, &tenant, &pipeline, &p.id, d.place.clone(), at);
                 commit.kept.push(Kept::Dead { record, body: d.json.clone(), delivery: None });
             }
             for e in &p.exceptions {
-                let record = ExceptionRecord {
-                    id: 0,
-                    tenant: tenant.clone(),
-                    pipeline: pipeline.clone(),
-                    source_id: p.id.clone(),
-                    at,
-                    queue: e.queue.clone(),
-                    detail: e.detail.clone(),
-                    state: "open".into(),
-                    message_id: e.message_id.clone(),
-                    settled_at: None,
-                    note: None,
-                    overdue_at: None,
-                };
+                let record = kept::exception(e, &tenant, &pipeline, &p.id, at);
                 commit.kept.push(Kept::Exception { record, body: e.json.clone() });
             }
             for b in &p.baseline {

@@ -99,6 +99,7 @@ mod slot;
 mod store;
 mod traces;
 #[cfg(test)]
+#[allow(dead_code)]
 mod test_server;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -197,6 +198,33 @@ pub(crate) fn token(name: &str) -> Result<&str, StoreError> {
     } else {
         Err(StoreError::Other(format!("`{name}` cannot name a NATS subject token (letters, digits, `-` and `_` only)")))
     }
+}
+
+/// Publishes `sent` — (subject, headers, body) — every publish sent before
+/// any answer is awaited; their stream sequences, in order. `what` names
+/// them in errors.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server does not answer (with ids
+/// in the headers, publishing them again stores none twice).
+pub(crate) fn publish_all(conn: &Connection, sent: Vec<(String, async_nats::HeaderMap, Vec<u8>)>, what: &'static str) -> Result<Vec<u64>, StoreError> {
+    if sent.is_empty() {
+        return Ok(Vec::new());
+    }
+    let js = conn.jetstream();
+    conn.run(async move {
+        let mut acks = Vec::with_capacity(sent.len());
+        for (subject, headers, body) in sent {
+            let ack = js.publish_with_headers(subject.clone(), headers, body.into()).await;
+            acks.push(ack.map_err(|e| unavailable(&format!("{what} on `{subject}`"), e))?);
+        }
+        let mut seqs = Vec::with_capacity(acks.len());
+        for ack in acks {
+            seqs.push(ack.await.map_err(|e| unavailable(what, e))?.sequence);
+        }
+        Ok(seqs)
+    })
 }
 
 /// A request the server did not answer (not there, not in time).

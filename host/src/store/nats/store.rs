@@ -814,20 +814,7 @@ impl NatsStore {
     /// Parks an exception outside a commit; its number.
     fn park_exception(&self, tenant: &str, pipeline: &str, e: &NewException) -> Result<i64, StoreError> {
         let id = Cases::<ExceptionRecord>::fresh_number(&self.conn)?;
-        let record = ExceptionRecord {
-            id,
-            tenant: tenant.to_string(),
-            pipeline: pipeline.to_string(),
-            source_id: String::new(),
-            at: now_ms(),
-            queue: e.queue.clone(),
-            detail: e.detail.clone(),
-            state: "open".into(),
-            message_id: e.message_id.clone(),
-            settled_at: None,
-            note: None,
-            overdue_at: None,
-        };
+        let record = ExceptionRecord { id, ..kept::exception(e, tenant, pipeline, "", now_ms()) };
         self.keeper.exceptions.put(&self.conn, id, &Case { record, body: e.json.clone() })?;
         super::traces::publish(&self.conn, kept::refs("exception", id, &e.message_id, "", &format!("parked/{id}")))?;
         Ok(id)

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::reader::read_subject;
-use super::{unavailable, Connection};
+use super::{publish_all, unavailable, Connection};
 use crate::store::records::{AttemptRecord, DeliveryRecord, Input, Processing, Trace};
 use crate::store::StoreError;
 
@@ -156,25 +156,17 @@ fn subject(id: &str) -> String {
 ///
 /// [`StoreError::Unavailable`] when the server does not answer.
 pub fn publish(conn: &Connection, events: Vec<(String, Event, Option<String>)>) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let js = conn.jetstream();
-    conn.run(async move {
-        let mut acks = Vec::with_capacity(events.len());
-        for (id, event, dedupe) in events {
+    let sent = events
+        .into_iter()
+        .map(|(id, event, dedupe)| {
             let mut headers = HeaderMap::new();
             if let Some(d) = dedupe {
                 headers.insert("Nats-Msg-Id", d.as_str());
             }
-            let body = serde_json::to_vec(&event).expect("a trace event serializes");
-            acks.push(js.publish_with_headers(subject(&id), headers, body.into()).await.map_err(|e| unavailable("tracing", e))?);
-        }
-        for ack in acks {
-            ack.await.map_err(|e| unavailable("tracing", e))?;
-        }
-        Ok(())
-    })
+            (subject(&id), headers, serde_json::to_vec(&event).expect("a trace event serializes"))
+        })
+        .collect();
+    publish_all(conn, sent, "tracing").map(drop)
 }
 
 /// An index entry of a correlation.
@@ -195,23 +187,15 @@ fn correlation_subject(correlation: &str) -> String {
 ///
 /// [`StoreError::Unavailable`] when the server does not answer.
 pub fn index(conn: &Connection, entries: Vec<(String, String, String)>) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let js = conn.jetstream();
-    conn.run(async move {
-        let mut acks = Vec::with_capacity(entries.len());
-        for (correlation, id, tenant) in entries {
+    let sent = entries
+        .into_iter()
+        .map(|(correlation, id, tenant)| {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("correlation/{id}").as_str());
-            let body = serde_json::to_vec(&Correlated { id, tenant }).expect("an index entry serializes");
-            acks.push(js.publish_with_headers(correlation_subject(&correlation), headers, body.into()).await.map_err(|e| unavailable("indexing a correlation", e))?);
-        }
-        for ack in acks {
-            ack.await.map_err(|e| unavailable("indexing a correlation", e))?;
-        }
-        Ok(())
-    })
+            (correlation_subject(&correlation), headers, serde_json::to_vec(&Correlated { id, tenant }).expect("an index entry serializes"))
+        })
+        .collect();
+    publish_all(conn, sent, "indexing a correlation").map(drop)
 }
 
 /// A trace as read, and the (kind, number) of each dead letter and
