@@ -1,14 +1,12 @@
-//! The store on NATS JetStream, for several hosts sharing one cluster —
-//! being built; not yet selectable in `[store]`. This module owns the
-//! connection, the layout of streams and buckets, the leases on queue
-//! slots with their fenced commit logs, appends with idempotency keys and
-//! sources' cursors, a slot's state as its log tells it, claims and acks
-//! of a pipeline's messages (settled with the outputs and audit events
-//! they queue, or retried), sinks' delivery queues with their claims by
-//! lane and acks, the audit log, and [`NatsStore`], the [`Store`] contract
-//! on top of them — which refuses, until they exist, the records an ack
-//! keeps beyond those (dead letters, exceptions, traces, baselines) and
-//! the queries over them.
+//! The store on NATS JetStream, for several hosts sharing one server or
+//! cluster (`[store] kind = "nats"`). This module owns the connection, the
+//! layout of streams and buckets, the leases on queue slots with their
+//! fenced commit logs, appends with idempotency keys and sources' cursors,
+//! a slot's state as its log tells it, claims and acks of a pipeline's
+//! messages and of sinks' deliveries, what an ack keeps besides (trace
+//! events, dead letters, exceptions, baselines, loops, audit events), the
+//! cluster's members and which of them should hold what, and
+//! [`NatsStore`], the [`Store`] contract on top of them.
 //!
 //! # How the store contract maps onto JetStream
 //!
@@ -39,33 +37,28 @@
 //!   (deliveries, dead letters, traces) is then published from it with ids
 //!   derived from the commit, so a holder that dies between the two is
 //!   repaired by its successor replaying the log without doubling anything.
-//! - **Cursors, plugin state, breaker and pause state, baselines and the
-//!   plugin archive's index** are key-value buckets; the audit log is a
-//!   stream of its own.
+//! - **What an ack keeps** rides in its entry and is published after it
+//!   ([`kept`]): trace events on `syncline.trace.ID` ([`traces`]), dead
+//!   letters, exceptions and loops in buckets numbered from the entry
+//!   ([`cases`]), baseline entries in a bucket.
+//! - **Sources**: a poll's messages are one batch, and writing the
+//!   source's cursor (naming the batch) is what commits it, so the two
+//!   move together as SQLite's transaction moves them.
+//! - **Cursors, plugin state, pauses, approvals and the plugin archive**
+//!   are key-value buckets; the audit log is a stream of its own.
+//! - **Members** beat in a bucket; the live member a partition should go
+//!   to (rendezvous hashing) asks for it, and its holder lets go between
+//!   batches ([`members`]).
 //!
-//! # What comes next (the plan this module is built to)
+//! # What is still to come
 //!
-//! - **Claims** (built for pipelines' messages: [`MessageQueue`]; the
-//!   checkpoint is not yet kept): a slot's state — the stream sequence below which all its
-//!   items are settled, the settled ones above it, the waiting retries
-//!   with their attempts and next-attempt times — is folded from its
-//!   commit log ([`SlotState`], built and tested), from a checkpoint kept
-//!   in a bucket (a checkpoint only moves forward, so a stale holder's
-//!   cannot set it back). A holder reads its slots' subjects from the
-//!   floor with one ordered consumer per slot, asks [`Appender::verdict`]
-//!   of each message (a duplicate or void copy is settled without a
-//!   trace), and takes what [`SlotState::due`] says, which holds a key
-//!   back behind its earlier waiting retry as SQLite's claim does.
-//! - **Acks** (built for messages with their outputs, and for
-//!   deliveries: [`MessageQueue::ack`], [`DeliveryQueue::ack`]): one
-//!   commit-log entry per slot a batch touched; what it
-//!   queues is published afterwards with ids derived from the entry
-//!   (`Nats-Msg-Id`), and a later entry records how far that went, so a
-//!   successor publishes again only what the last holder may not have.
-//! - **Sources** (built: [`Appender::append`] with a cursor): a poll's
-//!   messages are one batch, and writing the source's cursor (naming the
-//!   batch) is what commits it, so the two move together as SQLite's
-//!   transaction moves them.
+//! - Checkpoints of a slot's state in a bucket ([`SlotState`] is their
+//!   form already): a holder taking a slot over folds its log from the
+//!   start today.
+//! - Counts, backlog and pruning read every trace the retention keeps
+//!   ([`traces::Census`]); incremental figures would not.
+//! - A slot is read with a request per poll and a consumer made per read;
+//!   one consumer kept per partition would cost less.
 //!
 //! # Server versions
 //!
