@@ -1,7 +1,8 @@
 //! Sources: a polled pipeline's source plugin is called every `every`, with
 //! the cursor the store holds. The messages it returns and its new cursor
 //! are committed in one transaction, so a restart continues where it
-//! stopped and a crash re-polls rather than loses.
+//! stopped and a crash re-polls rather than loses. On a store several hosts
+//! share, one process at a time polls a source: the one holding its lease.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,27 @@ pub fn run(ctx: &WorkerCtx, ingest: &Ingest, p: &LivePipeline) {
     let Some(source) = &p.source else { return };
     let crate::config::Source::Poll { every, .. } = &p.cfg.source else { return };
     let name = format!("{}/{}", p.cfg.tenant, p.cfg.id);
+    // Until when this process may poll (renewed when half of it is gone).
+    let mut held_until = 0;
     while !ctx.stopping() && !p.retired() {
+        let now = crate::store::now_ms();
+        if held_until - now < crate::store::LEASE_TTL_MS / 2 {
+            match ctx.store().lease_source(&name, ctx.holder(), now, crate::store::LEASE_TTL_MS) {
+                Ok(true) => held_until = now + crate::store::LEASE_TTL_MS,
+                Ok(false) => {
+                    // Another process polls it.
+                    held_until = 0;
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(source = %name, error = %e, "cannot lease the source; trying again");
+                    held_until = 0;
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
         let source = source.load_full();
         let plugin = source.plugin().name.clone();
         let mut again = false;

@@ -60,6 +60,21 @@ retry = { attempts = 50, initial = "20ms", max = "200ms" }
 breaker = { failures = 0 }
 "#;
 
+/// A pipeline polling the ERP's status feed, and its sink.
+const STATUSES: &str = r#"
+[[pipeline]]
+id = "statuses"
+tenant = "acme"
+source = { plugin = "http-source", every = "100ms", config = { url = "http://{ERP}/feed", page-size = "5" }, allowed-hosts = ["{ERP}"] }
+routes = [{ to = "status-sink" }]
+
+[sink.status-sink]
+plugin = "http-sink"
+workers = 2
+config = { url = "http://{ERP}/statuses" }
+allowed-hosts = ["{ERP}"]
+"#;
+
 /// A site whose config names `nats`.
 fn site(nats: &NatsServer, erp: &Erp) -> Site {
     Site::new(&CLUSTER.replace("{NATS}", &nats.url()), erp)
@@ -172,4 +187,28 @@ fn while_the_nats_server_is_down_ingest_answers_503_and_the_hosts_resume_when_it
     });
     send(&host, 2, 3);
     eventually(Duration::from_secs(60), "everything accepted at the ERP", || (erp.unique() == 5).then_some(()));
+}
+
+#[test]
+fn a_source_is_polled_by_one_process_at_a_time() {
+    let nats = NatsServer::start();
+    let erp = Erp::start(&["--feed", "40"]);
+    let site = Site::new(&format!("{CLUSTER}{STATUSES}").replace("{NATS}", &nats.url()), &erp);
+    let hosts: Vec<Host> = (0..2).map(|_| Host::start(&site)).collect();
+    eventually(Duration::from_secs(60), "40 statuses delivered", || (erp.received()["by-path"]["/statuses"] == 40).then_some(()));
+    // Every page before the feed's end was asked for once: two pollers
+    // would each have asked for it.
+    let cursors: Vec<serde_json::Value> = erp.received()["feed-cursors"].as_array().unwrap().clone();
+    let pages: Vec<String> = cursors.iter().filter(|c| c.as_u64().is_none_or(|n| n < 40)).map(|c| c.to_string()).collect();
+    let once: std::collections::BTreeSet<&String> = pages.iter().collect();
+    assert_eq!(once.len(), pages.len(), "a page was polled twice: {cursors:?}");
+    // The cluster view names the one process polling it.
+    let (_, cluster) = get(&format!("{}/v1/cluster", hosts[0].url));
+    let pollers: Vec<&serde_json::Value> = cluster["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["holds"].as_array().unwrap().iter().any(|h| h["queue"] == "source/acme/statuses"))
+        .collect();
+    assert_eq!(pollers.len(), 1, "{cluster}");
 }

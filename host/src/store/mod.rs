@@ -1019,6 +1019,17 @@ pub trait Store: Send + Sync {
     /// [`StoreError`].
     fn counts(&self) -> Result<Counts, StoreError>;
 
+    /// Takes or renews the right to poll source `source` (`TENANT/PIPELINE`)
+    /// for `holder` until `now_ms + ttl_ms`; whether it is `holder`'s. A
+    /// store only one process uses gives it always.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    fn lease_source(&self, _source: &str, _holder: &str, _now_ms: i64, _ttl_ms: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// The processes sharing the store and what each holds; `None` for a
     /// store only one process uses (the embedded one).
     ///

@@ -171,6 +171,17 @@ impl Leases {
 }
 
 impl Leases {
+    /// Takes or renews the lease on source `source` for `holder`; whether
+    /// it is `holder`'s (another's until it runs out).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn take_source(&self, source: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+        let (kv, key, holder) = (self.kv.clone(), format!("source.{}", hex::encode(source.as_bytes())), holder.to_string());
+        self.conn.run(async move { Ok(matches!(take_slot(&kv, &key, &holder, now_ms, now_ms + ttl_ms).await?, Slot::Taken(..))) })
+    }
+
     /// Every slot lease in force at `now_ms`: (queue name, holder).
     ///
     /// # Errors
@@ -191,8 +202,12 @@ impl Leases {
                 if held.until_ms <= now_ms {
                     continue;
                 }
-                // `messages.T.P.SLOT` or `deliveries.SINK.SLOT`: the queue's name.
-                let queue = key.rsplit_once('.').map_or(key, |(q, _)| q).replace('.', "/");
+                // `messages.T.P.SLOT` or `deliveries.SINK.SLOT`: the queue's
+                // name; `source.HEX`: a source's poller.
+                let queue = match key.strip_prefix("source.") {
+                    Some(name) => format!("source/{}", hex::decode(name).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default()),
+                    None => key.rsplit_once('.').map_or(key, |(q, _)| q).replace('.', "/"),
+                };
                 found.push((queue, held.holder));
             }
         }

@@ -756,6 +756,11 @@ impl Store for NatsStore {
         })
     }
 
+    fn lease_source(&self, source: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+        self.members.join(holder);
+        self.leases.take_source(source, holder, now_ms, ttl_ms)
+    }
+
     fn cluster(&self) -> Result<Option<Vec<records::ClusterMember>>, StoreError> {
         let mut shares: std::collections::BTreeMap<(String, String), u32> = std::collections::BTreeMap::new();
         for (queue, holder) in self.leases.holders(now_ms())? {
