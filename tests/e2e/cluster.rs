@@ -165,7 +165,7 @@ fn three_hosts_share_the_work_and_one_killed_mid_flight_loses_nothing() {
         assert_eq!(t["outputs"][0]["state"], "delivered", "{t}");
     }
     // The work was shared: the deliveries were made by every process.
-    let took: Vec<u64> = hosts.iter().map(|h| deliveries_taken(h)).collect();
+    let took: Vec<u64> = hosts.iter().map(deliveries_taken).collect();
     assert!(took.iter().filter(|n| **n > 0).count() >= 2, "the processes shared the deliveries: {took:?}");
 }
 

@@ -355,18 +355,13 @@ impl Appender {
         let js = self.conn.jetstream();
         let stream = self.conn.run(async move { js.get_stream("KV_syncline-idempotency").await.map_err(|e| unavailable("opening the idempotency keys", e)) })?;
         let mut old = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = super::reader::read_subject(&self.conn, &stream, "$KV.syncline-idempotency.>", from, 2_000)?;
-            let Some(last) = page.last() else { break };
-            from = last.sequence + 1;
-            for m in page {
-                let taken_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
-                if m.headers.get("KV-Operation").is_none() && taken_ms < before_ms {
-                    old.extend(m.subject.strip_prefix("$KV.syncline-idempotency.").map(str::to_string));
-                }
+        super::reader::read_all(&self.conn, &stream, "$KV.syncline-idempotency.>", 2_000, |m| {
+            let taken_ms = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+            if m.headers.get("KV-Operation").is_none() && taken_ms < before_ms {
+                old.extend(m.subject.strip_prefix("$KV.syncline-idempotency.").map(str::to_string));
             }
-        }
+            Ok(())
+        })?;
         let (keys, count) = (self.keys.clone(), old.len());
         self.conn.run(async move {
             for key in old {

@@ -16,7 +16,7 @@ use async_nats::jetstream::{kv, stream};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::reader::read_subject;
+use super::reader::read_all;
 use super::{unavailable, Connection};
 use crate::store::StoreError;
 
@@ -179,21 +179,16 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> Cases<T> {
         let subject = format!("$KV.{}.>", self.bucket);
         let prefix = format!("$KV.{}.", self.bucket);
         let mut found = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = read_subject(conn, &self.stream, &subject, from, 500)?;
-            let Some(last) = page.last() else { break };
-            from = last.sequence + 1;
-            for m in page {
-                // A deleted or purged key: its marker has headers saying so.
-                if m.headers.get("KV-Operation").is_some() {
-                    continue;
-                }
-                let Some(id) = m.subject.strip_prefix(prefix.as_str()).and_then(|k| k.parse::<i64>().ok()) else { continue };
-                let case = serde_json::from_slice(&m.payload).map_err(|e| StoreError::Corrupt(format!("{} {id} does not read: {e}", self.what)))?;
-                found.push((id, case));
+        read_all(conn, &self.stream, &subject, 500, |m| {
+            // A deleted or purged key: its marker has headers saying so.
+            if m.headers.get("KV-Operation").is_some() {
+                return Ok(());
             }
-        }
+            let Some(id) = m.subject.strip_prefix(prefix.as_str()).and_then(|k| k.parse::<i64>().ok()) else { return Ok(()) };
+            let case = serde_json::from_slice(&m.payload).map_err(|e| StoreError::Corrupt(format!("{} {id} does not read: {e}", self.what)))?;
+            found.push((id, case));
+            Ok(())
+        })?;
         found.sort_by_key(|(id, _)| *id);
         Ok(found)
     }

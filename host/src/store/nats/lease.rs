@@ -191,17 +191,10 @@ impl Leases {
         let js = self.conn.jetstream();
         let stream = self.conn.run(async move { js.get_stream("KV_syncline-leases").await.map_err(|e| unavailable("opening the leases", e)) })?;
         let mut found = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = super::reader::read_subject(&self.conn, &stream, "$KV.syncline-leases.>", from, 1_000)?;
-            let Some(last) = page.last() else { break };
-            from = last.sequence + 1;
-            for m in page {
-                let Some(key) = m.subject.strip_prefix("$KV.syncline-leases.") else { continue };
-                let Ok(held) = serde_json::from_slice::<Holding>(&m.payload) else { continue };
-                if held.until_ms <= now_ms {
-                    continue;
-                }
+        super::reader::read_all(&self.conn, &stream, "$KV.syncline-leases.>", 1_000, |m| {
+            let Some(key) = m.subject.strip_prefix("$KV.syncline-leases.") else { return Ok(()) };
+            let Ok(held) = serde_json::from_slice::<Holding>(&m.payload) else { return Ok(()) };
+            if held.until_ms > now_ms {
                 // `messages.T.P.SLOT` or `deliveries.SINK.SLOT`: the queue's
                 // name; `source.HEX`: a source's poller.
                 let queue = match key.strip_prefix("source.") {
@@ -210,7 +203,8 @@ impl Leases {
                 };
                 found.push((queue, held.holder));
             }
-        }
+            Ok(())
+        })?;
         Ok(found)
     }
 }

@@ -386,6 +386,25 @@ pub fn read_subject(conn: &Connection, stream: &stream::Stream, subject: &str, f
     })
 }
 
+/// Hands `each` every message of `stream` on `subject` (which may be a
+/// wildcard), in order, reading `page` at a time.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server does not answer, or what
+/// `each` returns.
+pub fn read_all(conn: &Connection, stream: &stream::Stream, subject: &str, page: usize, mut each: impl FnMut(StreamMessage) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let mut from = 1;
+    loop {
+        let found = read_subject(conn, stream, subject, from, page)?;
+        let Some(last) = found.last() else { return Ok(()) };
+        from = last.sequence + 1;
+        for m in found {
+            each(m)?;
+        }
+    }
+}
+
 /// The first message of `stream` on `subject` at or after sequence `from`.
 fn next_on(conn: &Connection, stream: &stream::Stream, subject: &str, from: u64) -> Result<Option<StreamMessage>, StoreError> {
     let (stream, subject) = (stream.clone(), subject.to_string());

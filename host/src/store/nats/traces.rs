@@ -15,7 +15,7 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::reader::read_subject;
+use super::reader::read_all;
 use super::{publish_all, unavailable, Connection};
 use crate::store::records::{AttemptRecord, DeliveryRecord, Input, Processing, Trace};
 use crate::store::StoreError;
@@ -232,17 +232,11 @@ impl Traces {
     /// [`StoreError::Unavailable`] when the server does not answer;
     /// [`StoreError::Corrupt`] when an event does not read.
     pub fn events(&self, conn: &Connection, id: &str) -> Result<Vec<Event>, StoreError> {
-        let subject = subject(id);
         let mut found = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = read_subject(conn, &self.traces, &subject, from, 500)?;
-            let Some(last) = page.last() else { break };
-            from = last.sequence + 1;
-            for m in page {
-                found.push(serde_json::from_slice(&m.payload).map_err(|e| StoreError::Corrupt(format!("trace event {} of `{id}` does not read: {e}", m.sequence)))?);
-            }
-        }
+        read_all(conn, &self.traces, &subject(id), 500, |m| {
+            found.push(serde_json::from_slice(&m.payload).map_err(|e| StoreError::Corrupt(format!("trace event {} of `{id}` does not read: {e}", m.sequence)))?);
+            Ok(())
+        })?;
         Ok(found)
     }
 
@@ -272,15 +266,11 @@ impl Traces {
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn correlated(&self, conn: &Connection, correlation: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let subject = correlation_subject(correlation);
         let mut found = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = read_subject(conn, &self.traces, &subject, from, 500)?;
-            let Some(last) = page.last() else { break };
-            from = last.sequence + 1;
-            found.extend(page.iter().filter_map(|m| serde_json::from_slice::<Correlated>(&m.payload).ok()).map(|c| (c.id, c.tenant)));
-        }
+        read_all(conn, &self.traces, &correlation_subject(correlation), 500, |m| {
+            found.extend(serde_json::from_slice::<Correlated>(&m.payload).ok().map(|c| (c.id, c.tenant)));
+            Ok(())
+        })?;
         Ok(found)
     }
 
@@ -452,21 +442,17 @@ impl Traces {
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn census(&self, conn: &Connection) -> Result<Census, StoreError> {
         let mut census = Census::default();
-        let mut from = 1;
-        loop {
-            let page = read_subject(conn, &self.traces, "syncline.trace.*", from, 2_000)?;
-            let Some(last) = page.last() else { break };
-            from = last.sequence + 1;
-            for m in page {
-                let Some(token) = m.subject.strip_prefix("syncline.trace.") else { continue };
-                let id = match token.strip_prefix("_x") {
-                    Some(h) => hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_else(|| token.to_string()),
-                    None => token.to_string(),
-                };
-                let Ok(event) = serde_json::from_slice::<Event>(&m.payload) else { continue };
+        read_all(conn, &self.traces, "syncline.trace.*", 2_000, |m| {
+            let Some(token) = m.subject.strip_prefix("syncline.trace.") else { return Ok(()) };
+            let id = match token.strip_prefix("_x") {
+                Some(h) => hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_else(|| token.to_string()),
+                None => token.to_string(),
+            };
+            if let Ok(event) = serde_json::from_slice::<Event>(&m.payload) {
                 census.add(&id, event);
             }
-        }
+            Ok(())
+        })?;
         Ok(census)
     }
 }
