@@ -14,7 +14,7 @@ use std::time::Duration;
 use nats_server::NatsServer;
 
 use crate::harness::*;
-use crate::ordering::{in_order_per_key, rec};
+use crate::ordering::{in_order_per_key, rec, RAW};
 
 /// The deliveries `host`'s workers of sink `erp` took (from memory or the store).
 fn deliveries_taken(host: &Host) -> u64 {
@@ -25,40 +25,15 @@ fn deliveries_taken(host: &Host) -> u64 {
         .sum()
 }
 
-/// The ordering tests' raw-JSON pipeline, on the NATS store at `{NATS}`.
-const CLUSTER: &str = r#"version = 1
-
-[server]
-listen = "127.0.0.1:0"
-
-[store]
-kind = "nats"
-url = "{NATS}"
-
-[plugins]
-dir = "plugins"
-cache-dir = "{CACHE}"
-
-[[tenant]]
-id = "acme"
-
-[[pipeline]]
-id = "recs"
-tenant = "acme"
-ordering-key = { raw = ["/sku", "/site"] }
-stages = [
-  { transform = "json-mapper", config = { kind = "replenishment-recommendation", fields = { id = "/rec_id", item = "/sku", location = "/site", quantity = { path = "/qty", type = "number" }, uom = "/unit", need-by = "/need_by", "source.supplier" = "/supplier", reason = "/reason", priority = { path = "/prio", type = "integer" } } } },
-]
-routes = [{ to = "erp" }]
-
-[sink.erp]
-plugin = "http-sink"
-workers = 32
-config = { url = "http://{ERP}/requisitions" }
-allowed-hosts = ["{ERP}"]
-retry = { attempts = 50, initial = "20ms", max = "200ms" }
-breaker = { failures = 0 }
-"#;
+/// The ordering tests' raw-JSON pipeline on the NATS store at `nats`,
+/// its sink cut into 32 parts (so that every process gets some).
+fn cluster_config(nats: &NatsServer) -> String {
+    let config = RAW
+        .replace("[store]\npath = \"data/syncline.db\"\nsync = \"normal\"", &format!("[store]\nkind = \"nats\"\nurl = \"{}\"", nats.url()))
+        .replace("[sink.erp]\nplugin = \"http-sink\"", "[sink.erp]\nplugin = \"http-sink\"\nworkers = 32");
+    assert!(config.contains("kind = \"nats\"") && config.contains("workers = 32"), "the ordering tests' config changed shape");
+    config
+}
 
 /// A pipeline polling the ERP's status feed, and its sink.
 const STATUSES: &str = r#"
@@ -77,7 +52,7 @@ allowed-hosts = ["{ERP}"]
 
 /// A site whose config names `nats`.
 fn site(nats: &NatsServer, erp: &Erp) -> Site {
-    Site::new(&CLUSTER.replace("{NATS}", &nats.url()), erp)
+    Site::new(&cluster_config(nats), erp)
 }
 
 /// Sends recommendation `i` of each of `keys` keys to `host`; every one
@@ -193,7 +168,7 @@ fn while_the_nats_server_is_down_ingest_answers_503_and_the_hosts_resume_when_it
 fn a_source_is_polled_by_one_process_at_a_time() {
     let nats = NatsServer::start();
     let erp = Erp::start(&["--feed", "40"]);
-    let site = Site::new(&format!("{CLUSTER}{STATUSES}").replace("{NATS}", &nats.url()), &erp);
+    let site = Site::new(&format!("{}{STATUSES}", cluster_config(&nats)), &erp);
     let hosts: Vec<Host> = (0..2).map(|_| Host::start(&site)).collect();
     eventually(Duration::from_secs(60), "40 statuses delivered", || (erp.received()["by-path"]["/statuses"] == 40).then_some(()));
     // Every page before the feed's end was asked for once: two pollers

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-const RAW: &str = crate::site_config!(r#"
+pub(crate) const RAW: &str = crate::site_config!(r#"
 [[pipeline]]
 id = "recs"
 tenant = "acme"
