@@ -194,6 +194,7 @@ impl From<IngestError> for ApiError {
             IngestError::Store(e) if e.is_transient() => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", format!("{message}; nothing was accepted, retry later"))
             }
+            IngestError::Store(crate::store::StoreError::TooLarge(_)) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message-too-large", format!("{message}; nothing was accepted")),
             IngestError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", format!("{message}; nothing was accepted")),
         }
     }
@@ -481,7 +482,7 @@ async fn reloads(State(app): State<App>) -> Json<Value> {
 
 async fn reload(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
     let r = app.reloader.clone();
-    match tokio::task::spawn_blocking(move || r.reload("api", &caller.actor)).await {
+    match tokio::task::spawn_blocking(move || r.reload_everywhere("api", &caller.actor)).await {
         Ok(record) => {
             let status = if record.outcome == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
             (status, Json(json!(record))).into_response()

@@ -5,7 +5,9 @@
 //! compiled, world-checked and bound off the hot path), then swap. A reload
 //! that fails changes nothing: it is logged with the same text `check`
 //! prints, recorded as an audit event, counted, and kept in the history
-//! served at `GET /v1/reloads`.
+//! served at `GET /v1/reloads`. On a store several processes share, a
+//! reload, rollback or approval made through one process's API is
+//! broadcast, and the others make it too (trigger `cluster`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 
 use crate::pipeline::Engine;
-use crate::store::records::{AuditEntry, AuditEvent};
+use crate::store::records::{AuditEntry, AuditEvent, Broadcast, ClusterCommand};
 
 pub use crate::store::records::{PluginChange, ReloadRecord};
 
@@ -48,6 +50,43 @@ impl Reloader {
 
     /// Reloads now; `actor` (`host`, `token:ID`) is who asked, for the audit log.
     pub fn reload(&self, trigger: &str, actor: &str) -> ReloadRecord {
+        self.reload_from(trigger, actor, None)
+    }
+
+    /// Reloads now, and tells every other process sharing the store to
+    /// reload too (an API call reaches the whole cluster; each process
+    /// reads its own files and the shared store). The record says whether
+    /// they were told.
+    pub fn reload_everywhere(&self, trigger: &str, actor: &str) -> ReloadRecord {
+        let mut record = self.reload(trigger, actor);
+        record.cluster = self.tell(ClusterCommand::Reload { trigger: trigger.to_string() }, actor);
+        record
+    }
+
+    /// Tells the other processes sharing the store to carry out `command`;
+    /// what came of it, `None` when no other process can share the store.
+    fn tell(&self, command: ClusterCommand, actor: &str) -> Option<String> {
+        let b = Broadcast { from: self.engine.holder().to_string(), actor: actor.to_string(), at: crate::store::now_ms(), command };
+        match self.engine.store().broadcast(&b) {
+            Ok(false) => None,
+            Ok(true) => Some("told".into()),
+            Err(e) => {
+                tracing::warn!(error = %e, command = ?b.command, "the other processes sharing the store were not told; repeat the call on each of them");
+                Some(format!("not told: {e}"))
+            }
+        }
+    }
+
+    /// Carries out what another process sharing the store broadcast.
+    pub fn follow(&self, b: Broadcast) -> ReloadRecord {
+        tracing::info!(from = %b.from, actor = %b.actor, command = ?b.command, "carrying out another process's command");
+        if let ClusterCommand::RollBack { plugin, digest, file_digest } = &b.command {
+            self.engine.versions().roll_back(plugin, digest, file_digest);
+        }
+        self.reload_from("cluster", &b.actor, Some(b.from))
+    }
+
+    fn reload_from(&self, trigger: &str, actor: &str, from: Option<String>) -> ReloadRecord {
         let _one_at_a_time = self.engine.reload_lock.lock().unwrap();
         let started = Instant::now();
         let mut record = ReloadRecord {
@@ -59,6 +98,8 @@ impl Reloader {
             kept: Vec::new(),
             error: None,
             millis: 0,
+            from,
+            cluster: None,
         };
         let result = crate::config::load(&self.config)
             .map_err(|e| e.to_string())
@@ -110,8 +151,9 @@ impl Reloader {
     }
 
     /// Returns plugin `name` to the version that ran before the current one,
-    /// everywhere it runs, in one reload. The rollback holds until a new
-    /// file for the plugin is deployed.
+    /// everywhere it runs, in one reload, and tells the other processes
+    /// sharing the store to run that version too. The rollback holds until
+    /// a new file for the plugin is deployed.
     ///
     /// # Errors
     ///
@@ -137,7 +179,9 @@ impl Reloader {
             .ok_or_else(|| format!("no plugin named `{name}` in the configuration"))?;
         let file_digest = std::fs::read(&path).map(|b| crate::runtime::digest(&b)).unwrap_or_default();
         self.engine.versions().roll_back(name, &previous, &file_digest);
-        Ok(self.reload("rollback", actor))
+        let mut record = self.reload("rollback", actor);
+        record.cluster = self.tell(ClusterCommand::RollBack { plugin: name.to_string(), digest: previous, file_digest }, actor);
+        Ok(record)
     }
 
     /// What the store still holds for removed pipelines and sinks.
@@ -156,6 +200,23 @@ impl Reloader {
         }
         out
     }
+}
+
+/// Carries out, one at a time on a thread of its own, what the other
+/// processes sharing the store broadcast (nothing on a store only this
+/// process uses).
+///
+/// # Errors
+///
+/// When the thread cannot start.
+pub fn follow_cluster(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    let Some(commands) = reloader.engine.store().broadcasts(reloader.engine.holder()) else { return Ok(()) };
+    std::thread::Builder::new().name("reload-cluster".into()).spawn(move || {
+        for b in commands {
+            reloader.follow(b);
+        }
+    })?;
+    Ok(())
 }
 
 /// How a change asks for a reload.

@@ -185,6 +185,7 @@ pub fn run_with(path: &Path, cache_dir: Option<&Path>, watch: bool, prepare: imp
     store.audit(&AuditEntry::host(AuditEvent::Start { config: path.display().to_string(), pipelines: live }))?;
     engine.start();
     let reloader = crate::reload::Reloader::new(engine.clone(), path.to_path_buf());
+    crate::reload::follow_cluster(reloader.clone())?;
     let _watcher = if watch {
         match crate::reload::watch(reloader.clone()) {
             Ok(w) => Some(w),

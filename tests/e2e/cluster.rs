@@ -3,7 +3,8 @@
 //! loses nothing (every accepted message reaches the ERP exactly once by
 //! its idempotency key, in order per key) and a restarted one rejoins;
 //! while the server is down ingest answers 503 and accepts nothing, and
-//! the hosts resume when it is back.
+//! the hosts resume when it is back; a reload, approval or rollback made
+//! through one process's API reaches every process, also one started later.
 
 #[path = "../../host/src/store/nats/test_server.rs"]
 #[allow(dead_code)]
@@ -15,6 +16,8 @@ use nats_server::NatsServer;
 
 use crate::harness::*;
 use crate::ordering::{in_order_per_key, rec, RAW};
+use crate::reload::{status, TAGGED};
+use crate::support::{plugin, syncline};
 
 /// The deliveries `host`'s workers of sink `erp` took (from memory or the store).
 fn deliveries_taken(host: &Host) -> u64 {
@@ -25,13 +28,18 @@ fn deliveries_taken(host: &Host) -> u64 {
         .sum()
 }
 
+/// A test site's config on the NATS store at `nats` instead of SQLite.
+fn on_nats(config: &str, nats: &NatsServer) -> String {
+    let config = config.replace("[store]\npath = \"data/syncline.db\"\nsync = \"normal\"", &format!("[store]\nkind = \"nats\"\nurl = \"{}\"", nats.url()));
+    assert!(config.contains("kind = \"nats\""), "the test sites' store section changed shape");
+    config
+}
+
 /// The ordering tests' raw-JSON pipeline on the NATS store at `nats`,
 /// its sink cut into 32 parts (so that every process gets some).
 fn cluster_config(nats: &NatsServer) -> String {
-    let config = RAW
-        .replace("[store]\npath = \"data/syncline.db\"\nsync = \"normal\"", &format!("[store]\nkind = \"nats\"\nurl = \"{}\"", nats.url()))
-        .replace("[sink.erp]\nplugin = \"http-sink\"", "[sink.erp]\nplugin = \"http-sink\"\nworkers = 32");
-    assert!(config.contains("kind = \"nats\"") && config.contains("workers = 32"), "the ordering tests' config changed shape");
+    let config = on_nats(RAW, nats).replace("[sink.erp]\nplugin = \"http-sink\"", "[sink.erp]\nplugin = \"http-sink\"\nworkers = 32");
+    assert!(config.contains("workers = 32"), "the ordering tests' config changed shape");
     config
 }
 
@@ -71,6 +79,11 @@ fn send(host: &Host, keys: usize, i: usize) -> Vec<String> {
 /// The processes `/v1/cluster` lists, with how many slots of the sink's
 /// queue each holds.
 fn shares(host: &Host) -> Vec<(String, u64)> {
+    shares_of(host, "deliveries/erp")
+}
+
+/// The processes `/v1/cluster` lists, with how many slots of `queue` each holds.
+fn shares_of(host: &Host, queue: &str) -> Vec<(String, u64)> {
     let (status, body) = get(&format!("{}/v1/cluster", host.url));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["store"], "nats");
@@ -80,7 +93,7 @@ fn shares(host: &Host) -> Vec<(String, u64)> {
         .iter()
         .map(|p| {
             let holds = p["holds"].as_array().unwrap();
-            let slots = holds.iter().filter(|h| h["queue"] == "deliveries/erp").map(|h| h["slots"].as_u64().unwrap()).sum();
+            let slots = holds.iter().filter(|h| h["queue"] == queue).map(|h| h["slots"].as_u64().unwrap()).sum();
             (p["holder"].as_str().unwrap().to_string(), slots)
         })
         .collect()
@@ -186,4 +199,129 @@ fn a_source_is_polled_by_one_process_at_a_time() {
         .filter(|p| p["holds"].as_array().unwrap().iter().any(|h| h["queue"] == "source/acme/statuses"))
         .collect();
     assert_eq!(pollers.len(), 1, "{cluster}");
+}
+
+#[test]
+fn a_batch_whose_outputs_are_larger_than_the_server_takes_in_one_message_is_delivered_and_a_message_that_is_is_refused() {
+    let nats = NatsServer::start();
+    let erp = Erp::start(&[]);
+    let config = on_nats(TAGGED, &nats).replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax-body = \"8MiB\"");
+    assert!(config.contains("max-body"), "the test sites' server section changed shape");
+    let site = Site::new(&config, &erp);
+    site.share_plugin("tagger-v1", "tagger");
+    let host = Host::start(&site);
+    // 24 statuses of one order with a 60 kB header each, in one request:
+    // processed as one batch, their outputs are one commit of about
+    // 1.5 MB, over nats-server's 1 MiB message limit.
+    let note = "n".repeat(60_000);
+    let big = |i: usize, note: &str| {
+        let mut m: serde_json::Value = serde_json::from_str(&status(i)).unwrap();
+        m["body"]["order-ref"] = "PO-1".into();
+        m["headers"] = serde_json::json!({ "note": note });
+        m.to_string()
+    };
+    let body: Vec<String> = (0..24).map(|i| big(i, &note)).collect();
+    let (s, b) = host.ingest("acme", "tagged", "messages:batch", "application/x-ndjson", &[], body.join("\n").as_bytes());
+    assert_eq!(s, 202, "{b}");
+    eventually(Duration::from_secs(60), "the 24 statuses at the ERP", || (erp.unique() == 24).then_some(()));
+    // One message larger than the server takes in one message is refused
+    // as too large (not 503: sending it again would not help), and the
+    // batch it is in with it.
+    let huge = big(100, &"n".repeat(1_100_000));
+    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], huge.as_bytes());
+    assert_eq!((s, b["error"]["code"].as_str()), (413, Some("message-too-large")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("max_payload"), "{b}");
+    let (s, b) = host.ingest("acme", "tagged", "messages:batch", "application/x-ndjson", &[], format!("{}\n{huge}", status(101)).as_bytes());
+    assert_eq!(s, 413, "{b}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(erp.unique(), 24, "nothing of the refused requests was accepted");
+}
+
+/// The tagger versions (`v1`, `v2`) that processed `n` new messages over
+/// as many ordering keys (so every partition of the pipeline gets some,
+/// whichever process holds it), sent to `host`.
+fn versions_now(host: &Host, n: usize, from: usize) -> std::collections::BTreeSet<String> {
+    let ids: Vec<String> = (from..from + n)
+        .map(|i| {
+            let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], status(i).as_bytes());
+            assert_eq!(s, 202, "{b}");
+            b["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    ids.iter().map(|id| host.settled(id)["outputs"][0]["message"]["headers"]["version"].as_str().unwrap_or("none").to_string()).collect()
+}
+
+/// The tagger digest `host` runs (`GET /v1/pipelines`).
+fn running(host: &Host) -> String {
+    let (_, p) = get(&format!("{}/v1/pipelines", host.url));
+    p["pipelines"][0]["stages"][0]["digest"].as_str().unwrap().to_string()
+}
+
+/// Waits until `n` processes each hold part of the tagger pipeline's queue.
+fn pipeline_shared(host: &Host, n: usize) {
+    eventually(Duration::from_secs(90), &format!("{n} processes sharing the pipeline's queue"), || {
+        let s = shares_of(host, "messages/acme/tagged");
+        (s.len() == n && s.iter().all(|(_, slots)| *slots > 0) && s.iter().map(|(_, slots)| slots).sum::<u64>() == 64).then_some(())
+    });
+}
+
+/// The last reload `host` made on another process's word, once it made `n`.
+fn followed(host: &Host, n: usize) -> serde_json::Value {
+    eventually(Duration::from_secs(30), &format!("reload #{n} on another process's word"), || {
+        host.reloads().into_iter().filter(|r| r["trigger"] == "cluster").nth(n - 1)
+    })
+}
+
+#[test]
+fn an_approval_a_reload_and_a_rollback_made_through_one_process_reach_every_process() {
+    let nats = NatsServer::start();
+    let erp = Erp::start(&[]);
+    // Approval mode; the hosts do not watch their files, so only the
+    // cluster can tell them of a change.
+    let site = Site::new(&on_nats(TAGGED, &nats).replace("[plugins]\n", "[plugins]\nmode = \"approved\"\n"), &erp);
+    site.share_plugin("tagger-v1", "tagger");
+    let digest_of = |built: &str| syncline::runtime::digest(&std::fs::read(plugin(built)).unwrap());
+    for (name, built) in [("tagger", "tagger-v1"), ("http-sink", "http-sink")] {
+        let out = syncline().args(["plugin", "approve", name, &digest_of(built), "--config"]).arg(site.config()).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let hosts: Vec<Host> = (0..2).map(|_| Host::start_args(&site.config(), &["--no-watch"])).collect();
+    pipeline_shared(&hosts[0], 2);
+    assert_eq!(versions_now(&hosts[0], 16, 0), ["v1".to_string()].into());
+
+    // v2 is deployed to the (shared) folder and approved through host 0:
+    // both hosts run it.
+    replace_file(&site.dir.path().join("plugins/shared/tagger.wasm"), &std::fs::read(plugin("tagger-v2")).unwrap());
+    let (s, approved) = crate::harness::send("POST", &format!("{}/v1/plugins/tagger/approve", hosts[0].url), "application/json", &[], serde_json::json!({"digest": digest_of("tagger-v2")}).to_string().as_bytes());
+    assert_eq!(s, 200, "{approved}");
+    assert_eq!((approved["reload"]["outcome"].as_str(), approved["reload"]["cluster"].as_str()), (Some("applied"), Some("told")), "{approved}");
+    let r = followed(&hosts[1], 1);
+    assert_eq!((r["outcome"].as_str(), r["from"].as_str()), (Some("applied"), Some(this(&hosts[0]).as_str())), "{r}");
+    assert!(hosts.iter().all(|h| running(h) == digest_of("tagger-v2")));
+    assert_eq!(versions_now(&hosts[1], 16, 100), ["v2".to_string()].into(), "every process runs the approved version");
+
+    // A reload through host 0's API is made by host 1 as well.
+    let (s, r) = crate::harness::send("POST", &format!("{}/v1/reload", hosts[0].url), "application/json", &[], b"");
+    assert_eq!((s, r["outcome"].as_str(), r["cluster"].as_str()), (200, Some("unchanged"), Some("told")), "{r}");
+    assert_eq!(followed(&hosts[1], 2)["outcome"], "unchanged");
+
+    // A rollback through host 1 returns both to v1, the file still v2.
+    let out = syncline().args(["plugin", "rollback", "tagger", "--server", &hosts[1].url]).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let r = followed(&hosts[0], 1);
+    assert_eq!((r["outcome"].as_str(), r["from"].as_str()), (Some("applied"), Some(this(&hosts[1]).as_str())), "{r}");
+    assert!(hosts.iter().all(|h| running(h) == digest_of("tagger-v1")));
+    assert_eq!(versions_now(&hosts[0], 16, 200), ["v1".to_string()].into(), "every process runs the rolled-back version");
+
+    // A process started after the rollback loads the file (v2), then
+    // rolls back as the others did; the reload asked before it began is
+    // in what it loaded, and is not made again.
+    let late = Host::start_args(&site.config(), &["--no-watch"]);
+    let r = followed(&late, 1);
+    assert_eq!(r["outcome"], "applied", "{r}");
+    assert_eq!(r["plugins"][0]["new"], digest_of("tagger-v1"), "{r}");
+    assert_eq!(running(&late), digest_of("tagger-v1"));
+    assert_eq!(versions_now(&late, 16, 300), ["v1".to_string()].into());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(late.reloads().iter().filter(|r| r["trigger"] == "cluster").count(), 1, "{:?}", late.reloads());
 }

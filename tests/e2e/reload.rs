@@ -14,7 +14,7 @@ use crate::harness::*;
 use crate::support::*;
 use syncline::runtime::digest;
 
-const TAGGED: &str = crate::site_config!(r#"
+pub(crate) const TAGGED: &str = crate::site_config!(r#"
 
 [[pipeline]]
 id = "tagged"
@@ -30,7 +30,7 @@ allowed-hosts = ["{ERP}"]
 retry = { attempts = 8, initial = "50ms", max = "500ms" }
 "#);
 
-fn status(i: usize) -> String {
+pub(crate) fn status(i: usize) -> String {
     json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": format!("S-{i}"),
            "body": {"order-ref": format!("PO-{i}"), "kind": "purchase", "status": "confirmed", "quantity": 1, "uom": "EA"}})
     .to_string()

@@ -50,7 +50,7 @@ pub async fn approve(State(app): State<App>, Extension(caller): Extension<Caller
     let reload = blocking(move || {
         approval::approve(store.as_ref(), &kept).map_err(store_error)?;
         tracing::info!(plugin = %kept.plugin, digest = %kept.digest, by = %kept.by, "plugin version approved");
-        Ok(reloader.reload("approval", &caller.actor))
+        Ok(reloader.reload_everywhere("approval", &caller.actor))
     })
     .await?;
     Ok(Json(json!({"approval": record, "reload": reload})).into_response())

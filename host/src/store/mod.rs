@@ -47,6 +47,10 @@ pub enum StoreError {
     /// A write contradicts what the store holds (a broken constraint).
     #[error("store conflict: {0}")]
     Conflict(String),
+    /// The store cannot keep something this large (a NATS server's
+    /// largest message); asking again will not help.
+    #[error("too large for the store: {0}")]
+    TooLarge(String),
     /// Any other failure of the engine.
     #[error("store error: {0}")]
     Other(String),
@@ -66,6 +70,7 @@ impl StoreError {
             StoreError::Unavailable(t) => StoreError::Unavailable(with(t)),
             StoreError::Corrupt(t) => StoreError::Corrupt(with(t)),
             StoreError::Conflict(t) => StoreError::Conflict(with(t)),
+            StoreError::TooLarge(t) => StoreError::TooLarge(with(t)),
             StoreError::Other(t) => StoreError::Other(with(t)),
         }
     }
@@ -1038,5 +1043,22 @@ pub trait Store: Send + Sync {
     /// The store's failure.
     fn cluster(&self) -> Result<Option<Vec<records::ClusterMember>>, StoreError> {
         Ok(None)
+    }
+
+    /// Tells every other process sharing the store to carry out `b` too.
+    /// A store only one process uses has nobody to tell: `Ok(false)`.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure (nobody was told).
+    fn broadcast(&self, _b: &records::Broadcast) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// What other processes broadcast to `holder` from now on, and the
+    /// rollbacks they broadcast before that are still in force; `None`
+    /// for a store only one process uses.
+    fn broadcasts(&self, _holder: &str) -> Option<std::sync::mpsc::Receiver<records::Broadcast>> {
+        None
     }
 }

@@ -559,7 +559,7 @@ pub struct PluginChange {
 pub struct ReloadRecord {
     /// When (RFC 3339).
     pub at: String,
-    /// `watch`, `signal`, `api`.
+    /// `watch`, `signal`, `api`, `approval`, `rollback`, or `cluster` (another process's API call, see `from`).
     pub trigger: String,
     /// `applied`, `unchanged` or `rejected`.
     pub outcome: String,
@@ -573,6 +573,52 @@ pub struct ReloadRecord {
     pub error: Option<String>,
     /// How long it took.
     pub millis: u64,
+    /// On a shared store: the process whose API call this reload follows
+    /// (trigger `cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// On a shared store, for a reload made through the API: whether the
+    /// other processes were told to make it too (`told`), or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// A change made through one process's API that every process sharing
+/// the store makes too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum ClusterCommand {
+    /// Reload from your own files and the store (after `POST /v1/reload`
+    /// or a plugin approval, `trigger` saying which).
+    Reload {
+        /// `api` or `approval`.
+        trigger: String,
+    },
+    /// Run version `digest` of `plugin` instead of its file while the file
+    /// is `file_digest`, as `POST /v1/plugins/{name}/rollback` did.
+    #[serde(rename_all = "kebab-case")]
+    RollBack {
+        /// The plugin.
+        plugin: String,
+        /// The version to run (in the shared plugin archive).
+        digest: String,
+        /// The file's version when it was rolled back.
+        file_digest: String,
+    },
+}
+
+/// A [`ClusterCommand`] as one process sends it to the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Broadcast {
+    /// The process that sends it (its holder name).
+    pub from: String,
+    /// Who asked it to (`token:ID`, `open`), for the audit log.
+    pub actor: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// What to do.
+    pub command: ClusterCommand,
 }
 
 /// A pipeline as it went live.

@@ -148,11 +148,13 @@ impl Appender {
     ///
     /// [`StoreError::Unavailable`] when the server does not answer: of the
     /// messages of a batch none counts; a single message may (as when an
-    /// answer is lost with any store).
+    /// answer is lost with any store); [`StoreError::TooLarge`] when a
+    /// message is larger than the server takes (nothing is sent).
     pub fn append(&self, messages: Vec<NewMessage>, cursor: Option<&Cursor>) -> Result<Vec<Accepted>, StoreError> {
-        // Names are checked before anything is sent.
+        // Sizes and names are checked before anything is sent.
         let mut sent = Vec::with_capacity(messages.len());
         for m in &messages {
+            self.conn.fits(&format!("message {}", m.id), m.json.len())?;
             let key = m.idempotency_key.as_deref().map(|k| key_entry(&m.tenant, k)).transpose()?;
             sent.push((subject(m)?, key));
         }

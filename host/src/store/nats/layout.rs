@@ -80,7 +80,7 @@ pub struct Layout {
     pub cursors: kv::Store,
     /// Plugins' state.
     pub state: kv::Store,
-    /// Sink pauses and plugin approvals.
+    /// Sink pauses, plugin approvals, members and commands to every process.
     pub control: kv::Store,
     /// The plugin archive.
     pub archive: kv::Store,

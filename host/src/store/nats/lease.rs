@@ -279,13 +279,22 @@ const COMMITS: &str = "SYNCLINE_COMMITS";
 const KIND: &str = "Syncline-Entry";
 const HOLDER: &str = "Syncline-Holder";
 const TOKEN: &str = "Syncline-Token";
+/// On a commit written in parts: how many, this last one included.
+const PARTS: &str = "Syncline-Parts";
+
+/// The most bytes of a commit one log entry carries: a larger commit is
+/// written as several entries (parts, then the commit), each well under
+/// the server's message limit (`max_payload`, 1 MiB by default) with its
+/// headers.
+pub const PART: usize = 512 * 1024;
 
 /// One entry of a commit log, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Its sequence in the commits stream.
     pub seq: u64,
-    /// `marker` (a holder took the slot) or `commit`.
+    /// `marker` (a holder took the slot), `commit`, or `part` (of a
+    /// commit written in parts; [`CommitLog::entries`] joins them).
     pub kind: String,
     /// Who appended it.
     pub holder: String,
@@ -293,6 +302,9 @@ pub struct Entry {
     pub token: i64,
     /// The commit (empty for a marker).
     pub data: Vec<u8>,
+    /// On a commit: how many entries it was written in (1 unless it is
+    /// larger than [`PART`]).
+    pub parts: usize,
 }
 
 /// A slot's commit log as its lease holder appends to it.
@@ -324,7 +336,7 @@ impl CommitLog {
         for _ in 0..8 {
             log.last = log.last_entry()?.map_or(0, |e| e.seq);
             log.unsure = false;
-            match log.append_as("marker", Vec::new()) {
+            match log.append_as("marker", Vec::new(), 1) {
                 Ok(_) => return Ok(log),
                 // Someone (a holder before this one) appended meanwhile: read again.
                 Err(StoreError::Conflict(_)) => continue,
@@ -342,11 +354,24 @@ impl CommitLog {
     /// partition over (nothing of `data` is kept); [`StoreError::Unavailable`]
     /// when the server does not answer (whether it was kept is found out by
     /// the next append).
+    ///
+    /// A commit larger than [`PART`] is appended in parts, the commit
+    /// entry last: until it is appended nothing of it counts, and a holder
+    /// retrying writes every part again (the commit takes the parts just
+    /// before it).
     pub fn append(&mut self, data: Vec<u8>) -> Result<u64, StoreError> {
-        self.append_as("commit", data)
+        if data.len() <= PART {
+            return self.append_as("commit", data, 1);
+        }
+        let parts: Vec<&[u8]> = data.chunks(PART).collect();
+        let (last, before) = parts.split_last().expect("more than one part");
+        for part in before {
+            self.append_as("part", part.to_vec(), 1)?;
+        }
+        self.append_as("commit", last.to_vec(), parts.len())
     }
 
-    fn append_as(&mut self, kind: &str, data: Vec<u8>) -> Result<u64, StoreError> {
+    fn append_as(&mut self, kind: &str, data: Vec<u8>, parts: usize) -> Result<u64, StoreError> {
         if self.unsure {
             self.settle()?;
         }
@@ -354,6 +379,9 @@ impl CommitLog {
         headers.insert(KIND, kind);
         headers.insert(HOLDER, self.holder.as_str());
         headers.insert(TOKEN, self.slot.token.to_string().as_str());
+        if parts > 1 {
+            headers.insert(PARTS, parts.to_string().as_str());
+        }
         headers.insert("Nats-Expected-Last-Subject-Sequence", self.last.to_string().as_str());
         let js = self.conn.jetstream();
         let subject = self.subject.clone();
@@ -426,12 +454,19 @@ impl CommitLog {
 
     /// The log's entries after sequence `after` up to the last this holder
     /// knows (its marker or its latest commit), in order: what the slot's
-    /// earlier holders committed, for a holder taking it over.
+    /// earlier holders committed, for a holder taking it over. A commit
+    /// written in parts comes as one entry (at its last part's sequence);
+    /// parts no commit followed are left out.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] when the server does not answer.
+    /// [`StoreError::Unavailable`] when the server does not answer;
+    /// [`StoreError::Corrupt`] when a commit's parts are not before it.
     pub fn entries(&self, after: u64) -> Result<Vec<Entry>, StoreError> {
+        joined(self.raw_entries(after)?, &self.subject)
+    }
+
+    fn raw_entries(&self, after: u64) -> Result<Vec<Entry>, StoreError> {
         let (commits, subject, last) = (self.commits.clone(), self.subject.clone(), self.last);
         self.conn.run(async move {
             let mut found = Vec::new();
@@ -456,11 +491,89 @@ impl CommitLog {
 /// A stored commit-log message as an [`Entry`].
 fn entry(m: async_nats::jetstream::message::StreamMessage) -> Entry {
     let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
-    Entry { seq: m.sequence, kind: header(KIND), holder: header(HOLDER), token: header(TOKEN).parse().unwrap_or(0), data: m.payload.to_vec() }
+    Entry {
+        seq: m.sequence,
+        kind: header(KIND),
+        holder: header(HOLDER),
+        token: header(TOKEN).parse().unwrap_or(0),
+        data: m.payload.to_vec(),
+        parts: header(PARTS).parse().unwrap_or(1),
+    }
+}
+
+/// `raw` with each commit written in parts joined into one entry: a
+/// commit of *n* parts takes the *n* − 1 parts just before it (a holder
+/// that retried left the parts of its earlier try further back), which
+/// its holder appended under the same token. Parts no commit took are
+/// left out.
+fn joined(raw: Vec<Entry>, subject: &str) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut parts: Vec<Entry> = Vec::new();
+    for mut e in raw {
+        match e.kind.as_str() {
+            "part" => parts.push(e),
+            "commit" if e.parts > 1 => {
+                let n = e.parts - 1;
+                let mine = parts.len() >= n && parts[parts.len() - n..].iter().all(|p| p.holder == e.holder && p.token == e.token);
+                if !mine {
+                    return Err(StoreError::Corrupt(format!("commit {} of `{subject}` has {} parts, and the entries before it are not its parts", e.seq, e.parts)));
+                }
+                let mut data: Vec<u8> = parts.split_off(parts.len() - n).into_iter().flat_map(|p| p.data).collect();
+                parts.clear();
+                data.append(&mut e.data);
+                e.data = data;
+                out.push(e);
+            }
+            _ => {
+                parts.clear();
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl std::fmt::Debug for CommitLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommitLog").field("subject", &self.subject).field("last", &self.last).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(seq: u64, kind: &str, holder: &str, token: i64, data: &str, parts: usize) -> Entry {
+        Entry { seq, kind: kind.into(), holder: holder.into(), token, data: data.as_bytes().to_vec(), parts }
+    }
+
+    #[test]
+    fn a_commit_in_parts_takes_the_parts_just_before_it_and_left_over_parts_count_for_nothing() {
+        let raw = vec![
+            e(1, "marker", "a", 1, "", 1),
+            e(2, "commit", "a", 1, "small", 1),
+            // A first try that failed after one part; the retry wrote both again.
+            e(3, "part", "a", 1, "OLD", 1),
+            e(4, "part", "a", 1, "big-", 1),
+            e(5, "commit", "a", 1, "one", 2),
+            // A holder that stopped between its parts: the next marker ends them.
+            e(6, "part", "a", 1, "lost", 1),
+            e(7, "marker", "b", 2, "", 1),
+            e(8, "commit", "b", 2, "next", 1),
+        ];
+        let joined = joined(raw, "s").unwrap();
+        let got: Vec<(u64, &str, String)> = joined.iter().map(|e| (e.seq, e.kind.as_str(), String::from_utf8_lossy(&e.data).into_owned())).collect();
+        assert_eq!(
+            got,
+            [(1, "marker", String::new()), (2, "commit", "small".into()), (5, "commit", "big-one".into()), (7, "marker", String::new()), (8, "commit", "next".into())]
+        );
+    }
+
+    #[test]
+    fn a_commit_whose_parts_are_missing_or_another_holder_s_does_not_read() {
+        let missing = joined(vec![e(1, "commit", "a", 1, "x", 2)], "s").unwrap_err();
+        assert!(matches!(&missing, StoreError::Corrupt(t) if t.contains("commit 1 of `s` has 2 parts")), "{missing}");
+        let foreign = joined(vec![e(1, "part", "b", 2, "x", 1), e(2, "commit", "a", 1, "y", 2)], "s").unwrap_err();
+        assert!(matches!(foreign, StoreError::Corrupt(_)));
     }
 }

@@ -46,6 +46,9 @@
 //!   move together as SQLite's transaction moves them.
 //! - **Cursors, plugin state, pauses, approvals and the plugin archive**
 //!   are key-value buckets; the audit log is a stream of its own.
+//! - **Commands** made through one process's API (reload, rollback,
+//!   approval) are kept in the control bucket, one key each, and every
+//!   process watches them ([`commands`]).
 //! - **Members** beat in a bucket; the live member a partition should go
 //!   to (rendezvous hashing) asks for it, and its holder lets go between
 //!   batches ([`members`]).
@@ -59,6 +62,9 @@
 //!   ([`traces::Census`]); incremental figures would not.
 //! - A slot is read with a request per poll and a consumer made per read;
 //!   one consumer kept per partition would cost less.
+//! - A single message, output or delivery larger than the server's
+//!   `max_payload` is refused by the server (a commit of many is written
+//!   in parts, [`CommitLog::append`]).
 //!
 //! # Server versions
 //!
@@ -81,6 +87,7 @@
 mod append;
 mod audit;
 mod cases;
+mod commands;
 mod deliveries;
 mod kept;
 mod layout;
@@ -121,6 +128,8 @@ pub struct Connection {
     runtime: tokio::runtime::Runtime,
     js: jetstream::Context,
     url: String,
+    /// The largest message the server takes (its `max_payload`).
+    max_payload: usize,
 }
 
 impl Connection {
@@ -139,18 +148,21 @@ impl Connection {
             .map_err(|e| StoreError::Other(format!("the NATS store's runtime did not start: {e}")))?;
         let url = settings.url.clone();
         let timeout = settings.connect_timeout;
-        let js = wait_on(&runtime, async move {
+        let (js, max_payload) = wait_on(&runtime, async move {
             // One server or a cluster's, comma-separated.
             let servers: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
             let connecting = async_nats::ConnectOptions::new().connection_timeout(timeout).name("syncline").connect(servers);
             match tokio::time::timeout(timeout, connecting).await {
                 // The context spawns its own task: made on the runtime.
-                Ok(Ok(client)) => Ok(jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client)),
+                Ok(Ok(client)) => {
+                    let max_payload = client.server_info().max_payload;
+                    Ok((jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client), max_payload))
+                }
                 Ok(Err(e)) => Err(StoreError::Unavailable(format!("cannot connect to NATS at {url}: {e}"))),
                 Err(_) => Err(StoreError::Unavailable(format!("no answer from NATS at {url} within {timeout:?}"))),
             }
         })?;
-        Ok(Connection { runtime, js, url: settings.url.clone() })
+        Ok(Connection { runtime, js, url: settings.url.clone(), max_payload })
     }
 
     /// Runs `work` on the store's runtime and waits for it on this thread.
@@ -158,9 +170,31 @@ impl Connection {
         wait_on(&self.runtime, work)
     }
 
+    /// Runs `work` on the store's runtime in the background, until it ends
+    /// or the store is dropped.
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(work);
+    }
+
     /// The JetStream context (cheap to clone into a call's future).
     pub(crate) fn jetstream(&self) -> jetstream::Context {
         self.js.clone()
+    }
+
+    /// Fails unless a message of `bytes` (`what`) fits in one message of
+    /// the server, with room for its headers.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::TooLarge`] saying what to change.
+    pub(crate) fn fits(&self, what: &str, bytes: usize) -> Result<(), StoreError> {
+        if bytes + HEADERS_ROOM <= self.max_payload {
+            return Ok(());
+        }
+        Err(StoreError::TooLarge(format!(
+            "{what} is {bytes} bytes as stored; the NATS server at {} takes at most {} bytes in one message with its headers (max_payload): raise max_payload in the server's config, or send smaller messages",
+            self.url, self.max_payload
+        )))
     }
 
     /// The server's URL, for messages.
@@ -229,6 +263,9 @@ pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
 pub(crate) fn refused(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(format!("{what}: {e}"))
 }
+
+/// Room kept for a message's headers within the server's `max_payload`.
+const HEADERS_ROOM: usize = 4096;
 
 /// How long a JetStream request may wait for its answer: past it the
 /// store is unavailable for that call.
@@ -419,6 +456,28 @@ mod tests {
         let mut log_other = CommitLog::open(conn, "host-b", &b.slots[1]).unwrap();
         log_other.append(b"elsewhere".to_vec()).unwrap();
         assert_eq!(log_b.last_entry().unwrap().unwrap().seq, kept);
+    }
+
+    #[test]
+    fn a_commit_larger_than_the_server_takes_in_one_message_is_appended_in_parts_and_read_whole() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let leases = Leases::new(conn.clone(), layout.leases);
+        let a = leases.take(&partition(), "host-a", now_ms(), 60_000).unwrap();
+        let mut log = CommitLog::open(conn.clone(), "host-a", &a.slots[0]).unwrap();
+        // 2.5 MB: over nats-server's 1 MiB message limit.
+        let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+        let seq = log.append(big.clone()).unwrap();
+        log.append(b"after".to_vec()).unwrap();
+        let entries: Vec<Entry> = log.entries(0).unwrap().into_iter().filter(|e| e.kind == "commit").collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].seq, entries[0].parts, entries[0].data.len()), (seq, big.len().div_ceil(lease::PART), big.len()));
+        assert!(entries[0].data == big, "the parts join in order");
+        assert_eq!(entries[1].data, b"after");
+        // A successor reads the same whole commit.
+        let b = leases.take(&partition(), "host-b", now_ms() + 120_000, 60_000).unwrap();
+        let log_b = CommitLog::open(conn, "host-b", &b.slots[0]).unwrap();
+        assert!(log_b.entries(0).unwrap().iter().any(|e| e.seq == seq && e.data == big));
     }
 
     #[test]

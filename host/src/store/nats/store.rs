@@ -778,6 +778,14 @@ impl Store for NatsStore {
         ))
     }
 
+    fn broadcast(&self, b: &records::Broadcast) -> Result<bool, StoreError> {
+        super::commands::send(&self.conn, &self.control, b).map(|()| true)
+    }
+
+    fn broadcasts(&self, holder: &str) -> Option<std::sync::mpsc::Receiver<records::Broadcast>> {
+        Some(super::commands::follow(&self.conn, self.control.clone(), holder))
+    }
+
     fn counts(&self) -> Result<Counts, StoreError> {
         let census = self.traces.census(&self.conn)?;
         let mut counts = Counts::default();
