@@ -79,11 +79,6 @@ fn send(host: &Host, keys: usize, i: usize) -> Vec<String> {
 /// The processes `/v1/cluster` lists, with how many slots of the sink's
 /// queue each holds.
 fn shares(host: &Host) -> Vec<(String, u64)> {
-    shares_of(host, "deliveries/erp")
-}
-
-/// The processes `/v1/cluster` lists, with how many slots of `queue` each holds.
-fn shares_of(host: &Host, queue: &str) -> Vec<(String, u64)> {
     let (status, body) = get(&format!("{}/v1/cluster", host.url));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["store"], "nats");
@@ -93,7 +88,7 @@ fn shares_of(host: &Host, queue: &str) -> Vec<(String, u64)> {
         .iter()
         .map(|p| {
             let holds = p["holds"].as_array().unwrap();
-            let slots = holds.iter().filter(|h| h["queue"] == queue).map(|h| h["slots"].as_u64().unwrap()).sum();
+            let slots = holds.iter().filter(|h| h["queue"] == "deliveries/erp").map(|h| h["slots"].as_u64().unwrap()).sum();
             (p["holder"].as_str().unwrap().to_string(), slots)
         })
         .collect()
@@ -238,7 +233,7 @@ fn a_batch_whose_outputs_are_larger_than_the_server_takes_in_one_message_is_deli
 }
 
 /// The tagger versions (`v1`, `v2`) that processed `n` new messages over
-/// as many ordering keys (so every partition of the pipeline gets some,
+/// as many ordering keys (so every part of the pipeline gets some,
 /// whichever process holds it), sent to `host`.
 fn versions_now(host: &Host, n: usize, from: usize) -> std::collections::BTreeSet<String> {
     let ids: Vec<String> = (from..from + n)
@@ -255,14 +250,6 @@ fn versions_now(host: &Host, n: usize, from: usize) -> std::collections::BTreeSe
 fn running(host: &Host) -> String {
     let (_, p) = get(&format!("{}/v1/pipelines", host.url));
     p["pipelines"][0]["stages"][0]["digest"].as_str().unwrap().to_string()
-}
-
-/// Waits until `n` processes each hold part of the tagger pipeline's queue.
-fn pipeline_shared(host: &Host, n: usize) {
-    eventually(Duration::from_secs(90), &format!("{n} processes sharing the pipeline's queue"), || {
-        let s = shares_of(host, "messages/acme/tagged");
-        (s.len() == n && s.iter().all(|(_, slots)| *slots > 0) && s.iter().map(|(_, slots)| slots).sum::<u64>() == 64).then_some(())
-    });
 }
 
 /// The last reload `host` made on another process's word, once it made `n`.
@@ -286,7 +273,10 @@ fn an_approval_a_reload_and_a_rollback_made_through_one_process_reach_every_proc
         assert!(out.status.success(), "{out:?}");
     }
     let hosts: Vec<Host> = (0..2).map(|_| Host::start_args(&site.config(), &["--no-watch"])).collect();
-    pipeline_shared(&hosts[0], 2);
+    // The pipeline's two parts may both be one process's (rendezvous
+    // hashing): what each process runs is asked of it, what processed the
+    // messages is read from their traces.
+    assert!(hosts.iter().all(|h| running(h) == digest_of("tagger-v1")));
     assert_eq!(versions_now(&hosts[0], 16, 0), ["v1".to_string()].into());
 
     // v2 is deployed to the (shared) folder and approved through host 0:
