@@ -94,10 +94,28 @@ pub struct Appender {
     /// Batches known to be committed (a commit is never undone): their
     /// messages are judged without asking the server again.
     committed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Sequences of messages this process accepted (stored, their batch
+    /// committed, their key theirs): they count, which a process handling
+    /// its own ingest knows without asking the server (two requests a
+    /// message with an idempotency key).
+    counting: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// How many committed batch ids [`Appender`] remembers (then it starts over).
 const COMMITTED_KEPT: usize = 10_000;
+
+/// How many accepted messages' sequences [`Appender`] remembers (then it
+/// starts over): more than a backlog a process reads ahead.
+const COUNTING_KEPT: usize = 200_000;
+
+/// Adds `item` to `known`, starting over when it holds `most`.
+fn remember<T: std::hash::Hash + Eq>(known: &std::sync::Mutex<std::collections::HashSet<T>>, item: T, most: usize) {
+    let mut known = known.lock().expect("not poisoned");
+    if known.len() >= most {
+        known.clear();
+    }
+    known.insert(item);
+}
 
 /// A message's key in `syncline-idempotency`: its tenant and a digest of
 /// the key (which may hold any characters).
@@ -135,7 +153,7 @@ async fn own(keys: &kv::Store, key: &str, id: &str) -> Result<String, StoreError
 impl Appender {
     /// The appender of `layout`'s streams and buckets.
     pub fn new(conn: Arc<Connection>, layout: &Layout) -> Appender {
-        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), cursors: layout.cursors.clone(), committed: Default::default() }
+        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), cursors: layout.cursors.clone(), committed: Default::default(), counting: Default::default() }
     }
 
     /// Accepts `messages` (deduplicating on tenant + idempotency key),
@@ -247,6 +265,9 @@ impl Appender {
             }
             Ok::<Vec<Accepted>, StoreError>(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
         })?;
+        for seq in accepted.iter().filter_map(|a| a.seq) {
+            remember(&self.counting, seq, COUNTING_KEPT);
+        }
         // Traced and indexed once accepted: a failure here loses no
         // message (its processing traces it again), only this part of its
         // trace.
@@ -311,6 +332,9 @@ impl Appender {
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn judge(&self, m: &jetstream::message::StreamMessage, now_ms: i64) -> Result<Verdict, StoreError> {
+        if self.counting.lock().expect("not poisoned").contains(&m.sequence) {
+            return Ok(Verdict::Counts);
+        }
         let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
         let (mut batch, key, id) = (header(BATCH), header(IDEMPOTENCY), header("Nats-Msg-Id"));
         if batch.as_ref().is_some_and(|b| self.committed.lock().expect("not poisoned").contains(b)) {
@@ -335,11 +359,7 @@ impl Appender {
             Ok::<_, StoreError>((if owner == id { Verdict::Counts } else { Verdict::Duplicate(owner) }, batch))
         })?;
         if let Some(batch) = committed {
-            let mut known = self.committed.lock().expect("not poisoned");
-            if known.len() >= COMMITTED_KEPT {
-                known.clear();
-            }
-            known.insert(batch);
+            remember(&self.committed, batch, COMMITTED_KEPT);
         }
         Ok(verdict)
     }

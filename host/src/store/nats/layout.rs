@@ -104,6 +104,8 @@ fn stream_config(name: &str, subjects: &str, retention: Option<Duration>, settin
         },
         num_replicas: settings.replicas,
         storage: stream::StorageType::File,
+        // Queues and traces are read by direct gets.
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -141,6 +143,7 @@ fn differs(found: &stream::Config, wanted: &stream::Config) -> bool {
         || found.duplicate_window != wanted.duplicate_window
         || found.num_replicas.max(1) != wanted.num_replicas.max(1)
         || per_subject(found.max_messages_per_subject) != per_subject(wanted.max_messages_per_subject)
+        || found.allow_direct != wanted.allow_direct
 }
 
 /// A stream that could not be made or changed: unavailable while the
