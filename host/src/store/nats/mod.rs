@@ -60,8 +60,9 @@
 //!   start today.
 //! - Counts, backlog and pruning read every trace the retention keeps
 //!   ([`traces::Census`]); incremental figures would not.
-//! - A slot is read with a request per poll and a consumer made per read;
-//!   one consumer kept per partition would cost less.
+//! - A slot is read with a direct get per poll, and a consumer is made
+//!   for a read of more than a few messages; one consumer kept per
+//!   partition would cost less.
 //! - A single message, output or delivery larger than the server's
 //!   `max_payload` is refused by the server (a commit of many is written
 //!   in parts, [`CommitLog::append`]).
