@@ -58,8 +58,9 @@
 //! - Checkpoints of a slot's state in a bucket ([`SlotState`] is their
 //!   form already): a holder taking a slot over folds its log from the
 //!   start today.
-//! - Counts, backlog and pruning read every trace the retention keeps
-//!   ([`traces::Census`]); incremental figures would not.
+//! - Counts, backlog and pruning fold every trace the retention keeps
+//!   ([`traces::Census`]) once per process and every five minutes, and
+//!   what came since in between; figures kept in the store would not.
 //! - A slot is read with a direct get per poll, and a consumer is made
 //!   for a read of more than a few messages; one consumer kept per
 //!   partition would cost less.

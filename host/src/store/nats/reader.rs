@@ -418,8 +418,16 @@ fn read_by_consumer(conn: &Connection, stream: &stream::Stream, subject: &str, f
 ///
 /// [`StoreError::Unavailable`] when the server does not answer, or what
 /// `each` returns.
-pub fn read_all(conn: &Connection, stream: &stream::Stream, subject: &str, page: usize, mut each: impl FnMut(StreamMessage) -> Result<(), StoreError>) -> Result<(), StoreError> {
-    let mut from = 1;
+pub fn read_all(conn: &Connection, stream: &stream::Stream, subject: &str, page: usize, each: impl FnMut(StreamMessage) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    read_from(conn, stream, subject, 1, page, each)
+}
+
+/// As [`read_all`], from sequence `from` on.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server does not answer; `each`'s error.
+pub fn read_from(conn: &Connection, stream: &stream::Stream, subject: &str, mut from: u64, page: usize, mut each: impl FnMut(StreamMessage) -> Result<(), StoreError>) -> Result<(), StoreError> {
     loop {
         let found = read_subject(conn, stream, subject, from, page)?;
         let Some(last) = found.last() else { return Ok(()) };

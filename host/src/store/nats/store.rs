@@ -12,8 +12,9 @@
 //! that share slots with it, which the marker has fenced: a call under a
 //! dropped lease that still holds its slots opens them again.
 //!
-//! Counts, backlog and pruning read every trace kept ([`Traces::census`]):
-//! exact, at a cost that grows with the retention's worth of traces.
+//! Counts, backlog and pruning come from a census of every trace kept
+//! ([`Traces::census`]), which each process keeps and reads on from where
+//! it was (from the start every five minutes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@ use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::reader::read_all;
+use super::reader::{read_all, read_from};
 use super::{publish_all, unavailable, Connection};
 use crate::store::records::{AttemptRecord, DeliveryRecord, Input, Processing, Trace};
 use crate::store::StoreError;
@@ -206,7 +206,24 @@ pub type Found = (Trace, Vec<(String, i64)>);
 pub struct Traces {
     traces: stream::Stream,
     messages: stream::Stream,
+    /// The census as last read, and through which sequence of the traces
+    /// stream: the next reads only what came after.
+    census: std::sync::Mutex<Option<Kept>>,
 }
+
+/// A census kept between calls.
+struct Kept {
+    census: Census,
+    /// The last sequence of the traces stream folded in.
+    through: u64,
+    /// When it was read from the start.
+    read: std::time::Instant,
+}
+
+/// How long a census is kept up to date by what comes after it before it
+/// is read from the start again: traces another process forgot (pruned)
+/// stay in this process's census until then.
+const CENSUS_AGAIN: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Traces {
     /// Opens the streams traces are read from.
@@ -221,7 +238,7 @@ impl Traces {
                 let js = js.clone();
                 async move { js.get_stream(name).await.map_err(|e| unavailable(&format!("opening stream `{name}`"), e)) }
             };
-            Ok(Traces { traces: open(TRACES).await?, messages: open(MESSAGES).await? })
+            Ok(Traces { traces: open(TRACES).await?, messages: open(MESSAGES).await?, census: std::sync::Mutex::new(None) })
         })
     }
 
@@ -395,7 +412,7 @@ fn deliveries(id: &str, events: &[Event]) -> Vec<DeliveryRecord> {
 }
 
 /// What every trace kept says, in brief: for counts, backlog and pruning.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Census {
     /// Each accepted message: tenant, pipeline, state, when processed.
     pub inputs: BTreeMap<String, Brief>,
@@ -405,6 +422,8 @@ pub struct Census {
     pub cases: BTreeMap<String, Vec<(String, i64)>>,
     /// Each output's source.
     pub sources: BTreeMap<String, String>,
+    /// The sequence of each trace's latest event.
+    latest: BTreeMap<String, u64>,
 }
 
 /// A message in brief.
@@ -434,31 +453,70 @@ pub struct Delivered {
 }
 
 impl Traces {
-    /// Reads every trace kept. Its cost grows with what the traces stream
-    /// holds (the retention's worth of events).
+    /// What every trace kept says: the census kept from the last call with
+    /// the events stored since folded in, and the traces the stream's
+    /// retention dropped since left out; read from the start on the first
+    /// call and every [`CENSUS_AGAIN`].
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn census(&self, conn: &Connection) -> Result<Census, StoreError> {
-        let mut census = Census::default();
-        read_all(conn, &self.traces, "syncline.trace.*", 2_000, |m| {
+        let stream = self.traces.clone();
+        let first = conn.run(async move {
+            let mut stream = stream;
+            stream.info().await.map(|i| i.state.first_sequence).map_err(|e| unavailable("reading the traces' extent", e))
+        })?;
+        let mut kept = self.census.lock().expect("not poisoned");
+        if kept.as_ref().is_none_or(|k| k.read.elapsed() > CENSUS_AGAIN) {
+            *kept = Some(Kept { census: Census::default(), through: 0, read: std::time::Instant::now() });
+        }
+        let k = kept.as_mut().expect("kept");
+        let census = &mut k.census;
+        let mut through = k.through;
+        read_from(conn, &self.traces, "syncline.trace.*", through + 1, 2_000, |m| {
+            through = m.sequence;
             let Some(token) = m.subject.strip_prefix("syncline.trace.") else { return Ok(()) };
             let id = match token.strip_prefix("_x") {
                 Some(h) => hex::decode(h).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_else(|| token.to_string()),
                 None => token.to_string(),
             };
             if let Ok(event) = serde_json::from_slice::<Event>(&m.payload) {
-                census.add(&id, event);
+                census.add(&id, event, m.sequence);
             }
             Ok(())
         })?;
-        Ok(census)
+        k.through = through;
+        k.census.drop_before(first);
+        Ok(k.census.clone())
     }
 }
 
 impl Census {
-    fn add(&mut self, id: &str, event: Event) {
+    /// Leaves out the traces whose every event is before sequence `first`
+    /// (the stream's retention dropped them).
+    fn drop_before(&mut self, first: u64) {
+        let gone: Vec<String> = self.latest.iter().filter(|(_, seq)| **seq < first).map(|(id, _)| id.clone()).collect();
+        self.forget(&gone);
+    }
+
+    /// Leaves out the traces of `ids`.
+    fn forget(&mut self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for id in ids {
+            self.latest.remove(id);
+            self.inputs.remove(id);
+            self.cases.remove(id);
+            self.sources.remove(id);
+        }
+        self.deliveries.retain(|(id, _), _| !gone.contains(id.as_str()));
+    }
+
+    fn add(&mut self, id: &str, event: Event, seq: u64) {
+        self.latest.insert(id.to_string(), seq);
         match event {
             Event::Accepted { tenant, pipeline, .. } => {
                 self.inputs.entry(id.to_string()).or_insert(Brief { tenant, pipeline, state: "accepted".into(), processed_at: None });
@@ -506,6 +564,9 @@ impl Traces {
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn forget(&self, conn: &Connection, ids: Vec<String>) -> Result<(), StoreError> {
+        if let Some(k) = self.census.lock().expect("not poisoned").as_mut() {
+            k.census.forget(&ids);
+        }
         let stream = self.traces.clone();
         conn.run(async move {
             for id in ids {
@@ -513,5 +574,67 @@ impl Traces {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{connected, NatsServer};
+    use super::*;
+
+    fn accepted(seq: u64) -> Event {
+        Event::Accepted { tenant: "acme".into(), pipeline: "recs".into(), seq, at: 1 }
+    }
+
+    fn queued(source: &str) -> Event {
+        Event::Queued { source_id: source.into(), sink: "erp".into(), at: 2, tier: "standard".into(), json: "{}".into() }
+    }
+
+    /// What a census says, in a form to compare.
+    fn said(c: &Census) -> (Vec<(String, String)>, Vec<(String, String)>, BTreeMap<String, String>) {
+        (
+            c.inputs.iter().map(|(id, b)| (id.clone(), b.state.clone())).collect(),
+            c.deliveries.iter().map(|((id, sink), d)| (format!("{id}/{sink}"), d.state.clone())).collect(),
+            c.sources.clone(),
+        )
+    }
+
+    #[test]
+    fn a_kept_census_reads_only_what_came_after_it_and_says_what_a_fresh_one_says() {
+        let server = NatsServer::start();
+        let (conn, _layout) = connected(&server);
+        let traces = Traces::open(&conn).unwrap();
+        publish(&conn, vec![("m1".into(), accepted(1), None), ("m2".into(), accepted(2), None), ("o1".into(), queued("m1"), None)]).unwrap();
+        let first = traces.census(&conn).unwrap();
+        assert_eq!(first.inputs.len(), 2);
+        // Later events: a delivery, a new message; a forgotten trace.
+        publish(&conn, vec![("o1".into(), Event::Delivered { sink: "erp".into(), at: 3, reference: "ERP-1".into() }, None), ("m3".into(), accepted(3), None)]).unwrap();
+        traces.forget(&conn, vec!["m2".into()]).unwrap();
+        let (through, read) = {
+            let kept = traces.census.lock().unwrap();
+            let k = kept.as_ref().unwrap();
+            (k.through, k.read)
+        };
+        let kept = traces.census(&conn).unwrap();
+        let fresh = Traces::open(&conn).unwrap().census(&conn).unwrap();
+        assert_eq!(said(&kept), said(&fresh));
+        assert_eq!(said(&kept).1, [("o1/erp".to_string(), "delivered".to_string())]);
+        assert!(!kept.inputs.contains_key("m2") && kept.inputs.contains_key("m3"));
+        let k = traces.census.lock().unwrap();
+        let k = k.as_ref().unwrap();
+        assert!(k.through > through && k.read == read, "read on from where it was, not from the start");
+    }
+
+    #[test]
+    fn traces_the_retention_dropped_leave_the_census() {
+        let mut c = Census::default();
+        c.add("old", accepted(1), 10);
+        c.add("out", queued("old"), 11);
+        c.add("new", accepted(2), 12);
+        c.add("old", Event::Input { tenant: "acme".into(), pipeline: "recs".into(), seq: 1, state: "done".into(), received_at: 1, processed_at: Some(2), processing: None, attempts: 0, retry_errors: None, next_attempt_at: 0, outputs: Vec::new() }, 13);
+        // Events before 12 are gone: "out" had all its events before; "old" has one after.
+        c.drop_before(12);
+        assert_eq!(c.inputs.keys().collect::<Vec<_>>(), ["new", "old"]);
+        assert!(c.deliveries.is_empty() && !c.sources.contains_key("out"));
     }
 }
