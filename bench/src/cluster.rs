@@ -46,6 +46,9 @@ pub struct Figures {
     pub shares: Vec<f64>,
     /// The NATS server's CPU a message (µs).
     pub nats_us: f64,
+    /// On NATS, a process started after the run: its first `/metrics`
+    /// (which reads every trace kept) and its second (what came since), ms.
+    pub scrapes_ms: Option<(f64, f64)>,
 }
 
 /// Runs `setup` once.
@@ -89,12 +92,30 @@ pub fn run(setup: &Setup) -> anyhow::Result<Figures> {
     let used: Vec<f64> = pids.iter().zip(&before).map(|(p, b)| cpu(*p) - b).collect();
     let total: f64 = used.iter().sum();
     let n = setup.messages as f64;
+    let scrapes_ms = match &nats {
+        Some(_) => Some(scrapes(&path)?),
+        None => None,
+    };
     Ok(Figures {
         delivered: n / ((last - start).max(1.0) / 1000.0),
         host_us: total * 1e6 / n,
         shares: used.iter().map(|u| u * 100.0 / total.max(1e-9)).collect(),
         nats_us: (nats_pid.map_or(0.0, cpu) - nats_before) * 1e6 / n,
+        scrapes_ms,
     })
+}
+
+/// Starts one more process on `config` and times its first two `/metrics`.
+fn scrapes(config: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    let (_process, url) = host(config, false)?;
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let once = || -> anyhow::Result<f64> {
+        let started = std::time::Instant::now();
+        let mut r = agent.get(&format!("{url}/metrics")).call()?;
+        r.body_mut().read_to_string()?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    Ok((once()?, once()?))
 }
 
 /// Waits until `hosts` processes each hold part of every queue's slots.

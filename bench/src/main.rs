@@ -102,6 +102,9 @@ fn main() -> anyhow::Result<()> {
             println!("host CPU:  {:.0} µs/msg (all processes)", f.host_us);
             println!("shares:    {}", f.shares.iter().map(|s| format!("{s:.0} %")).collect::<Vec<_>>().join(" / "));
             println!("NATS CPU:  {:.0} µs/msg", f.nats_us);
+            if let Some((first, second)) = f.scrapes_ms {
+                println!("/metrics of a process started after: {first:.0} ms first, {second:.0} ms next");
+            }
             Ok(())
         }
         Cmd::Service { erp, tables } => service::serve(&erp, &tables),
