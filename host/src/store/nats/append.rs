@@ -20,6 +20,11 @@
 //!
 //! A single message without a key counts once stored; its caller not
 //! hearing so (the answer lost) is the same as with any store.
+//!
+//! A source's poll is a batch its cursor commits: the cursor is written
+//! only if it is still at the revision the process read (or last wrote),
+//! so of two processes that polled the same page — one stalled past its
+//! source lease — one batch counts and the other is voided at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use async_nats::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::{token, traces, unavailable, Connection, Layout, SLOTS};
+use super::lease::{write, Written};
 use crate::store::{Cursor, IngestOutcome, NewMessage, StoreError};
 
 /// The stream messages are accepted onto.
@@ -58,6 +64,13 @@ struct Position {
 fn cursor_key(source: &str) -> String {
     hex::encode(source.as_bytes())
 }
+
+/// A batch's entry in `syncline-batches` once committed.
+const COMMITTED: &str = "committed";
+
+/// A batch's entry once it is known never to commit (its poll lost the
+/// race for the cursor): its messages are void at once.
+const VOID: &str = "void";
 
 /// How long a message of an uncommitted batch is waited for before it is
 /// taken for the remains of an append that died.
@@ -94,6 +107,10 @@ pub struct Appender {
     /// Batches known to be committed (a commit is never undone): their
     /// messages are judged without asking the server again.
     committed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The revision of each source's cursor as this process last read or
+    /// wrote it (0: none yet): a poll's batch commits only if the cursor
+    /// is still where its poll started.
+    cursors_read: std::sync::Mutex<HashMap<String, u64>>,
     /// Sequences of messages this process accepted (stored, their batch
     /// committed, their key theirs): they count, which a process handling
     /// its own ingest knows without asking the server (two requests a
@@ -153,7 +170,7 @@ async fn own(keys: &kv::Store, key: &str, id: &str) -> Result<String, StoreError
 impl Appender {
     /// The appender of `layout`'s streams and buckets.
     pub fn new(conn: Arc<Connection>, layout: &Layout) -> Appender {
-        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), cursors: layout.cursors.clone(), committed: Default::default(), counting: Default::default() }
+        Appender { conn, keys: layout.idempotency.clone(), batches: layout.batches.clone(), cursors: layout.cursors.clone(), committed: Default::default(), counting: Default::default(), cursors_read: Default::default() }
     }
 
     /// Accepts `messages` (deduplicating on tenant + idempotency key),
@@ -177,7 +194,9 @@ impl Appender {
             sent.push((subject(m)?, key));
         }
         let (js, keys, batches, cursors) = (self.conn.jetstream(), self.keys.clone(), self.batches.clone(), self.cursors.clone());
+        let source = cursor.map(|c| c.source.clone());
         let cursor = cursor.cloned();
+        let expected = cursor.as_ref().and_then(|c| self.cursors_read.lock().expect("not poisoned").get(&c.source).copied());
         let at = crate::store::now_ms();
         let traced: Vec<(String, String, String, Option<String>)> = messages.iter().map(|m| (m.id.clone(), m.tenant.clone(), m.pipeline.clone(), m.correlation.clone())).collect();
         let accepted = self.conn.run(async move {
@@ -235,13 +254,33 @@ impl Appender {
             // committed by its cursor; the batch entry after it is the
             // index a reader looks in first ([`Appender::repair`] writes
             // it again for a source whose poller died in between).
+            let mut moved_to = None;
             if let Some(c) = &cursor {
                 let position = Position { position: c.position.clone(), batch: batch.clone() };
                 let value = serde_json::to_vec(&position).expect("a cursor serializes");
-                cursors.put(cursor_key(&c.source), value.into()).await.map_err(|e| unavailable("moving a source's cursor", e))?;
+                let key = cursor_key(&c.source);
+                moved_to = Some(match expected {
+                    // Fenced: only from where this process read it.
+                    Some(read) => match write(&cursors, &key, value, (read > 0).then_some(read), "moving a source's cursor").await? {
+                        Written::Done(revision) => revision,
+                        Written::Raced => {
+                            // Another process polled the source meanwhile:
+                            // this poll's batch never counts, and says so.
+                            if let Some(batch) = &batch {
+                                batches.put(batch.as_str(), VOID.into()).await.map_err(|e| unavailable("voiding a batch", e))?;
+                            }
+                            return Err(StoreError::Conflict(format!(
+                                "the cursor of source `{}` moved since this process read it: another process polled it meanwhile, and this poll's {} message(s) were dropped",
+                                c.source,
+                                to_send.len()
+                            )));
+                        }
+                    },
+                    None => cursors.put(key, value.into()).await.map_err(|e| unavailable("moving a source's cursor", e))?,
+                });
             }
             if let Some(batch) = &batch {
-                batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
+                batches.put(batch.as_str(), COMMITTED.into()).await.map_err(|e| unavailable("committing a batch", e))?;
             }
             // Each key goes to its first copy.
             for (&i, seq) in to_send.iter().zip(seqs) {
@@ -263,8 +302,12 @@ impl Appender {
                 };
                 outcomes[i] = Some(Accepted { outcome: IngestOutcome::Duplicate { id: owner }, seq: None });
             }
-            Ok::<Vec<Accepted>, StoreError>(outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect())
+            Ok::<_, StoreError>((outcomes.into_iter().map(|o| o.expect("every message has an outcome")).collect::<Vec<Accepted>>(), moved_to))
         })?;
+        let (accepted, moved_to) = accepted;
+        if let (Some(source), Some(revision)) = (source, moved_to) {
+            self.cursors_read.lock().expect("not poisoned").insert(source, revision);
+        }
         for seq in accepted.iter().filter_map(|a| a.seq) {
             remember(&self.counting, seq, COUNTING_KEPT);
         }
@@ -349,7 +392,11 @@ impl Appender {
         let (keys, batches, cursors) = (self.keys.clone(), self.batches.clone(), self.cursors.clone());
         let (verdict, committed): (Verdict, Option<String>) = self.conn.run(async move {
             if let Some(batch) = &batch {
-                if batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?.is_none() && !moved(&cursors, source.as_deref(), batch).await? {
+                let found = batches.get(batch.as_str()).await.map_err(|e| unavailable("reading batches", e))?;
+                if found.as_deref() == Some(VOID.as_bytes()) {
+                    return Ok((Verdict::Void, None));
+                }
+                if found.is_none() && !moved(&cursors, source.as_deref(), batch).await? {
                     let age_ms = now_ms - stored_ms;
                     return Ok((if age_ms < BATCH_GRACE.as_millis() as i64 { Verdict::Pending } else { Verdict::Void }, None));
                 }
@@ -413,15 +460,20 @@ impl Appender {
     /// [`StoreError::Unavailable`] when the server does not answer;
     /// [`StoreError::Corrupt`] when the cursor does not read.
     pub fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
-        let (cursors, batches, key, source) = (self.cursors.clone(), self.batches.clone(), cursor_key(source), source.to_string());
-        self.conn.run(async move {
-            let Some(value) = cursors.get(key.as_str()).await.map_err(|e| unavailable("reading a source's cursor", e))? else { return Ok(None) };
-            let p: Position = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("the cursor of `{source}` does not read: {e}")))?;
-            if let Some(batch) = &p.batch {
-                batches.put(batch.as_str(), "committed".into()).await.map_err(|e| unavailable("committing a batch", e))?;
+        let (cursors, batches, key, name) = (self.cursors.clone(), self.batches.clone(), cursor_key(source), source.to_string());
+        let (position, revision) = self.conn.run(async move {
+            let Some(entry) = cursors.entry(key.as_str()).await.map_err(|e| unavailable("reading a source's cursor", e))? else { return Ok((None, 0)) };
+            if entry.operation != kv::Operation::Put {
+                return Ok((None, entry.revision));
             }
-            Ok(Some(p.position))
-        })
+            let p: Position = serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt(format!("the cursor of `{name}` does not read: {e}")))?;
+            if let Some(batch) = &p.batch {
+                batches.put(batch.as_str(), COMMITTED.into()).await.map_err(|e| unavailable("committing a batch", e))?;
+            }
+            Ok::<_, StoreError>((Some(p.position), entry.revision))
+        })?;
+        self.cursors_read.lock().expect("not poisoned").insert(source.to_string(), revision);
+        Ok(position)
     }
 }
 
@@ -563,6 +615,30 @@ mod tests {
         assert_eq!(fresh.cursor("acme/erp-items").unwrap().as_deref(), Some("page-3"));
         fresh.append(vec![message("s4", "acme", None, 4)], Some(&cursor("page-4"))).unwrap();
         assert_eq!(Appender::new(conn.clone(), &layout).verdict(kept, later).unwrap(), Verdict::Counts, "indexed before the cursor moved on");
+    }
+
+    #[test]
+    fn of_two_processes_that_polled_one_page_only_the_first_to_move_the_cursor_counts() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let (a, b) = (Appender::new(conn.clone(), &layout), Appender::new(conn.clone(), &layout));
+        let cursor = |position: &str| Cursor { source: "acme/erp-items".into(), position: position.into() };
+        // Both read where the source is (nowhere yet) and poll the first page:
+        // b stalled past its source lease, a took the source over.
+        assert_eq!((a.cursor("acme/erp-items").unwrap(), b.cursor("acme/erp-items").unwrap()), (None, None));
+        let first = a.append(vec![message("p1-a", "acme", None, 4)], Some(&cursor("page-1"))).unwrap()[0].seq.unwrap();
+        let late = b.append(vec![message("p1-b", "acme", None, 4)], Some(&cursor("page-1")));
+        assert!(matches!(&late, Err(StoreError::Conflict(t)) if t.contains("another process polled it")), "{late:?}");
+        // b's copy is void at once (no grace to wait out), a's counts, the cursor is a's.
+        let judge = Appender::new(conn.clone(), &layout);
+        assert_eq!(judge.verdict(first + 1, now_ms()).unwrap(), Verdict::Void);
+        assert_eq!(judge.verdict(first, now_ms()).unwrap(), Verdict::Counts);
+        // a goes on from its own write; b, once it read the cursor again.
+        a.append(vec![message("p2-a", "acme", None, 4)], Some(&cursor("page-2"))).unwrap();
+        assert!(b.append(vec![message("p3-b", "acme", None, 4)], Some(&cursor("page-3"))).is_err(), "still behind");
+        assert_eq!(b.cursor("acme/erp-items").unwrap().as_deref(), Some("page-2"));
+        b.append(vec![message("p3-b2", "acme", None, 4)], Some(&cursor("page-3"))).unwrap();
+        assert_eq!(a.cursor("acme/erp-items").unwrap().as_deref(), Some("page-3"));
     }
 
     #[test]

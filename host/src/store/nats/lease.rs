@@ -101,9 +101,10 @@ enum Slot {
     HeldBy(String, i64),
 }
 
-/// How a compare-and-set write of a lease ended.
-enum Written {
-    Done,
+/// How a compare-and-set write of a key ended.
+pub(super) enum Written {
+    /// Written: the key's new revision.
+    Done(u64),
     /// Someone wrote the key since it was read: read it again.
     Raced,
 }
@@ -228,7 +229,7 @@ async fn take_slot(kv: &kv::Store, key: &str, holder: &str, now_ms: i64, until_m
             }
         };
         let value = serde_json::to_vec(&Holding { holder: holder.to_string(), token, until_ms }).expect("a lease serializes");
-        if let Written::Done = write(kv, key, value, revision).await? {
+        if let Written::Done(_) = write(kv, key, value, revision, "writing a lease").await? {
             return Ok(Slot::Taken(token, ours));
         }
     }
@@ -245,24 +246,25 @@ async fn give_back(kv: &kv::Store, slot: &SlotLease, holder: &str) -> Result<(),
             return Ok(());
         }
         let value = serde_json::to_vec(&Holding { until_ms: 0, ..held }).expect("a lease serializes");
-        if let Written::Done = write(kv, &slot.key, value, Some(entry.revision)).await? {
+        if let Written::Done(_) = write(kv, &slot.key, value, Some(entry.revision), "writing a lease").await? {
             return Ok(());
         }
     }
     Err(StoreError::Unavailable(format!("lease `{}` kept changing while it was being released", slot.key)))
 }
 
-/// Creates `key` (`revision` none) or replaces it at `revision`.
-async fn write(kv: &kv::Store, key: &str, value: Vec<u8>, revision: Option<u64>) -> Result<Written, StoreError> {
-    let what = || format!("writing lease `{key}`");
+/// Creates `key` (`revision` none) or replaces it at `revision`; `doing`
+/// names the write in errors.
+pub(super) async fn write(kv: &kv::Store, key: &str, value: Vec<u8>, revision: Option<u64>, doing: &str) -> Result<Written, StoreError> {
+    let what = || format!("{doing} (`{key}`)");
     match revision {
         None => match kv.create(key, value.into()).await {
-            Ok(_) => Ok(Written::Done),
+            Ok(revision) => Ok(Written::Done(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Written::Raced),
             Err(e) => Err(unavailable(&what(), e)),
         },
         Some(revision) => match kv.update(key, value.into(), revision).await {
-            Ok(_) => Ok(Written::Done),
+            Ok(revision) => Ok(Written::Done(revision)),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Written::Raced),
             Err(e) if e.kind() == kv::UpdateErrorKind::InvalidKey => Err(refused(&what(), e)),
             // Not answered: no server, or (in a cluster) the bucket's
