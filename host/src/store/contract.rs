@@ -534,6 +534,29 @@ pub fn closes_loops(s: &dyn Store) {
     assert!(s.loops(&LoopFilter::default(), 0, 10).unwrap().is_empty());
 }
 
+/// Work one process queues wakes another's workers: `this` store's
+/// watcher hears that the pipeline has messages `other` accepted, and that
+/// the sink has the deliveries `other`'s commit queued (stores several
+/// processes share).
+pub fn another_process_s_work_wakes_this_one(this: &dyn Store, other: &dyn Store) {
+    let heard = std::sync::Arc::new(Heard::default());
+    this.watch(heard.clone());
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "not heard within 10 s: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    other.append(vec![msg("a", None)], None).wait().unwrap();
+    until("the pipeline has messages", &|| heard.reopened.lock().unwrap().contains(&("acme".to_string(), "p".to_string())));
+    let lease = lease_all(other);
+    other.ack(&lease, commit(vec![settled("a", vec![out("o1", "k")])])).unwrap();
+    until("the sink has deliveries", &|| heard.requeued.lock().unwrap().contains(&"erp".to_string()));
+    // Only that there is work: the work itself is claimed from the store.
+    assert!(heard.appended.lock().unwrap().is_empty() && heard.queued.lock().unwrap().is_empty());
+}
+
 /// Collects what a store announces.
 #[derive(Default)]
 struct Heard {

@@ -311,6 +311,13 @@ impl Appender {
         for seq in accepted.iter().filter_map(|a| a.seq) {
             remember(&self.counting, seq, COUNTING_KEPT);
         }
+        let mut woken: Vec<(&str, &str)> = Vec::new();
+        for ((_, tenant, pipeline, _), a) in traced.iter().zip(&accepted) {
+            if a.seq.is_some() && !woken.contains(&(tenant.as_str(), pipeline.as_str())) {
+                woken.push((tenant, pipeline));
+                super::wake::messages(&self.conn, tenant, pipeline);
+            }
+        }
         // Traced and indexed once accepted: a failure here loses no
         // message (its processing traces it again), only this part of its
         // trace.

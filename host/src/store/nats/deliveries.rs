@@ -85,7 +85,15 @@ fn send(conn: &Connection, tenant: &str, pipeline: &str, outputs: &[Output], tag
         headers.insert(TIER, d.tier.as_str());
         sent.push((slot_subject(&d.sink, key_hash(&d.ordering_key) % SLOTS)?, headers, d.json.clone().into_bytes()));
     }
-    publish_all(conn, sent, "queuing a delivery")
+    let seqs = publish_all(conn, sent, "queuing a delivery")?;
+    let mut woken: Vec<&str> = Vec::new();
+    for d in outputs {
+        if !woken.contains(&d.sink.as_str()) {
+            woken.push(&d.sink);
+            super::wake::deliveries(conn, &d.sink);
+        }
+    }
+    Ok(seqs)
 }
 
 /// A delivery as a commit of accepted message `source` queues it.

@@ -49,6 +49,9 @@
 //! - **Commands** made through one process's API (reload, rollback,
 //!   approval) are kept in the control bucket, one key each, and every
 //!   process watches them ([`commands`]).
+//! - **Wakes**: a process that queues work says so on a plain subject,
+//!   and the others' workers claim at once rather than at their next poll
+//!   ([`wake`]).
 //! - **Members** beat in a bucket; the live member a partition should go
 //!   to (rendezvous hashing) asks for it, and its holder lets go between
 //!   batches ([`members`]).
@@ -100,6 +103,7 @@ mod reader;
 mod slot;
 mod store;
 mod traces;
+mod wake;
 #[cfg(test)]
 #[allow(dead_code)]
 mod test_server;

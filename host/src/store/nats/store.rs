@@ -358,9 +358,11 @@ impl Store for NatsStore {
         self.messages(lease, |_| Ok(None))
     }
 
-    fn watch(&self, _watcher: Arc<dyn QueueWatcher>) {
-        // Nothing is announced: with no snapshot taken, workers claim from
-        // the store, where every process's work is.
+    fn watch(&self, watcher: Arc<dyn QueueWatcher>) {
+        // No work is announced, only that there is some: with no snapshot
+        // taken, workers claim from the store, where every process's work
+        // is, woken by any process that queued it.
+        super::wake::follow(&self.conn, watcher);
     }
 
     fn cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
@@ -889,6 +891,12 @@ mod tests {
         assert_eq!(other.plugin_approvals().unwrap().len(), 2);
         assert_eq!(other.sink_pauses().unwrap().len(), 1);
         assert_eq!(other.state().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn work_one_process_queues_wakes_the_other_s_workers() {
+        let server = NatsServer::start();
+        contract::another_process_s_work_wakes_this_one(&store(&server), &store(&server));
     }
 
     #[test]
