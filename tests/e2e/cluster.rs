@@ -3,8 +3,9 @@
 //! loses nothing (every accepted message reaches the ERP exactly once by
 //! its idempotency key, in order per key) and a restarted one rejoins;
 //! while the server is down ingest answers 503 and accepts nothing, and
-//! the hosts resume when it is back; a reload, approval or rollback made
-//! through one process's API reaches every process, also one started later.
+//! the hosts resume when it is back; on a three-node cluster with one node
+//! stopped they serve on; a reload, approval or rollback made through one
+//! process's API reaches every process, also one started later.
 
 #[path = "../../host/src/store/nats/test_server.rs"]
 #[allow(dead_code)]
@@ -30,7 +31,13 @@ fn deliveries_taken(host: &Host) -> u64 {
 
 /// A test site's config on the NATS store at `nats` instead of SQLite.
 fn on_nats(config: &str, nats: &NatsServer) -> String {
-    let config = config.replace("[store]\npath = \"data/syncline.db\"\nsync = \"normal\"", &format!("[store]\nkind = \"nats\"\nurl = \"{}\"", nats.url()));
+    on_servers(config, &nats.url(), 1)
+}
+
+/// A test site's config on the NATS store at `url` (one server or a
+/// cluster's, comma-separated) with `replicas` copies of everything.
+fn on_servers(config: &str, url: &str, replicas: usize) -> String {
+    let config = config.replace("[store]\npath = \"data/syncline.db\"\nsync = \"normal\"", &format!("[store]\nkind = \"nats\"\nurl = \"{url}\"\nreplicas = {replicas}"));
     assert!(config.contains("kind = \"nats\""), "the test sites' store section changed shape");
     config
 }
@@ -170,6 +177,40 @@ fn while_the_nats_server_is_down_ingest_answers_503_and_the_hosts_resume_when_it
     });
     send(&host, 2, 3);
     eventually(Duration::from_secs(60), "everything accepted at the ERP", || (erp.unique() == 5).then_some(()));
+}
+
+#[test]
+fn two_hosts_on_a_three_node_nats_cluster_keep_serving_with_one_node_stopped() {
+    let mut nodes = NatsServer::cluster();
+    let erp = Erp::start(&[]);
+    let url = nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",");
+    let site = Site::new(&on_servers(RAW, &url, 3).replace("[sink.erp]\nplugin = \"http-sink\"", "[sink.erp]\nplugin = \"http-sink\"\nworkers = 32"), &erp);
+    // The cluster elects its JetStream leaders before it takes streams:
+    // `syncline check` (which opens the store) says when it is ready.
+    eventually(Duration::from_secs(60), "the cluster ready", || syncline().arg("check").arg(site.config()).output().unwrap().status.success().then_some(()));
+    let hosts: Vec<Host> = (0..2).map(|_| Host::start(&site)).collect();
+    const KEYS: usize = 6;
+    const EACH: usize = 8;
+    // Each accepted, if need be after 503s while the cluster elects new leaders.
+    let accept = |host: &Host, k: usize, i: usize| {
+        let key = format!("K{k}-{i:02}");
+        eventually(Duration::from_secs(60), &format!("{key} accepted"), || {
+            let (s, _) = host.ingest("acme", "recs", "messages", "application/vnd.acme.recs+json", &[("Idempotency-Key", &key)], rec(k, i).as_bytes());
+            (s == 202).then_some(())
+        })
+    };
+    for i in 0..EACH / 2 {
+        (0..KEYS).for_each(|k| accept(&hosts[i % 2], k, i));
+    }
+    // One node of three stops (perhaps the one a host talks to): the two
+    // left keep a quorum and elect new leaders; the hosts serve on.
+    nodes[0].stop();
+    for i in EACH / 2..EACH {
+        (0..KEYS).for_each(|k| accept(&hosts[i % 2], k, i));
+    }
+    eventually(Duration::from_secs(120), "every recommendation at the ERP", || (erp.unique() == (KEYS * EACH) as u64).then_some(()));
+    in_order_per_key(&erp, KEYS);
+    assert_eq!(erp.received()["unique"], (KEYS * EACH) as u64);
 }
 
 #[test]
