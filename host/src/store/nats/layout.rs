@@ -66,6 +66,8 @@ const BUCKETS: &[(&str, Expiry)] = &[
     ("syncline-dead-letters", Expiry::Never),
     ("syncline-exceptions", Expiry::Never),
     ("syncline-loops", Expiry::Never),
+    // Each slot's state as its commit log had it at some entry.
+    ("syncline-checkpoints", Expiry::Never),
 ];
 
 /// The store's streams and buckets, as found or made on start.

@@ -30,7 +30,7 @@ use async_nats::jetstream::{context::PublishErrorKind, kv, stream};
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::{refused, token, unavailable, Connection, SLOTS};
+use super::{refused, token, unavailable, Connection, SlotState, SLOTS};
 use crate::store::{lease_conflict, Lease, Partition, Queue, StoreError};
 
 /// What a slot's lease key holds.
@@ -277,6 +277,9 @@ pub(super) async fn write(kv: &kv::Store, key: &str, value: Vec<u8>, revision: O
 /// The stream holding every slot's commit log.
 const COMMITS: &str = "SYNCLINE_COMMITS";
 
+/// The bucket of slots' checkpoints.
+const CHECKPOINTS: &str = "syncline-checkpoints";
+
 /// Headers of a commit-log entry: what it is and who appended it.
 const KIND: &str = "Syncline-Entry";
 const HOLDER: &str = "Syncline-Holder";
@@ -436,6 +439,38 @@ impl CommitLog {
     /// The log's subject (unique to its slot).
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+
+    /// The slot's last checkpoint: its state as the log had it through
+    /// some entry no later than this holder knows (a checkpoint past the
+    /// log's end — the log was purged — is not used).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn checkpoint(&self) -> Result<Option<SlotState>, StoreError> {
+        let (js, key, last) = (self.conn.jetstream(), self.slot.key.clone(), self.last);
+        let found = self.conn.run(async move {
+            let kv = js.get_key_value(CHECKPOINTS).await.map_err(|e| unavailable(&format!("opening bucket `{CHECKPOINTS}`"), e))?;
+            kv.get(key.as_str()).await.map_err(|e| unavailable("reading a slot's checkpoint", e))
+        })?;
+        Ok(found.and_then(|v| serde_json::from_slice::<SlotState>(&v).ok()).filter(|s| s.through <= last))
+    }
+
+    /// Keeps `state` as the slot's checkpoint: the log's state through
+    /// `state.through`, every entry up to it published. Any holder's is
+    /// as good (it is the log's), so it is simply written.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server does not answer.
+    pub fn save_checkpoint(&self, state: &SlotState) -> Result<(), StoreError> {
+        let (js, key) = (self.conn.jetstream(), self.slot.key.clone());
+        let value = serde_json::to_vec(state).expect("a slot state serializes");
+        self.conn.run(async move {
+            let kv = js.get_key_value(CHECKPOINTS).await.map_err(|e| unavailable(&format!("opening bucket `{CHECKPOINTS}`"), e))?;
+            kv.put(key, value.into()).await.map(drop).map_err(|e| unavailable("keeping a slot's checkpoint", e))
+        })
     }
 
     /// The log's last entry.

@@ -268,7 +268,7 @@ fn message_id(m: &StreamMessage) -> String {
 mod tests {
     use super::super::append::leftover;
     use super::super::testing::{connected, message, NatsServer};
-    use super::super::{Leases, BATCH_GRACE};
+    use super::super::{Leases, SlotState, BATCH_GRACE};
     use super::*;
     use crate::store::{now_ms, Final, NewDelivery, Partition, Retry};
 
@@ -375,6 +375,49 @@ mod tests {
         let batches = layout.batches.clone();
         conn.run(async move { batches.put("p1", "committed".into()).await.unwrap() });
         assert_eq!(ids(&queue.claim(0, now, 100).unwrap()), ["p1", "after"]);
+    }
+
+    #[test]
+    fn a_holder_taking_a_slot_over_starts_from_its_checkpoint_also_when_the_log_before_it_is_gone() {
+        let server = NatsServer::start();
+        let (conn, layout) = connected(&server);
+        let appender = Arc::new(Appender::new(conn.clone(), &layout));
+        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let sent: Vec<_> = (0..130).map(|i| message(&format!("m{i}"), "acme", None, 5)).collect();
+        appender.append(sent, None).unwrap();
+        let now = now_ms();
+        let held_a = leases.take(&partition(), "host-a", now, 1_000).unwrap();
+        let mut a = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held_a).unwrap();
+        // One ack a message (one log entry each): m3 waits for a retry.
+        for row in a.claim(0, now, 200).unwrap().rows {
+            let processed = if row.id == "m3" { retried("m3", retry(now + 60_000, &["timeout"])) } else { done(&row.id) };
+            a.ack(&[processed], vec![]).unwrap();
+        }
+        // A checkpoint was kept; the commit log before it goes (as its
+        // retention would drop it).
+        let checkpoints = conn.run({
+            let js = conn.jetstream();
+            async move { js.get_key_value("syncline-checkpoints").await.unwrap() }
+        });
+        let key = held_a.slots.iter().find(|s| s.key.ends_with(".5")).unwrap().key.clone();
+        let kept: SlotState = serde_json::from_slice(&conn.run({
+            let (kv, key) = (checkpoints.clone(), key.clone());
+            async move { kv.get(key).await.unwrap().expect("a checkpoint") }
+        }))
+        .unwrap();
+        assert!(kept.through >= 100 && kept.published == kept.through, "{kept:?}");
+        conn.run({
+            let js = conn.jetstream();
+            let (subject, through) = (format!("syncline.commits.{key}"), kept.through);
+            async move { js.get_stream("SYNCLINE_COMMITS").await.unwrap().purge().filter(subject).sequence(through + 1).await.unwrap() }
+        });
+        // host-a stalls; host-b takes over: the settled stay settled, m3 waits.
+        let held_b = leases.take(&partition(), "host-b", now + 2_000, 30_000).unwrap();
+        let mut b = MessageQueue::open(conn.clone(), appender.clone(), keeper(&conn, &layout), &held_b).unwrap();
+        let due = b.claim(0, now + 2_000, 200).unwrap();
+        assert!(due.rows.is_empty(), "{:?}", ids(&due));
+        assert_eq!(due.next_at, Some(now + 60_000));
+        assert_eq!(ids(&b.claim(0, now + 60_000, 200).unwrap()), ["m3"]);
     }
 
     #[test]

@@ -52,15 +52,16 @@
 //! - **Wakes**: a process that queues work says so on a plain subject,
 //!   and the others' workers claim at once rather than at their next poll
 //!   ([`wake`]).
+//! - **Checkpoints**: every hundred entries, once what they queued is
+//!   published, a slot's holder keeps its state in a bucket; a holder
+//!   taking the slot over folds only the entries after it (and the log
+//!   before it may be gone, as retention drops it).
 //! - **Members** beat in a bucket; the live member a partition should go
 //!   to (rendezvous hashing) asks for it, and its holder lets go between
 //!   batches ([`members`]).
 //!
 //! # What is still to come
 //!
-//! - Checkpoints of a slot's state in a bucket ([`SlotState`] is their
-//!   form already): a holder taking a slot over folds its log from the
-//!   start today.
 //! - Counts, backlog and pruning fold every trace the retention keeps
 //!   ([`traces::Census`]) once per process and every five minutes, and
 //!   what came since in between; figures kept in the store would not.
@@ -305,7 +306,7 @@ mod tests {
         assert_eq!(
             made,
             [
-                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-batches", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-dead-letters",
+                "KV_syncline-archive", "KV_syncline-baselines", "KV_syncline-batches", "KV_syncline-checkpoints", "KV_syncline-control", "KV_syncline-cursors", "KV_syncline-dead-letters",
                 "KV_syncline-exceptions", "KV_syncline-idempotency", "KV_syncline-leases", "KV_syncline-loops", "KV_syncline-state", "SYNCLINE_AUDIT",
                 "SYNCLINE_COMMITS", "SYNCLINE_DELIVERIES", "SYNCLINE_MESSAGES", "SYNCLINE_TRACES",
             ]

@@ -125,7 +125,13 @@ struct Slot {
     /// Every entry up to this one has had its outputs published (the next
     /// entry records it).
     published: u64,
+    /// Entries appended since the slot's last checkpoint.
+    since_checkpoint: usize,
 }
+
+/// How many entries a slot's holder appends between checkpoints (a holder
+/// taking the slot over folds the entries after the last one).
+const CHECKPOINT_EVERY: usize = 100;
 
 impl Slot {
     /// Where item `seq` is in `read` (kept in stream order).
@@ -158,9 +164,11 @@ impl Slots {
         let mut slots = Vec::with_capacity(held.slots.len());
         for (subject, lease) in subjects.into_iter().zip(&held.slots) {
             let log = CommitLog::open(conn.clone(), &held.lease.holder, lease)?;
-            let mut state = SlotState::default();
+            // From the slot's checkpoint, if it has one: every entry up to
+            // it is folded in and published.
+            let mut state = log.checkpoint()?.unwrap_or_default();
             let mut unpublished = Vec::new();
-            for entry in log.entries(0)?.into_iter().filter(|e| e.kind == "commit") {
+            for entry in log.entries(state.through)?.into_iter().filter(|e| e.kind == "commit") {
                 let mut commit: SlotCommit = serde_json::from_slice(&entry.data)
                     .map_err(|e| StoreError::Corrupt(format!("commit {} of slot `{}` does not read: {e}", entry.seq, lease.key)))?;
                 state.apply(entry.seq, &commit);
@@ -170,7 +178,7 @@ impl Slots {
             }
             unpublished.retain(|u| u.seq > state.published);
             let published = state.published;
-            slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new(), unpublished, published });
+            slots.push(Slot { subject, log, read_to: state.floor.saturating_sub(1), state, read: Vec::new(), void: Vec::new(), unpublished, published, since_checkpoint: 0 });
         }
         Ok(Slots { conn, stream, lease: held.lease.clone(), slots, claimed: HashMap::new() })
     }
@@ -320,6 +328,7 @@ impl Slots {
         let slot = &mut self.slots[index];
         slot.unpublished.retain(|u| u.seq > through);
         slot.published = slot.published.max(through);
+        checkpoint(slot);
     }
 
     /// Every slot's floor (for tests).
@@ -456,6 +465,22 @@ fn next_on(conn: &Connection, stream: &stream::Stream, subject: &str, from: u64)
 /// Appends `commit` to `slot`'s log (with how far outputs are known to be
 /// published) and folds it into the slot's state, forgetting the items
 /// below its new floor; its outputs wait to be published.
+/// Keeps slot's state as its checkpoint when [`CHECKPOINT_EVERY`] entries
+/// were appended since the last one and every entry's outputs are
+/// published (a checkpoint stands for entries a successor will not read).
+/// A checkpoint not kept is only a longer read for the successor.
+fn checkpoint(slot: &mut Slot) {
+    if slot.since_checkpoint < CHECKPOINT_EVERY || !slot.unpublished.is_empty() {
+        return;
+    }
+    let mut state = slot.state.clone();
+    state.published = state.through;
+    match slot.log.save_checkpoint(&state) {
+        Ok(()) => slot.since_checkpoint = 0,
+        Err(e) => tracing::debug!(slot = slot.log.subject(), error = %e, "a slot's checkpoint was not kept"),
+    }
+}
+
 fn commit_to(slot: &mut Slot, mut commit: SlotCommit) -> Result<(), StoreError> {
     if slot.published > slot.state.published {
         commit.published = Some(slot.published);
@@ -468,6 +493,8 @@ fn commit_to(slot: &mut Slot, mut commit: SlotCommit) -> Result<(), StoreError> 
     }
     let floor = slot.state.floor;
     slot.read.retain(|r| r.item.seq >= floor);
+    slot.since_checkpoint += 1;
+    checkpoint(slot);
     Ok(())
 }
 
