@@ -138,6 +138,22 @@ mod tests {
     }
 
     #[test]
+    fn a_process_hears_what_another_sends_and_passes_over_what_does_not_read_as_a_command() {
+        let server = super::super::testing::NatsServer::start();
+        let (conn, layout) = super::super::testing::connected(&server);
+        let heard = follow(&conn, layout.control.clone(), "host-b");
+        // Something else wrote a command key: ignored, the watch goes on.
+        let control = layout.control.clone();
+        conn.run(async move { control.put("command.reload", "not a command".into()).await.unwrap() });
+        send(&conn, &layout.control, &broadcast("host-a", rollback("tagger"))).unwrap();
+        send(&conn, &layout.control, &broadcast("host-b", reload())).unwrap();
+        send(&conn, &layout.control, &broadcast("host-a", reload())).unwrap();
+        let got: Vec<Broadcast> = (0..2).map(|_| heard.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+        assert_eq!(got, [broadcast("host-a", rollback("tagger")), broadcast("host-a", reload())], "its own is not passed back");
+        assert!(heard.recv_timeout(Duration::from_millis(300)).is_err());
+    }
+
+    #[test]
     fn a_process_takes_what_others_sent_once_and_skips_reloads_from_before_it_began() {
         let mut f = Followed { began: Some(10), seen: HashMap::new() };
         // Before it began: the rollback still counts, the reload is in what it loaded.

@@ -287,12 +287,6 @@ const TOKEN: &str = "Syncline-Token";
 /// On a commit written in parts: how many, this last one included.
 const PARTS: &str = "Syncline-Parts";
 
-/// The most bytes of a commit one log entry carries: a larger commit is
-/// written as several entries (parts, then the commit), each well under
-/// the server's message limit (`max_payload`, 1 MiB by default) with its
-/// headers.
-pub const PART: usize = 512 * 1024;
-
 /// One entry of a commit log, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -308,7 +302,7 @@ pub struct Entry {
     /// The commit (empty for a marker).
     pub data: Vec<u8>,
     /// On a commit: how many entries it was written in (1 unless it is
-    /// larger than [`PART`]).
+    /// larger than the server takes in one message).
     pub parts: usize,
 }
 
@@ -360,15 +354,17 @@ impl CommitLog {
     /// when the server does not answer (whether it was kept is found out by
     /// the next append).
     ///
-    /// A commit larger than [`PART`] is appended in parts, the commit
-    /// entry last: until it is appended nothing of it counts, and a holder
+    /// A commit larger than the server takes in one message
+    /// ([`Connection::piece`]) is appended in parts, the commit entry
+    /// last: until it is appended nothing of it counts, and a holder
     /// retrying writes every part again (the commit takes the parts just
     /// before it).
     pub fn append(&mut self, data: Vec<u8>) -> Result<u64, StoreError> {
-        if data.len() <= PART {
+        let piece = self.conn.piece();
+        if data.len() <= piece {
             return self.append_as("commit", data, 1);
         }
-        let parts: Vec<&[u8]> = data.chunks(PART).collect();
+        let parts: Vec<&[u8]> = data.chunks(piece).collect();
         let (last, before) = parts.split_last().expect("more than one part");
         for part in before {
             self.append_as("part", part.to_vec(), 1)?;

@@ -188,6 +188,13 @@ impl Connection {
         self.js.clone()
     }
 
+    /// The most bytes of a body one message of the server takes, with
+    /// room for its headers: what a larger commit or archived component is
+    /// cut into.
+    pub(crate) fn piece(&self) -> usize {
+        self.max_payload.saturating_sub(HEADERS_ROOM).max(1)
+    }
+
     /// Fails unless a message of `bytes` (`what`) fits in one message of
     /// the server, with room for its headers.
     ///
@@ -195,7 +202,7 @@ impl Connection {
     ///
     /// [`StoreError::TooLarge`] saying what to change.
     pub(crate) fn fits(&self, what: &str, bytes: usize) -> Result<(), StoreError> {
-        if bytes + HEADERS_ROOM <= self.max_payload {
+        if bytes <= self.piece() {
             return Ok(());
         }
         Err(StoreError::TooLarge(format!(
@@ -478,7 +485,7 @@ mod tests {
         log.append(b"after".to_vec()).unwrap();
         let entries: Vec<Entry> = log.entries(0).unwrap().into_iter().filter(|e| e.kind == "commit").collect();
         assert_eq!(entries.len(), 2);
-        assert_eq!((entries[0].seq, entries[0].parts, entries[0].data.len()), (seq, big.len().div_ceil(lease::PART), big.len()));
+        assert_eq!((entries[0].seq, entries[0].parts, entries[0].data.len()), (seq, big.len().div_ceil(conn.piece()), big.len()));
         assert!(entries[0].data == big, "the parts join in order");
         assert_eq!(entries[1].data, b"after");
         // A successor reads the same whole commit.

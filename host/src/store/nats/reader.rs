@@ -462,9 +462,6 @@ fn next_on(conn: &Connection, stream: &stream::Stream, subject: &str, from: u64)
     })
 }
 
-/// Appends `commit` to `slot`'s log (with how far outputs are known to be
-/// published) and folds it into the slot's state, forgetting the items
-/// below its new floor; its outputs wait to be published.
 /// Keeps slot's state as its checkpoint when [`CHECKPOINT_EVERY`] entries
 /// were appended since the last one and every entry's outputs are
 /// published (a checkpoint stands for entries a successor will not read).
@@ -481,6 +478,9 @@ fn checkpoint(slot: &mut Slot) {
     }
 }
 
+/// Appends `commit` to `slot`'s log (with how far outputs are known to be
+/// published) and folds it into the slot's state, forgetting the items
+/// below its new floor; its outputs wait to be published.
 fn commit_to(slot: &mut Slot, mut commit: SlotCommit) -> Result<(), StoreError> {
     if slot.published > slot.state.published {
         commit.published = Some(slot.published);

@@ -34,10 +34,6 @@ use crate::store::{
     Store, StoreError, Submitted,
 };
 
-/// How large one entry of the archive bucket is (the server refuses
-/// messages over its `max_payload`, 1 MiB by default).
-const ARCHIVE_CHUNK: usize = 512 * 1024;
-
 /// An open queue of a partition this store's process holds.
 enum Opened {
     Messages(MessageQueue),
@@ -651,7 +647,8 @@ impl Store for NatsStore {
         }
         // The chunks first, then their count: a component is archived
         // once its count is there.
-        let chunks: Vec<&[u8]> = bytes.chunks(ARCHIVE_CHUNK).collect();
+        // Each as large as the server takes in one message.
+        let chunks: Vec<&[u8]> = bytes.chunks(self.conn.piece()).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             self.write(&self.archive, format!("{name}.{i}"), Some(chunk.to_vec()))?;
         }
@@ -693,47 +690,51 @@ impl Store for NatsStore {
         }
         // Traces: delivered deliveries, then finished messages nothing
         // refers to any more (no delivery, exception or dead letter left).
-        let census = self.traces.census(conn)?;
-        let mut pruned = Pruned::default();
-        let mut forget = Vec::new();
-        let mut left: std::collections::HashSet<&str> = std::collections::HashSet::new();
-        for ((id, _), d) in &census.deliveries {
-            if d.state == "delivered" && d.delivered_at.is_some_and(|t| t < before_ms) {
-                pruned.deliveries += 1;
-                forget.push(id.clone());
-            } else if let Some(source) = census.sources.get(id) {
-                left.insert(source.as_str());
-            }
-        }
         let dead: std::collections::HashSet<String> = k.dead.all(conn)?.into_iter().map(|(_, c)| c.record.record.source_id).collect();
         let parked: std::collections::HashSet<String> = k.exceptions.all(conn)?.into_iter().map(|(_, c)| c.record.source_id).collect();
-        for (id, m) in &census.inputs {
-            let finished = m.state != "accepted" && m.processed_at.is_some_and(|t| t < before_ms);
-            if finished && !left.contains(id.as_str()) && !dead.contains(id) && !parked.contains(id) {
-                pruned.messages += 1;
-                forget.push(id.clone());
+        let (pruned, forget) = self.traces.census(conn, |census| {
+            let mut pruned = Pruned::default();
+            let mut forget = Vec::new();
+            let mut left: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            for ((id, _), d) in &census.deliveries {
+                if d.state == "delivered" && d.delivered_at.is_some_and(|t| t < before_ms) {
+                    pruned.deliveries += 1;
+                    forget.push(id.clone());
+                } else if let Some(source) = census.sources.get(id) {
+                    left.insert(source.as_str());
+                }
             }
-        }
+            for (id, m) in &census.inputs {
+                let finished = m.state != "accepted" && m.processed_at.is_some_and(|t| t < before_ms);
+                if finished && !left.contains(id.as_str()) && !dead.contains(id) && !parked.contains(id) {
+                    pruned.messages += 1;
+                    forget.push(id.clone());
+                }
+            }
+            (pruned, forget)
+        })?;
         self.traces.forget(conn, forget)?;
         Ok(pruned)
     }
 
     fn backlog(&self) -> Result<Backlog, StoreError> {
         use std::collections::BTreeMap as Map;
-        let census = self.traces.census(&self.conn)?;
-        let mut messages: Map<(String, String), i64> = Map::new();
-        for m in census.inputs.values().filter(|m| m.state == "accepted") {
-            *messages.entry((m.tenant.clone(), m.pipeline.clone())).or_default() += 1;
-        }
-        let mut sinks: Map<String, (i64, i64)> = Map::new();
-        let mut lanes: Map<(String, usize), (i64, i64)> = Map::new();
-        for ((_, sink), d) in census.deliveries.iter().filter(|(_, d)| d.state == "pending") {
-            let s = sinks.entry(sink.clone()).or_insert((0, i64::MAX));
-            (s.0, s.1) = (s.0 + 1, s.1.min(d.queued_at));
-            let tier = Tier::parse(&d.tier).unwrap_or_default();
-            let l = lanes.entry((sink.clone(), tier.index())).or_insert((0, i64::MAX));
-            (l.0, l.1) = (l.0 + 1, l.1.min(d.queued_at));
-        }
+        let (messages, sinks, lanes) = self.traces.census(&self.conn, |census| {
+            let mut messages: Map<(String, String), i64> = Map::new();
+            for m in census.inputs.values().filter(|m| m.state == "accepted") {
+                *messages.entry((m.tenant.clone(), m.pipeline.clone())).or_default() += 1;
+            }
+            let mut sinks: Map<String, (i64, i64)> = Map::new();
+            let mut lanes: Map<(String, usize), (i64, i64)> = Map::new();
+            for ((_, sink), d) in census.deliveries.iter().filter(|(_, d)| d.state == "pending") {
+                let s = sinks.entry(sink.clone()).or_insert((0, i64::MAX));
+                (s.0, s.1) = (s.0 + 1, s.1.min(d.queued_at));
+                let tier = Tier::parse(&d.tier).unwrap_or_default();
+                let l = lanes.entry((sink.clone(), tier.index())).or_insert((0, i64::MAX));
+                (l.0, l.1) = (l.0 + 1, l.1.min(d.queued_at));
+            }
+            (messages, sinks, lanes)
+        })?;
         let mut exceptions: Map<String, (i64, i64)> = Map::new();
         for (_, c) in self.keeper.exceptions.all(&self.conn)?.into_iter().filter(|(_, c)| c.record.state == "open") {
             let e = exceptions.entry(c.record.queue.clone()).or_insert((0, i64::MAX));
@@ -790,14 +791,16 @@ impl Store for NatsStore {
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
-        let census = self.traces.census(&self.conn)?;
-        let mut counts = Counts::default();
-        for m in census.inputs.values() {
-            *counts.messages.entry(m.state.clone()).or_default() += 1;
-        }
-        for d in census.deliveries.values() {
-            *counts.deliveries.entry(d.state.clone()).or_default() += 1;
-        }
+        let mut counts = self.traces.census(&self.conn, |census| {
+            let mut counts = Counts::default();
+            for m in census.inputs.values() {
+                *counts.messages.entry(m.state.clone()).or_default() += 1;
+            }
+            for d in census.deliveries.values() {
+                *counts.deliveries.entry(d.state.clone()).or_default() += 1;
+            }
+            counts
+        })?;
         counts.dead_letters = self.keeper.dead.all(&self.conn)?.len() as i64;
         counts.exceptions = self.keeper.exceptions.all(&self.conn)?.len() as i64;
         Ok(counts)
