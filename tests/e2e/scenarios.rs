@@ -362,22 +362,33 @@ fn inventory_events_overtake_a_forecast_release_queued_at_the_same_planning_syst
     let last_forecast = *forecasts.last().unwrap();
     assert!(wms.iter().all(|&i| i < last_forecast), "each inventory event overtook the queued forecasts: events at {wms:?}, the release ended at {last_forecast}");
     assert_eq!(erp.received()["duplicates"], 0);
-    // How many queued forecasts went out between an event's queueing and its
-    // delivery: a few calls' worth, not the release's second (it was ~750 of
-    // them while a worker holding an event waited for room for its whole call
-    // in the rate limit that four workers share).
+    // Of the forecasts already waiting when an event was queued (a page of
+    // the release, ~450), how many still went out before it: a few calls'
+    // worth (10–50 here), not all of them (while a worker holding an event
+    // waited for room for its whole call in the rate limit that four workers
+    // share, ~750 forecasts went out during each wait). Counted against what
+    // was waiting rather than as a fixed number, so a loaded machine (slower
+    // calls; the receipt also waits for the stock-out of its item and site
+    // before it) does not read as a regression: it overtook at least half of
+    // that backlog (or, when the backlog was small, waited for fewer than 100).
     let db = rusqlite::Connection::open(scenario.site.dir.path().join("data/syncline.db")).unwrap();
-    let overtaken: Vec<i64> = db
+    let waits: Vec<(i64, i64)> = db
         .prepare(
-            "SELECT (SELECT COUNT(*) FROM deliveries f WHERE f.pipeline = 'forecast-release' AND f.delivered_at > e.queued_at AND f.delivered_at < e.delivered_at)
+            "SELECT (SELECT COUNT(*) FROM deliveries f WHERE f.pipeline = 'forecast-release' AND f.queued_at <= e.queued_at
+                       AND f.delivered_at > e.queued_at AND f.delivered_at < e.delivered_at),
+                    (SELECT COUNT(*) FROM deliveries f WHERE f.pipeline = 'forecast-release' AND f.queued_at <= e.queued_at
+                       AND f.delivered_at > e.queued_at)
              FROM deliveries e WHERE e.pipeline = 'wms-events'",
         )
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert!(overtaken.len() == 3 && overtaken.iter().all(|&n| n < 100), "forecasts delivered while each event waited: {overtaken:?}");
+    assert!(
+        waits.len() == 3 && waits.iter().all(|&(behind, backlog)| behind * 2 < backlog.max(200)),
+        "(forecasts that went out while each event waited, forecasts waiting when it was queued): {waits:?}"
+    );
 
     // Mapped from the WMS's JSON, in the order they happened per item and site.
     let docs = erp.documents();
