@@ -46,6 +46,13 @@ struct Cli {
     /// Serve this many execution statuses at `GET /feed?cursor=N&limit=M`.
     #[arg(long, default_value_t = 0)]
     feed: u64,
+    /// Status N of the feed carries a `note` header of `--feed-large-bytes`
+    /// bytes (a message larger than a store may keep).
+    #[arg(long)]
+    feed_large_at: Option<u64>,
+    /// The size of that note.
+    #[arg(long, default_value_t = 1_200_000)]
+    feed_large_bytes: usize,
     /// Serve a forecast release of this many weekly forecasts at
     /// `GET /forecast-feed?cursor=N&limit=M` (the planning system's export).
     #[arg(long, default_value_t = 0)]
@@ -82,6 +89,8 @@ struct Sim {
     refused: u64,
     no_key: u64,
     feed: u64,
+    /// (index, bytes) of the feed's one large status.
+    feed_large: Option<(u64, usize)>,
     feed_cursors: Vec<Option<u64>>,
     forecasts: u64,
     forecast_cursors: Vec<Option<u64>>,
@@ -255,8 +264,12 @@ async fn feed(State(sim): State<Shared>, Query(q): Query<FeedQuery>) -> Json<Val
     let end = (start + q.limit).min(s.feed);
     let messages: Vec<Value> = (start..end)
         .map(|i| {
-            json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": format!("status-PO-{i}"),
-                   "body": {"order-ref": format!("PO-{i}"), "kind": "purchase", "status": "confirmed", "quantity": 10 + i, "uom": "EA"}})
+            let mut status = json!({"schema-version": "1.0.0", "kind": "execution-status", "idempotency-key": format!("status-PO-{i}"),
+                   "body": {"order-ref": format!("PO-{i}"), "kind": "purchase", "status": "confirmed", "quantity": 10 + i, "uom": "EA"}});
+            if let Some((_, bytes)) = s.feed_large.filter(|&(at, _)| at == i) {
+                status["headers"] = json!({ "note": "n".repeat(bytes) });
+            }
+            status
         })
         .collect();
     Json(json!({"messages": messages, "cursor": end.to_string(), "more": end < s.feed}))
@@ -344,7 +357,7 @@ async fn set_mode(State(sim): State<Shared>, Json(mode): Json<Mode>) -> Response
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut sim = Sim { feed: cli.feed, forecasts: cli.forecasts, ..Sim::default() };
+    let mut sim = Sim { feed: cli.feed, feed_large: cli.feed_large_at.map(|at| (at, cli.feed_large_bytes)), forecasts: cli.forecasts, ..Sim::default() };
     if cli.mode != "ok" {
         sim.mode = Some(Mode { mode: cli.mode.clone(), delay_ms: cli.delay_ms, times: None, every: None });
     }

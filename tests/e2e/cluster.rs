@@ -273,6 +273,47 @@ fn a_batch_whose_outputs_are_larger_than_the_server_takes_in_one_message_is_deli
     assert_eq!(erp.unique(), 24, "nothing of the refused requests was accepted");
 }
 
+#[test]
+fn an_output_or_a_polled_message_larger_than_the_server_takes_is_dead_lettered_or_refused_and_the_rest_flows() {
+    let nats = NatsServer::start();
+    // The feed's status 2 carries a 1.2 MB note: over nats-server's 1 MiB.
+    let erp = Erp::start(&["--feed", "6", "--feed-large-at", "2"]);
+    let config = on_nats(&TAGGED.replace("transform = \"tagger\"", "transform = \"hostile\""), &nats);
+    assert!(config.contains("hostile"), "the reload tests' config changed shape");
+    let site = Site::new(&format!("{config}{STATUSES}"), &erp);
+    site.share_plugin("hostile", "hostile");
+    let host = Host::start(&site);
+
+    // A stage whose output is larger than the server takes in one message:
+    // the message is dead-lettered with the reason, nothing of it queued —
+    // before, the commit was kept and its delivery's publish refused and
+    // retried for ever, holding the partition.
+    let mut big: serde_json::Value = serde_json::from_str(&status(1)).unwrap();
+    big["headers"] = serde_json::json!({ "do": "big-output", "copies": "1", "bytes": "1200000" });
+    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], big.to_string().as_bytes());
+    assert_eq!(s, 202, "{b}");
+    let trace = host.settled(b["id"].as_str().unwrap());
+    assert_eq!(trace["input"]["state"], "dead", "{trace}");
+    let reason = trace["dead-letters"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("for sink erp") && reason.contains("max_payload") && reason.contains("replay"), "{reason}");
+    assert_eq!(trace["dead-letters"][0]["place"], "store", "{trace}");
+    // The next message of the same order gets through.
+    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], status(1).replace("S-1", "S-1b").as_bytes());
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(host.settled(b["id"].as_str().unwrap())["input"]["state"], "done");
+    eventually(Duration::from_secs(30), "the order's next status at the ERP", || (erp.received()["by-path"]["/requisitions"] == 1).then_some(()));
+
+    // A polled message too large to keep is refused like a malformed one;
+    // the rest of its page and the cursor move on (before, the whole page
+    // was refused at every poll and the source never got past it).
+    eventually(Duration::from_secs(30), "the feed's five other statuses", || (erp.received()["by-path"]["/statuses"] == 5).then_some(()));
+    eventually(Duration::from_secs(10), "the cursor past the feed's end", || {
+        erp.received()["feed-cursors"].as_array().unwrap().iter().any(|c| c.as_str() == Some("6") || c.as_u64() == Some(6)).then_some(())
+    });
+    let log = host.log.lock().unwrap().clone();
+    assert!(log.lines().any(|l| l.contains("polled message refused") && l.contains("bytes as stored") && l.contains("max_payload")), "the refusal is logged with its reason");
+}
+
 /// The tagger versions (`v1`, `v2`) that processed `n` new messages over
 /// as many ordering keys (so every part of the pipeline gets some,
 /// whichever process holds it), sent to `host`.

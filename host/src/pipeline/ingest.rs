@@ -89,7 +89,8 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// [`IngestError::TenantMismatch`] when the envelope names another tenant.
+    /// [`IngestError::TenantMismatch`] when the envelope names another
+    /// tenant; [`StoreError::TooLarge`] when the store cannot keep it.
     pub fn prepare(&self, pipeline: &LivePipeline, mut msg: Message, source_system: &str, key: Option<String>) -> Result<NewMessage, IngestError> {
         let tenant = pipeline.cfg.tenant.as_str();
         if !msg.tenant.is_empty() && msg.tenant != tenant {
@@ -116,6 +117,15 @@ impl Ingest {
         let view = fields::View::new(&msg);
         let key_hash = fields::key_hash(&view.ordering_key(&pipeline.cfg.ordering_key));
         let json = syncline_model::json::to_string(&msg);
+        // Refused here rather than by the store's append, so that one
+        // polled message too large does not fail its whole poll for ever.
+        if let Some(limit) = self.store.record_limit().filter(|&l| json.len() > l) {
+            return Err(IngestError::Store(StoreError::TooLarge(format!(
+                "message {} is {} bytes as stored; the store keeps at most {limit} bytes in one message (the NATS server's max_payload less room for headers): raise max_payload in the server's config, or send smaller messages",
+                msg.id,
+                json.len()
+            ))));
+        }
         Ok(NewMessage {
             id: msg.id.clone(),
             tenant: tenant.to_string(),

@@ -148,7 +148,7 @@ pub(crate) fn run(ctx: &WorkerCtx, p: &LivePipeline, shard: u32) {
         let cancel = || ctx.stopping() || p.retired();
         let shard_ref = crate::store::records::ShardRef { index: shard, of: p.shards };
         let batch = tracing::debug_span!("batch", tenant = p.cfg.tenant.as_str(), pipeline = id, shard, messages = rows.len());
-        let processed = batch.in_scope(|| process::process(p, shard_ref, &mut rows, &cancel));
+        let processed = batch.in_scope(|| process::process(p, shard_ref, &mut rows, ctx.store().record_limit(), &cancel));
         if gate == StageGate::Probe {
             // A stage the probe never reached (an earlier one failed, or
             // processing stopped) gives its probe back.

@@ -1045,6 +1045,14 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
+    /// The most bytes the store keeps in one record (an accepted message,
+    /// an output, a dead letter); `None` when it has no limit of its own.
+    /// A pipeline dead-letters a message whose outputs would not fit
+    /// rather than commit what the store would refuse.
+    fn record_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// Tells every other process sharing the store to carry out `b` too.
     /// A store only one process uses has nobody to tell: `Ok(false)`.
     ///

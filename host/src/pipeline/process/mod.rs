@@ -21,6 +21,7 @@
 //! whoever runs the pipeline next.
 
 mod allocate;
+mod fit;
 mod route;
 mod transform;
 mod validate;
@@ -231,7 +232,10 @@ struct Stage<'a> {
 /// recommendations of the rows it records; `None` when `cancel` said to
 /// stop before the end (nothing of the batch is to be committed). A row
 /// handed over in memory gives its message up; the others are parsed.
-pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &mut [Pending], cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
+/// `limit`: the most bytes the store keeps in one message (`None`: no
+/// limit of its own); a row that made a larger record is dead-lettered
+/// ([`fit`]).
+pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &mut [Pending], limit: Option<usize>, cancel: &dyn Fn() -> bool) -> Option<(Commit, Allocated)> {
     let messages: Vec<Result<Message, mjson::JsonError>> = rows
         .iter_mut()
         .map(|p| match p.message.take() {
@@ -240,7 +244,7 @@ pub fn process(pipeline: &LivePipeline, shard: ShardRef, rows: &mut [Pending], c
             None => mjson::from_str(&p.json),
         })
         .collect();
-    process_all(pipeline, shard, rows, messages, cancel).ok()
+    process_all(pipeline, shard, rows, messages, limit, cancel).ok()
 }
 
 fn process_all(
@@ -248,6 +252,7 @@ fn process_all(
     shard: ShardRef,
     rows: &[Pending],
     messages: Vec<Result<Message, mjson::JsonError>>,
+    limit: Option<usize>,
     cancel: &dyn Fn() -> bool,
 ) -> Result<(Commit, Allocated), Cancelled> {
     let cfg = &pipeline.cfg;
@@ -310,6 +315,11 @@ fn process_all(
     // Route what is left; canonical exceptions go to their queue instead.
     for item in items {
         route::place(cfg, item, &mut results);
+    }
+    if let Some(limit) = limit {
+        for (row, r) in rows.iter().zip(results.iter_mut()) {
+            fit::fit(row, r, limit);
+        }
     }
 
     let (processed, notes) = settle(shard, rows, results);

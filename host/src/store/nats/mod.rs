@@ -69,8 +69,10 @@
 //!   for a read of more than a few messages; one consumer kept per
 //!   partition would cost less.
 //! - A single message, output or delivery larger than the server's
-//!   `max_payload` is refused by the server (a commit of many is written
-//!   in parts, [`CommitLog::append`]).
+//!   `max_payload` cannot be kept (a commit of many is written in parts,
+//!   [`CommitLog::append`]): [`crate::store::Store::record_limit`] says
+//!   so, and ingest refuses such a message and a pipeline dead-letters a
+//!   message whose output would be one.
 //!
 //! # Server versions
 //!

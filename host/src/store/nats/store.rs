@@ -782,6 +782,10 @@ impl Store for NatsStore {
         ))
     }
 
+    fn record_limit(&self) -> Option<usize> {
+        Some(self.conn.piece())
+    }
+
     fn broadcast(&self, b: &records::Broadcast) -> Result<bool, StoreError> {
         super::commands::send(&self.conn, &self.control, b).map(|()| true)
     }
