@@ -77,13 +77,17 @@ impl Reloader {
         }
     }
 
-    /// Carries out what another process sharing the store broadcast.
-    pub fn follow(&self, b: Broadcast) -> ReloadRecord {
-        tracing::info!(from = %b.from, actor = %b.actor, command = ?b.command, "carrying out another process's command");
+    /// Carries out what another process sharing the store broadcast; a
+    /// rollback this process already made (at its start) changes nothing.
+    pub fn follow(&self, b: Broadcast) -> Option<ReloadRecord> {
         if let ClusterCommand::RollBack { plugin, digest, file_digest } = &b.command {
+            if self.engine.versions().rolled_back(plugin, digest, file_digest) {
+                return None;
+            }
             self.engine.versions().roll_back(plugin, digest, file_digest);
         }
-        self.reload_from("cluster", &b.actor, Some(b.from))
+        tracing::info!(from = %b.from, actor = %b.actor, command = ?b.command, "carrying out another process's command");
+        Some(self.reload_from("cluster", &b.actor, Some(b.from)))
     }
 
     fn reload_from(&self, trigger: &str, actor: &str, from: Option<String>) -> ReloadRecord {

@@ -322,6 +322,40 @@ fn rollback_returns_to_the_previous_version_in_one_step_and_a_pin_holds_a_versio
 }
 
 #[test]
+fn a_rollback_holds_across_a_restart_until_another_file_is_deployed() {
+    let erp = Erp::start(&[]);
+    let site = tagged_site(&erp);
+    let target = site.dir.path().join("plugins/shared/tagger.wasm");
+    let (v1, v2) = (std::fs::read(plugin("tagger-v1")).unwrap(), std::fs::read(plugin("tagger-v2")).unwrap());
+    let mut host = Host::start(&site);
+    replace_file(&target, &v2);
+    assert_eq!(host.effective_reload(1)["outcome"], "applied");
+    let (s, r) = send("POST", &format!("{}/v1/plugins/tagger/rollback", host.url), "application/json", &[], b"");
+    assert_eq!((s, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+    assert_eq!(probe(&host, 1).0, "v1");
+
+    // A restart (the file still holds v2) keeps the rollback: before, the
+    // host came back on v2, the version the operator had rolled back from.
+    assert!(host.terminate(), "the host stops on SIGTERM");
+    let mut host = Host::start(&site);
+    assert_eq!(probe(&host, 2), ("v1".to_string(), digest(&v1)), "the rollback holds after a restart");
+    assert!(host.log.lock().unwrap().contains("a rollback made before this start holds"));
+
+    // Another file ends it, also for the next start: v2 deployed again
+    // afterwards is run as deployed, now and after a restart.
+    let before = host.reloads().len();
+    replace_file(&target, &v1);
+    host.reload_number(before + 1);
+    let before = host.reloads().len();
+    replace_file(&target, &v2);
+    assert_eq!(host.reload_number(before + 1)["outcome"], "applied");
+    assert_eq!(probe(&host, 3).0, "v2");
+    assert!(host.terminate());
+    let host = Host::start(&site);
+    assert_eq!(probe(&host, 4).0, "v2", "the rollback that ended is not made again");
+}
+
+#[test]
 fn a_file_written_in_place_in_pieces_is_taken_only_when_complete_and_a_tenant_file_shadows_shared() {
     let erp = Erp::start(&[]);
     let site = tagged_site(&erp);

@@ -129,6 +129,13 @@ impl Engine {
     pub fn build(config: Config, runtime: Arc<Runtime>, store: Arc<dyn Store>) -> anyhow::Result<Engine> {
         let state: Arc<dyn StateStore> = Arc::new(state::StoredState::load(store.clone()).context("cannot load plugin state from the store")?);
         let versions = Arc::new(Versions::new(store.clone()));
+        // Rollbacks made before this start still hold (while their files do).
+        for b in store.rollbacks().context("cannot read the rollbacks in force from the store")? {
+            if let crate::store::records::ClusterCommand::RollBack { plugin, digest, file_digest } = &b.command {
+                tracing::info!(plugin, digest, actor = %b.actor, "a rollback made before this start holds");
+                versions.roll_back(plugin, digest, file_digest);
+            }
+        }
         let kind = config.store.kind;
         let (topology, _) = topology::build(&runtime, &state, &versions, config, None)?;
         restore_pauses(store.as_ref(), topology.sinks.values()).context("cannot read paused sinks from the store")?;

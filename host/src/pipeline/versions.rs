@@ -136,6 +136,12 @@ impl Versions {
             .insert(name.to_string(), Override { digest: digest.to_string(), file_digest: file_digest.to_string() });
     }
 
+    /// Whether `digest` of plugin `name` already runs instead of its file
+    /// while that is `file_digest` (a rollback made here already).
+    pub fn rolled_back(&self, name: &str, digest: &str, file_digest: &str) -> bool {
+        self.overrides.lock().unwrap().get(name).is_some_and(|o| o.digest == digest && o.file_digest == file_digest)
+    }
+
     /// The bytes to run for `plugin` (`pin` from the config wins, then a
     /// rollback, then the file), with their digest.
     ///
@@ -169,6 +175,10 @@ impl Versions {
             } else {
                 tracing::info!(plugin = %plugin.name, %digest, "a new file was deployed; the rollback ends");
                 overrides.remove(&plugin.name);
+                // Or the next start would make it again, were that file deployed again.
+                if let Err(e) = self.store.end_rollback(&plugin.name, &o.file_digest) {
+                    tracing::warn!(plugin = %plugin.name, error = %e, "the store still keeps the rollback that ended; the next start ends it again");
+                }
             }
         }
         Ok((bytes, digest))

@@ -364,6 +364,37 @@ pub fn dead_letters_are_listed_replayed_and_purged(s: &dyn Store) {
     assert_eq!(list(DeadLetterFilter { state: Some("all".into()), ..Default::default() }), Vec::<String>::new());
 }
 
+/// For a store that keeps rollbacks (every persistent one): a rollback
+/// broadcast is kept, one per plugin, the last replacing the one before;
+/// ending it for another file than the kept one's changes nothing.
+pub fn keeps_rollbacks_until_they_end(s: &dyn Store) {
+    use super::records::{Broadcast, ClusterCommand};
+    let rollback = |plugin: &str, digest: &str, file: &str| Broadcast {
+        from: "host-a".into(),
+        actor: "token:ops".into(),
+        at: now_ms(),
+        command: ClusterCommand::RollBack { plugin: plugin.into(), digest: digest.into(), file_digest: file.into() },
+    };
+    assert!(s.rollbacks().unwrap().is_empty());
+    let (first, mapper, since) = (rollback("tagger", "sha256:v1", "sha256:v2"), rollback("mapper", "sha256:m1", "sha256:m2"), rollback("tagger", "sha256:v2", "sha256:v3"));
+    s.broadcast(&first).unwrap();
+    s.broadcast(&mapper).unwrap();
+    // A reload is not kept: a process starting later loads what is there.
+    s.broadcast(&Broadcast { command: ClusterCommand::Reload { trigger: "api".into() }, ..rollback("x", "", "") }).unwrap();
+    s.broadcast(&since).unwrap();
+    let mut kept = s.rollbacks().unwrap();
+    kept.sort_by_key(|b| format!("{:?}", b.command));
+    assert_eq!(kept, [mapper, since]);
+    // The rollback made while the file was v2 ended long ago: the one made since stays.
+    s.end_rollback("tagger", "sha256:v2").unwrap();
+    assert_eq!(s.rollbacks().unwrap().len(), 2);
+    s.end_rollback("tagger", "sha256:v3").unwrap();
+    s.end_rollback("nothing-kept", "sha256:v3").unwrap();
+    let left: Vec<Broadcast> = s.rollbacks().unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(matches!(&left[0].command, ClusterCommand::RollBack { plugin, .. } if plugin == "mapper"));
+}
+
 pub fn sink_pauses_are_kept_until_resumed(s: &dyn Store) {
     let pause = records::SinkPause { reason: "ERP upgrade".into(), at: 42 };
     s.set_sink_pause("erp", Some(&pause)).unwrap();

@@ -1053,7 +1053,8 @@ pub trait Store: Send + Sync {
         None
     }
 
-    /// Tells every other process sharing the store to carry out `b` too.
+    /// Tells every other process sharing the store to carry out `b` too,
+    /// and keeps a rollback for processes started later ([`Store::rollbacks`]).
     /// A store only one process uses has nobody to tell: `Ok(false)`.
     ///
     /// # Errors
@@ -1061,6 +1062,29 @@ pub trait Store: Send + Sync {
     /// The store's failure (nobody was told).
     fn broadcast(&self, _b: &records::Broadcast) -> Result<bool, StoreError> {
         Ok(false)
+    }
+
+    /// The rollbacks made through [`Store::broadcast`] that a process
+    /// starting now makes before it loads its plugins (each holds while its
+    /// plugin's file is the one it names): none for a store that keeps
+    /// none.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    fn rollbacks(&self) -> Result<Vec<records::Broadcast>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Forgets the kept rollback of `plugin` made while its file was
+    /// `file_digest`: another file was deployed, which ends it (a rollback
+    /// made since is kept).
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    fn end_rollback(&self, _plugin: &str, _file_digest: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// What other processes broadcast to `holder` from now on, and the

@@ -276,6 +276,12 @@ CREATE TABLE IF NOT EXISTS plugin_approvals (
     note TEXT,
     PRIMARY KEY (plugin, digest)
 );
+-- The rollback in force per plugin (a records::Broadcast as JSON): made
+-- again by the next start, while the plugin's file is the one it names.
+CREATE TABLE IF NOT EXISTS rollbacks (
+    plugin TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sink_pauses (
     sink TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -1605,6 +1611,45 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn broadcast(&self, b: &records::Broadcast) -> Result<bool, StoreError> {
+        // Nobody else to tell; a rollback is kept for the next start.
+        if let records::ClusterCommand::RollBack { plugin, .. } = &b.command {
+            let (plugin, json) = (plugin.clone(), serde_json::to_string(b).expect("a broadcast serializes"));
+            self.write(move |tx| tx.execute("INSERT OR REPLACE INTO rollbacks (plugin, json) VALUES (?1, ?2)", params![plugin, json]).map(drop))?;
+        }
+        Ok(false)
+    }
+
+    fn rollbacks(&self) -> Result<Vec<records::Broadcast>, StoreError> {
+        let conn = self.read.lock().unwrap();
+        let mut stmt = conn.prepare("SELECT json FROM rollbacks ORDER BY plugin")?;
+        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(rows
+            .iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a kept rollback does not read as one; ignored");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    fn end_rollback(&self, plugin: &str, file_digest: &str) -> Result<(), StoreError> {
+        let (plugin, file_digest) = (plugin.to_string(), file_digest.to_string());
+        self.write(move |tx| {
+            let json: Option<String> = tx.query_row("SELECT json FROM rollbacks WHERE plugin = ?1", params![plugin], |r| r.get(0)).optional()?;
+            let ends = json.and_then(|j| serde_json::from_str::<records::Broadcast>(&j).ok()).is_none_or(|b| {
+                matches!(&b.command, records::ClusterCommand::RollBack { file_digest: f, .. } if *f == file_digest)
+            });
+            if ends {
+                tx.execute("DELETE FROM rollbacks WHERE plugin = ?1", params![plugin])?;
+            }
+            Ok(())
+        })
+    }
+
     fn sink_pauses(&self) -> Result<BTreeMap<String, SinkPause>, StoreError> {
         let conn = self.read.lock().unwrap();
         let mut stmt = conn.prepare("SELECT sink, reason, at FROM sink_pauses")?;
@@ -1744,6 +1789,7 @@ mod tests {
         contract::keeps_each_processing_record(&store().1);
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
         contract::sink_pauses_are_kept_until_resumed(&store().1);
+        contract::keeps_rollbacks_until_they_end(&store().1);
         contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);
         contract::tiers_are_served_in_lanes_keeping_order_per_key(&store().1);
         contract::a_key_keeps_order_within_its_tenant_and_pipeline_only(&store().1);

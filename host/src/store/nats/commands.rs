@@ -45,6 +45,56 @@ pub fn send(conn: &Connection, control: &kv::Store, b: &Broadcast) -> Result<(),
     conn.run(async move { kv.put(key, value.into()).await.map(drop).map_err(|e| unavailable("telling the other processes", e)) })
 }
 
+/// The rollbacks kept in `control` (each still in force while its file
+/// digest is deployed): what a process starting now makes before it
+/// loads its plugins.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server does not answer.
+pub fn rollbacks(conn: &Connection, control: &kv::Store) -> Result<Vec<Broadcast>, StoreError> {
+    let kv = control.clone();
+    conn.run(async move {
+        let failed = |e: &dyn std::fmt::Display| unavailable("reading the rollbacks in force", e);
+        let keys: Vec<String> = kv.keys().await.map_err(|e| failed(&e))?.filter_map(|k| async move { k.ok() }).collect().await;
+        let mut kept = Vec::new();
+        for key in keys.into_iter().filter(|k| k.starts_with("command.rollback.")) {
+            let Some(value) = kv.get(&key).await.map_err(|e| failed(&e))? else { continue };
+            match serde_json::from_slice::<Broadcast>(&value) {
+                Ok(b) if matches!(b.command, ClusterCommand::RollBack { .. }) => kept.push(b),
+                _ => tracing::warn!(key, "a kept rollback does not read as one; ignored"),
+            }
+        }
+        Ok(kept)
+    })
+}
+
+/// Forgets the rollback of `plugin` kept in `control` if it was made
+/// while the plugin's file was `file_digest` (a later one stays).
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server does not answer.
+pub fn end_rollback(conn: &Connection, control: &kv::Store, plugin: &str, file_digest: &str) -> Result<(), StoreError> {
+    let kv = control.clone();
+    let key = key(&ClusterCommand::RollBack { plugin: plugin.to_string(), digest: String::new(), file_digest: String::new() });
+    let file_digest = file_digest.to_string();
+    conn.run(async move {
+        let failed = |e: &dyn std::fmt::Display| unavailable("forgetting a rollback that ended", e);
+        let Some(entry) = kv.entry(&key).await.map_err(|e| failed(&e))? else { return Ok(()) };
+        if entry.operation != kv::Operation::Put {
+            return Ok(());
+        }
+        let ends = serde_json::from_slice::<Broadcast>(&entry.value)
+            .map_or(true, |b| matches!(&b.command, ClusterCommand::RollBack { file_digest: f, .. } if *f == file_digest));
+        if ends {
+            // Only the entry read: a rollback made since stays.
+            kv.delete_expect_revision(&key, Some(entry.revision)).await.map_err(|e| failed(&e))?;
+        }
+        Ok(())
+    })
+}
+
 /// What this process has taken from the watch so far.
 struct Followed {
     /// The control bucket's last revision when this process began to

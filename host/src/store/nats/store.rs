@@ -790,6 +790,14 @@ impl Store for NatsStore {
         super::commands::send(&self.conn, &self.control, b).map(|()| true)
     }
 
+    fn rollbacks(&self) -> Result<Vec<records::Broadcast>, StoreError> {
+        super::commands::rollbacks(&self.conn, &self.control)
+    }
+
+    fn end_rollback(&self, plugin: &str, file_digest: &str) -> Result<(), StoreError> {
+        super::commands::end_rollback(&self.conn, &self.control, plugin, file_digest)
+    }
+
     fn broadcasts(&self, holder: &str) -> Option<std::sync::mpsc::Receiver<records::Broadcast>> {
         Some(super::commands::follow(&self.conn, self.control.clone(), holder))
     }
@@ -889,6 +897,7 @@ mod tests {
         let s = store(&server);
         contract::keeps_state_archive_and_audit(&s);
         contract::sink_pauses_are_kept_until_resumed(&s);
+        contract::keeps_rollbacks_until_they_end(&s);
         // A component larger than the server takes in one message.
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         s.archive("sha256:big", &big).unwrap();
