@@ -166,15 +166,15 @@ impl Versions {
             return Ok((bytes, digest));
         }
         let (bytes, digest) = read_file(&plugin.path)?;
-        let mut overrides = self.overrides.lock().unwrap();
-        if let Some(o) = overrides.get(&plugin.name).cloned() {
+        let o = self.overrides.lock().unwrap().get(&plugin.name).cloned();
+        if let Some(o) = o {
             if o.file_digest == digest {
                 if let Some(bytes) = self.get(&o.digest) {
                     return Ok((bytes, o.digest));
                 }
             } else {
                 tracing::info!(plugin = %plugin.name, %digest, "a new file was deployed; the rollback ends");
-                overrides.remove(&plugin.name);
+                self.overrides.lock().unwrap().remove(&plugin.name);
                 // Or the next start would make it again, were that file deployed again.
                 if let Err(e) = self.store.end_rollback(&plugin.name, &o.file_digest) {
                     tracing::warn!(plugin = %plugin.name, error = %e, "the store still keeps the rollback that ended; the next start ends it again");
