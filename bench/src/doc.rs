@@ -24,6 +24,8 @@ struct Sizes {
     reload_runs: usize,
     plugin_copies: usize,
     extra_tenants: usize,
+    cluster_msgs: usize,
+    cluster_hosts: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -40,6 +42,8 @@ const FULL: Sizes = Sizes {
     reload_runs: 10,
     plugin_copies: 10,
     extra_tenants: 10,
+    cluster_msgs: 5_000,
+    cluster_hosts: 3,
 };
 
 const QUICK: Sizes = Sizes {
@@ -56,6 +60,8 @@ const QUICK: Sizes = Sizes {
     reload_runs: 2,
     plugin_copies: 2,
     extra_tenants: 2,
+    cluster_msgs: 400,
+    cluster_hosts: 2,
 };
 
 /// One end-to-end configuration, run with Wasm and native stages in turn.
@@ -639,6 +645,55 @@ pub fn all(quick: bool, out: &Path, only: &[String]) -> anyhow::Result<()> {
             ),
         ] {
             let _ = writeln!(body, "| {label} | {} |", f.get(figure).show(decimals));
+        }
+        let _ = writeln!(body);
+    }
+
+    if section("cluster", only) {
+        eprintln!("cluster ...");
+        let _ = writeln!(body, "## Several hosts on one store\n");
+        let _ = writeln!(
+            body,
+            "The bundled example's pipeline with its load sent to the host processes in turn (batches of 100), {} messages a run, \
+             every one checked at the ERP exactly once: one process on the embedded store, then 1 to {} processes on one local \
+             NATS JetStream server (`syncline-bench cluster --store nats --hosts N`). Every process and the server share this \
+             machine's cores, so the rate cannot grow with processes; the CPU a message costs shows whether it would where each \
+             has cores of its own. {} run(s).\n",
+            sz.cluster_msgs, sz.cluster_hosts, sz.runs
+        );
+        let _ = writeln!(
+            body,
+            "| store | processes | delivered msg/s | hosts' CPU µs/msg | each process's share % | NATS server CPU µs/msg | all CPU a message vs the embedded store |\n|---|---|---|---|---|---|---|"
+        );
+        let mut embedded = None;
+        let mut setups = vec![crate::cluster::Setup { hosts: 1, store: "sqlite".into(), messages: sz.cluster_msgs, batch: 100 }];
+        setups.extend((1..=sz.cluster_hosts).map(|hosts| crate::cluster::Setup { hosts, store: "nats".into(), messages: sz.cluster_msgs, batch: 100 }));
+        for setup in setups {
+            let mut f = Figures::default();
+            for _ in 0..sz.runs {
+                let run = crate::cluster::run(&setup)?;
+                f.add("delivered", run.delivered);
+                f.add("host", run.host_us);
+                f.add("nats", run.nats_us);
+                for (i, share) in run.shares.iter().enumerate() {
+                    f.add(&format!("share-{i}"), *share);
+                }
+            }
+            let shares: Vec<String> = (0..setup.hosts).map(|i| f.get(&format!("share-{i}")).show(0)).collect();
+            let nats = if setup.store == "nats" { f.get("nats").show(0) } else { "—".into() };
+            // Hosts' and server's CPU together, against one embedded host's.
+            let all = f.get("host").median() + if setup.store == "nats" { f.get("nats").median() } else { 0.0 };
+            let ratio = *embedded.get_or_insert(all);
+            let _ = writeln!(
+                body,
+                "| {} | {} | {} | {} | {} | {nats} | {:.1}× |",
+                setup.store,
+                setup.hosts,
+                f.get("delivered").show(0),
+                f.get("host").show(0),
+                shares.join(" / "),
+                all / ratio
+            );
         }
         let _ = writeln!(body);
     }
