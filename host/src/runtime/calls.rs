@@ -129,7 +129,7 @@ macro_rules! calls {
             ) -> Result<Response, CallError> {
                 use sink::exports::syncline::plugin::deliver::DeliveryOutcome as W;
                 let plugin_error = |e: transformer::syncline::plugin::plugin_types::PluginError| {
-                    inst.error(Failure::Plugin(PluginError { code: e.code, message: e.message, retryable: e.retryable }))
+                    inst.error(Failure::Plugin(crate::runtime::clip::error(PluginError { code: e.code, message: e.message, retryable: e.retryable })))
                 };
                 match (request, exports) {
                     (Request::Transform(msg), Exports::Transformer(t)) => {
@@ -142,7 +142,7 @@ macro_rules! calls {
                     (Request::Validate(msg), Exports::Validator(v)) => match v.syncline_plugin_validate().call_validate(&mut *store, &msg.conv()).await {
                         Ok(out) => inst
                             .bounded(out.into_iter().map(|v| Violation { field: v.field, code: v.code, severity: v.severity.conv(), text: v.text }).collect())
-                            .map(Response::Violations),
+                            .map(|found| Response::Violations(crate::runtime::clip::violations(found))),
                         Err(e) => Err(inst.failed(store, e)),
                     },
                     (Request::Allocate(batch), Exports::Allocator(a)) => {
@@ -171,9 +171,9 @@ macro_rules! calls {
                         let outcomes = out
                             .into_iter()
                             .map(|o| match o {
-                                W::Delivered(reference) => DeliveryOutcome::Delivered { reference },
-                                W::Retryable(r) => DeliveryOutcome::Retryable { reason: r.reason, after_ms: r.after_ms },
-                                W::Permanent(reason) => DeliveryOutcome::Permanent { reason },
+                                W::Delivered(reference) => DeliveryOutcome::Delivered { reference: crate::runtime::clip::text(reference, 4 * crate::runtime::clip::WORD) },
+                                W::Retryable(r) => DeliveryOutcome::Retryable { reason: crate::runtime::clip::text(r.reason, crate::runtime::clip::TEXT), after_ms: r.after_ms },
+                                W::Permanent(reason) => DeliveryOutcome::Permanent { reason: crate::runtime::clip::text(reason, crate::runtime::clip::TEXT) },
                             })
                             .collect();
                         inst.bounded(outcomes).map(Response::Outcomes)

@@ -7,6 +7,7 @@
 
 mod bindings;
 mod calls;
+pub mod clip;
 pub mod cache;
 pub mod engine;
 mod error;

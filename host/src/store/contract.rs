@@ -311,6 +311,30 @@ fn dead_letter(message_id: &str, place: &str, reason: &str) -> NewDeadLetter {
     }
 }
 
+/// A dead letter whose reasons weigh more than its message (an error per
+/// attempt, each as long as a plugin may make it) and a processing record
+/// as heavy are kept — cut to fit where the store has a limit on one
+/// record — with the message whole, and the commit does not fail.
+pub fn keeps_a_dead_letter_whatever_its_reasons_weigh(s: &dyn Store) {
+    use records::{DeadLetterFilter, Processing, StageStep, Step, StepOutcome};
+    let body = format!(r#"{{"id": "heavy", "note": "{}"}}"#, "m".repeat(800_000));
+    s.append(vec![NewMessage { json: body.clone(), ..msg("heavy", None) }], None).wait().unwrap();
+    let lease = lease_all(s);
+    let error = format!("Traceback (most recent call last): {} ValueError: twelve", "e".repeat(16_000));
+    let dead = NewDeadLetter { attempts: vec![error.clone(); 100], json: body.clone(), ..dead_letter("heavy", "stage 1 (m)", &error) };
+    let step = Step::Stage(StageStep { stage: 1, plugin: "m".into(), digest: "sha256:x".into(), input: "heavy".into(), micros: 1, outcome: StepOutcome::Error { error: "x".repeat(1_500_000) }, logs_dropped: None });
+    let processed = Processed { state: Final::Dead, dead_letters: vec![dead], processing: Processing { shard: None, steps: vec![step] }, ..settled("heavy", vec![]) };
+    s.ack(&lease, commit(vec![processed])).unwrap();
+
+    let listed = s.dead_letters(&DeadLetterFilter::default(), 0, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].reason.starts_with("Traceback (most recent call last)"), "{}", &listed[0].reason[..100]);
+    let (_, kept) = s.dead_letter(listed[0].id).unwrap().unwrap();
+    assert_eq!(kept.to_string().len(), serde_json::from_str::<serde_json::Value>(&body).unwrap().to_string().len(), "the message is kept whole");
+    let trace = s.trace("heavy").unwrap().expect("its trace");
+    assert_eq!(trace.input.expect("its input").state, "dead");
+}
+
 pub fn dead_letters_are_listed_replayed_and_purged(s: &dyn Store) {
     use records::{DeadLetterFilter, Replayed};
     s.append(vec![msg("in1", None), msg("in2", None), msg("in3", None)], None).wait().unwrap();

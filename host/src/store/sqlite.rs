@@ -1788,6 +1788,7 @@ mod tests {
         contract::closes_loops(&store().1);
         contract::keeps_each_processing_record(&store().1);
         contract::dead_letters_are_listed_replayed_and_purged(&store().1);
+        contract::keeps_a_dead_letter_whatever_its_reasons_weigh(&store().1);
         contract::sink_pauses_are_kept_until_resumed(&store().1);
         contract::keeps_rollbacks_until_they_end(&store().1);
         contract::exceptions_are_listed_resolved_retried_and_discarded(&store().1);

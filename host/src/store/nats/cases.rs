@@ -102,7 +102,7 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> Cases<T> {
     ///
     /// [`StoreError::Unavailable`] when the server does not answer.
     pub fn put(&self, conn: &Connection, id: i64, case: &Case<T>) -> Result<(), StoreError> {
-        let (kv, value, what) = (self.kv.clone(), serde_json::to_vec(case).expect("a record serializes"), self.what);
+        let (kv, value, what) = (self.kv.clone(), super::shrink::to_fit(case, conn.piece(), &["body"]), self.what);
         conn.run(async move { kv.put(key(id), value.into()).await.map(drop).map_err(|e| unavailable(&format!("keeping {what} {id}"), e)) })
     }
 
@@ -144,7 +144,7 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> Cases<T> {
         for _ in 0..16 {
             let Some((mut case, revision)) = self.entry(conn, id)? else { return Ok(None) };
             change(&mut case.record)?;
-            let (kv, value, what) = (self.kv.clone(), serde_json::to_vec(&case).expect("a record serializes"), self.what);
+            let (kv, value, what) = (self.kv.clone(), super::shrink::to_fit(&case, conn.piece(), &["body"]), self.what);
             let written = conn.run(async move {
                 match kv.update(key(id), value.into(), revision).await {
                     Ok(_) => Ok(true),

@@ -103,6 +103,7 @@ mod lease;
 mod members;
 mod messages;
 mod reader;
+mod shrink;
 mod slot;
 mod store;
 mod traces;

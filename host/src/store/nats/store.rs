@@ -48,6 +48,10 @@ struct Open {
     checked: std::time::Instant,
 }
 
+/// Bytes of a server message kept free beside an accepted message or an
+/// output for the record that may keep it (see [`Store::record_limit`]).
+const RECORD_ROOM: usize = 64 * 1024;
+
 /// How often a held partition is checked for a request from its
 /// preferred holder.
 const HANDOVER_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
@@ -783,7 +787,9 @@ impl Store for NatsStore {
     }
 
     fn record_limit(&self) -> Option<usize> {
-        Some(self.conn.piece())
+        // Room beside a message for the record that keeps it (a dead
+        // letter's reasons, an exception's detail), cut to fit if need be.
+        Some(self.conn.piece().saturating_sub(RECORD_ROOM).max(1))
     }
 
     fn broadcast(&self, b: &records::Broadcast) -> Result<bool, StoreError> {
@@ -951,6 +957,7 @@ mod tests {
             contract::prune_keeps_dead_letters_and_pending_work,
             contract::keeps_each_processing_record,
             contract::dead_letters_are_listed_replayed_and_purged,
+            contract::keeps_a_dead_letter_whatever_its_reasons_weigh,
             contract::exceptions_are_listed_resolved_retried_and_discarded,
             contract::finds_messages_by_correlation,
             contract::closes_loops,

@@ -163,7 +163,7 @@ pub fn publish(conn: &Connection, events: Vec<(String, Event, Option<String>)>) 
             if let Some(d) = dedupe {
                 headers.insert("Nats-Msg-Id", d.as_str());
             }
-            (subject(&id), headers, serde_json::to_vec(&event).expect("a trace event serializes"))
+            (subject(&id), headers, super::shrink::to_fit(&event, conn.piece(), &[]))
         })
         .collect();
     publish_all(conn, sent, "tracing").map(drop)
