@@ -137,7 +137,8 @@ struct Notes {
 /// header inherited from `parent` is not a new decision).
 fn note_decision(r: &mut RowResult, plugin: &str, parent: &Message, out: &Message) {
     if let Some(text) = out.header("decision").filter(|d| parent.header("decision") != Some(*d)) {
-        r.decisions.push(Decision { input: parent.id.clone(), output: out.id.clone(), plugin: plugin.to_string(), text: text.to_string() });
+        let text = crate::runtime::clip::text(text.to_string(), crate::runtime::clip::TEXT);
+        r.decisions.push(Decision { input: parent.id.clone(), output: out.id.clone(), plugin: plugin.to_string(), text });
     }
 }
 

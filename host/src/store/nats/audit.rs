@@ -67,7 +67,7 @@ impl Event {
             if let Some(id) = ids.and_then(|ids| ids.get(i)) {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
-            sent.push((e.subject()?, headers, serde_json::to_vec(e).expect("an audit event serializes")));
+            sent.push((e.subject()?, headers, super::shrink::to_fit(e, conn.piece(), &[])));
         }
         Ok(publish_all(conn, sent, "keeping an audit event")?.into_iter().map(|seq| seq as i64).collect())
     }

@@ -1,5 +1,5 @@
-//! Records the server could not take whole: a trace event or a case
-//! record (dead letter, exception, loop) larger than the server's
+//! Records the server could not take whole: a trace event, an audit event
+//! or a case record (dead letter, exception, loop) larger than the server's
 //! `max_payload` would be refused, and the commit that keeps it retried
 //! for ever. What plugins say is already bounded
 //! ([`crate::runtime::clip`]), but the bounds add up (an error per
