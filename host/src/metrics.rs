@@ -283,6 +283,7 @@ pub struct Metrics {
     registry: Registry,
     accepted: Family<PipelineLabels, Counter>,
     duplicates: Family<PipelineLabels, Counter>,
+    source_refused: Family<PipelineLabels, Counter>,
     routed: Family<RouteLabels, Counter>,
     stage_messages: Family<StageResult, Counter>,
     stage_seconds: Timing<StageLabels>,
@@ -304,6 +305,7 @@ impl Metrics {
             registry: Registry::with_prefix("syncline"),
             accepted: Family::default(),
             duplicates: Family::default(),
+            source_refused: Family::default(),
             routed: Family::default(),
             stage_messages: Family::default(),
             stage_seconds: Family::new_with_constructor(call_buckets),
@@ -320,6 +322,11 @@ impl Metrics {
         let r = &mut m.registry;
         r.register("messages_accepted", "Messages accepted (durably stored) per pipeline, from ingest and sources.", m.accepted.clone());
         r.register("messages_duplicate", "Messages refused as duplicates of an earlier idempotency key, per pipeline.", m.duplicates.clone());
+        r.register(
+            "source_refused",
+            "Messages a pipeline's source plugin returned that could not be accepted (malformed, another tenant's, larger than the store keeps), per pipeline; the source moves past them, and each is logged with why.",
+            m.source_refused.clone(),
+        );
         r.register("messages_routed", "Messages a pipeline queued for a sink (its messages out), per tenant, pipeline and sink.", m.routed.clone());
         r.register("stage_messages", "Messages through a stage by outcome: passed, dropped, invalid, failed.", m.stage_messages.clone());
         r.register("stage_seconds", "Time of a stage's plugin call per message (an allocate batch's call counts for each of its messages).", m.stage_seconds.clone());
@@ -351,6 +358,11 @@ impl Metrics {
         if duplicate > 0 {
             self.duplicates.get_or_create(&labels).inc_by(duplicate);
         }
+    }
+
+    /// A message `pipeline`'s source returned and could not be accepted.
+    pub fn source_refused(&self, tenant: &str, pipeline: &str) {
+        self.source_refused.get_or_create(&PipelineLabels { tenant: tenant.to_string(), pipeline: pipeline.to_string() }).inc();
     }
 
     /// A processed batch, once the store acknowledged it.

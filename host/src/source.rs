@@ -47,7 +47,10 @@ pub fn run(ctx: &WorkerCtx, ingest: &Ingest, p: &LivePipeline) {
                     for m in batch.messages {
                         match ingest.prepare(p, m, &plugin, None) {
                             Ok(n) => prepared.push(n),
-                            Err(e) => tracing::warn!(source = %name, error = %e, "polled message refused"),
+                            Err(e) => {
+                                ctx.metrics().source_refused(p.cfg.tenant.as_str(), p.cfg.id.as_str());
+                                tracing::warn!(source = %name, error = %e, "polled message refused; the source moves past it");
+                            }
                         }
                     }
                     let cursor = batch.cursor.map(|position| crate::store::Cursor { source: name.clone(), position });

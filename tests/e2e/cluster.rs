@@ -327,6 +327,8 @@ fn an_output_an_error_or_a_polled_message_larger_than_the_server_takes_is_dead_l
     });
     let log = host.log.lock().unwrap().clone();
     assert!(log.lines().any(|l| l.contains("polled message refused") && l.contains("bytes as stored") && l.contains("max_payload")), "the refusal is logged with its reason");
+    let refused = get_text(&format!("{}/metrics", host.url)).lines().find(|l| l.starts_with("syncline_source_refused_total{")).map(str::to_string);
+    assert!(refused.as_deref().is_some_and(|l| l.contains("pipeline=\"statuses\"") && l.ends_with(" 1")), "and counted: {refused:?}");
 }
 
 /// The tagger versions (`v1`, `v2`) that processed `n` new messages over
