@@ -318,6 +318,18 @@ fn an_output_an_error_or_a_polled_message_larger_than_the_server_takes_is_dead_l
     assert_eq!(s, 202, "{b}");
     assert_eq!(host.settled(b["id"].as_str().unwrap())["input"]["state"], "done");
 
+    // Plugin state of 1,000,000 bytes (within the 1 MiB quota, over what
+    // the server keeps in one value): refused like a write over the quota
+    // — before, it was kept in memory only and gone at the next start.
+    let mut stateful: serde_json::Value = serde_json::from_str(&status(3)).unwrap();
+    stateful["headers"] = serde_json::json!({ "do": "big-state", "bytes": "1000000" });
+    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], stateful.to_string().as_bytes());
+    assert_eq!(s, 202, "{b}");
+    let trace = host.settled(b["id"].as_str().unwrap());
+    assert_eq!(trace["input"]["state"], "dead", "{trace}");
+    let reason = trace["dead-letters"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("state value of 1000000 bytes under key `big` is larger than the store keeps"), "{reason}");
+
     // A polled message too large to keep is refused like a malformed one;
     // the rest of its page and the cursor move on (before, the whole page
     // was refused at every poll and the source never got past it).

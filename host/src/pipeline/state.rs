@@ -50,6 +50,13 @@ impl StateStore for StoredState {
     }
 
     fn commit(&self, tenant: &str, plugin: &str, writes: Writes) -> Result<(), String> {
+        // A value the store cannot keep would live in memory only, and be
+        // gone at the next start: refused like one over the quota.
+        if let Some(limit) = self.store.record_limit() {
+            if let Some((key, n)) = writes.iter().find_map(|(k, v)| v.as_ref().filter(|v| k.len() + v.len() > limit).map(|v| (k, v.len()))) {
+                return Err(format!("state value of {n} bytes under key `{key}` is larger than the store keeps in one value ({limit} bytes)"));
+            }
+        }
         self.memory.commit(tenant, plugin, writes.clone())?;
         // Queued, not awaited: the store keeps write order, so the ack of
         // the message being processed commits these writes with it or after.

@@ -618,6 +618,12 @@ impl Store for NatsStore {
         // Each key is its own write: a batch interrupted by an outage may
         // be kept in part (the plugin's next call writes it again).
         let written = writes.into_iter().try_for_each(|(key, value)| self.write(&self.state, format!("{}.{}.{}", key_token(tenant), key_token(plugin), key_token(&key)), value));
+        if let Err(e) = &written {
+            // The caller does not wait for it (the ack of the message that
+            // wrote it fails too while the server is away, and the message
+            // is processed again, writing it again).
+            tracing::warn!(tenant, plugin, error = %e, "plugin state not written to the store");
+        }
         Submitted::ready(written)
     }
 
