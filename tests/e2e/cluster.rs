@@ -284,50 +284,44 @@ fn an_output_an_error_or_a_polled_message_larger_than_the_server_takes_is_dead_l
     site.share_plugin("hostile", "hostile");
     let host = Host::start(&site);
 
+    // Status `i` with the hostile plugin's `headers` goes to its dead
+    // letter; the next status of its order is processed. The dead letter.
+    let dies = |i: usize, headers: serde_json::Value| {
+        let mut m: serde_json::Value = serde_json::from_str(&status(i)).unwrap();
+        m["headers"] = headers;
+        let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], m.to_string().as_bytes());
+        assert_eq!(s, 202, "{b}");
+        let trace = host.settled(b["id"].as_str().unwrap());
+        assert_eq!(trace["input"]["state"], "dead", "{trace}");
+        let next = status(i).replace(&format!("S-{i}"), &format!("S-{i}b"));
+        let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], next.as_bytes());
+        assert_eq!(s, 202, "{b}");
+        assert_eq!(host.settled(b["id"].as_str().unwrap())["input"]["state"], "done");
+        trace["dead-letters"][0].clone()
+    };
+
     // A stage whose output is larger than the server takes in one message:
     // the message is dead-lettered with the reason, nothing of it queued —
     // before, the commit was kept and its delivery's publish refused and
     // retried for ever, holding the partition.
-    let mut big: serde_json::Value = serde_json::from_str(&status(1)).unwrap();
-    big["headers"] = serde_json::json!({ "do": "big-output", "copies": "1", "bytes": "1200000" });
-    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], big.to_string().as_bytes());
-    assert_eq!(s, 202, "{b}");
-    let trace = host.settled(b["id"].as_str().unwrap());
-    assert_eq!(trace["input"]["state"], "dead", "{trace}");
-    let reason = trace["dead-letters"][0]["reason"].as_str().unwrap();
+    let dead = dies(1, serde_json::json!({ "do": "big-output", "copies": "1", "bytes": "1200000" }));
+    let reason = dead["reason"].as_str().unwrap();
     assert!(reason.contains("for sink erp") && reason.contains("max_payload") && reason.contains("replay"), "{reason}");
-    assert_eq!(trace["dead-letters"][0]["place"], "store", "{trace}");
-    // The next message of the same order gets through.
-    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], status(1).replace("S-1", "S-1b").as_bytes());
-    assert_eq!(s, 202, "{b}");
-    assert_eq!(host.settled(b["id"].as_str().unwrap())["input"]["state"], "done");
+    assert_eq!(dead["place"], "store", "{dead}");
     eventually(Duration::from_secs(30), "the order's next status at the ERP", || (erp.received()["by-path"]["/requisitions"].as_u64() >= Some(1)).then_some(()));
 
     // A plugin failing with an error of 2 MB: its dead letter keeps the
     // error's head and tail (where a traceback ends) — before, the dead
     // letter could not be kept and the partition retried it for ever.
-    let mut failing: serde_json::Value = serde_json::from_str(&status(2)).unwrap();
-    failing["headers"] = serde_json::json!({ "do": "big-error", "bytes": "2000000" });
-    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], failing.to_string().as_bytes());
-    assert_eq!(s, 202, "{b}");
-    let trace = host.settled(b["id"].as_str().unwrap());
-    assert_eq!(trace["input"]["state"], "dead", "{trace}");
-    let reason = trace["dead-letters"][0]["reason"].as_str().unwrap();
+    let dead = dies(2, serde_json::json!({ "do": "big-error", "bytes": "2000000" }));
+    let reason = dead["reason"].as_str().unwrap();
     assert!(reason.len() < 20_000 && reason.contains("bytes left out") && reason.ends_with("the end of the error"), "{} bytes: {}", reason.len(), &reason[reason.len().saturating_sub(200)..]);
-    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], status(2).replace("S-2", "S-2b").as_bytes());
-    assert_eq!(s, 202, "{b}");
-    assert_eq!(host.settled(b["id"].as_str().unwrap())["input"]["state"], "done");
 
     // Plugin state of 1,000,000 bytes (within the 1 MiB quota, over what
     // the server keeps in one value): refused like a write over the quota
     // — before, it was kept in memory only and gone at the next start.
-    let mut stateful: serde_json::Value = serde_json::from_str(&status(3)).unwrap();
-    stateful["headers"] = serde_json::json!({ "do": "big-state", "bytes": "1000000" });
-    let (s, b) = host.ingest("acme", "tagged", "messages", "application/json", &[], stateful.to_string().as_bytes());
-    assert_eq!(s, 202, "{b}");
-    let trace = host.settled(b["id"].as_str().unwrap());
-    assert_eq!(trace["input"]["state"], "dead", "{trace}");
-    let reason = trace["dead-letters"][0]["reason"].as_str().unwrap();
+    let dead = dies(3, serde_json::json!({ "do": "big-state", "bytes": "1000000" }));
+    let reason = dead["reason"].as_str().unwrap();
     assert!(reason.contains("state value of 1000000 bytes under key `big` is larger than the store keeps"), "{reason}");
 
     // A polled message too large to keep is refused like a malformed one;
