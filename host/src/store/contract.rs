@@ -330,7 +330,7 @@ pub fn keeps_a_dead_letter_whatever_its_reasons_weigh(s: &dyn Store) {
     assert_eq!(listed.len(), 1);
     assert!(listed[0].reason.starts_with("Traceback (most recent call last)"), "{}", &listed[0].reason[..100]);
     let (_, kept) = s.dead_letter(listed[0].id).unwrap().unwrap();
-    assert_eq!(kept.to_string().len(), serde_json::from_str::<serde_json::Value>(&body).unwrap().to_string().len(), "the message is kept whole");
+    assert!(kept == serde_json::from_str::<serde_json::Value>(&body).unwrap(), "the message is kept whole");
     let trace = s.trace("heavy").unwrap().expect("its trace");
     assert_eq!(trace.input.expect("its input").state, "dead");
 }

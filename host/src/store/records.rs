@@ -607,6 +607,14 @@ pub enum ClusterCommand {
     },
 }
 
+impl ClusterCommand {
+    /// Whether this is a rollback made while its plugin's file was
+    /// `file_digest` (one that a newly deployed file ends).
+    pub fn rolls_back_from(&self, file_digest: &str) -> bool {
+        matches!(self, ClusterCommand::RollBack { file_digest: f, .. } if f == file_digest)
+    }
+}
+
 /// A [`ClusterCommand`] as one process sends it to the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1640,9 +1640,7 @@ impl Store for SqliteStore {
         let (plugin, file_digest) = (plugin.to_string(), file_digest.to_string());
         self.write(move |tx| {
             let json: Option<String> = tx.query_row("SELECT json FROM rollbacks WHERE plugin = ?1", params![plugin], |r| r.get(0)).optional()?;
-            let ends = json.and_then(|j| serde_json::from_str::<records::Broadcast>(&j).ok()).is_none_or(|b| {
-                matches!(&b.command, records::ClusterCommand::RollBack { file_digest: f, .. } if *f == file_digest)
-            });
+            let ends = json.and_then(|j| serde_json::from_str::<records::Broadcast>(&j).ok()).is_none_or(|b| b.command.rolls_back_from(&file_digest));
             if ends {
                 tx.execute("DELETE FROM rollbacks WHERE plugin = ?1", params![plugin])?;
             }

@@ -22,7 +22,7 @@ pub(super) fn fit(row: &Pending, r: &mut RowResult, limit: usize) {
     }
     let Some(too_large) = oversized(r, limit) else { return };
     let reason = format!(
-        "{too_large} is larger than the store keeps in one message ({limit} bytes: the NATS server's max_payload less room for headers); \
+        "{too_large} is larger than the store keeps in one message ({limit} bytes: the NATS server's max_payload less room for headers and for the record that keeps it); \
          nothing of this message was recorded but this dead letter: raise max_payload on the server or have the plugin emit smaller messages, then replay it"
     );
     r.deliveries.clear();

@@ -30,9 +30,17 @@ const AGAIN: Duration = Duration::from_secs(1);
 fn key(command: &ClusterCommand) -> String {
     match command {
         ClusterCommand::Reload { .. } => "command.reload".to_string(),
-        ClusterCommand::RollBack { plugin, .. } => format!("command.rollback.{}", hex::encode(plugin.as_bytes())),
+        ClusterCommand::RollBack { plugin, .. } => rollback_key(plugin),
     }
 }
+
+/// The key `plugin`'s rollback is kept under.
+fn rollback_key(plugin: &str) -> String {
+    format!("{ROLLBACKS}{}", hex::encode(plugin.as_bytes()))
+}
+
+/// What the keys of rollbacks begin with.
+const ROLLBACKS: &str = "command.rollback.";
 
 /// Sends `b` to every process watching `control` (the `syncline-control` bucket).
 ///
@@ -58,7 +66,7 @@ pub fn rollbacks(conn: &Connection, control: &kv::Store) -> Result<Vec<Broadcast
         let failed = |e: &dyn std::fmt::Display| unavailable("reading the rollbacks in force", e);
         let keys: Vec<String> = kv.keys().await.map_err(|e| failed(&e))?.filter_map(|k| async move { k.ok() }).collect().await;
         let mut kept = Vec::new();
-        for key in keys.into_iter().filter(|k| k.starts_with("command.rollback.")) {
+        for key in keys.into_iter().filter(|k| k.starts_with(ROLLBACKS)) {
             let Some(value) = kv.get(&key).await.map_err(|e| failed(&e))? else { continue };
             match serde_json::from_slice::<Broadcast>(&value) {
                 Ok(b) if matches!(b.command, ClusterCommand::RollBack { .. }) => kept.push(b),
@@ -77,7 +85,7 @@ pub fn rollbacks(conn: &Connection, control: &kv::Store) -> Result<Vec<Broadcast
 /// [`StoreError::Unavailable`] when the server does not answer.
 pub fn end_rollback(conn: &Connection, control: &kv::Store, plugin: &str, file_digest: &str) -> Result<(), StoreError> {
     let kv = control.clone();
-    let key = key(&ClusterCommand::RollBack { plugin: plugin.to_string(), digest: String::new(), file_digest: String::new() });
+    let key = rollback_key(plugin);
     let file_digest = file_digest.to_string();
     conn.run(async move {
         let failed = |e: &dyn std::fmt::Display| unavailable("forgetting a rollback that ended", e);
@@ -85,8 +93,7 @@ pub fn end_rollback(conn: &Connection, control: &kv::Store, plugin: &str, file_d
         if entry.operation != kv::Operation::Put {
             return Ok(());
         }
-        let ends = serde_json::from_slice::<Broadcast>(&entry.value)
-            .map_or(true, |b| matches!(&b.command, ClusterCommand::RollBack { file_digest: f, .. } if *f == file_digest));
+        let ends = serde_json::from_slice::<Broadcast>(&entry.value).map_or(true, |b| b.command.rolls_back_from(&file_digest));
         if ends {
             // Only the entry read: a rollback made since stays.
             kv.delete_expect_revision(&key, Some(entry.revision)).await.map_err(|e| failed(&e))?;

@@ -272,6 +272,14 @@ mod tests {
     use super::*;
     use crate::store::{now_ms, Final, NewDelivery, Partition, Retry};
 
+    /// A connection to `server`, its layout, an appender and the leases.
+    fn opened(server: &NatsServer) -> (Arc<Connection>, super::super::Layout, Arc<Appender>, Leases) {
+        let (conn, layout) = connected(server);
+        let appender = Arc::new(Appender::new(conn.clone(), &layout));
+        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        (conn, layout, appender, leases)
+    }
+
     fn keeper(conn: &Connection, layout: &super::super::Layout) -> Keeper {
         Keeper::open(conn, layout).unwrap()
     }
@@ -304,9 +312,7 @@ mod tests {
     #[test]
     fn claims_hand_out_a_partition_s_messages_in_order_and_acks_settle_or_hold_them() {
         let server = NatsServer::start();
-        let (conn, layout) = connected(&server);
-        let appender = Arc::new(Appender::new(conn.clone(), &layout));
-        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let (conn, layout, appender, leases) = opened(&server);
         // Keys hashing to 5 and 37 (this partition's slots) and to 6 (another's).
         appender.append(vec![message("a1", "acme", Some("k-a1"), 5), message("b1", "acme", None, 37), message("x1", "acme", None, 6)], None).unwrap();
         appender.append(vec![message("a2", "acme", None, 5)], None).unwrap();
@@ -360,9 +366,7 @@ mod tests {
     #[test]
     fn a_message_of_a_batch_still_being_published_holds_its_slot_until_it_is_known() {
         let server = NatsServer::start();
-        let (conn, layout) = connected(&server);
-        let appender = Arc::new(Appender::new(conn.clone(), &layout));
-        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let (conn, layout, appender, leases) = opened(&server);
         leftover(&conn, &message("p1", "acme", None, 5), Some("p1"), None);
         appender.append(vec![message("after", "acme", None, 5)], None).unwrap();
         let now = now_ms();
@@ -380,9 +384,7 @@ mod tests {
     #[test]
     fn a_holder_taking_a_slot_over_starts_from_its_checkpoint_also_when_the_log_before_it_is_gone() {
         let server = NatsServer::start();
-        let (conn, layout) = connected(&server);
-        let appender = Arc::new(Appender::new(conn.clone(), &layout));
-        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let (conn, layout, appender, leases) = opened(&server);
         let sent: Vec<_> = (0..130).map(|i| message(&format!("m{i}"), "acme", None, 5)).collect();
         appender.append(sent, None).unwrap();
         let now = now_ms();
@@ -423,9 +425,7 @@ mod tests {
     #[test]
     fn a_holder_taking_the_partition_over_resumes_where_the_last_one_s_acks_left_it_and_fences_it() {
         let server = NatsServer::start();
-        let (conn, layout) = connected(&server);
-        let appender = Arc::new(Appender::new(conn.clone(), &layout));
-        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let (conn, layout, appender, leases) = opened(&server);
         let sent: Vec<_> = (0..6).map(|i| message(&format!("m{i}"), "acme", None, if i % 2 == 0 { 5 } else { 37 })).collect();
         appender.append(sent, None).unwrap();
         let now = now_ms();
@@ -466,9 +466,7 @@ mod tests {
         use crate::store::NewDelivery;
 
         let server = NatsServer::start();
-        let (conn, layout) = connected(&server);
-        let appender = Arc::new(Appender::new(conn.clone(), &layout));
-        let leases = Leases::new(conn.clone(), layout.leases.clone());
+        let (conn, layout, appender, leases) = opened(&server);
         appender.append(vec![message("m1", "acme", None, 5), message("m2", "acme", None, 37), message("m3", "acme", None, 5)], None).unwrap();
         let out = |id: &str| NewDelivery {
             id: format!("out-{id}"),

@@ -11,8 +11,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// Passes of cutting: the longest string (bytes) and list kept in each.
-const PASSES: [(usize, usize); 3] = [(4096, 50), (512, 10), (64, 3)];
+/// Passes of cutting, until one fits: the longest string (bytes) and list
+/// kept in each. Strings first: lists (a trace's outputs) are cut only if
+/// that is not enough.
+const PASSES: [(usize, usize); 4] = [(4096, usize::MAX), (4096, 50), (512, 10), (64, 3)];
 
 /// `value` as JSON, in at most `limit` bytes if cutting its strings and
 /// lists gets it there (the top-level fields named in `whole` are left as
@@ -22,6 +24,7 @@ pub fn to_fit<T: Serialize>(value: &T, limit: usize, whole: &[&str]) -> Vec<u8> 
     if bytes.len() <= limit {
         return bytes;
     }
+    let was = bytes.len();
     let mut json = serde_json::to_value(value).expect("a record serializes");
     let mut cut = bytes;
     for (text, list) in PASSES {
@@ -40,7 +43,7 @@ pub fn to_fit<T: Serialize>(value: &T, limit: usize, whole: &[&str]) -> Vec<u8> 
             break;
         }
     }
-    tracing::warn!(was = serde_json::to_vec(value).map_or(0, |b| b.len()), now = cut.len(), limit, "a record larger than the store takes in one message was cut to fit");
+    tracing::warn!(was, now = cut.len(), limit, "a record larger than the store takes in one message was cut to fit");
     cut
 }
 
@@ -76,5 +79,11 @@ mod tests {
         assert_eq!(back["record"]["id"], 7);
         assert!(back["record"]["reason"].as_str().unwrap().contains("bytes left out"));
         assert!(back["record"]["attempts"].as_array().unwrap().len() <= 50);
+
+        // Cutting strings is enough here: the list keeps every item.
+        let outputs: Vec<String> = (0..200).map(|i| format!("output-{i}")).collect();
+        let wide = json!({"outputs": outputs, "error": "x".repeat(50_000)});
+        let back: Value = serde_json::from_slice(&to_fit(&wide, 10_000, &[])).unwrap();
+        assert_eq!(back["outputs"].as_array().unwrap().len(), 200);
     }
 }
